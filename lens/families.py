@@ -1,0 +1,77 @@
+"""Where each model family keeps its decoder layers and per-layer outputs.
+
+One small table per family maps TransformerLens-style site names onto Hugging Face modules.
+To add a family, add a `Family` entry to `FAMILIES` keyed by the HF `config.model_type`
+(and tests in tests/test_sites.py): give the dotted path to the list of decoder layers and,
+relative to one layer, the modules whose outputs are the attention and MLP contributions that
+are added to the residual stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import LensError
+
+
+@dataclass(frozen=True)
+class Family:
+    """Module layout of one architecture family.
+
+    layers: dotted path from the HF causal-LM object to the `ModuleList` of decoder layers.
+    attn_out / mlp_out: dotted path inside one layer to the module whose output is added to the
+        residual stream (after any post-norm, as Gemma 2/3 apply), or None when not exposed.
+    final_norm: dotted path to the final norm before the unembedding.
+    """
+
+    name: str
+    layers: str
+    attn_out: str | None
+    mlp_out: str | None
+    final_norm: str
+
+
+_LLAMA_LIKE = dict(layers="model.layers", attn_out="self_attn", mlp_out="mlp", final_norm="model.norm")
+_GEMMA = dict(
+    layers="model.layers",
+    attn_out="post_attention_layernorm",
+    mlp_out="post_feedforward_layernorm",
+    final_norm="model.norm",
+)
+
+FAMILIES: dict[str, Family] = {
+    "llama": Family("llama", **_LLAMA_LIKE),
+    "mistral": Family("mistral", **_LLAMA_LIKE),
+    "qwen2": Family("qwen2", **_LLAMA_LIKE),
+    "qwen3": Family("qwen3", **_LLAMA_LIKE),
+    "gemma": Family("gemma", **_LLAMA_LIKE),
+    "gemma2": Family("gemma2", **_GEMMA),
+    "gemma3_text": Family("gemma3_text", **_GEMMA),
+    "gemma3": Family(
+        "gemma3",
+        layers="model.language_model.layers",
+        attn_out="post_attention_layernorm",
+        mlp_out="post_feedforward_layernorm",
+        final_norm="model.language_model.norm",
+    ),
+    "gpt2": Family("gpt2", layers="transformer.h", attn_out="attn", mlp_out="mlp", final_norm="transformer.ln_f"),
+    "gpt_neox": Family(
+        "gpt_neox",
+        layers="gpt_neox.layers",
+        attn_out="attention",
+        mlp_out="mlp",
+        final_norm="gpt_neox.final_layer_norm",
+    ),
+}
+
+
+def family_of(model_type: str) -> Family:
+    """The layout for an HF `config.model_type`, or a LensError listing the supported ones."""
+    try:
+        return FAMILIES[model_type]
+    except KeyError:
+        supported = ", ".join(sorted(FAMILIES))
+        raise LensError(
+            f"unsupported model family {model_type!r}; supported: {supported}. "
+            "To add one, add a Family entry to lens/families.py (layers path, attn/mlp output modules)."
+        ) from None

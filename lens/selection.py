@@ -1,0 +1,247 @@
+"""Which tokens a capture (or an intervention) reads: token selections over one example.
+
+A selection turns one tokenised example into groups of absolute token positions (positions in
+the unpadded sequence, 0 = first token, BOS included when the tokenizer adds one). A group of
+one position gives one row per token; a longer group gives one row holding the mean over its
+positions (sentence vectors, spans). Selections are plain data: `parse_select("last:4")`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .errors import LensError
+
+
+@dataclass
+class Example:
+    """One input: its text, where the prompt ends (characters), optional labelled character spans."""
+
+    text: str
+    prompt_chars: int | None = None
+    spans: list[tuple[int, int, str]] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, item: str | dict | Example) -> Example:
+        """Normalise a str, an Example, or a dict with "text" or "prompt"(+"completion") (+"spans")."""
+        if isinstance(item, Example):
+            return item
+        if isinstance(item, str):
+            return cls(item)
+        if isinstance(item, dict):
+            spans = [tuple(s) for s in item.get("spans", [])]
+            spans = [(int(s[0]), int(s[1]), str(s[2]) if len(s) > 2 else "") for s in spans]
+            meta = {k: v for k, v in item.items() if k not in ("text", "prompt", "completion", "spans")}
+            if "prompt" in item:
+                prompt = str(item["prompt"])
+                return cls(prompt + str(item.get("completion", "")), len(prompt), spans, meta)
+            if "text" in item:
+                return cls(str(item["text"]), None, spans, meta)
+        raise LensError(
+            f"cannot read input {str(item)[:60]!r}: give a string or an object with \"text\" or \"prompt\" "
+            "(and optionally \"completion\", \"spans\")"
+        )
+
+
+@dataclass(frozen=True)
+class Group:
+    """Absolute positions whose mean is one captured row, with an optional label."""
+
+    positions: tuple[int, ...]
+    label: str = ""
+
+
+def _real(offsets: list[tuple[int, int]]) -> list[int]:
+    """Indices of tokens that cover text (special tokens have empty (0, 0) offsets)."""
+    return [i for i, (s, e) in enumerate(offsets) if e > s]
+
+
+def tokens_in_span(offsets: list[tuple[int, int]], start: int, end: int) -> tuple[int, ...]:
+    """Token positions whose character range overlaps [start, end)."""
+    return tuple(i for i, (s, e) in enumerate(offsets) if e > s and s < end and e > start)
+
+
+class Selection:
+    """Base class: `groups(example, offsets)` lists the Groups to capture for one example."""
+
+    def groups(self, ex: Example, offsets: list[tuple[int, int]]) -> list[Group]:
+        raise NotImplementedError
+
+    @property
+    def spec(self) -> str:
+        """The CLI string that `parse_select` turns back into this selection."""
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return self.spec
+
+
+@dataclass(frozen=True)
+class AllTokens(Selection):
+    """Every token, one row each (special tokens such as BOS included)."""
+
+    @property
+    def spec(self) -> str:
+        return "all"
+
+
+    def groups(self, ex, offsets):
+        return [Group((i,)) for i in range(len(offsets))]
+
+
+@dataclass(frozen=True)
+class LastPromptToken(Selection):
+    """The last token of the prompt (the whole text when the example has no prompt/completion split)."""
+
+    @property
+    def spec(self) -> str:
+        return "last_prompt"
+
+
+    def groups(self, ex, offsets):
+        if ex.prompt_chars is None:
+            return [Group((len(offsets) - 1,))]
+        inside = [i for i, (s, e) in enumerate(offsets) if e > s and s < ex.prompt_chars]
+        if not inside:
+            raise LensError(f"prompt of {ex.text[:40]!r} covers no token")
+        return [Group((inside[-1],))]
+
+
+@dataclass(frozen=True)
+class Positions(Selection):
+    """Absolute positions; negative ones count from the end (-1 = last token)."""
+
+    @property
+    def spec(self) -> str:
+        return "positions:" + ",".join(str(p) for p in self.positions)
+
+    positions: tuple[int, ...] = ()
+
+    def groups(self, ex, offsets):
+        n = len(offsets)
+        out = []
+        for p in self.positions:
+            q = p + n if p < 0 else p
+            if not 0 <= q < n:
+                raise LensError(f"position {p} is outside an example of {n} tokens ({ex.text[:40]!r})")
+            out.append(Group((q,)))
+        return out
+
+
+@dataclass(frozen=True)
+class LastN(Selection):
+    """The last n tokens, one row each."""
+
+    @property
+    def spec(self) -> str:
+        return f"last:{self.n}"
+
+    n: int = 1
+
+    def groups(self, ex, offsets):
+        return [Group((i,)) for i in range(max(0, len(offsets) - self.n), len(offsets))]
+
+
+@dataclass(frozen=True)
+class CharSpans(Selection):
+    """The example's labelled character spans, mapped to tokens through the tokenizer's offsets.
+
+    mean=True gives one row per span (mean over its tokens); False one row per token.
+    """
+
+    @property
+    def spec(self) -> str:
+        return "spans" if self.mean else "spans:tokens"
+
+    mean: bool = True
+
+    def groups(self, ex, offsets):
+        out = []
+        for s, e, label in ex.spans:
+            pos = tokens_in_span(offsets, s, e)
+            if not pos:
+                continue
+            out.extend([Group(pos, label)] if self.mean else [Group((p,), label) for p in pos])
+        return out
+
+
+@dataclass(frozen=True)
+class Regex(Selection):
+    """Tokens overlapping each match of a regular expression (one row per token, or the mean per match)."""
+
+    @property
+    def spec(self) -> str:
+        return ("regex-mean:" if self.mean else "regex:") + self.pattern
+
+    pattern: str = ""
+    mean: bool = False
+
+    def groups(self, ex, offsets):
+        out = []
+        for m in re.finditer(self.pattern, ex.text):
+            pos = tokens_in_span(offsets, m.start(), m.end())
+            if pos:
+                out.extend([Group(pos, m.group(0))] if self.mean else [Group((p,), m.group(0)) for p in pos])
+        return out
+
+
+SENTENCE_RE = r"[^.!?\n]+[.!?]?"
+
+
+@dataclass(frozen=True)
+class Sentences(Selection):
+    """One row per sentence: the mean residual over its tokens (the hybrid paper's sentence vectors).
+
+    Sentences are matches of `pattern` in the completion (or the whole text when the example has
+    no prompt split, or `completion_only=False`); a sentence covered by a labelled span takes its label.
+    """
+
+    @property
+    def spec(self) -> str:
+        return "sentences" if self.pattern == SENTENCE_RE and self.completion_only else f"sentences:{self.pattern}"
+
+    pattern: str = SENTENCE_RE
+    completion_only: bool = True
+
+    def groups(self, ex, offsets):
+        start = ex.prompt_chars if (self.completion_only and ex.prompt_chars is not None) else 0
+        out = []
+        for m in re.finditer(self.pattern, ex.text[start:]):
+            s, e = m.start() + start, m.end() + start
+            if not ex.text[s:e].strip():
+                continue
+            pos = tokens_in_span(offsets, s, e)
+            if pos:
+                label = next((lab for a, b, lab in ex.spans if a <= s and e <= b), "")
+                out.append(Group(pos, label))
+        return out
+
+
+def parse_select(text: str | Selection) -> Selection:
+    """Parse a CLI selection: all | last_prompt | positions:0,5,-1 | last:N | spans | regex:PAT | sentences."""
+    if isinstance(text, Selection):
+        return text
+    name, _, arg = text.partition(":")
+    try:
+        if name == "all":
+            return AllTokens()
+        if name == "last_prompt":
+            return LastPromptToken()
+        if name == "positions":
+            return Positions(tuple(int(x) for x in arg.split(",") if x.strip()))
+        if name == "last":
+            return LastN(int(arg))
+        if name == "spans":
+            return CharSpans(mean=arg != "tokens")
+        if name in ("regex", "regex-mean"):
+            re.compile(arg)
+            return Regex(arg, mean=name == "regex-mean")
+        if name == "sentences":
+            return Sentences(arg) if arg else Sentences()
+    except (ValueError, re.error) as e:
+        raise LensError(f"bad selection {text!r}: {e}") from None
+    raise LensError(
+        f"unknown selection {text!r}; use all, last_prompt, positions:0,5,-1, last:N, spans, regex:PATTERN or sentences"
+    )

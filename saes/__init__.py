@@ -1,0 +1,1 @@
+"""SAE dictionaries: training on capture folders, loading, evaluation and feature search."""
