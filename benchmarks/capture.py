@@ -1,0 +1,128 @@
+"""Capture benchmark rows: lens vs bare HF forward, TransformerLens and nnsight, plus disk capture memory.
+
+Each row is measured in this run on the same texts and batches (median of `repeats` timings).
+Peak memory of capture-to-disk is measured in fresh subprocesses (ru_maxrss) at 1x and 10x inputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+from lens.capture import capture
+from lens.models import Model
+
+
+def _texts(n: int) -> list[str]:
+    base = "Q:47+38+26+19=?\n<think>47+38+26+19=85+26+19=111+19=130</think>A:130. The model answers. "
+    return [(base * 2)[: 100 + (i % 5) * 10] for i in range(n)]
+
+
+def _time(fn, repeats: int) -> float:
+    fn()  # warm up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def capture_rows(model: Model, n_texts: int = 64, batch_size: int = 8, repeats: int = 5) -> list[dict]:
+    """Time every capture method on `n_texts` texts; returns rows with seconds and ratio to bare forward."""
+    texts = _texts(n_texts)
+    sites = [f"blocks.{i}.hook_resid_post" for i in range(model.n_layers)]
+    tok = model.tokenizer
+    tok.padding_side = "right"
+    batches = [tok(texts[i : i + batch_size], return_tensors="pt", padding=True) for i in range(0, n_texts, batch_size)]
+    n_tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+
+    def bare():
+        with torch.no_grad():
+            for b in batches:
+                model.hf(**b, use_cache=False)
+
+    def lens_mem():
+        capture(model, texts, sites, "all", batch_size=batch_size, progress=False)
+
+    def lens_disk():
+        with tempfile.TemporaryDirectory() as d:
+            capture(model, texts, sites, "all", batch_size=batch_size, out=d, progress=False)
+
+    rows = [("bare HF forward", bare), ("lens capture (memory)", lens_mem), ("lens capture (to disk)", lens_disk)]
+    try:
+        from transformer_lens.model_bridge import TransformerBridge
+
+        bridge = TransformerBridge.boot_transformers("bench", hf_model=copy.deepcopy(model.hf), tokenizer=tok)
+
+        def tl_bridge():
+            with torch.no_grad():
+                for b in batches:
+                    bridge.run_with_cache(b["input_ids"], attention_mask=b["attention_mask"],
+                                          names_filter=lambda n: n.endswith("hook_resid_post"))
+
+        rows.append(("TransformerLens Bridge run_with_cache", tl_bridge))
+    except Exception as e:  # noqa: BLE001 - a peer failing is a row, not a crash
+        print(f"TransformerBridge unavailable: {e}", file=sys.stderr)
+    try:
+        from nnsight import LanguageModel
+
+        lm = LanguageModel(copy.deepcopy(model.hf), tokenizer=tok)
+        layers = lm.transformer.h if model.family == "gpt2" else lm.model.layers
+
+        def nn_trace():
+            for b in batches:
+                with torch.no_grad(), lm.trace(b["input_ids"], attention_mask=b["attention_mask"]):
+                    [layer.output.save() for layer in layers]  # noqa: B018
+
+        rows.append(("nnsight trace (save every layer)", nn_trace))
+    except Exception as e:  # noqa: BLE001
+        print(f"nnsight unavailable: {e}", file=sys.stderr)
+    out = []
+    base = None
+    for name, fn in rows:
+        sec = _time(fn, repeats)
+        base = base or sec
+        out.append({"method": name, "seconds": round(sec, 4), "tokens_per_s": round(n_tokens / sec),
+                    "ratio_to_bare": round(sec / base, 3)})
+    return out
+
+
+_MEM_CHILD = """
+import json, resource, sys, tempfile, torch
+sys.path.insert(0, {root!r})
+from benchmarks.capture import _texts
+from lens.capture import capture
+from lens import load_model
+from lens.tiny import tiny_model
+spec, n = sys.argv[1], int(sys.argv[2])
+model = tiny_model("llama", d_model=128) if spec == "tiny" else load_model(spec)
+sites = [f"blocks.{{i}}.hook_resid_post" for i in range(model.n_layers)]
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with tempfile.TemporaryDirectory() as d:
+    capture(model, (t for t in _texts(n)), sites, "all", batch_size=8, out=d, shard_rows=4096, progress=False)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"peak_mib": after / 1024, "growth_mib": (after - before) / 1024}}))
+"""
+
+
+def disk_memory(spec: str, n: int) -> dict:
+    """Peak RSS (MiB) of a fresh process streaming `n` texts to disk (all resid_post sites)."""
+    import pathlib
+
+    root = str(pathlib.Path(__file__).resolve().parent.parent)
+    res = subprocess.run([sys.executable, "-c", _MEM_CHILD.format(root=root), spec, str(n)], capture_output=True,
+                         text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

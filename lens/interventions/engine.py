@@ -1,0 +1,207 @@
+"""The engine: apply a list of Interventions during any forward pass or HF `generate` call.
+
+`steer(model, interventions)` is a context manager. It registers one read-only pre-hook on the
+model's top module, which reads each call's `position_ids` (or, without them, `attention_mask` and
+the cache length) to work out the absolute position of every slot, padding- and KV-cache-aware,
+and one hook per site that applies the interventions whose `Where` covers those positions.
+Everything it added is removed on exit.
+
+What fired is recorded in `handle.log` (step, row, absolute position, site, name, |delta|).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Bool, Float, Int
+
+from ..errors import LensError
+from ..hooks import add_hook
+from ..models import Model
+from .spec import Intervention
+
+
+@dataclass
+class CallState:
+    """Positions of the forward call in flight: step index, absolute positions, real (non-pad) slots."""
+
+    step: int
+    positions: Int[torch.Tensor, "batch seq"]
+    valid: Bool[torch.Tensor, "batch seq"]
+    prompt_len: Int[torch.Tensor, " batch"]
+
+
+@dataclass
+class Gate:
+    """A run-time switch for `Where.on_gate(name)` interventions.
+
+    rows: which batch rows steer at the current call (at their newest position only);
+    vectors: optional per-row replacement vectors [batch, d_model]; scales: optional per-row scales.
+    `fired` keeps every (row, absolute position) where it applied, for replay and reports.
+    """
+
+    rows: Bool[torch.Tensor, " batch"] | None = None
+    vectors: Float[torch.Tensor, "batch d_model"] | None = None
+    scales: Float[torch.Tensor, " batch"] | None = None
+    fired: list[tuple[int, int]] = field(default_factory=list)
+
+    def set(self, rows, vectors=None, scales=None) -> None:
+        self.rows, self.vectors, self.scales = rows, vectors, scales
+
+    def clear(self) -> None:
+        self.rows = self.vectors = self.scales = None
+
+
+@dataclass
+class FiredLog:
+    """Where interventions fired: one record per (call, intervention, row, position)."""
+
+    records: list[dict] = field(default_factory=list)
+    enabled: bool = True
+
+    def add(self, step: int, name: str, site: str, mask: torch.Tensor, positions: torch.Tensor,
+            delta: torch.Tensor) -> None:
+        if not self.enabled:
+            return
+        rows, slots = mask.nonzero(as_tuple=True)
+        if rows.numel() == 0:
+            return
+        mags = delta[rows, slots].float().norm(dim=-1).tolist()
+        for r, s, m in zip(rows.tolist(), positions[rows, slots].tolist(), mags, strict=True):
+            self.records.append({"step": step, "row": r, "position": s, "site": site, "name": name,
+                                 "magnitude": m})
+
+    def positions(self, row: int, name: str | None = None) -> list[int]:
+        """Absolute positions steered in `row` (optionally by one named intervention), in order."""
+        return sorted({r["position"] for r in self.records if r["row"] == row and (name is None or r["name"] == name)})
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+@dataclass
+class Steering:
+    """The handle `steer` yields: the log, the gates, and the call state of the last forward."""
+
+    interventions: list[Intervention]
+    log: FiredLog
+    gates: dict[str, Gate]
+    state: CallState | None = None
+    prompt_len: torch.Tensor | None = None
+    calls: int = 0
+
+
+def _call_state(args, kwargs, h: Steering, fixed_prompt_len) -> CallState:
+    ids = kwargs.get("input_ids", args[0] if args else None)
+    x = ids if ids is not None else kwargs.get("inputs_embeds")
+    if x is None:
+        raise LensError("steer: the forward call has neither input_ids nor inputs_embeds")
+    batch, t = x.shape[0], x.shape[1]
+    mask = kwargs.get("attention_mask")
+    pos_ids = kwargs.get("position_ids")
+    if mask is not None and mask.dim() == 2:
+        full = mask.long()
+        valid = full[:, -t:].bool()
+        positions = (full.cumsum(-1) - 1)[:, -t:]
+    else:
+        valid = torch.ones(batch, t, dtype=torch.bool, device=x.device)
+        cache = kwargs.get("past_key_values", kwargs.get("cache"))
+        past = int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
+        positions = (past + torch.arange(t, device=x.device)).expand(batch, t)
+    if pos_ids is not None and pos_ids.dim() == 2:  # what the model itself is told (HF generate sets it)
+        positions = pos_ids.expand(batch, t)
+    positions = positions.clamp(min=0)
+    if h.calls == 0 or h.prompt_len is None:
+        if fixed_prompt_len is not None:
+            h.prompt_len = torch.as_tensor(fixed_prompt_len, device=x.device).long().reshape(batch)
+        else:  # the first call processes the whole prompt
+            h.prompt_len = torch.where(valid, positions + 1, 0).amax(-1)
+    return CallState(h.calls, positions, valid, h.prompt_len.to(x.device))
+
+
+def _apply(iv: Intervention, hidden: torch.Tensor, mask: torch.Tensor, vec: torch.Tensor,
+           scale: torch.Tensor | float) -> torch.Tensor:
+    m = mask[..., None].to(hidden.dtype)
+    if iv.op == "add":
+        return hidden + m * (scale * vec)
+    if iv.op == "set":
+        return hidden + m * (scale * vec - hidden)
+    unit = vec / vec.norm(dim=-1, keepdim=True)
+    proj = (hidden * unit).sum(-1, keepdim=True)
+    if iv.op == "project_out":
+        return hidden - m * proj * unit
+    return hidden + m * (scale - proj) * unit  # clamp the projection to `scale`
+
+
+def _site_fn(h: Steering, items: list[Intervention]):
+    def fn(hidden: torch.Tensor) -> torch.Tensor | None:
+        st = h.state
+        if st is None or hidden.shape[:2] != st.positions.shape:
+            raise LensError("steer: a site saw a tensor whose shape does not match the call's tokens; "
+                            "only decoder-only models called with input_ids are supported")
+        out = hidden
+        for iv in items:
+            vec = iv.vector.to(hidden.device, hidden.dtype)
+            scale: torch.Tensor | float = iv.scale
+            if iv.where.kind == "gate":
+                gate = h.gates[iv.where.gate]
+                if gate.rows is None:
+                    continue
+                newest = st.positions == torch.where(st.valid, st.positions, -1).amax(-1, keepdim=True)
+                mask = newest & st.valid & gate.rows.to(hidden.device)[:, None]
+                if gate.vectors is not None:
+                    vec = gate.vectors.to(hidden.device, hidden.dtype)[:, None, :]
+                if gate.scales is not None:
+                    scale = gate.scales.to(hidden.device, hidden.dtype)[:, None, None] * iv.scale
+                for r, p in zip(*mask.nonzero(as_tuple=True), strict=True):
+                    gate.fired.append((int(r), int(st.positions[r, p])))
+            else:
+                mask = iv.where.mask(st.positions, st.prompt_len) & st.valid
+            if not bool(mask.any()):
+                continue
+            new = _apply(iv, out, mask, vec, scale)
+            h.log.add(st.step, iv.name or iv.source or iv.op, iv.site, mask, st.positions, (new - out).detach())
+            out = new
+        return out
+
+    return fn
+
+
+@contextmanager
+def steer(
+    model: Model,
+    interventions: list[Intervention] | Intervention,
+    *,
+    prompt_lengths: Int[torch.Tensor, " batch"] | list[int] | None = None,
+    record: bool = True,
+) -> Iterator[Steering]:
+    """Apply `interventions` to every forward call made inside the block (plain forward or generate).
+
+    prompt_lengths: each row's prompt length P (what `Where` counts from). Default: inferred from
+        the first call inside the block, which must then be the prompt pass (true for `generate`).
+        Pass it explicitly for a full recompute of a prompt + generated sequence.
+    """
+    items = [interventions] if isinstance(interventions, Intervention) else list(interventions)
+    for iv in items:
+        iv.check(model)
+    gates = {iv.where.gate: Gate() for iv in items if iv.where.kind == "gate"}
+    handle = Steering(items, FiredLog(enabled=record), gates)
+
+    def pre(module, args, kwargs):
+        handle.state = _call_state(args, kwargs, handle, prompt_lengths)
+        handle.calls += 1
+
+    by_site: dict[str, list[Intervention]] = {}
+    for iv in items:
+        by_site.setdefault(iv.site, []).append(iv)
+    handles = [model.hf.register_forward_pre_hook(pre, with_kwargs=True)]
+    try:
+        for site, group in by_site.items():
+            handles.append(add_hook(model, site, _site_fn(handle, group)))
+        yield handle
+    finally:
+        for hd in handles:
+            hd.remove()

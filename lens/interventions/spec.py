@@ -1,0 +1,204 @@
+"""`Intervention` and `Where`: what to do to the residual stream, and at which absolute positions.
+
+An intervention is plain data (site, op, vector, scale, where) so it can be validated, printed,
+saved as JSON + safetensors, and compiled to other backends.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from jaxtyping import Bool, Float, Int
+
+from ..artifacts import base_metadata, load_tensors, read_json, save_tensors, write_json
+from ..errors import LensError
+from ..sites import Site
+
+OPS = ("add", "set", "project_out", "clamp")
+
+
+@dataclass(frozen=True)
+class Where:
+    """Which absolute positions an intervention touches, relative to each row's prompt length P.
+
+    kind:
+      "absolute"     positions as given (`positions`), e.g. (0, 5)
+      "prompt_last"  the last n prompt tokens: P-n .. P-1
+      "first_step"   P-1 only: the position whose output predicts the first generated token
+                     (the first-step trigger of He et al.: steers once, at step 0 under the KV cache)
+      "generated"    generated tokens k in [start, stop): positions P+start .. P+stop-1 (stop=None: all)
+      "prompt"       every prompt position 0 .. P-1
+      "all"          every position
+      "gate"         positions where the named gate fires (set at run time, e.g. by the hybrid)
+    """
+
+    kind: str = "all"
+    positions: tuple[int, ...] = ()
+    n: int = 1
+    start: int = 0
+    stop: int | None = None
+    gate: str = ""
+
+    def __post_init__(self) -> None:
+        kinds = ("absolute", "prompt_last", "first_step", "generated", "prompt", "all", "gate")
+        if self.kind not in kinds:
+            raise LensError(f"unknown position kind {self.kind!r}; use one of {', '.join(kinds)}")
+        if self.kind == "absolute" and (not self.positions or min(self.positions) < 0):
+            raise LensError("absolute positions must be a non-empty list of positions >= 0")
+        if self.kind == "prompt_last" and self.n < 1:
+            raise LensError("prompt_last needs n >= 1")
+        if self.kind == "generated" and (self.start < 0 or (self.stop is not None and self.stop <= self.start)):
+            raise LensError(f"generated window [{self.start}, {self.stop}) is empty or negative")
+        if self.kind == "gate" and not self.gate:
+            raise LensError("a gate intervention needs the gate's name")
+
+    # constructors that read well at call sites
+    @classmethod
+    def absolute(cls, *positions: int) -> Where:
+        return cls("absolute", positions=tuple(positions))
+
+    @classmethod
+    def prompt_last(cls, n: int = 1) -> Where:
+        return cls("prompt_last", n=n)
+
+    @classmethod
+    def first_step(cls) -> Where:
+        return cls("first_step")
+
+    @classmethod
+    def generated(cls, start: int = 0, stop: int | None = None) -> Where:
+        return cls("generated", start=start, stop=stop)
+
+    @classmethod
+    def on_gate(cls, name: str) -> Where:
+        return cls("gate", gate=name)
+
+    def mask(
+        self, positions: Int[torch.Tensor, "batch seq"], prompt_len: Int[torch.Tensor, " batch"]
+    ) -> Bool[torch.Tensor, "batch seq"]:
+        """Which of the given absolute positions this touches (gates are resolved by the engine)."""
+        p, plen = positions, prompt_len[:, None]
+        if self.kind == "absolute":
+            return torch.isin(p, torch.tensor(self.positions, device=p.device))
+        if self.kind == "prompt_last":
+            return (p >= plen - self.n) & (p < plen)
+        if self.kind == "first_step":
+            return p == plen - 1
+        if self.kind == "generated":
+            upper = p < plen + self.stop if self.stop is not None else torch.ones_like(p, dtype=torch.bool)
+            return (p >= plen + self.start) & upper
+        if self.kind == "prompt":
+            return p < plen
+        if self.kind == "all":
+            return torch.ones_like(p, dtype=torch.bool)
+        return torch.zeros_like(p, dtype=torch.bool)  # gate: the engine decides
+
+    def __str__(self) -> str:
+        return {
+            "absolute": f"positions {list(self.positions)}",
+            "prompt_last": f"last {self.n} prompt token(s) (P-{self.n}..P-1)",
+            "first_step": "first step only (position P-1, predicts the first generated token)",
+            "generated": f"generated tokens [{self.start}, {'end' if self.stop is None else self.stop}) "
+            f"(positions P+{self.start}..)",
+            "prompt": "every prompt token (0..P-1)",
+            "all": "every token",
+            "gate": f"where gate {self.gate!r} fires",
+        }[self.kind]
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "positions": list(self.positions), "n": self.n, "start": self.start,
+                "stop": self.stop, "gate": self.gate}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Where:
+        return cls(d["kind"], tuple(d.get("positions", ())), d.get("n", 1), d.get("start", 0), d.get("stop"),
+                   d.get("gate", ""))
+
+
+@dataclass
+class Intervention:
+    """Do `op` with `scale * vector` at `site`, at the positions `where` names.
+
+    op: "add" (h + scale v), "set" (h = scale v), "project_out" (remove the component along v),
+        "clamp" (set the component along unit v to `scale`).
+    vector: [d_model]; for project_out/clamp only its direction matters.
+    source: where the vector came from (a direction file, "sae:PATH#feature", "random", ...), for the log.
+    """
+
+    site: str
+    vector: Float[torch.Tensor, " d_model"]
+    op: str = "add"
+    scale: float = 1.0
+    where: Where = field(default_factory=Where)
+    source: str = ""
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.site = Site.parse(self.site).name
+        if self.op not in OPS:
+            raise LensError(f"unknown op {self.op!r}; use one of {', '.join(OPS)}")
+        if not isinstance(self.vector, torch.Tensor) or self.vector.dim() != 1:
+            raise LensError("an intervention's vector must be a 1-D tensor [d_model]")
+        if not torch.isfinite(self.vector).all():
+            raise LensError(f"intervention {self.name or self.site}: vector contains NaN or inf")
+        if not (isinstance(self.scale, (int, float)) and float(self.scale) == float(self.scale)):
+            raise LensError(f"scale must be a finite number, got {self.scale!r}")
+        if self.op in ("project_out", "clamp") and float(self.vector.norm()) == 0:
+            raise LensError(f"{self.op} needs a non-zero vector")
+
+    def check(self, model) -> None:
+        """Refuse a model whose width differs, or a site that does not exist."""
+        from ..sites import resolve
+
+        resolve(model, self.site)
+        if self.vector.numel() != model.d_model:
+            raise LensError(
+                f"intervention {self.name or self.site}: vector width {self.vector.numel()} does not match "
+                f"{model.spec} (d_model {model.d_model}); derive the vector from this model"
+            )
+
+    def __str__(self) -> str:
+        s = f"{self.op} {self.scale:g} x {self.source or 'vector'} (|v|={float(self.vector.norm()):.3g})"
+        return f"{self.name + ': ' if self.name else ''}{s} at {self.site}, {self.where}"
+
+    def to_json(self) -> dict:
+        return {"site": self.site, "op": self.op, "scale": self.scale, "where": self.where.to_json(),
+                "source": self.source, "name": self.name, "d_model": int(self.vector.numel())}
+
+
+def save_interventions(path: str | Path, items: list[Intervention], model=None) -> None:
+    """Save a list as `path/spec.json` (readable) + `path/vectors.safetensors`, atomically."""
+    path = Path(path)
+    meta = base_metadata("interventions", model=model.facts() if model is not None else None,
+                         interventions=[i.to_json() for i in items])
+    save_tensors(path / "vectors.safetensors", {str(k): i.vector for k, i in enumerate(items)}, meta)
+    write_json(path / "spec.json", meta)
+
+
+def load_interventions(path: str | Path, model=None) -> list[Intervention]:
+    """Load what `save_interventions` wrote; with `model`, check width and sites against it."""
+    path = Path(path)
+    meta = read_json(path / "spec.json", "intervention spec")
+    tensors, _ = load_tensors(path / "vectors.safetensors", "intervention vectors")
+    items = []
+    for k, d in enumerate(meta["interventions"]):
+        if str(k) not in tensors:
+            raise LensError(f"{path}/vectors.safetensors lacks vector {k}; the spec and vectors do not match")
+        items.append(Intervention(d["site"], tensors[str(k)], d["op"], d["scale"], Where.from_json(d["where"]),
+                                  d.get("source", ""), d.get("name", "")))
+    if model is not None:
+        for i in items:
+            i.check(model)
+    return items
+
+
+def describe(items: list[Intervention]) -> str:
+    """One line per intervention."""
+    return "\n".join(str(i) for i in items) if items else "(no interventions)"
+
+
+def to_json_text(items: list[Intervention]) -> str:
+    return json.dumps([i.to_json() for i in items], indent=2)
