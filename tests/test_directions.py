@@ -1,0 +1,87 @@
+"""Directions: contrastive means find a planted direction; artifacts check width and source."""
+
+import pytest
+import torch
+
+from lens import LensError
+from lens.capture import capture
+from lens.directions import auroc, diff_of_means, load_direction, one_vs_rest, pca_of_differences
+from lens.directions.separability import separability_by_layer
+
+SITE = "blocks.1.hook_resid_post"
+
+
+def _planted(n=200, d=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    true = torch.randn(d, generator=g)
+    true /= true.norm()
+    neg = torch.randn(n, d, generator=g)
+    pos = torch.randn(n, d, generator=g) + 2.0 * true
+    return true, {SITE: pos}, {SITE: neg}
+
+
+def test_diff_of_means_recovers_planted_direction():
+    true, pos, neg = _planted()
+    d = diff_of_means(pos, neg, SITE, normalize=True)
+    assert float(d.vector @ true) > 0.9
+    assert d.info["n_pos"] == 200 and abs(d.norm - 1) < 1e-5
+    pcs = pca_of_differences(pos, neg, SITE)
+    assert pcs[0].vector.shape == (32,)
+
+
+def test_one_vs_rest_and_auroc():
+    g = torch.Generator().manual_seed(1)
+    centres = torch.eye(8)[:3] * 4
+    x = torch.cat([torch.randn(50, 8, generator=g) + c for c in centres])
+    labels = ["a"] * 50 + ["b"] * 50 + ["c"] * 50
+    dirs = one_vs_rest({SITE: x}, labels, SITE, normalize=True)
+    assert sorted(dirs) == ["a", "b", "c"]
+    assert int(dirs["b"].vector.argmax()) == 1
+    assert auroc(torch.tensor([3.0, 4.0]), torch.tensor([1.0, 2.0])) == 1.0
+    assert auroc(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0])) == 0.5
+    with pytest.raises(LensError, match="two labels"):
+        one_vs_rest({SITE: x}, ["a"] * 150, SITE)
+
+
+def test_separability_per_layer_on_a_model(tiny):
+    model = tiny("llama")
+    pos = capture(model, ["<think>12+34=46</think>"] * 6 + ["<think>5+5=10</think>"] * 6,
+                  [SITE, "blocks.3.hook_resid_post"], "all", progress=False)
+    neg = capture(model, ["A:46 is it"] * 6 + ["A:10 done"] * 6, [SITE, "blocks.3.hook_resid_post"], "all",
+                  progress=False)
+    rows = separability_by_layer(pos, neg, [SITE, "blocks.3.hook_resid_post"])
+    assert [r["site"] for r in rows] == [SITE, "blocks.3.hook_resid_post"]
+    assert all(0.0 <= r["auroc"] <= 1.0 for r in rows)
+
+
+def test_direction_artifact_round_trip_and_checks(tiny, tmp_path):
+    model = tiny("llama")
+    acts = capture(model, ["Q:1+2=?", "hello"], SITE, "last_prompt", progress=False)
+    d = diff_of_means(acts[SITE][:1], acts[SITE][1:], SITE, name="toy")
+    d.model = model.facts()
+    d.save(tmp_path / "d")
+    back = load_direction(tmp_path / "d", model)
+    assert torch.equal(back.vector, d.vector) and back.site == SITE and back.name == "toy"
+    other = tiny("gpt2")  # same width (64), other weights: a warning
+    with pytest.warns(UserWarning, match="was made on"):
+        load_direction(tmp_path / "d", other)
+    from lens.tiny import tiny_model
+
+    wide = tiny_model("llama", d_model=128)
+    with pytest.raises(LensError, match="width 64 .* d_model 128"):
+        load_direction(tmp_path / "d", wide)
+    (tmp_path / "d" / "direction.safetensors").write_bytes(b"garbage")
+    with pytest.raises(LensError, match="corrupt or truncated"):
+        load_direction(tmp_path / "d")
+
+
+def test_optimised_vector_lowers_target_cross_entropy(tiny):
+    from lens.directions.optimise import optimise_category_vectors
+
+    model = tiny("llama")
+    pairs = {"wait": [("Q:12+34=?\n<think>12+34=47", " wait 46"), ("Q:5+6=?\n<think>5+6=12", " wait 11")],
+             "done": [("Q:1+2=?\n<think>1+2=3", "</think>A:3")]}
+    bias, cats = optimise_category_vectors(model, pairs, SITE, steps=30, lr=0.1)
+    assert bias.info["loss_after"] < bias.info["loss_before"] - 0.2
+    assert cats["wait"].info["with_bias"] and cats["wait"].info["loss_after"] < cats["wait"].info["loss_before"]
+    assert all(p.requires_grad for p in model.hf.parameters())  # the user's flags are restored
