@@ -1,0 +1,365 @@
+"""CoT-decoding (Wang & Zhou, "Chain-of-Thought Reasoning Without Prompting", arXiv 2402.10200).
+
+For each prompt:
+
+1. one forward pass over the prompt (a ``generate`` call with ``max_new_tokens=1``) gives the
+   distribution of the FIRST new token and the prompt's KV cache;
+2. the top-``k`` tokens of that distribution start ``k`` branches; the cache is expanded ``k`` times
+   (``batch_repeat_interleave``) and ONE batched greedy ``generate`` call continues all branches of
+   all prompts of a chunk, feeding only the branch tokens on top of the shared prompt cache;
+3. each branch's answer is read by an extractor that returns a character span of the branch text;
+   the span is mapped to token positions through the tokenizer's offsets
+   (:func:`lens.decoding.spans.token_char_spans`);
+4. confidence = mean over the answer's tokens of p(top-1) - p(top-2) of the model's distribution at
+   that position (for a token at step 0 this is the prompt's distribution, shared by all branches);
+5. the prompt's answer is the most confident branch's (``aggregate="max"``) or the answer whose
+   branches' confidences sum highest (``aggregate="sum"``).
+
+:func:`cot_decode_reference` does the same with ``k`` separate, uncached-prompt runs per prompt: the
+slow, obviously-correct version that tests and the benchmark compare against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from ..errors import LensError
+from ..evaluation.answers import Extractor, get_extractor
+from ..evaluation.behaviours import looks_like_reasoning
+from .generate import (
+    Prompt,
+    StepProcessor,
+    StopStrings,
+    cache_kwarg,
+    encode_prompts,
+    eos_ids,
+    generate,
+    generation_config,
+    left_pad,
+    output_cache,
+    pad_id_of,
+)
+from .spans import decode, token_char_spans, tokens_in_span
+
+
+@dataclass
+class Branch:
+    """One branch: the ``rank``-th most likely first token, then greedy decoding.
+
+    text: the branch's completion (first token included); token_ids: its generated ids.
+    margins: p(top-1) - p(top-2) at each generated position (``[n_new]``).
+    answer / answer_span: extracted answer and its character span in ``text`` (None if none).
+    answer_tokens: positions (indices into ``token_ids``) of the answer's tokens.
+    confidence: mean of ``margins`` over ``answer_tokens`` (None when there is no answer).
+    reasoning: the ``is_reasoning`` predicate on ``text``.
+    """
+
+    rank: int
+    first_token: int
+    first_token_prob: float
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    margins: Float[Tensor, " n_new"]
+    answer: str | None
+    answer_span: tuple[int, int] | None
+    answer_tokens: list[int]
+    confidence: float | None
+    reasoning: bool
+
+    @property
+    def n_new_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclass
+class CotResult:
+    """CoT-decoding of one prompt: all ``k`` branches, the chosen answer and the per-answer scores."""
+
+    prompt_index: int
+    branches: list[Branch]
+    answer: str | None
+    aggregate: str
+    scores: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def greedy(self) -> Branch:
+        """The rank-0 branch: plain greedy decoding."""
+        return self.branches[0]
+
+    @property
+    def best(self) -> Branch | None:
+        """The most confident branch that has an answer."""
+        scored = [b for b in self.branches if b.confidence is not None]
+        return max(scored, key=lambda b: (b.confidence, -b.rank)) if scored else None
+
+
+def _finish_branch(
+    tokenizer: Any,
+    raw_ids: Sequence[int],
+    raw_margins: Tensor,
+    eos: Sequence[int],
+    stop_strings: Sequence[str],
+) -> tuple[list[int], str, str, Tensor]:
+    """Cut a branch's raw ids at the first EOS or stop string; (ids, text, reason, margins)."""
+    ids = [int(t) for t in raw_ids]
+    end, reason = len(ids), "length"
+    eos_set = set(eos)
+    for j, t in enumerate(ids):
+        if t in eos_set:
+            end, reason = j + 1, "eos"
+            break
+    ids = ids[:end]
+    text = decode(tokenizer, ids)
+    hits = [text.find(s) + len(s) for s in stop_strings if s and s in text]
+    if hits:
+        cut = min(hits)
+        spans = token_char_spans(tokenizer, ids, text)
+        last = next((j for j, (_, e) in enumerate(spans) if e >= cut), len(ids) - 1)
+        ids = ids[: last + 1]
+        text = decode(tokenizer, ids)
+        text = text[: min((text.find(s) + len(s) for s in stop_strings if s and s in text), default=len(text))]
+        reason = "stop"
+    return ids, text, reason, raw_margins[: len(ids)].clone()
+
+
+def _score_branch(
+    tokenizer: Any,
+    rank: int,
+    first_prob: float,
+    ids: list[int],
+    text: str,
+    reason: str,
+    margins: Tensor,
+    extractor: Extractor,
+    is_reasoning: Callable[[str], bool],
+) -> Branch:
+    got = extractor(text)
+    answer_tokens: list[int] = []
+    confidence = None
+    if got is not None:
+        spans = token_char_spans(tokenizer, ids, text)
+        answer_tokens = tokens_in_span(spans, got.start, got.end)
+        if answer_tokens:
+            confidence = float(margins[answer_tokens].mean())
+    return Branch(
+        rank=rank,
+        first_token=ids[0] if ids else -1,
+        first_token_prob=first_prob,
+        text=text,
+        token_ids=ids,
+        finish_reason=reason,
+        margins=margins,
+        answer=None if got is None else got.value,
+        answer_span=None if got is None else (got.start, got.end),
+        answer_tokens=answer_tokens,
+        confidence=confidence,
+        reasoning=bool(is_reasoning(text)),
+    )
+
+
+def aggregate_branches(branches: Sequence[Branch], aggregate: str = "max") -> tuple[str | None, dict[str, float]]:
+    """(answer, score per distinct answer): ``max`` = best single confidence, ``sum`` = summed confidences."""
+    if aggregate not in ("max", "sum"):
+        raise LensError(f"aggregate must be 'max' or 'sum', got {aggregate!r}")
+    scores: dict[str, float] = {}
+    for b in branches:
+        if b.answer is None or b.confidence is None:
+            continue
+        if aggregate == "sum":
+            scores[b.answer] = scores.get(b.answer, 0.0) + b.confidence
+        else:
+            scores[b.answer] = max(scores.get(b.answer, float("-inf")), b.confidence)
+    if not scores:
+        return None, scores
+    first_seen = {}
+    for b in branches:
+        if b.answer is not None and b.answer not in first_seen:
+            first_seen[b.answer] = b.rank
+    answer = max(scores, key=lambda a: (scores[a], -first_seen[a]))
+    return answer, scores
+
+
+def _check(k: int, max_new_tokens: int, model: Any) -> None:
+    if k < 1:
+        raise LensError(f"k must be >= 1, got {k}")
+    if k > model.vocab_size:
+        raise LensError(f"k={k} exceeds the vocabulary ({model.vocab_size} tokens)")
+    if max_new_tokens < 2:
+        raise LensError(
+            f"CoT-decoding needs max_new_tokens >= 2 (the branch token and its continuation), got {max_new_tokens}"
+        )
+
+
+def cot_decode(
+    model: Any,
+    prompts: Sequence[Prompt],
+    k: int = 10,
+    max_new_tokens: int = 128,
+    *,
+    extractor: str | Extractor = "auto",
+    is_reasoning: Callable[[str], bool] | None = None,
+    aggregate: str = "max",
+    batch_size: int = 64,
+    stop_strings: Sequence[str] = (),
+    eos_token_id: int | Sequence[int] | None | str = "default",
+    add_special_tokens: bool = True,
+) -> list[CotResult]:
+    """CoT-decoding of every prompt: ``k`` first-token branches, continued greedily, scored, aggregated.
+
+    max_new_tokens counts the branch token. batch_size bounds the rows of one continuation call:
+    ``max(1, batch_size // k)`` prompts (times ``k`` branches) share a call. For the prompt format of
+    the paper use ``lens.evaluation.templates.apply_template("plain", questions)``.
+    extractor: how to read a branch's answer and its character span (see ``lens.evaluation.answers``).
+    is_reasoning: predicate on a branch's text; default
+    :func:`lens.evaluation.behaviours.looks_like_reasoning`.
+    """
+    _check(k, max_new_tokens, model)
+    extract = get_extractor(extractor)
+    reasoning = is_reasoning or looks_like_reasoning
+    encoded = encode_prompts(model, prompts, add_special_tokens)
+    pad = pad_id_of(model)
+    eos = eos_ids(model, eos_token_id)
+    per_call = max(1, batch_size // k)
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    results: dict[int, CotResult] = {}
+    model.hf.eval()
+    from transformers import LogitsProcessorList, StoppingCriteriaList
+
+    for start in range(0, len(order), per_call):
+        chunk = order[start : start + per_call]
+        ids, mask = left_pad([encoded[i] for i in chunk], pad, model.device)
+        with torch.no_grad():
+            first = model.hf.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                generation_config=generation_config(
+                    model, 1, pad, eos, output_logits=True, return_dict_in_generate=True
+                ),
+            )
+        probs0 = first.logits[0].float().softmax(-1)  # [P, V]: distribution of the first new token
+        top = probs0.topk(max(k, 2), dim=-1)
+        margin0 = (top.values[:, 0] - top.values[:, 1]).cpu()
+        branch_tokens = top.indices[:, :k]  # [P, k]
+        cache = output_cache(first)
+        cache.batch_repeat_interleave(k)
+        ids2 = torch.cat([ids.repeat_interleave(k, 0), branch_tokens.reshape(-1, 1)], dim=1)
+        mask2 = torch.cat([mask.repeat_interleave(k, 0), torch.ones_like(ids2[:, :1])], dim=1)
+        proc = StepProcessor(record_top2=True)
+        stop = StopStrings(model.tokenizer, stop_strings, ids.shape[1], ids2.shape[0]) if stop_strings else None
+        with torch.no_grad():
+            out = model.hf.generate(
+                input_ids=ids2,
+                attention_mask=mask2,
+                generation_config=generation_config(model, max_new_tokens - 1, pad, eos),
+                logits_processor=LogitsProcessorList([proc]),
+                stopping_criteria=StoppingCriteriaList([stop] if stop else []),
+                **{cache_kwarg(): cache},
+            )
+        del cache
+        new = out[:, ids.shape[1] :].cpu()  # branch token + continuation
+        top2 = torch.stack(proc.top2, dim=1)  # [P*k, T-1, 2]
+        later = top2[..., 0] - top2[..., 1]
+        for p, i in enumerate(chunk):
+            branches = []
+            for r in range(k):
+                row = p * k + r
+                margins = torch.cat([margin0[p : p + 1], later[row]])
+                b_ids, text, reason, m = _finish_branch(
+                    model.tokenizer, new[row].tolist(), margins, eos, stop_strings
+                )
+                p_first = float(top.values[p, r])
+                branches.append(
+                    _score_branch(model.tokenizer, r, p_first, b_ids, text, reason, m, extract, reasoning)
+                )
+            answer, scores = aggregate_branches(branches, aggregate)
+            results[i] = CotResult(i, branches, answer, aggregate, scores)
+    return [results[i] for i in range(len(encoded))]
+
+
+def cot_decode_reference(
+    model: Any,
+    prompts: Sequence[Prompt],
+    k: int = 10,
+    max_new_tokens: int = 128,
+    *,
+    extractor: str | Extractor = "auto",
+    is_reasoning: Callable[[str], bool] | None = None,
+    aggregate: str = "max",
+    stop_strings: Sequence[str] = (),
+    eos_token_id: int | Sequence[int] | None | str = "default",
+    add_special_tokens: bool = True,
+) -> list[CotResult]:
+    """The same as :func:`cot_decode`, one prompt and one branch at a time (k+1 runs per prompt, no shared cache).
+
+    Slow on purpose: the reference that tests and ``benchmarks/cot_decoding.py`` compare against.
+    """
+    _check(k, max_new_tokens, model)
+    extract = get_extractor(extractor)
+    reasoning = is_reasoning or looks_like_reasoning
+    encoded = encode_prompts(model, prompts, add_special_tokens)
+    eos = eos_ids(model, eos_token_id)
+    out: list[CotResult] = []
+    for i, prompt_ids in enumerate(encoded):
+        x = torch.tensor([prompt_ids], device=model.device)
+        with torch.no_grad():
+            logits = model.hf(input_ids=x, attention_mask=torch.ones_like(x)).logits[0, -1]
+        probs0 = logits.float().softmax(-1)
+        top = probs0.topk(max(k, 2))
+        margin0 = float(top.values[0] - top.values[1])
+        branches = []
+        for r in range(k):
+            tok = int(top.indices[r])
+            if tok in set(eos):
+                raw, margins = [tok], torch.tensor([margin0])
+            else:
+                g = generate(
+                    model, [[*prompt_ids, tok]], max_new_tokens - 1, greedy=True, batch_size=1,
+                    stop_strings=stop_strings, eos_token_id=eos or None, return_top2=True,
+                )
+                s = g.samples[0]
+                raw = [tok, *s.token_ids]
+                assert s.top2 is not None
+                margins = torch.cat([torch.tensor([margin0]), s.top2[:, 0] - s.top2[:, 1]])
+            b_ids, text, reason, m = _finish_branch(model.tokenizer, raw, margins, eos, stop_strings)
+            branches.append(_score_branch(model.tokenizer, r, float(top.values[r]), b_ids, text, reason, m, extract,
+                                          reasoning))
+        answer, scores = aggregate_branches(branches, aggregate)
+        out.append(CotResult(i, branches, answer, aggregate, scores))
+    return out
+
+
+def confidence_by_reasoning(results: Sequence[CotResult]) -> dict:
+    """Confidence of reasoning vs non-reasoning branches (branches with an answer only).
+
+    Returns ``{"reasoning": {...}, "non_reasoning": {...}}``, each with ``n`` (branches),
+    ``mean_confidence`` and ``share_of_best`` (how often the prompt's most confident branch is of
+    that kind), plus ``greedy_reasoning_rate`` (share of prompts whose greedy branch reasons).
+    """
+    groups: dict[str, list[float]] = {"reasoning": [], "non_reasoning": []}
+    best_counts = {"reasoning": 0, "non_reasoning": 0}
+    for res in results:
+        for b in res.branches:
+            if b.confidence is not None:
+                groups["reasoning" if b.reasoning else "non_reasoning"].append(b.confidence)
+        best = res.best
+        if best is not None:
+            best_counts["reasoning" if best.reasoning else "non_reasoning"] += 1
+    n_best = sum(best_counts.values())
+    out: dict = {}
+    for name, vals in groups.items():
+        out[name] = {
+            "n": len(vals),
+            "mean_confidence": sum(vals) / len(vals) if vals else float("nan"),
+            "share_of_best": best_counts[name] / n_best if n_best else float("nan"),
+        }
+    out["greedy_reasoning_rate"] = (
+        sum(r.greedy.reasoning for r in results) / len(results) if results else float("nan")
+    )
+    return out

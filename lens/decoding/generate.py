@@ -1,0 +1,376 @@
+"""Batched generation: greedy or seeded sampling, n samples per prompt, per-step top-2 probabilities.
+
+Everything goes through ``model.hf.generate`` (KV cache on, left padding, attention mask, position
+ids computed by Hugging Face from the mask), so hooks registered on the model's layers -- e.g. by
+``lens.steer`` -- see ordinary forward calls.
+
+Decoding is fully specified by this module, not by the model's ``generation_config``: no repetition
+penalty, no top-k, no minimum length unless asked.
+
+Reproducibility of sampling: every sample (prompt ``i``, sample ``j``) draws from its own
+``torch.Generator`` seeded from ``(seed, i, j)``, and draws once per step whatever its batch. So the
+same ``seed`` gives the same samples for any ``batch_size`` and any order of prompts, up to float
+differences of the logits that padding in a batch can cause (about 1e-6; they change a draw only
+when the uniform falls that close to a boundary of the cumulative distribution, i.e. almost never).
+For one ``batch_size`` on one device the samples are bit-for-bit identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from ..errors import LensError
+from .spans import decode
+
+Prompt = str | Sequence[int]
+
+
+@dataclass
+class Sample:
+    """One completion.
+
+    text: the completion only (prompt excluded), special tokens dropped; when a stop string ended
+        it, the text ends right after the stop string.
+    token_ids: generated ids, up to and including the token that ended the sample (an EOS id, or
+        the token that completed a stop string); no padding.
+    n_new_tokens: ``len(token_ids)``.
+    finish_reason: ``"eos"``, ``"stop"`` (a stop string) or ``"length"`` (``max_new_tokens`` hit).
+    top2: with ``return_top2``, ``[n_new_tokens, 2]``: p(top-1) and p(top-2) of the model's
+        distribution (softmax of the raw logits, temperature 1) at each generated position.
+    """
+
+    prompt_index: int
+    sample_index: int
+    text: str
+    token_ids: list[int]
+    n_new_tokens: int
+    finish_reason: str
+    top2: Float[Tensor, "n_new 2"] | None = None
+
+    @property
+    def margins(self) -> Float[Tensor, " n_new"]:
+        """p(top-1) - p(top-2) at each generated position (needs ``return_top2``)."""
+        if self.top2 is None:
+            raise LensError("this sample has no top-2 probabilities: generate(..., return_top2=True)")
+        return self.top2[:, 0] - self.top2[:, 1]
+
+
+@dataclass
+class Generation:
+    """All samples of one ``generate`` call, prompt-major: sample ``j`` of prompt ``i`` is ``samples[i*n + j]``."""
+
+    samples: list[Sample]
+    n_prompts: int
+    n: int
+    prompt_lengths: list[int] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+    def by_prompt(self) -> list[list[Sample]]:
+        """``[prompt][sample]``."""
+        return [self.samples[i * self.n : (i + 1) * self.n] for i in range(self.n_prompts)]
+
+    def texts(self) -> list[list[str]]:
+        """Completion texts, ``[prompt][sample]``."""
+        return [[s.text for s in row] for row in self.by_prompt()]
+
+    @property
+    def tokens_used(self) -> list[int]:
+        """New tokens of every sample, in ``samples`` order."""
+        return [s.n_new_tokens for s in self.samples]
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def sample_seed(seed: int, prompt_index: int, sample_index: int) -> int:
+    """The seed of one sample's generator (a hash of the three numbers, 63 bits)."""
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(prompt_index), int(sample_index)])
+    return int(state.generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def encode_prompts(model: Any, prompts: Sequence[Prompt], add_special_tokens: bool = True) -> list[list[int]]:
+    """Token ids of each prompt (strings are tokenized; id sequences are kept as they are)."""
+    if isinstance(prompts, str):
+        raise LensError("prompts must be a list of strings (or of token-id lists), not one string: wrap it in [...]")
+    out: list[list[int]] = []
+    for p in prompts:
+        if isinstance(p, str):
+            out.append(list(model.tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"]))
+        else:
+            out.append([int(t) for t in p])
+        if not out[-1]:
+            raise LensError(f"prompt {len(out) - 1} is empty after tokenization; give at least one token")
+    return out
+
+
+def left_pad(
+    rows: Sequence[Sequence[int]], pad_id: int, device: torch.device | str = "cpu"
+) -> tuple[Int[Tensor, "batch seq"], Int[Tensor, "batch seq"]]:
+    """Left-padded ``input_ids`` and ``attention_mask`` of token-id rows."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if len(r):
+            ids[i, width - len(r) :] = torch.tensor(list(r), dtype=torch.long)
+            mask[i, width - len(r) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def eos_ids(model: Any, eos_token_id: int | Sequence[int] | None | str = "default") -> list[int]:
+    """EOS ids: ``"default"`` = the tokenizer's plus the model generation config's; None = none."""
+    if eos_token_id is None:
+        return []
+    if eos_token_id == "default":
+        found: list[int] = []
+        tok_eos = getattr(model.tokenizer, "eos_token_id", None)
+        gen = getattr(model.hf, "generation_config", None)
+        cfg_eos = getattr(gen, "eos_token_id", None) if gen is not None else None
+        for e in (tok_eos, cfg_eos):
+            if e is None:
+                continue
+            for x in e if isinstance(e, (list, tuple)) else [e]:
+                if int(x) not in found:
+                    found.append(int(x))
+        return found
+    if isinstance(eos_token_id, int):
+        return [eos_token_id]
+    return [int(x) for x in eos_token_id]
+
+
+def pad_id_of(model: Any) -> int:
+    pad = getattr(model.tokenizer, "pad_token_id", None)
+    if pad is None:
+        pad = getattr(model.tokenizer, "eos_token_id", None)
+    if pad is None:
+        raise LensError("the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token")
+    return int(pad)
+
+
+def generation_config(
+    model: Any, max_new_tokens: int, pad_id: int, eos: list[int], **extra: Any
+) -> Any:
+    """A GenerationConfig that pins every decoding choice (greedy argmax; sampling is done by `lens`)."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        use_cache=True,
+        pad_token_id=pad_id,
+        eos_token_id=eos or None,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+        min_new_tokens=0,
+        renormalize_logits=False,
+        **extra,
+    )
+
+
+def cache_kwarg() -> str:
+    """Name of ``generate``'s cache argument in the installed transformers (``cache`` or ``past_key_values``)."""
+    from transformers.generation import utils
+
+    return "cache" if hasattr(utils, "ALL_CACHE_NAMES") and "cache" in utils.ALL_CACHE_NAMES else "past_key_values"
+
+
+def output_cache(out: Any) -> Any:
+    """The KV cache returned by ``generate(..., return_dict_in_generate=True)``."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
+def top_p_filter(logits: Float[Tensor, "batch vocab"], top_p: float) -> Float[Tensor, "batch vocab"]:
+    """Nucleus filter: keep the smallest set of most likely tokens whose probability reaches ``top_p``."""
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(-1)
+    before = probs.cumsum(-1) - probs  # mass strictly above each token
+    drop_sorted = before >= top_p
+    drop_sorted[:, 0] = False
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+class StepProcessor:
+    """A logits processor that records top-2 probabilities and, when sampling, picks each row's token.
+
+    Sampling: the row's distribution is softmax(logits / temperature) restricted to the nucleus
+    ``top_p``; one token is drawn with the row's own generator; the returned scores are -inf except
+    at the drawn token, so ``generate``'s greedy argmax emits it.
+    """
+
+    def __init__(
+        self,
+        record_top2: bool,
+        generators: list[torch.Generator] | None = None,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+    ) -> None:
+        self.record_top2 = record_top2
+        self.generators = generators
+        self.temperature = temperature
+        self.top_p = top_p
+        self.top2: list[Tensor] = []
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        logits = scores.float()
+        if self.record_top2:
+            self.top2.append(logits.softmax(-1).topk(2, dim=-1).values.cpu())
+        if self.generators is None:
+            return scores
+        probs = top_p_filter(logits / self.temperature, self.top_p).softmax(-1)
+        chosen = torch.stack(
+            [torch.multinomial(probs[r], 1, generator=g) for r, g in enumerate(self.generators)]
+        ).reshape(-1)
+        out = torch.full_like(scores, float("-inf"))
+        out[torch.arange(out.shape[0], device=out.device), chosen] = 0.0
+        return out
+
+
+class StopStrings:
+    """A per-row stopping criterion: a row stops once its new text contains one of ``strings``."""
+
+    def __init__(self, tokenizer: Any, strings: Sequence[str], prompt_width: int, batch: int) -> None:
+        self.tokenizer = tokenizer
+        self.strings = [s for s in strings if s]
+        self.prompt_width = prompt_width
+        self.tail = max((len(s) for s in self.strings), default=0) + 4
+        self.stopped_at = [0] * batch  # number of new tokens when the row stopped (0: not stopped)
+
+    def __call__(self, input_ids: Tensor, scores: Tensor, **kwargs: Any) -> Tensor:
+        n_new = input_ids.shape[1] - self.prompt_width
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for r in range(input_ids.shape[0]):
+            if self.stopped_at[r]:
+                done[r] = True
+                continue
+            tail = input_ids[r, max(self.prompt_width, input_ids.shape[1] - self.tail) :].tolist()
+            text = decode(self.tokenizer, tail)
+            if any(s in text for s in self.strings):
+                self.stopped_at[r] = n_new
+                done[r] = True
+        return done
+
+
+def finish(
+    tokenizer: Any,
+    new_ids: Sequence[int],
+    eos: Sequence[int],
+    stopped_at: int,
+    stop_strings: Sequence[str],
+) -> tuple[list[int], str, str]:
+    """(token ids, text, finish reason) of one row's raw generated ids."""
+    ids = [int(t) for t in new_ids]
+    end, reason = len(ids), "length"
+    eos_set = set(eos)
+    for j, t in enumerate(ids):
+        if t in eos_set:
+            end, reason = j + 1, "eos"
+            break
+    if stopped_at and stopped_at <= end:
+        end, reason = stopped_at, "stop"
+    ids = ids[:end]
+    text = decode(tokenizer, ids)
+    if reason == "stop":
+        cut = min((text.find(s) + len(s) for s in stop_strings if s and s in text), default=len(text))
+        text = text[:cut]
+    return ids, text, reason
+
+
+# ---------------------------------------------------------------------------- generate
+
+
+def generate(
+    model: Any,
+    prompts: Sequence[Prompt],
+    max_new_tokens: int = 256,
+    *,
+    greedy: bool = True,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    n: int = 1,
+    seed: int = 0,
+    batch_size: int = 32,
+    stop_strings: Sequence[str] = (),
+    eos_token_id: int | Sequence[int] | None | str = "default",
+    return_top2: bool = False,
+    add_special_tokens: bool = True,
+) -> Generation:
+    """Complete every prompt ``n`` times; batched, left-padded, with the KV cache.
+
+    model: a ``lens.Model``. prompts: strings (tokenized with ``add_special_tokens``) or token-id lists.
+    greedy: argmax at every step (then the ``n`` samples of a prompt are one generation, copied);
+        ``greedy=False`` samples from softmax(logits / temperature) within the nucleus ``top_p``,
+        seeded per sample (see the module docstring for what is reproducible).
+    batch_size: rows (prompt x sample) per ``generate`` call; rows are grouped by prompt length.
+    stop_strings: a sample ends once its text contains one of them (the text keeps the stop string).
+    eos_token_id: ``"default"`` (tokenizer's and generation config's EOS), an id, a list, or None.
+    return_top2: record p(top-1), p(top-2) of the raw distribution at every generated position.
+    """
+    if max_new_tokens < 1:
+        raise LensError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if n < 1 or batch_size < 1:
+        raise LensError(f"n and batch_size must be >= 1, got n={n}, batch_size={batch_size}")
+    if not greedy and (temperature <= 0 or not 0 < top_p <= 1):
+        raise LensError(
+            f"sampling needs temperature > 0 and 0 < top_p <= 1 (got {temperature}, {top_p}); "
+            "use greedy=True for argmax decoding"
+        )
+    encoded = encode_prompts(model, prompts, add_special_tokens)
+    pad = pad_id_of(model)
+    eos = eos_ids(model, eos_token_id)
+    rows = [(i, j) for i in range(len(encoded)) for j in range(1 if greedy else n)]
+    order = sorted(range(len(rows)), key=lambda r: len(encoded[rows[r][0]]))
+    results: dict[tuple[int, int], Sample] = {}
+    model.hf.eval()
+    for start in range(0, len(order), batch_size):
+        chunk = [rows[r] for r in order[start : start + batch_size]]
+        ids, mask = left_pad([encoded[i] for i, _ in chunk], pad, model.device)
+        gens = None
+        if not greedy:
+            gens = []
+            for i, j in chunk:
+                g = torch.Generator(device=model.device)
+                g.manual_seed(sample_seed(seed, i, j))
+                gens.append(g)
+        proc = StepProcessor(return_top2, gens, temperature, top_p)
+        stop = StopStrings(model.tokenizer, stop_strings, ids.shape[1], len(chunk)) if stop_strings else None
+        from transformers import LogitsProcessorList, StoppingCriteriaList
+
+        with torch.no_grad():
+            out = model.hf.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                generation_config=generation_config(model, max_new_tokens, pad, eos),
+                logits_processor=LogitsProcessorList([proc]),
+                stopping_criteria=StoppingCriteriaList([stop] if stop else []),
+            )
+        new = out[:, ids.shape[1] :].cpu()
+        top2 = torch.stack(proc.top2, dim=1) if return_top2 and proc.top2 else None  # [B, T, 2]
+        for r, (i, j) in enumerate(chunk):
+            tok_ids, text, reason = finish(
+                model.tokenizer, new[r].tolist(), eos, stop.stopped_at[r] if stop else 0, stop_strings
+            )
+            t2 = top2[r, : len(tok_ids)].clone() if top2 is not None else None
+            results[(i, j)] = Sample(i, j, text, tok_ids, len(tok_ids), reason, t2)
+    samples: list[Sample] = []
+    for i in range(len(encoded)):
+        for j in range(n):
+            s = results[(i, 0 if greedy else j)]
+            samples.append(s if j == 0 or not greedy else Sample(i, j, s.text, list(s.token_ids),
+                                                                  s.n_new_tokens, s.finish_reason, s.top2))
+    settings = dict(
+        max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature, top_p=top_p, n=n, seed=seed,
+        stop_strings=list(stop_strings), eos_token_id=eos,
+    )
+    return Generation(samples, len(encoded), n, [len(e) for e in encoded], settings)
