@@ -1,0 +1,159 @@
+"""KV-cached, batched hybrid decoding (base weights, thinking-model timing).
+
+Per generated token k (processed at absolute position q = P + k - 1, whose output predicts token
+k; for k = 0 that is the last prompt position P - 1):
+1. both models process the newest token with their own KV caches (base unsteered);
+2. the gate compares their next-token distributions; rows where it fires are candidates;
+3. a selector picks a category vector from the thinking model's residual at `site`, position q;
+4. for each coefficient the base's newest position q is re-run with coefficient x vector added at
+   `site` (the cache is cropped by one token first), giving one candidate token per coefficient;
+5. the guardrail keeps the candidate the thinking model finds most likely; the base cache is
+   left holding the chosen variant of position q; both models then advance with the chosen token.
+No full recompute: each step costs one forward of each model, plus 1 + n_coef base forwards of a
+single position when the gate fires.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+
+import torch
+
+from ..batching import encode
+from ..hooks import hooks
+from ..interventions import Intervention, Where, steer
+from ..models import Model
+from .common import HybridConfig, choose, gate_rows, select_vectors
+
+
+@dataclass
+class HybridResult:
+    """Generated token ids and texts, and what the hybrid did at every step of every row."""
+
+    tokens: list[list[int]]
+    texts: list[str]
+    gated: torch.Tensor  # [batch, steps] the gate fired
+    steered: torch.Tensor  # [batch, steps] a steered candidate was chosen
+    category: torch.Tensor  # [batch, steps] category index used (-1 = none)
+    coefficient: torch.Tensor  # [batch, steps] chosen coefficient (0 = unsteered)
+    names: list[str] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+
+    def fraction_steered(self) -> float:
+        """Fraction of generated tokens (before EOS) whose token the steering chose."""
+        live = self._live()
+        return float((self.steered & live).sum() / live.sum().clamp(min=1))
+
+    def fraction_gated(self) -> float:
+        live = self._live()
+        return float((self.gated & live).sum() / live.sum().clamp(min=1))
+
+    def category_use(self) -> dict[str, int]:
+        live = self._live() & self.steered
+        return {n: int(((self.category == i) & live).sum()) for i, n in enumerate(self.names)}
+
+    def _live(self) -> torch.Tensor:
+        steps = self.gated.shape[1]
+        return torch.arange(steps)[None] < torch.tensor(self.lengths)[:, None]
+
+
+def _drop_last(cache) -> None:
+    """Remove the newest position from an HF cache (API differs across transformers versions)."""
+    try:
+        cache.crop(-1)
+    except (ValueError, TypeError):  # older transformers: crop(max_length)
+        cache.crop(cache.get_seq_length() - 1)
+
+
+def _cache_kw(model: Model) -> str:
+    """The forward's cache argument: `cache` in transformers >= 5, `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(model.hf.forward).parameters else "past_key_values"
+
+
+def _forward(model: Model, ids, mask, cache):
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]
+    out = model.hf(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                   **{_cache_kw(model): cache})
+    return out.logits[:, -1].float(), out.past_key_values
+
+
+def hybrid_generate(
+    base: Model,
+    thinking: Model,
+    prompts: list[str],
+    cfg: HybridConfig,
+    max_new_tokens: int = 64,
+    eos_token_id: int | None = None,
+) -> HybridResult:
+    """Generate greedily from `base`, steered where the gate fires (see module docstring)."""
+    cfg.check(base.d_model)
+    dev = base.device
+    batch = encode(base, prompts, side="left")
+    ids, mask = batch.input_ids.to(dev), batch.attention_mask.to(dev)
+    eos = eos_token_id if eos_token_id is not None else base.tokenizer.eos_token_id
+    gen = torch.Generator().manual_seed(cfg.seed)
+    n = len(prompts)
+    shape = (n, max_new_tokens)
+    gated_log = torch.zeros(shape, dtype=torch.bool)
+    steered_log = torch.zeros(shape, dtype=torch.bool)
+    cat_log = torch.full(shape, -1, dtype=torch.long)
+    coef_log = torch.zeros(shape)
+    coefs = torch.tensor(cfg.coefficients)
+    resid: dict[str, torch.Tensor] = {}
+
+    def keep_last(h: torch.Tensor) -> None:
+        resid["h"] = h[:, -1].detach()
+
+    iv = Intervention(cfg.site, torch.zeros(base.d_model), where=Where.on_gate("hybrid"), source="hybrid")
+    out_tokens = torch.zeros(shape, dtype=torch.long)
+    done = torch.zeros(n, dtype=torch.bool)
+    lengths = [max_new_tokens] * n
+    b_cache = t_cache = None
+    step_ids = ids
+    with torch.no_grad(), steer(base, [iv], record=False) as handle:
+        gate = handle.gates["hybrid"]
+        for k in range(max_new_tokens):
+            gate.clear()
+            b_logits, b_cache = _forward(base, step_ids, mask, b_cache)
+            with hooks(thinking, {cfg.site: keep_last}):
+                t_logits, t_cache = _forward(thinking, step_ids, mask, t_cache)
+            unsteered = b_logits.argmax(-1)
+            gated = gate_rows(cfg, b_logits, t_logits) & ~done
+            token = unsteered
+            if bool(gated.any()):
+                cat, vec = select_vectors(cfg, resid["h"], gen)
+                t_logp = t_logits.log_softmax(-1)
+                cands = []
+                for c in cfg.coefficients:
+                    _drop_last(b_cache)
+                    gate.set(gated, vec, torch.full((n,), float(c)))
+                    logits_c, b_cache = _forward(base, step_ids[:, -1:], mask, b_cache)
+                    cands.append(logits_c.argmax(-1))
+                token, pick = choose(cfg, t_logp.cpu(), unsteered.cpu(), [c.cpu() for c in cands], gated.cpu())
+                token = token.to(dev)
+                chosen = torch.where(pick >= 0, coefs[pick.clamp(min=0)], torch.zeros(n))
+                if not (pick.clamp(min=-1) == len(cands) - 1).all() or not bool(gated.all()):
+                    # re-run position q with each row's chosen coefficient (0 = unsteered) to fix the cache
+                    _drop_last(b_cache)
+                    gate.set(gated & (pick >= 0).to(dev), vec, chosen.to(dev))
+                    _forward(base, step_ids[:, -1:], mask, b_cache)
+                steered_log[:, k] = (pick >= 0) & gated.cpu()
+                cat_log[:, k] = torch.where(gated.cpu(), cat.cpu(), -1)
+                coef_log[:, k] = chosen
+            gated_log[:, k] = gated.cpu()
+            token = torch.where(done.to(dev), torch.full_like(token, eos), token)
+            out_tokens[:, k] = token.cpu()
+            for r in range(n):
+                if not done[r] and int(token[r]) == eos:
+                    lengths[r] = k + 1
+            done |= (token == eos).cpu()
+            step_ids = token[:, None]
+            mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=dev)], dim=1)
+            if bool(done.all()):
+                break
+    steps = max(lengths) if lengths else 0
+    toks = [out_tokens[r, : lengths[r]].tolist() for r in range(n)]
+    texts = base.tokenizer.batch_decode([[t for t in row if t != eos] for row in toks], skip_special_tokens=True)
+    return HybridResult(toks, texts, gated_log[:, :steps], steered_log[:, :steps], cat_log[:, :steps],
+                        coef_log[:, :steps], cfg.names, lengths)
