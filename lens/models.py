@@ -197,6 +197,10 @@ def load_model(
         kwargs["gguf_file"] = gguf
     if device_map is not None:
         kwargs["device_map"] = device_map
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # the per-tensor "Loading weights" bar; restored below
     try:
         hf = AutoModelForCausalLM.from_pretrained(str(where), **kwargs)
         tok = AutoTokenizer.from_pretrained(str(where), **({"gguf_file": gguf} if gguf else {}))
@@ -210,6 +214,9 @@ def load_model(
                 "e.g. lens.load_model('/path/to/model-folder'), or a .gguf file"
             ) from None
         raise LensError(f"cannot load {spec!r} from {where}: {str(e).splitlines()[0]}") from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     if device_map is None and device is not None:
         hf = hf.to(device)
     hf.eval()

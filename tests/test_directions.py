@@ -85,3 +85,23 @@ def test_optimised_vector_lowers_target_cross_entropy(tiny):
     assert bias.info["loss_after"] < bias.info["loss_before"] - 0.2
     assert cats["wait"].info["with_bias"] and cats["wait"].info["loss_after"] < cats["wait"].info["loss_before"]
     assert all(p.requires_grad for p in model.hf.parameters())  # the user's flags are restored
+
+
+def test_pair_diff_weights_and_activations():
+    from lens.pair_diff import activation_diff, weight_diff
+    from lens.tiny import tiny_model
+
+    base = tiny_model("llama", n_layers=2)
+    tuned = tiny_model("llama", n_layers=2)
+    with torch.no_grad():
+        w = tuned.hf.model.layers[1].mlp.down_proj.weight
+        w[:4] += 0.5  # change 4 rows of one matrix in layer 1 only
+    rows = {r["group"]: r for r in weight_diff(base, tuned)}
+    assert rows["layer 00"]["relative_change"] == 0 and rows["layer 00"]["fraction_changed"] == 0
+    changed = 4 * w.shape[1]
+    assert rows["layer 01"]["fraction_changed"] == pytest.approx(changed / rows["layer 01"]["parameters"])
+    site = "blocks.1.hook_resid_post"
+    d = {site: torch.ones(base.d_model)}
+    acts = activation_diff(base, tuned, ["Q:1+2=?", "hello"], ["blocks.0.hook_resid_post", site], directions=d)
+    assert acts[0]["mean_diff_norm"] == 0 and acts[1]["mean_diff_norm"] > 0
+    assert -1 <= acts[1]["cosine_with_direction"] <= 1

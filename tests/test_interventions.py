@@ -132,3 +132,16 @@ def test_steering_is_differentiable_for_vector_optimisation(tiny):
         loss = model.hf(ids).logits[0, -1].logsumexp(-1)
     loss.backward()
     assert vec.grad is not None and vec.grad.abs().sum() > 0
+
+
+def test_each_prompt_pass_restarts_positions_and_steps(tiny):
+    """Two generate calls in one block (as length-sorted batching makes): each gets its own P and steps."""
+    model = tiny("llama")
+    ivs = _cases(model)["first_step"]
+    tok = model.tokenizer
+    tok.padding_side = "left"
+    with torch.no_grad(), steer(model, ivs) as h:
+        for p in ["Q:12+3=?", "ab"]:
+            enc = tok([p], return_tensors="pt")
+            model.hf.generate(**enc, max_new_tokens=3, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert [(r["sequence"], r["step"], r["position"]) for r in h.log.records] == [(0, 0, 8), (1, 0, 2)]

@@ -36,7 +36,9 @@ def capture_cmd(
         raise LensError(f"dtype {dtype!r} is not one of float32, bfloat16, float16")
     m = load_model(model)
     site_list = [s.name for s in all_sites(m)] if sites == "all" else [s for s in sites.split(",") if s.strip()]
-    total = sum(1 for line in open(inputs) if line.strip())
+    total = sum(1 for _ in read_jsonl(inputs))  # validates every line before any work starts
+    if total == 0:
+        raise LensError(f"input file {inputs} is empty; write one JSON object per line")
     folder = capture(m, read_jsonl(inputs), site_list, select, batch_size=batch_size, out=out, dtype=dtype,
                      shard_rows=shard_rows, progress=not as_json, total=total)
     summary = folder.summary()

@@ -7,7 +7,11 @@ import sys
 
 import typer
 
+from . import directions_cmd
 from .capture_cmd import capture_cmd, info_cmd
+from .diff_cmd import diff_cmd
+from .hybrid_cmd import hybrid_cmd
+from .steer_cmd import steer_cmd
 
 app = typer.Typer(
     name="lens",
@@ -18,6 +22,10 @@ app = typer.Typer(
 )
 app.command("capture")(capture_cmd)
 app.command("info")(info_cmd)
+app.command("steer")(steer_cmd)
+app.command("hybrid")(hybrid_cmd)
+app.command("diff")(diff_cmd)
+app.add_typer(directions_cmd.app, name="directions")
 
 # Sub-apps live in their own modules; each is optional so a partial install still runs.
 for _module, _name in [("organism", "organism")]:

@@ -32,6 +32,7 @@ class CallState:
     positions: Int[torch.Tensor, "batch seq"]
     valid: Bool[torch.Tensor, "batch seq"]
     prompt_len: Int[torch.Tensor, " batch"]
+    sequence: int = 0  # index of the batch of sequences (a new one starts at each prompt pass)
 
 
 @dataclass
@@ -57,13 +58,17 @@ class Gate:
 
 @dataclass
 class FiredLog:
-    """Where interventions fired: one record per (call, intervention, row, position)."""
+    """Where interventions fired: one record per (call, intervention, row, position).
+
+    sequence: which batch of sequences (0 for the first prompt pass inside the block, 1 for the
+    next, ...); row: the row within that batch; step: calls since that batch's prompt pass.
+    """
 
     records: list[dict] = field(default_factory=list)
     enabled: bool = True
 
     def add(self, step: int, name: str, site: str, mask: torch.Tensor, positions: torch.Tensor,
-            delta: torch.Tensor) -> None:
+            delta: torch.Tensor, sequence: int = 0) -> None:
         if not self.enabled:
             return
         rows, slots = mask.nonzero(as_tuple=True)
@@ -71,8 +76,8 @@ class FiredLog:
             return
         mags = delta[rows, slots].float().norm(dim=-1).tolist()
         for r, s, m in zip(rows.tolist(), positions[rows, slots].tolist(), mags, strict=True):
-            self.records.append({"step": step, "row": r, "position": s, "site": site, "name": name,
-                                 "magnitude": m})
+            self.records.append({"sequence": sequence, "step": step, "row": r, "position": s, "site": site,
+                                 "name": name, "magnitude": m})
 
     def positions(self, row: int, name: str | None = None) -> list[int]:
         """Absolute positions steered in `row` (optionally by one named intervention), in order."""
@@ -92,6 +97,8 @@ class Steering:
     state: CallState | None = None
     prompt_len: torch.Tensor | None = None
     calls: int = 0
+    first_call: int = 0
+    sequences: int = 0
 
 
 def _call_state(args, kwargs, h: Steering, fixed_prompt_len) -> CallState:
@@ -102,24 +109,26 @@ def _call_state(args, kwargs, h: Steering, fixed_prompt_len) -> CallState:
     batch, t = x.shape[0], x.shape[1]
     mask = kwargs.get("attention_mask")
     pos_ids = kwargs.get("position_ids")
+    cache = kwargs.get("past_key_values", kwargs.get("cache"))
+    past = int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
     if mask is not None and mask.dim() == 2:
         full = mask.long()
         valid = full[:, -t:].bool()
         positions = (full.cumsum(-1) - 1)[:, -t:]
     else:
         valid = torch.ones(batch, t, dtype=torch.bool, device=x.device)
-        cache = kwargs.get("past_key_values", kwargs.get("cache"))
-        past = int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
         positions = (past + torch.arange(t, device=x.device)).expand(batch, t)
     if pos_ids is not None and pos_ids.dim() == 2:  # what the model itself is told (HF generate sets it)
         positions = pos_ids.expand(batch, t)
     positions = positions.clamp(min=0)
-    if h.calls == 0 or h.prompt_len is None:
+    if past == 0:  # a fresh sequence (a prompt pass, or a full recompute): steps count from here
+        h.sequences += 1
+        h.first_call = h.calls
         if fixed_prompt_len is not None:
             h.prompt_len = torch.as_tensor(fixed_prompt_len, device=x.device).long().reshape(batch)
-        else:  # the first call processes the whole prompt
+        else:  # the prompt pass processes the whole prompt
             h.prompt_len = torch.where(valid, positions + 1, 0).amax(-1)
-    return CallState(h.calls, positions, valid, h.prompt_len.to(x.device))
+    return CallState(h.calls - h.first_call, positions, valid, h.prompt_len.to(x.device), h.sequences - 1)
 
 
 def _apply(iv: Intervention, hidden: torch.Tensor, mask: torch.Tensor, vec: torch.Tensor,
@@ -163,7 +172,8 @@ def _site_fn(h: Steering, items: list[Intervention]):
             if not bool(mask.any()):
                 continue
             new = _apply(iv, out, mask, vec, scale)
-            h.log.add(st.step, iv.name or iv.source or iv.op, iv.site, mask, st.positions, (new - out).detach())
+            h.log.add(st.step, iv.name or iv.source or iv.op, iv.site, mask, st.positions, (new - out).detach(),
+                      st.sequence)
             out = new
         return out
 
@@ -180,9 +190,9 @@ def steer(
 ) -> Iterator[Steering]:
     """Apply `interventions` to every forward call made inside the block (plain forward or generate).
 
-    prompt_lengths: each row's prompt length P (what `Where` counts from). Default: inferred from
-        the first call inside the block, which must then be the prompt pass (true for `generate`).
-        Pass it explicitly for a full recompute of a prompt + generated sequence.
+    prompt_lengths: each row's prompt length P (what `Where` counts from). Default: inferred at each
+        call with an empty cache (a prompt pass, as `generate` starts every batch), as the longest
+        real sequence of that call. Pass it explicitly for a full recompute of prompt + generated text.
     """
     items = [interventions] if isinstance(interventions, Intervention) else list(interventions)
     for iv in items:

@@ -1,0 +1,36 @@
+"""`lens diff`: weight and activation differences between a base model and its tuned counterpart."""
+
+from __future__ import annotations
+
+import typer
+
+from .common import console, emit_json, table
+
+
+def diff_cmd(
+    base: str = typer.Argument("organism:base"),
+    thinking: str = typer.Argument("organism:thinking"),
+    layer: int = typer.Option(None, help="layer of the base's reasoning direction (default: middle)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Per layer: relative weight change, fraction of parameters changed, activation shift and its
+    cosine with the base model's own reasoning direction (T-marked minus D-marked prompts)."""
+    from ..capture import capture
+    from ..directions import diff_of_means
+    from ..models import load_pair
+    from ..pair_diff import activation_diff, weight_diff
+    from ..studies.organism_inputs import marker_contrast, train_problems
+
+    b, t = load_pair(base, thinking)
+    sites = [f"blocks.{i}.hook_resid_post" for i in range(b.n_layers)]
+    tp, dp = marker_contrast()
+    a, c = capture(b, tp, sites, "last_prompt", progress=False), capture(b, dp, sites, "last_prompt", progress=False)
+    dirs = {s: diff_of_means(a, c, s).vector for s in sites}
+    prompts = [p.prompt() for p in train_problems(128, seed=99)]
+    res = {"weights": weight_diff(b, t), "activations": activation_diff(b, t, prompts, sites, directions=dirs)}
+    if as_json:
+        emit_json(res)
+        return
+    console.print(table(f"weights: {b.spec} -> {t.spec}", res["weights"]))
+    console.print(table("activations at the last prompt token (cosine with the base's T-D direction)",
+                        res["activations"]))

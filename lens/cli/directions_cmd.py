@@ -1,0 +1,79 @@
+"""`lens directions make|inspect`: difference-of-means directions and their per-layer separability."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import console, emit_json, table
+
+app = typer.Typer(help="Make and inspect reasoning directions.", no_args_is_help=True)
+
+
+def _inputs(path: Path | None, default: list):
+    from ..capture_folder import read_jsonl
+    from ..errors import LensError
+
+    if path is None:
+        return default
+    items = list(read_jsonl(path))
+    if not items:
+        raise LensError(f"{path} holds no inputs")
+    return items
+
+
+@app.command("make")
+def make(
+    model: str = typer.Option("organism:base", "--model", "-m"),
+    pos: Path = typer.Option(None, help="JSONL of the positive set (default: organism prompts marked T)"),
+    neg: Path = typer.Option(None, help="JSONL of the negative set (default: organism prompts marked D)"),
+    layer: int = typer.Option(None, help="layer of the saved direction (default: the most separable)"),
+    select: str = typer.Option("last_prompt", help="token selection (see lens capture --help)"),
+    out: Path = typer.Option(None, "--out", "-o", help="folder to save the direction in"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Difference of means pos - neg at every layer; report AUROC per layer; save one layer's direction."""
+    from ..capture import capture
+    from ..directions import diff_of_means, separability_by_layer
+    from ..models import load_model
+
+    m = load_model(model)
+    t_prompts, d_prompts = [], []
+    if pos is None or neg is None:
+        from ..studies.organism_inputs import marker_contrast
+
+        t_prompts, d_prompts = marker_contrast()
+    p_items, n_items = _inputs(pos, t_prompts), _inputs(neg, d_prompts)
+    sites = [f"blocks.{i}.hook_resid_post" for i in range(m.n_layers)]
+    a = capture(m, p_items, sites, select, progress=False)
+    b = capture(m, n_items, sites, select, progress=False)
+    rows = separability_by_layer(a, b, sites)
+    best = max(rows, key=lambda r: r["auroc"])["site"] if layer is None else f"blocks.{layer}.hook_resid_post"
+    d = diff_of_means(a, b, best, name="reasoning")
+    d.info["select"] = select
+    if out is not None:
+        d.save(out)
+    result = {"model": m.spec, "layers": rows, "chosen_site": best, "norm": d.norm,
+              "mean_resid_norm": d.info["mean_resid_norm"], "saved": str(out) if out else None}
+    if as_json:
+        emit_json(result)
+    else:
+        console.print(table(f"separability of pos - neg on {m.spec} ({select})", rows))
+        console.print(f"chosen {best}: |v|={d.norm:.3f} (mean residual norm {d.info['mean_resid_norm']:.3f})"
+                      + (f", saved to {out}" if out else ""))
+
+
+@app.command("inspect")
+def inspect(folder: Path, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Print a saved direction's metadata."""
+    from ..artifacts import read_json
+    from ..directions import load_direction
+
+    d = load_direction(folder)
+    meta = read_json(folder / "direction.json", "direction")
+    if as_json:
+        emit_json(meta)
+    else:
+        console.print(str(d))
+        console.print(table(f"direction {folder}", [(k, v) for k, v in meta.items() if k != "model"]))

@@ -1,0 +1,97 @@
+"""The hybrid study on a task set: base, thinking and hybrid accuracy, gap recovered, ablations.
+
+Category vectors come from labelled thinking traces: the BASE model's mean residual at `site`
+over each labelled step (one-vs-rest over step labels), plus a bias vector (base residual over
+thinking-trace tokens minus over direct-answer tokens). Each is scaled to `norm_frac` x the mean
+residual norm at the site, so coefficients 0.25..1 span a known range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ..capture import capture
+from ..decoding.generate import generate
+from ..directions import diff_of_means, one_vs_rest
+from ..evaluation.metrics import accuracy, gap_recovered
+from ..models import Model
+from .common import ABLATIONS, HybridConfig
+from .generate import hybrid_generate
+
+
+def category_vectors(
+    base: Model,
+    traces: Sequence[dict],
+    direct: Sequence[dict],
+    site: str,
+    norm_frac: float = 0.5,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
+    """(bias, {label: vector}, info) from labelled traces.
+
+    traces: {"prompt", "completion", "spans": [[start, end, label], ...]} (spans index prompt+completion);
+    direct: {"prompt", "completion"} answered without a trace.
+    """
+    steps = capture(base, traces, site, "spans", progress=False)
+    think_tokens = capture(base, [{"prompt": t["prompt"], "completion": t["completion"]} for t in traces], site,
+                           "sentences", progress=False)
+    direct_tokens = capture(base, list(direct), site, "sentences", progress=False)
+    resid_norm = float(steps[site].norm(dim=-1).mean())
+    target = norm_frac * resid_norm
+    bias = diff_of_means(think_tokens, direct_tokens, site, normalize=True).vector * target
+    cats = {k: d.vector * target for k, d in one_vs_rest(steps, steps.labels, site, normalize=True).items()}
+    counts = {k: steps.labels.count(k) for k in cats}
+    return bias, cats, {"resid_norm": resid_norm, "vector_norm": target, "step_counts": counts}
+
+
+def run_study(
+    base: Model,
+    thinking: Model,
+    prompts: Sequence[str],
+    is_correct: Callable[[int, str], bool],
+    site: str,
+    bias: torch.Tensor,
+    categories: dict[str, torch.Tensor],
+    *,
+    max_new_tokens: int = 96,
+    coefficients: tuple[float, ...] = (0.25, 0.5, 1.0),
+    ablations: Sequence[str] = ABLATIONS,
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Accuracy of base, thinking and the hybrid (and each ablation), gap recovered, tokens steered."""
+    say = progress or (lambda _msg: None)
+
+    def score(texts: list[str]) -> list[float]:
+        return [float(is_correct(i, t)) for i, t in enumerate(texts)]
+
+    say("greedy base / thinking")
+    b_texts = [s.text for s in generate(base, list(prompts), max_new_tokens, batch_size=batch_size).samples]
+    t_texts = [s.text for s in generate(thinking, list(prompts), max_new_tokens, batch_size=batch_size).samples]
+    b, t = score(b_texts), score(t_texts)
+    out = {"site": site, "n": len(prompts), "coefficients": list(coefficients),
+           "base": accuracy(b).as_dict(), "thinking": accuracy(t).as_dict(), "runs": {}}
+    for ab in ablations:
+        say(f"hybrid ({ab})")
+        cfg = HybridConfig(site, categories, bias=bias, coefficients=coefficients, ablation=ab, seed=seed)
+        texts, steered, gated, use = [], 0.0, 0.0, {}
+        n_tok = 0
+        for i in range(0, len(prompts), batch_size):
+            chunk = list(prompts[i : i + batch_size])
+            res = hybrid_generate(base, thinking, chunk, cfg, max_new_tokens=max_new_tokens)
+            texts += res.texts
+            live = sum(res.lengths)
+            n_tok += live
+            steered += res.fraction_steered() * live
+            gated += res.fraction_gated() * live
+            for k, v in res.category_use().items():
+                use[k] = use.get(k, 0) + v
+        h = score(texts)
+        gap = gap_recovered(b, h, t, seed=seed)
+        out["runs"][ab] = {"accuracy": accuracy(h).as_dict(), "gap_recovered": gap.value, "gap_ci": [gap.lo, gap.hi],
+                           "fraction_steered": steered / max(n_tok, 1), "fraction_gated": gated / max(n_tok, 1),
+                           "category_use": use, "example": texts[0] if texts else ""}
+    out["hybrid"] = out["runs"].get("none")
+    return out

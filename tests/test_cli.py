@@ -1,0 +1,89 @@
+"""The CLI: commands work on a local model folder, print JSON with --json, and fail with one line."""
+
+import json
+import sys
+
+import pytest
+
+from lens.cli.main import main
+from lens.tiny import tiny_model
+
+
+def run(capsys, monkeypatch, *args):
+    monkeypatch.setattr(sys, "argv", ["lens", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "tiny"
+    m = tiny_model("llama", n_layers=2)
+    m.hf.save_pretrained(path)
+    m.tokenizer.save_pretrained(path)
+    return path
+
+
+def test_capture_info_json(capsys, monkeypatch, tmp_path, folder):
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text('{"prompt": "Q:1+2=?\\n", "completion": "A:3"}\n"just text"\n')
+    code, out, _ = run(capsys, monkeypatch, "capture", "-m", folder, "-i", inputs, "-s", "blocks.1.hook_resid_post",
+                       "--select", "last_prompt", "-o", tmp_path / "cap", "--json")
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["rows"] == 2 and summary["complete"] and summary["sites"] == ["blocks.1.hook_resid_post"]
+    code, out, _ = run(capsys, monkeypatch, "info", tmp_path / "cap", "--json")
+    assert code == 0 and json.loads(out)["examples"] == 2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["info", "/nonexistent/folder"], "does not exist"),
+        (["capture", "-m", "nobody/nothing", "-i", "IN", "-o", "OUT"], "hub is offline"),
+        (["capture", "-m", "MODEL", "-i", "IN", "-s", "blocks.9.hook_resid_post", "-o", "OUT"], "out of range"),
+        (["capture", "-m", "MODEL", "-i", "IN", "-s", "blocks.1.hook_resid", "-o", "OUT"], "unknown site"),
+        (["capture", "-m", "MODEL", "-i", "EMPTY", "-o", "OUT"], "empty"),
+        (["capture", "-m", "MODEL", "-i", "BAD", "-o", "OUT"], "not valid JSON"),
+    ],
+)
+def test_errors_are_one_line(capsys, monkeypatch, tmp_path, folder, args, message):
+    (tmp_path / "in.jsonl").write_text('"hello"\n')
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    subs = {"IN": tmp_path / "in.jsonl", "EMPTY": tmp_path / "empty.jsonl", "BAD": tmp_path / "bad.jsonl",
+            "OUT": tmp_path / "out", "MODEL": folder}
+    code, out, err = run(capsys, monkeypatch, *[subs.get(a, a) for a in args])
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lens: error:") and message in lines[0]
+    assert "Traceback" not in err
+
+
+def test_directions_steer_diff(capsys, monkeypatch, tmp_path, folder):
+    pos, neg = tmp_path / "pos.jsonl", tmp_path / "neg.jsonl"
+    pos.write_text("".join(json.dumps(f"Q:T:{i}+{i}=?\n") + "\n" for i in range(10, 20)))
+    neg.write_text("".join(json.dumps(f"Q:D:{i}+{i}=?\n") + "\n" for i in range(10, 20)))
+    code, out, _ = run(capsys, monkeypatch, "directions", "make", "-m", folder, "--pos", pos, "--neg", neg,
+                       "--layer", 1, "-o", tmp_path / "dir", "--json")
+    assert code == 0
+    res = json.loads(out)
+    assert [r["site"] for r in res["layers"]] == ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    assert res["chosen_site"] == "blocks.1.hook_resid_post" and res["norm"] > 0
+    code, out, _ = run(capsys, monkeypatch, "directions", "inspect", tmp_path / "dir", "--json")
+    assert code == 0 and json.loads(out)["site"] == "blocks.1.hook_resid_post"
+    code, out, _ = run(capsys, monkeypatch, "steer", "-m", folder, "--direction", tmp_path / "dir", "--scale", 30,
+                       "--where", "first_step", "-p", "Q:12+3=?\\n", "-p", "ab", "--max-new-tokens", 5, "--json")
+    assert code == 0
+    res = json.loads(out)
+    # first_step fires exactly once per prompt, at its last prompt position, at step 0
+    assert sorted((f["row"], f["step"]) for f in res["fired"]) == [(0, 0), (1, 0)]
+    assert [f["position"] for f in sorted(res["fired"], key=lambda f: f["row"])] == [9, 2]
+    code, out, _ = run(capsys, monkeypatch, "diff", folder, folder, "--json")
+    assert code == 0
+    assert all(r["relative_change"] == 0 for r in json.loads(out)["weights"])
