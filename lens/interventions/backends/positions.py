@@ -1,0 +1,34 @@
+"""Slot selection shared by the backends: which slots of a call an intervention touches, and the ops."""
+
+from __future__ import annotations
+
+import torch
+
+from ...errors import LensError
+from ..spec import Intervention
+
+
+def call_positions(step: int, prompt_len: int, t: int) -> torch.Tensor:
+    """Absolute positions of a call's T slots: step 0 is the prompt pass, step s >= 1 one new token."""
+    return torch.arange(t) if step == 0 else torch.tensor([prompt_len + step - 1])
+
+
+def slots(iv: Intervention, positions: torch.Tensor, prompt_len: int) -> list[int]:
+    """Indices into the call's slots that `iv` touches (same for every row: unpadded batches only)."""
+    if iv.where.kind == "gate":
+        raise LensError("gated interventions run on the lens engine only (lens.interventions.steer)")
+    mask = iv.where.mask(positions[None], torch.tensor([prompt_len]))[0]
+    return mask.nonzero().flatten().tolist()
+
+
+def apply_op(iv: Intervention, h: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
+    """The op on the selected slots h [batch, n, d] (out of place)."""
+    if iv.op == "add":
+        return h + iv.scale * vec
+    if iv.op == "set":
+        return (iv.scale * vec).expand_as(h).clone()
+    unit = vec / vec.norm()
+    proj = (h * unit).sum(-1, keepdim=True)
+    if iv.op == "project_out":
+        return h - proj * unit
+    return h + (iv.scale - proj) * unit
