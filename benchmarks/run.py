@@ -18,6 +18,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 from benchmarks.capture import capture_rows, disk_memory  # noqa: E402
+from benchmarks.steering import hybrid_rows, steering_rows  # noqa: E402
 
 
 def _model(size: str):
@@ -40,20 +41,47 @@ def main() -> None:
     ap.add_argument("--texts", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--only", default="capture,steering,hybrid", help="which tables to run")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("LENS_BENCH_THREADS", "2")))
     results = {"threads": torch.get_num_threads(), "torch": torch.__version__, "sizes": {}}
+    only = set(args.only.split(","))
     for size in args.sizes.split(","):
         model = _model(size)
-        rows = capture_rows(model, n_texts=args.texts, repeats=args.repeats)
-        spec = "tiny" if size == "tiny" else "smollm2-135m-instruct"
-        mem = {f"{k}x": disk_memory(spec, args.texts * k) for k in (1, 10)}
-        results["sizes"][size] = {"model": repr(model), "capture": rows, "disk_capture_memory": mem}
+        res = results["sizes"].setdefault(size, {"model": repr(model)})
+        if "capture" in only:
+            rows = capture_rows(model, n_texts=args.texts, repeats=args.repeats)
+            spec = "tiny" if size == "tiny" else "smollm2-135m-instruct"
+            mem = {f"{k}x": disk_memory(spec, args.texts * k) for k in (1, 10)}
+            res.update(capture=rows, disk_capture_memory=mem)
+            if not args.json:
+                print(f"\n## capture, {size}: {model!r}, {args.texts} texts, batch 8, every resid_post\n")
+                print(_table(rows))
+                print(f"\ncapture to disk, peak RSS: 1x inputs {mem['1x']['peak_mib']:.0f} MiB, "
+                      f"10x inputs {mem['10x']['peak_mib']:.0f} MiB")
+        if "steering" in only:
+            res["steering"] = steering_rows(model, repeats=args.repeats)
+            if not args.json:
+                print(f"\n## steered generation, {size}: batch 4, 64 new tokens, add at one layer every step\n")
+                print(_table(res["steering"]))
+    if "hybrid" in only:
+        from lens import load_model
+
+        try:
+            base, thinking = load_model("organism:base"), load_model("organism:thinking")
+            label = "organism base + thinking"
+        except Exception:  # noqa: BLE001 - fall back to a tiny random pair
+            from lens.tiny import tiny_model
+
+            base, thinking = tiny_model("llama", d_model=128), tiny_model("llama", d_model=128, seed=1)
+            label = "tiny random pair"
+        from lens.studies.organism_inputs import heldout
+
+        prompts = heldout(16)[0] if label.startswith("organism") else ["Q:47+38+26=?\n"] * 16
+        results["hybrid"] = {"pair": label, "rows": hybrid_rows(base, thinking, prompts, ref_tokens=24)}
         if not args.json:
-            print(f"\n## capture, {size}: {model!r}, {args.texts} texts, batch 8, every resid_post\n")
-            print(_table(rows))
-            print(f"\ncapture to disk, peak RSS: 1x inputs {mem['1x']['peak_mib']:.0f} MiB, "
-                  f"10x inputs {mem['10x']['peak_mib']:.0f} MiB")
+            print(f"\n## hybrid, {label}: 16 prompts, 48 new tokens (reference: 24)\n")
+            print(_table(results["hybrid"]["rows"]))
     if args.json:
         print(json.dumps(results, indent=2))
 

@@ -1,0 +1,123 @@
+"""Steered-generation and hybrid benchmark rows, measured in the same run as their baselines.
+
+Rows: plain HF generate; lens engine steering every generated position; TransformerLens
+(TransformerBridge) generate with the same hook; nnsight generate with the same intervention;
+hybrid (KV-cached) vs plain base generation vs a reference-style full-recompute hybrid.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import sys
+import time
+
+import torch
+
+from lens.hybrid import HybridConfig, hybrid_generate, hybrid_generate_reference
+from lens.interventions import Intervention, Where, steer
+from lens.models import Model
+
+
+def _median_time(fn, repeats: int) -> float:
+    fn()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def steering_rows(model: Model, batch: int = 4, new_tokens: int = 64, repeats: int = 3) -> list[dict]:
+    """Tokens/s of each way to generate with one add-intervention at one layer on every generated position."""
+    tok = model.tokenizer
+    prompt = "Q:47+38+26+19=?\n"
+    ids = tok([prompt] * batch, return_tensors="pt")["input_ids"]
+    layer = model.n_layers // 2
+    vec = torch.randn(model.d_model, generator=torch.Generator().manual_seed(0)) * 0.1
+    iv = Intervention(f"blocks.{layer}.hook_resid_post", vec, where=Where.generated(0, None))
+    kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+              pad_token_id=tok.pad_token_id, eos_token_id=None)
+
+    def hf():
+        with torch.no_grad():
+            model.hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kw)
+
+    def lens_steer():
+        with torch.no_grad(), steer(model, iv, record=False):
+            model.hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kw)
+
+    rows = [("plain HF generate", hf), ("lens steer (every generated position)", lens_steer)]
+    try:
+        from transformer_lens.model_bridge import TransformerBridge
+
+        from lens.interventions.backends.transformer_lens_backend import transformer_lens_hooks
+
+        bridge = TransformerBridge.boot_transformers("bench", hf_model=copy.deepcopy(model.hf), tokenizer=tok)
+
+        def tl():
+            with torch.no_grad(), bridge.hooks(fwd_hooks=transformer_lens_hooks([iv], ids.shape[1])):
+                bridge.generate(ids, max_new_tokens=new_tokens, do_sample=False, use_past_kv_cache=True,
+                                verbose=False, stop_at_eos=False)
+
+        rows.append(("TransformerLens Bridge generate + same hook", tl))
+    except Exception as e:  # noqa: BLE001
+        print(f"TransformerLens row skipped: {e}", file=sys.stderr)
+    try:
+        from nnsight import LanguageModel
+
+        from lens.interventions.backends.nnsight_backend import generate_nnsight
+
+        lm = LanguageModel(copy.deepcopy(model.hf), tokenizer=tok)
+
+        def nn():
+            generate_nnsight(lm, model, [iv], ids, new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=None,
+                             min_new_tokens=new_tokens)
+
+        rows.append(("nnsight generate + same intervention", nn))
+    except Exception as e:  # noqa: BLE001
+        print(f"nnsight row skipped: {e}", file=sys.stderr)
+    out, base = [], None
+    for name, fn in rows:
+        sec = _median_time(fn, repeats)
+        base = base or sec
+        out.append({"method": name, "new_tokens_per_s": round(batch * new_tokens / sec, 1),
+                    "ratio_to_hf": round(base / sec, 3)})
+    return out
+
+
+def hybrid_rows(base: Model, thinking: Model, prompts: list[str], new_tokens: int = 48, repeats: int = 1,
+                ref_tokens: int | None = None) -> list[dict]:
+    """Hybrid (KV-cached) tokens/s vs plain base generate vs the full-recompute reference (fewer tokens)."""
+    g = torch.Generator().manual_seed(0)
+    cats = {f"c{i}": torch.randn(base.d_model, generator=g) for i in range(4)}
+    cfg = HybridConfig(f"blocks.{base.n_layers // 2}.hook_resid_post", cats)
+    tok = base.tokenizer
+    tok.padding_side = "left"
+    enc = tok(prompts, return_tensors="pt", padding=True)
+
+    def plain():
+        with torch.no_grad():
+            base.hf.generate(**enc, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                             pad_token_id=tok.pad_token_id, eos_token_id=None)
+
+    def fast():
+        hybrid_generate(base, thinking, prompts, cfg, max_new_tokens=new_tokens, eos_token_id=-1)
+
+    ref_n = ref_tokens or new_tokens
+
+    def ref():
+        hybrid_generate_reference(base, thinking, prompts, cfg, max_new_tokens=ref_n, eos_token_id=-1)
+
+    n = len(prompts)
+    t_plain, t_fast, t_ref = (_median_time(f, repeats) for f in (plain, fast, ref))
+    tps = [n * new_tokens / t_plain, n * new_tokens / t_fast, n * ref_n / t_ref]
+    return [
+        {"method": "plain base generate", "new_tokens_per_s": round(tps[0], 1), "ratio_to_plain": 1.0},
+        {"method": "lens hybrid (KV caches, batched)", "new_tokens_per_s": round(tps[1], 1),
+         "ratio_to_plain": round(tps[1] / tps[0], 3)},
+        {"method": f"reference-style hybrid (full recompute, {ref_n} tokens)", "new_tokens_per_s": round(tps[2], 1),
+         "ratio_to_plain": round(tps[2] / tps[0], 3)},
+        {"method": "lens hybrid / reference", "new_tokens_per_s": "", "ratio_to_plain": round(tps[1] / tps[2], 2)},
+    ]
