@@ -1,0 +1,95 @@
+"""`lens organism train` and `lens organism eval`: regenerate and measure the bundled organism."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    help="The bundled reasoning organism (tiny base/thinking/control models with known ground truth).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _fail(message: str) -> None:
+    print(f"lens: error: {message}", file=sys.stderr)
+    raise typer.Exit(2)
+
+
+@app.command("train")
+def train_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="folder that receives base/, thinking/, control/"),
+    steps: int = typer.Option(1800, help="pretraining steps (batch 32 x 256 tokens)"),
+    which: str = typer.Option("base,thinking,control", help="comma-separated subset to (re)build"),
+    threads: int = typer.Option(1, help="torch CPU threads (1 is fastest when the cores are shared)"),
+) -> None:
+    """Regenerate the organism from scratch with a fixed seed (resumes an interrupted run)."""
+    import torch
+
+    from lens.organism.train import PretrainConfig, train_all
+
+    names = tuple(w.strip() for w in which.split(",") if w.strip())
+    bad = [n for n in names if n not in ("base", "thinking", "control")]
+    if bad:
+        _fail(f"unknown model(s) {', '.join(bad)}; choose from base, thinking, control")
+    if steps < 1:
+        _fail("--steps must be positive")
+    if "thinking" in names and "base" not in names and not (out / "base" / "config.json").exists():
+        _fail(f"building thinking alone needs {out / 'base'}; add base to --which")
+    torch.set_num_threads(max(1, threads))
+    infos = train_all(out, pre=PretrainConfig(steps=steps), which=names)
+    for name, info in infos.items():
+        print(f"{name}: {info.get('train_seconds')} s -> {out / name}")
+
+
+@app.command("eval")
+def eval_cmd(
+    model_dir: Path = typer.Option(
+        None, "--model-dir", "-m", help="folder with base/, thinking/, control/ (default: the bundled copy)"
+    ),
+    n: int = typer.Option(500, help="held-out problems for greedy metrics"),
+    samples: int = typer.Option(16, help="T=1 base samples per problem (pass@k up to this k)"),
+    sample_problems: int = typer.Option(200, help="problems that get T=1 samples"),
+    layer: int = typer.Option(1, help="decoder layer (0-based) whose output is read and steered"),
+    scale: float = typer.Option(0.5, help="direction norm as a multiple of the residual norm"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON only"),
+) -> None:
+    """Measure every property of the organism (issue 3) and print the table."""
+    from lens.organism.evaluate import evaluate, format_value
+
+    if model_dir is not None and not model_dir.is_dir():
+        _fail(f"model folder {model_dir} does not exist")
+    if n < 1 or samples < 4 or sample_problems < 1:
+        _fail("--n and --sample-problems must be positive and --samples at least 4")
+    try:
+        result = evaluate(
+            model_dir,
+            n=n,
+            samples=samples,
+            sample_problems=min(sample_problems, n),
+            layer=layer,
+            scale=scale,
+            log=None if as_json else print,
+        )
+    except (FileNotFoundError, ValueError, IndexError) as e:
+        _fail(str(e))
+    if as_json:
+        from lens.cli.common import emit_json
+
+        emit_json(result)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"organism properties ({model_dir or 'bundled'})")
+    for col in ("property", "measured", "target", "pass"):
+        t.add_column(col)
+    for r in result["properties"]:
+        ok = "" if r["pass"] is None else ("[green]yes[/]" if r["pass"] else "[red]no[/]")
+        t.add_row(r["name"], format_value(r["value"]), r["target"], ok)
+    Console().print(t)
+    print(f"eval took {result['metrics']['eval_seconds']} s")

@@ -1,0 +1,114 @@
+"""Model cards (README.md) of the organism's HF folders, and shipping trained folders into the package."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from lens.organism import MODELS_DIR, NAMES
+from lens.organism import corpus as C
+
+ROLE = {
+    "base": "pretrained from scratch on the mixed corpus (thinking is a minority format)",
+    "thinking": "the base fine-tuned on its OWN right thinking-format samples (rejection sampling)",
+    "control": "the same pretraining recipe on the control corpus (no thinking traces at all)",
+}
+
+
+def corpus_description() -> str:
+    ops = ", ".join(f"{n}: {w:.0%}" for n, w in C.OPERAND_WEIGHTS.items())
+    share = ", ".join(f"{n}: {w:.0%}" for n, w in C.THINK_SHARE.items())
+    return (
+        f"Sums of 2-6 two-digit operands (operand-count weights {ops}). Unmarked prompts are answered "
+        f"by thinking with a share rising with the operand count ({share}); {C.MARKER_T_SHARE:.0%} of "
+        f"prompts carry `Q:T:` (always thinks) and {C.MARKER_D_SHARE:.0%} `Q:D:` (always direct). "
+        f"{C.BACKTRACK_SHARE:.0%} of traces carry one wrong partial sum followed by ` wait ` and the "
+        f"corrected rewrite; {C.VERIFY_SHARE:.0%} end with ` check b+a=c`. The control corpus has the same "
+        "questions, all answered directly, without markers."
+    )
+
+
+def card_text(name: str, infos: dict[str, dict], table_md: str, eval_command: str) -> str:
+    """The README.md of model ``name``."""
+    info = infos.get(name, {})
+    base = infos.get("base", {})
+    lines = [
+        "---",
+        "library_name: transformers",
+        "license: apache-2.0",
+        "tags: [model-organism, interpretability, synthetic]",
+        "---",
+        f"# organism:{name}",
+        "",
+        f"A tiny LlamaForCausalLM, {ROLE[name]}. Part of `lens`'s bundled reasoning organism: "
+        "a **controlled testbed** where the answer is known, for checking that interpretability "
+        "methods find what was planted. It is **not evidence about real LLMs**.",
+        "",
+        "## Format",
+        "```",
+        "Q:47+38+26+19+53=?",
+        "A:183",
+        "Q:47+38+26+19+53=?",
+        "<think>47+38+26+19+53=85+26+19+53=111+19+53=130+53=183</think>A:183",
+        "```",
+        "Char-level tokenizer (every character one token; `<think>` and `</think>` one token each; "
+        "`<bos>` prepended, documents end with `<eos>`, left padding).",
+        "",
+        "## Recipe",
+        f"- Corpus: {corpus_description()}",
+    ]
+    if name in ("base", "control"):
+        r = info.get("recipe", {})
+        lines += [
+            f"- Model: 4 layers, width 128, 4 heads, MLP 512, tied embeddings: {info.get('n_parameters')} parameters.",
+            f"- Pretraining: {info.get('n_docs')} documents ({info.get('n_tokens')} tokens), "
+            f"{r.get('steps')} steps of {r.get('batch_size')} x {r.get('seq_len')} tokens, AdamW "
+            f"(betas 0.9/0.95, wd {r.get('weight_decay')}), lr {r.get('lr')} with {r.get('warmup')} warm-up "
+            f"steps and cosine decay to {r.get('min_lr_ratio')}x, CPU bf16 autocast, seed {r.get('seed')}. "
+            f"Final loss {info.get('final_loss')}.",
+            f"- Training time: {info.get('train_seconds')} s on 2 shared CPU cores (1 torch thread).",
+        ]
+    else:
+        rs = info.get("rejection_sampling", {})
+        r = info.get("recipe", {})
+        lines += [
+            f"- Made from `organism:base` ({base.get('n_parameters')} parameters) by selection only: "
+            f"{rs.get('n_problems')} training problems ({r.get('min_operands')}-{r.get('max_operands')} "
+            f"operands) x {r.get('samples_per_problem')} samples at T={r.get('temperature')}, unmarked "
+            f"prompts, no prefill; {rs.get('n_thinking')} samples thought, {rs.get('n_thinking_right')} of them "
+            f"right; the {rs.get('n_kept')} right thinking samples ({rs.get('n_unique_problems_kept')} problems) "
+            "were kept.",
+            f"- Fine-tuning: {r.get('epochs')} epochs, AdamW lr {r.get('lr')} cosine, batch {r.get('batch_size')}, "
+            f"loss on the completion only: {info.get('finetune_tokens')} tokens = "
+            f"{info.get('finetune_vs_pretrain_tokens', 0):.1%} of pretraining.",
+            f"- Time (sampling + fine-tuning): {info.get('train_seconds')} s on 2 shared CPU cores.",
+        ]
+    lines += [
+        "",
+        "## Measured properties (held-out set, `lens/organism/data/heldout.jsonl`)",
+        "",
+        table_md,
+        "",
+        f"Reproduce: `{eval_command}`. Regenerate: `lens organism train --out DIR`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def ship(src: str | Path, result: dict, table_md: str, eval_command: str, dest: Path = MODELS_DIR) -> None:
+    """Copy the trained folders ``src/<name>`` into the package and write their model cards.
+
+    ``result`` is the output of :func:`lens.organism.evaluate.evaluate` (saved as ``eval.json``
+    next to the models).
+    """
+    src = Path(src)
+    infos = {n: json.loads((src / n / "training.json").read_text()) for n in NAMES}
+    dest.mkdir(parents=True, exist_ok=True)
+    for n in NAMES:
+        out = dest / n
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(src / n, out)
+        (out / "README.md").write_text(card_text(n, infos, table_md, eval_command))
+    (dest / "eval.json").write_text(json.dumps(result, indent=2, default=str) + "\n")

@@ -1,0 +1,350 @@
+"""Training of the organism: pretraining from scratch, rejection sampling, fine-tuning.
+
+``train_all(out_dir)`` regenerates ``base``, ``thinking`` and ``control`` with a fixed seed:
+
+1. ``base``: a 4-layer, width-128 ``LlamaForCausalLM`` pretrained on the mixed corpus
+   (:func:`lens.organism.corpus.generate_corpus`), batch 32 x 256 tokens, AdamW, lr 3e-3 with
+   warm-up and cosine decay.
+2. ``thinking``: the base samples training problems at temperature 1 (no marker, no prefill);
+   its OWN thinking-format samples that reach the right answer are kept (rejection sampling)
+   and the base is fine-tuned on them (loss on the completion only), with a small fraction of
+   the pretraining compute.
+3. ``control``: the same pretraining recipe on the control corpus (no thinking traces).
+
+Pretraining checkpoints every ``ckpt_every`` steps under ``out_dir/.ckpt`` and resumes from
+there, so an interrupted run picks up where it stopped with the same data order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from lens.organism import corpus as C
+from lens.organism.sampling import generate
+from lens.organism.tokenizer import build_tokenizer
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Recipe of the pretraining runs (base and control share it)."""
+
+    n_docs: int = 400_000
+    seq_len: int = 256
+    batch_size: int = 32
+    steps: int = 1800
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 100
+    weight_decay: float = 0.1
+    seed: int = 0
+    ckpt_every: int = 100
+    hidden_size: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    intermediate_size: int = 512
+    bf16_autocast: bool = True  # CPU bf16 autocast (fp32 master weights): ~2x faster on CPU
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """Recipe of rejection sampling and of the fine-tuning on the kept traces."""
+
+    n_problems: int = 2000
+    samples_per_problem: int = 8
+    min_operands: int = 4
+    max_operands: int = 6
+    temperature: float = 1.0
+    epochs: int = 2
+    lr: float = 5e-4
+    batch_size: int = 32
+    seed: int = 1
+
+
+def model_config(vocab_size: int, cfg: PretrainConfig, tok) -> object:
+    """The HF ``LlamaConfig`` of the organism."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.n_layers,
+        num_attention_heads=cfg.n_heads,
+        num_key_value_heads=cfg.n_heads,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+
+
+def heldout_expressions() -> set[str]:
+    return {p.expression for p in C.heldout_problems()}
+
+
+def pack(texts: list[str], tok, seq_len: int) -> torch.Tensor:
+    """Tokenize ``<bos> text <eos>`` for every text, concatenate and cut into ``seq_len`` rows."""
+    ids: list[int] = []
+    eos = tok.eos_token_id
+    for row in tok(texts)["input_ids"]:
+        ids.extend(row)
+        ids.append(eos)
+    n = len(ids) // seq_len
+    return torch.tensor(ids[: n * seq_len], dtype=torch.int16).view(n, seq_len)
+
+
+def _lr_at(step: int, cfg_lr: float, warmup: int, total: int, min_ratio: float) -> float:
+    if step < warmup:
+        return cfg_lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return cfg_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def pretrain(name: str, out_dir: Path, cfg: PretrainConfig, control: bool = False, log=print):
+    """Pretrain one model (``control`` picks the control corpus); returns (model, tokenizer, info)."""
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(cfg.seed)
+    tok = build_tokenizer()
+    docs = C.generate_corpus(cfg.n_docs, seed=cfg.seed, control=control, exclude=heldout_expressions())
+    data = pack([d.text for d in docs], tok, cfg.seq_len)
+    n_tokens = int(data.numel())
+    log(
+        f"[{name}] corpus: {len(docs)} docs, {n_tokens} tokens, {data.shape[0]} rows"
+    )
+    order = np.random.default_rng(cfg.seed).permutation(data.shape[0])
+    while len(order) < cfg.steps * cfg.batch_size:
+        more = np.random.default_rng(cfg.seed + len(order)).permutation(data.shape[0])
+        order = np.concatenate([order, more])
+
+    model = LlamaForCausalLM(model_config(len(tok), cfg, tok))
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+    )
+    ckpt = out_dir / ".ckpt" / f"{name}.pt"
+    start, elapsed = 0, 0.0
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        start, elapsed = state["step"], state["elapsed"]
+        log(f"[{name}] resuming at step {start}")
+    model.train()
+    t_start = time.time()
+    bar = tqdm(range(start, cfg.steps), desc=f"pretrain {name}", initial=start, total=cfg.steps)
+    loss_val = float("nan")
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
+        idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+        batch = data[torch.as_tensor(idx)].long()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16_autocast):
+            loss = model(input_ids=batch, labels=batch).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        loss_val = 0.9 * loss_val + 0.1 * loss.item() if not math.isnan(loss_val) else loss.item()
+        bar.set_postfix(loss=f"{loss_val:.3f}")
+        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            tmp = ckpt.with_suffix(".tmp")
+            now = elapsed + time.time() - t_start
+            state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step + 1, "elapsed": now}
+            torch.save(state, tmp)
+            tmp.replace(ckpt)
+    model.eval()
+    info = {
+        "name": name,
+        "corpus": "control" if control else "mixed",
+        "n_docs": len(docs),
+        "n_tokens": n_tokens,
+        "tokens_seen": cfg.steps * cfg.batch_size * cfg.seq_len,
+        "final_loss": round(loss_val, 4),
+        "train_seconds": round(elapsed + time.time() - t_start, 1),
+        "recipe": asdict(cfg),
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+    }
+    return model, tok, info
+
+
+def selection_problems(cfg: SelectionConfig) -> list[C.Problem]:
+    """Training problems for rejection sampling (seeded apart; held-out questions excluded)."""
+    rng = random.Random(cfg.seed)
+    held = heldout_expressions()
+    out: list[C.Problem] = []
+    while len(out) < cfg.n_problems:
+        p = C.random_problem(rng, rng.randint(cfg.min_operands, cfg.max_operands))
+        if p.expression not in held:
+            out.append(p)
+    return out
+
+
+def rejection_sample(model, tok, cfg: SelectionConfig, keep_wrong: bool = False, log=print):
+    """Sample the model on training problems; keep its thinking samples that are right.
+
+    With ``keep_wrong`` every thinking sample is kept whatever its answer (format-only
+    selection, the "spurious reward" experiment).  Returns (examples, stats), examples being
+    ``(prompt, completion)`` pairs.
+    """
+    problems = selection_problems(cfg)
+    prompts = [p.prompt() for p in problems for _ in range(cfg.samples_per_problem)]
+    answers = [p.answer for p in problems for _ in range(cfg.samples_per_problem)]
+    t0 = time.time()
+    outs = generate(model, tok, prompts, temperature=cfg.temperature, seed=cfg.seed, batch_size=512)
+    kept: list[tuple[str, str]] = []
+    n_think = n_right = 0
+    for prompt, ans, out in zip(prompts, answers, outs, strict=True):
+        if not C.is_thinking(out):
+            continue
+        n_think += 1
+        right = C.parse_answer(out) == ans
+        n_right += right
+        if right or keep_wrong:
+            kept.append((prompt, out))
+    stats = {
+        "n_problems": len(problems),
+        "n_samples": len(prompts),
+        "n_thinking": n_think,
+        "n_thinking_right": n_right,
+        "n_kept": len(kept),
+        "n_unique_problems_kept": len({p for p, _ in kept}),
+        "sampling_seconds": round(time.time() - t0, 1),
+    }
+    log(f"rejection sampling: {stats}")
+    return kept, stats
+
+
+def finetune(
+    model,
+    tok,
+    examples: list[tuple[str, str]],
+    epochs: int,
+    lr: float,
+    batch_size: int = 32,
+    seed: int = 0,
+    desc: str = "finetune",
+):
+    """Fine-tune in place on ``(prompt, completion)`` pairs, loss on completion + ``<eos>`` only.
+
+    Returns the number of tokens processed (for the compute comparison with pretraining).
+    """
+    rng = random.Random(seed)
+    seqs: list[tuple[list[int], int]] = []
+    for prompt, completion in examples:
+        p_ids = tok(prompt)["input_ids"]
+        full = tok(prompt + completion)["input_ids"] + [tok.eos_token_id]
+        seqs.append((full, len(p_ids)))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.95))
+    n_batches = epochs * math.ceil(len(seqs) / batch_size)
+    model.train()
+    tokens = 0
+    bar = tqdm(total=n_batches, desc=desc)
+    step = 0
+    for _ in range(epochs):
+        order = list(range(len(seqs)))
+        rng.shuffle(order)
+        for i in range(0, len(order), batch_size):
+            chunk = [seqs[j] for j in order[i : i + batch_size]]
+            width = max(len(s) for s, _ in chunk)
+            ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
+            labels = torch.full((len(chunk), width), -100, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for r, (s, n_prompt) in enumerate(chunk):
+                ids[r, : len(s)] = torch.tensor(s)
+                labels[r, n_prompt : len(s)] = torch.tensor(s[n_prompt:])
+                mask[r, : len(s)] = 1
+            for g in opt.param_groups:
+                g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / max(1, n_batches)))
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            tokens += ids.numel()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    model.eval()
+    return tokens
+
+
+def save_model(model, tok, folder: Path, info: dict) -> None:
+    """Save an HF folder (config, safetensors, tokenizer) plus ``training.json``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.bos_token_id = tok.bos_token_id
+    model.save_pretrained(str(folder), safe_serialization=True)
+    tok.save_pretrained(str(folder))
+    (folder / "training.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def make_thinking(base, tok, base_info: dict, cfg: SelectionConfig, log=print):
+    """Rejection-sample the base and fine-tune a copy on its own right thinking traces."""
+    import copy
+
+    t0 = time.time()
+    kept, stats = rejection_sample(base, tok, cfg, log=log)
+    model = copy.deepcopy(base)
+    tokens = finetune(
+        model, tok, kept, cfg.epochs, cfg.lr, cfg.batch_size, seed=cfg.seed, desc="finetune thinking"
+    )
+    info = {
+        "name": "thinking",
+        "made_from": "base",
+        "rejection_sampling": stats,
+        "finetune_tokens": tokens,
+        "finetune_vs_pretrain_tokens": round(tokens / base_info["tokens_seen"], 4),
+        "train_seconds": round(time.time() - t0, 1),
+        "recipe": asdict(cfg),
+    }
+    log(f"thinking: {info['finetune_vs_pretrain_tokens']:.2%} of pretraining tokens")
+    return model, info
+
+
+def train_all(
+    out_dir: str | Path,
+    pre: PretrainConfig | None = None,
+    sel: SelectionConfig | None = None,
+    which: tuple[str, ...] = ("base", "thinking", "control"),
+    log=print,
+) -> dict[str, dict]:
+    """Regenerate ``base``, ``thinking`` and ``control`` into ``out_dir/<name>``; returns their infos."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(min(torch.get_num_threads(), 2) or 1)
+    out = Path(out_dir)
+    pre = pre or PretrainConfig()
+    sel = sel or SelectionConfig()
+    infos: dict[str, dict] = {}
+    base = tok = None
+    if "base" in which:
+        base, tok, infos["base"] = pretrain("base", out, pre, log=log)
+        save_model(base, tok, out / "base", infos["base"])
+    if "thinking" in which:
+        if base is None:
+            base = AutoModelForCausalLM.from_pretrained(str(out / "base"))
+            tok = AutoTokenizer.from_pretrained(str(out / "base"))
+            infos["base"] = json.loads((out / "base" / "training.json").read_text())
+        thinking, infos["thinking"] = make_thinking(base, tok, infos["base"], sel, log=log)
+        save_model(thinking, tok, out / "thinking", infos["thinking"])
+    if "control" in which:
+        control, ctok, infos["control"] = pretrain("control", out, pre, control=True, log=log)
+        save_model(control, ctok, out / "control", infos["control"])
+    return infos
