@@ -73,6 +73,7 @@ def steer_cmd(
         return
     console.print(describe(ivs))
     for r in rows:
-        console.print(f"[bold]{r['prompt']!r}[/]\n  plain:   {r['plain']!r}\n  steered: {r['steered']!r}")
+        text = f"[bold]{r['prompt']!r}[/]\n  plain:   {r['plain']!r}\n  steered: {r['steered']!r}"
+        console.print(text, soft_wrap=True)
     console.print(f"fired at {len(fired)} (row, position) pairs: "
                   + ", ".join(f"row {f['row']} pos {f['position']} (step {f['step']})" for f in fired[:12]))
