@@ -26,14 +26,17 @@ def _texts(n: int) -> list[str]:
     return [(base * 2)[: 100 + (i % 5) * 10] for i in range(n)]
 
 
-def _time(fn, repeats: int) -> float:
-    fn()  # warm up
-    times = []
+def interleaved_times(fns: list, repeats: int) -> list[float]:
+    """Median seconds of each fn, timed round-robin (one of each per round) so drift hits all alike."""
+    for fn in fns:
+        fn()  # warm up
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            times[i].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
 
 
 def capture_rows(model: Model, n_texts: int = 64, batch_size: int = 8, repeats: int = 5) -> list[dict]:
@@ -86,14 +89,10 @@ def capture_rows(model: Model, n_texts: int = 64, batch_size: int = 8, repeats: 
         rows.append(("nnsight trace (save every layer)", nn_trace))
     except Exception as e:  # noqa: BLE001
         print(f"nnsight unavailable: {e}", file=sys.stderr)
-    out = []
-    base = None
-    for name, fn in rows:
-        sec = _time(fn, repeats)
-        base = base or sec
-        out.append({"method": name, "seconds": round(sec, 4), "tokens_per_s": round(n_tokens / sec),
-                    "ratio_to_bare": round(sec / base, 3)})
-    return out
+    times = interleaved_times([fn for _, fn in rows], repeats)
+    base = times[0]
+    return [{"method": name, "seconds": round(sec, 4), "tokens_per_s": round(n_tokens / sec),
+             "time_vs_bare": round(sec / base, 3)} for (name, _), sec in zip(rows, times, strict=True)]
 
 
 _MEM_CHILD = """

@@ -43,7 +43,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--only", default="capture,steering,hybrid", help="which tables to run")
     args = ap.parse_args()
-    torch.set_num_threads(int(os.environ.get("LENS_BENCH_THREADS", "2")))
+    torch.set_num_threads(int(os.environ.get("LENS_BENCH_THREADS", "1")))  # 1: robust to a busy machine
     results = {"threads": torch.get_num_threads(), "torch": torch.__version__, "sizes": {}}
     only = set(args.only.split(","))
     for size in args.sizes.split(","):

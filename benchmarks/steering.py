@@ -78,13 +78,11 @@ def steering_rows(model: Model, batch: int = 4, new_tokens: int = 64, repeats: i
         rows.append(("nnsight generate + same intervention", nn))
     except Exception as e:  # noqa: BLE001
         print(f"nnsight row skipped: {e}", file=sys.stderr)
-    out, base = [], None
-    for name, fn in rows:
-        sec = _median_time(fn, repeats)
-        base = base or sec
-        out.append({"method": name, "new_tokens_per_s": round(batch * new_tokens / sec, 1),
-                    "ratio_to_hf": round(base / sec, 3)})
-    return out
+    from benchmarks.capture import interleaved_times
+
+    times = interleaved_times([fn for _, fn in rows], repeats)
+    return [{"method": name, "new_tokens_per_s": round(batch * new_tokens / sec, 1),
+             "speed_vs_hf": round(times[0] / sec, 3)} for (name, _), sec in zip(rows, times, strict=True)]
 
 
 def hybrid_rows(base: Model, thinking: Model, prompts: list[str], new_tokens: int = 48, repeats: int = 1,

@@ -109,17 +109,23 @@ def capture_batch(
 ) -> Activations:
     """Capture one batch of examples (one forward pass, no gradient)."""
     batch = encode(model, [e.text for e in examples], side=side)
+    every = isinstance(select, AllTokens)  # fast path: one row per real token, gathered by mask
     groups = []
-    for i, ex in enumerate(examples):
-        try:
-            groups.append(select.groups(ex, batch.offsets[i]))
-        except LensError as e:
-            raise LensError(f"input {first_index + i}: {e}") from None
+    if not every:
+        for i, ex in enumerate(examples):
+            try:
+                groups.append(select.groups(ex, batch.offsets[i]))
+            except LensError as e:
+                raise LensError(f"input {first_index + i}: {e}") from None
     seen: dict[str, torch.Tensor] = {}
+    real = batch.attention_mask.bool()
 
     def reader(name: str):
         def fn(h: torch.Tensor) -> None:
-            seen[name] = _gather(h.detach(), batch, groups, dtype)
+            if every:
+                seen[name] = h.detach()[real.to(h.device)].to("cpu", dtype)
+            else:
+                seen[name] = _gather(h.detach(), batch, groups, dtype)
 
         return fn
 
@@ -131,21 +137,28 @@ def capture_batch(
             position_ids=batch.position_ids.to(dev),
             use_cache=False,
         )
-    example, start, end, token_id, labels = [], [], [], [], []
-    for i, row_groups in enumerate(groups):
-        for grp in row_groups:
-            example.append(first_index + i)
-            start.append(grp.positions[0])
-            end.append(grp.positions[-1] + 1)
-            token_id.append(int(batch.input_ids[i, batch.slot(i, grp.positions[0])]) if len(grp.positions) == 1
-                            else -1)
-            labels.append(grp.label)
+    long = lambda xs: torch.tensor(xs, dtype=torch.long)  # noqa: E731
+    if every:
+        rows_of = torch.arange(len(examples))[:, None].expand_as(real)[real]
+        start = batch.position_ids[real]
+        example, end, token_id = rows_of + first_index, start + 1, batch.input_ids[real]
+        labels = [""] * int(real.sum())
+    else:
+        ex_l, st_l, en_l, tok_l, labels = [], [], [], [], []
+        for i, row_groups in enumerate(groups):
+            for grp in row_groups:
+                ex_l.append(first_index + i)
+                st_l.append(grp.positions[0])
+                en_l.append(grp.positions[-1] + 1)
+                tok_l.append(int(batch.input_ids[i, batch.slot(i, grp.positions[0])]) if len(grp.positions) == 1
+                             else -1)
+                labels.append(grp.label)
+        example, start, end, token_id = long(ex_l), long(st_l), long(en_l), long(tok_l)
     for name, t in seen.items():
         if not torch.isfinite(t).all():
             raise LensError(f"NaN or inf in {name} for inputs {first_index}..{first_index + len(examples) - 1}; "
                             "check the model weights and dtype (try dtype=float32)")
-    long = lambda xs: torch.tensor(xs, dtype=torch.long)  # noqa: E731
-    acts = Activations(seen, long(example), long(start), long(end), long(token_id), labels, model.facts())
+    acts = Activations(seen, example, start, end, token_id, labels, model.facts())
     acts.n_tokens = int(batch.attention_mask.sum())
     return acts
 

@@ -1,0 +1,216 @@
+"""SAE benchmark rows: training throughput vs sae_lens, and find-feature throughput / peak memory.
+
+1. Training rows/s (one row = one token's activation vector) on the SAME activations and settings
+   (TopK, d_in from the capture, d_sae = 8 x d_in, k = 32, batch 1024, Adam lr 1e-3, fp32, CPU):
+   - lens `train_sae` streaming from a capture folder through its shuffling buffer (disk reads,
+     shuffling, checkpoints off, sae_lens `SAETrainer.step` underneath);
+   - sae_lens `SAETrainer.fit()` fed from an in-memory iterator of pre-shuffled batches (the
+     trainer alone: no data path at all, an upper bound for any data path);
+   - sae_lens `LanguageModelSAETrainingRunner` on the same rows converted to its cached-activation
+     dataset format (`use_cached_activations=True`), evals and wandb off.
+2. find-feature: `rank_features` over two conditions of N rows each, at N and 10 N, in fresh
+   subprocesses: rows x features scored per second and peak RSS (memory must not grow with N).
+
+    python benchmarks/saes.py [--rows 200000] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+import torch  # noqa: E402
+
+
+def make_capture(out: Path, n_texts: int = 400, d_model: int = 128) -> Path:
+    """Every token of organism-style texts through a tiny random Llama (d_model wide), layer 1."""
+    from lens.capture import capture
+    from lens.tiny import tiny_model
+
+    m = tiny_model("llama", d_model=d_model)
+    texts = [f"Q:{a}+{b}+{a + 7}=?\n<think>{a}+{b}+{a + 7}={a + b}+{a + 7}={2 * a + b + 7}</think>A:{2 * a + b + 7}"
+             for a in range(10, 10 + n_texts // 20) for b in range(10, 30)]
+    capture(m, texts, ["blocks.1.hook_resid_post"], "all", out=out, shard_rows=8192, progress=False)
+    return out
+
+
+def _cfg(rows: int, d_in: int):
+    from saes.config import TrainConfig
+
+    return TrainConfig(architecture="topk", d_sae=8 * d_in, k=32, total_rows=rows, batch_size=1024,
+                       buffer_rows=32768, lr=1e-3, checkpoint_every=0, seed=0)
+
+
+def lens_training(folder: Path, rows: int) -> dict:
+    from lens.capture_folder import CaptureFolder
+    from saes.train import train_sae
+
+    cf = CaptureFolder(folder)
+    cfg = _cfg(rows, cf.d_model)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        res = train_sae(cf, Path(tmp) / "sae", cfg, progress=False)
+        wall = time.perf_counter() - t0
+    return {"method": "lens train_sae (capture folder, shuffling buffer)", "rows": res.rows,
+            "rows_per_s": res.rows / wall, "seconds": wall, "loop_rows_per_s": res.rows_per_s}
+
+
+def sae_lens_trainer(folder: Path, rows: int) -> dict:
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    from lens.capture_folder import CaptureFolder
+    from saes.config import training_sae
+
+    cf = CaptureFolder(folder)
+    cfg = _cfg(rows, cf.d_model)
+    x = cf["blocks.1.hook_resid_post"].float()
+    g = torch.Generator().manual_seed(0)
+    n_batches = rows // cfg.batch_size
+    idx = torch.cat([torch.randperm(x.shape[0], generator=g) for _ in range(rows // x.shape[0] + 2)])
+    batches = [x[idx[i * cfg.batch_size:(i + 1) * cfg.batch_size]] for i in range(n_batches)]
+    sae = training_sae(cfg, cf.d_model)
+    tcfg = SAETrainerConfig(total_training_samples=n_batches * cfg.batch_size, train_batch_size_samples=cfg.batch_size,
+                            lr=cfg.lr, lr_end=cfg.lr, device="cpu", logger=LoggingConfig(log_to_wandb=False))
+    trainer = SAETrainer(cfg=tcfg, sae=sae, data_provider=iter(batches))
+    t0 = time.perf_counter()
+    trainer.fit()
+    wall = time.perf_counter() - t0
+    return {"method": "sae_lens SAETrainer.fit (in-memory batches)", "rows": n_batches * cfg.batch_size,
+            "rows_per_s": n_batches * cfg.batch_size / wall, "seconds": wall}
+
+
+def sae_lens_runner(folder: Path, rows: int, context: int = 64) -> dict:
+    """sae_lens's runner on the same rows, stored as its cached-activations dataset."""
+    import datasets
+    from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, TopKTrainingSAEConfig
+    from sae_lens.config import LoggingConfig
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from lens.capture_folder import CaptureFolder
+
+    cf = CaptureFolder(folder)
+    d_in = cf.d_model
+    hook = "blocks.1.hook_resid_post"
+    x = cf[hook].float()
+    n_ctx = x.shape[0] // context
+    with tempfile.TemporaryDirectory() as tmp:
+        feats = datasets.Features({hook: datasets.Array2D(shape=(context, d_in), dtype="float32")})
+        ds = datasets.Dataset.from_dict({hook: x[: n_ctx * context].reshape(n_ctx, context, d_in).numpy()},
+                                        features=feats)
+        ds.save_to_disk(f"{tmp}/acts")
+        dummy = HookedTransformer(HookedTransformerConfig(n_layers=2, d_model=d_in, n_ctx=context, d_head=32,
+                                                          d_vocab=64, act_fn="relu", n_heads=4))
+        cfg = LanguageModelSAERunnerConfig(
+            sae=TopKTrainingSAEConfig(d_in=d_in, d_sae=8 * d_in, k=32),
+            model_name="dummy", hook_name=hook, dataset_path="dummy", is_dataset_tokenized=True,
+            use_cached_activations=True, cached_activations_path=f"{tmp}/acts", context_size=context,
+            training_tokens=rows, train_batch_size_tokens=1024, store_batch_size_prompts=16,
+            n_batches_in_buffer=32, lr=1e-3, device="cpu", act_store_device="cpu",
+            logger=LoggingConfig(log_to_wandb=False), n_checkpoints=0, checkpoint_path=f"{tmp}/ck",
+            n_eval_batches=0, output_path=f"{tmp}/out", verbose=False,
+        )
+        tokens = datasets.Dataset.from_dict({"tokens": [[1] * context] * 8})  # unused: activations are cached
+        runner = LanguageModelSAETrainingRunner(cfg, override_model=dummy, override_dataset=tokens)
+        t0 = time.perf_counter()
+        runner.run()
+        wall = time.perf_counter() - t0
+    return {"method": "sae_lens LanguageModelSAETrainingRunner (cached activations)", "rows": rows,
+            "rows_per_s": rows / wall, "seconds": wall}
+
+
+def _rank_child(n_rows: int, d_in: int, d_sae: int) -> None:
+    """Run in a subprocess: rank_features over two streamed conditions of n_rows; print JSON."""
+    from sae_lens import TopKSAE, TopKSAEConfig
+
+    from saes.io import Dictionary
+    from saes.search import rank_features
+
+    torch.manual_seed(0)
+    d = Dictionary(TopKSAE(TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=32)), "blocks.1.hook_resid_post")
+
+    def stream(seed):
+        g = torch.Generator().manual_seed(seed)
+        for i in range(0, n_rows, 4096):
+            yield torch.randn(min(4096, n_rows - i), d_in, generator=g)
+
+    t0 = time.perf_counter()
+    r = rank_features(d, stream(1), stream(2))
+    wall = time.perf_counter() - t0
+    print(json.dumps({"rows": 2 * n_rows, "d_sae": d_sae, "seconds": wall,
+                      "rows_x_features_per_s": 2 * n_rows * d_sae / wall,
+                      "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "top": r.features[0]}))
+
+
+def find_feature_rows(n_rows: int, d_in: int = 128, d_sae: int = 4096) -> list[dict]:
+    out = []
+    for n in (n_rows, 10 * n_rows):
+        code = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r}); "
+                f"from benchmarks.saes import _rank_child; _rank_child({n}, {d_in}, {d_sae})")
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        out.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=100_000, help="training rows per method (at most the captured rows)")
+    ap.add_argument("--texts", type=int, default=2000, help="texts captured (about 50 rows each)")
+    ap.add_argument("--rank-rows", type=int, default=20_000, help="rows per condition at 1x")
+    ap.add_argument("--skip-runner", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(int(os.environ.get("LENS_BENCH_THREADS", "2")))
+    import sae_lens  # noqa: F401 - import once before any timing (it takes seconds)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = make_capture(Path(tmp) / "cap", n_texts=args.texts)
+        from lens.capture_folder import CaptureFolder
+
+        n_cap = CaptureFolder(folder).n_rows
+        n_train = min(args.rows, n_cap // 1024 * 1024)  # one pass: every method sees the same rows once
+        rows = [lens_training(folder, n_train), sae_lens_trainer(folder, n_train)]
+        if not args.skip_runner:
+            try:
+                rows.append(sae_lens_runner(folder, n_train))
+            except Exception as e:  # noqa: BLE001 - report, do not hide, a peer that would not run
+                err = f"{type(e).__name__}: {e}"[:300]
+                rows.append({"method": "sae_lens runner (cached activations)", "error": err})
+    base = rows[0]["rows_per_s"]
+    for r in rows:
+        if "rows_per_s" in r:
+            r["lens_speedup"] = base / r["rows_per_s"]
+    ff = find_feature_rows(args.rank_rows)
+    result = {"threads": torch.get_num_threads(), "capture_rows": n_cap, "train_rows": n_train, "training": rows,
+              "find_feature": ff}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"## SAE training, {n_cap} captured rows (d_in 128), TopK d_sae 1024 k 32, batch 1024, {n_train} rows\n")
+    print("lens rows/s is wall time of train_sae (setup, stream, train, save); sae_lens rows are fit()/run() only\n")
+    print("| method | rows/s | seconds | lens / this |\n|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['method']} | failed: {r['error']} | | |")
+        else:
+            print(f"| {r['method']} | {r['rows_per_s']:.0f} | {r['seconds']:.1f} | {r['lens_speedup']:.2f}x |")
+    print("\n## find-feature (rank_features), d_in 128, d_sae 4096, two conditions\n")
+    print("| rows | rows x features / s | peak RSS MiB |\n|---|---|---|")
+    for r in ff:
+        print(f"| {r['rows']} | {r['rows_x_features_per_s']:.3g} | {r['peak_mib']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
