@@ -60,7 +60,13 @@ def capture_rows(model: Model, n_texts: int = 64, batch_size: int = 8, repeats: 
         with tempfile.TemporaryDirectory() as d:
             capture(model, texts, sites, "all", batch_size=batch_size, out=d, progress=False)
 
-    rows = [("bare HF forward", bare), ("lens capture (memory)", lens_mem), ("lens capture (to disk)", lens_disk)]
+    def bare_tok():
+        with torch.no_grad():
+            for i in range(0, n_texts, batch_size):
+                model.hf(**tok(texts[i : i + batch_size], return_tensors="pt", padding=True), use_cache=False)
+
+    rows = [("bare HF forward", bare), ("HF tokenize + forward", bare_tok), ("lens capture (memory)", lens_mem),
+            ("lens capture (to disk)", lens_disk)]
     try:
         from transformer_lens.model_bridge import TransformerBridge
 

@@ -26,6 +26,15 @@ from .selection import AllTokens, Example, Selection, parse_select
 from .sites import Site, resolve
 
 META_KEYS = ("example", "start", "end", "token_id")
+KIND_ORDER = {"hook_resid_pre": 0, "hook_attn_out": 1, "hook_mlp_out": 2, "hook_resid_post": 3}
+
+
+class _StopForward(Exception):
+    """Raised by the last capture hook: nothing after the deepest captured site is needed."""
+
+
+def _stop(h: torch.Tensor) -> None:
+    raise _StopForward
 
 
 @dataclass
@@ -130,13 +139,19 @@ def capture_batch(
         return fn
 
     dev = model.device
-    with torch.no_grad(), hooks(model, {s.name: reader(s.name) for s in sites}):
-        model.hf(
-            input_ids=batch.input_ids.to(dev),
-            attention_mask=batch.attention_mask.to(dev),
-            position_ids=batch.position_ids.to(dev),
-            use_cache=False,
-        )
+    deepest = max(sites, key=lambda s: (s.layer, KIND_ORDER[s.kind]))
+    fns: dict[str, list] = {s.name: [reader(s.name)] for s in sites}
+    fns[deepest.name].append(_stop)  # after the deepest read, skip the rest of the model (and the unembedding)
+    with torch.no_grad(), hooks(model, fns):
+        try:
+            model.hf(
+                input_ids=batch.input_ids.to(dev),
+                attention_mask=batch.attention_mask.to(dev),
+                position_ids=batch.position_ids.to(dev),
+                use_cache=False,
+            )
+        except _StopForward:
+            pass
     long = lambda xs: torch.tensor(xs, dtype=torch.long)  # noqa: E731
     if every:
         rows_of = torch.arange(len(examples))[:, None].expand_as(real)[real]
@@ -155,7 +170,7 @@ def capture_batch(
                 labels.append(grp.label)
         example, start, end, token_id = long(ex_l), long(st_l), long(en_l), long(tok_l)
     for name, t in seen.items():
-        if not torch.isfinite(t).all():
+        if not torch.isfinite(t.float().sum()):  # one reduction: NaN/inf anywhere makes the sum non-finite
             raise LensError(f"NaN or inf in {name} for inputs {first_index}..{first_index + len(examples) - 1}; "
                             "check the model weights and dtype (try dtype=float32)")
     acts = Activations(seen, example, start, end, token_id, labels, model.facts())
