@@ -1,9 +1,9 @@
 """The hybrid study on a task set: base, thinking and hybrid accuracy, gap recovered, ablations.
 
 Category vectors come from labelled thinking traces: the BASE model's mean residual at `site`
-over each labelled step (one-vs-rest over step labels), plus a bias vector (base residual over
-thinking-trace tokens minus over direct-answer tokens). Each is scaled to `norm_frac` x the mean
-residual norm at the site, so coefficients 0.25..1 span a known range.
+over each labelled step (one-vs-rest over step labels), plus a bias vector (the base's difference
+of means between inputs that ask for reasoning and inputs that ask for a direct answer). Each is
+scaled to `norm_frac` x the mean residual norm where it was measured, so coefficients span a known range.
 """
 
 from __future__ import annotations
@@ -24,25 +24,33 @@ from .generate import hybrid_generate
 def category_vectors(
     base: Model,
     traces: Sequence[dict],
-    direct: Sequence[dict],
     site: str,
+    bias_pos: Sequence,
+    bias_neg: Sequence,
     norm_frac: float = 0.5,
+    bias_select: str = "last_prompt",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
-    """(bias, {label: vector}, info) from labelled traces.
+    """(bias, {label: vector}, info) for the hybrid, all on the BASE model's residual at `site`.
 
     traces: {"prompt", "completion", "spans": [[start, end, label], ...]} (spans index prompt+completion);
-    direct: {"prompt", "completion"} answered without a trace.
+        category vectors are one-vs-rest means of the labelled steps, each scaled to `norm_frac` x
+        the mean residual norm over steps.
+    bias_pos / bias_neg: inputs whose `bias_select` tokens differ by reasoning mode (e.g. prompts that
+        ask to think vs to answer directly); the bias is their difference of means, scaled to
+        `norm_frac` x the mean residual norm at those tokens.
     """
     steps = capture(base, traces, site, "spans", progress=False)
-    think_tokens = capture(base, [{"prompt": t["prompt"], "completion": t["completion"]} for t in traces], site,
-                           "sentences", progress=False)
-    direct_tokens = capture(base, list(direct), site, "sentences", progress=False)
-    resid_norm = float(steps[site].norm(dim=-1).mean())
-    target = norm_frac * resid_norm
-    bias = diff_of_means(think_tokens, direct_tokens, site, normalize=True).vector * target
-    cats = {k: d.vector * target for k, d in one_vs_rest(steps, steps.labels, site, normalize=True).items()}
+    pos = capture(base, list(bias_pos), site, bias_select, progress=False)
+    neg = capture(base, list(bias_neg), site, bias_select, progress=False)
+    step_norm = float(steps[site].norm(dim=-1).mean())
+    bias_dir = diff_of_means(pos, neg, site, normalize=True)
+    bias_norm = norm_frac * bias_dir.info["mean_resid_norm"]
+    cats = {k: d.vector * norm_frac * step_norm
+            for k, d in one_vs_rest(steps, steps.labels, site, normalize=True).items()}
     counts = {k: steps.labels.count(k) for k in cats}
-    return bias, cats, {"resid_norm": resid_norm, "vector_norm": target, "step_counts": counts}
+    info = {"step_resid_norm": step_norm, "category_norm": norm_frac * step_norm,
+            "bias_resid_norm": bias_dir.info["mean_resid_norm"], "bias_norm": bias_norm, "step_counts": counts}
+    return bias_dir.vector * bias_norm, cats, info
 
 
 def run_study(

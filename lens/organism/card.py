@@ -29,7 +29,7 @@ def corpus_description() -> str:
     )
 
 
-def card_text(name: str, infos: dict[str, dict], table_md: str, eval_command: str) -> str:
+def card_text(name: str, infos: dict[str, dict], table_md: str, eval_command: str, notes: str = "") -> str:
     """The README.md of model ``name``."""
     info = infos.get(name, {})
     base = infos.get("base", {})
@@ -79,8 +79,13 @@ def card_text(name: str, infos: dict[str, dict], table_md: str, eval_command: st
             f"prompts, no prefill; {rs.get('n_thinking')} samples thought, {rs.get('n_thinking_right')} of them "
             f"right; the {rs.get('n_kept')} right thinking samples ({rs.get('n_unique_problems_kept')} problems) "
             "were kept.",
-            f"- Fine-tuning: {r.get('epochs')} epochs, AdamW lr {r.get('lr')} cosine, batch {r.get('batch_size')}, "
-            f"loss on the completion only: {info.get('finetune_tokens')} tokens = "
+            f"- Expert iteration: {len(info.get('rounds', [])) or 1} rounds; each later round samples the "
+            f"previous round's model ({r.get('later_problems')} fresh problems x {r.get('later_samples')} "
+            "samples) and keeps its right thinking samples: "
+            + ", ".join(str(x.get("n_kept")) for x in info.get("rounds", [rs]))
+            + " traces kept per round.",
+            f"- Fine-tuning (each round): {r.get('epochs')} epochs, AdamW lr {r.get('lr')} cosine, "
+            f"batch {r.get('batch_size')}, loss on the completion only; in all {info.get('finetune_tokens')} tokens = "
             f"{info.get('finetune_vs_pretrain_tokens', 0):.1%} of pretraining.",
             f"- Time (sampling + fine-tuning): {info.get('train_seconds')} s on 2 shared CPU cores.",
         ]
@@ -93,10 +98,14 @@ def card_text(name: str, infos: dict[str, dict], table_md: str, eval_command: st
         f"Reproduce: `{eval_command}`. Regenerate: `lens organism train --out DIR`.",
         "",
     ]
+    if notes:
+        lines += ["## Known shortfalls", "", notes, ""]
     return "\n".join(lines)
 
 
-def ship(src: str | Path, result: dict, table_md: str, eval_command: str, dest: Path = MODELS_DIR) -> None:
+def ship(
+    src: str | Path, result: dict, table_md: str, eval_command: str, dest: Path = MODELS_DIR, notes: str = ""
+) -> None:
     """Copy the trained folders ``src/<name>`` into the package and write their model cards.
 
     ``result`` is the output of :func:`lens.organism.evaluate.evaluate` (saved as ``eval.json``
@@ -110,5 +119,5 @@ def ship(src: str | Path, result: dict, table_md: str, eval_command: str, dest: 
         if out.exists():
             shutil.rmtree(out)
         shutil.copytree(src / n, out)
-        (out / "README.md").write_text(card_text(n, infos, table_md, eval_command))
+        (out / "README.md").write_text(card_text(n, infos, table_md, eval_command, notes))
     (dest / "eval.json").write_text(json.dumps(result, indent=2, default=str) + "\n")

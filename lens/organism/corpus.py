@@ -244,10 +244,10 @@ def split_steps(text: str) -> list[Step]:
 
     Works on corpus documents and on model completions alike (spans index ``text``).  Labels
     are decided by the arithmetic, so they are the ground truth for generated traces too: a
-    rewrite whose first term is the right sum of the previous expression's first two terms (and
-    whose other terms are copied) is ``computation``, otherwise ``error``; a segment after
-    `` wait `` is ``backtrack``; `` check a+b=c`` is ``verification``.  Returns [] if there is no
-    ``<think>``.
+    rewrite whose first term is the right sum of the previous written expression's first two terms
+    (and whose other terms are copied) is ``computation``, otherwise ``error``; a segment after
+    `` wait `` is ``backtrack`` (the next step is judged against it); `` check a+b=c`` is
+    ``verification``.  Returns [] if there is no ``<think>``.
     """
     if THINK_OPEN not in text:
         return []
@@ -257,6 +257,7 @@ def split_steps(text: str) -> list[Step]:
     body = text[body_start:body_end]
     steps: list[Step] = []
     prev: list[int] | None = None
+    before_error: list[int] | None = None
     segments = list(_SEGMENT.finditer(body))
     i = 0
     while i < len(segments):
@@ -276,17 +277,14 @@ def split_steps(text: str) -> list[Step]:
             continue
         elif sep == " wait ":
             kind = "backtrack"
+            prev = before_error
         else:
-            ok = (
-                prev is not None
-                and terms is not None
-                and len(prev) >= 2
-                and terms == [prev[0] + prev[1], *prev[2:]]
-            )
+            ok = prev is not None and terms is not None and len(prev) >= 2 and terms == [prev[0] + prev[1], *prev[2:]]
             kind = "computation" if ok else "error"
         steps.append(Step(kind, start, end, text[start:end]))
-        if kind in ("restate", "computation", "backtrack"):
-            prev = terms
+        if kind == "error":
+            before_error = prev
+        prev = terms
         i += 1
     return steps
 

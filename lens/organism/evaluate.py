@@ -136,9 +136,7 @@ def evaluate(
     m["sample_n"] = len(outs)
     m["sample_think_rate"] = n_think / len(outs)
     m["sample_think_acc"] = sum(r for r, t in zip(right, think, strict=True) if t) / max(1, n_think)
-    m["sample_direct_acc"] = sum(r for r, t in zip(right, think, strict=True) if not t) / max(
-        1, len(outs) - n_think
-    )
+    m["sample_direct_acc"] = sum(r for r, t in zip(right, think, strict=True) if not t) / max(1, len(outs) - n_think)
     for k in (1, 4, samples):
         m[f"base_pass@{k}"] = sum(
             pass_at_k(samples, sum(right[i * samples : (i + 1) * samples]), k) for i in range(len(sp))
@@ -168,10 +166,7 @@ def evaluate(
     m["random_acc"] = sum(r_acc) / n_random
     m["random_think_each"] = r_think
     m["random_acc_each"] = r_acc
-    say(
-        f"steer {m['steer_think']:.3f}/{m['steer_acc']:.3f}, "
-        f"random {m['random_think']:.3f}/{m['random_acc']:.3f}"
-    )
+    say(f"steer {m['steer_think']:.3f}/{m['steer_acc']:.3f}, random {m['random_think']:.3f}/{m['random_acc']:.3f}")
 
     thinking, ttok = load_pair(models_dir, "thinking")
     outs = generate(thinking, ttok, prompts)

@@ -98,9 +98,7 @@ def first_position_steering(model, layer: int, vector: torch.Tensor) -> Iterator
         handle.remove()
 
 
-def last_token_residuals(
-    model, tokenizer, prompts: Sequence[str], layer: int, batch_size: int = 256
-) -> torch.Tensor:
+def last_token_residuals(model, tokenizer, prompts: Sequence[str], layer: int, batch_size: int = 256) -> torch.Tensor:
     """Output of decoder layer ``layer`` at the last prompt token, one row per prompt."""
     rows: list[torch.Tensor] = []
     store: dict[str, torch.Tensor] = {}

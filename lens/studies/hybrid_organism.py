@@ -23,12 +23,13 @@ def run(
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Category vectors from the thinking model's labelled traces, then base/thinking/hybrid on n held-out problems."""
-    layer = base.n_layers // 2 if layer is None else layer
+    layer = 1 if layer is None else layer  # where the organism's T-minus-D direction is causal (lens organism eval)
     site = f"blocks.{layer}.hook_resid_post"
     say = progress or (lambda _m: None)
     say("labelled thinking traces")
     traces = O.labelled_traces(thinking)
-    bias, cats, info = category_vectors(base, traces, O.direct_answers(), site, norm_frac=norm_frac)
+    think_prompts, direct_prompts = O.marker_contrast()
+    bias, cats, info = category_vectors(base, traces, site, think_prompts, direct_prompts, norm_frac=norm_frac)
     prompts, answers = O.heldout(n)
     out = run_study(base, thinking, prompts, O.checker(answers), site, bias, cats, coefficients=coefficients,
                     ablations=ablations, max_new_tokens=max_new_tokens, progress=say)
