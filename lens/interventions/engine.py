@@ -112,9 +112,8 @@ def _call_state(args, kwargs, h: Steering, fixed_prompt_len) -> CallState:
     cache = kwargs.get("past_key_values", kwargs.get("cache"))
     past = int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
     if mask is not None and mask.dim() == 2:
-        full = mask.long()
-        valid = full[:, -t:].bool()
-        positions = (full.cumsum(-1) - 1)[:, -t:]
+        valid = mask[:, -t:].bool()
+        positions = pos_ids if pos_ids is not None and pos_ids.dim() == 2 else (mask.long().cumsum(-1) - 1)[:, -t:]
     else:
         valid = torch.ones(batch, t, dtype=torch.bool, device=x.device)
         positions = (past + torch.arange(t, device=x.device)).expand(batch, t)
@@ -132,7 +131,9 @@ def _call_state(args, kwargs, h: Steering, fixed_prompt_len) -> CallState:
 
 
 def _apply(iv: Intervention, hidden: torch.Tensor, mask: torch.Tensor, vec: torch.Tensor,
-           scale: torch.Tensor | float) -> torch.Tensor:
+           scale: torch.Tensor | float, everywhere: bool = False) -> torch.Tensor:
+    if iv.op == "add" and everywhere:
+        return hidden + scale * vec
     m = mask[..., None].to(hidden.dtype)
     if iv.op == "add":
         return hidden + m * (scale * vec)
@@ -146,6 +147,8 @@ def _apply(iv: Intervention, hidden: torch.Tensor, mask: torch.Tensor, vec: torc
 
 
 def _site_fn(h: Steering, items: list[Intervention]):
+    cache: dict = {}  # vectors moved to the device and dtype they are used at
+
     def fn(hidden: torch.Tensor) -> torch.Tensor | None:
         st = h.state
         if st is None or hidden.shape[:2] != st.positions.shape:
@@ -153,7 +156,10 @@ def _site_fn(h: Steering, items: list[Intervention]):
                             "only decoder-only models called with input_ids are supported")
         out = hidden
         for iv in items:
-            vec = iv.vector.to(hidden.device, hidden.dtype)
+            key = (iv.name, id(iv), hidden.device, hidden.dtype)
+            vec = cache.get(key)
+            if vec is None:
+                vec = cache[key] = iv.vector.to(hidden.device, hidden.dtype)
             scale: torch.Tensor | float = iv.scale
             if iv.where.kind == "gate":
                 gate = h.gates[iv.where.gate]
@@ -169,11 +175,13 @@ def _site_fn(h: Steering, items: list[Intervention]):
                     gate.fired.append((int(r), int(st.positions[r, p])))
             else:
                 mask = iv.where.mask(st.positions, st.prompt_len) & st.valid
-            if not bool(mask.any()):
+            hits = int(mask.sum())
+            if hits == 0:
                 continue
-            new = _apply(iv, out, mask, vec, scale)
-            h.log.add(st.step, iv.name or iv.source or iv.op, iv.site, mask, st.positions, (new - out).detach(),
-                      st.sequence)
+            new = _apply(iv, out, mask, vec, scale, everywhere=hits == mask.numel() and vec.dim() == 1)
+            if h.log.enabled:
+                h.log.add(st.step, iv.name or iv.source or iv.op, iv.site, mask, st.positions, (new - out).detach(),
+                          st.sequence)
             out = new
         return out
 
