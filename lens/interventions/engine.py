@@ -119,7 +119,8 @@ def _call_state(args, kwargs, h: Steering, fixed_prompt_len) -> CallState:
         positions = (past + torch.arange(t, device=x.device)).expand(batch, t)
     if pos_ids is not None and pos_ids.dim() == 2:  # what the model itself is told (HF generate sets it)
         positions = pos_ids.expand(batch, t)
-    positions = positions.clamp(min=0)
+    elif past == 0:
+        positions = positions.clamp(min=0)
     if past == 0:  # a fresh sequence (a prompt pass, or a full recompute): steps count from here
         h.sequences += 1
         h.first_call = h.calls

@@ -88,8 +88,8 @@ class Where:
         if self.kind == "first_step":
             return p == plen - 1
         if self.kind == "generated":
-            upper = p < plen + self.stop if self.stop is not None else torch.ones_like(p, dtype=torch.bool)
-            return (p >= plen + self.start) & upper
+            lower = p >= plen + self.start
+            return lower if self.stop is None else lower & (p < plen + self.stop)
         if self.kind == "prompt":
             return p < plen
         if self.kind == "all":
