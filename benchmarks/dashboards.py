@@ -81,6 +81,19 @@ def build_naive(acts, ids, mask, words, dec, wu, per_band: int = 4, window: tupl
     return time.perf_counter() - t0
 
 
+def report_build_rows(features=(100, 300), seqs: int = 256, seq_len: int = 128, naive: int = 100) -> dict:
+    """Rows {features, tokens, data_s, pages_s, render_s, total_s, per_100_features_s, html_mb} plus the naive loop."""
+    rows = []
+    for nf in features:
+        times, size = build_lens(*synthetic(int(nf), seqs, seq_len))
+        rows.append({"features": int(nf), "tokens": seqs * seq_len, **{k: round(v, 3) for k, v in times.items()},
+                     "per_100_features_s": round(times["total_s"] / int(nf) * 100, 3),
+                     "html_mb": round(size / 1e6, 2)})
+    naive_s = build_naive(*synthetic(naive, seqs, seq_len)) / naive * 100
+    return {"threads": torch.get_num_threads(), "rows": rows, "naive_per_100_features_s": round(naive_s, 3),
+            "speedup_vs_naive": round(naive_s / max(rows[0]["per_100_features_s"], 1e-9), 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--features", default="100,300")
@@ -90,29 +103,18 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("LENS_BENCH_THREADS", "2")))
-    rows = []
-    for nf in (int(x) for x in args.features.split(",")):
-        inputs = synthetic(nf, args.seqs, args.seq_len)
-        times, size = build_lens(*inputs)
-        row = {"features": nf, "tokens": args.seqs * args.seq_len,
-               **{k: round(v, 3) for k, v in times.items()},
-               "per_100_features_s": round(times["total_s"] / nf * 100, 3), "html_mb": round(size / 1e6, 2)}
-        rows.append(row)
-    naive_inputs = synthetic(args.naive, args.seqs, args.seq_len)
-    naive = build_naive(*naive_inputs) / args.naive * 100
-    lens_100 = rows[0]["per_100_features_s"]
-    result = {"threads": torch.get_num_threads(), "rows": rows, "naive_per_100_features_s": round(naive, 3),
-              "speedup_vs_naive": round(naive / max(lens_100, 1e-9), 1)}
+    result = report_build_rows([int(x) for x in args.features.split(",")], args.seqs, args.seq_len, args.naive)
     if args.json:
         print(json.dumps(result, indent=2))
         return
+    rows = result["rows"]
     keys = list(rows[0])
     print(f"\n## report build, {args.seqs} x {args.seq_len} tokens, {result['threads']} threads\n")
     print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     for r in rows:
         print("| " + " | ".join(str(r[k]) for k in keys) + " |")
-    print(f"\nnaive per-feature/per-token loop: {naive:.2f} s per 100 features "
-          f"(lens {lens_100:.2f} s: {result['speedup_vs_naive']}x)")
+    print(f"\nnaive per-feature/per-token loop: {result['naive_per_100_features_s']:.2f} s per 100 features "
+          f"(lens {rows[0]['per_100_features_s']:.2f} s: {result['speedup_vs_naive']}x)")
 
 
 if __name__ == "__main__":

@@ -78,9 +78,9 @@ def main() -> None:
         from lens.studies.organism_inputs import heldout
 
         prompts = heldout(16)[0] if label.startswith("organism") else ["Q:47+38+26=?\n"] * 16
-        results["hybrid"] = {"pair": label, "rows": hybrid_rows(base, thinking, prompts, ref_tokens=24)}
+        results["hybrid"] = {"pair": label, "rows": hybrid_rows(base, thinking, prompts, new_tokens=64)}
         if not args.json:
-            print(f"\n## hybrid, {label}: 16 prompts, 48 new tokens (reference: 24)\n")
+            print(f"\n## hybrid, {label}: 16 prompts, 64 new tokens each\n")
             print(_table(results["hybrid"]["rows"]))
     if args.json:
         print(json.dumps(results, indent=2))

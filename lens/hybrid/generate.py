@@ -15,6 +15,7 @@ single position when the gate fires.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass, field
 
@@ -66,15 +67,16 @@ def _drop_last(cache) -> None:
         cache.crop(cache.get_seq_length() - 1)
 
 
-def _cache_kw(model: Model) -> str:
+@functools.lru_cache(maxsize=32)
+def _cache_kw(forward_class: type) -> str:
     """The forward's cache argument: `cache` in transformers >= 5, `past_key_values` before."""
-    return "cache" if "cache" in inspect.signature(model.hf.forward).parameters else "past_key_values"
+    return "cache" if "cache" in inspect.signature(forward_class.forward).parameters else "past_key_values"
 
 
 def _forward(model: Model, ids, mask, cache):
     pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]
     out = model.hf(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                   **{_cache_kw(model): cache})
+                   **{_cache_kw(type(model.hf)): cache})
     return out.logits[:, -1].float(), out.past_key_values
 
 
@@ -111,13 +113,12 @@ def hybrid_generate(
     lengths = [max_new_tokens] * n
     b_cache = t_cache = None
     step_ids = ids
-    with torch.no_grad(), steer(base, [iv], record=False) as handle:
+    with torch.no_grad(), steer(base, [iv], record=False) as handle, hooks(thinking, {cfg.site: keep_last}):
         gate = handle.gates["hybrid"]
         for k in range(max_new_tokens):
             gate.clear()
             b_logits, b_cache = _forward(base, step_ids, mask, b_cache)
-            with hooks(thinking, {cfg.site: keep_last}):
-                t_logits, t_cache = _forward(thinking, step_ids, mask, t_cache)
+            t_logits, t_cache = _forward(thinking, step_ids, mask, t_cache)
             unsteered = b_logits.argmax(-1)
             gated = gate_rows(cfg, b_logits, t_logits) & ~done
             token = unsteered
@@ -144,9 +145,9 @@ def hybrid_generate(
             gated_log[:, k] = gated.cpu()
             token = torch.where(done.to(dev), torch.full_like(token, eos), token)
             out_tokens[:, k] = token.cpu()
-            for r in range(n):
-                if not done[r] and int(token[r]) == eos:
-                    lengths[r] = k + 1
+            ended = ((token == eos).cpu() & ~done).nonzero().flatten().tolist()
+            for r in ended:
+                lengths[r] = k + 1
             done |= (token == eos).cpu()
             step_ids = token[:, None]
             mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=dev)], dim=1)
