@@ -7,7 +7,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export WANDB_MODE ?= disabled
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test lint demo bench
+.PHONY: install test lint reproduce demo bench
 
 install: $(VENV)/.installed
 
@@ -23,6 +23,9 @@ lint: install
 
 test: install lint
 	$(PY) -m pytest -q
+
+reproduce: install
+	$(VENV)/bin/lens reproduce
 
 demo: install
 	$(PY) experiments/capture_demo.py

@@ -11,6 +11,7 @@ from . import directions_cmd
 from .capture_cmd import capture_cmd, info_cmd
 from .diff_cmd import diff_cmd
 from .hybrid_cmd import hybrid_cmd
+from .reproduce_cmd import reproduce_cmd
 from .steer_cmd import steer_cmd
 
 app = typer.Typer(
@@ -22,6 +23,7 @@ app = typer.Typer(
 )
 app.command("capture")(capture_cmd)
 app.command("info")(info_cmd)
+app.command("reproduce")(reproduce_cmd)
 app.command("steer")(steer_cmd)
 app.command("hybrid")(hybrid_cmd)
 app.command("diff")(diff_cmd)

@@ -1,0 +1,65 @@
+"""`lens reproduce`: the five findings on a model pair, as one report folder (index.html, results.md/json)."""
+
+from __future__ import annotations
+
+import typer
+
+from .common import console, emit_json, table
+
+
+def reproduce_cmd(
+    out: str = typer.Option(None, "--out", help="report folder (default: reports/reproduce-<UTC time>)"),
+    base: str = typer.Option("organism:base", "--base", help="base model spec"),
+    thinking: str = typer.Option("organism:thinking", "--thinking", help="post-trained model spec"),
+    tasks: str = typer.Option("organism", "--tasks", help="organism | gsm8k | math500 | path.jsonl"),
+    n: int = typer.Option(None, "--n", help="problems (sampling; caps the other steps' counts too)"),
+    samples: int = typer.Option(None, "--samples", help="samples per problem for pass@k"),
+    seed: int = typer.Option(0, "--seed"),
+    hybrid_n: int = typer.Option(None, "--hybrid-n", help="problems for the hybrid"),
+    cot_n: int = typer.Option(None, "--cot-n", help="problems for CoT-decoding"),
+    k: int = typer.Option(None, "--k", help="CoT-decoding branches"),
+    feature_n: int = typer.Option(None, "--feature-n", help="problems for the feature steer-check"),
+    feature_pages: int = typer.Option(None, "--feature-pages", help="feature dashboards in the report"),
+    max_new_tokens: int = typer.Option(None, "--max-new-tokens"),
+    temperature: float = typer.Option(None, "--temperature", help="sampling temperature for pass@k"),
+    layer: int = typer.Option(None, "--layer", help="layer of the hybrid and the SAE (default: each step's own)"),
+    sae: str = typer.Option(None, "--sae", help="SAE folder or sae_lens RELEASE/ID (needed off the organism)"),
+    template: str = typer.Option(None, "--template", help="prompt template (default: identity for the organism, "
+                                                          "plain 'Q: ...\\nA:' otherwise)"),
+    steps: str = typer.Option(",".join(("sampling", "hybrid", "cot", "feature", "diff")), "--steps",
+                              help="comma-separated subset of sampling,hybrid,cot,feature,diff"),
+    as_json: bool = typer.Option(False, "--json", help="print results.json to stdout (no progress bars)"),
+) -> None:
+    """Re-run the findings (pass@k, hybrid, model diff, CoT-decoding, SAE trigger) and write a report folder."""
+    from ..errors import LensError
+    from ..studies.reproduce import STEPS, Sizes, reproduce
+
+    sizes = Sizes()
+    for name, value in (("hybrid_n", hybrid_n), ("cot_n", cot_n), ("k", k), ("feature_n", feature_n),
+                        ("feature_pages", feature_pages), ("max_new_tokens", max_new_tokens),
+                        ("temperature", temperature), ("layer", layer)):
+        if value is not None:
+            setattr(sizes, name, value)
+    if tasks.lower() != "organism" and max_new_tokens is None:
+        sizes.max_new_tokens = 512
+    chosen = tuple(x.strip() for x in steps.split(",") if x.strip())
+    bad = [x for x in chosen if x not in STEPS]
+    if bad:
+        raise LensError(f"unknown steps {bad}; choose from {', '.join(STEPS)}")
+    res = reproduce(out, base=base, thinking=thinking, tasks=tasks, n=n, samples=samples, seed=seed,
+                    progress=not as_json, sizes=sizes, steps=chosen, sae=sae, template=template)
+    failed = [name for name in STEPS if res.get(name, {}).get("status") == "error"]
+    if as_json:
+        emit_json(res)
+    else:
+        for t in res["tables"]:
+            console.print(table(t["title"], t["rows"]))
+        meta = res["meta"]
+        console.print(f"report: {meta['out_dir']}/index.html ({meta['report_bytes'] / 1e6:.1f} MB), results.md, "
+                      f"results.json; {meta['wall_s']:.0f} s")
+        for name in STEPS:
+            st = res.get(name, {})
+            if st.get("status") != "ok":
+                console.print(f"[yellow]{name}: {st.get('status')}: {st.get('reason')}[/]")
+    if failed:
+        raise typer.Exit(1)

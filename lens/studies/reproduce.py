@@ -1,0 +1,487 @@
+"""`lens reproduce`: re-run the five findings on a model pair and write a report folder.
+
+Steps (numbered as the findings in docs/reproduce.md): (1) sampling and pass@k, (2) the hybrid
+with its ablations (organism only), (4) CoT-decoding, (5) find-feature + first-step trigger,
+(3) the model-pair diff. Each step records ``status`` ``ok`` / ``skipped`` (with the reason) /
+``error`` (with the message) and the report is written whatever happens. Outputs, in ``out_dir``:
+``results.json`` (every number), ``results.md`` (one table per finding, next to the papers'
+numbers), ``index.html`` (the dashboards). Same ``seed`` -> same numbers (timings live in
+``meta`` only).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..errors import LensError
+
+STEPS = ("sampling", "hybrid", "cot", "feature", "diff")
+STEP_TITLES = {"sampling": "1. base models already sample reasoning", "hybrid": "2. hybrid steering",
+               "diff": "3. model-pair diff", "cot": "4. CoT-decoding", "feature": "5. SAE feature trigger"}
+COT_INSTRUCTION = " Let's think step by step."
+DIRECT_INSTRUCTION = " Answer with only the final answer, no explanation."
+
+
+@dataclass
+class Sizes:
+    """How big each step is. The defaults fit the organism in about 15 minutes on 2 CPU cores."""
+
+    n: int = 64                  # problems for sampling (1)
+    samples: int = 16            # samples per problem (1)
+    hybrid_n: int = 64           # problems for the hybrid (2)
+    cot_n: int = 64              # problems for CoT-decoding (4)
+    k: int = 10                  # CoT-decoding branches (4)
+    feature_n: int = 64          # problems for the steer-check (5)
+    n_contrast: int = 128        # T/D contrast prompts (3, 5)
+    top_features: int = 2        # features steer-checked (5)
+    n_random: int = 2            # random-feature controls (5)
+    feature_pages: int = 6       # feature dashboards (5)
+    max_new_tokens: int = 100
+    temperature: float = 1.0
+    top_p: float = 1.0
+    alphas: tuple[float, ...] | None = None
+    layer: int | None = None
+    batch_size: int = 256
+
+    def as_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class Setup:
+    """What the steps need from the task set: prompts, checkers, contrast prompts, detectors."""
+
+    organism: bool
+    tasks: list
+    prompts: list[str]
+    extractor: str
+    is_correct: Callable[[int, str], bool]
+    answer_ok: Callable[[int, str | None], bool]
+    is_reasoning: Callable[[str], bool] | None
+    reflection_family: str
+    think_prompts: list[str] = field(default_factory=list)
+    direct_prompts: list[str] = field(default_factory=list)
+
+
+def setup(tasks_name: str, base, sizes: Sizes, template: str | None = None) -> Setup:
+    """Load the task set and build prompts, checkers and contrast prompts for it."""
+    from ..evaluation.answers import NumericChecker, extract_answer
+    from ..evaluation.tasks import load_tasks
+    from ..evaluation.templates import apply_template
+
+    need = max(sizes.n, sizes.hybrid_n, sizes.cot_n, sizes.feature_n)
+    tasks = load_tasks(tasks_name, limit=need)
+    if not tasks:
+        raise LensError(f"task set {tasks_name!r} is empty")
+    organism = str(tasks_name).lower() == "organism"
+    questions = [t.question for t in tasks]
+    tmpl = template or ("identity" if organism else "plain")
+    prompts = apply_template(tmpl, questions, base.tokenizer)
+    extractor = "organism" if organism else "auto"
+    refs = [t.answer for t in tasks]
+    check = NumericChecker()
+
+    def is_correct(i: int, text: str) -> bool:
+        return check(extract_answer(text, extractor), refs[i])
+
+    def answer_ok(i: int, answer: str | None) -> bool:
+        return check(answer, refs[i])
+
+    if organism:
+        from ..organism import corpus as C
+        from . import organism_inputs as O
+
+        think, direct = O.marker_contrast(sizes.n_contrast)
+        return Setup(True, tasks, prompts, extractor, is_correct, answer_ok, C.is_thinking, "organism", think, direct)
+    qs = questions[: sizes.n_contrast]
+    think = apply_template(tmpl, [q + COT_INSTRUCTION for q in qs], base.tokenizer)
+    direct = apply_template(tmpl, [q + DIRECT_INSTRUCTION for q in qs], base.tokenizer)
+    return Setup(False, tasks, prompts, extractor, is_correct, answer_ok, None, base.family, think, direct)
+
+
+def _sub(s: Setup, n: int):
+    """(prompts, is_correct) of the first n problems."""
+    return s.prompts[:n], s.is_correct
+
+
+def run_steps(base, thinking, s: Setup, sizes: Sizes, *, seed: int, steps, sae: str | None,
+              say: Callable[[str], None], timings: dict, tick: Callable[[], None] = lambda: None) -> dict:
+    """Run the selected steps; each returns a dict with a status."""
+    from ..evaluation.behaviours import ThinkingFormat, detector_for
+
+    results: dict = {}
+
+    def step(name: str, fn: Callable[[], dict]) -> None:
+        if name not in steps:
+            results[name] = {"status": "skipped", "reason": "not selected (--steps)"}
+            tick()
+            return
+        say(f"== {STEP_TITLES[name]}")
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            results[name] = fn()
+        except Exception as e:  # noqa: BLE001 - one failed step must not lose the others' results
+            results[name] = {"status": "error", "reason": f"{type(e).__name__}: {e}",
+                             "traceback": traceback.format_exc(limit=6)}
+            say(f"   {name} failed: {type(e).__name__}: {e}")
+        timings[name] = round(time.perf_counter() - t0, 1)
+        timings[f"{name}.cpu"] = round(time.process_time() - c0, 1)
+        for k in ("ranking_throughput",):
+            if k in results[name]:
+                timings[f"{name}.{k}"] = results[name].pop(k)
+        say(f"   {name}: {results[name].get('status')} in {timings[name]:.0f}s")
+        tick()
+
+    def sampling() -> dict:
+        from . import sampling_study
+
+        prompts, ok = _sub(s, sizes.n)
+        return sampling_study.run({"base": base, "thinking": thinking}, prompts, ok, samples=sizes.samples,
+                                  max_new_tokens=sizes.max_new_tokens, temperature=sizes.temperature,
+                                  top_p=sizes.top_p, seed=seed, batch_size=sizes.batch_size,
+                                  detector=detector_for(s.reflection_family), fmt=ThinkingFormat(), say=say)
+
+    def hybrid() -> dict:
+        if not s.organism:
+            return {"status": "skipped", "reason": "the hybrid's category vectors come from the organism's labelled "
+                    "thinking traces; for other pairs use lens.hybrid.study.run_study with your own labelled traces"}
+        from . import hybrid_organism
+
+        res = hybrid_organism.run(base, thinking, n=sizes.hybrid_n, layer=sizes.layer,
+                                  max_new_tokens=sizes.max_new_tokens, progress=say)
+        return {"status": "ok", **res}
+
+    def cot() -> dict:
+        from . import cot_study
+
+        return cot_study.run(base, s.prompts[: sizes.cot_n], s.answer_ok, k=sizes.k,
+                             max_new_tokens=sizes.max_new_tokens, extractor=s.extractor,
+                             is_reasoning=s.is_reasoning, batch_size=max(sizes.k, sizes.batch_size), say=say)
+
+    def feature() -> dict:
+        from . import feature_study as FS
+
+        if s.organism and sae is None:
+            return FS.run_organism(base, layer=sizes.layer, n=sizes.feature_n, n_contrast=sizes.n_contrast,
+                                   top=sizes.top_features, n_random=sizes.n_random, alphas=sizes.alphas,
+                                   max_new_tokens=sizes.max_new_tokens, reference=thinking, say=say)
+        if sae is None:
+            return {"status": "skipped", "reason": "no SAE for this model: pass --sae (a folder, or a sae_lens "
+                    "RELEASE/ID) trained on the base model's residual stream"}
+        prompts, ok = _sub(s, sizes.feature_n)
+        return FS.run_generic(base, sae, prompts, ok, s.think_prompts, s.direct_prompts, top=sizes.top_features,
+                              n_random=sizes.n_random, alphas=sizes.alphas, max_new_tokens=sizes.max_new_tokens,
+                              reference=thinking, say=say)
+
+    def diff() -> dict:
+        from . import diff_study
+
+        return diff_study.run(base, thinking, s.think_prompts, s.direct_prompts, s.prompts[: sizes.n], seed=seed,
+                              say=say)
+
+    for name, fn in (("sampling", sampling), ("hybrid", hybrid), ("cot", cot), ("feature", feature),
+                     ("diff", diff)):
+        step(name, fn)
+    return results
+
+
+def feature_pages(base, results: dict, s: Setup, sizes: Sizes, seed: int, say) -> list[dict]:
+    """Dashboard data for the top-ranked features (empty when the feature step did not run)."""
+    step = results.get("feature", {})
+    if step.get("status") != "ok" or not sizes.feature_pages:
+        return []
+    from . import feature_study as FS
+
+    feats = [r["feature"] for r in step.get("ranking", [])[: sizes.feature_pages]]
+    feats += [r["feature"] for r in step.get("steer_check", []) if r.get("kind") == "random"
+              and r.get("feature") is not None]
+    feats = list(dict.fromkeys(feats))  # top-ranked first, then the random controls, each once
+    if s.organism:
+        from ..organism import corpus as C
+
+        texts = [d.text for d in C.generate_corpus(160, seed=seed + 99)] + s.think_prompts[:32] + s.direct_prompts[:32]
+    else:
+        texts = s.think_prompts[:64] + s.direct_prompts[:64] + s.prompts[:64]
+    say(f"feature dashboards for {len(feats)} features over {len(texts)} texts")
+    data = FS.feature_dashboards(base, step["sae"]["path"], feats, texts, seed=seed)
+    if not (step.get("sae") or {}).get("evals"):
+        say("SAE evaluation (the SAE was saved without one)")
+        step["sae"]["evals"] = FS.sae_evals(base, step["sae"]["path"], texts)
+    return data
+
+
+# ------------------------------------------------------------------------------------------ tables
+
+
+def _pct(e) -> str:
+    if e is None:
+        return "-"
+    if isinstance(e, dict):
+        v, lo, hi = e.get("value"), e.get("lo"), e.get("hi")
+        if v is None or not math.isfinite(v):
+            return "n/a"
+        if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi):
+            return f"{100 * v:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+        return f"{100 * v:.1f}%"
+    if isinstance(e, (int, float)):
+        return f"{100 * e:.1f}%" if math.isfinite(e) else "n/a"
+    return str(e)
+
+
+def _num(v, digits: int = 3) -> str:
+    return f"{v:.{digits}g}" if isinstance(v, (int, float)) and math.isfinite(v) else "n/a"
+
+
+def _status_row(step: dict | None) -> list[dict] | None:
+    if not step or step.get("status") != "ok":
+        why = (step or {}).get("reason", "not run")
+        return [{"metric": f"{(step or {}).get('status', 'not run')}", "this run": why, "paper": "-"}]
+    return None
+
+
+def tables(results: dict) -> list[dict]:
+    """One table per finding: rows {metric, this run, paper} (paper numbers from docs/papers)."""
+    out = []
+    st = results.get("sampling")
+    rows = _status_row(st)
+    if rows is None:
+        pk = st["pass_at_k"]
+        kmax = str(max(int(k) for k in pk["base"]))
+        rows = [
+            {"metric": "pass@1 base / thinking",
+             "this run": f"{_pct(pk['base']['1'])} / {_pct(pk['thinking']['1'])}",
+             "paper": "MATH500 base 61.4 vs RL 77.9 (Yue et al.)"},
+            {"metric": f"pass@{kmax} base / thinking",
+             "this run": f"{_pct(pk['base'][kmax])} / {_pct(pk['thinking'][kmax])}",
+             "paper": "k=128: base 96.2 vs RL 93.0"},
+            {"metric": "k where base catches up", "this run": str(st.get("crossover_k") or f"not by k={kmax}"),
+             "paper": "curves cross between k=8 and k=16"},
+            {"metric": "base samples in thinking format", "this run": _pct(st["behaviour"]["base"]["thinking_rate"]),
+             "paper": "-"},
+            {"metric": "base samples that self-reflect",
+             "this run": _pct(st["behaviour"]["base"]["reflection_rate"]),
+             "paper": "reflection already appears in base samples (no single number)"},
+            {"metric": "base accuracy if reflective / if not",
+             "this run": f"{_pct(st['behaviour']['base']['accuracy_if_reflective'])} / "
+                         f"{_pct(st['behaviour']['base']['accuracy_if_not_reflective'])}", "paper": "-"},
+        ]
+    out.append({"title": STEP_TITLES["sampling"], "rows": rows})
+
+    st = results.get("hybrid")
+    rows = _status_row(st)
+    if rows is None:
+        hy = st["runs"].get("none", {})
+        rows = [{"metric": "accuracy base / thinking", "this run": f"{_pct(st['base'])} / {_pct(st['thinking'])}",
+                 "paper": "-"},
+                {"metric": "hybrid accuracy", "this run": _pct(hy.get("accuracy")), "paper": "-"},
+                {"metric": "gap recovered (hybrid)",
+                 "this run": _pct({"value": hy.get("gap_recovered"), "lo": (hy.get("gap_ci") or [None, None])[0],
+                                   "hi": (hy.get("gap_ci") or [None, None])[1]}),
+                 "paper": "up to 91% (Venhoff et al.); repo artifacts 87.8% down to 0% by pair"},
+                {"metric": "tokens steered (hybrid)", "this run": _pct(hy.get("fraction_steered")),
+                 "paper": "12%"}]
+        rows += [{"metric": f"gap recovered, ablation {k}", "this run": _pct(r.get("gap_recovered")),
+                  "paper": "-"} for k, r in st["runs"].items() if k != "none"]
+    out.append({"title": STEP_TITLES["hybrid"], "rows": rows})
+
+    st = results.get("diff")
+    rows = _status_row(st)
+    if rows is None:
+        sep = st["separability"]
+        best = max(sep, key=lambda r: r["auroc"])
+        acts = {r["site"]: r for r in st["activations"]}
+        layers = [r for r in st["weights"] if str(r["group"]).startswith("layer")]
+        rows = [{"metric": "best layer for the base's T-vs-D direction (held-out AUROC)",
+                 "this run": f"{best['site']}: {_num(best['auroc'])}", "paper": "-"},
+                {"metric": "cosine(mean activation change, base direction) at that layer",
+                 "this run": _num(acts.get(best["site"], {}).get("cosine_with_direction", float("nan"))),
+                 "paper": "-"},
+                {"metric": "relative weight change, mean over layers",
+                 "this run": _num(sum(r["relative_change"] for r in layers) / max(len(layers), 1)), "paper": "-"},
+                {"metric": "fraction of parameters changed, mean over layers",
+                 "this run": _pct(sum(r["fraction_changed"] for r in layers) / max(len(layers), 1)),
+                 "paper": "-"}]
+        sam, hyb = results.get("sampling") or {}, results.get("hybrid") or {}
+        if hyb.get("status") == "ok":
+            rows.append({"metric": "greedy accuracy base -> thinking",
+                         "this run": f"{_pct(hyb['base'])} -> {_pct(hyb['thinking'])}",
+                         "paper": "1-shot RLVR MATH500 36.0 -> 73.6; spurious rewards +16-25 points (Qwen2.5-Math)"})
+        elif sam.get("status") == "ok":
+            rows.append({"metric": "pass@1 base -> thinking",
+                         "this run": f"{_pct(sam['pass_at_k']['base']['1'])} -> "
+                                     f"{_pct(sam['pass_at_k']['thinking']['1'])}",
+                         "paper": "1-shot RLVR MATH500 36.0 -> 73.6; spurious rewards +16-25 points (Qwen2.5-Math)"})
+    out.append({"title": STEP_TITLES["diff"], "rows": rows})
+
+    st = results.get("cot")
+    rows = _status_row(st)
+    if rows is None:
+        by = st["by_reasoning"]
+        rows = [{"metric": "greedy accuracy", "this run": _pct(st["greedy"]), "paper": "Phi-2 GSM8K 32.7 (unofficial)"},
+                {"metric": f"CoT-decoding accuracy (k={st['k']}, max)", "this run": _pct(st["cot"]),
+                 "paper": "Phi-2 GSM8K 39.8 (unofficial)"},
+                {"metric": "CoT-decoding accuracy (sum per answer)", "this run": _pct(st["cot_sum"]), "paper": "-"},
+                {"metric": "mean answer confidence, reasoning / non-reasoning branches",
+                 "this run": f"{_num(by['reasoning']['mean_confidence'])} / "
+                             f"{_num(by['non_reasoning']['mean_confidence'])}",
+                 "paper": "reasoning paths are more confident (qualitative)"},
+                {"metric": "most confident branch reasons", "this run": _pct(by["reasoning"]["share_of_best"]),
+                 "paper": "-"},
+                {"metric": "greedy branch reasons", "this run": _pct(by["greedy_reasoning_rate"]), "paper": "-"}]
+    out.append({"title": STEP_TITLES["cot"], "rows": rows})
+
+    st = results.get("feature")
+    rows = _status_row(st)
+    if rows is None:
+        sm = st.get("summary", {})
+        rc = [r for r in st.get("steer_check", []) if r.get("kind") == "random"]
+        best_rand = max(rc, key=lambda r: r["accuracy"]) if rc else None
+        evals = (st.get("sae") or {}).get("evals") or {}
+        rows = [{"metric": "direct (unsteered base) accuracy", "this run": _pct(sm.get("baseline_accuracy")),
+                 "paper": "Llama-3.1-8B GSM8K 24.5 (not confirmed)"},
+                {"metric": f"best steered accuracy (feature {sm.get('best_feature')}, alpha {sm.get('best_alpha')})",
+                 "this run": _pct(sm.get("best_accuracy")), "paper": "73.3 (not confirmed)"},
+                {"metric": "best random-feature control accuracy",
+                 "this run": _pct(best_rand["accuracy"]) if best_rand else "-", "paper": "26.1 (not confirmed)"},
+                {"metric": "reasoning-format answers when steered", "this run": _pct(sm.get("best_reasoning_rate")),
+                 "paper": "-"},
+                {"metric": "thinking model (unsteered) accuracy", "this run": _pct(sm.get("reference_accuracy")),
+                 "paper": "Llama-3.3-70B: 88.8 steered vs 96.1 with CoT"},
+                {"metric": "tokens when steered", "this run": _num(sm.get("best_tokens_mean")),
+                 "paper": "53 steered vs 268 with CoT (70B)"},
+                {"metric": "SAE explained variance / L0 / dead",
+                 "this run": f"{_num(evals.get('explained_variance'))} / {_num(evals.get('l0'))} / "
+                             f"{_pct(evals.get('dead_fraction'))}", "paper": "-"},
+                {"metric": "steering only at the first generated token", "this run": str(sm.get("all_first_step_only")),
+                 "paper": "first position only"}]
+    out.append({"title": STEP_TITLES["feature"], "rows": rows})
+    return out
+
+
+def markdown(results: dict) -> str:
+    """results.md: a header and one table per finding."""
+    meta = results.get("meta", {})
+    lines = [f"# lens reproduce: {meta.get('base')} vs {meta.get('thinking')} on {meta.get('tasks')}", "",
+             f"seed {meta.get('seed')}; sizes {json.dumps(meta.get('sizes', {}))}; "
+             f"wall time {meta.get('wall_s', '?')} s. Intervals are 95%. Paper numbers are the papers' own "
+             "(see the notes on each finding); the organism is a controlled testbed, not a real LLM.", ""]
+    for t in results.get("tables", []):
+        lines += [f"## {t['title']}", "", "| metric | this run | paper |", "|---|---|---|"]
+        for r in t["rows"]:
+            cells = [str(r.get(c, "")).replace("|", "\\|").replace("\n", " ") for c in ("metric", "this run", "paper")]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ entry point
+
+
+def default_out_dir(root: str | Path = "reports") -> Path:
+    return Path(root) / datetime.now(timezone.utc).strftime("reproduce-%Y%m%d-%H%M%S")
+
+
+def reproduce(
+    out_dir: str | Path | None = None,
+    *,
+    base="organism:base",
+    thinking="organism:thinking",
+    tasks: str = "organism",
+    n: int | None = None,
+    samples: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    sizes: Sizes | None = None,
+    steps=STEPS,
+    sae: str | None = None,
+    template: str | None = None,
+) -> dict:
+    """Run the findings on (base, thinking) over ``tasks``; write index.html, results.md, results.json to out_dir.
+
+    base, thinking: model specs (``lens.load_model``) or loaded ``Model`` objects.
+    n / samples override ``sizes.n`` (and the other steps' problem counts when they are larger) and
+    ``sizes.samples``. Returns the results dict (with ``meta.out_dir``).
+    """
+    import torch
+
+    from ..models import load_pair
+
+    sizes = sizes or Sizes()
+    if n is not None:
+        sizes.n = n
+        sizes.hybrid_n, sizes.cot_n, sizes.feature_n = (min(v, n) for v in (sizes.hybrid_n, sizes.cot_n,
+                                                                             sizes.feature_n))
+    if samples is not None:
+        sizes.samples = samples
+    unknown = set(steps) - set(STEPS)
+    if unknown:
+        raise LensError(f"unknown steps {sorted(unknown)}; choose from {', '.join(STEPS)}")
+    out = Path(out_dir) if out_dir is not None else default_out_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    t_start, c_start = time.perf_counter(), time.process_time()
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(STEPS) + 2, desc="reproduce", unit="step", dynamic_ncols=True)
+
+    def say(msg: str) -> None:
+        if bar is not None:
+            if msg.startswith("== "):
+                bar.set_description(msg[3:])
+            bar.write(f"[{time.perf_counter() - t_start:6.0f}s] {msg}")
+
+    torch.manual_seed(seed)
+    say("== loading models")
+    b, t = load_pair(base, thinking)
+    s = setup(tasks, b, sizes, template)
+    if bar is not None:
+        bar.update(1)
+    timings: dict = {}
+    results = run_steps(b, t, s, sizes, seed=seed, steps=steps, sae=sae, say=say, timings=timings,
+                        tick=(lambda: bar.update(1)) if bar is not None else (lambda: None))
+    t0 = time.perf_counter()
+    feats: list[dict] = []
+    try:
+        feats = feature_pages(b, results, s, sizes, seed, say)
+    except Exception as e:  # noqa: BLE001 - the report still gets written without feature pages
+        say(f"feature dashboards failed: {type(e).__name__}: {e}")
+        timings["feature_pages_error"] = f"{type(e).__name__}: {e}"
+    timings["feature_pages"] = round(time.perf_counter() - t0, 1)
+    results["meta"] = {"base": b.spec, "thinking": t.spec, "tasks": str(tasks), "seed": seed, "sizes": sizes.as_dict(),
+                       "organism": s.organism, "models": {"base": b.facts(), "thinking": t.facts()},
+                       "started": started, "torch_threads": torch.get_num_threads(), "timings_s": timings}
+    results["tables"] = tables(results)
+    say("== writing the report")
+    t0 = time.perf_counter()
+    from ..dashboards import build_report
+
+    report = build_report(results, feats, title="lens reproduce")
+    html_path = report.write(out / "index.html")
+    timings["report"] = round(time.perf_counter() - t0, 1)
+    results["meta"]["wall_s"] = round(time.perf_counter() - t_start, 1)
+    results["meta"]["cpu_s"] = round(time.process_time() - c_start, 1)
+    results["meta"]["out_dir"] = str(out)
+    results["meta"]["report_bytes"] = html_path.stat().st_size
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=_json_default, allow_nan=True))
+    (out / "results.md").write_text(markdown(results))
+    if bar is not None:
+        bar.update(bar.total - bar.n)
+        bar.close()
+    return results
+
+
+def _json_default(o):
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "as_dict"):
+        return o.as_dict()
+    return str(o)

@@ -1,0 +1,78 @@
+"""Finding 1 (Yue et al. 2504.13837): base models already sample reasoning.
+
+Seeded samples from both models on the same prompts; unbiased pass@k curves with bootstrap
+intervals; the base's rate of thinking-format and self-reflective samples, reflection@k, and how
+reflection relates to correctness.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from ..decoding.generate import generate
+from ..evaluation.behaviours import ReflectionDetector, ThinkingFormat, reflection_at_k, reflection_vs_correctness
+from ..evaluation.metrics import pass_at_k_curve, tokens_summary
+from ..models import Model
+
+
+def powers_of_two(n: int) -> list[int]:
+    """1, 2, 4, ... up to ``n`` (and ``n`` itself)."""
+    ks, k = [], 1
+    while k <= n:
+        ks.append(k)
+        k *= 2
+    if ks[-1] != n:
+        ks.append(n)
+    return ks
+
+
+def crossover(base: dict, thinking: dict) -> int | None:
+    """Smallest k at which the base's pass@k reaches the thinking model's (None if it never does)."""
+    for k in sorted(base, key=int):
+        if base[k]["value"] >= thinking[k]["value"]:
+            return int(k)
+    return None
+
+
+def run(
+    models: dict[str, Model],
+    prompts: Sequence[str],
+    is_correct: Callable[[int, str], bool],
+    *,
+    samples: int = 16,
+    max_new_tokens: int = 120,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 128,
+    detector: ReflectionDetector | None = None,
+    fmt: ThinkingFormat | None = None,
+    say: Callable[[str], None] = lambda _m: None,
+) -> dict:
+    """pass@k of every model in ``models`` (name -> Model) plus behaviour rates of their samples."""
+    ks = powers_of_two(samples)
+    detector = detector or ReflectionDetector()
+    fmt = fmt or ThinkingFormat()
+    out: dict = {"status": "ok", "n": len(prompts), "samples": samples, "ks": ks, "temperature": temperature,
+                 "top_p": top_p, "max_new_tokens": max_new_tokens, "pass_at_k": {}, "behaviour": {},
+                 "reflection_at_k": {}, "tokens": {}}
+    for name, model in models.items():
+        say(f"sampling {name}: {len(prompts)} prompts x {samples}")
+        gen = generate(model, list(prompts), max_new_tokens, greedy=False, temperature=temperature, top_p=top_p,
+                       n=samples, seed=seed, batch_size=batch_size)
+        texts = gen.texts()
+        correct = [[bool(is_correct(i, t)) for t in row] for i, row in enumerate(texts)]
+        curve = pass_at_k_curve(correct, ks, seed=seed)
+        out["pass_at_k"][name] = {str(k): e.as_dict() for k, e in curve.items()}  # str keys: as in JSON
+        flat_t = [t for row in texts for t in row]
+        flat_c = [c for row in correct for c in row]
+        beh = reflection_vs_correctness(flat_t, flat_c, detector, fmt)
+        beh["accuracy"] = sum(flat_c) / max(len(flat_c), 1)
+        out["behaviour"][name] = beh
+        out["reflection_at_k"][name] = {str(k): v for k, v in reflection_at_k(texts, ks, detector).items()}
+        out["tokens"][name] = tokens_summary(gen.tokens_used)
+        out.setdefault("examples", {})[name] = texts[0][:3]
+    names = list(models)
+    if len(names) == 2:
+        out["crossover_k"] = crossover(out["pass_at_k"][names[0]], out["pass_at_k"][names[1]])
+    return out

@@ -1,0 +1,102 @@
+"""`lens reproduce` wiring: a tiny run writes the three files, same seed -> same numbers, tables, CLI."""
+
+import json
+
+import pytest
+
+from lens.studies.reproduce import STEPS, Sizes, markdown, reproduce, tables
+
+TINY = dict(n=4, samples=4, hybrid_n=4, cot_n=3, k=3, feature_n=4, n_contrast=8, max_new_tokens=12, batch_size=16)
+
+
+def _numbers(res: dict) -> dict:
+    return {k: v for k, v in res.items() if k != "meta"}
+
+
+@pytest.fixture(scope="module")
+def tiny_pair():
+    from lens.tiny import tiny_model
+
+    return tiny_model("llama", seed=0), tiny_model("llama", seed=1)
+
+
+def test_tiny_run_writes_report_and_is_deterministic(tiny_pair, tmp_path):
+    base, thinking = tiny_pair
+    steps = ("sampling", "cot", "diff")
+    a = reproduce(tmp_path / "a", base=base, thinking=thinking, sizes=Sizes(**TINY), steps=steps, progress=False)
+    b = reproduce(tmp_path / "b", base=base, thinking=thinking, sizes=Sizes(**TINY), steps=steps, progress=False)
+    for name in steps:
+        assert a[name]["status"] == "ok", a[name]
+    assert a["hybrid"]["status"] == a["feature"]["status"] == "skipped"
+    assert json.dumps(_numbers(a), sort_keys=True, default=str) == json.dumps(_numbers(b), sort_keys=True, default=str)
+    for f in ("index.html", "results.md", "results.json"):
+        assert (tmp_path / "a" / f).stat().st_size > 0
+    html = (tmp_path / "a" / "index.html").read_text()
+    assert html.count("<script type=\"text/javascript\">") == 1  # plotly.js once
+    assert 'id="sampling--0"' in html and "not selected (--steps)" in html
+    saved = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert saved["sampling"]["pass_at_k"]["base"]["1"] == a["sampling"]["pass_at_k"]["base"]["1"]
+    md = (tmp_path / "a" / "results.md").read_text()
+    for t in ("1. base models", "2. hybrid", "3. model-pair diff", "4. CoT-decoding", "5. SAE feature"):
+        assert f"## {t}" in md
+    assert "61.4" in md and "32.7" in md  # paper numbers next to ours
+
+
+def test_real_task_sets_skip_organism_only_steps_with_reasons(tiny_pair, tmp_path):
+    base, thinking = tiny_pair
+    rows = tmp_path / "t.jsonl"
+    rows.write_text("\n".join(json.dumps({"question": f"What is {i} plus {i}?", "answer": str(2 * i)})
+                              for i in range(4)))
+    res = reproduce(tmp_path / "r", base=base, thinking=thinking, tasks=str(rows), sizes=Sizes(**TINY),
+                    steps=("hybrid", "feature", "diff"), progress=False)
+    assert res["hybrid"]["status"] == "skipped" and "labelled thinking traces" in res["hybrid"]["reason"]
+    assert res["feature"]["status"] == "skipped" and "--sae" in res["feature"]["reason"]
+    assert res["diff"]["status"] == "ok" and len(res["diff"]["separability"]) == base.n_layers
+
+
+def test_tables_show_errors_and_skips():
+    res = {"sampling": {"status": "error", "reason": "boom"}, "hybrid": {"status": "skipped", "reason": "why"}}
+    ts = tables(res)
+    assert [t["title"][0] for t in ts] == ["1", "2", "3", "4", "5"]
+    assert ts[0]["rows"][0]["this run"] == "boom" and ts[1]["rows"][0]["this run"] == "why"
+    assert "| error | boom | - |" in markdown({"tables": ts})
+
+
+def test_unknown_step_is_refused(tmp_path):
+    from lens.errors import LensError
+
+    with pytest.raises(LensError, match="unknown steps"):
+        reproduce(tmp_path, steps=("sampling", "nope"), progress=False)
+
+
+def test_cli_help_lists_sizes():
+    import typer
+    from typer.testing import CliRunner
+
+    from lens.cli.reproduce_cmd import reproduce_cmd
+
+    app = typer.Typer()
+    app.command("reproduce")(reproduce_cmd)
+    app.command("other")(lambda: None)
+    out = CliRunner().invoke(app, ["reproduce", "--help"]).output
+    for flag in ("--out", "--base", "--thinking", "--tasks", "--n", "--samples", "--json", "--steps", "--sae"):
+        assert flag in out
+    assert set(STEPS) == {"sampling", "hybrid", "cot", "feature", "diff"}
+
+
+@pytest.mark.slow
+def test_organism_smoke(tmp_path):
+    """All five steps on the bundled organism at small sizes (needs lens/organism/models/).
+
+    About 30 s once the organism SAE is cached; slow because a fresh machine trains it first (minutes).
+    """
+    from lens.organism import bundled_path
+
+    if not (bundled_path("base") / "config.json").exists():
+        pytest.skip("the bundled organism is not built yet (lens organism train)")
+    sizes = Sizes(n=12, samples=4, hybrid_n=12, cot_n=8, k=4, feature_n=8, n_contrast=32, top_features=1,
+                  n_random=1, feature_pages=2)
+    res = reproduce(tmp_path, sizes=sizes, progress=False)
+    for name in STEPS:
+        assert res[name]["status"] in ("ok", "skipped"), (name, res[name].get("reason"))
+    assert res["sampling"]["status"] == res["cot"]["status"] == res["diff"]["status"] == "ok"
