@@ -7,9 +7,10 @@ import sys
 
 import typer
 
-from . import directions_cmd
+from . import directions_cmd, sae_cmd
 from .capture_cmd import capture_cmd, info_cmd
 from .diff_cmd import diff_cmd
+from .find_feature_cmd import find_feature_cmd
 from .hybrid_cmd import hybrid_cmd
 from .reproduce_cmd import reproduce_cmd
 from .steer_cmd import steer_cmd
@@ -27,7 +28,9 @@ app.command("reproduce")(reproduce_cmd)
 app.command("steer")(steer_cmd)
 app.command("hybrid")(hybrid_cmd)
 app.command("diff")(diff_cmd)
+app.command("find-feature")(find_feature_cmd)
 app.add_typer(directions_cmd.app, name="directions")
+app.add_typer(sae_cmd.app, name="sae")
 
 # Sub-apps live in their own modules; each is optional so a partial install still runs.
 for _module, _name in [("organism", "organism")]:

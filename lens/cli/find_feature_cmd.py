@@ -1,0 +1,134 @@
+"""`lens find-feature`: rank SAE features by activation difference between two conditions; steer-check them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import console, emit_json, table
+
+
+def _condition(model, path: Path, site: str, select: str):
+    """Rows for one condition: a capture folder (read as is) or a JSONL of inputs (captured now)."""
+    from saes.search import texts_rows
+
+    from ..capture_folder import read_jsonl
+    from ..errors import LensError
+
+    if path.is_dir():
+        from ..capture_folder import CaptureFolder
+
+        return CaptureFolder(path)
+    if model is None:
+        raise LensError(f"{path} is a JSONL of inputs: give --model so they can be run (or pass capture folders)")
+    items = list(read_jsonl(path))
+    if not items:
+        raise LensError(f"{path} holds no inputs")
+    if select == "last_prompt":
+        items = [{"prompt": x, "completion": ""} if isinstance(x, str) else x for x in items]
+    return texts_rows(model, items, site, select)
+
+
+def _eval_set(path: Path):
+    from ..capture_folder import read_jsonl
+    from ..errors import LensError
+
+    rows = list(read_jsonl(path))
+    if not rows or not all(isinstance(r, dict) and "prompt" in r and "answer" in r for r in rows):
+        raise LensError(f"{path}: each line must be an object with \"prompt\" and \"answer\"")
+    return [str(r["prompt"]) for r in rows], [r["answer"] for r in rows]
+
+
+def _floats(text: str | None):
+    from ..errors import LensError
+
+    if not text:
+        return None
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise LensError(f"--alphas must be comma-separated numbers, got {text!r}") from None
+
+
+def find_feature_cmd(
+    model: str = typer.Option(None, "--model", "-m", help="model spec (default: the bundled organism)"),
+    sae: str = typer.Option(None, "--sae", help="SAE folder or sae_lens RELEASE/ID (default organism: cached/trained)"),
+    pos: Path = typer.Option(None, help="condition A: JSONL of inputs, or a capture folder"),
+    neg: Path = typer.Option(None, help="condition B: JSONL of inputs, or a capture folder"),
+    select: str = typer.Option("last_prompt", help="token selection for JSONL conditions (see lens capture)"),
+    layer: int = typer.Option(None, help="organism only: SAE layer (default the middle one)"),
+    top: int = typer.Option(10, help="features to show"),
+    sort_by: str = typer.Option("mean_diff", help="mean_diff | auroc | effect_size | freq_diff"),
+    steer_check: bool = typer.Option(False, "--steer-check", help="steer the top features at the first step"),
+    steer_top: int = typer.Option(5, help="how many top features to steer-check"),
+    eval_set: Path = typer.Option(None, "--eval", help="JSONL {prompt, answer} for the steer-check (non-organism)"),
+    alphas: str = typer.Option(None, help="comma-separated steering strengths (default: from the residual norm)"),
+    n: int = typer.Option(100, help="held-out problems for the steer-check"),
+    n_random: int = typer.Option(3, help="random-feature controls"),
+    max_new_tokens: int = typer.Option(110),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+) -> None:
+    """Rank SAE features by how much more they fire under condition A than B; --steer-check tests them causally.
+
+    With no --model/--sae/--pos/--neg it runs the organism experiment: contrast "prompt marked T
+    (think)" vs "marked D (direct)" at the last prompt token, on an SAE trained (once, cached) on
+    the base model's middle layer.
+    """
+    from ..errors import LensError
+
+    say = None if as_json else (lambda msg: console.print(f"[dim]{msg}[/]"))
+    if model is None and pos is None and neg is None and (sae is None or eval_set is None):
+        from saes.organism import run_find_feature_organism
+
+        out = run_find_feature_organism(None, sae=sae, layer=layer, steer_check=steer_check, n=n,
+                                        alphas=_floats(alphas), top=steer_top, n_random=n_random,
+                                        max_new_tokens=max_new_tokens, progress=say)
+        out["ranking"] = out["ranking"][:max(top, 1)]
+        _print(out, as_json)
+        return
+    if sae is None or pos is None or neg is None:
+        raise LensError("give --sae, --pos and --neg (or none of --model/--pos/--neg to run the organism)")
+    from saes.io import load_sae
+    from saes.search import rank_features
+
+    from ..models import load_model
+
+    m = load_model(model) if model else None
+    d = load_sae(sae, m)
+    if d.site is None:
+        raise LensError(f"SAE {sae} does not record its site")
+    r = rank_features(d, _condition(m, pos, d.site, select), _condition(m, neg, d.site, select), sort_by=sort_by)
+    out = {"site": d.site, "sae": d.describe(), "ranking": r.as_dicts(top),
+           "contrast": {"pos": str(pos), "neg": str(neg), "select": select, "n_pos": r.n_pos, "n_neg": r.n_neg},
+           "ranking_throughput": {"rows_x_features_per_s": r.throughput, "seconds": r.seconds}}
+    if steer_check:
+        if m is None or eval_set is None:
+            raise LensError("--steer-check needs --model and --eval FILE (JSONL with prompt and answer)")
+        from saes.steer_check import steer_check as run_check
+        from saes.steer_check import summarize
+
+        from ..evaluation.answers import check
+
+        prompts, answers = _eval_set(eval_set)
+        a = _floats(alphas) or [4.0, 8.0, 16.0]
+        rows = run_check(m, d, r.features[:steer_top], prompts, lambda i, t: check(t, answers[i]), alphas=a,
+                         n_random=n_random, max_new_tokens=max_new_tokens, progress=say)
+        out.update({"steer_check": rows, "summary": summarize(rows), "alphas": a})
+    _print(out, as_json)
+
+
+def _print(out: dict, as_json: bool) -> None:
+    if as_json:
+        emit_json(out)
+        return
+    console.print(f"SAE {out['sae'].get('path')} at {out['site']} ({out['sae'].get('d_sae')} features)")
+    rows = [{"feature": r["feature"], "mean_diff": r["mean_diff"], "auroc": r["auroc"], "freq_pos": r["freq_pos"],
+             "freq_neg": r["freq_neg"], "effect_size": r["effect_size"]} for r in out["ranking"]]
+    console.print(table("features ranked by activation difference (pos - neg)", rows))
+    if "steer_check" in out:
+        sc = [{"kind": r["kind"], "feature": r["feature"], "alpha": r["alpha"], "accuracy": r["accuracy"],
+               "reasoning": r["reasoning_rate"], "tokens": r["tokens_mean"], "first_step_only": r["first_step_only"]}
+              for r in out["steer_check"]]
+        console.print(table("steer-check: one feature added at the first generated position", sc))
+        console.print(table("summary", list(out["summary"].items())))

@@ -1,0 +1,94 @@
+"""`lens sae train|eval|info`: SAEs on capture folders, saved in the sae_lens folder format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import console, emit_json, table
+
+app = typer.Typer(help="Train, evaluate and describe SAEs (sae_lens architectures and format).", no_args_is_help=True)
+
+
+@app.command("train")
+def train(
+    capture: Path = typer.Option(..., "--capture", "-c", help="capture folder written by lens capture"),
+    out: Path = typer.Option(..., "--out", "-o", help="SAE folder (resumed when it holds an interrupted run)"),
+    site: str = typer.Option(None, help="site to train on (default: the capture's only site)"),
+    architecture: str = typer.Option("topk", "--arch", help="topk | batchtopk | jumprelu | standard"),
+    expansion: int = typer.Option(8, help="d_sae = expansion x d_in (unless --d-sae)"),
+    d_sae: int = typer.Option(None, help="number of latents"),
+    k: int = typer.Option(16, help="active latents per row (topk, batchtopk)"),
+    l1: float = typer.Option(5.0, help="L1 coefficient (standard)"),
+    l0: float = typer.Option(1.0, help="L0 coefficient (jumprelu)"),
+    lr: float = typer.Option(1e-3),
+    total_rows: int = typer.Option(200_000, help="training rows (the capture is re-read in epochs)"),
+    batch_size: int = typer.Option(1024),
+    buffer_rows: int = typer.Option(32_768, help="shuffling buffer size in rows (bounds memory)"),
+    normalize: str = typer.Option("none", help="none | expected_average_only_in"),
+    checkpoint_every: int = typer.Option(200, help="steps between checkpoints"),
+    seed: int = typer.Option(0),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Train an SAE on a capture folder; shows progress, checkpoints, resumes when re-run."""
+    from saes.config import TrainConfig
+    from saes.evals import evaluate
+    from saes.io import load_sae
+    from saes.train import train_sae
+
+    cfg = TrainConfig(architecture=architecture, d_sae=d_sae, expansion=expansion, k=k, l1_coefficient=l1,
+                      l0_coefficient=l0, lr=lr, total_rows=total_rows, batch_size=batch_size, buffer_rows=buffer_rows,
+                      normalize=normalize, checkpoint_every=checkpoint_every, seed=seed)
+    res = train_sae(capture, out, cfg, site=site, progress=not as_json)
+    d = load_sae(res.path)
+    ev = evaluate(d, capture)
+    summary = {"path": str(res.path), "steps": res.steps, "rows": res.rows, "resumed_from": res.resumed_from,
+               "rows_per_s": res.rows_per_s, **d.describe(), "evals": ev}
+    if as_json:
+        emit_json(summary)
+    else:
+        console.print(table(f"SAE {out}", list(summary.items())))
+
+
+@app.command("eval")
+def eval_cmd(
+    sae: str = typer.Argument(..., help="SAE folder"),
+    capture: Path = typer.Option(None, "--capture", "-c", help="capture folder for row metrics"),
+    model: str = typer.Option(None, "--model", "-m", help="model for CE/KL with the SAE spliced in"),
+    texts: Path = typer.Option(None, help="JSONL of texts for the spliced metrics"),
+    dense_threshold: float = typer.Option(0.1, help="a latent firing on more than this share of rows is dense"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Explained variance, L0, dead/dense fractions; with --model and --texts, CE loss and KL recovered."""
+    from saes.evals import evaluate
+    from saes.io import load_sae
+
+    from ..capture_folder import read_jsonl
+    from ..errors import LensError
+    from ..models import load_model
+    from ..selection import Example
+
+    m = load_model(model) if model else None
+    d = load_sae(sae, m)
+    if capture is None and (m is None or texts is None):
+        raise LensError("give --capture DIR, or --model and --texts FILE, or both")
+    items = [Example.of(x).text for x in read_jsonl(texts)] if texts else None
+    ev = evaluate(d, capture, model=m, texts=items, dense_threshold=dense_threshold)
+    if as_json:
+        emit_json(ev)
+    else:
+        flat = [(k, v) for k, v in ev.items() if k != "spliced"] + list((ev.get("spliced") or {}).items())
+        console.print(table(f"SAE {sae}", flat))
+
+
+@app.command("info")
+def info(sae: str = typer.Argument(..., help="SAE folder"), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Describe an SAE folder: architecture, width, site, source model, stored evals."""
+    from saes.io import load_sae
+
+    d = load_sae(sae).describe()
+    if as_json:
+        emit_json(d)
+    else:
+        console.print(table(f"SAE {sae}", list(d.items())))

@@ -1,0 +1,119 @@
+"""Training configuration for SAEs, and the sae_lens training SAE it builds.
+
+`TrainConfig` holds everything a run needs besides the activations (architecture, width,
+sparsity, optimiser, buffer, checkpoints). It is plain data: saved with every checkpoint and
+compared on resume, so a resumed run cannot silently continue with other settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from lens.errors import LensError
+
+ARCHITECTURES = ("topk", "batchtopk", "jumprelu", "standard")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one SAE training run.
+
+    architecture: "topk" | "batchtopk" | "jumprelu" | "standard" (L1), all sae_lens training SAEs.
+    d_sae: number of latents; None means `expansion * d_in`.
+    k: active latents per row (topk) or on average per row (batchtopk).
+    l1_coefficient: sparsity weight of the standard SAE; l0_coefficient: of the JumpReLU SAE.
+    total_rows: training rows (activation vectors) to consume; the stream is re-read in epochs.
+    batch_size: rows per optimiser step; buffer_rows: rows held in the shuffling buffer
+        (the only activation memory besides one shard being read).
+    normalize: "none" or "expected_average_only_in" (scale rows to norm sqrt(d_in) while
+        training; the factor is folded into the weights at the end).
+    checkpoint_every: optimiser steps between checkpoints (0: only at the end).
+    """
+
+    architecture: str = "topk"
+    d_sae: int | None = None
+    expansion: int = 8
+    k: int = 16
+    l1_coefficient: float = 5.0
+    l0_coefficient: float = 1.0
+    jumprelu_init_threshold: float = 0.01
+    lr: float = 1e-3
+    lr_end: float | None = None
+    lr_warm_up_steps: int = 0
+    lr_decay_steps: int = 0
+    total_rows: int = 200_000
+    batch_size: int = 1024
+    buffer_rows: int = 32_768
+    dead_feature_window: int = 500
+    feature_sampling_window: int = 1000
+    normalize: str = "none"
+    checkpoint_every: int = 200
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise LensError(f"unknown SAE architecture {self.architecture!r}; use one of {', '.join(ARCHITECTURES)}")
+        if self.batch_size < 1 or self.total_rows < self.batch_size:
+            raise LensError(f"need batch_size >= 1 and total_rows >= batch_size (got {self.batch_size}, "
+                            f"{self.total_rows})")
+        if self.buffer_rows < 2 * self.batch_size:
+            raise LensError(f"buffer_rows ({self.buffer_rows}) must be at least 2 x batch_size ({self.batch_size})")
+        if self.normalize not in ("none", "expected_average_only_in"):
+            raise LensError(f"normalize must be 'none' or 'expected_average_only_in', got {self.normalize!r}")
+        if self.k < 1:
+            raise LensError(f"k must be >= 1, got {self.k}")
+
+    def width(self, d_in: int) -> int:
+        return int(self.d_sae or self.expansion * d_in)
+
+    @property
+    def total_steps(self) -> int:
+        return self.total_rows // self.batch_size
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def differs(self, other: TrainConfig) -> list[str]:
+        """Names of settings that differ (device and checkpoint cadence do not count)."""
+        skip = {"device", "checkpoint_every"}
+        a, b = self.to_json(), other.to_json()
+        return [k for k in a if k not in skip and a[k] != b[k]]
+
+
+def training_sae(cfg: TrainConfig, d_in: int, metadata: dict[str, Any] | None = None):
+    """A fresh sae_lens training SAE of `cfg.architecture` (seeded by `cfg.seed`)."""
+    import torch
+    from sae_lens import (
+        BatchTopKTrainingSAE,
+        BatchTopKTrainingSAEConfig,
+        JumpReLUTrainingSAE,
+        JumpReLUTrainingSAEConfig,
+        StandardTrainingSAE,
+        StandardTrainingSAEConfig,
+        TopKTrainingSAE,
+        TopKTrainingSAEConfig,
+    )
+    from sae_lens.saes.sae import SAEMetadata
+
+    common = dict(d_in=d_in, d_sae=cfg.width(d_in), device=cfg.device, dtype="float32",
+                  normalize_activations=cfg.normalize)
+    torch.manual_seed(cfg.seed)
+    if cfg.architecture == "topk":
+        sae = TopKTrainingSAE(TopKTrainingSAEConfig(k=cfg.k, **common))
+    elif cfg.architecture == "batchtopk":
+        sae = BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(k=float(cfg.k), **common))
+    elif cfg.architecture == "jumprelu":
+        sae = JumpReLUTrainingSAE(JumpReLUTrainingSAEConfig(
+            l0_coefficient=cfg.l0_coefficient, jumprelu_init_threshold=cfg.jumprelu_init_threshold, **common))
+    else:
+        sae = StandardTrainingSAE(StandardTrainingSAEConfig(l1_coefficient=cfg.l1_coefficient, **common))
+    if metadata:
+        sae.cfg.metadata = SAEMetadata(**{**sae.cfg.metadata.to_dict(), **metadata})
+    return sae

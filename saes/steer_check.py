@@ -1,0 +1,130 @@
+"""The first-step trigger as a causal check of ranked features (He et al., arXiv 2601.08058).
+
+For each feature f and strength alpha, add `alpha * unit decoder direction of f` to the SAE's
+site at the first generated position only (`Where.first_step()`: position P-1, whose output
+predicts the first new token; touched once, at step 0 under the KV cache), decode greedily, and
+measure accuracy, the rate of reasoning-format answers and the tokens used. Controls: random
+features of the same SAE (alive, not among those checked) at the same alphas: decoder rows are
+unit norm, so a control adds a vector of exactly the same norm. A baseline row (alpha 0) and an
+optional reference model (e.g. the thinking model, unsteered) are reported alongside.
+
+Every steered run checks the intervention log: each prompt must be touched exactly once, at
+step 0 and position P-1; the row says so in `first_step_only`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+
+from lens.decoding.generate import generate
+from lens.errors import LensError
+from lens.evaluation.metrics import accuracy
+from lens.interventions import Intervention, Where, steer
+
+from .io import Dictionary
+
+
+def _measure(gen, is_correct, is_reasoning) -> dict:
+    texts = [s.text for s in gen.samples]
+    acc = accuracy([is_correct(i, t) for i, t in enumerate(texts)])
+    toks = [s.n_new_tokens for s in gen.samples]
+    return {"accuracy": acc.value, "accuracy_ci": [acc.lo, acc.hi], "reasoning_rate": sum(map(is_reasoning, texts))
+            / max(len(texts), 1), "tokens_mean": sum(toks) / max(len(toks), 1), "n": len(texts),
+            "example": texts[0][:160] if texts else ""}
+
+
+def first_step_log_ok(log, n_prompts: int, prompt_lengths: Sequence[int]) -> bool:
+    """True when each of the n prompts was steered exactly once, at step 0 and position P-1."""
+    recs = log.records
+    if len(recs) != n_prompts:
+        return False
+    got = sorted((r["sequence"], r["row"], r["step"], r["position"]) for r in recs)
+    return all(step == 0 for _, _, step, _ in got) and sorted(p for *_, p in got) == sorted(
+        p - 1 for p in prompt_lengths)
+
+
+def steer_check(
+    model,
+    d: Dictionary,
+    features: Sequence[int],
+    prompts: Sequence[str],
+    is_correct: Callable[[int, str], bool],
+    *,
+    alphas: Sequence[float] = (4.0, 8.0, 16.0),
+    n_random: int = 3,
+    random_pool: Sequence[int] | None = None,
+    is_reasoning: Callable[[str], bool] | None = None,
+    max_new_tokens: int = 64,
+    batch_size: int = 32,
+    reference=None,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """Rows (one per feature x alpha, plus baseline, random controls and reference); JSON-ready.
+
+    random_pool: features to draw controls from (default: every feature not in `features`);
+    pass the alive ones. is_reasoning: detector of a reasoning-format completion
+    (default `lens.evaluation.behaviours.looks_like_reasoning`).
+    """
+    from lens.evaluation.behaviours import looks_like_reasoning
+
+    if d.site is None:
+        raise LensError("the SAE does not record its site; cannot steer")
+    d.check(model, d.site)
+    prompts = list(prompts)
+    if not prompts:
+        raise LensError("steer-check needs at least one prompt")
+    is_reasoning = is_reasoning or looks_like_reasoning
+    say = progress or (lambda _m: None)
+    pool = [f for f in (random_pool if random_pool is not None else range(d.d_sae)) if f not in set(features)]
+    rng = random.Random(seed)
+    controls = rng.sample(pool, min(n_random, len(pool)))
+    plens = [len(ids) for ids in model.tokenizer(prompts, add_special_tokens=True)["input_ids"]]
+    rows: list[dict] = []
+    say("baseline (no steering)")
+    base = _measure(generate(model, prompts, max_new_tokens, batch_size=batch_size), is_correct, is_reasoning)
+    rows.append({"kind": "baseline", "feature": None, "alpha": 0.0, **base, "first_step_only": None})
+    if reference is not None:
+        say("reference model")
+        ref = _measure(generate(reference, prompts, max_new_tokens, batch_size=batch_size), is_correct, is_reasoning)
+        rows.append({"kind": "reference", "feature": None, "alpha": 0.0, "model": reference.spec, **ref,
+                     "first_step_only": None})
+    for kind, feats in (("feature", list(features)), ("random", controls)):
+        for f in feats:
+            direction = d.direction(f)
+            for a in alphas:
+                say(f"{kind} {f} alpha {a:g}")
+                iv = Intervention(d.site, direction, "add", float(a), Where.first_step(), source=f"sae:{d.path}#{f}",
+                                  name=f"f{f}")
+                with steer(model, iv) as h:
+                    gen = generate(model, prompts, max_new_tokens, batch_size=batch_size)
+                m = _measure(gen, is_correct, is_reasoning)
+                rows.append({"kind": kind, "feature": int(f), "alpha": float(a), **m,
+                             "delta_accuracy": m["accuracy"] - base["accuracy"],
+                             "first_step_only": first_step_log_ok(h.log, len(prompts), plens),
+                             "fired": len(h.log)})
+    return rows
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Best feature row, the largest random-control move, and the reference gap (JSON-ready)."""
+    base = next((r for r in rows if r["kind"] == "baseline"), None)
+    ref = next((r for r in rows if r["kind"] == "reference"), None)
+    feats = [r for r in rows if r["kind"] == "feature"]
+    rand = [r for r in rows if r["kind"] == "random"]
+    best = max(feats, key=lambda r: r["accuracy"], default=None)
+    out = {"baseline_accuracy": base["accuracy"] if base else None,
+           "reference_accuracy": ref["accuracy"] if ref else None,
+           "best_feature": best["feature"] if best else None, "best_alpha": best["alpha"] if best else None,
+           "best_accuracy": best["accuracy"] if best else None,
+           "best_reasoning_rate": best["reasoning_rate"] if best else None,
+           "best_tokens_mean": best["tokens_mean"] if best else None,
+           "max_random_move": max((abs(r["delta_accuracy"]) for r in rand), default=None),
+           "max_random_gain": max((r["delta_accuracy"] for r in rand), default=None),
+           "max_random_move_at_best_alpha": max((abs(r["delta_accuracy"]) for r in rand
+                                                 if best and r["alpha"] == best["alpha"]), default=None),
+           "all_first_step_only": all(r["first_step_only"] for r in feats + rand)}
+    if ref and best:
+        out["gap_to_reference"] = ref["accuracy"] - best["accuracy"]
+    return out

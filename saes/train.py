@@ -1,0 +1,208 @@
+"""Train an SAE on streamed activations with sae_lens's training SAEs and `SAETrainer`.
+
+`train_sae(source, out, cfg)`:
+- streams rows from a capture folder (or tensor) through the shuffling buffer (`buffer.py`);
+- steps sae_lens's `SAETrainer` (its loss, dead-latent bookkeeping, LR schedule, aux losses);
+- shows a progress bar (rows/s, loss, L0);
+- writes a checkpoint every `cfg.checkpoint_every` steps: `out/checkpoints/step-N/` holds the
+  training SAE's weights, the trainer state (optimiser, schedulers, sparsity counters, activation
+  scaler) and `state.json`; `out/checkpoints/latest.json` (written atomically, last) names it;
+- on a re-run into the same `out`, resumes from the latest checkpoint (refusing other settings or
+  other activations) and replays the deterministic data stream past the rows already consumed, so
+  an interrupted-and-resumed run ends with the same weights as an uninterrupted one;
+- at the end saves the inference SAE in the sae_lens folder format plus lens metadata (`io.py`)
+  and removes the checkpoints.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+import torch
+
+from lens.artifacts import load_tensors, read_json, save_tensors, write_json
+from lens.errors import LensError
+
+from .buffer import RowSource, shuffled_batches
+from .config import TrainConfig, training_sae
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: the saved folder, the loaded dictionary, and the loss log."""
+
+    path: Path
+    steps: int
+    rows: int
+    seconds: float
+    resumed_from: int = 0
+    log: list[dict] = field(default_factory=list)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / max(self.seconds, 1e-9)
+
+    def load(self, model=None):
+        from .io import load_sae
+
+        return load_sae(self.path, model=model)
+
+
+def _trainer(cfg: TrainConfig, sae):
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    tcfg = SAETrainerConfig(
+        total_training_samples=cfg.total_steps * cfg.batch_size, train_batch_size_samples=cfg.batch_size,
+        lr=cfg.lr, lr_end=cfg.lr if cfg.lr_end is None else cfg.lr_end,
+        lr_scheduler_name="constant", lr_warm_up_steps=cfg.lr_warm_up_steps, lr_decay_steps=cfg.lr_decay_steps,
+        device=cfg.device, dead_feature_window=cfg.dead_feature_window,
+        feature_sampling_window=cfg.feature_sampling_window, logger=LoggingConfig(log_to_wandb=False),
+    )
+    return SAETrainer(cfg=tcfg, sae=sae, data_provider=iter(()))
+
+
+def _estimate_scale(source: RowSource, n_rows: int = 16384) -> float:
+    """sqrt(d_in) / mean row norm over the first rows (sae_lens's expected_average_only_in)."""
+    norms, seen = [], 0
+    for chunk in source:
+        norms.append(chunk.norm(dim=-1))
+        seen += chunk.shape[0]
+        if seen >= n_rows:
+            break
+    return float(source.d_in**0.5 / torch.cat(norms).mean())
+
+
+def _save_checkpoint(out: Path, trainer, step: int, rows: int, cfg: TrainConfig, src: dict, log: list) -> None:
+    ck = out / "checkpoints" / f"step-{step:07d}"
+    ck.mkdir(parents=True, exist_ok=True)
+    save_tensors(ck / "training_sae.safetensors", trainer.sae.state_dict(), {"step": step})
+    trainer.save_trainer_state(ck)
+    write_json(ck / "state.json", {"step": step, "rows": rows, "config": cfg.to_json(), "source": src, "log": log})
+    write_json(out / "checkpoints" / "latest.json", {"checkpoint": ck.name, "step": step})
+    for old in (out / "checkpoints").glob("step-*"):  # keep only the newest
+        if old.name != ck.name:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _resume(out: Path, trainer, cfg: TrainConfig, src: dict) -> tuple[int, int, list]:
+    latest = out / "checkpoints" / "latest.json"
+    if not latest.exists():
+        return 0, 0, []
+    ck = out / "checkpoints" / read_json(latest, "checkpoint pointer")["checkpoint"]
+    state = read_json(ck / "state.json", "checkpoint state")
+    diff = TrainConfig.from_json(state["config"]).differs(cfg)
+    if diff:
+        raise LensError(f"{out} holds an interrupted run with other settings ({', '.join(diff)}); "
+                        "use another output folder, delete it, or re-run with the same settings")
+    if state["source"] != src:
+        raise LensError(f"{out} holds an interrupted run on other activations ({state['source']}); "
+                        "use another output folder or delete it")
+    tensors, _ = load_tensors(ck / "training_sae.safetensors", "SAE checkpoint")
+    trainer.sae.load_state_dict(tensors)
+    trainer.load_trainer_state(ck)
+    return int(state["step"]), int(state["rows"]), list(state.get("log", []))
+
+
+def train_sae(
+    source,
+    out: str | Path,
+    cfg: TrainConfig | None = None,
+    *,
+    site: str | None = None,
+    model: dict | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    stop_after: int | None = None,
+    log_every: int = 20,
+    init_decoder: torch.Tensor | None = None,
+) -> TrainResult:
+    """Train an SAE on `source` rows and save it to `out` (see module docstring).
+
+    source: a capture folder (object or path; `site` picks the site) or a [rows, d_in] tensor.
+    model: source model facts to record (default: the capture manifest's).
+    stop_after: stop (as if interrupted) after this many steps in total, leaving a checkpoint;
+        for tests and for splitting a long run into pieces. A later call resumes.
+    init_decoder: [d_sae, d_in] rows to start the decoder from (e.g. data points picked far apart);
+        the encoder starts as its transpose. Default: sae_lens's initialisation.
+    """
+    from .io import save_sae
+
+    cfg = cfg or TrainConfig()
+    out = Path(out)
+    src = RowSource.of(source, site)
+    site = site or src.site
+    model = model or src.model
+    src_id = {"description": src.description, "d_in": src.d_in, "rows": src.n_rows, "site": site,
+              "model": (model or {}).get("fingerprint")}
+    if (out / "cfg.json").exists() and (out / "lens.json").exists() and not (out / "checkpoints").exists():
+        meta = read_json(out / "lens.json", "SAE metadata")
+        if meta.get("complete") and not TrainConfig.from_json(meta.get("train", {})).differs(cfg) \
+                and meta.get("source") == src_id:
+            return TrainResult(out, meta["steps"], meta["rows"], 0.0, meta["steps"], meta.get("log", []))
+        raise LensError(f"{out} already holds a trained SAE with other settings or activations; "
+                        "use another output folder or delete it")
+
+    sae = training_sae(cfg, src.d_in, {"hook_name": site, "model_name": (model or {}).get("spec")})
+    if init_decoder is not None:
+        if tuple(init_decoder.shape) != tuple(sae.W_dec.shape):
+            raise LensError(f"init_decoder must be {tuple(sae.W_dec.shape)}, got {tuple(init_decoder.shape)}")
+        with torch.no_grad():
+            rows = init_decoder.float() / init_decoder.float().norm(dim=-1, keepdim=True).clamp_min(1e-8)
+            sae.W_dec.copy_(rows * sae.W_dec.norm(dim=-1, keepdim=True))
+            sae.W_enc.copy_(sae.W_dec.T / sae.W_dec.norm(dim=-1).pow(2).clamp_min(1e-8)[None, :])
+    trainer = _trainer(cfg, sae)
+    step, rows, log = _resume(out, trainer, cfg, src_id) if resume else (0, 0, [])
+    resumed_from = step
+    if step == 0 and cfg.normalize == "expected_average_only_in":
+        trainer.activation_scaler.scaling_factor = _estimate_scale(src)
+    trainer.n_training_steps, trainer.n_training_samples = step, rows
+    batches = islice(shuffled_batches(src, cfg.batch_size, cfg.buffer_rows, cfg.seed), step, None)
+    end = cfg.total_steps if stop_after is None else min(cfg.total_steps, stop_after)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.total_steps * cfg.batch_size, initial=rows, unit="row", desc=f"train {cfg.architecture}",
+                   leave=False)
+    t0 = time.perf_counter()
+    while step < end:
+        trainer.maybe_reset_sparsity()
+        o = trainer.step(next(batches))
+        step += 1
+        rows += cfg.batch_size
+        trainer.n_training_steps = step
+        if step % log_every == 0 or step == end:
+            with torch.no_grad():
+                mse = float((o.sae_out - o.sae_in).pow(2).sum(-1).mean())
+                var = float((o.sae_in - o.sae_in.mean(0)).pow(2).sum(-1).mean())
+                l0 = float((o.feature_acts != 0).float().sum(-1).mean())
+            ev = 1 - mse / max(var, 1e-12)
+            loss = float(o.loss.detach())
+            log.append({"step": step, "loss": loss, "mse": mse, "explained_variance": ev, "l0": l0})
+            if bar is not None:
+                bar.set_postfix(loss=f"{loss:.4g}", ev=f"{ev:.3f}", l0=f"{l0:.1f}")
+        if bar is not None:
+            bar.update(cfg.batch_size)
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.total_steps:
+            _save_checkpoint(out, trainer, step, rows, cfg, src_id, log)
+    seconds = time.perf_counter() - t0
+    if bar is not None:
+        bar.close()
+    if step < cfg.total_steps:  # stopped early on request: leave a checkpoint to resume from
+        _save_checkpoint(out, trainer, step, rows, cfg, src_id, log)
+        return TrainResult(out, step, rows, seconds, resumed_from, log)
+    if trainer.activation_scaler.scaling_factor is not None:
+        trainer.sae.fold_activation_norm_scaling_factor(trainer.activation_scaler.scaling_factor)
+        trainer.activation_scaler.scaling_factor = None
+    trainer.set_final_sae_metadata()
+    save_sae(trainer.sae, out, site=site, model=model, extra={
+        "train": cfg.to_json(), "source": src_id, "steps": step, "rows": rows, "log": log, "complete": True,
+        "train_seconds": seconds, "sparsity_log10": None,
+    }, sparsity=trainer.log_feature_sparsity)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    return TrainResult(out, step, rows, seconds, resumed_from, log)

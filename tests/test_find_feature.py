@@ -1,0 +1,161 @@
+"""Feature search (planted feature, AUROC, memory) and the first-step steer-check (tiny, offline)."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from lens.errors import LensError  # noqa: E402
+from saes.io import Dictionary  # noqa: E402
+from saes.search import FeatureAccumulator, auroc_from_hist, default_edges, rank_features  # noqa: E402
+
+
+def handmade_sae(d_in=16, d_sae=32, seed=0, site="blocks.1.hook_resid_post"):
+    """A ReLU SAE whose decoder rows are known directions and whose encoder reads them back."""
+    from sae_lens import StandardSAE, StandardSAEConfig
+
+    g = torch.Generator().manual_seed(seed)
+    dirs = torch.randn(d_sae, d_in, generator=g)
+    dirs /= dirs.norm(dim=1, keepdim=True)
+    sae = StandardSAE(StandardSAEConfig(d_in=d_in, d_sae=d_sae, apply_b_dec_to_input=False))
+    with torch.no_grad():
+        sae.W_dec.copy_(dirs)
+        sae.W_enc.copy_(dirs.T)
+        sae.b_enc.fill_(-0.5)
+        sae.b_dec.zero_()
+    return Dictionary(sae, site, {"model": {}}, "handmade"), dirs
+
+
+def test_planted_feature_ranks_first():
+    d, dirs = handmade_sae()
+    g = torch.Generator().manual_seed(1)
+    neg = torch.randn(3000, 16, generator=g) * 0.4
+    pos = torch.randn(2000, 16, generator=g) * 0.4 + 2.0 * dirs[11]
+    r = rank_features(d, pos, neg, batch_rows=256)
+    assert r.features[0] == 11
+    top = r.rows[0]
+    assert top["auroc"] > 0.95 and top["freq_pos"] > 0.9 and top["effect_size"] > 2
+    assert set(top) >= {"feature", "mean_diff", "auroc", "freq_pos", "freq_neg", "effect_size"}
+    assert r.n_pos == 2000 and r.n_neg == 3000
+    assert rank_features(d, pos, neg, sort_by="auroc").features[0] == 11
+    # streamed in pieces gives the same numbers
+    r2 = rank_features(d, iter(pos.split(77)), iter(neg.split(101)))
+    assert r2.rows[0] == pytest.approx(top)
+
+
+def test_histogram_auroc_matches_exact():
+    g = torch.Generator().manual_seed(0)
+    a = torch.relu(torch.randn(500, 3, generator=g) + torch.tensor([0.5, 0.0, -0.5]))
+    b = torch.relu(torch.randn(700, 3, generator=g))
+    edges = default_edges(256)
+    pa, pb = FeatureAccumulator(3, edges), FeatureAccumulator(3, edges)
+    pa.update(a)
+    pb.update(b)
+    approx = auroc_from_hist(pa.pmf(), pb.pmf())
+    for f in range(3):
+        x, y = a[:, f][:, None], b[:, f][None, :]
+        exact = float(((x > y).float() + 0.5 * (x == y).float()).mean())
+        assert abs(float(approx[f]) - exact) < 0.01
+
+
+def test_search_memory_does_not_grow_with_rows():
+    d, _ = handmade_sae(d_sae=64)
+    a = FeatureAccumulator(64, default_edges())
+    size = a.hist.numel()
+    for _ in range(5):
+        a.update(torch.relu(torch.randn(1000, 64)))
+    assert a.hist.numel() == size and a.n == 5000
+
+
+def test_width_mismatch_in_search():
+    d, _ = handmade_sae()
+    with pytest.raises(LensError, match="width 8"):
+        rank_features(d, torch.randn(10, 8), torch.randn(10, 8))
+
+
+def test_steer_check_touches_exactly_the_first_step(tiny):
+    from lens.decoding.generate import generate
+    from lens.interventions import Intervention, Where, steer
+    from saes.steer_check import first_step_log_ok, steer_check
+
+    m = tiny("llama")
+    d, dirs = handmade_sae(d_in=64, d_sae=16)
+    prompts = ["Q:12+34=?\n", "Q:5+6+7=?\n", "hi"]
+    rows = steer_check(m, d, [3], prompts, lambda i, t: False, alphas=(50.0,), n_random=2, max_new_tokens=6,
+                       is_reasoning=lambda t: "=" in t)
+    kinds = [r["kind"] for r in rows]
+    assert kinds == ["baseline", "feature", "random", "random"]
+    for r in rows[1:]:
+        assert r["first_step_only"] is True and r["fired"] == len(prompts)
+        assert r["tokens_mean"] > 0 and 0 <= r["reasoning_rate"] <= 1
+    assert {r["feature"] for r in rows[2:]}.isdisjoint({3})
+    # the log itself: one record per prompt, step 0, position P-1
+    iv = Intervention(d.site, d.direction(3), "add", 50.0, Where.first_step())
+    with steer(m, iv) as h:
+        out = generate(m, prompts, 6)
+    plens = [len(t) for t in m.tokenizer(prompts)["input_ids"]]
+    assert first_step_log_ok(h.log, len(prompts), plens)
+    assert sorted(r["position"] for r in h.log.records) == sorted(p - 1 for p in plens)
+    assert all(r["step"] == 0 for r in h.log.records)
+    assert not first_step_log_ok(h.log, len(prompts) + 1, plens)
+    plain = generate(m, prompts, 6)
+    assert [s.text for s in out.samples] != [s.text for s in plain.samples]  # it did change something
+
+
+def test_prompt_rows_bounded_batches(tiny):
+    from saes.search import prompt_rows
+
+    m = tiny("llama")
+    parts = list(prompt_rows(m, [f"Q:{i}+1=?\n" for i in range(10)], "blocks.1.hook_resid_post", batch_size=4))
+    assert [p.shape[0] for p in parts] == [4, 4, 2] and parts[0].shape[1] == 64
+
+
+def test_cli_sae_train_info_and_find_feature(tiny, tmp_path):
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from lens.capture import capture
+    from lens.cli.find_feature_cmd import find_feature_cmd
+    from lens.cli.sae_cmd import app as sae_app
+
+    m = tiny("llama")
+    folder = tmp_path / "model"
+    m.hf.save_pretrained(folder)
+    m.tokenizer.save_pretrained(folder)
+    texts = [f"Q:{a}+{b}=?\nA:{a + b}" for a in range(10, 30) for b in range(10, 13)]
+    capture(m, texts, ["blocks.1.hook_resid_post"], "all", out=tmp_path / "cap", progress=False)
+    app = typer.Typer()
+    app.command("find-feature")(find_feature_cmd)
+    app.add_typer(sae_app, name="sae")
+    run = CliRunner().invoke
+    r = run(app, ["sae", "train", "-c", str(tmp_path / "cap"), "-o", str(tmp_path / "sae"), "--d-sae", "128",
+                  "--k", "4", "--total-rows", "4096", "--batch-size", "256", "--buffer-rows", "1024", "--json"])
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.stdout)
+    assert info["d_sae"] == 128 and info["site"] == "blocks.1.hook_resid_post" and info["evals"]["l0"] == 4
+    r = run(app, ["sae", "info", str(tmp_path / "sae"), "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["architecture"] == "topk"
+    pos, neg = tmp_path / "pos.jsonl", tmp_path / "neg.jsonl"
+    pos.write_text("\n".join(json.dumps(f"Think step by step: {i}+{i}=?\n") for i in range(10, 30)))
+    neg.write_text("\n".join(json.dumps(f"Answer now: {i}+{i}=?\n") for i in range(10, 30)))
+    r = run(app, ["find-feature", "-m", str(folder), "--sae", str(tmp_path / "sae"), "--pos", str(pos), "--neg",
+                  str(neg), "--top", "5", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert len(out["ranking"]) == 5 and out["contrast"]["n_pos"] == 20
+    assert out["ranking"][0]["mean_diff"] >= out["ranking"][-1]["mean_diff"]
+    ev = tmp_path / "eval.jsonl"
+    ev.write_text("\n".join(json.dumps({"prompt": f"Q:{i}+1=?\n", "answer": i + 1}) for i in range(4)))
+    r = run(app, ["find-feature", "-m", str(folder), "--sae", str(tmp_path / "sae"), "--pos", str(pos), "--neg",
+                  str(neg), "--steer-check", "--steer-top", "1", "--n-random", "1", "--alphas", "5",
+                  "--eval", str(ev), "--max-new-tokens", "4", "--json"])
+    assert r.exit_code == 0, r.output
+    sc = json.loads(r.stdout)["steer_check"]
+    assert [x["kind"] for x in sc] == ["baseline", "feature", "random"]
+    assert all(x["first_step_only"] for x in sc[1:])
