@@ -105,3 +105,78 @@ def choose(
         pick = scores.argmax(-1)
     pick = torch.where(gated, pick, torch.zeros_like(pick))
     return tokens.gather(-1, pick[:, None])[:, 0], pick - 1
+
+
+@dataclass
+class HybridResult:
+    """Generated token ids and texts, and what the hybrid did at every step of every row."""
+
+    tokens: list[list[int]]
+    texts: list[str]
+    gated: torch.Tensor  # [batch, steps] the gate fired
+    steered: torch.Tensor  # [batch, steps] a steered candidate was chosen
+    category: torch.Tensor  # [batch, steps] category index used (-1 = none)
+    coefficient: torch.Tensor  # [batch, steps] chosen coefficient (0 = unsteered)
+    names: list[str] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+
+    def fraction_steered(self) -> float:
+        """Fraction of generated tokens (before EOS) whose token the steering chose."""
+        live = self._live()
+        return float((self.steered & live).sum() / live.sum().clamp(min=1))
+
+    def fraction_gated(self) -> float:
+        live = self._live()
+        return float((self.gated & live).sum() / live.sum().clamp(min=1))
+
+    def category_use(self) -> dict[str, int]:
+        live = self._live() & self.steered
+        return {n: int(((self.category == i) & live).sum()) for i, n in enumerate(self.names)}
+
+    def _live(self) -> torch.Tensor:
+        steps = self.gated.shape[1]
+        return torch.arange(steps)[None] < torch.tensor(self.lengths)[:, None]
+
+
+class StepLog:
+    """Per-row, per-step record of a hybrid run (shared by the KV-cached and the reference generator)."""
+
+    def __init__(self, n: int, steps: int, coefficients: tuple[float, ...], eos: int):
+        shape = (n, steps)
+        self.gated = torch.zeros(shape, dtype=torch.bool)
+        self.steered = torch.zeros(shape, dtype=torch.bool)
+        self.category = torch.full(shape, -1, dtype=torch.long)
+        self.coefficient = torch.zeros(shape)
+        self.tokens = torch.zeros(shape, dtype=torch.long)
+        self.done = torch.zeros(n, dtype=torch.bool)
+        self.lengths = [steps] * n
+        self.coefs = torch.tensor(coefficients)
+        self.eos = eos
+
+    def chosen(self, pick: torch.Tensor) -> torch.Tensor:
+        """Coefficient per row for a `choose` pick (-1 = unsteered -> 0)."""
+        return torch.where(pick >= 0, self.coefs[pick.clamp(min=0)], torch.zeros(len(pick)))
+
+    def steer(self, k: int, gated: torch.Tensor, pick: torch.Tensor, cat: torch.Tensor) -> None:
+        self.steered[:, k] = (pick >= 0) & gated
+        self.category[:, k] = torch.where(gated, cat, -1)
+        self.coefficient[:, k] = self.chosen(pick)
+
+    def advance(self, k: int, gated: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
+        """Record step k's gate and token (EOS after a row ended); returns the token to feed back."""
+        self.gated[:, k] = gated
+        token = torch.where(self.done, torch.full_like(token, self.eos), token)
+        self.tokens[:, k] = token
+        is_eos = token == self.eos
+        for r in (is_eos & ~self.done).nonzero().flatten().tolist():
+            self.lengths[r] = k + 1
+        self.done |= is_eos
+        return token
+
+    def result(self, tokenizer, names: list[str]) -> HybridResult:
+        n = len(self.lengths)
+        steps = max(self.lengths) if self.lengths else 0
+        toks = [self.tokens[r, : self.lengths[r]].tolist() for r in range(n)]
+        texts = tokenizer.batch_decode([[t for t in row if t != self.eos] for row in toks], skip_special_tokens=True)
+        return HybridResult(toks, texts, self.gated[:, :steps], self.steered[:, :steps], self.category[:, :steps],
+                            self.coefficient[:, :steps], names, self.lengths)

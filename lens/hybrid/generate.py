@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-from dataclasses import dataclass, field
 
 import torch
 
@@ -25,38 +24,7 @@ from ..batching import encode
 from ..hooks import hooks
 from ..interventions import Intervention, Where, steer
 from ..models import Model
-from .common import HybridConfig, choose, gate_rows, select_vectors
-
-
-@dataclass
-class HybridResult:
-    """Generated token ids and texts, and what the hybrid did at every step of every row."""
-
-    tokens: list[list[int]]
-    texts: list[str]
-    gated: torch.Tensor  # [batch, steps] the gate fired
-    steered: torch.Tensor  # [batch, steps] a steered candidate was chosen
-    category: torch.Tensor  # [batch, steps] category index used (-1 = none)
-    coefficient: torch.Tensor  # [batch, steps] chosen coefficient (0 = unsteered)
-    names: list[str] = field(default_factory=list)
-    lengths: list[int] = field(default_factory=list)
-
-    def fraction_steered(self) -> float:
-        """Fraction of generated tokens (before EOS) whose token the steering chose."""
-        live = self._live()
-        return float((self.steered & live).sum() / live.sum().clamp(min=1))
-
-    def fraction_gated(self) -> float:
-        live = self._live()
-        return float((self.gated & live).sum() / live.sum().clamp(min=1))
-
-    def category_use(self) -> dict[str, int]:
-        live = self._live() & self.steered
-        return {n: int(((self.category == i) & live).sum()) for i, n in enumerate(self.names)}
-
-    def _live(self) -> torch.Tensor:
-        steps = self.gated.shape[1]
-        return torch.arange(steps)[None] < torch.tensor(self.lengths)[:, None]
+from .common import HybridConfig, HybridResult, StepLog, choose, gate_rows, select_vectors
 
 
 def _drop_last(cache) -> None:
@@ -96,21 +64,13 @@ def hybrid_generate(
     eos = eos_token_id if eos_token_id is not None else base.tokenizer.eos_token_id
     gen = torch.Generator().manual_seed(cfg.seed)
     n = len(prompts)
-    shape = (n, max_new_tokens)
-    gated_log = torch.zeros(shape, dtype=torch.bool)
-    steered_log = torch.zeros(shape, dtype=torch.bool)
-    cat_log = torch.full(shape, -1, dtype=torch.long)
-    coef_log = torch.zeros(shape)
-    coefs = torch.tensor(cfg.coefficients)
+    log = StepLog(n, max_new_tokens, cfg.coefficients, eos)
     resid: dict[str, torch.Tensor] = {}
 
     def keep_last(h: torch.Tensor) -> None:
         resid["h"] = h[:, -1].detach()
 
     iv = Intervention(cfg.site, torch.zeros(base.d_model), where=Where.on_gate("hybrid"), source="hybrid")
-    out_tokens = torch.zeros(shape, dtype=torch.long)
-    done = torch.zeros(n, dtype=torch.bool)
-    lengths = [max_new_tokens] * n
     b_cache = t_cache = None
     step_ids = ids
     with torch.no_grad(), steer(base, [iv], record=False) as handle, hooks(thinking, {cfg.site: keep_last}):
@@ -120,7 +80,7 @@ def hybrid_generate(
             b_logits, b_cache = _forward(base, step_ids, mask, b_cache)
             t_logits, t_cache = _forward(thinking, step_ids, mask, t_cache)
             unsteered = b_logits.argmax(-1)
-            gated = gate_rows(cfg, b_logits, t_logits) & ~done
+            gated = gate_rows(cfg, b_logits, t_logits) & ~log.done.to(dev)
             token = unsteered
             if bool(gated.any()):
                 cat, vec = select_vectors(cfg, resid["h"], gen)
@@ -133,28 +93,16 @@ def hybrid_generate(
                     cands.append(logits_c.argmax(-1))
                 token, pick = choose(cfg, t_logp.cpu(), unsteered.cpu(), [c.cpu() for c in cands], gated.cpu())
                 token = token.to(dev)
-                chosen = torch.where(pick >= 0, coefs[pick.clamp(min=0)], torch.zeros(n))
+                chosen = log.chosen(pick)
                 if not (pick.clamp(min=-1) == len(cands) - 1).all() or not bool(gated.all()):
                     # re-run position q with each row's chosen coefficient (0 = unsteered) to fix the cache
                     _drop_last(b_cache)
                     gate.set(gated & (pick >= 0).to(dev), vec, chosen.to(dev))
                     _forward(base, step_ids[:, -1:], mask, b_cache)
-                steered_log[:, k] = (pick >= 0) & gated.cpu()
-                cat_log[:, k] = torch.where(gated.cpu(), cat.cpu(), -1)
-                coef_log[:, k] = chosen
-            gated_log[:, k] = gated.cpu()
-            token = torch.where(done.to(dev), torch.full_like(token, eos), token)
-            out_tokens[:, k] = token.cpu()
-            ended = ((token == eos).cpu() & ~done).nonzero().flatten().tolist()
-            for r in ended:
-                lengths[r] = k + 1
-            done |= (token == eos).cpu()
+                log.steer(k, gated.cpu(), pick, cat.cpu())
+            token = log.advance(k, gated.cpu(), token.cpu()).to(dev)
             step_ids = token[:, None]
             mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=dev)], dim=1)
-            if bool(done.all()):
+            if bool(log.done.all()):
                 break
-    steps = max(lengths) if lengths else 0
-    toks = [out_tokens[r, : lengths[r]].tolist() for r in range(n)]
-    texts = base.tokenizer.batch_decode([[t for t in row if t != eos] for row in toks], skip_special_tokens=True)
-    return HybridResult(toks, texts, gated_log[:, :steps], steered_log[:, :steps], cat_log[:, :steps],
-                        coef_log[:, :steps], cfg.names, lengths)
+    return log.result(base.tokenizer, cfg.names)

@@ -12,8 +12,7 @@ import torch
 from ..batching import encode
 from ..hooks import hooks
 from ..models import Model
-from .common import HybridConfig, choose, gate_rows, select_vectors
-from .generate import HybridResult
+from .common import HybridConfig, HybridResult, StepLog, choose, gate_rows, select_vectors
 
 
 def _full(model: Model, ids, mask, site=None, adds=None, read=None):
@@ -49,16 +48,8 @@ def hybrid_generate_reference(
     eos = eos_token_id if eos_token_id is not None else base.tokenizer.eos_token_id
     gen = torch.Generator().manual_seed(cfg.seed)
     n = len(prompts)
-    shape = (n, max_new_tokens)
-    gated_log = torch.zeros(shape, dtype=torch.bool)
-    steered_log = torch.zeros(shape, dtype=torch.bool)
-    cat_log = torch.full(shape, -1, dtype=torch.long)
-    coef_log = torch.zeros(shape)
-    coefs = torch.tensor(cfg.coefficients)
+    log = StepLog(n, max_new_tokens, cfg.coefficients, eos)
     adds: list[list] = [[] for _ in range(n)]
-    done = torch.zeros(n, dtype=torch.bool)
-    lengths = [max_new_tokens] * n
-    out = torch.zeros(shape, dtype=torch.long)
     with torch.no_grad():
         for k in range(max_new_tokens):
             last = ids.shape[1] - 1
@@ -66,7 +57,7 @@ def hybrid_generate_reference(
             read: dict = {}
             t_logits = _full(thinking, ids, mask, cfg.site, read=read)
             unsteered = b_logits.argmax(-1)
-            gated = gate_rows(cfg, b_logits, t_logits) & ~done
+            gated = gate_rows(cfg, b_logits, t_logits) & ~log.done
             token = unsteered
             if bool(gated.any()):
                 cat, vec = select_vectors(cfg, read["h"], gen)
@@ -75,26 +66,14 @@ def hybrid_generate_reference(
                     trial = [a + ([(last, c * vec[r])] if gated[r] else []) for r, a in enumerate(adds)]
                     cands.append(_full(base, ids, mask, cfg.site, trial).argmax(-1))
                 token, pick = choose(cfg, t_logits.log_softmax(-1), unsteered, cands, gated)
-                chosen = torch.where(pick >= 0, coefs[pick.clamp(min=0)], torch.zeros(n))
+                chosen = log.chosen(pick)
                 for r in range(n):
                     if gated[r] and pick[r] >= 0:
                         adds[r].append((last, float(chosen[r]) * vec[r]))
-                steered_log[:, k] = (pick >= 0) & gated
-                cat_log[:, k] = torch.where(gated, cat, -1)
-                coef_log[:, k] = chosen
-            gated_log[:, k] = gated
-            token = torch.where(done, torch.full_like(token, eos), token)
-            out[:, k] = token
-            for r in range(n):
-                if not done[r] and int(token[r]) == eos:
-                    lengths[r] = k + 1
-            done |= token == eos
+                log.steer(k, gated, pick, cat)
+            token = log.advance(k, gated, token)
             ids = torch.cat([ids, token[:, None]], dim=1)
             mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype)], dim=1)
-            if bool(done.all()):
+            if bool(log.done.all()):
                 break
-    steps = max(lengths)
-    toks = [out[r, : lengths[r]].tolist() for r in range(n)]
-    texts = base.tokenizer.batch_decode([[t for t in row if t != eos] for row in toks], skip_special_tokens=True)
-    return HybridResult(toks, texts, gated_log[:, :steps], steered_log[:, :steps], cat_log[:, :steps],
-                        coef_log[:, :steps], cfg.names, lengths)
+    return log.result(base.tokenizer, cfg.names)
