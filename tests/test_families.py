@@ -1,0 +1,49 @@
+"""Every family in the site table resolves on a tiny random model of that architecture.
+
+Checks that resid_pre(L+1) == resid_post(L) and attn_out + mlp_out == resid_post - resid_pre (for the
+families with sequential residual blocks), i.e. the table points at the right modules.
+"""
+
+import pytest
+import torch
+
+from lens.capture import capture
+from lens.models import Model
+from lens.tiny import char_tokenizer
+
+TEXT = ["Q:12+34=?\n<think>12+34=46</think>A:46"]
+
+
+def _config(name, vocab):
+    import transformers as T
+
+    common = dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    if name == "mistral":
+        return T.MistralConfig(**common)
+    if name == "qwen3":
+        return T.Qwen3Config(**common, head_dim=16)
+    if name == "gemma2":
+        return T.Gemma2Config(**common, head_dim=16)
+    if name == "gemma3_text":
+        return T.Gemma3TextConfig(**common, head_dim=16)
+    if name == "gpt_neox":
+        return T.GPTNeoXConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                               num_attention_heads=4, max_position_embeddings=128, use_parallel_residual=False)
+    raise ValueError(name)
+
+
+@pytest.mark.parametrize("family", ["mistral", "qwen3", "gemma2", "gemma3_text", "gpt_neox"])
+def test_family_sites_point_at_the_residual_stream(family):
+    from transformers import AutoModelForCausalLM
+
+    tok = char_tokenizer()
+    torch.manual_seed(0)
+    hf = AutoModelForCausalLM.from_config(_config(family, len(tok)), dtype=torch.float32).eval()
+    model = Model(hf=hf, tokenizer=tok, spec=f"tiny-{family}", source="object")
+    assert model.family == family
+    s = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_pre", "blocks.1.hook_attn_out", "blocks.1.hook_mlp_out",
+         "blocks.1.hook_resid_post"]
+    got = capture(model, TEXT, s, progress=False)
+    torch.testing.assert_close(got[s[0]], got[s[1]])
+    torch.testing.assert_close(got[s[2]] + got[s[3]], got[s[4]] - got[s[1]], atol=1e-4, rtol=1e-4)
