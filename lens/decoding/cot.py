@@ -37,6 +37,7 @@ from .generate import (
     StepProcessor,
     StopStrings,
     cache_kwarg,
+    cut_at_eos,
     encode_prompts,
     eos_ids,
     generate,
@@ -109,12 +110,7 @@ def _finish_branch(
 ) -> tuple[list[int], str, str, Tensor]:
     """Cut a branch's raw ids at the first EOS or stop string; (ids, text, reason, margins)."""
     ids = [int(t) for t in raw_ids]
-    end, reason = len(ids), "length"
-    eos_set = set(eos)
-    for j, t in enumerate(ids):
-        if t in eos_set:
-            end, reason = j + 1, "eos"
-            break
+    end, reason = cut_at_eos(ids, eos)
     ids = ids[:end]
     text = decode(tokenizer, ids)
     hits = [text.find(s) + len(s) for s in stop_strings if s and s in text]

@@ -262,6 +262,15 @@ class StopStrings:
         return done
 
 
+def cut_at_eos(ids: Sequence[int], eos: Sequence[int]) -> tuple[int, str]:
+    """(length up to and including the first EOS, "eos") or (len(ids), "length") when there is none."""
+    eos_set = set(eos)
+    for j, t in enumerate(ids):
+        if t in eos_set:
+            return j + 1, "eos"
+    return len(ids), "length"
+
+
 def finish(
     tokenizer: Any,
     new_ids: Sequence[int],
@@ -271,12 +280,7 @@ def finish(
 ) -> tuple[list[int], str, str]:
     """(token ids, text, finish reason) of one row's raw generated ids."""
     ids = [int(t) for t in new_ids]
-    end, reason = len(ids), "length"
-    eos_set = set(eos)
-    for j, t in enumerate(ids):
-        if t in eos_set:
-            end, reason = j + 1, "eos"
-            break
+    end, reason = cut_at_eos(ids, eos)
     if stopped_at and stopped_at <= end:
         end, reason = stopped_at, "stop"
     ids = ids[:end]
