@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="tiny,smollm2")
     ap.add_argument("--texts", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--new-tokens", type=int, default=64, help="new tokens per steered generation")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--only", default="capture,steering,hybrid", help="which tables to run")
     args = ap.parse_args()
@@ -60,9 +61,10 @@ def main() -> None:
                 print(f"\ncapture to disk, peak RSS: 1x inputs {mem['1x']['peak_mib']:.0f} MiB, "
                       f"10x inputs {mem['10x']['peak_mib']:.0f} MiB")
         if "steering" in only:
-            res["steering"] = steering_rows(model, repeats=args.repeats)
+            res["steering"] = steering_rows(model, new_tokens=args.new_tokens, repeats=args.repeats)
             if not args.json:
-                print(f"\n## steered generation, {size}: batch 4, 64 new tokens, add at one layer every step\n")
+                print(f"\n## steered generation, {size}: batch 4, {args.new_tokens} new tokens, "
+                      "add at one layer every step\n")
                 print(_table(res["steering"]))
     if "hybrid" in only:
         from lens import load_model
