@@ -145,3 +145,23 @@ def test_each_prompt_pass_restarts_positions_and_steps(tiny):
             enc = tok([p], return_tensors="pt")
             model.hf.generate(**enc, max_new_tokens=3, do_sample=False, pad_token_id=tok.pad_token_id)
     assert [(r["sequence"], r["step"], r["position"]) for r in h.log.records] == [(0, 0, 8), (1, 0, 2)]
+
+
+def test_organism_eval_hook_equals_engine_first_step():
+    """The first-position hook used by `lens organism eval` equals the engine's Where.first_step."""
+    from lens import load_model
+    from lens.organism.sampling import first_position_steering
+
+    model = load_model("organism:base")
+    tok = model.tokenizer
+    tok.padding_side = "left"
+    enc = tok(["Q:63+11+48+57+34=?\n", "Q:12+30=?\n"], return_tensors="pt", padding=True)
+    vec = torch.randn(model.d_model, generator=torch.Generator().manual_seed(0)) * 20
+    kw = dict(max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id, output_logits=True,
+              return_dict_in_generate=True)
+    with torch.no_grad(), first_position_steering(model.hf, 1, vec):
+        a = model.hf.generate(**enc, **kw)
+    with torch.no_grad(), steer(model, Intervention("blocks.1.hook_resid_post", vec, where=Where.first_step())):
+        b = model.hf.generate(**enc, **kw)
+    assert torch.equal(a.sequences, b.sequences)
+    torch.testing.assert_close(torch.stack(a.logits), torch.stack(b.logits), atol=1e-4, rtol=1e-4)

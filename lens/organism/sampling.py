@@ -76,7 +76,10 @@ def first_position_steering(model, layer: int, vector: torch.Tensor) -> Iterator
     position whose output predicts the first generated token.  Later decode steps (sequence
     length 1) are untouched.  With left padding the last position is the last prompt token of
     every row.  The hook counts its calls rather than testing the sequence length, so a
-    one-token prompt is still steered exactly once.
+    one-token prompt is still steered exactly once.  It is the engine's
+    ``Intervention(f"blocks.{layer}.hook_resid_post", vector, where=Where.first_step())``, kept here so the
+    organism package does not import the higher intervention layer; tests/test_interventions.py checks
+    that the two generate identical tokens and logits.
     """
     calls = {"n": 0}
 
