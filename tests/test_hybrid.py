@@ -62,3 +62,26 @@ def test_config_errors():
         HybridConfig(SITE, {})
     with pytest.raises(LensError, match="unknown ablation"):
         HybridConfig(SITE, {"a": torch.ones(4)}, ablation="nope")
+
+
+def test_taxonomy_selector_on_the_organism():
+    """The taxonomy SAE's argmax latent picks categories; the study runs with it end to end."""
+    from lens.models import load_model
+    from lens.studies import hybrid_organism as H
+    from lens.studies import organism_inputs as O
+
+    base, thinking = load_model("organism:base"), load_model("organism:thinking")
+    site = "blocks.1.hook_resid_post"
+    traces = O.labelled_traces(thinking, n=24)
+    cats, select, info = H.taxonomy_selector(base, thinking, traces, site)
+    assert len(cats) >= 2 and all(v.shape == (base.d_model,) for v in cats.values())
+    assert sum(info["taxonomy"]["categories"].values()) == info["taxonomy"]["n_sentences"]
+    idx = select(torch.randn(7, base.d_model))
+    assert idx.shape == (7,) and int(idx.min()) >= 0 and int(idx.max()) < len(cats)
+    res = H.run(base, thinking, n=4, ablations=("none",), max_new_tokens=40, selector="taxonomy")
+    assert res["vectors"]["selector"] == "taxonomy"
+    assert set(res["runs"]["none"]["category_use"]) == set(res["vectors"]["categories"])
+    assert all(name.split(":")[1] in ("restate", "computation", "error", "backtrack", "verification")
+               for name in res["vectors"]["categories"])
+    with pytest.raises(LensError, match="unknown selector"):
+        H.run(base, thinking, n=4, selector="magic")

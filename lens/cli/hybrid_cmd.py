@@ -11,8 +11,9 @@ def hybrid_cmd(
     base: str = typer.Option("organism:base", "--base"),
     thinking: str = typer.Option("organism:thinking", "--thinking"),
     n: int = typer.Option(100, help="held-out problems"),
-    layer: int = typer.Option(None, help="steering layer (default: the middle)"),
+    layer: int = typer.Option(None, help="steering layer (default 1: where the organism's reasoning direction acts)"),
     norm_frac: float = typer.Option(0.5, help="vector norm as a fraction of the mean residual norm"),
+    selector: str = typer.Option("nearest", help="category selector: nearest (cosine) or taxonomy (SAE argmax latent)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Accuracy of base, thinking and hybrid, gap recovered, fraction of tokens steered, and the ablations."""
@@ -24,7 +25,7 @@ def hybrid_cmd(
         raise LensError("lens hybrid runs on the bundled organism's task set; for other pairs use "
                         "lens.hybrid.study.run_study from Python with your prompts and checker")
     b, t = load_pair(base, thinking)
-    res = hybrid_organism.run(b, t, n=n, layer=layer, norm_frac=norm_frac,
+    res = hybrid_organism.run(b, t, n=n, layer=layer, norm_frac=norm_frac, selector=selector,
                               progress=None if as_json else (lambda msg: console.print(f"[dim]{msg}[/]")))
     if as_json:
         emit_json(res)

@@ -67,9 +67,13 @@ def run_study(
     ablations: Sequence[str] = ABLATIONS,
     batch_size: int = 64,
     seed: int = 0,
+    selector: object = "nearest",
     progress: Callable[[str], None] | None = None,
 ) -> dict:
-    """Accuracy of base, thinking and the hybrid (and each ablation), gap recovered, tokens steered."""
+    """Accuracy of base, thinking and the hybrid (and each ablation), gap recovered, tokens steered.
+
+    selector: as in :class:`HybridConfig` ("nearest" or a callable [batch, d] -> category indices).
+    """
     say = progress or (lambda _msg: None)
 
     def score(texts: list[str]) -> list[float]:
@@ -83,7 +87,8 @@ def run_study(
            "base": accuracy(b).as_dict(), "thinking": accuracy(t).as_dict(), "runs": {}}
     for ab in ablations:
         say(f"hybrid ({ab})")
-        cfg = HybridConfig(site, categories, bias=bias, coefficients=coefficients, ablation=ab, seed=seed)
+        cfg = HybridConfig(site, categories, bias=bias, coefficients=coefficients, ablation=ab, seed=seed,
+                           selector=selector)
         texts, steered, gated, use = [], 0.0, 0.0, {}
         n_tok = 0
         for i in range(0, len(prompts), batch_size):

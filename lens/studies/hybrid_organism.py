@@ -1,13 +1,71 @@
-"""The hybrid study with organism defaults (finding 2 in miniature)."""
+"""The hybrid study with organism defaults (finding 2 in miniature).
+
+Two selectors pick the category vector at a gated step:
+
+* ``nearest``: the category direction with the highest cosine to the thinking model's residual;
+* ``taxonomy``: the hybrid paper's choice (Venhoff et al., arXiv 2510.07364): a TopK SAE with one
+  latent per category is fitted on the THINKING model's step vectors (``saes.taxonomy``), each
+  category vector is the BASE model's one-vs-rest mean over the steps of that category, and at a
+  gated step the argmax latent of the thinking model's residual picks the category.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 
+import torch
+
+from ..capture import capture
+from ..directions import one_vs_rest
+from ..errors import LensError
 from ..hybrid.common import ABLATIONS
 from ..hybrid.study import category_vectors, run_study
 from ..models import Model
 from . import organism_inputs as O
+
+SELECTORS = ("nearest", "taxonomy")
+
+
+def taxonomy_selector(
+    base: Model, thinking: Model, traces: Sequence[dict], site: str, *, norm_frac: float = 0.5,
+    n_categories: int = 5, seed: int = 0,
+) -> tuple[dict[str, torch.Tensor], Callable[[torch.Tensor], torch.Tensor], dict]:
+    """(category vectors, selector, info) from a taxonomy SAE on the thinking model's step vectors.
+
+    Categories are named ``c{latent}:{majority step label}``; latents that no step falls into are
+    dropped and never selected.  The selector maps thinking residuals [batch, d] to indices into
+    the returned dict's order.
+    """
+    try:
+        from saes.taxonomy import fit_taxonomy, normalise, purity, span_vectors
+    except ImportError as e:  # pragma: no cover - saes ships with lens
+        raise LensError(f"the taxonomy selector needs the saes package ({e}); use --selector nearest") from e
+    x, labels, texts = span_vectors(thinking, traces, site)
+    tax = fit_taxonomy(x, n_categories, labels=labels, texts=texts, seed=seed)
+    assigned = tax.categories.tolist()
+    live = sorted(set(assigned))
+    if len(live) < 2:
+        raise LensError(f"the taxonomy put all {len(assigned)} steps into one category; use --selector nearest")
+    majority = {c: Counter(lab for a, lab in zip(assigned, labels, strict=True) if a == c).most_common(1)[0][0]
+                for c in live}
+    names = {c: f"c{c}:{majority[c]}" for c in live}
+    steps = capture(base, list(traces), site, "spans", progress=False)
+    if steps[site].shape[0] != len(assigned):
+        raise LensError("base and thinking split the traces into different step spans (tokenizers differ)")
+    step_norm = float(steps[site].norm(dim=-1).mean())
+    dirs = one_vs_rest(steps, [names[c] for c in assigned], site, normalize=True)
+    cats = {names[c]: dirs[names[c]].vector * norm_frac * step_norm for c in live}
+    order = torch.tensor(live)
+    position = {c: i for i, c in enumerate(live)}  # latent -> index in the dict's order
+
+    def select(resid: torch.Tensor) -> torch.Tensor:
+        z = tax.sae.encode(normalise(resid.float().cpu(), tax.centre))[:, order]
+        return torch.tensor([position[live[i]] for i in z.argmax(-1).tolist()], dtype=torch.long)
+
+    info = {"taxonomy": {**purity(assigned, labels), "n_sentences": len(assigned), "n_categories": n_categories,
+                         "categories": {names[c]: assigned.count(c) for c in live}}}
+    return cats, select, info
 
 
 def run(
@@ -20,9 +78,12 @@ def run(
     coefficients: tuple[float, ...] = (0.25, 0.5, 1.0),
     ablations=ABLATIONS,
     max_new_tokens: int = 100,
+    selector: str = "nearest",
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Category vectors from the thinking model's labelled traces, then base/thinking/hybrid on n held-out problems."""
+    if selector not in SELECTORS:
+        raise LensError(f"unknown selector {selector!r}; use one of {', '.join(SELECTORS)}")
     layer = 1 if layer is None else layer  # where the organism's T-minus-D direction is causal (lens organism eval)
     site = f"blocks.{layer}.hook_resid_post"
     say = progress or (lambda _m: None)
@@ -30,8 +91,13 @@ def run(
     traces = O.labelled_traces(thinking)
     think_prompts, direct_prompts = O.marker_contrast()
     bias, cats, info = category_vectors(base, traces, site, think_prompts, direct_prompts, norm_frac=norm_frac)
+    pick: object = "nearest"
+    if selector == "taxonomy":
+        say("taxonomy SAE on the thinking model's steps")
+        cats, pick, tinfo = taxonomy_selector(base, thinking, traces, site, norm_frac=norm_frac)
+        info.update(tinfo)
     prompts, answers = O.heldout(n)
     out = run_study(base, thinking, prompts, O.checker(answers), site, bias, cats, coefficients=coefficients,
-                    ablations=ablations, max_new_tokens=max_new_tokens, progress=say)
-    out["vectors"] = {**info, "norm_frac": norm_frac, "categories": list(cats)}
+                    ablations=ablations, max_new_tokens=max_new_tokens, selector=pick, progress=say)
+    out["vectors"] = {**info, "norm_frac": norm_frac, "categories": list(cats), "selector": selector}
     return out
