@@ -159,3 +159,17 @@ def test_cli_sae_train_info_and_find_feature(tiny, tmp_path):
     sc = json.loads(r.stdout)["steer_check"]
     assert [x["kind"] for x in sc] == ["baseline", "feature", "random"]
     assert all(x["first_step_only"] for x in sc[1:])
+    r = run(app, ["find-feature", "-m", str(folder), "--sae", str(tmp_path / "sae"), "--pos", str(pos), "--neg",
+                  str(neg), "--steer-check", "--steer-top", "1", "--n-random", "1", "--alphas", "5",
+                  "--eval", str(ev), "--max-new-tokens", "4", "--top", "3", "--dashboard", str(tmp_path / "dash"),
+                  "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    html = (tmp_path / "dash" / "index.html").read_text()
+    for row in out["ranking"]:
+        page, anchor = row["dashboard"].split("#")
+        assert page == str(tmp_path / "dash" / "index.html") and anchor == f"feature-{row['feature']}"
+        assert f'<section class="page" id="{anchor}">' in html
+    r = run(app, ["find-feature", "--sae", str(tmp_path / "sae"), "--pos", str(tmp_path / "cap"), "--neg",
+                  str(tmp_path / "cap"), "--dashboard", str(tmp_path / "dash2")])
+    assert r.exit_code != 0 and "--dashboard needs --model and JSONL" in str(r.exception or r.output)

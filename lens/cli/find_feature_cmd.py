@@ -67,6 +67,8 @@ def find_feature_cmd(
     n: int = typer.Option(100, help="held-out problems for the steer-check"),
     n_random: int = typer.Option(3, help="random-feature controls"),
     max_new_tokens: int = typer.Option(110),
+    dashboard: Path = typer.Option(None, "--dashboard", help="write a dashboard page per shown feature to "
+                                   "DIR/index.html and link each ranked feature to its page"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Rank SAE features by how much more they fire under condition A than B; --steer-check tests them causally.
@@ -85,6 +87,13 @@ def find_feature_cmd(
                                         alphas=_floats(alphas), top=steer_top, n_random=n_random,
                                         max_new_tokens=max_new_tokens, progress=say)
         out["ranking"] = out["ranking"][:max(top, 1)]
+        if dashboard is not None:
+            from ..organism import corpus as C
+            from ..studies import organism_inputs as O
+
+            think, direct = O.marker_contrast()
+            texts = [d.text for d in C.generate_corpus(160, seed=99)] + list(think[:32]) + list(direct[:32])
+            _link(out, "organism:base", texts, dashboard, say)
         _print(out, as_json)
         return
     if sae is None or pos is None or neg is None:
@@ -92,6 +101,7 @@ def find_feature_cmd(
     from saes.io import load_sae
     from saes.search import rank_features
 
+    from ..capture_folder import read_jsonl
     from ..models import load_model
 
     m = load_model(model) if model else None
@@ -115,7 +125,28 @@ def find_feature_cmd(
         rows = run_check(m, d, r.features[:steer_top], prompts, lambda i, t: check(t, answers[i]), alphas=a,
                          n_random=n_random, max_new_tokens=max_new_tokens, progress=say)
         out.update({"steer_check": rows, "summary": summarize(rows), "alphas": a})
+    if dashboard is not None:
+        if m is None or pos.is_dir() or neg.is_dir():
+            raise LensError("--dashboard needs --model and JSONL conditions (their texts are the pages' contexts)")
+        texts = [x if isinstance(x, str) else x.get("text") or x.get("prompt", "") + x.get("completion", "")
+                 for p in (pos, neg) for x in read_jsonl(p)]
+        _link(out, m, texts, dashboard, say)
     _print(out, as_json)
+
+
+def _link(out: dict, model, texts: list[str], folder: Path, say) -> None:
+    """Write the feature pages and put each ranked feature's page address into ``out["ranking"]``."""
+    from ..models import Model, load_model
+    from ..studies.feature_study import write_feature_pages
+
+    m = model if isinstance(model, Model) else load_model(model)
+    if say:
+        say(f"dashboard pages for {len(out['ranking'])} features over {len(texts)} texts")
+    links = write_feature_pages(m, out["sae"]["path"], out["ranking"], texts, str(folder),
+                                steer_check=out.get("steer_check") or ())
+    for r in out["ranking"]:
+        r["dashboard"] = links[int(r["feature"])]
+    out["dashboard"] = str(Path(folder) / "index.html")
 
 
 def _print(out: dict, as_json: bool) -> None:
@@ -124,8 +155,12 @@ def _print(out: dict, as_json: bool) -> None:
         return
     console.print(f"SAE {out['sae'].get('path')} at {out['site']} ({out['sae'].get('d_sae')} features)")
     rows = [{"feature": r["feature"], "mean_diff": r["mean_diff"], "auroc": r["auroc"], "freq_pos": r["freq_pos"],
-             "freq_neg": r["freq_neg"], "effect_size": r["effect_size"]} for r in out["ranking"]]
+             "freq_neg": r["freq_neg"], "effect_size": r["effect_size"],
+             **({"page": "#" + r["dashboard"].split("#")[-1]} if "dashboard" in r else {})}
+            for r in out["ranking"]]
     console.print(table("features ranked by activation difference (pos - neg)", rows))
+    if "dashboard" in out:
+        console.print(f"feature pages: {out['dashboard']} (one per feature: index.html#feature-N)")
     if "steer_check" in out:
         sc = [{"kind": r["kind"], "feature": r["feature"], "alpha": r["alpha"], "accuracy": r["accuracy"],
                "reasoning": r["reasoning_rate"], "tokens": r["tokens_mean"], "first_step_only": r["first_step_only"]}

@@ -213,5 +213,7 @@ class Report:
             path = path / "index.html"
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.render(), encoding="utf-8")
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(self.render(), encoding="utf-8")
+        tmp.replace(path)  # atomic: a reader never sees half a report
         return path

@@ -117,3 +117,31 @@ def sae_evals(base: Model, sae_path: str, texts: Sequence[str], n_spliced: int =
     out = evaluate(d, rows, model=base, texts=list(texts)[:n_spliced], save=False)
     out["source"] = f"computed by lens reproduce on {len(texts)} texts ({rows.shape[0]} tokens)"
     return out
+
+
+def write_feature_pages(base: Model, sae_path: str, ranking: Sequence[dict], texts: Sequence[str], out: str,
+                        *, steer_check: Sequence[dict] = (), title: str = "lens find-feature",
+                        seed: int = 0) -> dict[int, str]:
+    """One dashboard page per ranked feature in ``out/index.html``; returns feature -> ``index.html#feature-N``.
+
+    ranking: rows of :meth:`saes.search.Ranking.as_dicts` (shown in each page's header); steer_check:
+    rows of the steer-check, drawn as each feature's steering sweep next to the random controls.
+    """
+    from pathlib import Path
+
+    from ..dashboards.experiments import steer_rows
+    from ..dashboards.features import feature_page
+    from ..dashboards.report import Report
+
+    feats = [int(r["feature"]) for r in ranking]
+    data = feature_dashboards(base, sae_path, feats, texts, seed=seed)
+    report = Report(title=title, meta={"model": base.spec, "sae": str(sae_path), "n_texts": len(texts)})
+    sweeps = steer_rows(steer_check) if steer_check else []
+    rows = {int(r["feature"]): r for r in ranking}
+    for d in data:
+        f = int(d["feature"])
+        mine = [r for r in sweeps if r.get("feature") == f or r.get("random") or r.get("feature") is None]
+        feature_page(report, d, steer_rows=mine if any(r.get("feature") == f for r in mine) else None,
+                     extra=rows.get(f))
+    path = report.write(Path(out))
+    return {f: f"{path}#feature-{f}" for f in feats}
