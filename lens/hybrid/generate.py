@@ -8,9 +8,10 @@ k; for k = 0 that is the last prompt position P - 1):
 4. for each coefficient the base's newest position q is re-run with coefficient x vector added at
    `site` (the cache is cropped by one token first), giving one candidate token per coefficient;
 5. the guardrail keeps the candidate the thinking model finds most likely; the base cache is
-   left holding the chosen variant of position q; both models then advance with the chosen token.
-No full recompute: each step costs one forward of each model, plus 1 + n_coef base forwards of a
-single position when the gate fires.
+   left holding the chosen variant of position q (each variant's keys/values at q are kept and the
+   chosen one is written back per row); both models then advance with the chosen token.
+No full recompute: each step costs one forward of each model, plus n_coef base forwards of a
+single position when the gate fires (one more where the cache type does not expose its tensors).
 """
 
 from __future__ import annotations
@@ -33,6 +34,23 @@ def _drop_last(cache) -> None:
         cache.crop(-1)
     except (ValueError, TypeError):  # older transformers: crop(max_length)
         cache.crop(cache.get_seq_length() - 1)
+
+
+def _last_kv(cache) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """Copies of every layer's keys/values at the newest position, or None if the cache hides them."""
+    layers = getattr(cache, "layers", None)
+    if not layers or not all(isinstance(getattr(la, "keys", None), torch.Tensor) for la in layers):
+        return None
+    return [(la.keys[:, :, -1:].clone(), la.values[:, :, -1:].clone()) for la in layers]
+
+
+def _write_last_kv(cache, variants: list[list[tuple[torch.Tensor, torch.Tensor]]], choice: torch.Tensor) -> None:
+    """Set each row's newest keys/values to those of variant ``choice[row]`` (in place)."""
+    for i, la in enumerate(cache.layers):
+        for j, attr in enumerate(("keys", "values")):
+            stack = torch.stack([v[i][j] for v in variants])  # [variants, batch, heads, 1, head_dim]
+            idx = choice.view(1, -1, 1, 1, 1).expand(1, *stack.shape[1:])
+            getattr(la, attr)[:, :, -1:] = stack.gather(0, idx)[0]
 
 
 @functools.lru_cache(maxsize=32)
@@ -86,15 +104,20 @@ def hybrid_generate(
                 cat, vec = select_vectors(cfg, resid["h"], gen)
                 t_logp = t_logits.log_softmax(-1)
                 cands = []
+                variants = [_last_kv(b_cache)]  # position q unsteered, then once per coefficient
                 for c in cfg.coefficients:
                     _drop_last(b_cache)
                     gate.set(gated, vec, torch.full((n,), float(c)))
                     logits_c, b_cache = _forward(base, step_ids[:, -1:], mask, b_cache)
                     cands.append(logits_c.argmax(-1))
+                    if variants[0] is not None:
+                        variants.append(_last_kv(b_cache))
                 token, pick = choose(cfg, t_logp.cpu(), unsteered.cpu(), [c.cpu() for c in cands], gated.cpu())
                 token = token.to(dev)
                 chosen = log.chosen(pick)
-                if not (pick.clamp(min=-1) == len(cands) - 1).all() or not bool(gated.all()):
+                if variants[0] is not None:  # pick -1 (unsteered) -> variant 0
+                    _write_last_kv(b_cache, variants, (pick + 1).to(dev))
+                elif not (pick.clamp(min=-1) == len(cands) - 1).all() or not bool(gated.all()):
                     # re-run position q with each row's chosen coefficient (0 = unsteered) to fix the cache
                     _drop_last(b_cache)
                     gate.set(gated & (pick >= 0).to(dev), vec, chosen.to(dev))
