@@ -18,7 +18,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 from benchmarks.capture import capture_rows, disk_memory  # noqa: E402
-from benchmarks.steering import hybrid_rows, steering_rows  # noqa: E402
+from benchmarks.steering import hybrid_rows, organism_configs, random_configs, steering_rows  # noqa: E402
 
 
 def _model(size: str):
@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="tiny,smollm2")
     ap.add_argument("--texts", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--hybrid-tokens", type=int, default=64, help="new tokens per prompt in the hybrid rows")
     ap.add_argument("--new-tokens", type=int, default=64, help="new tokens per steered generation")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--only", default="capture,steering,hybrid", help="which tables to run")
@@ -80,9 +81,13 @@ def main() -> None:
         from lens.studies.organism_inputs import heldout
 
         prompts = heldout(16)[0] if label.startswith("organism") else ["Q:47+38+26=?\n"] * 16
-        results["hybrid"] = {"pair": label, "rows": hybrid_rows(base, thinking, prompts, new_tokens=64)}
+        configs = None
+        if label.startswith("organism"):
+            configs = {**organism_configs(base, thinking), **random_configs(base)}
+        results["hybrid"] = {"pair": label, "rows": hybrid_rows(base, thinking, prompts, new_tokens=args.hybrid_tokens,
+                                                                repeats=args.repeats, configs=configs)}
         if not args.json:
-            print(f"\n## hybrid, {label}: 16 prompts, 64 new tokens each\n")
+            print(f"\n## hybrid, {label}: 16 prompts, {args.hybrid_tokens} new tokens each\n")
             print(_table(results["hybrid"]["rows"]))
     if args.json:
         print(json.dumps(results, indent=2))

@@ -86,36 +86,63 @@ def steering_rows(model: Model, batch: int = 4, new_tokens: int = 64, repeats: i
 
 
 def hybrid_rows(base: Model, thinking: Model, prompts: list[str], new_tokens: int = 48, repeats: int = 1,
-                ref_tokens: int | None = None) -> list[dict]:
-    """Hybrid (KV-cached) tokens/s vs plain base generate vs the full-recompute reference (fewer tokens)."""
-    g = torch.Generator().manual_seed(0)
-    cats = {f"c{i}": torch.randn(base.d_model, generator=g) for i in range(4)}
-    cfg = HybridConfig(f"blocks.{base.n_layers // 2}.hook_resid_post", cats)
+                ref_tokens: int | None = None, configs: dict[str, HybridConfig] | None = None) -> list[dict]:
+    """Hybrid (KV-cached) tokens/s vs plain base generate vs the full-recompute reference, per config.
+
+    configs: label -> HybridConfig (default: random category vectors at the middle layer, a worst
+    case where the trajectories diverge and the gate fires often).
+    """
+    configs = configs or random_configs(base)
     tok = base.tokenizer
     tok.padding_side = "left"
     enc = tok(prompts, return_tensors="pt", padding=True)
+    n = len(prompts)
+    ref_n = ref_tokens or new_tokens  # the reference costs O(tokens^2): fewer tokens understate the speedup
 
     def plain():
         with torch.no_grad():
             base.hf.generate(**enc, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                              pad_token_id=tok.pad_token_id, eos_token_id=None)
 
-    def fast():
-        hybrid_generate(base, thinking, prompts, cfg, max_new_tokens=new_tokens, eos_token_id=-1)
+    t_plain = _median_time(plain, repeats)
+    rows = [{"method": "plain base generate", "new_tokens_per_s": round(n * new_tokens / t_plain, 1),
+             "ratio_to_plain": 1.0}]
+    for label, cfg in configs.items():
+        res = {}
 
-    ref_n = ref_tokens or new_tokens  # the reference costs O(tokens^2): fewer tokens understate the speedup
+        def fast(cfg=cfg, res=res):
+            res["r"] = hybrid_generate(base, thinking, prompts, cfg, max_new_tokens=new_tokens, eos_token_id=-1)
 
-    def ref():
-        hybrid_generate_reference(base, thinking, prompts, cfg, max_new_tokens=ref_n, eos_token_id=-1)
+        def ref(cfg=cfg):
+            hybrid_generate_reference(base, thinking, prompts, cfg, max_new_tokens=ref_n, eos_token_id=-1)
 
-    n = len(prompts)
-    t_plain, t_fast, t_ref = (_median_time(f, repeats) for f in (plain, fast, ref))
-    tps = [n * new_tokens / t_plain, n * new_tokens / t_fast, n * ref_n / t_ref]
-    return [
-        {"method": "plain base generate", "new_tokens_per_s": round(tps[0], 1), "ratio_to_plain": 1.0},
-        {"method": "lens hybrid (KV caches, batched)", "new_tokens_per_s": round(tps[1], 1),
-         "ratio_to_plain": round(tps[1] / tps[0], 3)},
-        {"method": f"reference-style hybrid (full recompute, {ref_n} tokens)", "new_tokens_per_s": round(tps[2], 1),
-         "ratio_to_plain": round(tps[2] / tps[0], 3)},
-        {"method": "lens hybrid / reference", "new_tokens_per_s": "", "ratio_to_plain": round(tps[1] / tps[2], 2)},
-    ]
+        t_fast, t_ref = _median_time(fast, repeats), _median_time(ref, repeats)
+        fast_tps, ref_tps = n * new_tokens / t_fast, n * ref_n / t_ref
+        gated = res["r"].fraction_gated()
+        rows += [
+            {"method": f"lens hybrid, {label} (gate fired on {gated:.0%} of tokens)",
+             "new_tokens_per_s": round(fast_tps, 1), "ratio_to_plain": round(fast_tps * t_plain / (n * new_tokens), 3)},
+            {"method": f"reference-style hybrid, {label} (full recompute, {ref_n} tokens)",
+             "new_tokens_per_s": round(ref_tps, 1), "ratio_to_plain": round(ref_tps * t_plain / (n * new_tokens), 3)},
+            {"method": f"lens hybrid / reference, {label}", "new_tokens_per_s": "",
+             "ratio_to_plain": round(fast_tps / ref_tps, 2)},
+        ]
+    return rows
+
+
+def random_configs(base: Model) -> dict[str, HybridConfig]:
+    """The worst case: random category vectors at the middle layer (the gate fires often)."""
+    g = torch.Generator().manual_seed(0)
+    cats = {f"c{i}": torch.randn(base.d_model, generator=g) for i in range(4)}
+    return {"random category vectors": HybridConfig(f"blocks.{base.n_layers // 2}.hook_resid_post", cats)}
+
+
+def organism_configs(base: Model, thinking: Model, layer: int = 1) -> dict[str, HybridConfig]:
+    """The configuration `lens hybrid` runs: the organism's category vectors plus the reasoning bias."""
+    from lens.hybrid.study import category_vectors
+    from lens.studies import organism_inputs as O
+
+    site = f"blocks.{layer}.hook_resid_post"
+    pos, neg = O.marker_contrast()
+    bias, cats, _ = category_vectors(base, O.labelled_traces(thinking), site, pos, neg)
+    return {"organism vectors as in lens hybrid": HybridConfig(site, cats, bias=bias)}
