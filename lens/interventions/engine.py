@@ -113,7 +113,9 @@ def _call_state(args, kwargs, h: Steering, fixed_prompt_len) -> CallState:
     past = int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
     if mask is not None and mask.dim() == 2:
         valid = mask[:, -t:].bool()
-        positions = pos_ids if pos_ids is not None and pos_ids.dim() == 2 else (mask.long().cumsum(-1) - 1)[:, -t:]
+        positions = pos_ids if pos_ids is not None and pos_ids.dim() == 2 else None
+        if positions is None:  # only when the caller did not pass position ids
+            positions = (mask.long().cumsum(-1) - 1)[:, -t:]
     else:
         valid = torch.ones(batch, t, dtype=torch.bool, device=x.device)
         positions = (past + torch.arange(t, device=x.device)).expand(batch, t)
@@ -134,10 +136,10 @@ def _call_state(args, kwargs, h: Steering, fixed_prompt_len) -> CallState:
 def _apply(iv: Intervention, hidden: torch.Tensor, mask: torch.Tensor, vec: torch.Tensor,
            scale: torch.Tensor | float, everywhere: bool = False) -> torch.Tensor:
     if iv.op == "add" and everywhere:
-        return hidden + scale * vec
+        return hidden + (vec if isinstance(scale, float) and scale == 1.0 else scale * vec)
     m = mask[..., None].to(hidden.dtype)
     if iv.op == "add":
-        return hidden + m * (scale * vec)
+        return hidden + m * (vec if isinstance(scale, float) and scale == 1.0 else scale * vec)
     if iv.op == "set":
         return hidden + m * (scale * vec - hidden)
     unit = vec / vec.norm(dim=-1, keepdim=True)
@@ -162,6 +164,11 @@ def _site_fn(h: Steering, items: list[Intervention]):
             if vec is None:
                 vec = cache[key] = iv.vector.to(hidden.device, hidden.dtype)
             scale: torch.Tensor | float = iv.scale
+            if iv.where.kind != "gate" and iv.op == "add":  # fold the constant scale into the cached vector
+                skey = (*key, "scaled")
+                if skey not in cache:
+                    cache[skey] = vec * iv.scale
+                vec, scale = cache[skey], 1.0
             if iv.where.kind == "gate":
                 gate = h.gates[iv.where.gate]
                 if gate.rows is None:
