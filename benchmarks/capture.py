@@ -82,6 +82,18 @@ def capture_rows(model: Model, n_texts: int = 64, batch_size: int = 8, repeats: 
     except Exception as e:  # noqa: BLE001 - a peer failing is a row, not a crash
         print(f"TransformerBridge unavailable: {e}", file=sys.stderr)
     try:
+        ht = hooked_transformer(model)
+
+        def tl_hooked():
+            with torch.no_grad():
+                for b in batches:
+                    ht.run_with_cache(b["input_ids"], attention_mask=b["attention_mask"],
+                                      names_filter=lambda n: n.endswith("hook_resid_post"))
+
+        rows.append(("TransformerLens HookedTransformer run_with_cache", tl_hooked))
+    except Exception as e:  # noqa: BLE001
+        print(f"HookedTransformer unavailable: {e}", file=sys.stderr)
+    try:
         from nnsight import LanguageModel
 
         lm = LanguageModel(copy.deepcopy(model.hf), tokenizer=tok)
@@ -99,6 +111,28 @@ def capture_rows(model: Model, n_texts: int = 64, batch_size: int = 8, repeats: 
     base = times[0]
     return [{"method": name, "seconds": round(sec, 4), "tokens_per_s": round(n_tokens / sec),
              "time_vs_bare": round(sec / base, 3)} for (name, _), sec in zip(rows, times, strict=True)]
+
+
+def hooked_transformer(model: Model):
+    """TransformerLens's HookedTransformer built from the same weights, offline.
+
+    HookedTransformer only loads models it knows by hub name; here the weights are saved to a
+    temporary folder and TransformerLens's name lookup is bypassed for the duration of the load
+    (restored afterwards), so its config conversion reads that folder.
+    """
+    import transformer_lens.loading_from_pretrained as loading
+    from transformer_lens import HookedTransformer
+
+    folder = tempfile.mkdtemp(prefix="lens-bench-ht-")
+    model.hf.save_pretrained(folder)
+    model.tokenizer.save_pretrained(folder)
+    original = loading.get_official_model_name
+    loading.get_official_model_name = lambda name: name
+    try:
+        return HookedTransformer.from_pretrained_no_processing(folder, hf_model=model.hf, tokenizer=model.tokenizer,
+                                                               device="cpu", dtype=torch.float32)
+    finally:
+        loading.get_official_model_name = original
 
 
 _MEM_CHILD = """
