@@ -66,16 +66,31 @@ class RowSource:
 def shuffled_batches(
     source: RowSource, batch_size: int, buffer_rows: int, seed: int = 0
 ) -> Iterator[Float[torch.Tensor, "batch d_in"]]:
-    """Endless full batches of shuffled rows (epoch after epoch); memory <= buffer_rows + one chunk."""
-    gen = torch.Generator().manual_seed(seed)
-    buf = torch.empty(0, source.d_in)
+    """Endless full batches of shuffled rows (epoch after epoch); memory <= buffer_rows + one chunk.
 
-    def drain(keep: int) -> Iterator[torch.Tensor]:
-        nonlocal buf
-        buf = buf[torch.randperm(buf.shape[0], generator=gen)]
-        n_out = (buf.shape[0] - keep) // batch_size * batch_size
-        out, buf = buf[:n_out], buf[n_out:]
-        yield from out.split(batch_size)
+    The buffer is one preallocated tensor of slots. Incoming rows are copied into free slots; when
+    none is free, the filled slots are permuted and all but ``keep`` (half the buffer) leave as
+    batches, freeing their slots. Each row is copied once in and once out. At the end of an epoch
+    every filled slot leaves in full batches; the remainder (< one batch) carries over.
+    """
+    if buffer_rows < batch_size:
+        raise LensError(f"buffer_rows ({buffer_rows}) must be at least batch_size ({batch_size})")
+    gen = torch.Generator().manual_seed(seed)
+    store = torch.empty(buffer_rows, source.d_in)
+    filled = torch.zeros(buffer_rows, dtype=torch.bool)
+    free = torch.arange(buffer_rows)  # slots to fill next, in this order
+    keep = min(buffer_rows // 2, buffer_rows - batch_size)
+
+    def emit(n_keep: int) -> Iterator[torch.Tensor]:
+        nonlocal free
+        slots = torch.nonzero(filled).flatten()
+        slots = slots[torch.randperm(slots.numel(), generator=gen)]
+        n_out = max(0, slots.numel() - n_keep) // batch_size * batch_size
+        out = slots[:n_out]
+        filled[out] = False
+        free = torch.cat([free, out])
+        for i in range(0, n_out, batch_size):  # copied out before any later fill reuses the slots
+            yield store.index_select(0, out[i : i + batch_size])
 
     while True:
         seen = 0
@@ -83,9 +98,15 @@ def shuffled_batches(
             if chunk.shape[-1] != source.d_in:
                 raise LensError(f"{source.description}: a chunk has width {chunk.shape[-1]}, expected {source.d_in}")
             seen += chunk.shape[0]
-            buf = torch.cat([buf, chunk])
-            while buf.shape[0] >= buffer_rows:
-                yield from drain(keep=buffer_rows // 2)
+            pos = 0
+            while pos < chunk.shape[0]:
+                k = min(free.numel(), chunk.shape[0] - pos)
+                slots, free = free[:k], free[k:]
+                store.index_copy_(0, slots, chunk[pos : pos + k])
+                filled[slots] = True
+                pos += k
+                if free.numel() == 0:
+                    yield from emit(keep)
         if seen == 0:
             raise LensError(f"{source.description} yielded no rows")
-        yield from drain(keep=0)  # end of epoch: the remainder (< one batch) carries over
+        yield from emit(0)
