@@ -13,7 +13,7 @@ def hybrid_cmd(
     n: int = typer.Option(100, help="held-out problems"),
     layer: int = typer.Option(None, help="steering layer (default 1: where the organism's reasoning direction acts)"),
     norm_frac: float = typer.Option(0.5, help="vector norm as a fraction of the mean residual norm"),
-    selector: str = typer.Option("nearest", help="category selector: nearest (cosine) or taxonomy (SAE argmax latent)"),
+    selector: str = typer.Option("taxonomy", help="taxonomy (SAE argmax latent) or nearest (cosine)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Accuracy of base, thinking and hybrid, gap recovered, fraction of tokens steered, and the ablations."""

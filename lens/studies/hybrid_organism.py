@@ -1,6 +1,6 @@
 """The hybrid study with organism defaults (finding 2 in miniature).
 
-Two selectors pick the category vector at a gated step:
+Two selectors pick the category vector at a gated step (``taxonomy`` by default, as the issue asks):
 
 * ``nearest``: the category direction with the highest cosine to the thinking model's residual;
 * ``taxonomy``: the hybrid paper's choice (Venhoff et al., arXiv 2510.07364): a TopK SAE with one
@@ -78,7 +78,7 @@ def run(
     coefficients: tuple[float, ...] = (0.25, 0.5, 1.0),
     ablations=ABLATIONS,
     max_new_tokens: int = 100,
-    selector: str = "nearest",
+    selector: str = "taxonomy",
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Category vectors from the thinking model's labelled traces, then base/thinking/hybrid on n held-out problems."""
