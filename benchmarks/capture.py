@@ -124,7 +124,10 @@ def hooked_transformer(model: Model):
     from transformer_lens import HookedTransformer
 
     folder = tempfile.mkdtemp(prefix="lens-bench-ht-")
-    model.hf.save_pretrained(folder)
+    config = copy.deepcopy(model.hf.config)  # only the config is read from the folder; weights come from hf_model
+    if hasattr(config, "quantization_config"):  # a GGUF-loaded model's config cannot be saved with it
+        del config.quantization_config
+    config.save_pretrained(folder)
     model.tokenizer.save_pretrained(folder)
     original = loading.get_official_model_name
     loading.get_official_model_name = lambda name: name

@@ -114,12 +114,29 @@ def weights_fingerprint(hf: torch.nn.Module, samples: int = 64) -> str:
     h = hashlib.sha256()
     with torch.no_grad():
         for name, p in hf.state_dict().items():
+            if p.is_meta:  # offloaded by accelerate (device_map with "disk"/"cpu" offload): read the stored copy
+                p = _offloaded(hf, name, p)
             flat = p.detach().reshape(-1)
             step = max(1, flat.numel() // samples)
             sample = flat[::step][:samples].float().cpu().numpy().tobytes()
             h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
             h.update(sample)
     return h.hexdigest()[:16]
+
+
+def _offloaded(hf: torch.nn.Module, name: str, meta: torch.Tensor) -> torch.Tensor:
+    """The value of an accelerate-offloaded parameter, from the weights map of the hook that loads it."""
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, -1, -1):
+        module = hf.get_submodule(".".join(parts[:cut])) if cut else hf
+        weights = getattr(getattr(module, "_hf_hook", None), "weights_map", None)
+        if weights is not None:
+            try:
+                return weights[".".join(parts[cut:])]
+            except KeyError:
+                continue
+    raise LensError(f"parameter {name} has no data (meta tensor) and no offload hook holds it; "
+                    "load the model with a device_map that keeps every weight somewhere")
 
 
 def smollm2_gguf_path() -> Path:
@@ -177,6 +194,7 @@ def load_model(
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
     device_map: str | dict | None = None,
+    **hf_kwargs: Any,
 ) -> Model:
     """Load a causal LM and its tokenizer from any source into one `Model`.
 
@@ -184,6 +202,7 @@ def load_model(
     (e.g. "auto", which needs accelerate) for models larger than one device; hooks keep working
     across devices because each hook works on the tensor where it lives.
     dtype: torch dtype or its name ("float32", "bfloat16"); default float32 on CPU.
+    hf_kwargs: passed on to ``from_pretrained`` (e.g. ``max_memory``, ``offload_folder``).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -197,6 +216,7 @@ def load_model(
         kwargs["gguf_file"] = gguf
     if device_map is not None:
         kwargs["device_map"] = device_map
+    kwargs.update(hf_kwargs)
     from transformers.utils import logging as hf_logging
 
     bars = hf_logging.is_progress_bar_enabled()
