@@ -124,15 +124,18 @@ def hooked_transformer(model: Model):
     from transformer_lens import HookedTransformer
 
     folder = tempfile.mkdtemp(prefix="lens-bench-ht-")
-    config = copy.deepcopy(model.hf.config)  # only the config is read from the folder; weights come from hf_model
-    if hasattr(config, "quantization_config"):  # a GGUF-loaded model's config cannot be saved with it
-        del config.quantization_config
-    config.save_pretrained(folder)
+    hf = copy.deepcopy(model.hf)  # only the config is read from the folder; weights come from hf_model
+    if hasattr(hf.config, "quantization_config"):
+        # transformers dequantizes GGUF weights into plain float tensors at load; the leftover
+        # "gguf" tag would make HookedTransformer refuse (and the config unsaveable)
+        del hf.config.quantization_config
+    hf.config.architectures = hf.config.architectures or [type(hf).__name__]  # unset on GGUF-loaded configs
+    hf.config.save_pretrained(folder)
     model.tokenizer.save_pretrained(folder)
     original = loading.get_official_model_name
     loading.get_official_model_name = lambda name: name
     try:
-        return HookedTransformer.from_pretrained_no_processing(folder, hf_model=model.hf, tokenizer=model.tokenizer,
+        return HookedTransformer.from_pretrained_no_processing(folder, hf_model=hf, tokenizer=model.tokenizer,
                                                                device="cpu", dtype=torch.float32)
     finally:
         loading.get_official_model_name = original
