@@ -6,7 +6,12 @@
    the same problems marked D (direct), at the last prompt token.
 3. Steer-check on unmarked held-out prompts: each top-5 feature added at the first generated
    position only (alpha swept), vs random features at the same alphas and vs the thinking model.
-4. The sentence taxonomy on the thinking model's traces, with purity against the step labels.
+4. The sentence taxonomy with purity against the step labels, on two sets of traces: the corpus's
+   thinking documents (all five planted step kinds: restate, computation, error, backtrack,
+   verification; the verdict uses these) and the thinking model's own greedy traces (the hybrid
+   paper's setting; the shipped thinking model makes almost no errors, so its traces hold only
+   restate and computation steps and purity there is close to the majority baseline whatever
+   the method does).
 
 Targets (issue 5), reported with the numbers whatever they are:
 - a reasoning-mode feature ranks in the top 5: here, a top-5 feature whose first-step steering
@@ -77,12 +82,15 @@ def main(argv=None) -> dict:
     res["verdicts"] = verdicts(res)
     say("verdicts: " + json.dumps(res["verdicts"]))
     if not args.no_taxonomy:
-        say("taxonomy on the thinking model's traces")
-        tax = run_taxonomy_organism(layer=args.layer)
-        res["taxonomy"] = tax
+        say("taxonomy on the corpus's labelled traces and on the thinking model's own traces")
+        tax = run_taxonomy_organism(layer=args.layer, source="corpus")
+        own = run_taxonomy_organism(layer=args.layer, source="generated")
+        res["taxonomy"], res["taxonomy_generated"] = tax, own
         res["verdicts"]["taxonomy_purity"] = tax["purity"]
+        res["verdicts"]["taxonomy_majority_baseline"] = tax["majority_baseline"]
         res["verdicts"]["target_purity_ge_0_8"] = tax["purity"] >= 0.8
-        say(f"taxonomy purity {tax['purity']:.3f} (majority baseline {tax['majority_baseline']:.3f})")
+        say(f"taxonomy purity {tax['purity']:.3f} (majority baseline {tax['majority_baseline']:.3f}); on the "
+            f"thinking model's own traces {own['purity']:.3f} (baseline {own['majority_baseline']:.3f})")
     res["seconds"] = time.time() - t0
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(res, indent=2, default=str))
