@@ -106,6 +106,11 @@ class Ranking:
     def as_dicts(self, top: int | None = None) -> list[dict]:
         return self.rows[:top] if top else list(self.rows)
 
+    def neutral(self, margin: float = 0.1) -> list[int]:
+        """Features that do not separate the two conditions (|AUROC - 0.5| <= margin): the pool that
+        random-feature controls are drawn from, so a "random" control is never itself a contrast feature."""
+        return [r["feature"] for r in self.rows if abs(r["auroc"] - 0.5) <= margin]
+
 
 def _iter_rows(cond, site: str | None, batch_rows: int) -> Iterator[torch.Tensor]:
     from lens.capture import Activations

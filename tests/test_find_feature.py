@@ -173,3 +173,13 @@ def test_cli_sae_train_info_and_find_feature(tiny, tmp_path):
     r = run(app, ["find-feature", "--sae", str(tmp_path / "sae"), "--pos", str(tmp_path / "cap"), "--neg",
                   str(tmp_path / "cap"), "--dashboard", str(tmp_path / "dash2")])
     assert r.exit_code != 0 and "--dashboard needs --model and JSONL" in str(r.exception or r.output)
+
+
+def test_random_controls_come_from_features_that_do_not_separate_the_conditions():
+    from saes.search import Ranking
+
+    rows = [{"feature": 3, "auroc": 1.0}, {"feature": 7, "auroc": 0.92}, {"feature": 1, "auroc": 0.55},
+            {"feature": 5, "auroc": 0.5}, {"feature": 2, "auroc": 0.1}]
+    r = Ranking(rows, n_pos=4, n_neg=4, seconds=1.0, d_sae=8, sort_by="mean_diff")
+    assert r.neutral() == [1, 5]
+    assert r.neutral(margin=0.45) == [7, 1, 5, 2]

@@ -123,7 +123,8 @@ def find_feature_cmd(
         prompts, answers = _eval_set(eval_set)
         a = _floats(alphas) or [4.0, 8.0, 16.0]
         rows = run_check(m, d, r.features[:steer_top], prompts, lambda i, t: check(t, answers[i]), alphas=a,
-                         n_random=n_random, max_new_tokens=max_new_tokens, progress=say)
+                         n_random=n_random, random_pool=r.neutral() or None, max_new_tokens=max_new_tokens,
+                         progress=say)
         out.update({"steer_check": rows, "summary": summarize(rows), "alphas": a})
     if dashboard is not None:
         if m is None or pos.is_dir() or neg.is_dir():
