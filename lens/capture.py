@@ -115,10 +115,9 @@ def capture_batch(
     first_index: int = 0,
     dtype: torch.dtype = torch.float32,
     side: str = "right",
-    batch: Batch | None = None,
 ) -> Activations:
-    """Capture one batch of examples (one forward pass, no gradient); ``batch``: their encoding, if done already."""
-    batch = batch if batch is not None else encode(model, [e.text for e in examples], side=side)
+    """Capture one batch of examples (one forward pass, no gradient)."""
+    batch = encode(model, [e.text for e in examples], side=side)
     every = isinstance(select, AllTokens)  # fast path: one row per real token, gathered by mask
     groups = []
     if not every:
@@ -191,29 +190,6 @@ def _check_sites(model: Model, sites: Iterable[str | Site] | str | Site) -> list
     return sorted(set(parsed))
 
 
-def encoded_ahead(model: Model, chunks: Iterable[list[Example]], side: str) -> Iterator[tuple[list[Example], Batch]]:
-    """Yield (chunk, its encoding), tokenizing the NEXT chunk in a worker thread while the caller runs this one.
-
-    The fast tokenizer releases the GIL, so tokenization overlaps the forward pass; only the worker
-    touches the tokenizer while the generator is live, and at most two chunks are held at a time.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    it = iter(chunks)
-
-    def job(chunk: list[Example]) -> tuple[list[Example], Batch]:
-        return chunk, encode(model, [e.text for e in chunk], side=side)
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lens-tokenize") as pool:
-        first = next(it, None)
-        pending = pool.submit(job, first) if first is not None else None
-        while pending is not None:
-            chunk, batch = pending.result()  # re-raises a tokenizer error here, in order
-            nxt = next(it, None)
-            pending = pool.submit(job, nxt) if nxt is not None else None
-            yield chunk, batch
-
-
 def _batches(items: Iterable, size: int) -> Iterator[list]:
     it = iter(items)
     while chunk := list(islice(it, size)):
@@ -262,10 +238,9 @@ def capture(
                               padding_side=padding_side, shard_rows=shard_rows, progress=progress, total=total)
     parts = []
     bar = _progress(progress, total)
-    chunks = _batches((Example.of(x) for x in inputs), batch_size)
-    for k, (chunk, batch) in enumerate(encoded_ahead(model, chunks, padding_side)):
+    for k, chunk in enumerate(_batches((Example.of(x) for x in inputs), batch_size)):
         t0 = time.perf_counter()
-        part = capture_batch(model, chunk, site_list, select, k * batch_size, dtype, padding_side, batch)
+        part = capture_batch(model, chunk, site_list, select, k * batch_size, dtype, padding_side)
         parts.append(part)
         bar.update(len(chunk), part.n_tokens, time.perf_counter() - t0)
     bar.close()
