@@ -187,3 +187,23 @@ def test_first_position_steering_touches_one_position(organism):
     assert torch.allclose(clean[:, :-1], steered[:, :-1], atol=1e-5)
     assert not torch.allclose(clean[:, -1], steered[:, -1])
     assert torch.allclose(clean, again, atol=1e-5)
+
+
+def test_train_all_parallel_equals_sequential(tmp_path):
+    """`lens organism train` pretrains the control in a second process; same seeds, same weights as one process."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from lens.organism.train import PretrainConfig, train_all
+
+    pre = PretrainConfig(n_docs=300, seq_len=64, batch_size=4, steps=3, warmup=1, ckpt_every=2, hidden_size=32,
+                         n_layers=2, n_heads=2, intermediate_size=64, bf16_autocast=False)
+    torch.set_num_threads(1)
+    par = train_all(tmp_path / "par", pre, which=("base", "control"), log=lambda *_: None, parallel=True)
+    seq = train_all(tmp_path / "seq", pre, which=("base", "control"), log=lambda *_: None, parallel=False)
+    assert set(par) == set(seq) == {"base", "control"}
+    for name in ("base", "control"):
+        a = AutoModelForCausalLM.from_pretrained(str(tmp_path / "par" / name)).state_dict()
+        b = AutoModelForCausalLM.from_pretrained(str(tmp_path / "seq" / name)).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+        assert par[name]["corpus"] == ("control" if name == "control" else "mixed")

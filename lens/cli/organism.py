@@ -25,7 +25,9 @@ def train_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="folder that receives base/, thinking/, control/"),
     steps: int = typer.Option(1800, help="pretraining steps (batch 32 x 256 tokens)"),
     which: str = typer.Option("base,thinking,control", help="comma-separated subset to (re)build"),
-    threads: int = typer.Option(1, help="torch CPU threads (1 is fastest when the cores are shared)"),
+    threads: int = typer.Option(1, help="torch CPU threads with --sequential (1 is fastest when the cores are shared)"),
+    parallel: bool = typer.Option(True, "--parallel/--sequential",
+                                  help="pretrain the control in a second process alongside base + thinking"),
 ) -> None:
     """Regenerate the organism from scratch with a fixed seed (resumes an interrupted run)."""
     import torch
@@ -41,7 +43,7 @@ def train_cmd(
     if "thinking" in names and "base" not in names and not (out / "base" / "config.json").exists():
         _fail(f"building thinking alone needs {out / 'base'}; add base to --which")
     torch.set_num_threads(max(1, threads))
-    infos = train_all(out, pre=PretrainConfig(steps=steps), which=names)
+    infos = train_all(out, pre=PretrainConfig(steps=steps), which=names, parallel=parallel)
     for name, info in infos.items():
         print(f"{name}: {info.get('train_seconds')} s -> {out / name}")
 
