@@ -170,6 +170,7 @@ def main() -> None:
     ap.add_argument("--texts", type=int, default=2000, help="texts captured (about 50 rows each)")
     ap.add_argument("--rank-rows", type=int, default=20_000, help="rows per condition at 1x")
     ap.add_argument("--skip-runner", action="store_true")
+    ap.add_argument("--repeats", type=int, default=2, help="rounds of the training rows; the best round counts")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("LENS_BENCH_THREADS", "2")))
@@ -181,13 +182,17 @@ def main() -> None:
 
         n_cap = CaptureFolder(folder).n_rows
         n_train = min(args.rows, n_cap // 1024 * 1024)  # one pass: every method sees the same rows once
-        rows = [lens_training(folder, n_train), sae_lens_trainer(folder, n_train)]
-        if not args.skip_runner:
-            try:
-                rows.append(sae_lens_runner(folder, n_train))
-            except Exception as e:  # noqa: BLE001 - report, do not hide, a peer that would not run
-                err = f"{type(e).__name__}: {e}"[:300]
-                rows.append({"method": "sae_lens runner (cached activations)", "error": err})
+        methods = [lens_training, sae_lens_trainer] + ([] if args.skip_runner else [sae_lens_runner])
+        best: dict = {}
+        for _ in range(args.repeats):  # round-robin; the best of the rounds (the first one also warms up)
+            for fn in methods:
+                try:
+                    r = fn(folder, n_train)
+                except Exception as e:  # noqa: BLE001 - report, do not hide, a peer that would not run
+                    r = {"method": fn.__name__, "error": f"{type(e).__name__}: {e}"[:300]}
+                if fn not in best or r.get("rows_per_s", 0) > best[fn].get("rows_per_s", 0):
+                    best[fn] = r
+        rows = [best[fn] for fn in methods]
     base = rows[0]["rows_per_s"]
     for r in rows:
         if "rows_per_s" in r:
