@@ -15,6 +15,7 @@ import torch
 from ..capture import capture
 from ..decoding.generate import generate
 from ..directions import diff_of_means, one_vs_rest
+from ..errors import LensError
 from ..evaluation.metrics import accuracy, gap_recovered
 from ..models import Model
 from .common import ABLATIONS, HybridConfig
@@ -29,6 +30,7 @@ def category_vectors(
     bias_neg: Sequence,
     norm_frac: float = 0.5,
     bias_select: str = "last_prompt",
+    step_labels: Sequence[str] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
     """(bias, {label: vector}, info) for the hybrid, all on the BASE model's residual at `site`.
 
@@ -38,16 +40,21 @@ def category_vectors(
     bias_pos / bias_neg: inputs whose `bias_select` tokens differ by reasoning mode (e.g. prompts that
         ask to think vs to answer directly); the bias is their difference of means, scaled to
         `norm_frac` x the mean residual norm at those tokens.
+    step_labels: one label per labelled step (in capture order) replacing the spans' own labels,
+        e.g. each step's taxonomy category.
     """
     steps = capture(base, traces, site, "spans", progress=False)
+    labels = steps.labels if step_labels is None else list(step_labels)
+    if len(labels) != steps[site].shape[0]:
+        raise LensError(f"{len(labels)} step labels for {steps[site].shape[0]} labelled steps")
     pos = capture(base, list(bias_pos), site, bias_select, progress=False)
     neg = capture(base, list(bias_neg), site, bias_select, progress=False)
     step_norm = float(steps[site].norm(dim=-1).mean())
     bias_dir = diff_of_means(pos, neg, site, normalize=True)
     bias_norm = norm_frac * bias_dir.info["mean_resid_norm"]
     cats = {k: d.vector * norm_frac * step_norm
-            for k, d in one_vs_rest(steps, steps.labels, site, normalize=True).items()}
-    counts = {k: steps.labels.count(k) for k in cats}
+            for k, d in one_vs_rest(steps, labels, site, normalize=True).items()}
+    counts = {k: labels.count(k) for k in cats}
     info = {"step_resid_norm": step_norm, "category_norm": norm_frac * step_norm,
             "bias_resid_norm": bias_dir.info["mean_resid_norm"], "bias_norm": bias_norm, "step_counts": counts}
     return bias_dir.vector * bias_norm, cats, info

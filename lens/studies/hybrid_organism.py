@@ -16,8 +16,6 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ..capture import capture
-from ..directions import one_vs_rest
 from ..errors import LensError
 from ..hybrid.common import ABLATIONS
 from ..hybrid.study import category_vectors, run_study
@@ -28,14 +26,13 @@ SELECTORS = ("nearest", "taxonomy")
 
 
 def taxonomy_selector(
-    base: Model, thinking: Model, traces: Sequence[dict], site: str, *, norm_frac: float = 0.5,
-    n_categories: int = 5, seed: int = 0,
-) -> tuple[dict[str, torch.Tensor], Callable[[torch.Tensor], torch.Tensor], dict]:
-    """(category vectors, selector, info) from a taxonomy SAE on the thinking model's step vectors.
+    thinking: Model, traces: Sequence[dict], site: str, *, n_categories: int = 5, seed: int = 0,
+) -> tuple[list[str], Callable[[torch.Tensor], torch.Tensor], dict]:
+    """(category name of every labelled step, selector, info) from a taxonomy SAE on the thinking model's steps.
 
     Categories are named ``c{latent}:{majority step label}``; latents that no step falls into are
-    dropped and never selected.  The selector maps thinking residuals [batch, d] to indices into
-    the returned dict's order.
+    dropped and never selected. The selector maps thinking residuals [batch, d] to indices into
+    ``info["taxonomy"]["categories"]`` (the live categories in latent order).
     """
     try:
         from saes.taxonomy import fit_taxonomy, normalise, purity, span_vectors
@@ -50,22 +47,15 @@ def taxonomy_selector(
     majority = {c: Counter(lab for a, lab in zip(assigned, labels, strict=True) if a == c).most_common(1)[0][0]
                 for c in live}
     names = {c: f"c{c}:{majority[c]}" for c in live}
-    steps = capture(base, list(traces), site, "spans", progress=False)
-    if steps[site].shape[0] != len(assigned):
-        raise LensError("base and thinking split the traces into different step spans (tokenizers differ)")
-    step_norm = float(steps[site].norm(dim=-1).mean())
-    dirs = one_vs_rest(steps, [names[c] for c in assigned], site, normalize=True)
-    cats = {names[c]: dirs[names[c]].vector * norm_frac * step_norm for c in live}
     order = torch.tensor(live)
-    position = {c: i for i, c in enumerate(live)}  # latent -> index in the dict's order
 
     def select(resid: torch.Tensor) -> torch.Tensor:
-        z = tax.sae.encode(normalise(resid.float().cpu(), tax.centre))[:, order]
-        return torch.tensor([position[live[i]] for i in z.argmax(-1).tolist()], dtype=torch.long)
+        """Argmax over the live latents = index into the live categories."""
+        return tax.sae.encode(normalise(resid.float().cpu(), tax.centre))[:, order].argmax(-1)
 
     info = {"taxonomy": {**purity(assigned, labels), "n_sentences": len(assigned), "n_categories": n_categories,
                          "categories": {names[c]: assigned.count(c) for c in live}}}
-    return cats, select, info
+    return [names[c] for c in assigned], select, info
 
 
 def run(
@@ -90,12 +80,15 @@ def run(
     say("labelled thinking traces")
     traces = O.labelled_traces(thinking)
     think_prompts, direct_prompts = O.marker_contrast()
-    bias, cats, info = category_vectors(base, traces, site, think_prompts, direct_prompts, norm_frac=norm_frac)
-    pick: object = "nearest"
+    step_names, pick, tinfo = None, "nearest", {}
     if selector == "taxonomy":
         say("taxonomy SAE on the thinking model's steps")
-        cats, pick, tinfo = taxonomy_selector(base, thinking, traces, site, norm_frac=norm_frac)
-        info.update(tinfo)
+        step_names, pick, tinfo = taxonomy_selector(thinking, traces, site)
+    bias, cats, info = category_vectors(base, traces, site, think_prompts, direct_prompts, norm_frac=norm_frac,
+                                        step_labels=step_names)
+    if step_names is not None:  # in the selector's index order
+        cats = {name: cats[name] for name in tinfo["taxonomy"]["categories"]}
+    info.update(tinfo)
     prompts, answers = O.heldout(n)
     out = run_study(base, thinking, prompts, O.checker(answers), site, bias, cats, coefficients=coefficients,
                     ablations=ablations, max_new_tokens=max_new_tokens, selector=pick, progress=say)
