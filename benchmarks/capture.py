@@ -67,32 +67,26 @@ def capture_rows(model: Model, n_texts: int = 64, batch_size: int = 8, repeats: 
 
     rows = [("bare HF forward", bare), ("HF tokenize + forward", bare_tok), ("lens capture (memory)", lens_mem),
             ("lens capture (to disk)", lens_disk)]
-    try:
+    def run_with_cache(tl_model):
+        def run():
+            with torch.no_grad():
+                for b in batches:
+                    tl_model.run_with_cache(b["input_ids"], attention_mask=b["attention_mask"],
+                                            names_filter=lambda n: n.endswith("hook_resid_post"))
+
+        return run
+
+    def bridge():
         from transformer_lens.model_bridge import TransformerBridge
 
-        bridge = TransformerBridge.boot_transformers("bench", hf_model=copy.deepcopy(model.hf), tokenizer=tok)
+        return TransformerBridge.boot_transformers("bench", hf_model=copy.deepcopy(model.hf), tokenizer=tok)
 
-        def tl_bridge():
-            with torch.no_grad():
-                for b in batches:
-                    bridge.run_with_cache(b["input_ids"], attention_mask=b["attention_mask"],
-                                          names_filter=lambda n: n.endswith("hook_resid_post"))
-
-        rows.append(("TransformerLens Bridge run_with_cache", tl_bridge))
-    except Exception as e:  # noqa: BLE001 - a peer failing is a row, not a crash
-        print(f"TransformerBridge unavailable: {e}", file=sys.stderr)
-    try:
-        ht = hooked_transformer(model)
-
-        def tl_hooked():
-            with torch.no_grad():
-                for b in batches:
-                    ht.run_with_cache(b["input_ids"], attention_mask=b["attention_mask"],
-                                      names_filter=lambda n: n.endswith("hook_resid_post"))
-
-        rows.append(("TransformerLens HookedTransformer run_with_cache", tl_hooked))
-    except Exception as e:  # noqa: BLE001
-        print(f"HookedTransformer unavailable: {e}", file=sys.stderr)
+    for name, build in (("TransformerLens Bridge", bridge), ("TransformerLens HookedTransformer",
+                                                             lambda: hooked_transformer(model))):
+        try:
+            rows.append((f"{name} run_with_cache", run_with_cache(build())))
+        except Exception as e:  # noqa: BLE001 - a peer failing is a row, not a crash
+            print(f"{name} unavailable: {e}", file=sys.stderr)
     try:
         from nnsight import LanguageModel
 

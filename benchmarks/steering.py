@@ -138,11 +138,11 @@ def random_configs(base: Model) -> dict[str, HybridConfig]:
 
 
 def organism_configs(base: Model, thinking: Model, layer: int = 1) -> dict[str, HybridConfig]:
-    """The configuration `lens hybrid` runs: the organism's category vectors plus the reasoning bias."""
+    """The organism's category vectors and reasoning bias as `lens hybrid` builds them (nearest selector)."""
     from lens.hybrid.study import category_vectors
     from lens.studies import organism_inputs as O
 
     site = f"blocks.{layer}.hook_resid_post"
     pos, neg = O.marker_contrast()
     bias, cats, _ = category_vectors(base, O.labelled_traces(thinking), site, pos, neg)
-    return {"organism vectors as in lens hybrid": HybridConfig(site, cats, bias=bias)}
+    return {"organism vectors (nearest selector)": HybridConfig(site, cats, bias=bias)}
