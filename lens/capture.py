@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 from jaxtyping import Float, Int
 
-from .batching import Batch, encode
+from .batching import Batch, encode_mixed, pad
 from .errors import LensError
 from .hooks import hooks
 from .models import Model
@@ -107,6 +108,28 @@ def _gather(
     return out.to("cpu", dtype)
 
 
+@contextmanager
+def reading(model: Model, sites: list[Site]) -> Iterator[dict]:
+    """Read-only hooks on `sites`, registered once for a whole capture run.
+
+    Yields a state dict; each batch sets `state["read"] = fn(name, hidden)`. After the deepest site
+    the forward stops (nothing later is needed, the unembedding included).
+    """
+    state: dict = {}
+
+    def reader(name: str):
+        def fn(h: torch.Tensor) -> None:
+            state["read"](name, h)
+
+        return fn
+
+    deepest = max(sites, key=lambda s: (s.layer, KIND_ORDER[s.kind]))
+    fns: dict[str, list] = {s.name: [reader(s.name)] for s in sites}
+    fns[deepest.name].append(_stop)
+    with hooks(model, fns):
+        yield state
+
+
 def capture_batch(
     model: Model,
     examples: list[Example],
@@ -115,10 +138,24 @@ def capture_batch(
     first_index: int = 0,
     dtype: torch.dtype = torch.float32,
     side: str = "right",
+    state: dict | None = None,
 ) -> Activations:
-    """Capture one batch of examples (one forward pass, no gradient)."""
-    batch = encode(model, [e.text for e in examples], side=side)
+    """Capture one batch of examples (one forward pass, no gradient).
+
+    state: from `reading(model, sites)` when called in a loop (hooks registered once); None
+    registers them for this batch only.
+    """
+    if state is None:
+        with reading(model, sites) as st:
+            return capture_batch(model, examples, sites, select, first_index, dtype, side, st)
     every = isinstance(select, AllTokens)  # fast path: one row per real token, gathered by mask
+    if select.reads_text:
+        for i, ex in enumerate(examples):
+            if ex.token_ids is not None:
+                raise LensError(f"input {first_index + i} is token ids, but selection {select.spec!r} reads text "
+                                "(character spans); pass the text, or select all, last:N or positions:...")
+    batch = encode_mixed(model, [e.token_ids if e.token_ids is not None else e.text for e in examples], side,
+                         offsets=not every)
     groups = []
     if not every:
         for i, ex in enumerate(examples):
@@ -128,21 +165,17 @@ def capture_batch(
                 raise LensError(f"input {first_index + i}: {e}") from None
     seen: dict[str, torch.Tensor] = {}
     real = batch.attention_mask.bool()
-
-    def reader(name: str):
-        def fn(h: torch.Tensor) -> None:
-            if every:
-                seen[name] = h.detach()[real.to(h.device)].to("cpu", dtype)
-            else:
-                seen[name] = _gather(h.detach(), batch, groups, dtype)
-
-        return fn
-
     dev = model.device
-    deepest = max(sites, key=lambda s: (s.layer, KIND_ORDER[s.kind]))
-    fns: dict[str, list] = {s.name: [reader(s.name)] for s in sites}
-    fns[deepest.name].append(_stop)  # after the deepest read, skip the rest of the model (and the unembedding)
-    with torch.no_grad(), hooks(model, fns):
+    flat_real = torch.nonzero(real.flatten()).flatten()
+
+    def read(name: str, h: torch.Tensor) -> None:
+        if every:
+            seen[name] = h.detach().reshape(-1, h.shape[-1]).index_select(0, flat_real.to(h.device)).to("cpu", dtype)
+        else:
+            seen[name] = _gather(h.detach(), batch, groups, dtype)
+
+    state["read"] = read
+    with torch.no_grad():
         try:
             model.hf(
                 input_ids=batch.input_ids.to(dev),
@@ -200,13 +233,13 @@ def examples_hash(examples: Iterable[Example], h=None):
     """Running sha256 over example texts, prompt splits and spans (to check a resumed capture's inputs)."""
     h = h or hashlib.sha256()
     for ex in examples:
-        h.update(repr((ex.text, ex.prompt_chars, ex.spans)).encode())
+        h.update(repr((ex.text, ex.prompt_chars, ex.spans, ex.token_ids)).encode())
     return h
 
 
 def capture(
     model: Model,
-    inputs: Iterable[str | dict | Example],
+    inputs: Iterable[str | dict | Example | list[int] | torch.Tensor],
     sites: Iterable[str | Site] | str | Site,
     select: Selection | str = AllTokens(),
     *,
@@ -221,7 +254,8 @@ def capture(
     """Capture `sites` at the tokens chosen by `select` for every input.
 
     inputs: strings, dicts ({"text"} or {"prompt", "completion"}, optional "spans" of
-        [start, end, label] character ranges) or Examples; any iterable (read lazily).
+        [start, end, label] character ranges), token-id sequences (lists of ints, 1-D tensors or
+        {"input_ids"}: read as given, no special tokens added) or Examples; any iterable (read lazily).
     out: None returns an `Activations` in memory; a folder streams shards there batch by batch
         (memory bounded by `shard_rows`), resumes a partial capture of the same inputs, and returns
         a `CaptureFolder`.
@@ -236,17 +270,82 @@ def capture(
 
         return stream_capture(model, inputs, site_list, select, Path(out), batch_size=batch_size, dtype=dtype,
                               padding_side=padding_side, shard_rows=shard_rows, progress=progress, total=total)
-    parts = []
     bar = _progress(progress, total)
-    for k, chunk in enumerate(_batches((Example.of(x) for x in inputs), batch_size)):
-        t0 = time.perf_counter()
-        part = capture_batch(model, chunk, site_list, select, k * batch_size, dtype, padding_side)
-        parts.append(part)
-        bar.update(len(chunk), part.n_tokens, time.perf_counter() - t0)
+    if isinstance(select, AllTokens):
+        examples = [Example.of(x) for x in inputs]
+        if not examples:
+            raise LensError("no inputs to capture; the input list or file is empty")
+        return _capture_every(model, examples, site_list, batch_size, dtype, padding_side, bar)
+    parts = []
+    with reading(model, site_list) as state:
+        for k, chunk in enumerate(_batches((Example.of(x) for x in inputs), batch_size)):
+            t0 = time.perf_counter()
+            part = capture_batch(model, chunk, site_list, select, k * batch_size, dtype, padding_side, state)
+            parts.append(part)
+            bar.update(len(chunk), part.n_tokens, time.perf_counter() - t0)
     bar.close()
     if not parts:
         raise LensError("no inputs to capture; the input list or file is empty")
     return Activations.concat(parts)
+
+
+def _capture_every(model: Model, examples: list[Example], sites: list[Site], batch_size: int, dtype: torch.dtype,
+                   side: str, bar: _progress) -> Activations:
+    """Every token of every example, in memory: tokenise all inputs first, then each forward pass
+    writes its rows straight into one preallocated tensor per site (no per-batch copies to join)."""
+    texts = [i for i, e in enumerate(examples) if e.token_ids is None]
+    ids: list = [e.token_ids for e in examples]
+    if texts:
+        enc = model.tokenizer([examples[i].text for i in texts], add_special_tokens=True)["input_ids"]
+        for i, row in zip(texts, enc, strict=True):
+            ids[i] = row
+    lengths = torch.tensor([len(r) for r in ids])
+    n = int(lengths.sum())
+    out = {s.name: torch.empty(n, model.d_model, dtype=dtype) for s in sites}
+    state_rows = {"at": 0, "idx": None}
+    dev = model.device
+
+    def read(name: str, h: torch.Tensor) -> None:
+        a, idx = state_rows["at"], state_rows["idx"]
+        dst = out[name][a : a + idx.numel()]
+        flat = h.detach().reshape(-1, h.shape[-1])
+        if flat.dtype == dst.dtype and flat.device == dst.device:
+            torch.index_select(flat, 0, idx, out=dst)
+        else:
+            dst.copy_(flat.index_select(0, idx.to(flat.device)))
+
+    with reading(model, sites) as state, torch.no_grad():
+        state["read"] = read
+        for b in range(0, len(ids), batch_size):
+            t0 = time.perf_counter()
+            batch = pad(model, ids[b : b + batch_size], [], side)
+            vocab = model.vocab_size
+            if int(batch.input_ids.max()) >= vocab:
+                row = b + int((batch.input_ids >= vocab).any(1).nonzero()[0])
+                raise LensError(f"input {row}: token id {int(batch.input_ids.max())} is outside the model's "
+                                f"vocabulary of {vocab}; were these ids made by another tokenizer?")
+            state_rows["idx"] = torch.nonzero(batch.attention_mask.flatten()).flatten()
+            try:
+                model.hf(input_ids=batch.input_ids.to(dev), attention_mask=batch.attention_mask.to(dev),
+                         position_ids=batch.position_ids.to(dev), use_cache=False)
+            except _StopForward:
+                pass
+            state_rows["at"] += state_rows["idx"].numel()
+            bar.update(len(batch.lengths), state_rows["idx"].numel(), time.perf_counter() - t0)
+    bar.close()
+    for name, t in out.items():
+        if not torch.isfinite(t.float().sum()):
+            bad = int((~torch.isfinite(t).all(-1)).nonzero()[0])
+            ex = int(torch.searchsorted(lengths.cumsum(0), bad, right=True))
+            raise LensError(f"NaN or inf in {name} for input {ex}; check the model weights and dtype "
+                            "(try dtype=float32)")
+    example = torch.repeat_interleave(torch.arange(len(ids)), lengths)
+    first = torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)
+    start = torch.arange(n) - first
+    token_id = torch.tensor([t for row in ids for t in row], dtype=torch.long)
+    acts = Activations(out, example, start, start + 1, token_id, [""] * n, model.facts())
+    acts.n_tokens = n
+    return acts
 
 
 class _progress:

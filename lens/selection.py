@@ -8,29 +8,44 @@ positions (sentence vectors, spans). Selections are plain data: `parse_select("l
 
 from __future__ import annotations
 
+import operator
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+import torch
 
 from .errors import LensError
 
 
 @dataclass
 class Example:
-    """One input: its text, where the prompt ends (characters), optional labelled character spans."""
+    """One input: its text, where the prompt ends (characters), optional labelled character spans.
+
+    Or already-tokenised input: `token_ids` (exactly what the model reads, no special tokens added),
+    e.g. a generated sequence captured without a decode/re-encode round trip; `text` is then "".
+    """
 
     text: str
     prompt_chars: int | None = None
     spans: list[tuple[int, int, str]] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+    token_ids: tuple[int, ...] | None = None
 
     @classmethod
-    def of(cls, item: str | dict | Example) -> Example:
-        """Normalise a str, an Example, or a dict with "text" or "prompt"(+"completion") (+"spans")."""
+    def of(cls, item: str | dict | Example | Sequence[int] | torch.Tensor) -> Example:
+        """Normalise a str, an Example, a sequence / 1-D tensor of token ids, or a dict with "text",
+        "prompt"(+"completion") (+"spans"), or "input_ids"."""
         if isinstance(item, Example):
             return item
         if isinstance(item, str):
             return cls(item)
+        if isinstance(item, torch.Tensor) or (isinstance(item, (list, tuple)) and item and isinstance(item[0], int)):
+            return cls.of_ids(item)
         if isinstance(item, dict):
+            if "input_ids" in item:
+                meta = {k: v for k, v in item.items() if k != "input_ids"}
+                return cls.of_ids(item["input_ids"], meta)
             spans = [tuple(s) for s in item.get("spans", [])]
             spans = [(int(s[0]), int(s[1]), str(s[2]) if len(s) > 2 else "") for s in spans]
             meta = {k: v for k, v in item.items() if k not in ("text", "prompt", "completion", "spans")}
@@ -40,9 +55,25 @@ class Example:
             if "text" in item:
                 return cls(str(item["text"]), None, spans, meta)
         raise LensError(
-            f"cannot read input {str(item)[:60]!r}: give a string or an object with \"text\" or \"prompt\" "
-            "(and optionally \"completion\", \"spans\")"
+            f"cannot read input {str(item)[:60]!r}: give a string, a list of token ids, or an object with "
+            "\"text\", \"prompt\" (and optionally \"completion\", \"spans\") or \"input_ids\""
         )
+
+    @classmethod
+    def of_ids(cls, ids: Sequence[int] | torch.Tensor, meta: dict | None = None) -> Example:
+        """An already-tokenised input (a flat sequence of non-negative token ids)."""
+        if isinstance(ids, torch.Tensor):
+            if ids.dim() != 1 or ids.dtype.is_floating_point:
+                raise LensError(f"token ids must be a 1-D integer tensor, got shape {tuple(ids.shape)} {ids.dtype}; "
+                                "pass one sequence per input (rows of a batch as separate inputs)")
+            ids = ids.tolist()
+        try:
+            ids = tuple(map(operator.index, ids))  # ints (numpy ints too); floats raise
+        except (TypeError, ValueError):
+            raise LensError(f"token ids must be ints, got {list(ids)[:8]}") from None
+        if not ids or min(ids) < 0:
+            raise LensError(f"token ids must be a non-empty list of non-negative ints, got {list(ids)[:8]}")
+        return cls("", meta=dict(meta or {}), token_ids=ids)
 
 
 @dataclass(frozen=True)
@@ -64,7 +95,13 @@ def tokens_in_span(offsets: list[tuple[int, int]], start: int, end: int) -> tupl
 
 
 class Selection:
-    """Base class: `groups(example, offsets)` lists the Groups to capture for one example."""
+    """Base class: `groups(example, offsets)` lists the Groups to capture for one example.
+
+    `reads_text`: the selection maps character ranges through the tokenizer's offsets, so it
+    cannot apply to token-id inputs (which have no text); the others only count tokens.
+    """
+
+    reads_text = True
 
     def groups(self, ex: Example, offsets: list[tuple[int, int]]) -> list[Group]:
         raise NotImplementedError
@@ -82,6 +119,8 @@ class Selection:
 class AllTokens(Selection):
     """Every token, one row each (special tokens such as BOS included)."""
 
+    reads_text = False
+
     @property
     def spec(self) -> str:
         return "all"
@@ -94,6 +133,8 @@ class AllTokens(Selection):
 @dataclass(frozen=True)
 class LastPromptToken(Selection):
     """The last token of the prompt (the whole text when the example has no prompt/completion split)."""
+
+    reads_text = False  # without a prompt split (always so for token ids) it is the last token
 
     @property
     def spec(self) -> str:
@@ -112,6 +153,8 @@ class LastPromptToken(Selection):
 @dataclass(frozen=True)
 class Positions(Selection):
     """Absolute positions; negative ones count from the end (-1 = last token)."""
+
+    reads_text = False
 
     @property
     def spec(self) -> str:
@@ -133,6 +176,8 @@ class Positions(Selection):
 @dataclass(frozen=True)
 class LastN(Selection):
     """The last n tokens, one row each."""
+
+    reads_text = False
 
     @property
     def spec(self) -> str:

@@ -163,3 +163,37 @@ def test_killed_capture_resumes_without_lost_or_duplicated_rows(tiny, tmp_path):
     picked = torch.cat([acts.acts["blocks.1.hook_resid_post"][2 * i : 2 * i + 2] for i in range(0, 400, 37)])
     torch.testing.assert_close(picked, ref["blocks.1.hook_resid_post"])
     assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_token_id_inputs_equal_text_inputs_and_mix_in_a_batch(tiny, tmp_path, side):
+    model = tiny("llama")
+    ids = [model.tokenizer(t)["input_ids"] for t in TEXTS]
+    text = capture(model, TEXTS, SITES, "all", batch_size=4, padding_side=side, progress=False)
+    mixed = [ids[0], TEXTS[1], torch.tensor(ids[2]), {"input_ids": ids[3], "source": "gen"}]
+    for inputs in (ids, mixed):
+        got = capture(model, inputs, SITES, "all", batch_size=4, padding_side=side, progress=False)
+        for s in SITES:
+            assert torch.equal(got[s], text[s])
+        assert torch.equal(got.token_id, text.token_id) and torch.equal(got.start, text.start)
+    # the general per-batch path (streamed to disk, and a token selection) reads the same rows
+    folder = capture(model, mixed, SITES, "all", batch_size=3, padding_side=side, out=tmp_path / "c", progress=False)
+    last = capture(model, mixed, SITES, "positions:0,-1", batch_size=3, padding_side=side, progress=False)
+    ends = torch.tensor([0, len(ids[0]) - 1])
+    for s in SITES:
+        torch.testing.assert_close(folder[s], text[s], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(last[s][:2], text[s][ends], atol=1e-5, rtol=1e-5)
+
+
+def test_token_id_inputs_refuse_text_selections_and_foreign_ids(tiny):
+    model = tiny("llama")
+    ids = model.tokenizer(TEXTS[0])["input_ids"]
+    with pytest.raises(LensError, match="reads text"):
+        capture(model, [ids], SITES, "sentences", progress=False)
+    for select in ("all", "last:2"):
+        with pytest.raises(LensError, match="outside the model's vocabulary"):
+            capture(model, [ids, [5, model.vocab_size + 3]], SITES, select, progress=False)
+    with pytest.raises(LensError, match="must be ints"):
+        Example.of([1, 2.5])
+    with pytest.raises(LensError, match="1-D integer"):
+        Example.of(torch.ones(2, 3, dtype=torch.long))
