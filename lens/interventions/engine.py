@@ -26,13 +26,20 @@ from .spec import Intervention
 
 @dataclass
 class CallState:
-    """Positions of the forward call in flight: step index, absolute positions, real (non-pad) slots."""
+    """Positions of the forward call in flight: step index, absolute positions, real (non-pad) slots.
+
+    valid is None when every slot is real (no attention mask given); prompt_len is [batch, 1].
+    """
 
     step: int
     positions: Int[torch.Tensor, "batch seq"]
-    valid: Bool[torch.Tensor, "batch seq"]
-    prompt_len: Int[torch.Tensor, " batch"]
+    valid: Bool[torch.Tensor, "batch seq"] | None
+    prompt_len: Int[torch.Tensor, "batch 1"]
     sequence: int = 0  # index of the batch of sequences (a new one starts at each prompt pass)
+
+    def real(self) -> Bool[torch.Tensor, "batch seq"]:
+        """The real-slot mask (all True when no attention mask was given)."""
+        return torch.ones_like(self.positions, dtype=torch.bool) if self.valid is None else self.valid
 
 
 @dataclass
@@ -102,35 +109,38 @@ class Steering:
 
 
 def _call_state(args, kwargs, h: Steering, fixed_prompt_len) -> CallState:
-    ids = kwargs.get("input_ids", args[0] if args else None)
-    x = ids if ids is not None else kwargs.get("inputs_embeds")
+    x = kwargs.get("input_ids")
+    if x is None:
+        x = args[0] if args else kwargs.get("inputs_embeds")
     if x is None:
         raise LensError("steer: the forward call has neither input_ids nor inputs_embeds")
     batch, t = x.shape[0], x.shape[1]
     mask = kwargs.get("attention_mask")
     pos_ids = kwargs.get("position_ids")
-    cache = kwargs.get("past_key_values", kwargs.get("cache"))
+    cache = kwargs.get("past_key_values")
+    if cache is None:
+        cache = kwargs.get("cache")
     past = int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
-    if mask is not None and mask.dim() == 2:
-        valid = mask[:, -t:].bool()
-        positions = pos_ids if pos_ids is not None and pos_ids.dim() == 2 else None
-        if positions is None:  # only when the caller did not pass position ids
-            positions = (mask.long().cumsum(-1) - 1)[:, -t:]
-    else:
-        valid = torch.ones(batch, t, dtype=torch.bool, device=x.device)
-        positions = (past + torch.arange(t, device=x.device)).expand(batch, t)
+    valid = mask[:, -t:].bool() if mask is not None and mask.dim() == 2 else None
     if pos_ids is not None and pos_ids.dim() == 2:  # what the model itself is told (HF generate sets it)
-        positions = pos_ids.expand(batch, t)
-    elif past == 0:
-        positions = positions.clamp(min=0)
+        positions = pos_ids if pos_ids.shape[0] == batch else pos_ids.expand(batch, t)
+    elif valid is not None:  # only when the caller did not pass position ids
+        positions = (mask.long().cumsum(-1) - 1)[:, -t:]
+        if past == 0:
+            positions = positions.clamp(min=0)
+    else:
+        positions = (past + torch.arange(t, device=x.device)).expand(batch, t)
     if past == 0:  # a fresh sequence (a prompt pass, or a full recompute): steps count from here
         h.sequences += 1
         h.first_call = h.calls
         if fixed_prompt_len is not None:
-            h.prompt_len = torch.as_tensor(fixed_prompt_len, device=x.device).long().reshape(batch)
-        else:  # the prompt pass processes the whole prompt
-            h.prompt_len = torch.where(valid, positions + 1, 0).amax(-1)
-    return CallState(h.calls - h.first_call, positions, valid, h.prompt_len.to(x.device), h.sequences - 1)
+            plen = torch.as_tensor(fixed_prompt_len, device=x.device).long().reshape(batch)
+        elif valid is None:  # the prompt pass processes the whole prompt
+            plen = positions.amax(-1) + 1
+        else:
+            plen = torch.where(valid, positions + 1, 0).amax(-1)
+        h.prompt_len = plen[:, None]
+    return CallState(h.calls - h.first_call, positions, valid, h.prompt_len, h.sequences - 1)
 
 
 def _apply(iv: Intervention, hidden: torch.Tensor, mask: torch.Tensor, vec: torch.Tensor,
@@ -150,7 +160,15 @@ def _apply(iv: Intervention, hidden: torch.Tensor, mask: torch.Tensor, vec: torc
 
 
 def _site_fn(h: Steering, items: list[Intervention]):
-    cache: dict = {}  # vectors moved to the device and dtype they are used at
+    cache: dict = {}  # (intervention, device, dtype) -> (vector there, scale still to apply)
+
+    def prepared(iv: Intervention, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float]:
+        vec = iv.vector.to(hidden.device, hidden.dtype)
+        if iv.where.kind != "gate" and iv.op == "add":  # fold the constant scale into the vector
+            got = cache[id(iv)] = (vec * iv.scale, 1.0)
+        else:
+            got = cache[id(iv)] = (vec, iv.scale)
+        return got
 
     def fn(hidden: torch.Tensor) -> torch.Tensor | None:
         st = h.state
@@ -159,22 +177,17 @@ def _site_fn(h: Steering, items: list[Intervention]):
                             "only decoder-only models called with input_ids are supported")
         out = hidden
         for iv in items:
-            key = (iv.name, id(iv), hidden.device, hidden.dtype)
-            vec = cache.get(key)
-            if vec is None:
-                vec = cache[key] = iv.vector.to(hidden.device, hidden.dtype)
-            scale: torch.Tensor | float = iv.scale
-            if iv.where.kind != "gate" and iv.op == "add":  # fold the constant scale into the cached vector
-                skey = (*key, "scaled")
-                if skey not in cache:
-                    cache[skey] = vec * iv.scale
-                vec, scale = cache[skey], 1.0
+            got = cache.get(id(iv))
+            if got is None or got[0].dtype != hidden.dtype or got[0].device != hidden.device:
+                got = prepared(iv, hidden)
+            vec, scale = got
             if iv.where.kind == "gate":
                 gate = h.gates[iv.where.gate]
                 if gate.rows is None:
                     continue
-                newest = st.positions == torch.where(st.valid, st.positions, -1).amax(-1, keepdim=True)
-                mask = newest & st.valid & gate.rows.to(hidden.device)[:, None]
+                real = st.real()
+                newest = st.positions == torch.where(real, st.positions, -1).amax(-1, keepdim=True)
+                mask = newest & real & gate.rows.to(hidden.device)[:, None]
                 if gate.vectors is not None:
                     vec = gate.vectors.to(hidden.device, hidden.dtype)[:, None, :]
                 if gate.scales is not None:
@@ -182,11 +195,16 @@ def _site_fn(h: Steering, items: list[Intervention]):
                 for r, p in zip(*mask.nonzero(as_tuple=True), strict=True):
                     gate.fired.append((int(r), int(st.positions[r, p])))
             else:
-                mask = iv.where.mask(st.positions, st.prompt_len) & st.valid
-            hits = int(mask.sum())
-            if hits == 0:
+                mask = iv.where.mask(st.positions, st.prompt_len)
+                if st.valid is not None:
+                    mask = mask & st.valid
+            every = bool(mask.all())
+            if not every and not bool(mask.any()):
                 continue
-            new = _apply(iv, out, mask, vec, scale, everywhere=hits == mask.numel() and vec.dim() == 1)
+            if every and iv.op == "add" and vec.dim() == 1 and isinstance(scale, float) and scale == 1:
+                new = out + vec  # every slot, constant vector: the common steering case
+            else:
+                new = _apply(iv, out, mask, vec, scale, everywhere=every and vec.dim() == 1)
             if h.log.enabled:
                 h.log.add(st.step, iv.name or iv.source or iv.op, iv.site, mask, st.positions, (new - out).detach(),
                           st.sequence)

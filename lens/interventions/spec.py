@@ -79,8 +79,11 @@ class Where:
     def mask(
         self, positions: Int[torch.Tensor, "batch seq"], prompt_len: Int[torch.Tensor, " batch"]
     ) -> Bool[torch.Tensor, "batch seq"]:
-        """Which of the given absolute positions this touches (gates are resolved by the engine)."""
-        p, plen = positions, prompt_len[:, None]
+        """Which of the given absolute positions this touches (gates are resolved by the engine).
+
+        prompt_len: [batch] (or already [batch, 1]).
+        """
+        p, plen = positions, (prompt_len if prompt_len.dim() == 2 else prompt_len[:, None])
         if self.kind == "absolute":
             return torch.isin(p, torch.tensor(self.positions, device=p.device))
         if self.kind == "prompt_last":
@@ -88,7 +91,7 @@ class Where:
         if self.kind == "first_step":
             return p == plen - 1
         if self.kind == "generated":
-            lower = p >= plen + self.start
+            lower = p >= (plen + self.start if self.start else plen)
             return lower if self.stop is None else lower & (p < plen + self.stop)
         if self.kind == "prompt":
             return p < plen
