@@ -11,7 +11,7 @@
 2. find-feature: `rank_features` over two conditions of N rows each, at N and 10 N, in fresh
    subprocesses: rows x features scored per second and peak RSS (memory must not grow with N).
 
-    python benchmarks/saes.py [--rows 200000] [--json]
+    python benchmarks/saes.py [--rows 200000] [--equal-malloc] [--json]
 """
 
 from __future__ import annotations
@@ -164,15 +164,48 @@ def find_feature_rows(n_rows: int, d_in: int = 128, d_sae: int = 4096) -> list[d
     return out
 
 
+# glibc returns freed heap memory to the OS once the free top of the heap exceeds a threshold that
+# grows with the largest block freed so far; a process whose history raised it (the runner's: it
+# loads datasets) page-faults ~5x less per step than a fresh one. These settings make that equal.
+_EQUAL_MALLOC = {"MALLOC_TRIM_THRESHOLD_": str(1 << 30), "MALLOC_MMAP_THRESHOLD_": str(1 << 30)}
+
+
+def _in_child(name: str, folder: Path, rows: int) -> dict:
+    """Run one training method in a fresh process (same heap and import state for every method)."""
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r}); "
+            f"from benchmarks.saes import _train_child; _train_child({name!r}, {str(folder)!r}, {rows})")
+    env = {**os.environ, **(_EQUAL_MALLOC if os.environ.get("LENS_BENCH_EQUAL_MALLOC") else {})}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    lines = res.stdout.strip().splitlines()
+    if res.returncode != 0 or not lines:  # report, do not hide, a method that would not run
+        return {"method": name, "error": (res.stderr.strip().splitlines() or ["no output"])[-1][:300]}
+    return json.loads(lines[-1])
+
+
+def _train_child(name: str, folder: str, rows: int) -> None:
+    torch.set_num_threads(int(os.environ.get("LENS_BENCH_THREADS", "2")))
+    import sae_lens  # noqa: F401 - imported before timing, as every method needs it
+
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    r = globals()[name](Path(folder), rows)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    r.update(page_faults=after.ru_minflt - before.ru_minflt, sys_seconds=after.ru_stime - before.ru_stime)
+    print(json.dumps(r))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=100_000, help="training rows per method (at most the captured rows)")
     ap.add_argument("--texts", type=int, default=2000, help="texts captured (about 50 rows each)")
     ap.add_argument("--rank-rows", type=int, default=20_000, help="rows per condition at 1x")
     ap.add_argument("--skip-runner", action="store_true")
-    ap.add_argument("--repeats", type=int, default=2, help="rounds of the training rows; the best round counts")
+    ap.add_argument("--repeats", type=int, default=3, help="rounds of the training rows; the best round counts")
+    ap.add_argument("--equal-malloc", action="store_true",
+                    help="run every training child with the same glibc heap settings (no trimming)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    if args.equal_malloc:
+        os.environ["LENS_BENCH_EQUAL_MALLOC"] = "1"
     torch.set_num_threads(int(os.environ.get("LENS_BENCH_THREADS", "2")))
     import sae_lens  # noqa: F401 - import once before any timing (it takes seconds)
 
@@ -184,12 +217,9 @@ def main() -> None:
         n_train = min(args.rows, n_cap // 1024 * 1024)  # one pass: every method sees the same rows once
         methods = [lens_training, sae_lens_trainer] + ([] if args.skip_runner else [sae_lens_runner])
         best: dict = {}
-        for _ in range(args.repeats):  # round-robin; the best of the rounds (the first one also warms up)
+        for _ in range(args.repeats):  # round-robin, each run in a fresh process; the best of the rounds counts
             for fn in methods:
-                try:
-                    r = fn(folder, n_train)
-                except Exception as e:  # noqa: BLE001 - report, do not hide, a peer that would not run
-                    r = {"method": fn.__name__, "error": f"{type(e).__name__}: {e}"[:300]}
+                r = _in_child(fn.__name__, folder, n_train)
                 if fn not in best or r.get("rows_per_s", 0) > best[fn].get("rows_per_s", 0):
                     best[fn] = r
         rows = [best[fn] for fn in methods]
@@ -205,12 +235,15 @@ def main() -> None:
         return
     print(f"## SAE training, {n_cap} captured rows (d_in 128), TopK d_sae 1024 k 32, batch 1024, {n_train} rows\n")
     print("lens rows/s is wall time of train_sae (setup, stream, train, save); sae_lens rows are fit()/run() only\n")
-    print("| method | rows/s | seconds | lens / this |\n|---|---|---|---|")
+    print(f"each run in a fresh process, best of {args.repeats} round-robin rounds; glibc heap settings: "
+          f"{'equal (no trimming)' if args.equal_malloc else 'default'}\n")
+    print("| method | rows/s | seconds | page faults | lens / this |\n|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
-            print(f"| {r['method']} | failed: {r['error']} | | |")
+            print(f"| {r['method']} | failed: {r['error']} | | | |")
         else:
-            print(f"| {r['method']} | {r['rows_per_s']:.0f} | {r['seconds']:.1f} | {r['lens_speedup']:.2f}x |")
+            print(f"| {r['method']} | {r['rows_per_s']:.0f} | {r['seconds']:.1f} | {r['page_faults']} | "
+                  f"{r['lens_speedup']:.2f}x |")
     print("\n## find-feature (rank_features), d_in 128, d_sae 4096, two conditions\n")
     print("| rows | rows x features / s | peak RSS MiB |\n|---|---|---|")
     for r in ff:

@@ -31,14 +31,14 @@ def folder(tmp_path_factory):
 
 def test_capture_info_json(capsys, monkeypatch, tmp_path, folder):
     inputs = tmp_path / "in.jsonl"
-    inputs.write_text('{"prompt": "Q:1+2=?\\n", "completion": "A:3"}\n"just text"\n')
+    inputs.write_text('{"prompt": "Q:1+2=?\\n", "completion": "A:3"}\n"just text"\n{"input_ids": [1, 5, 7]}\n')
     code, out, _ = run(capsys, monkeypatch, "capture", "-m", folder, "-i", inputs, "-s", "blocks.1.hook_resid_post",
                        "--select", "last_prompt", "-o", tmp_path / "cap", "--json")
     assert code == 0
     summary = json.loads(out)
-    assert summary["rows"] == 2 and summary["complete"] and summary["sites"] == ["blocks.1.hook_resid_post"]
+    assert summary["rows"] == 3 and summary["complete"] and summary["sites"] == ["blocks.1.hook_resid_post"]
     code, out, _ = run(capsys, monkeypatch, "info", tmp_path / "cap", "--json")
-    assert code == 0 and json.loads(out)["examples"] == 2
+    assert code == 0 and json.loads(out)["examples"] == 3
 
 
 @pytest.mark.parametrize(
