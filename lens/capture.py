@@ -76,6 +76,8 @@ class Activations:
     def concat(cls, parts: list[Activations]) -> Activations:
         if not parts:
             raise LensError("no rows were captured: the selection matched no token in any input")
+        if len(parts) == 1:
+            return parts[0]
         return cls(
             acts={s: torch.cat([p.acts[s] for p in parts]) for s in parts[0].acts},
             **{k: torch.cat([getattr(p, k) for p in parts]) for k in META_KEYS},
@@ -275,7 +277,9 @@ def capture(
         examples = [Example.of(x) for x in inputs]
         if not examples:
             raise LensError("no inputs to capture; the input list or file is empty")
-        return _capture_every(model, examples, site_list, batch_size, dtype, padding_side, bar)
+        acts = capture_every(model, examples, site_list, batch_size, dtype, padding_side, bar)
+        bar.close()
+        return acts
     parts = []
     with reading(model, site_list) as state:
         for k, chunk in enumerate(_batches((Example.of(x) for x in inputs), batch_size)):
@@ -289,8 +293,8 @@ def capture(
     return Activations.concat(parts)
 
 
-def _capture_every(model: Model, examples: list[Example], sites: list[Site], batch_size: int, dtype: torch.dtype,
-                   side: str, bar: _progress) -> Activations:
+def capture_every(model: Model, examples: list[Example], sites: list[Site], batch_size: int, dtype: torch.dtype,
+                  side: str, bar: _progress, first_index: int = 0) -> Activations:
     """Every token of every example, in memory: tokenise all inputs first, then each forward pass
     writes its rows straight into one preallocated tensor per site (no per-batch copies to join)."""
     texts = [i for i, e in enumerate(examples) if e.token_ids is None]
@@ -321,7 +325,7 @@ def _capture_every(model: Model, examples: list[Example], sites: list[Site], bat
             batch = pad(model, ids[b : b + batch_size], [], side)
             vocab = model.vocab_size
             if int(batch.input_ids.max()) >= vocab:
-                row = b + int((batch.input_ids >= vocab).any(1).nonzero()[0])
+                row = first_index + b + int((batch.input_ids >= vocab).any(1).nonzero()[0])
                 raise LensError(f"input {row}: token id {int(batch.input_ids.max())} is outside the model's "
                                 f"vocabulary of {vocab}; were these ids made by another tokenizer?")
             state_rows["idx"] = torch.nonzero(batch.attention_mask.flatten()).flatten()
@@ -332,14 +336,13 @@ def _capture_every(model: Model, examples: list[Example], sites: list[Site], bat
                 pass
             state_rows["at"] += state_rows["idx"].numel()
             bar.update(len(batch.lengths), state_rows["idx"].numel(), time.perf_counter() - t0)
-    bar.close()
     for name, t in out.items():
         if not torch.isfinite(t.float().sum()):
             bad = int((~torch.isfinite(t).all(-1)).nonzero()[0])
             ex = int(torch.searchsorted(lengths.cumsum(0), bad, right=True))
-            raise LensError(f"NaN or inf in {name} for input {ex}; check the model weights and dtype "
-                            "(try dtype=float32)")
-    example = torch.repeat_interleave(torch.arange(len(ids)), lengths)
+            raise LensError(f"NaN or inf in {name} for input {first_index + ex}; check the model weights and "
+                            "dtype (try dtype=float32)")
+    example = torch.repeat_interleave(torch.arange(first_index, first_index + len(ids)), lengths)
     first = torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)
     start = torch.arange(n) - first
     token_id = torch.tensor([t for row in ids for t in row], dtype=torch.long)

@@ -22,10 +22,19 @@ import torch
 from jaxtyping import Float
 
 from .artifacts import base_metadata, load_tensors, read_json, save_tensors, write_json
-from .capture import META_KEYS, Activations, _batches, _progress, capture_batch, examples_hash, reading
+from .capture import (
+    META_KEYS,
+    Activations,
+    _batches,
+    _progress,
+    capture_batch,
+    capture_every,
+    examples_hash,
+    reading,
+)
 from .errors import LensError
 from .models import Model
-from .selection import Example, Selection
+from .selection import AllTokens, Example, Selection
 from .sites import Site
 
 FORMAT = "lens-capture/1"
@@ -215,16 +224,25 @@ def stream_capture(
         pending, pending_rows, ex_pending = [], 0, []
 
     start = manifest["n_examples_done"]
-    with reading(model, sites) as state:
-        for k, chunk in enumerate(_batches(examples, batch_size)):
-            t0 = time.perf_counter()
-            part = capture_batch(model, chunk, sites, select, start + k * batch_size, dtype, padding_side, state)
+    if isinstance(select, AllTokens):  # every token: groups of batches straight into preallocated rows
+        for k, group in enumerate(_batches(examples, batch_size * 8)):
+            part = capture_every(model, group, sites, batch_size, dtype, padding_side, bar, start + k * batch_size * 8)
             pending.append(part)
-            ex_pending.extend(chunk)
+            ex_pending.extend(group)
             pending_rows += len(part)
-            bar.update(len(chunk), part.n_tokens, time.perf_counter() - t0)
             if pending_rows >= shard_rows:
                 flush()
+    else:
+        with reading(model, sites) as state:
+            for k, chunk in enumerate(_batches(examples, batch_size)):
+                t0 = time.perf_counter()
+                part = capture_batch(model, chunk, sites, select, start + k * batch_size, dtype, padding_side, state)
+                pending.append(part)
+                ex_pending.extend(chunk)
+                pending_rows += len(part)
+                bar.update(len(chunk), part.n_tokens, time.perf_counter() - t0)
+                if pending_rows >= shard_rows:
+                    flush()
     flush()
     bar.close()
     if manifest["n_examples_done"] == 0:

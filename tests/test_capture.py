@@ -197,3 +197,19 @@ def test_token_id_inputs_refuse_text_selections_and_foreign_ids(tiny):
         Example.of([1, 2.5])
     with pytest.raises(LensError, match="1-D integer"):
         Example.of(torch.ones(2, 3, dtype=torch.long))
+
+
+def test_streamed_every_token_capture_spans_groups_and_shards(tiny, tmp_path):
+    model = tiny("llama")
+    texts = TEXTS * 10  # 40 inputs: groups of 8 batches of 1, a shard per group
+    mem = capture(model, texts, SITES, "all", batch_size=3, progress=False)
+    folder = capture(model, texts, SITES, "all", batch_size=1, out=tmp_path / "c", shard_rows=50, progress=False)
+    assert len(folder.manifest["shards"]) > 3 and folder.n_rows == len(mem)
+    for s in SITES:
+        torch.testing.assert_close(folder[s], mem[s], atol=1e-5, rtol=1e-5)
+    rows = torch.cat([b for b in folder.iter_rows(SITES[0], 1000)])
+    assert rows.shape[0] == len(mem)
+    from lens.artifacts import load_tensors
+
+    ex = torch.cat([load_tensors(tmp_path / "c" / sh["file"])[0]["example"] for sh in folder.manifest["shards"]])
+    assert torch.equal(ex, mem.example) and int(ex.max()) == len(texts) - 1
