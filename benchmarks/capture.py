@@ -7,7 +7,9 @@ Peak memory of capture-to-disk is measured in fresh subprocesses (ru_maxrss) at 
 from __future__ import annotations
 
 import copy
+import gc
 import json
+import random
 import resource
 import statistics
 import subprocess
@@ -27,15 +29,28 @@ def _texts(n: int) -> list[str]:
 
 
 def _all_times(fns: list, repeats: int) -> list[list[float]]:
-    """Seconds of every run of each fn, timed round-robin (one of each per round) so drift hits all alike."""
+    """Seconds of every run of each fn, one of each per round in a shuffled order, so drift hits all alike.
+
+    As `timeit` does, the garbage collector is paused while a run is timed (and run before it), so
+    one method's garbage is not collected on another's clock.
+    """
     for fn in fns:
         fn()  # warm up
     times: list[list[float]] = [[] for _ in fns]
+    order = list(range(len(fns)))
+    rng = random.Random(0)
     for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            fn()
-            times[i].append(time.perf_counter() - t0)
+        rng.shuffle(order)  # a new order each round: no method always runs right after the same one
+        for i in order:
+            fn = fns[i]
+            gc.collect()
+            gc.disable()
+            try:
+                t0 = time.perf_counter()
+                fn()
+                times[i].append(time.perf_counter() - t0)
+            finally:
+                gc.enable()
     return times
 
 

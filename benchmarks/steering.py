@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import statistics
 import sys
-import time
 
 import torch
 
@@ -20,13 +19,9 @@ from lens.models import Model
 
 
 def _median_time(fn, repeats: int) -> float:
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+    from benchmarks.capture import _all_times
+
+    return statistics.median(_all_times([fn], repeats)[0])
 
 
 def steering_rows(model: Model, batch: int = 4, new_tokens: int = 64, repeats: int = 3) -> list[dict]:
