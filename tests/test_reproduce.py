@@ -42,14 +42,22 @@ def test_tiny_run_writes_report_and_is_deterministic(tiny_pair, tmp_path):
     assert "61.4" in md and "32.7" in md  # paper numbers next to ours
 
 
-def test_real_task_sets_skip_organism_only_steps_with_reasons(tiny_pair, tmp_path):
+def test_real_task_sets_run_the_unsupervised_hybrid_and_skip_feature_without_sae(tiny_pair, tmp_path):
     base, thinking = tiny_pair
     rows = tmp_path / "t.jsonl"
     rows.write_text("\n".join(json.dumps({"question": f"What is {i} plus {i}?", "answer": str(2 * i)})
-                              for i in range(4)))
-    res = reproduce(tmp_path / "r", base=base, thinking=thinking, tasks=str(rows), sizes=Sizes(**TINY),
+                              for i in range(40)))
+    sizes = Sizes(**{**TINY, "hybrid_n": 16, "max_new_tokens": 16})
+    res = reproduce(tmp_path / "r", base=base, thinking=thinking, tasks=str(rows), sizes=sizes,
                     steps=("hybrid", "feature", "diff"), progress=False)
-    assert res["hybrid"]["status"] == "skipped" and "labelled thinking traces" in res["hybrid"]["reason"]
+    hyb = res["hybrid"]
+    assert hyb["status"] == "ok", hyb.get("reason")
+    assert hyb["n"] == 16 and set(hyb["runs"]) == {"none", "bias_only", "random_category", "random_vector",
+                                                    "no_guardrail"}
+    vec = hyb["vectors"]
+    assert vec["selector"] == "taxonomy" and vec["n_traces"] == 16 and "disjoint" in vec["trace_prompts"]
+    assert len(vec["categories"]) >= 2 and set(vec["taxonomy"]["top_sentences"]) == set(vec["categories"])
+    assert 0.0 <= hyb["hybrid"]["fraction_steered"] <= hyb["hybrid"]["fraction_gated"] <= 1.0
     assert res["feature"]["status"] == "skipped" and "--sae" in res["feature"]["reason"]
     assert res["diff"]["status"] == "ok" and len(res["diff"]["separability"]) == base.n_layers
 

@@ -46,7 +46,7 @@ def taxonomy_selector(
         raise LensError(f"the taxonomy put all {len(assigned)} steps into one category; use --selector nearest")
     majority = {c: Counter(lab for a, lab in zip(assigned, labels, strict=True) if a == c).most_common(1)[0][0]
                 for c in live}
-    names = {c: f"c{c}:{majority[c]}" for c in live}
+    names = {c: f"c{c}:{majority[c]}" if majority[c] else f"c{c}" for c in live}  # unlabelled steps: c{latent}
     order = torch.tensor(live)
 
     def select(resid: torch.Tensor) -> torch.Tensor:
@@ -54,7 +54,9 @@ def taxonomy_selector(
         return tax.sae.encode(normalise(resid.float().cpu(), tax.centre))[:, order].argmax(-1)
 
     info = {"taxonomy": {**purity(assigned, labels), "n_sentences": len(assigned), "n_categories": n_categories,
-                         "categories": {names[c]: assigned.count(c) for c in live}}}
+                         "categories": {names[c]: assigned.count(c) for c in live},
+                         "top_sentences": {names[c]: [t["text"] for t in top] for c, top in
+                                           tax.top_sentences(3).items() if c in names}}}
     return [names[c] for c in assigned], select, info
 
 

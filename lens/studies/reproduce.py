@@ -76,11 +76,12 @@ def setup(tasks_name: str, base, sizes: Sizes, template: str | None = None) -> S
     from ..evaluation.tasks import load_tasks
     from ..evaluation.templates import apply_template
 
-    need = max(sizes.n, sizes.hybrid_n, sizes.cot_n, sizes.feature_n)
+    organism = str(tasks_name).lower() == "organism"
+    # other pairs: the hybrid's taxonomy is fitted on the thinking model's traces of the next hybrid_n problems
+    need = max(sizes.n, sizes.hybrid_n * (1 if organism else 2), sizes.cot_n, sizes.feature_n)
     tasks = load_tasks(tasks_name, limit=need)
     if not tasks:
         raise LensError(f"task set {tasks_name!r} is empty")
-    organism = str(tasks_name).lower() == "organism"
     questions = [t.question for t in tasks]
     tmpl = template or ("identity" if organism else "plain")
     prompts = apply_template(tmpl, questions, base.tokenizer)
@@ -150,8 +151,18 @@ def run_steps(base, thinking, s: Setup, sizes: Sizes, *, seed: int, steps, sae: 
 
     def hybrid() -> dict:
         if not s.organism:
-            return {"status": "skipped", "reason": "the hybrid's category vectors come from the organism's labelled "
-                    "thinking traces; for other pairs use lens.hybrid.study.run_study with your own labelled traces"}
+            from . import hybrid_generic
+
+            n = sizes.hybrid_n
+            rest = s.prompts[n : 2 * n]
+            disjoint = len(rest) >= max(4, n // 2)
+            res = hybrid_generic.run(base, thinking, s.prompts[:n], s.is_correct, s.think_prompts, s.direct_prompts,
+                                     trace_prompts=rest if disjoint else s.prompts[:n], layer=sizes.layer,
+                                     max_new_tokens=sizes.max_new_tokens, batch_size=min(sizes.batch_size, 64),
+                                     seed=seed, progress=say)
+            res["vectors"]["trace_prompts"] = ("the next problems of the task set (disjoint from the evaluated ones)"
+                                               if disjoint else "the evaluated problems (too few others)")
+            return {"status": "ok", **res}
         from . import hybrid_organism
 
         res = hybrid_organism.run(base, thinking, n=sizes.hybrid_n, layer=sizes.layer,

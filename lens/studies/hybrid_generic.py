@@ -1,0 +1,83 @@
+"""The hybrid study for any model pair, with categories found without labels (the hybrid paper's way).
+
+1. the thinking model answers the trace prompts greedily; each completion is split into sentences;
+2. a taxonomy SAE with one latent per category is fitted on the THINKING model's sentence vectors at
+   `site` (``saes.taxonomy``); each sentence's category is its argmax latent;
+3. the category vectors are the BASE model's one-vs-rest means over the same sentences, by category;
+   the bias is the base's difference of means between prompts that ask for reasoning and prompts
+   that ask for a direct answer (last prompt token);
+4. base, thinking and the hybrid (the argmax latent of the thinking model's residual picks the
+   category at a gated step) on the evaluation prompts, with the ablations (``hybrid.study``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+from ..decoding.generate import generate
+from ..errors import LensError
+from ..hybrid.common import ABLATIONS
+from ..hybrid.study import category_vectors, run_study
+from ..models import Model
+from ..selection import SENTENCE_RE
+from .hybrid_organism import taxonomy_selector
+
+
+def sentence_traces(prompts: Sequence[str], completions: Sequence[str]) -> list[dict]:
+    """Traces whose spans are the completion's sentences (unlabelled), indexing prompt + completion."""
+    out = []
+    for p, c in zip(prompts, completions, strict=True):
+        spans = [[len(p) + m.start(), len(p) + m.end(), ""] for m in re.finditer(SENTENCE_RE, c)
+                 if m.group(0).strip()]
+        if spans:
+            out.append({"prompt": p, "completion": c, "spans": spans})
+    return out
+
+
+def run(
+    base: Model,
+    thinking: Model,
+    prompts: Sequence[str],
+    is_correct: Callable[[int, str], bool],
+    think_prompts: Sequence[str],
+    direct_prompts: Sequence[str],
+    *,
+    trace_prompts: Sequence[str],
+    layer: int | None = None,
+    n_categories: int = 5,
+    norm_frac: float = 0.5,
+    coefficients: tuple[float, ...] = (0.25, 0.5, 1.0),
+    ablations=ABLATIONS,
+    max_new_tokens: int = 96,
+    batch_size: int = 16,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Unsupervised category vectors from the thinking model's traces, then the hybrid study on `prompts`."""
+    if not think_prompts or not direct_prompts:
+        raise LensError("the hybrid's bias needs prompts that ask for reasoning and prompts that ask for a direct "
+                        "answer; none were given")
+    layer = base.n_layers // 2 if layer is None else layer
+    site = f"blocks.{layer}.hook_resid_post"
+    say = progress or (lambda _m: None)
+    say(f"thinking-model traces on {len(trace_prompts)} prompts")
+    gens = generate(thinking, list(trace_prompts), max_new_tokens, batch_size=batch_size).samples
+    traces = sentence_traces(list(trace_prompts), [g.text for g in gens])
+    n_sent = sum(len(t["spans"]) for t in traces)
+    if n_sent < 16:
+        raise LensError(f"the thinking model's traces hold {n_sent} sentences; the taxonomy needs at least 16: "
+                        "raise --hybrid-n or --max-new-tokens")
+    say(f"taxonomy SAE on {n_sent} sentences")
+    step_names, pick, tinfo = taxonomy_selector(thinking, traces, site, n_categories=n_categories, seed=seed)
+    bias, cats, info = category_vectors(base, traces, site, think_prompts, direct_prompts, norm_frac=norm_frac,
+                                        step_labels=step_names)
+    cats = {name: cats[name] for name in tinfo["taxonomy"]["categories"]}  # in the selector's index order
+    info.update(tinfo)
+    out = run_study(base, thinking, prompts, is_correct, site, bias, cats, coefficients=coefficients,
+                    ablations=ablations, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
+                    selector=pick, progress=say)
+    out["vectors"] = {**info, "norm_frac": norm_frac, "categories": list(cats), "selector": "taxonomy",
+                      "n_traces": len(traces), "n_sentences": n_sent}
+    return out
+
