@@ -50,6 +50,7 @@ def test_capture_info_json(capsys, monkeypatch, tmp_path, folder):
         (["capture", "-m", "MODEL", "-i", "IN", "-s", "blocks.1.hook_resid", "-o", "OUT"], "unknown site"),
         (["capture", "-m", "MODEL", "-i", "EMPTY", "-o", "OUT"], "empty"),
         (["capture", "-m", "MODEL", "-i", "BAD", "-o", "OUT"], "not valid JSON"),
+        (["hybrid", "--base", "MODEL", "--thinking", "MODEL"], "give --tasks"),
     ],
 )
 def test_errors_are_one_line(capsys, monkeypatch, tmp_path, folder, args, message):
@@ -87,3 +88,16 @@ def test_directions_steer_diff(capsys, monkeypatch, tmp_path, folder):
     code, out, _ = run(capsys, monkeypatch, "diff", folder, folder, "--json")
     assert code == 0
     assert all(r["relative_change"] == 0 for r in json.loads(out)["weights"])
+
+
+def test_hybrid_on_another_pair_with_a_task_file(capsys, monkeypatch, tmp_path, folder):
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps({"question": f"What is {i} plus {i}?", "answer": str(2 * i)}) + "\n"
+                             for i in range(40)))
+    code, out, _ = run(capsys, monkeypatch, "hybrid", "--base", folder, "--thinking", folder, "--tasks", tasks,
+                       "--n", 16, "--max-new-tokens", 12, "--json")
+    assert code == 0
+    res = json.loads(out)
+    assert res["n"] == 16 and res["vectors"]["selector"] == "taxonomy" and len(res["vectors"]["categories"]) >= 2
+    assert res["hybrid"]["fraction_gated"] == 0.0  # one model as base and thinking never disagrees with itself
+    assert res["hybrid"]["accuracy"]["value"] == res["base"]["value"]

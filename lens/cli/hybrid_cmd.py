@@ -14,19 +14,40 @@ def hybrid_cmd(
     layer: int = typer.Option(None, help="steering layer (default 1: where the organism's reasoning direction acts)"),
     norm_frac: float = typer.Option(0.5, help="vector norm as a fraction of the mean residual norm"),
     selector: str = typer.Option("taxonomy", help="taxonomy (SAE argmax latent) or nearest (cosine)"),
+    tasks: str = typer.Option(None, help="other pairs: gsm8k, math500, or a JSONL of question/answer rows"),
+    template: str = typer.Option(None, help="other pairs: prompt template (plain, r1zero, chat, ...)"),
+    max_new_tokens: int = typer.Option(100, "--max-new-tokens"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Accuracy of base, thinking and hybrid, gap recovered, fraction of tokens steered, and the ablations."""
+    """Accuracy of base, thinking and hybrid, gap recovered, fraction of tokens steered, and the ablations.
+
+    On the bundled organism the category vectors come from its labelled traces; on other pairs
+    (--base, --thinking, --tasks) from an unsupervised taxonomy of the thinking model's sentences.
+    """
     from ..errors import LensError
     from ..models import load_pair
-    from ..studies import hybrid_organism
 
-    if not (base.startswith("organism:") and thinking.startswith("organism:")):
-        raise LensError("lens hybrid runs on the bundled organism's task set; for other pairs use "
-                        "lens.hybrid.study.run_study from Python with your prompts and checker")
+    say = None if as_json else (lambda msg: console.print(f"[dim]{msg}[/]"))
+    organism = base.startswith("organism:") and thinking.startswith("organism:") and tasks in (None, "organism")
+    if not organism and tasks is None:
+        raise LensError("for a pair other than the bundled organism give --tasks (gsm8k, math500 or a JSONL of "
+                        "question/answer rows)")
     b, t = load_pair(base, thinking)
-    res = hybrid_organism.run(b, t, n=n, layer=layer, norm_frac=norm_frac, selector=selector,
-                              progress=None if as_json else (lambda msg: console.print(f"[dim]{msg}[/]")))
+    if organism:
+        from ..studies import hybrid_organism
+
+        res = hybrid_organism.run(b, t, n=n, layer=layer, norm_frac=norm_frac, selector=selector,
+                                  max_new_tokens=max_new_tokens, progress=say)
+    else:
+        from ..studies import hybrid_generic
+        from ..studies.reproduce import Sizes, setup
+
+        if selector != "taxonomy":
+            raise LensError("on other pairs the categories come from the taxonomy; drop --selector")
+        s = setup(tasks, b, Sizes(n=1, hybrid_n=n, cot_n=1, feature_n=1), template)
+        res = hybrid_generic.run_on_tasks(b, t, s.prompts, s.is_correct, s.think_prompts, s.direct_prompts, n,
+                                          layer=layer, norm_frac=norm_frac, max_new_tokens=max_new_tokens,
+                                          progress=say)
     if as_json:
         emit_json(res)
         return

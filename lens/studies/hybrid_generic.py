@@ -81,3 +81,24 @@ def run(
                       "n_traces": len(traces), "n_sentences": n_sent}
     return out
 
+
+
+def run_on_tasks(
+    base: Model,
+    thinking: Model,
+    prompts: Sequence[str],
+    is_correct: Callable[[int, str], bool],
+    think_prompts: Sequence[str],
+    direct_prompts: Sequence[str],
+    n: int,
+    **kwargs,
+) -> dict:
+    """`run` on the first `n` of a task set's prompts; the traces come from the next `n` (disjoint) when
+    the set has at least n/2 more, else from the evaluated prompts themselves (recorded in the result)."""
+    rest = list(prompts[n : 2 * n])
+    disjoint = len(rest) >= max(4, n // 2)
+    res = run(base, thinking, list(prompts[:n]), is_correct, think_prompts, direct_prompts,
+              trace_prompts=rest if disjoint else list(prompts[:n]), **kwargs)
+    res["vectors"]["trace_prompts"] = ("the next problems of the task set (disjoint from the evaluated ones)"
+                                       if disjoint else "the evaluated problems (too few others)")
+    return res

@@ -153,15 +153,10 @@ def run_steps(base, thinking, s: Setup, sizes: Sizes, *, seed: int, steps, sae: 
         if not s.organism:
             from . import hybrid_generic
 
-            n = sizes.hybrid_n
-            rest = s.prompts[n : 2 * n]
-            disjoint = len(rest) >= max(4, n // 2)
-            res = hybrid_generic.run(base, thinking, s.prompts[:n], s.is_correct, s.think_prompts, s.direct_prompts,
-                                     trace_prompts=rest if disjoint else s.prompts[:n], layer=sizes.layer,
-                                     max_new_tokens=sizes.max_new_tokens, batch_size=min(sizes.batch_size, 64),
-                                     seed=seed, progress=say)
-            res["vectors"]["trace_prompts"] = ("the next problems of the task set (disjoint from the evaluated ones)"
-                                               if disjoint else "the evaluated problems (too few others)")
+            res = hybrid_generic.run_on_tasks(base, thinking, s.prompts, s.is_correct, s.think_prompts,
+                                              s.direct_prompts, sizes.hybrid_n, layer=sizes.layer,
+                                              max_new_tokens=sizes.max_new_tokens,
+                                              batch_size=min(sizes.batch_size, 64), seed=seed, progress=say)
             return {"status": "ok", **res}
         from . import hybrid_organism
 
