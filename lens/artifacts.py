@@ -8,6 +8,7 @@ and what to do.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -52,12 +53,24 @@ def _atomic_replace(path: Path, write) -> None:
         raise
 
 
+def strict_json(obj: Any) -> Any:
+    """`obj` with NaN and +-inf floats replaced by None, so the JSON written is standard (readable by jq,
+    JavaScript, ...): e.g. a gap recovered of 0/0 when base and thinking score the same."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | Path, obj: Any) -> None:
-    """Write JSON atomically (a reader sees the old file or the new one, never half of one)."""
+    """Write standard JSON (NaN/inf as null) atomically (a reader sees the old file or the new one, never half)."""
 
     def w(tmp: str) -> None:
         with open(tmp, "w") as fh:
-            json.dump(obj, fh, indent=2, default=str)
+            json.dump(strict_json(obj), fh, indent=2, default=str, allow_nan=False)
             fh.write("\n")
 
     _atomic_replace(Path(path), w)

@@ -14,8 +14,10 @@ err_console = Console(stderr=True)
 
 
 def emit_json(obj: Any) -> None:
-    """Print JSON (only JSON) to stdout for scripts."""
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    """Print standard JSON (only JSON; NaN/inf as null) to stdout for scripts."""
+    from ..artifacts import strict_json
+
+    sys.stdout.write(json.dumps(strict_json(obj), indent=2, default=str, allow_nan=False) + "\n")
 
 
 def table(title: str, rows: list[tuple[str, Any]] | list[dict]) -> Table:
