@@ -169,3 +169,20 @@ def test_aggregate_and_reasoning_summary(llama):
     assert aggregate_branches([b0, b1, b2], "sum") == ("y", {"x": 0.5, "y": 0.6})
     summary = confidence_by_reasoning(res)
     assert summary["reasoning"]["n"] + summary["non_reasoning"]["n"] == 6
+
+
+def test_generated_sequences_capture_exactly_what_the_model_read(llama):
+    from lens.capture import capture
+
+    gen = generate(llama, PROMPTS, max_new_tokens=6, eos_token_id=-1)
+    seqs = gen.sequences()
+    last = f"blocks.{llama.n_layers - 1}.hook_resid_post"
+    acts = capture(llama, seqs, [last], "all", batch_size=3, progress=False)
+    for i, (seq, s) in enumerate(zip(seqs, gen.samples, strict=True)):
+        rows = acts.example == i
+        assert acts.token_id[rows].tolist() == seq["input_ids"] == gen.prompt_ids[i] + s.token_ids
+        # greedy: the unembedded residual at each position predicts the token generated after it
+        with torch.no_grad():
+            logits = llama.hf.lm_head(llama.hf.model.norm(acts[last][rows]))
+        p = seq["prompt_length"]
+        assert logits[p - 1 : -1].argmax(-1).tolist() == s.token_ids

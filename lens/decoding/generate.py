@@ -71,6 +71,16 @@ class Generation:
     n: int
     prompt_lengths: list[int] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    prompt_ids: list[list[int]] = field(default_factory=list)
+
+    def sequences(self) -> list[dict]:
+        """Every sample as the exact token ids the model read and wrote (prompt ids + generated ids),
+        ready for `lens.capture` (no decode/re-encode round trip), with its prompt and sample index."""
+        if len(self.prompt_ids) != self.n_prompts:
+            raise LensError("this Generation does not hold its prompt ids (made by an older lens)")
+        return [{"input_ids": self.prompt_ids[s.prompt_index] + list(s.token_ids), "prompt_index": s.prompt_index,
+                 "sample_index": s.sample_index, "prompt_length": self.prompt_lengths[s.prompt_index]}
+                for s in self.samples]
 
     def by_prompt(self) -> list[list[Sample]]:
         """``[prompt][sample]``."""
@@ -377,4 +387,4 @@ def generate(
         max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature, top_p=top_p, n=n, seed=seed,
         stop_strings=list(stop_strings), eos_token_id=eos,
     )
-    return Generation(samples, len(encoded), n, [len(e) for e in encoded], settings)
+    return Generation(samples, len(encoded), n, [len(e) for e in encoded], settings, [list(e) for e in encoded])
