@@ -34,10 +34,6 @@ class _StopForward(Exception):
     """Raised by the last capture hook: nothing after the deepest captured site is needed."""
 
 
-def _stop(h: torch.Tensor) -> None:
-    raise _StopForward
-
-
 @dataclass
 class Activations:
     """Captured rows: one vector per site and row, with where each row came from.
@@ -114,22 +110,43 @@ def _gather(
 def reading(model: Model, sites: list[Site]) -> Iterator[dict]:
     """Read-only hooks on `sites`, registered once for a whole capture run.
 
-    Yields a state dict; each batch sets `state["read"] = fn(name, hidden)`. After the deepest site
-    the forward stops (nothing later is needed, the unembedding included).
+    Yields a state dict; each batch sets `state["read"] = fn(name, hidden)` and runs its forward
+    inside `_forward(state, ...)`. The hooks act only during that forward: a forward of the same model
+    made meanwhile by someone else (say, a lazy input generator that generates text) is untouched.
+    After the deepest site the capture's forward stops (nothing later is needed, the unembedding included).
     """
-    state: dict = {}
+    state: dict = {"on": False}
 
     def reader(name: str):
         def fn(h: torch.Tensor) -> None:
-            state["read"](name, h)
+            if state["on"]:
+                state["read"](name, h)
 
         return fn
 
+    def stop(h: torch.Tensor) -> None:
+        if state["on"]:
+            raise _StopForward
+
     deepest = max(sites, key=lambda s: (s.layer, KIND_ORDER[s.kind]))
     fns: dict[str, list] = {s.name: [reader(s.name)] for s in sites}
-    fns[deepest.name].append(_stop)
+    fns[deepest.name].append(stop)
     with hooks(model, fns):
         yield state
+
+
+def _forward(state: dict, model: Model, batch: Batch) -> None:
+    """The capture's own forward pass over `batch` (hooks of `reading` active), stopped after the deepest site."""
+    dev = model.device
+    state["on"] = True
+    try:
+        with torch.no_grad():
+            model.hf(input_ids=batch.input_ids.to(dev), attention_mask=batch.attention_mask.to(dev),
+                     position_ids=batch.position_ids.to(dev), use_cache=False)
+    except _StopForward:
+        pass
+    finally:
+        state["on"] = False
 
 
 def capture_batch(
@@ -167,7 +184,6 @@ def capture_batch(
                 raise LensError(f"input {first_index + i}: {e}") from None
     seen: dict[str, torch.Tensor] = {}
     real = batch.attention_mask.bool()
-    dev = model.device
     flat_real = torch.nonzero(real.flatten()).flatten()
 
     def read(name: str, h: torch.Tensor) -> None:
@@ -177,16 +193,7 @@ def capture_batch(
             seen[name] = _gather(h.detach(), batch, groups, dtype)
 
     state["read"] = read
-    with torch.no_grad():
-        try:
-            model.hf(
-                input_ids=batch.input_ids.to(dev),
-                attention_mask=batch.attention_mask.to(dev),
-                position_ids=batch.position_ids.to(dev),
-                use_cache=False,
-            )
-        except _StopForward:
-            pass
+    _forward(state, model, batch)
     long = lambda xs: torch.tensor(xs, dtype=torch.long)  # noqa: E731
     if every:
         rows_of = torch.arange(len(examples))[:, None].expand_as(real)[real]
@@ -307,7 +314,6 @@ def capture_every(model: Model, examples: list[Example], sites: list[Site], batc
     n = int(lengths.sum())
     out = {s.name: torch.empty(n, model.d_model, dtype=dtype) for s in sites}
     state_rows = {"at": 0, "idx": None}
-    dev = model.device
 
     def read(name: str, h: torch.Tensor) -> None:
         a, idx = state_rows["at"], state_rows["idx"]
@@ -329,11 +335,7 @@ def capture_every(model: Model, examples: list[Example], sites: list[Site], batc
                 raise LensError(f"input {row}: token id {int(batch.input_ids.max())} is outside the model's "
                                 f"vocabulary of {vocab}; were these ids made by another tokenizer?")
             state_rows["idx"] = torch.nonzero(batch.attention_mask.flatten()).flatten()
-            try:
-                model.hf(input_ids=batch.input_ids.to(dev), attention_mask=batch.attention_mask.to(dev),
-                         position_ids=batch.position_ids.to(dev), use_cache=False)
-            except _StopForward:
-                pass
+            _forward(state, model, batch)
             state_rows["at"] += state_rows["idx"].numel()
             bar.update(len(batch.lengths), state_rows["idx"].numel(), time.perf_counter() - t0)
     for name, t in out.items():

@@ -213,3 +213,29 @@ def test_streamed_every_token_capture_spans_groups_and_shards(tiny, tmp_path):
 
     ex = torch.cat([load_tensors(tmp_path / "c" / sh["file"])[0]["example"] for sh in folder.manifest["shards"]])
     assert torch.equal(ex, mem.example) and int(ex.max()) == len(texts) - 1
+
+
+@pytest.mark.parametrize("select", ["last:2", "all"])
+def test_inputs_generated_lazily_by_the_same_model_are_untouched(tiny, tmp_path, select):
+    """A lazy input generator may run the model (e.g. generate the texts): capture's hooks leave it alone."""
+    from lens.decoding import generate
+
+    model = tiny("llama")
+    outputs = []
+
+    def produce():
+        for t in TEXTS:
+            gen = generate(model, [t], max_new_tokens=3, eos_token_id=-1)  # runs the model mid-capture
+            outputs.append(gen.samples[0].token_ids)
+            yield gen.sequences()[0]
+
+    lazy = capture(model, produce(), SITES, select, batch_size=2, progress=False)
+    assert outputs == [generate(model, [t], max_new_tokens=3, eos_token_id=-1).samples[0].token_ids for t in TEXTS]
+    eager = capture(model, [{"input_ids": TEXTS_IDS} for TEXTS_IDS in
+                            [model.tokenizer(t)["input_ids"] + o for t, o in zip(TEXTS, outputs, strict=True)]],
+                    SITES, select, batch_size=2, progress=False)
+    for s in SITES:
+        torch.testing.assert_close(lazy[s], eager[s])
+    folder = capture(model, produce(), SITES, select, batch_size=2, out=tmp_path / "c", progress=False)
+    for s in SITES:
+        torch.testing.assert_close(folder[s], eager[s], atol=1e-5, rtol=1e-5)
