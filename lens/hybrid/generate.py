@@ -49,7 +49,7 @@ def _write_last_kv(cache, variants: list[list[tuple[torch.Tensor, torch.Tensor]]
     for i, la in enumerate(cache.layers):
         for j, attr in enumerate(("keys", "values")):
             stack = torch.stack([v[i][j] for v in variants])  # [variants, batch, heads, 1, head_dim]
-            idx = choice.view(1, -1, 1, 1, 1).expand(1, *stack.shape[1:])
+            idx = choice.to(stack.device).view(1, -1, 1, 1, 1).expand(1, *stack.shape[1:])
             getattr(la, attr)[:, :, -1:] = stack.gather(0, idx)[0]
 
 

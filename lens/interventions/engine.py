@@ -37,6 +37,11 @@ class CallState:
     prompt_len: Int[torch.Tensor, "batch 1"]
     sequence: int = 0  # index of the batch of sequences (a new one starts at each prompt pass)
 
+    def to(self, device: torch.device) -> CallState:
+        """The same state with its tensors on `device` (a site on another GPU under a device_map)."""
+        return CallState(self.step, self.positions.to(device), None if self.valid is None else self.valid.to(device),
+                         self.prompt_len.to(device), self.sequence)
+
     def real(self) -> Bool[torch.Tensor, "batch seq"]:
         """The real-slot mask (all True when no attention mask was given)."""
         return torch.ones_like(self.positions, dtype=torch.bool) if self.valid is None else self.valid
@@ -175,6 +180,8 @@ def _site_fn(h: Steering, items: list[Intervention]):
         if st is None or hidden.shape[:2] != st.positions.shape:
             raise LensError("steer: a site saw a tensor whose shape does not match the call's tokens; "
                             "only decoder-only models called with input_ids are supported")
+        if st.positions.device != hidden.device:  # layers split across devices: positions follow the site
+            st = st.to(hidden.device)
         out = hidden
         for iv in items:
             got = cache.get(id(iv))
