@@ -96,7 +96,8 @@ def hybrid_generate(
         for k in range(max_new_tokens):
             gate.clear()
             b_logits, b_cache = _forward(base, step_ids, mask, b_cache)
-            t_logits, t_cache = _forward(thinking, step_ids, mask, t_cache)
+            t_logits, t_cache = _forward(thinking, step_ids.to(thinking.device), mask.to(thinking.device), t_cache)
+            b_logits, t_logits = b_logits.to(dev), t_logits.to(dev)  # lm heads may sit on other devices
             unsteered = b_logits.argmax(-1)
             gated = gate_rows(cfg, b_logits, t_logits) & ~log.done.to(dev)
             token = unsteered
@@ -109,7 +110,7 @@ def hybrid_generate(
                     _drop_last(b_cache)
                     gate.set(gated, vec, torch.full((n,), float(c)))
                     logits_c, b_cache = _forward(base, step_ids[:, -1:], mask, b_cache)
-                    cands.append(logits_c.argmax(-1))
+                    cands.append(logits_c.argmax(-1).to(dev))
                     if variants[0] is not None:
                         variants.append(_last_kv(b_cache))
                 token, pick = choose(cfg, t_logp.cpu(), unsteered.cpu(), [c.cpu() for c in cands], gated.cpu())
