@@ -38,46 +38,37 @@ def positions_from_mask(mask: Int[torch.Tensor, "batch seq"]) -> Int[torch.Tenso
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def encode(model: Model, texts: list[str], side: str = "right", max_length: int | None = None,
-           offsets: bool = True) -> Batch:
-    """Tokenise `texts` (special tokens added as the tokenizer does) into a padded Batch.
-
-    offsets=False skips the character offsets (Batch.offsets is then empty) for callers that only
-    count tokens.
-    """
-    tok = model.tokenizer
-    enc = tok(texts, add_special_tokens=True, return_offsets_mapping=offsets, truncation=max_length is not None,
-              max_length=max_length)
-    offs = [[tuple(o) for o in row] for row in enc["offset_mapping"]] if offsets else []
-    return pad(model, enc["input_ids"], offs, side)
+def encode(model: Model, texts: list[str], side: str = "right", max_length: int | None = None) -> Batch:
+    """Tokenise `texts` (special tokens added as the tokenizer does) into a padded Batch."""
+    enc = model.tokenizer(texts, add_special_tokens=True, return_offsets_mapping=True,
+                          truncation=max_length is not None, max_length=max_length)
+    return pad(model, enc["input_ids"], [[tuple(o) for o in row] for row in enc["offset_mapping"]], side)
 
 
 def encode_mixed(model: Model, items: list[str | tuple[int, ...]], side: str = "right",
                  offsets: bool = True) -> Batch:
-    """A padded Batch from texts (tokenised, special tokens added) and token-id tuples (taken as given).
+    """A padded Batch from texts (tokenised, special tokens added) and token-id tuples (taken as given)."""
+    return pad(model, *token_rows(model, items, offsets), side)
 
-    Token-id rows get offsets of (0, 0) per token (no text); ids outside the vocabulary raise.
-    """
-    texts = [(i, x) for i, x in enumerate(items) if isinstance(x, str)]
-    if len(texts) == len(items):
-        return encode(model, [x for _, x in texts], side, offsets=offsets)
+
+def token_rows(model: Model, items: list[str | tuple[int, ...]], offsets: bool = True) -> tuple[list, list]:
+    """(token ids per item, character offsets per item or [] if not asked): texts are tokenised in one
+    call with special tokens added; token-id items are kept as given, with (0, 0) offsets (no text)."""
+    texts = [i for i, x in enumerate(items) if isinstance(x, str)]
     ids: list = list(items)
-    offs: list = [[(0, 0)] * len(x) if not isinstance(x, str) else None for x in items]
+    offs: list = [[(0, 0)] * len(x) if not isinstance(x, str) else None for x in items] if offsets else []
     if texts:
-        enc = encode(model, [x for _, x in texts], side, offsets=offsets)
-        for k, (i, _) in enumerate(texts):
-            ids[i] = enc.input_ids[k, enc.pads[k]:enc.pads[k] + enc.lengths[k]].tolist()
-            offs[i] = enc.offsets[k] if offsets else None
-    vocab = model.vocab_size
-    for i, row in enumerate(ids):
-        if max(row) >= vocab:
-            raise LensError(f"input {i}: token id {max(row)} is outside the model's vocabulary of {vocab}; "
-                            "were these ids made by another tokenizer?")
-    return pad(model, ids, offs if offsets else [], side)
+        enc = model.tokenizer([items[i] for i in texts], add_special_tokens=True, return_offsets_mapping=offsets)
+        for k, i in enumerate(texts):
+            ids[i] = enc["input_ids"][k]
+            if offsets:
+                offs[i] = [tuple(o) for o in enc["offset_mapping"][k]]
+    return ids, offs
 
 
 def pad(model: Model, ids: list, offsets: list, side: str) -> Batch:
-    """Pad rows of token ids into a Batch (pad token, mask, absolute positions)."""
+    """Pad rows of token ids into a Batch (pad token, mask, absolute positions); ids outside the
+    vocabulary raise."""
     tok = model.tokenizer
     lengths = [len(r) for r in ids]
     width = max(lengths)
@@ -86,7 +77,13 @@ def pad(model: Model, ids: list, offsets: list, side: str) -> Batch:
     slots = torch.arange(width)[None, :]
     mask = (slots >= width - n) if side == "left" else (slots < n)
     input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    input_ids[mask] = torch.tensor([t for row in ids for t in row], dtype=torch.long)  # row-major = token order
+    flat = torch.tensor([t for row in ids for t in row], dtype=torch.long)
+    vocab = model.vocab_size
+    if flat.numel() and int(flat.max()) >= vocab:
+        bad = int(torch.searchsorted(torch.tensor(lengths).cumsum(0), int((flat >= vocab).nonzero()[0]), right=True))
+        raise LensError(f"input {bad} of the batch: token id {int(flat.max())} is outside the model's vocabulary "
+                        f"of {vocab}; were these ids made by another tokenizer?")
+    input_ids[mask] = flat  # row-major order of the mask = token order
     pads = [width - k for k in lengths] if side == "left" else [0] * len(ids)
     mask = mask.long()
     return Batch(input_ids, mask, positions_from_mask(mask), offsets, lengths, pads, side)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from jaxtyping import Float, Int
 
-from .batching import Batch, encode_mixed, pad
+from .batching import Batch, encode_mixed, pad, token_rows
 from .errors import LensError
 from .hooks import hooks
 from .models import Model
@@ -173,8 +173,11 @@ def capture_batch(
             if ex.token_ids is not None:
                 raise LensError(f"input {first_index + i} is token ids, but selection {select.spec!r} reads text "
                                 "(character spans); pass the text, or select all, last:N or positions:...")
-    batch = encode_mixed(model, [e.token_ids if e.token_ids is not None else e.text for e in examples], side,
-                         offsets=not every)
+    try:
+        batch = encode_mixed(model, [e.token_ids if e.token_ids is not None else e.text for e in examples], side,
+                             offsets=not every)
+    except LensError as e:
+        raise LensError(f"inputs {first_index}..: {e}") from None
     groups = []
     if not every:
         for i, ex in enumerate(examples):
@@ -304,12 +307,7 @@ def capture_every(model: Model, examples: list[Example], sites: list[Site], batc
                   side: str, bar: _progress, first_index: int = 0) -> Activations:
     """Every token of every example, in memory: tokenise all inputs first, then each forward pass
     writes its rows straight into one preallocated tensor per site (no per-batch copies to join)."""
-    texts = [i for i, e in enumerate(examples) if e.token_ids is None]
-    ids: list = [e.token_ids for e in examples]
-    if texts:
-        enc = model.tokenizer([examples[i].text for i in texts], add_special_tokens=True)["input_ids"]
-        for i, row in zip(texts, enc, strict=True):
-            ids[i] = row
+    ids, _ = token_rows(model, [e.text if e.token_ids is None else e.token_ids for e in examples], offsets=False)
     lengths = torch.tensor([len(r) for r in ids])
     n = int(lengths.sum())
     out = {s.name: torch.empty(n, model.d_model, dtype=dtype) for s in sites}
@@ -328,12 +326,10 @@ def capture_every(model: Model, examples: list[Example], sites: list[Site], batc
         state["read"] = read
         for b in range(0, len(ids), batch_size):
             t0 = time.perf_counter()
-            batch = pad(model, ids[b : b + batch_size], [], side)
-            vocab = model.vocab_size
-            if int(batch.input_ids.max()) >= vocab:
-                row = first_index + b + int((batch.input_ids >= vocab).any(1).nonzero()[0])
-                raise LensError(f"input {row}: token id {int(batch.input_ids.max())} is outside the model's "
-                                f"vocabulary of {vocab}; were these ids made by another tokenizer?")
+            try:
+                batch = pad(model, ids[b : b + batch_size], [], side)
+            except LensError as e:
+                raise LensError(f"inputs {first_index + b}..: {e}") from None
             state_rows["idx"] = torch.nonzero(batch.attention_mask.flatten()).flatten()
             _forward(state, model, batch)
             state_rows["at"] += state_rows["idx"].numel()

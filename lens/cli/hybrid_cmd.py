@@ -45,9 +45,8 @@ def hybrid_cmd(
         if selector != "taxonomy":
             raise LensError("on other pairs the categories come from the taxonomy; drop --selector")
         s = setup(tasks, b, Sizes(n=1, hybrid_n=n, cot_n=1, feature_n=1), template)
-        res = hybrid_generic.run_on_tasks(b, t, s.prompts, s.is_correct, s.think_prompts, s.direct_prompts, n,
-                                          layer=layer, norm_frac=norm_frac, max_new_tokens=max_new_tokens,
-                                          progress=say)
+        res = hybrid_generic.run(b, t, s.prompts, s.is_correct, s.think_prompts, s.direct_prompts, n=n,
+                                 layer=layer, norm_frac=norm_frac, max_new_tokens=max_new_tokens, progress=say)
     if as_json:
         emit_json(res)
         return

@@ -43,7 +43,8 @@ def run(
     think_prompts: Sequence[str],
     direct_prompts: Sequence[str],
     *,
-    trace_prompts: Sequence[str],
+    n: int | None = None,
+    trace_prompts: Sequence[str] | None = None,
     layer: int | None = None,
     n_categories: int = 5,
     norm_frac: float = 0.5,
@@ -54,7 +55,21 @@ def run(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
-    """Unsupervised category vectors from the thinking model's traces, then the hybrid study on `prompts`."""
+    """Unsupervised category vectors from the thinking model's traces, then the hybrid study.
+
+    prompts: a task set; the first `n` (default all) are evaluated. trace_prompts: where the thinking
+    model's traces come from; default the next `n` prompts (disjoint) when the set has at least n/2
+    more, else the evaluated ones (recorded in the result).
+    """
+    n = len(prompts) if n is None else n
+    if trace_prompts is not None:
+        where = "given trace prompts"
+    elif len(prompts[n : 2 * n]) >= max(4, n // 2):
+        trace_prompts = list(prompts[n : 2 * n])
+        where = "the next problems of the task set (disjoint from the evaluated ones)"
+    else:
+        trace_prompts, where = list(prompts[:n]), "the evaluated problems (too few others)"
+    prompts = list(prompts[:n])
     if not think_prompts or not direct_prompts:
         raise LensError("the hybrid's bias needs prompts that ask for reasoning and prompts that ask for a direct "
                         "answer; none were given")
@@ -78,27 +93,5 @@ def run(
                     ablations=ablations, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
                     selector=pick, progress=say)
     out["vectors"] = {**info, "norm_frac": norm_frac, "categories": list(cats), "selector": "taxonomy",
-                      "n_traces": len(traces), "n_sentences": n_sent}
+                      "n_traces": len(traces), "n_sentences": n_sent, "trace_prompts": where}
     return out
-
-
-
-def run_on_tasks(
-    base: Model,
-    thinking: Model,
-    prompts: Sequence[str],
-    is_correct: Callable[[int, str], bool],
-    think_prompts: Sequence[str],
-    direct_prompts: Sequence[str],
-    n: int,
-    **kwargs,
-) -> dict:
-    """`run` on the first `n` of a task set's prompts; the traces come from the next `n` (disjoint) when
-    the set has at least n/2 more, else from the evaluated prompts themselves (recorded in the result)."""
-    rest = list(prompts[n : 2 * n])
-    disjoint = len(rest) >= max(4, n // 2)
-    res = run(base, thinking, list(prompts[:n]), is_correct, think_prompts, direct_prompts,
-              trace_prompts=rest if disjoint else list(prompts[:n]), **kwargs)
-    res["vectors"]["trace_prompts"] = ("the next problems of the task set (disjoint from the evaluated ones)"
-                                       if disjoint else "the evaluated problems (too few others)")
-    return res

@@ -153,10 +153,9 @@ def run_steps(base, thinking, s: Setup, sizes: Sizes, *, seed: int, steps, sae: 
         if not s.organism:
             from . import hybrid_generic
 
-            res = hybrid_generic.run_on_tasks(base, thinking, s.prompts, s.is_correct, s.think_prompts,
-                                              s.direct_prompts, sizes.hybrid_n, layer=sizes.layer,
-                                              max_new_tokens=sizes.max_new_tokens,
-                                              batch_size=min(sizes.batch_size, 64), seed=seed, progress=say)
+            res = hybrid_generic.run(base, thinking, s.prompts, s.is_correct, s.think_prompts, s.direct_prompts,
+                                     n=sizes.hybrid_n, layer=sizes.layer, max_new_tokens=sizes.max_new_tokens,
+                                     batch_size=min(sizes.batch_size, 64), seed=seed, progress=say)
             return {"status": "ok", **res}
         from . import hybrid_organism
 
