@@ -34,8 +34,11 @@ def _all_times(fns: list, repeats: int) -> list[list[float]]:
     As `timeit` does, the garbage collector is paused while a run is timed (and run before it), so
     one method's garbage is not collected on another's clock.
     """
+    from benchmarks.models import sync
+
     for fn in fns:
         fn()  # warm up
+        sync()
     times: list[list[float]] = [[] for _ in fns]
     order = list(range(len(fns)))
     rng = random.Random(0)
@@ -46,8 +49,10 @@ def _all_times(fns: list, repeats: int) -> list[list[float]]:
             gc.collect()
             gc.disable()
             try:
+                sync()
                 t0 = time.perf_counter()
                 fn()
+                sync()  # accelerator work queued by fn counts towards fn
                 times[i].append(time.perf_counter() - t0)
             finally:
                 gc.enable()
@@ -65,18 +70,19 @@ def capture_rows(model: Model, n_texts: int = 64, batch_size: int = 8, repeats: 
     sites = [f"blocks.{i}.hook_resid_post" for i in range(model.n_layers)]
     tok = model.tokenizer
     tok.padding_side = "right"
+    dev = model.device
     batches = [tok(texts[i : i + batch_size], return_tensors="pt", padding=True) for i in range(0, n_texts, batch_size)]
     n_tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+    ids = [row[m.bool()].tolist() for b in batches for row, m in zip(b["input_ids"], b["attention_mask"], strict=True)]
+    batches = [{k: v.to(dev) for k, v in b.items()} for b in batches]  # the bare forward gets its inputs in place
 
     def bare():
         with torch.no_grad():
             for b in batches:
                 model.hf(**b, use_cache=False)
 
-    ids = [row[m.bool()].tolist() for b in batches for row, m in zip(b["input_ids"], b["attention_mask"], strict=True)]
-
-    def lens_mem(inputs):
-        return lambda: capture(model, inputs, sites, "all", batch_size=batch_size, progress=False)
+    def lens_mem(inputs, device="cpu"):
+        return lambda: capture(model, inputs, sites, "all", batch_size=batch_size, progress=False, device=device)
 
     def lens_disk(inputs):
         def run():
@@ -88,11 +94,14 @@ def capture_rows(model: Model, n_texts: int = 64, batch_size: int = 8, repeats: 
     def bare_tok():
         with torch.no_grad():
             for i in range(0, n_texts, batch_size):
-                model.hf(**tok(texts[i : i + batch_size], return_tensors="pt", padding=True), use_cache=False)
+                enc = tok(texts[i : i + batch_size], return_tensors="pt", padding=True)
+                model.hf(**{k: v.to(dev) for k, v in enc.items()}, use_cache=False)
 
     rows = [("bare HF forward (token ids)", bare), ("lens capture, token ids (memory)", lens_mem(ids)),
             ("lens capture, token ids (to disk)", lens_disk(ids)), ("HF tokenize + forward (texts)", bare_tok),
             ("lens capture, texts (memory)", lens_mem(texts)), ("lens capture, texts (to disk)", lens_disk(texts))]
+    if dev.type != "cpu":  # as run_with_cache and nnsight's .save() keep them: rows left on the accelerator
+        rows.insert(2, (f"lens capture, token ids (kept on {dev.type})", lens_mem(ids, dev)))
     def run_with_cache(tl_model):
         def run():
             with torch.no_grad():
@@ -157,7 +166,7 @@ def hooked_transformer(model: Model):
     loading.get_official_model_name = lambda name: name
     try:
         return HookedTransformer.from_pretrained_no_processing(folder, hf_model=hf, tokenizer=model.tokenizer,
-                                                               device="cpu", dtype=torch.float32)
+                                                               device=str(model.device), dtype=model.dtype)
     finally:
         loading.get_official_model_name = original
 

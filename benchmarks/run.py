@@ -1,6 +1,7 @@
 """Run every benchmark and print tables (markdown) with ratios against the peers, measured in this run.
 
 Usage: python benchmarks/run.py [--sizes tiny,smollm2] [--texts 64] [--json]
+       python benchmarks/run.py --device cuda --sizes smollm2-arch,qwen1.5b-arch   (a GPU; bfloat16)
 """
 
 from __future__ import annotations
@@ -18,14 +19,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 from benchmarks.capture import capture_rows, disk_memory  # noqa: E402
+from benchmarks.models import SIZES, bench_model  # noqa: E402
 from benchmarks.steering import hybrid_rows, organism_configs, random_configs, steering_rows  # noqa: E402
-
-
-def _model(size: str):
-    from lens import load_model
-    from lens.tiny import tiny_model
-
-    return tiny_model("llama", d_model=128) if size == "tiny" else load_model("smollm2-135m-instruct")
 
 
 def _table(rows: list[dict]) -> str:
@@ -37,47 +32,64 @@ def _table(rows: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", default="tiny,smollm2")
+    ap.add_argument("--sizes", default="tiny,smollm2", help=f"comma-separated, of: {', '.join(SIZES)}")
+    ap.add_argument("--device", default="cpu", help="cpu or an accelerator (cuda); sizes load there")
+    ap.add_argument("--dtype", default=None, help="model dtype (default float32 on CPU, bfloat16 elsewhere)")
+    ap.add_argument("--hybrid-pair", default=None,
+                    help="organism (default on CPU) or a size: two random-weight models of that shape "
+                         "(default on an accelerator: the first size)")
     ap.add_argument("--texts", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--hybrid-tokens", type=int, default=64, help="new tokens per prompt in the hybrid rows")
     ap.add_argument("--new-tokens", type=int, default=64, help="new tokens per steered generation")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--json-out", default=None, help="also write the results as JSON to this file")
     ap.add_argument("--only", default="capture,steering,hybrid", help="which tables to run")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("LENS_BENCH_THREADS", "1")))  # 1: robust to a busy machine
-    results = {"threads": torch.get_num_threads(), "torch": torch.__version__, "sizes": {}}
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    results = {"threads": torch.get_num_threads(), "torch": torch.__version__, "device": args.device, "sizes": {}}
+    if args.device != "cpu" and torch.cuda.is_available():
+        results["gpu"] = torch.cuda.get_device_name()
     only = set(args.only.split(","))
     for size in args.sizes.split(","):
-        model = _model(size)
+        model = bench_model(size, args.device, dtype)
         res = results["sizes"].setdefault(size, {"model": repr(model)})
         if "capture" in only:
             rows = capture_rows(model, n_texts=args.texts, repeats=args.repeats)
-            spec = "tiny" if size == "tiny" else "smollm2-135m-instruct"
-            mem = {f"{k}x": disk_memory(spec, args.texts * k) for k in (1, 10)}
-            res.update(capture=rows, disk_capture_memory=mem)
+            res.update(capture=rows)
+            mem = None
+            if args.device == "cpu" and size in ("tiny", "smollm2"):  # peak host RSS of a CPU capture
+                spec = "tiny" if size == "tiny" else "smollm2-135m-instruct"
+                mem = res["disk_capture_memory"] = {f"{k}x": disk_memory(spec, args.texts * k) for k in (1, 10)}
             if not args.json:
-                print(f"\n## capture, {size}: {model!r}, {args.texts} texts, batch 8, every resid_post\n")
+                print(f"\n## capture, {size} on {args.device}: {model!r}, {args.texts} texts, batch 8, "
+                      "every resid_post\n")
                 print(_table(rows))
-                print(f"\ncapture to disk, peak RSS: 1x inputs {mem['1x']['peak_mib']:.0f} MiB, "
-                      f"10x inputs {mem['10x']['peak_mib']:.0f} MiB")
+                if mem:
+                    print(f"\ncapture to disk, peak RSS: 1x inputs {mem['1x']['peak_mib']:.0f} MiB, "
+                          f"10x inputs {mem['10x']['peak_mib']:.0f} MiB")
         if "steering" in only:
             res["steering"] = steering_rows(model, new_tokens=args.new_tokens, repeats=args.repeats)
             if not args.json:
-                print(f"\n## steered generation, {size}: batch 4, {args.new_tokens} new tokens, "
+                print(f"\n## steered generation, {size} on {args.device}: batch 4, {args.new_tokens} new tokens, "
                       "add at one layer every step\n")
                 print(_table(res["steering"]))
     if "hybrid" in only:
         from lens import load_model
 
+        pair = args.hybrid_pair or ("organism" if args.device == "cpu" else args.sizes.split(",")[0])
         try:
+            if pair != "organism":
+                raise LookupError(pair)
             base, thinking = load_model("organism:base"), load_model("organism:thinking")
+            base.hf.to(args.device)
+            thinking.hf.to(args.device)
             label = "organism base + thinking"
-        except Exception:  # noqa: BLE001 - fall back to a tiny random pair
-            from lens.tiny import tiny_model
-
-            base, thinking = tiny_model("llama", d_model=128), tiny_model("llama", d_model=128, seed=1)
-            label = "tiny random pair"
+        except Exception:  # noqa: BLE001 - a random pair of the named shape (tiny if none)
+            size = pair if pair in SIZES and pair != "smollm2" else "tiny"
+            base, thinking = bench_model(size, args.device, dtype), bench_model(size, args.device, dtype, seed=1)
+            label = f"random pair, {size} shape, on {args.device}"
         from lens.studies.organism_inputs import heldout
 
         prompts = heldout(16)[0] if label.startswith("organism") else ["Q:47+38+26=?\n"] * 16
@@ -91,6 +103,8 @@ def main() -> None:
             print(_table(results["hybrid"]["rows"]))
     if args.json:
         print(json.dumps(results, indent=2))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

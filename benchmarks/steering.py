@@ -28,7 +28,7 @@ def steering_rows(model: Model, batch: int = 4, new_tokens: int = 64, repeats: i
     """Tokens/s of each way to generate with one add-intervention at one layer on every generated position."""
     tok = model.tokenizer
     prompt = "Q:47+38+26+19=?\n"
-    ids = tok([prompt] * batch, return_tensors="pt")["input_ids"]
+    ids = tok([prompt] * batch, return_tensors="pt")["input_ids"].to(model.device)
     layer = model.n_layers // 2
     vec = torch.randn(model.d_model, generator=torch.Generator().manual_seed(0)) * 0.1
     iv = Intervention(f"blocks.{layer}.hook_resid_post", vec, where=Where.generated(0, None))
@@ -90,7 +90,7 @@ def hybrid_rows(base: Model, thinking: Model, prompts: list[str], new_tokens: in
     configs = configs or random_configs(base)
     tok = base.tokenizer
     tok.padding_side = "left"
-    enc = tok(prompts, return_tensors="pt", padding=True)
+    enc = tok(prompts, return_tensors="pt", padding=True).to(base.device)
     n = len(prompts)
     ref_n = ref_tokens or new_tokens  # the reference costs O(tokens^2): fewer tokens understate the speedup
 

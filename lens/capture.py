@@ -84,7 +84,8 @@ class Activations:
 
 
 def _gather(
-    hidden: Float[torch.Tensor, "batch seq d"], batch: Batch, groups: list[list], dtype: torch.dtype
+    hidden: Float[torch.Tensor, "batch seq d"], batch: Batch, groups: list[list], dtype: torch.dtype,
+    device: torch.device | str = "cpu",
 ) -> Float[torch.Tensor, "rows d"]:
     """Mean of `hidden` over each group's padded slots, vectorised (one index_add for the batch)."""
     slots, owner, counts = [], [], []
@@ -99,11 +100,11 @@ def _gather(
     flat = hidden.reshape(-1, hidden.shape[-1])
     idx = torch.tensor(slots, device=flat.device)
     if all(c == 1 for c in counts):
-        return flat[idx].to("cpu", dtype)
+        return flat[idx].to(device, dtype)
     out = torch.zeros(g, flat.shape[-1], device=flat.device, dtype=torch.float32)
     out.index_add_(0, torch.tensor(owner, device=flat.device), flat[idx].float())
     out /= torch.tensor(counts, device=flat.device, dtype=torch.float32)[:, None]
-    return out.to("cpu", dtype)
+    return out.to(device, dtype)
 
 
 @contextmanager
@@ -158,15 +159,16 @@ def capture_batch(
     dtype: torch.dtype = torch.float32,
     side: str = "right",
     state: dict | None = None,
+    device: torch.device | str = "cpu",
 ) -> Activations:
     """Capture one batch of examples (one forward pass, no gradient).
 
     state: from `reading(model, sites)` when called in a loop (hooks registered once); None
-    registers them for this batch only.
+    registers them for this batch only. device: where the rows are returned (default CPU).
     """
     if state is None:
         with reading(model, sites) as st:
-            return capture_batch(model, examples, sites, select, first_index, dtype, side, st)
+            return capture_batch(model, examples, sites, select, first_index, dtype, side, st, device)
     every = isinstance(select, AllTokens)  # fast path: one row per real token, gathered by mask
     if select.reads_text:
         for i, ex in enumerate(examples):
@@ -191,9 +193,9 @@ def capture_batch(
 
     def read(name: str, h: torch.Tensor) -> None:
         if every:
-            seen[name] = h.detach().reshape(-1, h.shape[-1]).index_select(0, flat_real.to(h.device)).to("cpu", dtype)
+            seen[name] = h.detach().reshape(-1, h.shape[-1]).index_select(0, flat_real.to(h.device)).to(device, dtype)
         else:
-            seen[name] = _gather(h.detach(), batch, groups, dtype)
+            seen[name] = _gather(h.detach(), batch, groups, dtype, device)
 
     state["read"] = read
     _forward(state, model, batch)
@@ -262,6 +264,7 @@ def capture(
     shard_rows: int = 65536,
     progress: bool = True,
     total: int | None = None,
+    device: torch.device | str = "cpu",
 ):
     """Capture `sites` at the tokens chosen by `select` for every input.
 
@@ -272,11 +275,19 @@ def capture(
         (memory bounded by `shard_rows`), resumes a partial capture of the same inputs, and returns
         a `CaptureFolder`.
     padding_side: "right" or "left"; results are identical either way (positions are passed).
+    device: where in-memory rows are kept: "cpu" (default; from an accelerator they are copied
+        asynchronously into pinned memory, so the copies overlap the forward passes) or a device such
+        as "cuda" (rows stay there, as TransformerLens's run_with_cache keeps them). Shards on disk
+        always go through the CPU.
     """
     site_list = _check_sites(model, sites)
     select = parse_select(select)
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
+    device = torch.device(device)
+    if out is not None and device.type != "cpu":
+        raise LensError(f"device={device} keeps rows in memory; a capture to disk (out=) goes through the CPU: "
+                        "drop device= or out=")
     if out is not None:
         from .capture_folder import stream_capture
 
@@ -287,14 +298,14 @@ def capture(
         examples = [Example.of(x) for x in inputs]
         if not examples:
             raise LensError("no inputs to capture; the input list or file is empty")
-        acts = capture_every(model, examples, site_list, batch_size, dtype, padding_side, bar)
+        acts = capture_every(model, examples, site_list, batch_size, dtype, padding_side, bar, device=device)
         bar.close()
         return acts
     parts = []
     with reading(model, site_list) as state:
         for k, chunk in enumerate(_batches((Example.of(x) for x in inputs), batch_size)):
             t0 = time.perf_counter()
-            part = capture_batch(model, chunk, site_list, select, k * batch_size, dtype, padding_side, state)
+            part = capture_batch(model, chunk, site_list, select, k * batch_size, dtype, padding_side, state, device)
             parts.append(part)
             bar.update(len(chunk), part.n_tokens, time.perf_counter() - t0)
     bar.close()
@@ -303,24 +314,55 @@ def capture(
     return Activations.concat(parts)
 
 
+def _rows_buffer(n: int, width: int, dtype: torch.dtype, device: torch.device, model: Model) -> torch.Tensor:
+    """Where one site's rows go: on `device`; pinned host memory when the model sits on an accelerator
+    (so each batch's copy to the CPU is asynchronous), plain memory if pinning is refused."""
+    if device.type == "cpu" and model.device.type == "cuda":
+        try:
+            return torch.empty(n, width, dtype=dtype, pin_memory=True)
+        except RuntimeError:
+            pass
+    return torch.empty(n, width, dtype=dtype, device=device)
+
+
 def capture_every(model: Model, examples: list[Example], sites: list[Site], batch_size: int, dtype: torch.dtype,
-                  side: str, bar: _progress, first_index: int = 0) -> Activations:
+                  side: str, bar: _progress, first_index: int = 0,
+                  device: torch.device = torch.device("cpu")) -> Activations:
     """Every token of every example, in memory: tokenise all inputs first, then each forward pass
-    writes its rows straight into one preallocated tensor per site (no per-batch copies to join)."""
+    writes its rows straight into one preallocated tensor per site (no per-batch copies to join).
+    From an accelerator the copies are asynchronous (into pinned memory) and awaited once at the end."""
     ids, _ = token_rows(model, [e.text if e.token_ids is None else e.token_ids for e in examples], offsets=False)
     lengths = torch.tensor([len(r) for r in ids])
     n = int(lengths.sum())
-    out = {s.name: torch.empty(n, model.d_model, dtype=dtype) for s in sites}
-    state_rows = {"at": 0, "idx": None}
+    out = {s.name: _rows_buffer(n, model.d_model, dtype, device, model) for s in sites}
+    state_rows: dict = {"at": 0, "idx": None, "on": {}}
+    finite: dict[torch.device, list[torch.Tensor]] = {}  # per device: one flag per site and batch, read at the end
+    copy_streams: dict[torch.device, torch.cuda.Stream] = {}
 
     def read(name: str, h: torch.Tensor) -> None:
         a, idx = state_rows["at"], state_rows["idx"]
         dst = out[name][a : a + idx.numel()]
         flat = h.detach().reshape(-1, h.shape[-1])
+        if flat.device != idx.device:  # the positions, once per batch and device (layers may sit on several)
+            idx = state_rows["on"].get(flat.device)
+            if idx is None:
+                idx = state_rows["on"][flat.device] = state_rows["idx"].to(flat.device, non_blocking=True)
         if flat.dtype == dst.dtype and flat.device == dst.device:
-            torch.index_select(flat, 0, idx, out=dst)
+            rows = torch.index_select(flat, 0, idx, out=dst)
         else:
-            dst.copy_(flat.index_select(0, idx.to(flat.device)))
+            rows = flat.index_select(0, idx).to(dst.dtype)
+            if flat.is_cuda and dst.is_pinned():
+                # copy to the host on a side stream: the next layers compute while the rows travel
+                stream = copy_streams.get(flat.device)
+                if stream is None:
+                    stream = copy_streams[flat.device] = torch.cuda.Stream(flat.device)
+                stream.wait_stream(torch.cuda.current_stream(flat.device))
+                with torch.cuda.stream(stream):
+                    dst.copy_(rows, non_blocking=True)
+                rows.record_stream(stream)  # not reused by the compute stream before the copy is done
+            else:
+                dst.copy_(rows)
+        finite.setdefault(rows.device, []).append(torch.isfinite(rows).all())  # no host sync here
 
     with reading(model, sites) as state, torch.no_grad():
         state["read"] = read
@@ -331,15 +373,14 @@ def capture_every(model: Model, examples: list[Example], sites: list[Site], batc
             except LensError as e:
                 raise LensError(f"inputs {first_index + b}..: {e}") from None
             state_rows["idx"] = torch.nonzero(batch.attention_mask.flatten()).flatten()
+            state_rows["on"] = {}
             _forward(state, model, batch)
             state_rows["at"] += state_rows["idx"].numel()
             bar.update(len(batch.lengths), state_rows["idx"].numel(), time.perf_counter() - t0)
-    for name, t in out.items():
-        if not torch.isfinite(t.float().sum()):
-            bad = int((~torch.isfinite(t).all(-1)).nonzero()[0])
-            ex = int(torch.searchsorted(lengths.cumsum(0), bad, right=True))
-            raise LensError(f"NaN or inf in {name} for input {first_index + ex}; check the model weights and "
-                            "dtype (try dtype=float32)")
+    for stream in copy_streams.values():
+        stream.synchronize()  # every pending copy into the pinned buffers has landed
+    if not all(bool(torch.stack(flags).all()) for flags in finite.values()):  # one host read per device
+        _raise_non_finite(out, lengths, first_index)
     example = torch.repeat_interleave(torch.arange(first_index, first_index + len(ids)), lengths)
     first = torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)
     start = torch.arange(n) - first
@@ -347,6 +388,16 @@ def capture_every(model: Model, examples: list[Example], sites: list[Site], batc
     acts = Activations(out, example, start, start + 1, token_id, [""] * n, model.facts())
     acts.n_tokens = n
     return acts
+
+
+def _raise_non_finite(out: dict[str, torch.Tensor], lengths: torch.Tensor, first_index: int) -> None:
+    """Name the first site and input holding a NaN or inf (the slow search, run only when there is one)."""
+    for name, t in out.items():
+        bad_rows = (~torch.isfinite(t).all(-1)).nonzero()
+        if len(bad_rows):
+            ex = int(torch.searchsorted(lengths.cumsum(0).to(t.device), bad_rows[0, 0], right=True))
+            raise LensError(f"NaN or inf in {name} for input {first_index + ex}; check the model weights and "
+                            "dtype (try dtype=float32)")
 
 
 class _progress:

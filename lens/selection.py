@@ -265,7 +265,7 @@ class Sentences(Selection):
 
 
 def parse_select(text: str | Selection) -> Selection:
-    """Parse a CLI selection: all | last_prompt | positions:0,5,-1 | last:N | spans | regex:PAT | sentences."""
+    """Parse a CLI selection: all | last_prompt | positions:0,5,-1 | last[:N] | spans | regex:PAT | sentences."""
     if isinstance(text, Selection):
         return text
     name, _, arg = text.partition(":")
@@ -277,7 +277,7 @@ def parse_select(text: str | Selection) -> Selection:
         if name == "positions":
             return Positions(tuple(int(x) for x in arg.split(",") if x.strip()))
         if name == "last":
-            return LastN(int(arg))
+            return LastN(int(arg) if arg else 1)  # "last" alone: the last token
         if name == "spans":
             return CharSpans(mean=arg != "tokens")
         if name in ("regex", "regex-mean"):
@@ -288,5 +288,6 @@ def parse_select(text: str | Selection) -> Selection:
     except (ValueError, re.error) as e:
         raise LensError(f"bad selection {text!r}: {e}") from None
     raise LensError(
-        f"unknown selection {text!r}; use all, last_prompt, positions:0,5,-1, last:N, spans, regex:PATTERN or sentences"
+        f"unknown selection {text!r}; use all, last_prompt, positions:0,5,-1, last[:N], spans, regex:PATTERN "
+        "or sentences"
     )

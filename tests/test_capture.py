@@ -239,3 +239,22 @@ def test_inputs_generated_lazily_by_the_same_model_are_untouched(tiny, tmp_path,
     folder = capture(model, produce(), SITES, select, batch_size=2, out=tmp_path / "c", progress=False)
     for s in SITES:
         torch.testing.assert_close(folder[s], eager[s], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("select", ["all", "last"])
+@pytest.mark.parametrize("to_disk", [False, True])
+def test_nan_in_activations_names_the_site_and_input(tmp_path, select, to_disk):
+    """A NaN embedding row for one character: only the input that holds it is named."""
+    from lens.tiny import tiny_model
+
+    m = tiny_model("llama")
+    z = m.tokenizer.convert_tokens_to_ids("z")
+    with torch.no_grad():
+        m.hf.get_input_embeddings().weight[z] = float("nan")
+    texts = ["ab", "cd", "xyz", "ef"]
+    out = tmp_path / "c" if to_disk else None
+    with pytest.raises(LensError, match=r"NaN or inf in blocks\.0\.hook_resid_post for input(s)? 2"):
+        capture(m, texts, ["blocks.0.hook_resid_post", "blocks.2.hook_resid_post"], select, out=out,
+                batch_size=2, progress=False)
+    acts = capture(m, ["ab", "cd"], "blocks.2.hook_resid_post", select, progress=False)  # clean inputs pass
+    assert torch.isfinite(acts["blocks.2.hook_resid_post"]).all()

@@ -21,20 +21,23 @@ def _full(model: Model, ids, mask, site=None, adds=None, read=None):
         h = h.clone()
         for r, items in enumerate(adds):
             for slot, v in items:
-                h[r, slot] = h[r, slot] + v.to(h.dtype)
+                h[r, slot] = h[r, slot] + v.to(h.device, h.dtype)
         return h
 
     def keep(h):
-        read["h"] = h[:, -1].detach()
+        read["h"] = h[:, -1].detach().cpu()
 
     fns = {}
     if adds is not None and any(adds):
         fns[site] = add
     if read is not None:
         fns[site] = keep
+    dev = model.device
+    ids, mask = ids.to(dev), mask.to(dev)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     with hooks(model, fns):
-        return model.hf(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).logits[:, -1].float()
+        logits = model.hf(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).logits
+    return logits[:, -1].float().cpu()  # decisions are made on the host, as the paper's code does
 
 
 def hybrid_generate_reference(

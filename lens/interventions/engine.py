@@ -205,9 +205,12 @@ def _site_fn(h: Steering, items: list[Intervention]):
                 mask = iv.where.mask(st.positions, st.prompt_len)
                 if st.valid is not None:
                     mask = mask & st.valid
-            every = bool(mask.all())
-            if not every and not bool(mask.any()):
-                continue
+            if hidden.device.type == "cpu":
+                every = bool(mask.all())
+                if not every and not bool(mask.any()):
+                    continue
+            else:  # deciding on the host would wait for the accelerator at every call; the masked form is exact
+                every = False
             if every and iv.op == "add" and vec.dim() == 1 and isinstance(scale, float) and scale == 1:
                 new = out + vec  # every slot, constant vector: the common steering case
             else:
@@ -234,6 +237,8 @@ def steer(
     prompt_lengths: each row's prompt length P (what `Where` counts from). Default: inferred at each
         call with an empty cache (a prompt pass, as `generate` starts every batch), as the longest
         real sequence of that call. Pass it explicitly for a full recompute of prompt + generated text.
+    record: keep `handle.log` (what fired where). On an accelerator this reads the fired slots back to
+        the host at every call; record=False leaves the steered forward free of host syncs.
     """
     items = [interventions] if isinstance(interventions, Intervention) else list(interventions)
     for iv in items:

@@ -69,6 +69,6 @@ def generate_nnsight(
                 if s == step:
                     out = env.output
                     hidden = out[0] if isinstance(out, tuple) else out
-                    hidden[:, idx] = apply_op(iv, hidden[:, idx], iv.vector.to(hidden.dtype))
+                    hidden[:, idx] = apply_op(iv, hidden[:, idx], iv.vector.to(hidden.device, hidden.dtype))
         result = tracer.result.save()
     return result
