@@ -336,7 +336,7 @@ def capture_every(model: Model, examples: list[Example], sites: list[Site], batc
     n = int(lengths.sum())
     out = {s.name: _rows_buffer(n, model.d_model, dtype, device, model) for s in sites}
     state_rows: dict = {"at": 0, "idx": None, "on": {}}
-    finite: dict[torch.device, list[torch.Tensor]] = {}  # per device: one flag per site and batch, read at the end
+    sums: dict[torch.device, list[torch.Tensor]] = {}  # per device: one sum per site and batch, read at the end
     copy_streams: dict[torch.device, torch.cuda.Stream] = {}
 
     def read(name: str, h: torch.Tensor) -> None:
@@ -362,7 +362,8 @@ def capture_every(model: Model, examples: list[Example], sites: list[Site], batc
                 rows.record_stream(stream)  # not reused by the compute stream before the copy is done
             else:
                 dst.copy_(rows)
-        finite.setdefault(rows.device, []).append(torch.isfinite(rows).all())  # no host sync here
+        # NaN/inf anywhere makes the sum non-finite: one reduction, no host sync here
+        sums.setdefault(rows.device, []).append(rows.sum(dtype=torch.float32))
 
     with reading(model, sites) as state, torch.no_grad():
         state["read"] = read
@@ -379,7 +380,7 @@ def capture_every(model: Model, examples: list[Example], sites: list[Site], batc
             bar.update(len(batch.lengths), state_rows["idx"].numel(), time.perf_counter() - t0)
     for stream in copy_streams.values():
         stream.synchronize()  # every pending copy into the pinned buffers has landed
-    if not all(bool(torch.stack(flags).all()) for flags in finite.values()):  # one host read per device
+    if not all(bool(torch.isfinite(torch.stack(s)).all()) for s in sums.values()):  # one host read per device
         _raise_non_finite(out, lengths, first_index)
     example = torch.repeat_interleave(torch.arange(first_index, first_index + len(ids)), lengths)
     first = torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)
