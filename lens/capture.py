@@ -30,6 +30,13 @@ META_KEYS = ("example", "start", "end", "token_id")
 KIND_ORDER = {"hook_resid_pre": 0, "hook_attn_out": 1, "hook_mlp_out": 2, "hook_resid_post": 3}
 
 
+@dataclass
+class _Slot:
+    """One token as a group of one (the every-token case of `_GatherPlan`)."""
+
+    positions: list[int]
+
+
 class _StopForward(Exception):
     """Raised by the last capture hook: nothing after the deepest captured site is needed."""
 
@@ -83,28 +90,46 @@ class Activations:
         )
 
 
-def _gather(
-    hidden: Float[torch.Tensor, "batch seq d"], batch: Batch, groups: list[list], dtype: torch.dtype,
-    device: torch.device | str = "cpu",
-) -> Float[torch.Tensor, "rows d"]:
-    """Mean of `hidden` over each group's padded slots, vectorised (one index_add for the batch)."""
-    slots, owner, counts = [], [], []
-    g = 0
-    for row, row_groups in enumerate(groups):
-        for grp in row_groups:
-            for p in grp.positions:
-                slots.append(row * hidden.shape[1] + batch.slot(row, p))
-                owner.append(g)
-            counts.append(len(grp.positions))
-            g += 1
-    flat = hidden.reshape(-1, hidden.shape[-1])
-    idx = torch.tensor(slots, device=flat.device)
-    if all(c == 1 for c in counts):
-        return flat[idx].to(device, dtype)
-    out = torch.zeros(g, flat.shape[-1], device=flat.device, dtype=torch.float32)
-    out.index_add_(0, torch.tensor(owner, device=flat.device), flat[idx].float())
-    out /= torch.tensor(counts, device=flat.device, dtype=torch.float32)[:, None]
-    return out.to(device, dtype)
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`t` on `device`; from the host to an accelerator through pinned memory, without waiting for the
+    work already queued there (a plain copy from pageable memory waits for the device to go idle)."""
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+class _GatherPlan:
+    """Which padded slots each selected group averages, built once per batch and moved once per device."""
+
+    def __init__(self, batch: Batch, groups: list[list]):
+        slots, owner, counts = [], [], []
+        width = batch.input_ids.shape[1]
+        for row, row_groups in enumerate(groups):
+            for grp in row_groups:
+                for p in grp.positions:
+                    slots.append(row * width + batch.slot(row, p))
+                    owner.append(len(counts))
+                counts.append(len(grp.positions))
+        self.single = all(c == 1 for c in counts)
+        self.n = len(counts)
+        self.host = (torch.tensor(slots, dtype=torch.long), torch.tensor(owner, dtype=torch.long),
+                     torch.tensor(counts, dtype=torch.float32))
+        self.on: dict[torch.device, tuple] = {}
+
+    def gather(self, hidden: Float[torch.Tensor, "batch seq d"]) -> Float[torch.Tensor, "rows d"]:
+        """Each group's mean (its single row when every group is one token), on hidden's device."""
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        got = self.on.get(flat.device)
+        if got is None:
+            got = self.on[flat.device] = tuple(to_device(t, flat.device) for t in self.host)
+        idx, owner, counts = got
+        if self.single:
+            return flat.index_select(0, idx)
+        out = torch.zeros(self.n, flat.shape[-1], device=flat.device, dtype=torch.float32)
+        out.index_add_(0, owner, flat.index_select(0, idx).float())
+        return out / counts[:, None]
 
 
 @contextmanager
@@ -139,11 +164,12 @@ def reading(model: Model, sites: list[Site]) -> Iterator[dict]:
 def _forward(state: dict, model: Model, batch: Batch) -> None:
     """The capture's own forward pass over `batch` (hooks of `reading` active), stopped after the deepest site."""
     dev = model.device
+    ids, mask, pos = to_device(torch.stack([batch.input_ids, batch.attention_mask.long(), batch.position_ids]),
+                               dev).unbind(0)  # one copy for the three
     state["on"] = True
     try:
         with torch.no_grad():
-            model.hf(input_ids=batch.input_ids.to(dev), attention_mask=batch.attention_mask.to(dev),
-                     position_ids=batch.position_ids.to(dev), use_cache=False)
+            model.hf(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
     except _StopForward:
         pass
     finally:
@@ -189,16 +215,17 @@ def capture_batch(
                 raise LensError(f"input {first_index + i}: {e}") from None
     seen: dict[str, torch.Tensor] = {}
     real = batch.attention_mask.bool()
-    flat_real = torch.nonzero(real.flatten()).flatten()
+    if every:
+        groups = [[_Slot([p]) for p in range(int(n))] for n in batch.lengths]
+    plan = _GatherPlan(batch, groups)
 
     def read(name: str, h: torch.Tensor) -> None:
-        if every:
-            seen[name] = h.detach().reshape(-1, h.shape[-1]).index_select(0, flat_real.to(h.device)).to(device, dtype)
-        else:
-            seen[name] = _gather(h.detach(), batch, groups, dtype, device)
+        seen[name] = plan.gather(h.detach())  # stays on the device until the forward is done
 
     state["read"] = read
     _forward(state, model, batch)
+    for name, t in seen.items():  # the first copy waits for the forward; the others find the device idle
+        seen[name] = t.to(device, dtype)
     long = lambda xs: torch.tensor(xs, dtype=torch.long)  # noqa: E731
     if every:
         rows_of = torch.arange(len(examples))[:, None].expand_as(real)[real]
@@ -346,7 +373,7 @@ def capture_every(model: Model, examples: list[Example], sites: list[Site], batc
         if flat.device != idx.device:  # the positions, once per batch and device (layers may sit on several)
             idx = state_rows["on"].get(flat.device)
             if idx is None:
-                idx = state_rows["on"][flat.device] = state_rows["idx"].to(flat.device, non_blocking=True)
+                idx = state_rows["on"][flat.device] = to_device(state_rows["idx"], flat.device)
         if flat.dtype == dst.dtype and flat.device == dst.device:
             rows = torch.index_select(flat, 0, idx, out=dst)
         else:

@@ -165,3 +165,11 @@ def test_organism_eval_hook_equals_engine_first_step():
         b = model.hf.generate(**enc, **kw)
     assert torch.equal(a.sequences, b.sequences)
     torch.testing.assert_close(torch.stack(a.logits), torch.stack(b.logits), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("positions", [(2, 9), tuple(range(0, 24, 2))])
+def test_absolute_mask_few_and_many_positions(positions):
+    """Few positions are compared as scalars, many through isin: the same mask either way."""
+    p = torch.arange(30).reshape(2, 15)
+    got = Where.absolute(*positions).mask(p, torch.tensor([5, 5]))
+    assert torch.equal(got, torch.isin(p, torch.tensor(positions)))

@@ -85,6 +85,11 @@ class Where:
         """
         p, plen = positions, (prompt_len if prompt_len.dim() == 2 else prompt_len[:, None])
         if self.kind == "absolute":
+            if len(self.positions) <= 8:  # compare with scalars: no host-to-device copy at every call
+                hit = torch.zeros_like(p, dtype=torch.bool)
+                for q in self.positions:
+                    hit |= p == q
+                return hit
             return torch.isin(p, torch.tensor(self.positions, device=p.device))
         if self.kind == "prompt_last":
             return (p >= plen - self.n) & (p < plen)
