@@ -97,8 +97,12 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
     _atomic_replace(Path(path), lambda tmp: save_file(flat, tmp, metadata=meta))
 
 
-def load_tensors(path: str | Path, what: str = "artifact") -> tuple[dict[str, torch.Tensor], dict]:
-    """Load a safetensors file written by `save_tensors`: (tensors, metadata). Clear error when damaged."""
+def load_tensors(path: str | Path, what: str = "artifact", keys: list[str] | None = None,
+                 ) -> tuple[dict[str, torch.Tensor], dict]:
+    """Load a safetensors file written by `save_tensors`: (tensors, metadata). Clear error when damaged.
+
+    keys: load only these tensors (a missing one is an error); default all.
+    """
     from safetensors import safe_open
 
     path = Path(path)
@@ -107,10 +111,14 @@ def load_tensors(path: str | Path, what: str = "artifact") -> tuple[dict[str, to
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = json.loads((fh.metadata() or {}).get("lens", "{}"))
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+            missing = sorted(set(keys or ()) - set(fh.keys()))
+            tensors = {k: fh.get_tensor(k) for k in (keys or fh.keys())} if not missing else {}
     except Exception as e:  # safetensors raises several types for damaged files
         raise LensError(f"{what} file {path} is corrupt or truncated ({type(e).__name__}); re-create it") from None
+    if missing:
+        raise LensError(f"{what} file {path} has no tensor {', '.join(map(repr, missing))}; re-create it")
     for k, v in tensors.items():
-        if v.is_floating_point() and not torch.isfinite(v).all():
+        # one pass: NaN/inf make the sum non-finite (a huge finite sum is re-checked element by element)
+        if v.is_floating_point() and not torch.isfinite(v.sum()) and not torch.isfinite(v).all():
             raise LensError(f"{what} file {path}: tensor {k!r} contains NaN or inf; re-create it")
     return tensors, meta

@@ -80,6 +80,17 @@ class CaptureFolder:
             labels=meta.get("labels", [""] * info["rows"]), model=self.manifest["model"],
         )
 
+    def site_rows(self, i: int, site: str | Site) -> Float[torch.Tensor, "rows d_model"]:
+        """One site's rows of shard i, read alone (the other sites and the row metadata stay on disk)."""
+        name = Site.parse(site).name
+        if name not in self.sites:
+            raise LensError(f"site {name} is not in capture {self.path}; it holds {', '.join(self.sites)}")
+        info = self.manifest["shards"][i]
+        t = load_tensors(self.path / info["file"], "capture shard", keys=[name])[0][name]
+        if tuple(t.shape) != (info["rows"], self.d_model):
+            raise LensError(f"capture shard {info['file']} does not match the manifest (site {name}); re-capture")
+        return t
+
     def __iter__(self) -> Iterator[Activations]:
         for i in range(len(self.manifest["shards"])):
             yield self.shard(i)
@@ -92,22 +103,22 @@ class CaptureFolder:
         name = Site.parse(site).name
         if name not in self.sites:
             raise LensError(f"site {name} is not in capture {self.path}; it holds {', '.join(self.sites)}")
-        return torch.cat([self.shard(i).acts[name] for i in range(len(self.manifest["shards"]))])
+        return torch.cat([self.site_rows(i, name) for i in range(len(self.manifest["shards"]))])
 
     def iter_rows(self, site: str | Site, batch_rows: int) -> Iterator[Float[torch.Tensor, "batch d_model"]]:
-        """Stream one site's rows in batches of `batch_rows`, holding one shard at a time."""
-        name = Site.parse(site).name
-        buf: list[torch.Tensor] = []
-        n = 0
-        for part in self:
-            buf.append(part.acts[name])
-            n += part.acts[name].shape[0]
-            while n >= batch_rows:
-                cat = torch.cat(buf)
-                yield cat[:batch_rows]
-                buf, n = [cat[batch_rows:]], cat.shape[0] - batch_rows
-        if n:
-            yield torch.cat(buf)
+        """Stream one site's rows in batches of `batch_rows` (views; the last may be shorter), reading
+        only that site and holding one shard (plus less than one batch carried over) at a time."""
+        carry: torch.Tensor | None = None
+        for i in range(len(self.manifest["shards"])):
+            t = self.site_rows(i, site)
+            if carry is not None and carry.shape[0]:
+                t = torch.cat([carry, t])
+            full = t.shape[0] // batch_rows * batch_rows
+            for a in range(0, full, batch_rows):
+                yield t[a : a + batch_rows]
+            carry = t[full:]
+        if carry is not None and carry.shape[0]:
+            yield carry
 
     def summary(self) -> dict:
         """A JSON-ready summary for `lens info`."""
