@@ -199,8 +199,8 @@ def _site_fn(h: Steering, items: list[Intervention]):
                     vec = gate.vectors.to(hidden.device, hidden.dtype)[:, None, :]
                 if gate.scales is not None:
                     scale = gate.scales.to(hidden.device, hidden.dtype)[:, None, None] * iv.scale
-                for r, p in zip(*mask.nonzero(as_tuple=True), strict=True):
-                    gate.fired.append((int(r), int(st.positions[r, p])))
+                rows, slots = mask.nonzero(as_tuple=True)  # two reads to the host, not two per row
+                gate.fired.extend(zip(rows.tolist(), st.positions[rows, slots].tolist(), strict=True))
             else:
                 mask = iv.where.mask(st.positions, st.prompt_len)
                 if st.valid is not None:
