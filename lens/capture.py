@@ -164,8 +164,9 @@ def reading(model: Model, sites: list[Site]) -> Iterator[dict]:
 def _forward(state: dict, model: Model, batch: Batch) -> None:
     """The capture's own forward pass over `batch` (hooks of `reading` active), stopped after the deepest site."""
     dev = model.device
-    ids, mask, pos = to_device(torch.stack([batch.input_ids, batch.attention_mask.long(), batch.position_ids]),
-                               dev).unbind(0)  # one copy for the three
+    ids, mask, pos = batch.input_ids, batch.attention_mask, batch.position_ids
+    if ids.device != dev:  # one copy for the three
+        ids, mask, pos = to_device(torch.stack([ids, mask.long(), pos]), dev).unbind(0)
     state["on"] = True
     try:
         with torch.no_grad():
