@@ -189,6 +189,30 @@ def _offline() -> bool:
     ) not in ("", "0")
 
 
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def check_placement(dtype: torch.dtype | str | None, device: str | torch.device | None,
+                    ) -> tuple[torch.dtype | None, torch.device | None]:
+    """Parse a dtype name and a device, refusing ones this machine cannot use (one clear message)."""
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise LensError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+        dtype = getattr(torch, dtype)
+    if device is not None:
+        try:
+            device = torch.device(device)
+        except RuntimeError:
+            raise LensError(f"unknown device {str(device)!r}; use cpu, cuda, cuda:N or mps") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise LensError(f"device {device} asked for, but no CUDA GPU is visible here; use --device cpu")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise LensError(f"device {device} asked for, but only {torch.cuda.device_count()} GPU(s) are visible")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise LensError("device mps asked for, but MPS is not available here; use --device cpu")
+    return dtype, device
+
+
 def load_model(
     spec: str,
     device: str | torch.device | None = None,
@@ -206,9 +230,8 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    dtype, device = check_placement(dtype, device)
     source, where, gguf = _resolve_spec(spec)
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
     kwargs: dict[str, Any] = {"dtype": dtype or torch.float32}
     if gguf is not None:
         if importlib.util.find_spec("gguf") is None:

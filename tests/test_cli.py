@@ -51,6 +51,9 @@ def test_capture_info_json(capsys, monkeypatch, tmp_path, folder):
         (["capture", "-m", "MODEL", "-i", "EMPTY", "-o", "OUT"], "empty"),
         (["capture", "-m", "MODEL", "-i", "BAD", "-o", "OUT"], "not valid JSON"),
         (["hybrid", "--base", "MODEL", "--thinking", "MODEL"], "give --tasks"),
+        (["--dtype", "float8", "capture", "-m", "MODEL", "-i", "IN", "-o", "OUT"], "unknown dtype 'float8'"),
+        (["--device", "gpu0", "capture", "-m", "MODEL", "-i", "IN", "-o", "OUT"], "unknown device 'gpu0'"),
+        (["--device", "cuda:99", "steer", "-m", "MODEL"], "cuda:99"),
     ],
 )
 def test_errors_are_one_line(capsys, monkeypatch, tmp_path, folder, args, message):
@@ -102,3 +105,16 @@ def test_hybrid_on_another_pair_with_a_task_file(capsys, monkeypatch, tmp_path, 
     assert res["hybrid"]["gap_recovered"] is None  # 0/0 (base = thinking) is written as null, not NaN
     assert res["hybrid"]["fraction_gated"] == 0.0  # one model as base and thinking never disagrees with itself
     assert res["hybrid"]["accuracy"]["value"] == res["base"]["value"]
+
+
+def test_placement_options_reach_every_loaded_model(capsys, monkeypatch, tmp_path, folder):
+    """`lens --dtype bfloat16 capture ...` loads the model in bfloat16 (recorded in the manifest)."""
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text('"Q:1+2=?"\n')
+    code, out, _ = run(capsys, monkeypatch, "--device", "cpu", "--dtype", "bfloat16", "capture", "-m", folder,
+                       "-i", inputs, "-s", "blocks.1.hook_resid_post", "-o", tmp_path / "cap", "--json")
+    assert code == 0, out
+    manifest = json.loads((tmp_path / "cap" / "manifest.json").read_text())
+    assert manifest["model"]["dtype"] == "bfloat16"
+    code, out, _ = run(capsys, monkeypatch, "--dtype", "bfloat16", "diff", folder, folder, "--json")
+    assert code == 0, out

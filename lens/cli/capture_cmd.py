@@ -10,6 +10,7 @@ from .common import console, emit_json, table
 
 
 def capture_cmd(
+    ctx: typer.Context,
     model: str = typer.Option("organism:base", "--model", "-m", help="hub id, local folder, .gguf or bundled name"),
     inputs: Path = typer.Option(
         ..., "--inputs", "-i", help="JSONL: {\"text\"} or {\"prompt\",\"completion\"} per line"
@@ -27,14 +28,14 @@ def capture_cmd(
     from ..capture import capture
     from ..capture_folder import read_jsonl
     from ..errors import LensError
-    from ..models import load_model
     from ..sites import all_sites
+    from .common import load
 
     if not inputs.is_file():
         raise LensError(f"input file {inputs} does not exist")
     if dtype not in ("float32", "bfloat16", "float16"):
         raise LensError(f"dtype {dtype!r} is not one of float32, bfloat16, float16")
-    m = load_model(model)
+    m = load(ctx, model)
     site_list = [s.name for s in all_sites(m)] if sites == "all" else [s for s in sites.split(",") if s.strip()]
     total = sum(1 for _ in read_jsonl(inputs))  # validates every line before any work starts
     if total == 0:

@@ -6,11 +6,34 @@ import json
 import sys
 from typing import Any
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
+
+
+def load_options(ctx: typer.Context | None) -> dict:
+    """This invocation's `lens --device/--dtype/--device-map` options (set by the top-level callback)."""
+    while ctx is not None and ctx.parent is not None:
+        ctx = ctx.parent
+    obj = ctx.obj if ctx is not None else None
+    return {k: v for k, v in (obj or {}).items() if v is not None}
+
+
+def load(ctx: typer.Context | None, spec: str):
+    """`lens.load_model(spec)` placed as the top-level options say."""
+    from ..models import load_model
+
+    return load_model(spec, **load_options(ctx))
+
+
+def load_both(ctx: typer.Context | None, base: str, thinking: str):
+    """`lens.load_pair(base, thinking)` placed as the top-level options say."""
+    from ..models import load_pair
+
+    return load_pair(base, thinking, **load_options(ctx))
 
 
 def emit_json(obj: Any) -> None:

@@ -8,6 +8,7 @@ from .common import console, emit_json, table
 
 
 def diff_cmd(
+    ctx: typer.Context,
     base: str = typer.Argument("organism:base"),
     thinking: str = typer.Argument("organism:thinking"),
     layer: int = typer.Option(None, help="layer of the base's reasoning direction (default: middle)"),
@@ -17,11 +18,11 @@ def diff_cmd(
     cosine with the base model's own reasoning direction (T-marked minus D-marked prompts)."""
     from ..capture import capture
     from ..directions import diff_of_means
-    from ..models import load_pair
     from ..pair_diff import activation_diff, weight_diff
     from ..studies.organism_inputs import marker_contrast, train_problems
+    from .common import load_both
 
-    b, t = load_pair(base, thinking)
+    b, t = load_both(ctx, base, thinking)
     sites = [f"blocks.{i}.hook_resid_post" for i in range(b.n_layers)]
     tp, dp = marker_contrast()
     a, c = capture(b, tp, sites, "last_prompt", progress=False), capture(b, dp, sites, "last_prompt", progress=False)

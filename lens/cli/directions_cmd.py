@@ -25,6 +25,7 @@ def _inputs(path: Path | None, default: list):
 
 @app.command("make")
 def make(
+    ctx: typer.Context,
     model: str = typer.Option("organism:base", "--model", "-m"),
     pos: Path = typer.Option(None, help="JSONL of the positive set (default: organism prompts marked T)"),
     neg: Path = typer.Option(None, help="JSONL of the negative set (default: organism prompts marked D)"),
@@ -36,9 +37,9 @@ def make(
     """Difference of means pos - neg at every layer; report AUROC per layer; save one layer's direction."""
     from ..capture import capture
     from ..directions import diff_of_means, separability_by_layer
-    from ..models import load_model
+    from .common import load
 
-    m = load_model(model)
+    m = load(ctx, model)
     t_prompts, d_prompts = [], []
     if pos is None or neg is None:
         from ..studies.organism_inputs import marker_contrast

@@ -52,6 +52,7 @@ def _floats(text: str | None):
 
 
 def find_feature_cmd(
+    ctx: typer.Context,
     model: str = typer.Option(None, "--model", "-m", help="model spec (default: the bundled organism)"),
     sae: str = typer.Option(None, "--sae", help="SAE folder or sae_lens RELEASE/ID (default organism: cached/trained)"),
     pos: Path = typer.Option(None, help="condition A: JSONL of inputs, or a capture folder"),
@@ -93,7 +94,7 @@ def find_feature_cmd(
 
             think, direct = O.marker_contrast()
             texts = [d.text for d in C.generate_corpus(160, seed=99)] + list(think[:32]) + list(direct[:32])
-            _link(out, "organism:base", texts, dashboard, say)
+            _link(out, "organism:base", texts, dashboard, say, ctx)
         _print(out, as_json)
         return
     if sae is None or pos is None or neg is None:
@@ -102,9 +103,9 @@ def find_feature_cmd(
     from saes.search import rank_features
 
     from ..capture_folder import read_jsonl
-    from ..models import load_model
+    from .common import load
 
-    m = load_model(model) if model else None
+    m = load(ctx, model) if model else None
     d = load_sae(sae, m)
     if d.site is None:
         raise LensError(f"SAE {sae} does not record its site")
@@ -131,16 +132,17 @@ def find_feature_cmd(
             raise LensError("--dashboard needs --model and JSONL conditions (their texts are the pages' contexts)")
         texts = [x if isinstance(x, str) else x.get("text") or x.get("prompt", "") + x.get("completion", "")
                  for p in (pos, neg) for x in read_jsonl(p)]
-        _link(out, m, texts, dashboard, say)
+        _link(out, m, texts, dashboard, say, ctx)
     _print(out, as_json)
 
 
-def _link(out: dict, model, texts: list[str], folder: Path, say) -> None:
+def _link(out: dict, model, texts: list[str], folder: Path, say, ctx: typer.Context | None = None) -> None:
     """Write the feature pages and put each ranked feature's page address into ``out["ranking"]``."""
-    from ..models import Model, load_model
+    from ..models import Model
     from ..studies.feature_study import write_feature_pages
+    from .common import load
 
-    m = model if isinstance(model, Model) else load_model(model)
+    m = model if isinstance(model, Model) else load(ctx, model)
     if say:
         say(f"dashboard pages for {len(out['ranking'])} features over {len(texts)} texts")
     links = write_feature_pages(m, out["sae"]["path"], out["ranking"], texts, str(folder),

@@ -8,6 +8,7 @@ from .common import console, emit_json, table
 
 
 def hybrid_cmd(
+    ctx: typer.Context,
     base: str = typer.Option("organism:base", "--base"),
     thinking: str = typer.Option("organism:thinking", "--thinking"),
     n: int = typer.Option(100, help="held-out problems"),
@@ -25,14 +26,14 @@ def hybrid_cmd(
     (--base, --thinking, --tasks) from an unsupervised taxonomy of the thinking model's sentences.
     """
     from ..errors import LensError
-    from ..models import load_pair
+    from .common import load_both
 
     say = None if as_json else (lambda msg: console.print(f"[dim]{msg}[/]"))
     organism = base.startswith("organism:") and thinking.startswith("organism:") and tasks in (None, "organism")
     if not organism and tasks is None:
         raise LensError("for a pair other than the bundled organism give --tasks (gsm8k, math500 or a JSONL of "
                         "question/answer rows)")
-    b, t = load_pair(base, thinking)
+    b, t = load_both(ctx, base, thinking)
     if organism:
         from ..studies import hybrid_organism
 

@@ -22,6 +22,23 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def _placement(
+    ctx: typer.Context,
+    device: str = typer.Option(None, "--device", help="where models run: cpu (default), cuda, cuda:N, mps"),
+    dtype: str = typer.Option(None, "--dtype", help="model weights: float32 (default), bfloat16, float16"),
+    device_map: str = typer.Option(None, "--device-map",
+                                   help="'auto': spread a model too large for one device over the GPUs and CPU"),
+) -> None:
+    """Does a base model already contain the reasoning post-training seems to create?"""
+    from ..models import check_placement
+
+    check_placement(dtype, device)  # a bad value fails here, before any model is read
+    ctx.obj = {"device": device, "dtype": dtype, "device_map": device_map}
+
+
 app.command("capture")(capture_cmd)
 app.command("info")(info_cmd)
 app.command("reproduce")(reproduce_cmd)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from .common import console, emit_json, table
+from .common import console, emit_json, load_options, table
 
 
 def reproduce_cmd(
+    ctx: typer.Context,
     out: str = typer.Option(None, "--out", help="report folder (default: reports/reproduce-<UTC time>)"),
     base: str = typer.Option("organism:base", "--base", help="base model spec"),
     thinking: str = typer.Option("organism:thinking", "--thinking", help="post-trained model spec"),
@@ -47,7 +48,8 @@ def reproduce_cmd(
     if bad:
         raise LensError(f"unknown steps {bad}; choose from {', '.join(STEPS)}")
     res = reproduce(out, base=base, thinking=thinking, tasks=tasks, n=n, samples=samples, seed=seed,
-                    progress=not as_json, sizes=sizes, steps=chosen, sae=sae, template=template)
+                    progress=not as_json, sizes=sizes, steps=chosen, sae=sae, template=template,
+                    load_kwargs=load_options(ctx))
     failed = [name for name in STEPS if res.get(name, {}).get("status") == "error"]
     if as_json:
         emit_json(res)

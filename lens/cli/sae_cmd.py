@@ -53,6 +53,7 @@ def train(
 
 @app.command("eval")
 def eval_cmd(
+    ctx: typer.Context,
     sae: str = typer.Argument(..., help="SAE folder"),
     capture: Path = typer.Option(None, "--capture", "-c", help="capture folder for row metrics"),
     model: str = typer.Option(None, "--model", "-m", help="model for CE/KL with the SAE spliced in"),
@@ -66,10 +67,10 @@ def eval_cmd(
 
     from ..capture_folder import read_jsonl
     from ..errors import LensError
-    from ..models import load_model
     from ..selection import Example
+    from .common import load
 
-    m = load_model(model) if model else None
+    m = load(ctx, model) if model else None
     d = load_sae(sae, m)
     if capture is None and (m is None or texts is None):
         raise LensError("give --capture DIR, or --model and --texts FILE, or both")

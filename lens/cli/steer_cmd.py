@@ -34,6 +34,7 @@ def parse_where(text: str):
 
 
 def steer_cmd(
+    ctx: typer.Context,
     prompt: list[str] = typer.Option(..., "--prompt", "-p", help="prompt text (repeatable); \\n is a newline"),
     model: str = typer.Option("organism:base", "--model", "-m"),
     direction: Path = typer.Option(None, help="a saved direction folder"),
@@ -51,9 +52,9 @@ def steer_cmd(
     from ..errors import LensError
     from ..interventions import steer
     from ..interventions.spec import describe, load_interventions
-    from ..models import load_model
+    from .common import load
 
-    m = load_model(model)
+    m = load(ctx, model)
     if (direction is None) == (spec is None):
         raise LensError("give exactly one of --direction DIR or --spec DIR")
     if spec is not None:

@@ -407,10 +407,12 @@ def reproduce(
     steps=STEPS,
     sae: str | None = None,
     template: str | None = None,
+    load_kwargs: dict | None = None,
 ) -> dict:
     """Run the findings on (base, thinking) over ``tasks``; write index.html, results.md, results.json to out_dir.
 
     base, thinking: model specs (``lens.load_model``) or loaded ``Model`` objects.
+    load_kwargs: passed to ``lens.load_model`` for specs (``device``, ``dtype``, ``device_map``).
     n / samples override ``sizes.n`` (and the other steps' problem counts when they are larger) and
     ``sizes.samples``. Returns the results dict (with ``meta.out_dir``).
     """
@@ -446,7 +448,7 @@ def reproduce(
 
     torch.manual_seed(seed)
     say("== loading models")
-    b, t = load_pair(base, thinking)
+    b, t = load_pair(base, thinking, **(load_kwargs or {}))
     s = setup(tasks, b, sizes, template)
     if bar is not None:
         bar.update(1)
