@@ -62,7 +62,7 @@ class Dictionary:
 
     @torch.no_grad()
     def encode(self, x: Float[torch.Tensor, "*rows d_in"]) -> Float[torch.Tensor, "*rows d_sae"]:
-        return self.sae.encode(x.to(self.sae.W_enc.dtype))
+        return self.sae.encode(x.to(self.sae.W_enc.device, self.sae.W_enc.dtype))
 
     @torch.no_grad()
     def decode(self, z: Float[torch.Tensor, "*rows d_sae"]) -> Float[torch.Tensor, "*rows d_in"]:

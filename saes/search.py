@@ -46,7 +46,16 @@ class FeatureAccumulator:
         self.hist = torch.zeros(d_sae * self.n_bins, dtype=torch.int64)
         self._offsets = torch.arange(d_sae) * self.n_bins
 
+    def to(self, device: torch.device | str) -> FeatureAccumulator:
+        """Move the running sums and histograms (in place) to `device`; returns self."""
+        for name in ("edges", "sum", "sumsq", "nonzero", "hist", "_offsets"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
     def update(self, z: Float[torch.Tensor, "rows d_sae"]) -> None:
+        """Add a batch of feature activations (the sums follow the batch onto its device)."""
+        if z.device != self.sum.device:
+            self.to(z.device)
         z = z.float()
         self.n += z.shape[0]
         self.sum += z.sum(0, dtype=torch.float64)
@@ -163,7 +172,7 @@ def rank_features(
             a.update(d.encode(x))
         if a.n == 0:
             raise LensError(f"the {name} condition has no rows")
-        acc[name] = a
+        acc[name] = a.to("cpu")  # the per-feature table is built on the host
     p, n = acc["pos"], acc["neg"]
     mean_diff = p.mean - n.mean
     pooled = ((p.var * (p.n - 1) + n.var * (n.n - 1)) / max(p.n + n.n - 2, 1)).sqrt()

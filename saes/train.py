@@ -168,7 +168,8 @@ def train_sae(
         if tuple(init_decoder.shape) != tuple(sae.W_dec.shape):
             raise LensError(f"init_decoder must be {tuple(sae.W_dec.shape)}, got {tuple(init_decoder.shape)}")
         with torch.no_grad():
-            rows = init_decoder.float() / init_decoder.float().norm(dim=-1, keepdim=True).clamp_min(1e-8)
+            rows = init_decoder.float().to(sae.W_dec.device)
+            rows = rows / rows.norm(dim=-1, keepdim=True).clamp_min(1e-8)
             sae.W_dec.copy_(rows * sae.W_dec.norm(dim=-1, keepdim=True))
             sae.W_enc.copy_(sae.W_dec.T / sae.W_dec.norm(dim=-1).pow(2).clamp_min(1e-8)[None, :])
     trainer = _trainer(cfg, sae)
@@ -188,7 +189,7 @@ def train_sae(
     t0 = time.perf_counter()
     while step < end:
         trainer.maybe_reset_sparsity()
-        o = trainer.step(next(batches))
+        o = trainer.step(next(batches).to(cfg.device))  # the buffer lives on the host; the SAE on cfg.device
         step += 1
         rows += cfg.batch_size
         trainer.n_training_steps = step

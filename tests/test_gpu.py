@@ -159,3 +159,27 @@ def test_bfloat16_on_gpu_captures_and_steers(cpu_model):
         assert cos.min() > 0.98, (s, cos.min())
     _, out, h = _generate(m, _steer_case(m))
     assert out.sequences.shape[1] == len(TEXTS[1]) + 1 + NEW and len(h.log) > 0
+
+
+def test_sae_training_and_feature_ranking_on_gpu(tmp_path):
+    """An SAE trains on the GPU from a capture folder on the host, and ranks features there: the same
+    ranking as the SAE on the CPU (added in session 4 after the GPU time was spent; first GPU run pending)."""
+    from saes.config import TrainConfig
+    from saes.io import load_sae
+    from saes.search import rank_features
+    from saes.train import train_sae
+
+    g = torch.Generator().manual_seed(0)
+    dirs = torch.nn.functional.normalize(torch.randn(16, 32, generator=g), dim=-1)
+    pick = torch.randint(16, (4096, 2), generator=g)
+    rows = (torch.rand(4096, 2, 1, generator=g) * 3 + 1).mul(dirs[pick]).sum(1)  # sparse sums of 16 directions
+    rows[:2048] += 3.0 * dirs[0]  # a direction only the first half carries
+    cfg = TrainConfig(architecture="topk", d_sae=64, k=4, total_rows=32768, batch_size=256, buffer_rows=2048,
+                      checkpoint_every=0, device="cuda")
+    res = train_sae(rows, tmp_path / "sae", cfg, site="blocks.0.hook_resid_post", progress=False)
+    assert res.log[-1]["explained_variance"] > 0.3
+    on_gpu = load_sae(res.path, device="cuda")
+    on_cpu = load_sae(res.path)
+    a = rank_features(on_gpu, rows[:2048], rows[2048:])
+    b = rank_features(on_cpu, rows[:2048], rows[2048:])
+    assert a.features[:5] == b.features[:5]

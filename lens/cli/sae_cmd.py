@@ -6,13 +6,14 @@ from pathlib import Path
 
 import typer
 
-from .common import console, emit_json, table
+from .common import console, emit_json, load_options, table
 
 app = typer.Typer(help="Train, evaluate and describe SAEs (sae_lens architectures and format).", no_args_is_help=True)
 
 
 @app.command("train")
 def train(
+    ctx: typer.Context,
     capture: Path = typer.Option(..., "--capture", "-c", help="capture folder written by lens capture"),
     out: Path = typer.Option(..., "--out", "-o", help="SAE folder (resumed when it holds an interrupted run)"),
     site: str = typer.Option(None, help="site to train on (default: the capture's only site)"),
@@ -39,7 +40,8 @@ def train(
 
     cfg = TrainConfig(architecture=architecture, d_sae=d_sae, expansion=expansion, k=k, l1_coefficient=l1,
                       l0_coefficient=l0, lr=lr, total_rows=total_rows, batch_size=batch_size, buffer_rows=buffer_rows,
-                      normalize=normalize, checkpoint_every=checkpoint_every, seed=seed)
+                      normalize=normalize, checkpoint_every=checkpoint_every, seed=seed,
+                      device=str(load_options(ctx).get("device", "cpu")))  # `lens --device cuda sae train ...`
     res = train_sae(capture, out, cfg, site=site, progress=not as_json)
     d = load_sae(res.path)
     ev = evaluate(d, capture)
