@@ -27,3 +27,18 @@ def test_steering_and_hybrid_rows():
     names = [r["method"] for r in hyb]
     assert any("one prompt at a time" in n for n in names) and any("batched" in n for n in names)
     assert all(r["ratio_to_plain"] > 0 for r in hyb)
+
+
+def test_random_weight_shapes_and_the_ab_script(capsys, monkeypatch):
+    """The real-shape random models build with their configuration; the A/B script prints its ratio."""
+    import sys
+
+    from benchmarks import ab
+    from benchmarks.models import SHAPES, random_model
+
+    m = random_model("smollm2-arch")
+    assert (m.n_layers, m.d_model) == (SHAPES["smollm2-arch"]["num_hidden_layers"], 576)
+    for what in ("capture", "steering"):
+        monkeypatch.setattr(sys, "argv", ["ab.py", what, "--rounds", "1"])
+        ab.main()
+        assert "lens time / baseline" in capsys.readouterr().out

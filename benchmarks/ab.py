@@ -1,0 +1,87 @@
+"""Two methods alternated in one process: lens vs its bare baseline, the steadiest ratio on a noisy machine.
+
+    python benchmarks/ab.py capture  [--rounds 40]   # capture every resid_post (token ids) vs the bare forward
+    python benchmarks/ab.py steering [--rounds 30]   # steer (add every generated position) vs plain HF generate
+
+Tiny random Llama (4 layers, width 128), one torch thread; prints the median of each and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+
+def _pair(what: str):
+    from lens.capture import capture
+    from lens.interventions import Intervention, Where, steer
+    from lens.tiny import tiny_model
+
+    m = tiny_model("llama", d_model=128)
+    tok = m.tokenizer
+    if what == "capture":
+        from benchmarks.capture import _texts
+
+        tok.padding_side = "right"
+        texts = _texts(64)
+        batches = [tok(texts[i : i + 8], return_tensors="pt", padding=True) for i in range(0, 64, 8)]
+        ids = [r[k.bool()].tolist() for b in batches for r, k in zip(b["input_ids"], b["attention_mask"], strict=True)]
+        sites = [f"blocks.{i}.hook_resid_post" for i in range(m.n_layers)]
+
+        def bare():
+            with torch.no_grad():
+                for b in batches:
+                    m.hf(**b, use_cache=False)
+
+        return bare, lambda: capture(m, ids, sites, "all", batch_size=8, progress=False), None
+    ids = tok(["Q:47+38+26+19=?\n"] * 4, return_tensors="pt")["input_ids"]
+    iv = Intervention(f"blocks.{m.n_layers // 2}.hook_resid_post", torch.randn(m.d_model) * 0.1,
+                      where=Where.generated(0, None))
+    kw = dict(max_new_tokens=64, min_new_tokens=64, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=None)
+
+    def plain():
+        with torch.no_grad():
+            m.hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kw)
+
+    def steered():
+        with torch.no_grad(), steer(m, iv, record=False):
+            m.hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kw)
+
+    return plain, steered, 64
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=["capture", "steering"])
+    ap.add_argument("--rounds", type=int, default=30)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    base, lens, steps = _pair(args.what)
+    base(), lens()  # warm up
+    times: tuple[list[float], list[float]] = ([], [])
+    for i in range(args.rounds):
+        order = ((0, base), (1, lens)) if i % 2 else ((1, lens), (0, base))
+        for k, fn in order:
+            gc.collect()
+            gc.disable()
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+            gc.enable()
+    a, b = statistics.median(times[0]), statistics.median(times[1])
+    line = f"{args.what}: baseline {a * 1e3:.1f} ms, lens {b * 1e3:.1f} ms, lens time / baseline {b / a:.3f}"
+    if steps:
+        line += f" (speed {a / b:.3f}x; {(b - a) / steps * 1e6:.0f} us per step)"
+    print(line)
+
+
+if __name__ == "__main__":
+    main()
