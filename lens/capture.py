@@ -342,10 +342,14 @@ def capture(
     return Activations.concat(parts)
 
 
-def _rows_buffer(n: int, width: int, dtype: torch.dtype, device: torch.device, model: Model) -> torch.Tensor:
-    """Where one site's rows go: on `device`; pinned host memory when the model sits on an accelerator
-    (so each batch's copy to the CPU is asynchronous), plain memory if pinning is refused."""
-    if device.type == "cpu" and model.device.type == "cuda":
+PIN_LIMIT = 2 << 30  # bytes of rows an in-memory capture may hold in pinned (page-locked) host memory
+
+
+def _rows_buffer(n: int, width: int, dtype: torch.dtype, device: torch.device, model: Model, pin: bool,
+                 ) -> torch.Tensor:
+    """Where one site's rows go: on `device`; with `pin`, pinned host memory when the model sits on an
+    accelerator (so each batch's copy to the CPU is asynchronous), plain memory if pinning is refused."""
+    if pin and device.type == "cpu" and model.device.type == "cuda":
         try:
             return torch.empty(n, width, dtype=dtype, pin_memory=True)
         except RuntimeError:
@@ -355,14 +359,17 @@ def _rows_buffer(n: int, width: int, dtype: torch.dtype, device: torch.device, m
 
 def capture_every(model: Model, examples: list[Example], sites: list[Site], batch_size: int, dtype: torch.dtype,
                   side: str, bar: _progress, first_index: int = 0,
-                  device: torch.device = torch.device("cpu")) -> Activations:
+                  device: torch.device = torch.device("cpu"), pin: bool = True) -> Activations:
     """Every token of every example, in memory: tokenise all inputs first, then each forward pass
     writes its rows straight into one preallocated tensor per site (no per-batch copies to join).
-    From an accelerator the copies are asynchronous (into pinned memory) and awaited once at the end."""
+    From an accelerator the copies are asynchronous (into pinned memory) and awaited once at the end,
+    when `pin` and the rows fit in `PIN_LIMIT` bytes (pinned memory is locked, and torch keeps it cached);
+    otherwise each copy waits."""
     ids, _ = token_rows(model, [e.text if e.token_ids is None else e.token_ids for e in examples], offsets=False)
     lengths = torch.tensor([len(r) for r in ids])
     n = int(lengths.sum())
-    out = {s.name: _rows_buffer(n, model.d_model, dtype, device, model) for s in sites}
+    pin = pin and n * model.d_model * dtype.itemsize * len(sites) <= PIN_LIMIT
+    out = {s.name: _rows_buffer(n, model.d_model, dtype, device, model, pin) for s in sites}
     state_rows: dict = {"at": 0, "idx": None, "on": {}}
     sums: dict[torch.device, list[torch.Tensor]] = {}  # per device: one sum per site and batch, read at the end
     copy_streams: dict[torch.device, torch.cuda.Stream] = {}

@@ -108,6 +108,8 @@ class CaptureFolder:
     def iter_rows(self, site: str | Site, batch_rows: int) -> Iterator[Float[torch.Tensor, "batch d_model"]]:
         """Stream one site's rows in batches of `batch_rows` (views; the last may be shorter), reading
         only that site and holding one shard (plus less than one batch carried over) at a time."""
+        if batch_rows < 1:
+            raise LensError(f"batch_rows must be at least 1, got {batch_rows}")
         carry: torch.Tensor | None = None
         for i in range(len(self.manifest["shards"])):
             t = self.site_rows(i, site)
@@ -116,7 +118,7 @@ class CaptureFolder:
             full = t.shape[0] // batch_rows * batch_rows
             for a in range(0, full, batch_rows):
                 yield t[a : a + batch_rows]
-            carry = t[full:]
+            carry = t[full:].clone()  # not a view: the rest of the shard is freed
         if carry is not None and carry.shape[0]:
             yield carry
 
@@ -237,7 +239,8 @@ def stream_capture(
     start = manifest["n_examples_done"]
     if isinstance(select, AllTokens):  # every token: groups of batches straight into preallocated rows
         for k, group in enumerate(_batches(examples, batch_size * 8)):
-            part = capture_every(model, group, sites, batch_size, dtype, padding_side, bar, start + k * batch_size * 8)
+            part = capture_every(model, group, sites, batch_size, dtype, padding_side, bar, start + k * batch_size * 8,
+                                 pin=False)  # parts wait for the disk: no page-locked memory held meanwhile
             pending.append(part)
             ex_pending.extend(group)
             pending_rows += len(part)

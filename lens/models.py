@@ -192,25 +192,39 @@ def _offline() -> bool:
 DTYPES = ("float32", "bfloat16", "float16")
 
 
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
 def check_placement(dtype: torch.dtype | str | None, device: str | torch.device | None,
-                    ) -> tuple[torch.dtype | None, torch.device | None]:
+                    device_map: str | dict | None = None) -> tuple[torch.dtype | None, torch.device | None]:
     """Parse a dtype name and a device, refusing ones this machine cannot use (one clear message)."""
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise LensError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
         dtype = getattr(torch, dtype)
-    if device is not None:
-        try:
-            device = torch.device(device)
-        except RuntimeError:
-            raise LensError(f"unknown device {str(device)!r}; use cpu, cuda, cuda:N or mps") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise LensError(f"device {device} asked for, but no CUDA GPU is visible here; use --device cpu")
-        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-            raise LensError(f"device {device} asked for, but only {torch.cuda.device_count()} GPU(s) are visible")
-        if device.type == "mps" and not torch.backends.mps.is_available():
-            raise LensError("device mps asked for, but MPS is not available here; use --device cpu")
-    return dtype, device
+    if device is not None and device_map is not None:
+        raise LensError("give a device or a device map, not both (a device map places every layer itself)")
+    if isinstance(device_map, str) and device_map not in DEVICE_MAPS:
+        _check_device(device_map, what="device map", hint=f"use {', '.join(DEVICE_MAPS)} or a device")
+    return dtype, None if device is None else _check_device(device)
+
+
+def _check_device(device: str | torch.device, what: str = "device", hint: str = "use cpu, cuda, cuda:N or mps",
+                  ) -> torch.device:
+    """`device` parsed, or one clear error if this machine cannot use it."""
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise LensError(f"unknown {what} {str(device)!r}; {hint}") from None
+    if device.type not in ("cpu", "cuda", "mps") or (device.type != "cuda" and device.index not in (None, 0)):
+        raise LensError(f"unknown {what} {str(device)!r}; {hint}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LensError(f"device {device} asked for, but no CUDA GPU is visible here; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise LensError(f"device {device} asked for, but only {torch.cuda.device_count()} GPU(s) are visible")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise LensError("device mps asked for, but MPS is not available here; use --device cpu")
+    return device
 
 
 def load_model(
@@ -230,7 +244,7 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dtype, device = check_placement(dtype, device)
+    dtype, device = check_placement(dtype, device, device_map)
     source, where, gguf = _resolve_spec(spec)
     kwargs: dict[str, Any] = {"dtype": dtype or torch.float32}
     if gguf is not None:

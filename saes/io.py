@@ -70,7 +70,7 @@ class Dictionary:
 
     @torch.no_grad()
     def reconstruct(self, x: Float[torch.Tensor, "*rows d_in"]) -> Float[torch.Tensor, "*rows d_in"]:
-        return self.decode(self.encode(x)).to(x.dtype)
+        return self.decode(self.encode(x)).to(x.device, x.dtype)
 
     @torch.no_grad()
     def direction(self, feature: int, unit: bool = True) -> Float[torch.Tensor, " d_in"]:

@@ -54,6 +54,10 @@ def test_capture_info_json(capsys, monkeypatch, tmp_path, folder):
         (["--dtype", "float8", "capture", "-m", "MODEL", "-i", "IN", "-o", "OUT"], "unknown dtype 'float8'"),
         (["--device", "gpu0", "capture", "-m", "MODEL", "-i", "IN", "-o", "OUT"], "unknown device 'gpu0'"),
         (["--device", "cuda:99", "steer", "-m", "MODEL"], "cuda:99"),
+        (["--device", "meta", "info", "OUT"], "unknown device 'meta'"),
+        (["--device-map", "foo", "steer", "-m", "MODEL"], "unknown device map 'foo'"),
+        (["--device", "cpu", "--device-map", "auto", "steer", "-m", "MODEL"], "not both"),
+        (["--device", "cpu", "organism", "eval"], "on the CPU"),
     ],
 )
 def test_errors_are_one_line(capsys, monkeypatch, tmp_path, folder, args, message):

@@ -20,7 +20,8 @@ def capture_cmd(
     select: str = typer.Option("all", help="all | last_prompt | positions:0,-1 | last:N | spans | regex:P | sentences"),
     out: Path = typer.Option(..., "--out", "-o", help="capture folder (resumed when it holds a partial run)"),
     batch_size: int = typer.Option(8, help="inputs per forward pass"),
-    dtype: str = typer.Option("float32", help="stored dtype: float32, bfloat16 or float16"),
+    dtype: str = typer.Option("float32", help="dtype of the stored activations: float32, bfloat16 or float16 "
+                                               "(the model's own: lens --dtype ... capture)"),
     shard_rows: int = typer.Option(65536, help="rows per shard (bounds memory)"),
     as_json: bool = typer.Option(False, "--json", help="print the manifest summary as JSON"),
 ) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import console, emit_json, table
+from .common import console, emit_json, load, load_options, table
 
 
 def _condition(model, path: Path, site: str, select: str):
@@ -84,7 +84,8 @@ def find_feature_cmd(
     if model is None and pos is None and neg is None and (sae is None or eval_set is None):
         from saes.organism import run_find_feature_organism
 
-        out = run_find_feature_organism(None, sae=sae, layer=layer, steer_check=steer_check, n=n,
+        placed = load(ctx, "organism:base") if load_options(ctx) else None  # `lens --device cuda find-feature`
+        out = run_find_feature_organism(placed, sae=sae, layer=layer, steer_check=steer_check, n=n,
                                         alphas=_floats(alphas), top=steer_top, n_random=n_random,
                                         max_new_tokens=max_new_tokens, progress=say)
         out["ranking"] = out["ranking"][:max(top, 1)]
@@ -103,7 +104,6 @@ def find_feature_cmd(
     from saes.search import rank_features
 
     from ..capture_folder import read_jsonl
-    from .common import load
 
     m = load(ctx, model) if model else None
     d = load_sae(sae, m)
@@ -140,7 +140,6 @@ def _link(out: dict, model, texts: list[str], folder: Path, say, ctx: typer.Cont
     """Write the feature pages and put each ranked feature's page address into ``out["ranking"]``."""
     from ..models import Model
     from ..studies.feature_study import write_feature_pages
-    from .common import load
 
     m = model if isinstance(model, Model) else load(ctx, model)
     if say:

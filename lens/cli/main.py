@@ -35,7 +35,7 @@ def _placement(
     """Does a base model already contain the reasoning post-training seems to create?"""
     from ..models import check_placement
 
-    check_placement(dtype, device)  # a bad value fails here, before any model is read
+    check_placement(dtype, device, device_map)  # a bad value fails here, before any model is read
     ctx.obj = {"device": device, "dtype": dtype, "device_map": device_map}
 
 

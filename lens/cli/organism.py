@@ -15,6 +15,15 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _cpu_only(ctx: typer.Context) -> None:
+    """The organism is trained and evaluated on the CPU (its models are tiny)."""
+    from .common import load_options
+
+    if load_options(ctx):
+        _fail("lens organism trains and evaluates on the CPU; drop --device/--dtype/--device-map")
+
+
 def _fail(message: str) -> None:
     print(f"lens: error: {message}", file=sys.stderr)
     raise typer.Exit(2)

@@ -53,7 +53,8 @@ class Gate:
 
     rows: which batch rows steer at the current call (at their newest position only);
     vectors: optional per-row replacement vectors [batch, d_model]; scales: optional per-row scales.
-    `fired` keeps every (row, absolute position) where it applied, for replay and reports.
+    `fired` keeps every (row, absolute position) where it applied, for replay and reports (when the
+    `steer` block records).
     """
 
     rows: Bool[torch.Tensor, " batch"] | None = None
@@ -199,8 +200,9 @@ def _site_fn(h: Steering, items: list[Intervention]):
                     vec = gate.vectors.to(hidden.device, hidden.dtype)[:, None, :]
                 if gate.scales is not None:
                     scale = gate.scales.to(hidden.device, hidden.dtype)[:, None, None] * iv.scale
-                rows, slots = mask.nonzero(as_tuple=True)  # two reads to the host, not two per row
-                gate.fired.extend(zip(rows.tolist(), st.positions[rows, slots].tolist(), strict=True))
+                if h.log.enabled:  # two reads to the host per call, not two per row
+                    rows, slots = mask.nonzero(as_tuple=True)
+                    gate.fired.extend(zip(rows.tolist(), st.positions[rows, slots].tolist(), strict=True))
             else:
                 mask = iv.where.mask(st.positions, st.prompt_len)
                 if st.valid is not None:
@@ -237,8 +239,9 @@ def steer(
     prompt_lengths: each row's prompt length P (what `Where` counts from). Default: inferred at each
         call with an empty cache (a prompt pass, as `generate` starts every batch), as the longest
         real sequence of that call. Pass it explicitly for a full recompute of prompt + generated text.
-    record: keep `handle.log` (what fired where). On an accelerator this reads the fired slots back to
-        the host at every call; record=False leaves the steered forward free of host syncs.
+    record: keep `handle.log` and each gate's `fired` (what fired where). On an accelerator this reads
+        the fired slots back to the host at every call; record=False leaves the steered forward free of
+        host syncs (the hybrid, which decides on the host anyway, runs with record=False).
     """
     items = [interventions] if isinstance(interventions, Intervention) else list(interventions)
     for iv in items:

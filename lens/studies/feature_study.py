@@ -102,8 +102,8 @@ def feature_dashboards(base: Model, sae_path: str, features: Sequence[int], text
     ids[acts.example, acts.start] = acts.token_id
     mask = torch.zeros(n_seq, seq_len, dtype=torch.bool)
     mask[acts.example, acts.start] = True
-    dec = d.sae.W_dec[feats].detach().float()
-    wu = base.hf.get_output_embeddings().weight.detach().float().T
+    dec = d.sae.W_dec[feats].detach().float().cpu()
+    wu = base.hf.get_output_embeddings().weight.detach().float().cpu().T  # the pages are built on the host
     return feature_data(dense, ids, mask, vocab_strings(base), feats, decoder=dec, unembed=wu, seed=seed)
 
 
