@@ -47,9 +47,15 @@ class FeatureAccumulator:
         self._offsets = torch.arange(d_sae) * self.n_bins
 
     def to(self, device: torch.device | str) -> FeatureAccumulator:
-        """Move the running sums and histograms (in place) to `device`; returns self."""
-        for name in ("edges", "sum", "sumsq", "nonzero", "hist", "_offsets"):
+        """Move the running sums and histograms (in place) to `device`; returns self.
+
+        The sums are float64 (exact over many rows) except on MPS, which has no float64 (float32 there)."""
+        device = torch.device(device)
+        wide = torch.float32 if device.type == "mps" else torch.float64
+        for name in ("edges", "hist", "_offsets"):
             setattr(self, name, getattr(self, name).to(device))
+        for name in ("sum", "sumsq", "nonzero"):
+            setattr(self, name, getattr(self, name).to(device, wide))
         return self
 
     def update(self, z: Float[torch.Tensor, "rows d_sae"]) -> None:
@@ -58,9 +64,10 @@ class FeatureAccumulator:
             self.to(z.device)
         z = z.float()
         self.n += z.shape[0]
-        self.sum += z.sum(0, dtype=torch.float64)
-        self.sumsq += z.double().pow(2).sum(0)
-        self.nonzero += (z > 0).sum(0, dtype=torch.float64)
+        wide = self.sum.dtype
+        self.sum += z.sum(0, dtype=wide)
+        self.sumsq += z.to(wide).pow(2).sum(0)
+        self.nonzero += (z > 0).sum(0, dtype=wide)
         step = max(1, self.max_cells // self.d_sae)
         for part in z.split(step):
             idx = torch.where(part > 0, torch.bucketize(part, self.edges) + 1, 0)
