@@ -189,7 +189,7 @@ def _offline() -> bool:
     ) not in ("", "0")
 
 
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16", "float16", "float64")
 
 
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
@@ -214,7 +214,7 @@ def _check_device(device: str | torch.device, what: str = "device", hint: str = 
     """`device` parsed, or one clear error if this machine cannot use it."""
     try:
         device = torch.device(device)
-    except RuntimeError:
+    except (RuntimeError, TypeError):
         raise LensError(f"unknown {what} {str(device)!r}; {hint}") from None
     if device.type not in ("cpu", "cuda", "mps") or (device.type != "cuda" and device.index not in (None, 0)):
         raise LensError(f"unknown {what} {str(device)!r}; {hint}")

@@ -41,8 +41,8 @@ def row_metrics(d: Dictionary, source, site: str | None = None, *, batch_rows: i
     for x in src:
         if max_rows is not None and n >= max_rows:
             break
-        z = d.encode(x)
-        xh = d.decode(z).float()
+        z = d.encode(x).to(x.device)  # an SAE on a GPU: its outputs come back to the rows' device
+        xh = d.decode(z.to(d.sae.W_dec.device)).float().to(x.device)
         sse += float((x - xh).pow(2).sum())
         s1 += x.double().sum(0)
         s2 += float(x.double().pow(2).sum())

@@ -84,10 +84,12 @@ def find_feature_cmd(
     if model is None and pos is None and neg is None and (sae is None or eval_set is None):
         from saes.organism import run_find_feature_organism
 
-        placed = load(ctx, "organism:base") if load_options(ctx) else None  # `lens --device cuda find-feature`
-        out = run_find_feature_organism(placed, sae=sae, layer=layer, steer_check=steer_check, n=n,
-                                        alphas=_floats(alphas), top=steer_top, n_random=n_random,
-                                        max_new_tokens=max_new_tokens, progress=say)
+        placed = ref = None
+        if load_options(ctx):  # `lens --device cuda find-feature`: both organism models placed
+            placed, ref = load(ctx, "organism:base"), load(ctx, "organism:thinking")
+        out = run_find_feature_organism(placed, sae=sae, reference=ref if ref is not None else True, layer=layer,
+                                        steer_check=steer_check, n=n, alphas=_floats(alphas), top=steer_top,
+                                        n_random=n_random, max_new_tokens=max_new_tokens, progress=say)
         out["ranking"] = out["ranking"][:max(top, 1)]
         if dashboard is not None:
             from ..organism import corpus as C
@@ -95,7 +97,7 @@ def find_feature_cmd(
 
             think, direct = O.marker_contrast()
             texts = [d.text for d in C.generate_corpus(160, seed=99)] + list(think[:32]) + list(direct[:32])
-            _link(out, "organism:base", texts, dashboard, say, ctx)
+            _link(out, placed or "organism:base", texts, dashboard, say, ctx)
         _print(out, as_json)
         return
     if sae is None or pos is None or neg is None:

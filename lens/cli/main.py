@@ -27,7 +27,8 @@ app = typer.Typer(
 @app.callback()
 def _placement(
     ctx: typer.Context,
-    device: str = typer.Option(None, "--device", help="where models run: cpu (default), cuda, cuda:N, mps"),
+    device: str = typer.Option(None, "--device", help="where models run: cpu (default), cuda, cuda:N, mps "
+                                                      "(and where `sae train` trains; SAEs are read on the CPU)"),
     dtype: str = typer.Option(None, "--dtype", help="model weights: float32 (default), bfloat16, float16"),
     device_map: str = typer.Option(None, "--device-map",
                                    help="'auto': spread a model too large for one device over the GPUs and CPU"),
