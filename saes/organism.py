@@ -154,10 +154,11 @@ def run_find_feature_organism(
     elif isinstance(reference, Model):
         ref = reference
     neutral = set(ranking.neutral())  # controls must not be features that separate T from D themselves
-    pool = [f for f in _alive(d, torch.cat([last, torch.cat(list(prompt_rows(base, pos, site)))])) if f in neutral]
+    alive = _alive(d, torch.cat([last, torch.cat(list(prompt_rows(base, pos, site)))]))
+    pool, pool_kind = S.control_pool(alive, sorted(neutral), ranking.features[:top], n_random)
     rows = S.steer_check(base, d, ranking.features[:top], prompts, O.checker(answers), alphas=alphas,
-                         n_random=n_random, random_pool=pool or None, is_reasoning=C.is_thinking,
+                         n_random=n_random, random_pool=pool, is_reasoning=C.is_thinking,
                          max_new_tokens=max_new_tokens, batch_size=64, reference=ref, progress=say)
     out.update({"steer_check": rows, "summary": S.summarize(rows), "alphas": alphas, "resid_norm": norm,
-                "n_heldout": len(prompts)})
+                "n_heldout": len(prompts), "random_pool": pool_kind})
     return out

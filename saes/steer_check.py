@@ -44,6 +44,23 @@ def first_step_log_ok(log, n_prompts: int, prompt_lengths: Sequence[int]) -> boo
         p - 1 for p in prompt_lengths)
 
 
+def control_pool(alive: Sequence[int], neutral: Sequence[int], exclude: Sequence[int], n: int,
+                 ) -> tuple[list[int], str]:
+    """Features to draw `n` random controls from, and which pool it is.
+
+    First choice: features that fire where the steering happens (`alive`) and do not separate the
+    conditions (`neutral`). When fewer than `n` of those remain after `exclude` (the features under
+    test), every neutral feature: its decoder row is still a unit direction the SAE learned, which is
+    what a matched-norm control needs; never a feature that separates the conditions.
+    """
+    skip, neutral_set = set(exclude), set(neutral)
+    first = [f for f in alive if f in neutral_set and f not in skip]
+    if len(first) >= n:
+        return first, "alive at the steered position, not separating the conditions"
+    rest = [f for f in neutral if f not in skip]
+    return rest, "not separating the conditions (too few alive at the steered position)"
+
+
 def steer_check(
     model,
     d: Dictionary,

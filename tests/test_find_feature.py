@@ -183,3 +183,12 @@ def test_random_controls_come_from_features_that_do_not_separate_the_conditions(
     r = Ranking(rows, n_pos=4, n_neg=4, seconds=1.0, d_sae=8, sort_by="mean_diff")
     assert r.neutral() == [1, 5]
     assert r.neutral(margin=0.45) == [7, 1, 5, 2]
+
+
+def test_control_pool_widens_to_neutral_features_when_too_few_are_alive():
+    from saes.steer_check import control_pool
+
+    pool, kind = control_pool(alive=[3, 5, 6], neutral=[1, 2, 5, 6, 9], exclude=[3], n=2)
+    assert pool == [5, 6] and kind.startswith("alive")
+    pool, kind = control_pool(alive=[3, 5], neutral=[1, 5, 9], exclude=[5], n=2)  # only feature 5 alive: it is tested
+    assert pool == [1, 9] and "too few" in kind  # never a separating feature (3), never a tested one (5)

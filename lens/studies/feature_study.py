@@ -67,11 +67,12 @@ def run_generic(base: Model, sae: str, prompts: Sequence[str], is_correct: Calla
     norm = float(last.norm(dim=-1).mean())
     alphas = list(alphas) if alphas is not None else [round(f * norm, 3) for f in (0.5, 1.0, 2.0, 4.0)]
     neutral = set(ranking.neutral())  # random controls never drawn from features that separate the prompts
-    pool = [f for f in torch.nonzero((d.encode(last) != 0).any(0)).flatten().tolist() if f in neutral]
+    alive = torch.nonzero((d.encode(last) != 0).any(0)).flatten().tolist()
+    pool, pool_kind = S.control_pool(alive, sorted(neutral), ranking.features[:top], n_random)
     rows = S.steer_check(base, d, ranking.features[:top], prompts, is_correct, alphas=alphas, n_random=n_random,
-                         random_pool=pool or None, max_new_tokens=max_new_tokens, reference=reference, progress=say)
+                         random_pool=pool, max_new_tokens=max_new_tokens, reference=reference, progress=say)
     return {"status": "ok", "site": site, "ranking": ranking.as_dicts(top=max(20, top)), "steer_check": rows,
-            "summary": S.summarize(rows), "alphas": alphas, "resid_norm": norm,
+            "summary": S.summarize(rows), "alphas": alphas, "resid_norm": norm, "random_pool": pool_kind,
             "sae": {**d.describe(), "evals": d.meta.get("evals")},
             "contrast": {"pos": "chain-of-thought instruction", "neg": "direct-answer instruction",
                          "select": "last_prompt"}}
