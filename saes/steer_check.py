@@ -17,6 +17,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
+import torch
+
 from lens.decoding.generate import generate
 from lens.errors import LensError
 from lens.evaluation.metrics import accuracy
@@ -107,9 +109,12 @@ def steer_check(
         ref = _measure(generate(reference, prompts, max_new_tokens, batch_size=batch_size), is_correct, is_reasoning)
         rows.append({"kind": "reference", "feature": None, "alpha": 0.0, "model": reference.spec, **ref,
                      "first_step_only": None})
+    tested = torch.stack([d.direction(f) for f in features]) if len(features) else None
     for kind, feats in (("feature", list(features)), ("random", controls)):
         for f in feats:
             direction = d.direction(f)
+            # a control whose decoder row leans towards a tested feature's is a weaker control: say how much
+            lean = float((tested @ direction).max()) if kind == "random" and tested is not None else None
             for a in alphas:
                 say(f"{kind} {f} alpha {a:g}")
                 iv = Intervention(d.site, direction, "add", float(a), Where.first_step(), source=f"sae:{d.path}#{f}",
@@ -120,7 +125,7 @@ def steer_check(
                 rows.append({"kind": kind, "feature": int(f), "alpha": float(a), **m,
                              "delta_accuracy": m["accuracy"] - base["accuracy"],
                              "first_step_only": first_step_log_ok(h.log, len(prompts), plens),
-                             "fired": len(h.log)})
+                             "fired": len(h.log), **({"max_cos_to_tested": lean} if lean is not None else {})})
     return rows
 
 

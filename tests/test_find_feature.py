@@ -89,6 +89,9 @@ def test_steer_check_touches_exactly_the_first_step(tiny):
                        is_reasoning=lambda t: "=" in t)
     kinds = [r["kind"] for r in rows]
     assert kinds == ["baseline", "feature", "random", "random"]
+    leans = [r["max_cos_to_tested"] for r in rows if r["kind"] == "random"]
+    assert all(-1.0 <= c <= 1.0 for c in leans) and all("max_cos_to_tested" not in r for r in rows
+                                                            if r["kind"] != "random")
     for r in rows[1:]:
         assert r["first_step_only"] is True and r["fired"] == len(prompts)
         assert r["tokens_mean"] > 0 and 0 <= r["reasoning_rate"] <= 1
