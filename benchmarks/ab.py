@@ -24,7 +24,6 @@ import torch  # noqa: E402
 
 def _pair(what: str):
     from lens.capture import capture
-    from lens.interventions import Intervention, Where, steer
     from lens.tiny import tiny_model
 
     m = tiny_model("llama", d_model=128)
@@ -44,19 +43,9 @@ def _pair(what: str):
                     m.hf(**b, use_cache=False)
 
         return bare, lambda: capture(m, ids, sites, "all", batch_size=8, progress=False), None
-    ids = tok(["Q:47+38+26+19=?\n"] * 4, return_tensors="pt")["input_ids"]
-    iv = Intervention(f"blocks.{m.n_layers // 2}.hook_resid_post", torch.randn(m.d_model) * 0.1,
-                      where=Where.generated(0, None))
-    kw = dict(max_new_tokens=64, min_new_tokens=64, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=None)
+    from benchmarks.steering import steering_pair
 
-    def plain():
-        with torch.no_grad():
-            m.hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kw)
-
-    def steered():
-        with torch.no_grad(), steer(m, iv, record=False):
-            m.hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kw)
-
+    plain, steered, _, _ = steering_pair(m, batch=4, new_tokens=64)
     return plain, steered, 64
 
 

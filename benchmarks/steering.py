@@ -24,14 +24,14 @@ def _median_time(fn, repeats: int) -> float:
     return statistics.median(_all_times([fn], repeats)[0])
 
 
-def steering_rows(model: Model, batch: int = 4, new_tokens: int = 64, repeats: int = 3) -> list[dict]:
-    """Tokens/s of each way to generate with one add-intervention at one layer on every generated position."""
+def steering_pair(model: Model, batch: int = 4, new_tokens: int = 64):
+    """(plain HF generate, the same with lens steering, prompt ids, the intervention): one add at the
+    middle layer's resid_post on every generated position (absolute positions P.. of each row; the
+    prompt is untouched), `new_tokens` greedy tokens for `batch` copies of one prompt, EOS ignored."""
     tok = model.tokenizer
-    prompt = "Q:47+38+26+19=?\n"
-    ids = tok([prompt] * batch, return_tensors="pt")["input_ids"].to(model.device)
-    layer = model.n_layers // 2
+    ids = tok(["Q:47+38+26+19=?\n"] * batch, return_tensors="pt")["input_ids"].to(model.device)
     vec = torch.randn(model.d_model, generator=torch.Generator().manual_seed(0)) * 0.1
-    iv = Intervention(f"blocks.{layer}.hook_resid_post", vec, where=Where.generated(0, None))
+    iv = Intervention(f"blocks.{model.n_layers // 2}.hook_resid_post", vec, where=Where.generated(0, None))
     kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
               pad_token_id=tok.pad_token_id, eos_token_id=None)
 
@@ -43,6 +43,13 @@ def steering_rows(model: Model, batch: int = 4, new_tokens: int = 64, repeats: i
         with torch.no_grad(), steer(model, iv, record=False):
             model.hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kw)
 
+    return hf, lens_steer, ids, iv
+
+
+def steering_rows(model: Model, batch: int = 4, new_tokens: int = 64, repeats: int = 3) -> list[dict]:
+    """Tokens/s of each way to generate with one add-intervention at one layer on every generated position."""
+    tok = model.tokenizer
+    hf, lens_steer, ids, iv = steering_pair(model, batch, new_tokens)
     rows = [("plain HF generate", hf), ("lens steer (every generated position)", lens_steer)]
     try:
         from transformer_lens.model_bridge import TransformerBridge

@@ -23,18 +23,11 @@ from .batching import Batch, encode_mixed, pad, token_rows
 from .errors import LensError
 from .hooks import hooks
 from .models import Model
-from .selection import AllTokens, Example, Selection, parse_select
+from .selection import AllTokens, Example, Group, Selection, parse_select
 from .sites import Site, resolve
 
 META_KEYS = ("example", "start", "end", "token_id")
 KIND_ORDER = {"hook_resid_pre": 0, "hook_attn_out": 1, "hook_mlp_out": 2, "hook_resid_post": 3}
-
-
-@dataclass
-class _Slot:
-    """One token as a group of one (the every-token case of `_GatherPlan`)."""
-
-    positions: list[int]
 
 
 class _StopForward(Exception):
@@ -217,7 +210,7 @@ def capture_batch(
     seen: dict[str, torch.Tensor] = {}
     real = batch.attention_mask.bool()
     if every:
-        groups = [[_Slot([p]) for p in range(int(n))] for n in batch.lengths]
+        groups = [[Group((p,)) for p in range(int(n))] for n in batch.lengths]  # no offsets read
     plan = _GatherPlan(batch, groups)
 
     def read(name: str, h: torch.Tensor) -> None:
