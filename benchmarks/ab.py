@@ -1,7 +1,8 @@
 """Two methods alternated in one process: lens vs its bare baseline, the steadiest ratio on a noisy machine.
 
     python benchmarks/ab.py capture  [--rounds 40]   # capture every resid_post (token ids) vs the bare forward
-    python benchmarks/ab.py steering [--rounds 30]   # steer (add every generated position) vs plain HF generate
+    python benchmarks/ab.py steering [--rounds 30]   # lens steered generation (add every generated position;
+                                                     # lens.decoding.generate) vs plain HF generate
 
 Tiny random Llama (4 layers, width 128), one torch thread; prints the median of each and their ratio,
 by wall clock and by this process's CPU time (one thread: the CPU time leaves out the moments other
@@ -45,7 +46,7 @@ def _pair(what: str):
         return bare, lambda: capture(m, ids, sites, "all", batch_size=8, progress=False), None
     from benchmarks.steering import steering_pair
 
-    plain, steered, _, _ = steering_pair(m, batch=4, new_tokens=64)
+    plain, steered, _, _, _ = steering_pair(m, batch=4, new_tokens=64)
     return plain, steered, 64
 
 

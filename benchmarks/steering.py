@@ -25,15 +25,20 @@ def _median_time(fn, repeats: int) -> float:
 
 
 def steering_pair(model: Model, batch: int = 4, new_tokens: int = 64):
-    """(plain HF generate, the same with lens steering, prompt ids, the intervention): one add at the
-    middle layer's resid_post on every generated position (absolute positions P.. of each row; the
-    prompt is untouched), `new_tokens` greedy tokens for `batch` copies of one prompt, EOS ignored."""
+    """(plain HF generate, lens steered generation, prompt ids, the intervention, the same steering inside
+    HF generate): one add at the middle layer's resid_post on every generated position (absolute
+    positions P.. of each row; the prompt is untouched), `new_tokens` greedy tokens for `batch` copies of
+    one prompt, EOS ignored. lens's row is what `lens steer` runs: `lens.decoding.generate` (its own
+    KV-cached loop, texts decoded) inside `steer`."""
+    from lens.decoding import generate
+
     tok = model.tokenizer
     ids = tok(["Q:47+38+26+19=?\n"] * batch, return_tensors="pt")["input_ids"].to(model.device)
     vec = torch.randn(model.d_model, generator=torch.Generator().manual_seed(0)) * 0.1
     iv = Intervention(f"blocks.{model.n_layers // 2}.hook_resid_post", vec, where=Where.generated(0, None))
     kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
               pad_token_id=tok.pad_token_id, eos_token_id=None)
+    prompts = ids.tolist()
 
     def hf():
         with torch.no_grad():
@@ -41,16 +46,21 @@ def steering_pair(model: Model, batch: int = 4, new_tokens: int = 64):
 
     def lens_steer():
         with torch.no_grad(), steer(model, iv, record=False):
+            generate(model, prompts, new_tokens, eos_token_id=None, batch_size=batch)
+
+    def steer_in_hf():
+        with torch.no_grad(), steer(model, iv, record=False):
             model.hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kw)
 
-    return hf, lens_steer, ids, iv
+    return hf, lens_steer, ids, iv, steer_in_hf
 
 
 def steering_rows(model: Model, batch: int = 4, new_tokens: int = 64, repeats: int = 3) -> list[dict]:
     """Tokens/s of each way to generate with one add-intervention at one layer on every generated position."""
     tok = model.tokenizer
-    hf, lens_steer, ids, iv = steering_pair(model, batch, new_tokens)
-    rows = [("plain HF generate", hf), ("lens steer (every generated position)", lens_steer)]
+    hf, lens_steer, ids, iv, steer_in_hf = steering_pair(model, batch, new_tokens)
+    rows = [("plain HF generate", hf), ("lens steer (every generated position; lens.decoding.generate)", lens_steer),
+            ("lens steer hooks inside HF generate", steer_in_hf)]
     try:
         from transformer_lens.model_bridge import TransformerBridge
 

@@ -1,8 +1,9 @@
 """Batched generation: greedy or seeded sampling, n samples per prompt, per-step top-2 probabilities.
 
-Everything goes through ``model.hf.generate`` (KV cache on, left padding, attention mask, position
-ids computed by Hugging Face from the mask), so hooks registered on the model's layers -- e.g. by
-``lens.steer`` -- see ordinary forward calls.
+Decoding runs `lens.decoding.loop.decode_loop` (KV cache on, left padding, attention mask, position
+ids from the mask: the forward calls Hugging Face's ``generate`` makes, without its per-call and
+per-step bookkeeping), or ``model.hf.generate`` itself with ``backend="hf"``; both give the same
+tokens. Hooks registered on the model's layers -- e.g. by ``lens.steer`` -- see ordinary forward calls.
 
 Decoding is fully specified by this module, not by the model's ``generation_config``: no repetition
 penalty, no top-k, no minimum length unless asked.
@@ -27,6 +28,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from ..errors import LensError
+from .loop import decode_loop
 from .spans import decode
 
 Prompt = str | Sequence[int]
@@ -319,6 +321,7 @@ def generate(
     eos_token_id: int | Sequence[int] | None | str = "default",
     return_top2: bool = False,
     add_special_tokens: bool = True,
+    backend: str = "lens",
 ) -> Generation:
     """Complete every prompt ``n`` times; batched, left-padded, with the KV cache.
 
@@ -330,7 +333,10 @@ def generate(
     stop_strings: a sample ends once its text contains one of them (the text keeps the stop string).
     eos_token_id: ``"default"`` (tokenizer's and generation config's EOS), an id, a list, or None.
     return_top2: record p(top-1), p(top-2) of the raw distribution at every generated position.
+    backend: ``"lens"`` (`decode_loop`, the default) or ``"hf"`` (``model.hf.generate``); same tokens.
     """
+    if backend not in ("lens", "hf"):
+        raise LensError(f"unknown decoding backend {backend!r}; use 'lens' or 'hf'")
     if max_new_tokens < 1:
         raise LensError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if n < 1 or batch_size < 1:
@@ -359,17 +365,21 @@ def generate(
                 gens.append(g)
         proc = StepProcessor(return_top2, gens, temperature, top_p)
         stop = StopStrings(model.tokenizer, stop_strings, ids.shape[1], len(chunk)) if stop_strings else None
-        from transformers import LogitsProcessorList, StoppingCriteriaList
-
         with torch.no_grad():
-            out = model.hf.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                generation_config=generation_config(model, max_new_tokens, pad, eos),
-                logits_processor=LogitsProcessorList([proc]),
-                stopping_criteria=StoppingCriteriaList([stop] if stop else []),
-            )
-        new = out[:, ids.shape[1] :].cpu()
+            if backend == "lens":
+                step = proc if (return_top2 or gens is not None) else None  # greedy without top-2: plain argmax
+                new = decode_loop(model.hf, ids, mask, max_new_tokens, pad, eos, step, stop).cpu()
+            else:
+                from transformers import LogitsProcessorList, StoppingCriteriaList
+
+                out = model.hf.generate(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    generation_config=generation_config(model, max_new_tokens, pad, eos),
+                    logits_processor=LogitsProcessorList([proc]),
+                    stopping_criteria=StoppingCriteriaList([stop] if stop else []),
+                )
+                new = out[:, ids.shape[1] :].cpu()
         top2 = torch.stack(proc.top2, dim=1) if return_top2 and proc.top2 else None  # [B, T, 2]
         for r, (i, j) in enumerate(chunk):
             tok_ids, text, reason = finish(
@@ -385,6 +395,6 @@ def generate(
                                                                   s.n_new_tokens, s.finish_reason, s.top2))
     settings = dict(
         max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature, top_p=top_p, n=n, seed=seed,
-        stop_strings=list(stop_strings), eos_token_id=eos,
+        stop_strings=list(stop_strings), eos_token_id=eos, backend=backend,
     )
     return Generation(samples, len(encoded), n, [len(e) for e in encoded], settings, [list(e) for e in encoded])

@@ -16,12 +16,10 @@ single position when the gate fires (one more where the cache type does not expo
 
 from __future__ import annotations
 
-import functools
-import inspect
-
 import torch
 
 from ..batching import encode
+from ..decoding.loop import forward_kwargs, returned_cache
 from ..hooks import hooks
 from ..interventions import Intervention, Where, steer
 from ..models import Model
@@ -53,17 +51,11 @@ def _write_last_kv(cache, variants: list[list[tuple[torch.Tensor, torch.Tensor]]
             getattr(la, attr)[:, :, -1:] = stack.gather(0, idx)[0]
 
 
-@functools.lru_cache(maxsize=32)
-def _cache_kw(forward_class: type) -> str:
-    """The forward's cache argument: `cache` in transformers >= 5, `past_key_values` before."""
-    return "cache" if "cache" in inspect.signature(forward_class.forward).parameters else "past_key_values"
-
-
 def _forward(model: Model, ids, mask, cache):
     pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]
     out = model.hf(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                   **{_cache_kw(type(model.hf)): cache})
-    return out.logits[:, -1].float(), out.past_key_values
+                   **{forward_kwargs(type(model.hf))[0]: cache})
+    return out.logits[:, -1].float(), returned_cache(out)
 
 
 def hybrid_generate(
