@@ -183,3 +183,23 @@ def test_sae_training_and_feature_ranking_on_gpu(tmp_path):
     a = rank_features(on_gpu, rows[:2048], rows[2048:])
     b = rank_features(on_cpu, rows[:2048], rows[2048:])
     assert a.features[:5] == b.features[:5]
+
+
+def test_lens_decoding_loop_on_the_gpu_and_split_equals_hf_generate(cpu_model, split_model):
+    """`lens.decoding.generate` (its own loop) on the GPU and on the GPU+CPU split model, steered: greedy and
+    with a stop string, the tokens of HF generate on the CPU; sampled, those of HF generate on the same
+    model (CUDA generators draw other numbers than CPU ones)."""
+    from lens.decoding import generate
+
+    gpu = _on(cpu_model, "cuda")
+    ivs = _steer_case(cpu_model)
+    for kw in (dict(eos_token_id=None), dict(stop_strings=["1"], eos_token_id=None),
+               dict(greedy=False, n=2, seed=5, eos_token_id=None)):
+        with steer(cpu_model, ivs):
+            ref = generate(cpu_model, TEXTS, 12, backend="hf", **kw)
+        for m in (gpu, split_model):
+            with steer(m, ivs):
+                got = generate(m, TEXTS, 12, **kw)
+                if "seed" in kw:
+                    ref = generate(m, TEXTS, 12, backend="hf", **kw)
+            assert [s.token_ids for s in got.samples] == [s.token_ids for s in ref.samples], (m.device, kw)

@@ -75,7 +75,8 @@ def decode_loop(
     last = pos[:, -1:]
     n = max_new_tokens
     for k in range(max_new_tokens):
-        scores: Float[Tensor, "batch vocab"] = out.logits[:, -1].to(copy=True, dtype=torch.float32)
+        # float32 copy on the inputs' device (under a device_map the head may sit on another)
+        scores: Float[Tensor, "batch vocab"] = out.logits[:, -1].to(dev, torch.float32, copy=True)
         if processor is not None:
             scores = processor(buf[:, : width + k], scores)
         token = torch.where(unfinished, scores.argmax(-1), pad_id)
