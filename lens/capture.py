@@ -21,6 +21,7 @@ from jaxtyping import Float, Int
 
 from .batching import Batch, encode_mixed, pad, token_rows
 from .errors import LensError
+from .heap import settle_heap
 from .hooks import hooks
 from .models import Model
 from .selection import AllTokens, Example, Group, Selection, parse_select
@@ -303,6 +304,7 @@ def capture(
     """
     site_list = _check_sites(model, sites)
     select = parse_select(select)
+    settle_heap()  # output buffers of repeated captures reused, not page-faulted again (lens.heap)
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     device = torch.device(device)

@@ -26,6 +26,7 @@ import torch
 
 from lens.artifacts import load_tensors, read_json, save_tensors, write_json
 from lens.errors import LensError
+from lens.heap import settle_heap
 
 from .buffer import RowSource, shuffled_batches
 from .config import TrainConfig, training_sae
@@ -64,21 +65,6 @@ def _trainer(cfg: TrainConfig, sae):
         feature_sampling_window=cfg.feature_sampling_window, logger=LoggingConfig(log_to_wandb=False),
     )
     return SAETrainer(cfg=tcfg, sae=sae, data_provider=iter(()))
-
-
-def _settle_heap() -> None:
-    """Allocate and free one 30 MiB block before training.
-
-    glibc serves large blocks with mmap and returns freed heap tops to the OS above a threshold that
-    starts small and grows with the largest mmapped block freed so far (up to 32 MiB). A fresh process
-    therefore gives back and re-faults the few-MiB buffers of every training step (10x the page faults,
-    ~20% of the time, measured); a process that has already freed one large block (a notebook after a
-    capture, sae_lens's runner after loading its dataset) does not. Freeing one such block up front puts
-    every run in the second case. Elsewhere this is one allocation and nothing more.
-    """
-    block = torch.empty(30 << 20, dtype=torch.uint8)
-    block.fill_(0)  # touched, so the block is really mapped (and unmapped on free)
-    del block
 
 
 def _estimate_scale(source: RowSource, n_rows: int = 16384) -> float:
@@ -162,7 +148,7 @@ def train_sae(
         raise LensError(f"{out} already holds a trained SAE with other settings or activations; "
                         "use another output folder or delete it")
 
-    _settle_heap()
+    settle_heap()  # lens.heap: buffers of every step reused, not re-faulted
     sae = training_sae(cfg, src.d_in, {"hook_name": site, "model_name": (model or {}).get("spec")})
     if init_decoder is not None:
         if tuple(init_decoder.shape) != tuple(sae.W_dec.shape):
