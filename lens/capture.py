@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from jaxtyping import Float, Int
 
-from .batching import Batch, encode_mixed, pad, token_rows
+from .batching import Batch, encode_mixed, flat_ids, pad, token_rows
 from .errors import LensError
 from .heap import settle_heap
 from .hooks import hooks
@@ -415,7 +415,7 @@ def capture_every(model: Model, examples: list[Example], sites: list[Site], batc
     example = torch.repeat_interleave(torch.arange(first_index, first_index + len(ids)), lengths)
     first = torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)
     start = torch.arange(n) - first
-    token_id = torch.tensor([t for row in ids for t in row], dtype=torch.long)
+    token_id = flat_ids(ids)
     acts = Activations(out, example, start, start + 1, token_id, [""] * n, model.facts())
     acts.n_tokens = n
     return acts
