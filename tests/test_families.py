@@ -47,3 +47,26 @@ def test_family_sites_point_at_the_residual_stream(family):
     got = capture(model, TEXT, s, progress=False)
     torch.testing.assert_close(got[s[0]], got[s[1]])
     torch.testing.assert_close(got[s[2]] + got[s[3]], got[s[4]] - got[s[1]], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["mistral", "qwen3", "gemma2", "gemma3_text", "gpt_neox"])
+def test_lens_decoding_loop_equals_hf_generate_per_family(family):
+    """lens's decoding loop gives HF generate's tokens on a padded batch, also past a short sliding window
+    (Mistral, Gemma 2/3 layers that attend to the last 8 positions only)."""
+    from transformers import AutoModelForCausalLM
+
+    from lens.decoding import generate
+
+    tok = char_tokenizer()
+    torch.manual_seed(0)
+    cfg = _config(family, len(tok))
+    if hasattr(cfg, "sliding_window"):
+        cfg.sliding_window = 8
+    hf = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
+    model = Model(hf=hf, tokenizer=tok, spec=f"tiny-{family}", source="object")
+    prompts = ["Q:12+34=?\n", "ab", "Q:1+2+3+4=?\n<think>"]
+    kw = dict(batch_size=3, eos_token_id=None, return_top2=True)
+    a, b = generate(model, prompts, 16, **kw), generate(model, prompts, 16, backend="hf", **kw)
+    assert [s.token_ids for s in a.samples] == [s.token_ids for s in b.samples]
+    for x, y in zip(a.samples, b.samples, strict=True):
+        torch.testing.assert_close(x.top2, y.top2, atol=1e-6, rtol=1e-5)
