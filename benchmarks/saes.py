@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -217,16 +218,21 @@ def main() -> None:
         n_train = min(args.rows, n_cap // 1024 * 1024)  # one pass: every method sees the same rows once
         methods = [lens_training, sae_lens_trainer] + ([] if args.skip_runner else [sae_lens_runner])
         best: dict = {}
+        every: dict = {fn: [] for fn in methods}
         for _ in range(args.repeats):  # round-robin, each run in a fresh process; the best of the rounds counts
             for fn in methods:
                 r = _in_child(fn.__name__, folder, n_train)
+                every[fn].append(r.get("rows_per_s", 0.0))
                 if fn not in best or r.get("rows_per_s", 0) > best[fn].get("rows_per_s", 0):
                     best[fn] = r
         rows = [best[fn] for fn in methods]
     base = rows[0]["rows_per_s"]
-    for r in rows:
+    for fn, r in zip(methods, rows, strict=True):
         if "rows_per_s" in r:
             r["lens_speedup"] = base / r["rows_per_s"]
+            r["median_rows_per_s"] = statistics.median(every[fn])
+            r["lens_speedup_median"] = statistics.median(every[methods[0]]) / r["median_rows_per_s"]
+            r["rounds_rows_per_s"] = [round(x) for x in every[fn]]
     ff = find_feature_rows(args.rank_rows)
     result = {"threads": torch.get_num_threads(), "capture_rows": n_cap, "train_rows": n_train, "training": rows,
               "find_feature": ff}
@@ -237,13 +243,16 @@ def main() -> None:
     print("lens rows/s is wall time of train_sae (setup, stream, train, save); sae_lens rows are fit()/run() only\n")
     print(f"each run in a fresh process, best of {args.repeats} round-robin rounds; glibc heap settings: "
           f"{'equal (no trimming)' if args.equal_malloc else 'default'}\n")
-    print("| method | rows/s | seconds | page faults | lens / this |\n|---|---|---|---|---|")
+    print("| method | rows/s (best) | seconds | page faults | lens / this (best) | median rows/s | lens / this "
+          "(median) |\n|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
-            print(f"| {r['method']} | failed: {r['error']} | | | |")
+            print(f"| {r['method']} | failed: {r['error']} | | | | | |")
         else:
             print(f"| {r['method']} | {r['rows_per_s']:.0f} | {r['seconds']:.1f} | {r['page_faults']} | "
-                  f"{r['lens_speedup']:.2f}x |")
+                  f"{r['lens_speedup']:.2f}x | {r['median_rows_per_s']:.0f} | {r['lens_speedup_median']:.2f}x |")
+    print("\nrows/s of every round: " + "; ".join(f"{r['method'].split(' (')[0]}: {r.get('rounds_rows_per_s')}"
+                                                  for r in rows))
     print("\n## find-feature (rank_features), d_in 128, d_sae 4096, two conditions\n")
     print("| rows | rows x features / s | peak RSS MiB |\n|---|---|---|")
     for r in ff:
