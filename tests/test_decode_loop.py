@@ -84,3 +84,13 @@ def test_unknown_backend_is_refused():
     m = tiny_model("llama", n_layers=1, d_model=32)
     with pytest.raises(LensError, match="backend"):
         generate(m, PROMPTS, 4, backend="vllm")
+
+
+def test_no_eos_means_none_on_both_backends_even_when_the_model_config_has_one():
+    """eos_token_id=None: neither backend ends at the model's generation_config EOS (HF would inherit it)."""
+    m = tiny_model("llama", n_layers=2, d_model=64, seed=3)
+    free = generate(m, PROMPTS, 12, eos_token_id=None)
+    m.hf.generation_config.eos_token_id = free.samples[0].token_ids[3]  # a token the model does emit
+    for backend in ("lens", "hf"):
+        got = generate(m, PROMPTS, 12, eos_token_id=None, backend=backend)
+        assert [s.token_ids for s in got.samples] == [s.token_ids for s in free.samples], backend

@@ -178,7 +178,7 @@ def generation_config(
         num_beams=1,
         use_cache=True,
         pad_token_id=pad_id,
-        eos_token_id=eos or None,
+        eos_token_id=eos or [-1],  # never None: HF would fill it from the model's generation_config
         repetition_penalty=1.0,
         no_repeat_ngram_size=0,
         min_new_tokens=0,
