@@ -7,8 +7,10 @@ over and over (each training step's tensors, each capture's output buffers): mea
 page faults of SAE training and 1,500-12,000 faults per capture of 7,700 tokens x 4 sites, at ~13 us
 each on this virtual machine. A process that has freed one large block (a notebook after a capture,
 sae_lens's runner after loading its dataset) is already settled; `settle_heap` frees one 30 MiB block
-up front so every run starts there. It changes no setting: it is one allocation, once per process,
-and elsewhere than glibc (macOS, Windows, musl) it is just that.
+up front so every run starts there. That raises glibc's dynamic mmap threshold to ~30 MiB and its trim
+threshold to ~60 MiB for the process, on purpose (up to that much freed memory may stay mapped, as in
+any process that once freed such a block); elsewhere than glibc (macOS, Windows, musl) it is one
+allocation and nothing more.
 """
 
 from __future__ import annotations

@@ -94,3 +94,15 @@ def test_no_eos_means_none_on_both_backends_even_when_the_model_config_has_one()
     for backend in ("lens", "hf"):
         got = generate(m, PROMPTS, 12, eos_token_id=None, backend=backend)
         assert [s.token_ids for s in got.samples] == [s.token_ids for s in free.samples], backend
+
+
+def test_checking_every_8_steps_gives_the_same_tokens_and_positions(model):
+    """The accelerator setting (check_every=8), forced on the CPU: same tokens; extra pad forwards only
+    after every row ended, at the positions that follow."""
+    ids = torch.tensor([[5, 6, 7], [0, 8, 9]])
+    mask = torch.tensor([[1, 1, 1], [0, 1, 1]])
+    first = decode_loop(model.hf, ids, mask, 20, 0, [])[:, 0]
+    one = decode_loop(model.hf, ids, mask, 20, 0, first.tolist())
+    eight = decode_loop(model.hf, ids, mask, 20, 0, first.tolist(), check_every=8)
+    assert one.shape == (2, 1) and eight.shape == (2, 8)
+    assert torch.equal(eight[:, :1], one) and bool((eight[:, 1:] == 0).all())

@@ -43,9 +43,9 @@ from .generate import (
     generate,
     generation_config,
     left_pad,
-    output_cache,
     pad_id_of,
 )
+from .loop import returned_cache
 from .spans import decode, token_char_spans, tokens_in_span
 
 
@@ -243,7 +243,7 @@ def cot_decode(
         top = probs0.topk(max(k, 2), dim=-1)
         margin0 = (top.values[:, 0] - top.values[:, 1]).cpu()
         branch_tokens = top.indices[:, :k]  # [P, k]
-        cache = output_cache(first)
+        cache = returned_cache(first)
         cache.batch_repeat_interleave(k)
         ids2 = torch.cat([ids.repeat_interleave(k, 0), branch_tokens.reshape(-1, 1)], dim=1)
         mask2 = torch.cat([mask.repeat_interleave(k, 0), torch.ones_like(ids2[:, :1])], dim=1)

@@ -194,12 +194,6 @@ def cache_kwarg() -> str:
     return "cache" if hasattr(utils, "ALL_CACHE_NAMES") and "cache" in utils.ALL_CACHE_NAMES else "past_key_values"
 
 
-def output_cache(out: Any) -> Any:
-    """The KV cache returned by ``generate(..., return_dict_in_generate=True)``."""
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else out.past_key_values
-
-
 def top_p_filter(logits: Float[Tensor, "batch vocab"], top_p: float) -> Float[Tensor, "batch vocab"]:
     """Nucleus filter: keep the smallest set of most likely tokens whose probability reaches ``top_p``."""
     if top_p >= 1.0:

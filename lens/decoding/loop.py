@@ -3,15 +3,17 @@
 `decode_loop` runs one prefill forward and then one forward per new token, passing the model exactly
 what `generate` passes it (transformers 5): ``input_ids`` (the newest token), ``position_ids``
 (``cumsum(attention_mask) - 1``, 0 at pads), the attention mask
-(dropped when nothing is padded, as `generate` drops it), the KV cache, ``logits_to_keep=1``. Per
+(dropped when nothing is padded, as `generate` drops it), the KV cache, and ``logits_to_keep=1`` at
+the prefill (a one-token step has one position's logits anyway). Per
 step it hands float32 logits to the logits processor, takes the argmax, writes ``pad_id`` into rows
 that already ended, and ends a row at an EOS id or when the stopping criterion says so. Tokens
 therefore equal `generate`'s for the same processor and criterion (tested per family, padded batches,
 with and without steering), and hooks on the model (e.g. `lens.steer`) see ordinary forward calls.
 
 What it leaves out is what `generate` spends per call and per step on configuration, input checks and
-model-kwarg bookkeeping: the loop is what makes steered generation in `lens` as fast as plain
-`generate` (docs/benchmarks.md). ``generate(..., backend="hf")`` still runs Hugging Face's loop.
+model-kwarg bookkeeping, 100-160 us per step on the tiny CPU model: there lens's steered generation
+runs 1.03-1.07x plain `generate` (docs/benchmarks.md, session 5); on SmolLM2 the saving is within noise.
+``generate(..., backend="hf")`` still runs Hugging Face's loop.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def returned_cache(out: object) -> object:
     return cache if cache is not None else out.past_key_values  # type: ignore[attr-defined]
 
 
+@torch.no_grad()
 def decode_loop(
     hf: torch.nn.Module,
     ids: Int[Tensor, "batch prompt"],
@@ -51,13 +54,18 @@ def decode_loop(
     eos: Sequence[int],
     processor: Processor | None = None,
     stop: Criterion | None = None,
+    check_every: int | None = None,
 ) -> Int[Tensor, "batch new"]:
     """Greedy decoding of left-padded ``ids`` with the KV cache; returns the new tokens (``pad_id`` after
     a row ended; at most ``max_new_tokens`` columns, fewer when every row ended earlier).
 
     processor(ids so far, float32 logits [batch, vocab]) -> scores whose argmax is the token (e.g. a
     sampler that returns -inf except at its draw); stop(ids including the new token, scores) -> [batch]
-    bool, rows that end now.
+    bool, rows that end now. Every row's new token k is at absolute position (its prompt length) + k.
+    check_every: steps between host reads of "has every row ended" (default 1 on the CPU, 8 on
+        accelerators, where each read waits for the device); between reads ended rows get pads, so the
+        tokens are the same, but up to check_every - 1 extra forwards of pads can run (and steering hooks
+        see them).
     """
     batch, width = ids.shape
     dev = ids.device
@@ -69,7 +77,8 @@ def decode_loop(
     buf[:, :width] = ids
     eos_t = torch.tensor(list(eos), dtype=ids.dtype, device=dev) if eos else None
     unfinished = torch.ones(batch, dtype=torch.bool, device=dev)
-    check_every = 1 if dev.type == "cpu" else 8  # reading `unfinished` on the host waits for the device
+    if check_every is None:
+        check_every = 1 if dev.type == "cpu" else 8
     out = hf(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, return_dict=True, **extra)
     cache = returned_cache(out)
     last = pos[:, -1:]
