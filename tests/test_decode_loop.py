@@ -106,3 +106,34 @@ def test_checking_every_8_steps_gives_the_same_tokens_and_positions(model):
     eight = decode_loop(model.hf, ids, mask, 20, 0, first.tolist(), check_every=8)
     assert one.shape == (2, 1) and eight.shape == (2, 8)
     assert torch.equal(eight[:, :1], one) and bool((eight[:, 1:] == 0).all())
+
+
+def test_the_models_generation_config_changes_no_token_on_either_backend():
+    """HF fills every GenerationConfig field left None from the model's: lens pins each one that changes
+    the tokens or the output's type, so a model config full of decoding choices changes nothing."""
+    m = tiny_model("llama", n_layers=2, d_model=64, seed=3)
+    free = generate(m, PROMPTS, 12, eos_token_id=None)
+    first = free.samples[0].token_ids[0]
+    g = m.hf.generation_config
+    g.min_length, g.min_new_tokens, g.repetition_penalty, g.no_repeat_ngram_size = 40, 5, 1.7, 2
+    g.suppress_tokens, g.begin_suppress_tokens, g.renormalize_logits = [first], [first], True
+    g.do_sample, g.temperature, g.top_k, g.typical_p, g.epsilon_cutoff = True, 0.3, 4, 0.5, 0.1
+    g.num_beams, g.num_return_sequences, g.guidance_scale, g.penalty_alpha = 2, 3, 1.5, 0.6
+    g.return_dict_in_generate, g.output_scores, g.remove_invalid_values = True, True, True
+    for backend in ("lens", "hf"):
+        got = generate(m, PROMPTS, 12, eos_token_id=None, backend=backend)
+        assert [s.token_ids for s in got.samples] == [s.token_ids for s in free.samples], backend
+    g.do_sample, g.num_beams, g.penalty_alpha = False, 1, 0.6  # contrastive search, were top_k inherited
+    assert [s.token_ids for s in generate(m, PROMPTS, 12, eos_token_id=None, backend="hf").samples] == [
+        s.token_ids for s in free.samples
+    ]
+
+
+def test_a_model_config_setting_that_cannot_be_pinned_is_refused_on_the_hf_backend_only():
+    m = tiny_model("llama", n_layers=2, d_model=64, seed=3)
+    free = generate(m, PROMPTS, 6, eos_token_id=None)
+    m.hf.generation_config.bad_words_ids = [[free.samples[0].token_ids[0]]]
+    with pytest.raises(LensError, match=r"bad_words_ids.*generation_config\.bad_words_ids = None"):
+        generate(m, PROMPTS, 6, eos_token_id=None, backend="hf")
+    got = generate(m, PROMPTS, 6, eos_token_id=None)  # lens's loop never reads it
+    assert [s.token_ids for s in got.samples] == [s.token_ids for s in free.samples]
