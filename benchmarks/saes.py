@@ -1,9 +1,12 @@
 """SAE benchmark rows: training throughput vs sae_lens, and find-feature throughput / peak memory.
 
 1. Training rows/s (one row = one token's activation vector) on the SAME activations and settings
-   (TopK, d_in from the capture, d_sae = 8 x d_in, k = 32, batch 1024, Adam lr 1e-3, fp32, CPU):
+   (TopK, d_in from the capture (--d-model), d_sae = 8 x d_in, k = 32, batch 1024, Adam lr 1e-3,
+   sae_lens's decoder-norm rescaling, fp32, CPU):
    - lens `train_sae` streaming from a capture folder through its shuffling buffer (disk reads,
-     shuffling, checkpoints off, sae_lens `SAETrainer.step` underneath);
+     shuffling, checkpoints off, sae_lens `SAETrainer.step` underneath, the TopK decode computed
+     from the k active latents: `saes.sparse_decode`);
+   - the same with `sparse_decode=False` (sae_lens's `TopKTrainingSAE` step as it is);
    - sae_lens `SAETrainer.fit()` fed from an in-memory iterator of pre-shuffled batches (the
      trainer alone: no data path at all, an upper bound for any data path);
    - sae_lens `LanguageModelSAETrainingRunner` on the same rows converted to its cached-activation
@@ -11,7 +14,7 @@
 2. find-feature: `rank_features` over two conditions of N rows each, at N and 10 N, in fresh
    subprocesses: rows x features scored per second and peak RSS (memory must not grow with N).
 
-    python benchmarks/saes.py [--rows 200000] [--equal-malloc] [--json]
+    python benchmarks/saes.py [--rows 200000] [--d-model 128|576] [--equal-malloc] [--json]
 """
 
 from __future__ import annotations
@@ -47,25 +50,30 @@ def make_capture(out: Path, n_texts: int = 400, d_model: int = 128) -> Path:
     return out
 
 
-def _cfg(rows: int, d_in: int):
+def _cfg(rows: int, d_in: int, sparse_decode: bool = True):
     from saes.config import TrainConfig
 
     return TrainConfig(architecture="topk", d_sae=8 * d_in, k=32, total_rows=rows, batch_size=1024,
-                       buffer_rows=32768, lr=1e-3, checkpoint_every=0, seed=0)
+                       buffer_rows=32768, lr=1e-3, checkpoint_every=0, seed=0, sparse_decode=sparse_decode)
 
 
-def lens_training(folder: Path, rows: int) -> dict:
+def lens_training(folder: Path, rows: int, sparse_decode: bool = True) -> dict:
     from lens.capture_folder import CaptureFolder
     from saes.train import train_sae
 
     cf = CaptureFolder(folder)
-    cfg = _cfg(rows, cf.d_model)
+    cfg = _cfg(rows, cf.d_model, sparse_decode)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         res = train_sae(cf, Path(tmp) / "sae", cfg, progress=False)
         wall = time.perf_counter() - t0
-    return {"method": "lens train_sae (capture folder, shuffling buffer)", "rows": res.rows,
-            "rows_per_s": res.rows / wall, "seconds": wall, "loop_rows_per_s": res.rows_per_s}
+    name = "lens train_sae (capture folder, shuffling buffer" + (")" if sparse_decode else ", sparse_decode=False)")
+    return {"method": name, "rows": res.rows, "rows_per_s": res.rows / wall, "seconds": wall,
+            "loop_rows_per_s": res.rows_per_s}
+
+
+def lens_training_dense(folder: Path, rows: int) -> dict:
+    return lens_training(folder, rows, sparse_decode=False)
 
 
 def sae_lens_trainer(folder: Path, rows: int) -> dict:
@@ -76,7 +84,7 @@ def sae_lens_trainer(folder: Path, rows: int) -> dict:
     from saes.config import training_sae
 
     cf = CaptureFolder(folder)
-    cfg = _cfg(rows, cf.d_model)
+    cfg = _cfg(rows, cf.d_model, sparse_decode=False)  # sae_lens's own TopKTrainingSAE
     x = cf["blocks.1.hook_resid_post"].float()
     g = torch.Generator().manual_seed(0)
     n_batches = rows // cfg.batch_size
@@ -113,7 +121,7 @@ def sae_lens_runner(folder: Path, rows: int, context: int = 64) -> dict:
                                         features=feats)
         ds.save_to_disk(f"{tmp}/acts")
         dummy = HookedTransformer(HookedTransformerConfig(n_layers=2, d_model=d_in, n_ctx=context, d_head=32,
-                                                          d_vocab=64, act_fn="relu", n_heads=4))
+                                                          d_vocab=64, act_fn="relu", n_heads=d_in // 32))
         cfg = LanguageModelSAERunnerConfig(
             sae=TopKTrainingSAEConfig(d_in=d_in, d_sae=8 * d_in, k=32),
             model_name="dummy", hook_name=hook, dataset_path="dummy", is_dataset_tokenized=True,
@@ -198,6 +206,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=100_000, help="training rows per method (at most the captured rows)")
     ap.add_argument("--texts", type=int, default=2000, help="texts captured (about 50 rows each)")
+    ap.add_argument("--d-model", type=int, default=128, help="width of the tiny model captured (SmolLM2: 576)")
     ap.add_argument("--rank-rows", type=int, default=20_000, help="rows per condition at 1x")
     ap.add_argument("--skip-runner", action="store_true")
     ap.add_argument("--repeats", type=int, default=3, help="rounds of the training rows; the best round counts")
@@ -211,12 +220,13 @@ def main() -> None:
     import sae_lens  # noqa: F401 - import once before any timing (it takes seconds)
 
     with tempfile.TemporaryDirectory() as tmp:
-        folder = make_capture(Path(tmp) / "cap", n_texts=args.texts)
+        folder = make_capture(Path(tmp) / "cap", n_texts=args.texts, d_model=args.d_model)
         from lens.capture_folder import CaptureFolder
 
         n_cap = CaptureFolder(folder).n_rows
         n_train = min(args.rows, n_cap // 1024 * 1024)  # one pass: every method sees the same rows once
-        methods = [lens_training, sae_lens_trainer] + ([] if args.skip_runner else [sae_lens_runner])
+        methods = [lens_training, lens_training_dense, sae_lens_trainer] + (
+            [] if args.skip_runner else [sae_lens_runner])
         best: dict = {}
         every: dict = {fn: [] for fn in methods}
         for _ in range(args.repeats):  # round-robin, each run in a fresh process; the best of the rounds counts
@@ -234,12 +244,13 @@ def main() -> None:
             r["lens_speedup_median"] = statistics.median(every[methods[0]]) / r["median_rows_per_s"]
             r["rounds_rows_per_s"] = [round(x) for x in every[fn]]
     ff = find_feature_rows(args.rank_rows)
-    result = {"threads": torch.get_num_threads(), "capture_rows": n_cap, "train_rows": n_train, "training": rows,
-              "find_feature": ff}
+    result = {"threads": torch.get_num_threads(), "d_in": args.d_model, "capture_rows": n_cap,
+              "train_rows": n_train, "training": rows, "find_feature": ff}
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"## SAE training, {n_cap} captured rows (d_in 128), TopK d_sae 1024 k 32, batch 1024, {n_train} rows\n")
+    print(f"## SAE training, {n_cap} captured rows (d_in {args.d_model}), TopK d_sae {8 * args.d_model} k 32, "
+          f"batch 1024, {n_train} rows\n")
     print("lens rows/s is wall time of train_sae (setup, stream, train, save); sae_lens rows are fit()/run() only\n")
     print(f"each run in a fresh process, best of {args.repeats} round-robin rounds; glibc heap settings: "
           f"{'equal (no trimming)' if args.equal_malloc else 'default'}\n")

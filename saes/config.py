@@ -29,6 +29,9 @@ class TrainConfig:
     normalize: "none" or "expected_average_only_in" (scale rows to norm sqrt(d_in) while
         training; the factor is folded into the weights at the end).
     checkpoint_every: optimiser steps between checkpoints (0: only at the end).
+    sparse_decode: topk only: decode each training batch from its k active latents
+        (`saes.sparse_decode`; the same step as sae_lens's dense one up to float rounding, about
+        d_sae / k times less decoder work); False runs sae_lens's `TopKTrainingSAE` as it is.
     """
 
     architecture: str = "topk"
@@ -51,6 +54,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     seed: int = 0
     device: str = "cpu"
+    sparse_decode: bool = True
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -81,8 +85,8 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def differs(self, other: TrainConfig) -> list[str]:
-        """Names of settings that differ (device and checkpoint cadence do not count)."""
-        skip = {"device", "checkpoint_every"}
+        """Names of settings that differ (device, checkpoint cadence and the decode path do not count)."""
+        skip = {"device", "checkpoint_every", "sparse_decode"}
         a, b = self.to_json(), other.to_json()
         return [k for k in a if k not in skip and a[k] != b[k]]
 
@@ -106,7 +110,10 @@ def training_sae(cfg: TrainConfig, d_in: int, metadata: dict[str, Any] | None = 
                   normalize_activations=cfg.normalize)
     torch.manual_seed(cfg.seed)
     if cfg.architecture == "topk":
-        sae = TopKTrainingSAE(TopKTrainingSAEConfig(k=cfg.k, **common))
+        from .sparse_decode import SparseDecodeTopKTrainingSAE
+
+        cls = SparseDecodeTopKTrainingSAE if cfg.sparse_decode else TopKTrainingSAE
+        sae = cls(TopKTrainingSAEConfig(k=cfg.k, **common))
     elif cfg.architecture == "batchtopk":
         sae = BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(k=float(cfg.k), **common))
     elif cfg.architecture == "jumprelu":

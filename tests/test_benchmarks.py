@@ -42,3 +42,13 @@ def test_random_weight_shapes_and_the_ab_script(capsys, monkeypatch):
         monkeypatch.setattr(sys, "argv", ["ab.py", what, "--rounds", "1"])
         ab.main()
         assert "lens time / baseline" in capsys.readouterr().out
+
+
+def test_sae_training_rows(tmp_path):
+    """lens (sparse and dense decode) and sae_lens's trainer and runner train on the same captured rows."""
+    from benchmarks import saes
+
+    folder = saes.make_capture(tmp_path / "cap", n_texts=40, d_model=64)
+    for fn in (saes.lens_training, saes.lens_training_dense, saes.sae_lens_trainer, saes.sae_lens_runner):
+        r = fn(folder, 2048)
+        assert r["rows"] == 2048 and r["rows_per_s"] > 0, r
