@@ -159,7 +159,13 @@ def _forward(state: dict, model: Model, batch: Batch) -> None:
     """The capture's own forward pass over `batch` (hooks of `reading` active), stopped after the deepest site."""
     dev = model.device
     ids, mask, pos = batch.input_ids, batch.attention_mask, batch.position_ids
-    if ids.device != dev:  # one copy for the three
+    if batch.side == "right":  # real tokens sit at 0..n-1 in every row: one broadcast row, as HF makes by
+        # default (a [batch, seq] one makes rotary embeddings compute and apply batch x the cos/sin)
+        pos = torch.arange(ids.shape[1])[None]
+        if ids.device != dev:
+            ids, mask = to_device(torch.stack([ids, mask.long()]), dev).unbind(0)
+            pos = pos.to(dev)
+    elif ids.device != dev:  # one copy for the three
         ids, mask, pos = to_device(torch.stack([ids, mask.long(), pos]), dev).unbind(0)
     state["on"] = True
     try:

@@ -50,6 +50,25 @@ def test_family_sites_point_at_the_residual_stream(family):
 
 
 @pytest.mark.parametrize("family", ["mistral", "qwen3", "gemma2", "gemma3_text", "gpt_neox"])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_padded_capture_equals_unpadded_rows_per_family(family, side):
+    """Left padding passes per-row positions; right padding one broadcast row of positions: both give
+    each text's unpadded values, also past a short sliding window."""
+    from transformers import AutoModelForCausalLM
+
+    tok = char_tokenizer()
+    torch.manual_seed(0)
+    hf = AutoModelForCausalLM.from_config(_config(family, len(tok)), dtype=torch.float32).eval()
+    model = Model(hf=hf, tokenizer=tok, spec=f"tiny-{family}", source="object")
+    texts = [TEXT[0], "Q:1+2=?\nA:3", TEXT[0] + " and more tokens past the window"]
+    s = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    batched = capture(model, texts, s, "all", batch_size=3, padding_side=side, progress=False)
+    alone = [capture(model, [t], s, "all", progress=False) for t in texts]
+    for site in s:
+        torch.testing.assert_close(batched[site], torch.cat([a[site] for a in alone]), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["mistral", "qwen3", "gemma2", "gemma3_text", "gpt_neox"])
 def test_lens_decoding_loop_equals_hf_generate_per_family(family):
     """lens's decoding loop gives HF generate's tokens on a padded batch, also past a short sliding window
     (Mistral, Gemma 2/3 layers that attend to the last 8 positions only)."""

@@ -169,3 +169,28 @@ def test_taxonomy_recovers_planted_categories():
     tops = tax.top_sentences(3)
     assert sum(len(v) for v in tops.values()) <= 12
     assert all(r["label"] == tops[c][0]["label"] for c in tops for r in tops[c])
+
+
+def test_registry_path_with_the_hub_stubbed(tmp_path, monkeypatch):
+    """The registry branch (names, site, provenance, width check) with sae_lens's download replaced by a
+    local folder: what runs online, minus the network."""
+    from sae_lens import SAE
+
+    x = sparse_data()
+    res = train_sae(x, tmp_path / "sae", TrainConfig(**SMALL), site="blocks.1.hook_resid_post", progress=False)
+    calls = []
+
+    def from_pretrained(release, sae_id, device="cpu"):
+        calls.append((release, sae_id, device))
+        return SAE.load_from_disk(str(res.path), device=device)
+
+    monkeypatch.setattr(SAE, "from_pretrained", staticmethod(from_pretrained))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "0")
+    for name in ("my-release/blocks.1.hook_resid_post", "sae_lens:my-release:blocks.1.hook_resid_post"):
+        d = load_sae(name)
+        assert d.site == "blocks.1.hook_resid_post" and d.d_in == 16 and d.d_sae == 48
+        assert d.meta["release"] == "my-release" and d.meta["id"] == "blocks.1.hook_resid_post"
+    assert calls == [("my-release", "blocks.1.hook_resid_post", "cpu")] * 2
+    with pytest.raises(LensError, match="site"):
+        load_sae("my-release/x", site="blocks.0.hook_resid_post")
