@@ -185,6 +185,32 @@ def test_sae_training_and_feature_ranking_on_gpu(tmp_path):
     assert a.features[:5] == b.features[:5]
 
 
+def test_sparse_decode_topk_step_on_gpu_equals_the_dense_step():
+    """The TopK training step's sparse decode (embedding_bag) on CUDA: sae_lens's dense step's outputs,
+    losses (AuxK with dead latents) and gradients (written in session 6 without a GPU; first run pending)."""
+    from sae_lens.saes.sae import TrainStepInput
+
+    from saes.config import TrainConfig, training_sae
+
+    cfg = TrainConfig(architecture="topk", d_sae=512, k=16, device="cuda")
+    sparse = training_sae(cfg, 64)
+    dense = training_sae(TrainConfig(**{**cfg.to_json(), "sparse_decode": False}), 64)
+    dense.load_state_dict(sparse.state_dict())
+    x = torch.randn(300, 64, device="cuda") * 3
+    mask = torch.zeros(512, dtype=torch.bool, device="cuda")
+    mask[:100] = True
+    outs = []
+    for sae in (sparse, dense):
+        out = sae.training_forward_pass(TrainStepInput(x, {}, mask, 1, False))
+        out.loss.backward()
+        outs.append(out)
+    torch.testing.assert_close(outs[0].sae_out, outs[1].sae_out, atol=1e-4, rtol=1e-4)
+    for k in outs[1].losses:
+        torch.testing.assert_close(outs[0].losses[k], outs[1].losses[k], atol=1e-4, rtol=1e-4)
+    for p, q in zip(sparse.parameters(), dense.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-4, rtol=1e-3)
+
+
 def test_lens_decoding_loop_on_the_gpu_and_split_equals_hf_generate(cpu_model, split_model):
     """`lens.decoding.generate` (its own loop) on the GPU and on the GPU+CPU split model, steered: greedy and
     with a stop string, the tokens of HF generate on the CPU; sampled, those of HF generate on the same
