@@ -29,9 +29,9 @@ class TrainConfig:
     normalize: "none" or "expected_average_only_in" (scale rows to norm sqrt(d_in) while
         training; the factor is folded into the weights at the end).
     checkpoint_every: optimiser steps between checkpoints (0: only at the end).
-    sparse_decode: topk only: decode each training batch from its k active latents
+    sparse_decode: topk and batchtopk: decode each training batch from its active latents
         (`saes.sparse_decode`; the same step as sae_lens's dense one up to float rounding, about
-        d_sae / k times less decoder work); False runs sae_lens's `TopKTrainingSAE` as it is.
+        d_sae / k times less decoder work); False runs sae_lens's training classes as they are.
     """
 
     architecture: str = "topk"
@@ -115,7 +115,10 @@ def training_sae(cfg: TrainConfig, d_in: int, metadata: dict[str, Any] | None = 
         cls = SparseDecodeTopKTrainingSAE if cfg.sparse_decode else TopKTrainingSAE
         sae = cls(TopKTrainingSAEConfig(k=cfg.k, **common))
     elif cfg.architecture == "batchtopk":
-        sae = BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(k=float(cfg.k), **common))
+        from .sparse_decode import SparseDecodeBatchTopKTrainingSAE
+
+        cls = SparseDecodeBatchTopKTrainingSAE if cfg.sparse_decode else BatchTopKTrainingSAE
+        sae = cls(BatchTopKTrainingSAEConfig(k=float(cfg.k), **common))
     elif cfg.architecture == "jumprelu":
         sae = JumpReLUTrainingSAE(JumpReLUTrainingSAEConfig(
             l0_coefficient=cfg.l0_coefficient, jumprelu_init_threshold=cfg.jumprelu_init_threshold, **common))

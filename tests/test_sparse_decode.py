@@ -7,29 +7,33 @@ os.environ["WANDB_MODE"] = "disabled"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from sae_lens import TopKTrainingSAE  # noqa: E402
+from sae_lens import BatchTopKTrainingSAE, TopKTrainingSAE  # noqa: E402
 from sae_lens.saes.sae import TrainStepInput  # noqa: E402
 
 from saes.config import TrainConfig, training_sae  # noqa: E402
 from saes.io import load_sae  # noqa: E402
-from saes.sparse_decode import SparseDecodeTopKTrainingSAE  # noqa: E402
+from saes.sparse_decode import SparseDecodeBatchTopKTrainingSAE, SparseDecodeTopKTrainingSAE  # noqa: E402
 from saes.train import train_sae  # noqa: E402
 
+CLASSES = {"topk": (SparseDecodeTopKTrainingSAE, TopKTrainingSAE),
+           "batchtopk": (SparseDecodeBatchTopKTrainingSAE, BatchTopKTrainingSAE)}
 
-def _pair(**kw):
-    cfg = TrainConfig(architecture="topk", d_sae=256, k=8, **kw)
+
+def _pair(arch="topk", **kw):
+    cfg = TrainConfig(architecture=arch, d_sae=256, k=8, **kw)
     sparse, dense = training_sae(cfg, 32), training_sae(TrainConfig(**{**cfg.to_json(), "sparse_decode": False}), 32)
-    assert type(sparse) is SparseDecodeTopKTrainingSAE and type(dense) is TopKTrainingSAE
+    assert (type(sparse), type(dense)) == CLASSES[arch]
     dense.load_state_dict(sparse.state_dict())
     return sparse, dense
 
 
+@pytest.mark.parametrize("arch", ["topk", "batchtopk"])
 @pytest.mark.parametrize("dead", [0, 40])
 @pytest.mark.parametrize("rescale", [True, False])
-def test_one_step_equals_the_dense_step(dead, rescale):
+def test_one_step_equals_the_dense_step(arch, dead, rescale):
     """Outputs, every loss (AuxK included when latents are dead) and every parameter's gradient, with
-    and without decoder-norm rescaling (sae_lens's training default is with)."""
-    sparse, dense = _pair()
+    and without decoder-norm rescaling (sae_lens's training default is with); BatchTopK's threshold."""
+    sparse, dense = _pair(arch)
     assert sparse.cfg.rescale_acts_by_decoder_norm  # the default the runs below use
     sparse.cfg.rescale_acts_by_decoder_norm = dense.cfg.rescale_acts_by_decoder_norm = rescale
     with torch.no_grad():  # decoder rows of unequal norms, so the rescaling matters
@@ -51,6 +55,10 @@ def test_one_step_equals_the_dense_step(dead, rescale):
         assert torch.allclose(a.losses[k], b.losses[k], rtol=1e-5), k
     for (name, p), q in zip(sparse.named_parameters(), dense.parameters(), strict=True):
         assert p.grad is not None and torch.allclose(p.grad, q.grad, atol=1e-5, rtol=1e-4), name
+    if arch == "batchtopk":
+        assert a.metrics.keys() == b.metrics.keys()
+        assert torch.equal(sparse.topk_threshold, dense.topk_threshold) and float(dense.topk_threshold) > 0
+        assert len(set((a.feature_acts > 0).sum(-1).tolist())) > 1  # rows hold different numbers of latents
 
 
 def test_other_shapes_and_sparse_activations_run_the_dense_step():
@@ -60,11 +68,12 @@ def test_other_shapes_and_sparse_activations_run_the_dense_step():
     assert not sparse.sparse_path(torch.zeros(4, 32))
 
 
-def test_training_runs_match_and_save_the_same_sae_lens_folder(tmp_path):
+@pytest.mark.parametrize("arch", ["topk", "batchtopk"])
+def test_training_runs_match_and_save_the_same_sae_lens_folder(tmp_path, arch):
     """A whole run (SAETrainer, Adam, dead-latent bookkeeping) ends at the dense run's weights."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(4096, 16, generator=g) @ torch.randn(16, 16, generator=g)
-    common = dict(architecture="topk", d_sae=64, k=4, total_rows=4096, batch_size=128, buffer_rows=1024,
+    common = dict(architecture=arch, d_sae=64, k=4, total_rows=4096, batch_size=128, buffer_rows=1024,
                   checkpoint_every=0, lr=1e-3, dead_feature_window=8)
     a = train_sae(x, tmp_path / "sparse", TrainConfig(**common), progress=False)
     b = train_sae(x, tmp_path / "dense", TrainConfig(**common, sparse_decode=False), progress=False)
