@@ -52,3 +52,11 @@ def test_sae_training_rows(tmp_path):
     for fn in (saes.lens_training, saes.lens_training_dense, saes.sae_lens_trainer, saes.sae_lens_runner):
         r = fn(folder, 2048)
         assert r["rows"] == 2048 and r["rows_per_s"] > 0, r
+
+
+def test_sae_step_ab_runs_both_steps():
+    from benchmarks.sae_step_ab import step_ab
+
+    for arch in ("topk", "batchtopk"):
+        r = step_ab(32, arch, rounds=2, steps=2, batch=64)
+        assert r["dense_rows_per_s"] > 0 and r["sparse_rows_per_s"] > 0 and r["speedup_median"] > 0
