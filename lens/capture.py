@@ -161,10 +161,9 @@ def _forward(state: dict, model: Model, batch: Batch) -> None:
     ids, mask, pos = batch.input_ids, batch.attention_mask, batch.position_ids
     if batch.side == "right":  # real tokens sit at 0..n-1 in every row: one broadcast row, as HF makes by
         # default (a [batch, seq] one makes rotary embeddings compute and apply batch x the cos/sin)
-        pos = torch.arange(ids.shape[1])[None]
         if ids.device != dev:
             ids, mask = to_device(torch.stack([ids, mask.long()]), dev).unbind(0)
-            pos = pos.to(dev)
+        pos = torch.arange(ids.shape[1], device=ids.device)[None]
     elif ids.device != dev:  # one copy for the three
         ids, mask, pos = to_device(torch.stack([ids, mask.long(), pos]), dev).unbind(0)
     state["on"] = True

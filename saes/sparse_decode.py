@@ -3,8 +3,8 @@
 sae_lens's `TopKTrainingSAE` decodes the dense ``[batch, d_sae]`` activations with a dense matmul, so
 the decode and its two gradients cost ``batch x d_sae x d_in`` multiply-adds each although only ``k``
 of the ``d_sae`` latents of a row are non-zero. `SparseDecodeTopKTrainingSAE` runs the same training
-step (sae_lens's `process_sae_in`, encoder, ``torch.topk`` + ReLU, hooks, MSE, AuxK loss, and
-`SAETrainer` around it) with the decode as ``embedding_bag`` over the top-k indices weighted by their
+step (sae_lens's `process_sae_in`, encoder, ``torch.topk`` + ReLU, MSE, AuxK loss, and `SAETrainer`
+around it) with the decode as ``embedding_bag`` over the top-k indices weighted by their
 values: ``batch x k x d_in`` multiply-adds, the same sum up to float rounding (tested against the
 dense step: losses, outputs and every gradient). Gradients flow through the selected entries only,
 as in the dense graph, where every other entry's gradient is zero. `SparseDecodeBatchTopKTrainingSAE`
@@ -15,8 +15,9 @@ the training class differs.
 
 With ``rescale_acts_by_decoder_norm`` (sae_lens's training default) the pre-activations are scaled by
 the decoder row norms and the decoded values divided by them, as sae_lens does, gathering the k norms
-a row uses. Configurations the sparse path does not cover (sparse activations, ``hook_z`` reshaping,
-inputs that are not ``[batch, d_in]``) run sae_lens's own step unchanged.
+a row uses. Steps the sparse path does not cover (see `sparse_path`: hooks on the SAE's hook points,
+autocast, sparse activations, ``hook_z`` reshaping, inputs that are not ``[batch, d_in]``) run sae_lens's
+own step unchanged.
 """
 
 from __future__ import annotations
@@ -30,11 +31,17 @@ from sae_lens.saes.sae import TrainStepInput, TrainStepOutput
 
 
 def sparse_path(sae: TopKTrainingSAE, sae_in: torch.Tensor) -> bool:
-    """Whether a step can take the sparse decode (else sae_lens's dense step runs)."""
+    """Whether a step can take the sparse decode; else sae_lens's dense step runs: inputs that are not
+    ``[batch, d_in]``, sparse activations, ``hook_z`` reshaping, autocast (the dense decode's matmul
+    would run in low precision), or a hook on any of the SAE's hook points (the sparse decode does not
+    read the hooked ``feature_acts``)."""
     return (
         sae_in.ndim == 2
         and not getattr(sae.cfg, "use_sparse_activations", False)
+        and not getattr(sae, "hook_z_reshaping_mode", False)
         and getattr(sae, "d_head", None) is None
+        and not torch.is_autocast_enabled(sae_in.device.type)
+        and not any(m._forward_hooks or m._forward_pre_hooks for m in sae.modules())
     )
 
 
@@ -75,7 +82,7 @@ class SparseDecodeTopKTrainingSAE(TopKTrainingSAE):
             return super().training_forward_pass(step_input)
         raw, hidden_pre, norms = _pre(self, step_input)
         with torch.no_grad():
-            indices = torch.topk(hidden_pre, k=self.cfg.k, dim=-1, sorted=False).indices  # as sae_lens's TopK
+            indices = torch.topk(hidden_pre, k=self.activation_fn.k, dim=-1, sorted=False).indices  # as its TopK
         # The k selected values, with gradients through those entries only; hidden_pre keeps its own
         # graph for the AuxK loss.
         picked = raw.gather(-1, indices)
@@ -100,7 +107,8 @@ class SparseDecodeBatchTopKTrainingSAE(BatchTopKTrainingSAE):
         raw, hidden_pre, norms = _pre(self, step_input)
         n_rows, width = hidden_pre.shape
         with torch.no_grad():  # as sae_lens's BatchTopK; sorted, the flat indices run row by row
-            flat = torch.topk(hidden_pre.relu().flatten(), int(self.cfg.k * n_rows), dim=-1).indices.sort().values
+            n_active = int(self.activation_fn.k * n_rows)
+            flat = torch.topk(hidden_pre.relu().flatten(), n_active, dim=-1).indices.sort().values
             rows, cols = flat // width, flat % width
             offsets = torch.searchsorted(rows, torch.arange(n_rows, device=rows.device))
         picked = raw.flatten()[flat]

@@ -108,25 +108,38 @@ def test_checking_every_8_steps_gives_the_same_tokens_and_positions(model):
     assert torch.equal(eight[:, :1], one) and bool((eight[:, 1:] == 0).all())
 
 
-def test_the_models_generation_config_changes_no_token_on_either_backend():
+def test_the_models_generation_config_changes_no_token_on_either_backend(caplog):
     """HF fills every GenerationConfig field left None from the model's: lens pins each one that changes
-    the tokens or the output's type, so a model config full of decoding choices changes nothing."""
+    the tokens, the forward passes or the output's type, so a model config full of decoding choices
+    changes no token, no top-2 probability and no stop, and makes HF log no warning."""
+    from transformers.utils import logging as hf_logging
+
     m = tiny_model("llama", n_layers=2, d_model=64, seed=3)
     free = generate(m, PROMPTS, 12, eos_token_id=None)
-    first = free.samples[0].token_ids[0]
+    first, stop_at = free.samples[0].token_ids[0], free.samples[0].token_ids[2]
+    want = generate(m, PROMPTS, 12, eos_token_id=[stop_at], return_top2=True)
+    assert want.samples[0].finish_reason == "eos" and want.samples[0].n_new_tokens == 3
     g = m.hf.generation_config
-    g.min_length, g.min_new_tokens, g.repetition_penalty, g.no_repeat_ngram_size = 40, 5, 1.7, 2
+    g.min_length, g.max_length = 40, 4096  # common in hub configs
+    g.repetition_penalty, g.no_repeat_ngram_size = 1.7, 2
     g.suppress_tokens, g.begin_suppress_tokens, g.renormalize_logits = [first], [first], True
     g.do_sample, g.temperature, g.top_k, g.typical_p, g.epsilon_cutoff = True, 0.3, 4, 0.5, 0.1
     g.num_beams, g.num_return_sequences, g.guidance_scale, g.penalty_alpha = 2, 3, 1.5, 0.6
     g.return_dict_in_generate, g.output_scores, g.remove_invalid_values = True, True, True
-    for backend in ("lens", "hf"):
-        got = generate(m, PROMPTS, 12, eos_token_id=None, backend=backend)
-        assert [s.token_ids for s in got.samples] == [s.token_ids for s in free.samples], backend
+    g.is_assistant, g.token_healing, g.cache_implementation = True, True, "static"
+    hf_logging.enable_propagation()
+    try:
+        with caplog.at_level("WARNING"):
+            for backend in ("lens", "hf"):
+                got = generate(m, PROMPTS, 12, eos_token_id=[stop_at], return_top2=True, backend=backend)
+                _same(got, want, top2=True)
+    finally:
+        hf_logging.disable_propagation()
+    assert not [r for r in caplog.records if r.name.startswith("transformers")], caplog.text
+    g.min_new_tokens, g.max_new_tokens = 5, 2  # these take precedence, so lens passes its own (HF warns)
+    _same(generate(m, PROMPTS, 12, eos_token_id=[stop_at], return_top2=True, backend="hf"), want, top2=True)
     g.do_sample, g.num_beams, g.penalty_alpha = False, 1, 0.6  # contrastive search, were top_k inherited
-    assert [s.token_ids for s in generate(m, PROMPTS, 12, eos_token_id=None, backend="hf").samples] == [
-        s.token_ids for s in free.samples
-    ]
+    _same(generate(m, PROMPTS, 12, eos_token_id=[stop_at], return_top2=True, backend="hf"), want, top2=True)
 
 
 def test_a_model_config_setting_that_cannot_be_pinned_is_refused_on_the_hf_backend_only():

@@ -186,3 +186,22 @@ def test_generated_sequences_capture_exactly_what_the_model_read(llama):
             logits = llama.hf.lm_head(llama.hf.model.norm(acts[last][rows]))
         p = seq["prompt_length"]
         assert logits[p - 1 : -1].argmax(-1).tolist() == s.token_ids
+
+
+def test_cot_decoding_ignores_the_models_generation_config():
+    """CoT-decoding calls HF generate: a model config full of decoding choices changes no branch; one
+    that sets a cache implementation (HF refuses it next to CoT's own cache) is refused with the fix."""
+    from lens.tiny import tiny_model
+
+    m = tiny_model("llama", n_layers=2, d_model=64, seed=3)
+    want = cot_decode(m, PROMPTS[:2], k=3, max_new_tokens=8, extractor=_tail_extractor)
+    g = m.hf.generation_config
+    g.min_length, g.max_length, g.repetition_penalty, g.do_sample, g.top_k = 30, 4096, 1.7, True, 2
+    g.num_beams, g.suppress_tokens, g.return_dict_in_generate = 2, [want[0].branches[0].first_token], True
+    got = cot_decode(m, PROMPTS[:2], k=3, max_new_tokens=8, extractor=_tail_extractor)
+    for a, b in zip(got, want, strict=True):
+        assert [x.token_ids for x in a.branches] == [x.token_ids for x in b.branches]
+        assert [x.first_token_prob for x in a.branches] == pytest.approx([x.first_token_prob for x in b.branches])
+    g.cache_implementation = "static"
+    with pytest.raises(LensError, match="cache_implementation = None"):
+        cot_decode(m, PROMPTS[:2], k=3, max_new_tokens=8, extractor=_tail_extractor)

@@ -53,12 +53,15 @@ def test_family_sites_point_at_the_residual_stream(family):
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_padded_capture_equals_unpadded_rows_per_family(family, side):
     """Left padding passes per-row positions; right padding one broadcast row of positions: both give
-    each text's unpadded values, also past a short sliding window."""
+    each text's unpadded values, also past a sliding window of 8 (Mistral, Gemma 2/3 local layers)."""
     from transformers import AutoModelForCausalLM
 
     tok = char_tokenizer()
     torch.manual_seed(0)
-    hf = AutoModelForCausalLM.from_config(_config(family, len(tok)), dtype=torch.float32).eval()
+    cfg = _config(family, len(tok))
+    if hasattr(cfg, "sliding_window"):
+        cfg.sliding_window = 8
+    hf = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
     model = Model(hf=hf, tokenizer=tok, spec=f"tiny-{family}", source="object")
     texts = [TEXT[0], "Q:1+2=?\nA:3", TEXT[0] + " and more tokens past the window"]
     s = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]

@@ -185,14 +185,16 @@ def test_sae_training_and_feature_ranking_on_gpu(tmp_path):
     assert a.features[:5] == b.features[:5]
 
 
-def test_sparse_decode_topk_step_on_gpu_equals_the_dense_step():
-    """The TopK training step's sparse decode (embedding_bag) on CUDA: sae_lens's dense step's outputs,
-    losses (AuxK with dead latents) and gradients (written in session 6 without a GPU; first run pending)."""
+@pytest.mark.parametrize("arch", ["topk", "batchtopk"])
+def test_sparse_decode_step_on_gpu_equals_the_dense_step(arch):
+    """The TopK / BatchTopK training step's sparse decode (embedding_bag) on CUDA: sae_lens's dense step's
+    outputs, losses (AuxK with dead latents) and gradients (written in session 6 without a GPU; first
+    run pending)."""
     from sae_lens.saes.sae import TrainStepInput
 
     from saes.config import TrainConfig, training_sae
 
-    cfg = TrainConfig(architecture="topk", d_sae=512, k=16, device="cuda")
+    cfg = TrainConfig(architecture=arch, d_sae=512, k=16, device="cuda")
     sparse = training_sae(cfg, 64)
     dense = training_sae(TrainConfig(**{**cfg.to_json(), "sparse_decode": False}), 64)
     dense.load_state_dict(sparse.state_dict())

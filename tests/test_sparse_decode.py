@@ -61,9 +61,19 @@ def test_one_step_equals_the_dense_step(arch, dead, rescale):
         assert len(set((a.feature_acts > 0).sum(-1).tolist())) > 1  # rows hold different numbers of latents
 
 
-def test_other_shapes_and_sparse_activations_run_the_dense_step():
-    sparse, _ = _pair()
+def test_other_shapes_hooks_autocast_and_sparse_activations_run_the_dense_step():
+    sparse, dense = _pair()
     assert sparse.sparse_path(torch.zeros(4, 32)) and not sparse.sparse_path(torch.zeros(2, 4, 32))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not sparse.sparse_path(torch.zeros(4, 32))
+    x = torch.randn(64, 32, generator=torch.Generator().manual_seed(2))
+    outs = []
+    for sae in (sparse, dense):  # a hook that edits feature_acts: the sparse class runs the dense step
+        handle = sae.hook_sae_acts_post.register_forward_hook(lambda _m, _i, out: out * 0.5)
+        assert sae is dense or not sae.sparse_path(x)
+        outs.append(sae.training_forward_pass(TrainStepInput(x, {}, None, 1, False)).sae_out)
+        handle.remove()
+    assert sparse.sparse_path(x) and torch.allclose(outs[0], outs[1], atol=1e-6)
     sparse.cfg.use_sparse_activations = True
     assert not sparse.sparse_path(torch.zeros(4, 32))
 

@@ -236,7 +236,7 @@ def cot_decode(
                 input_ids=ids,
                 attention_mask=mask,
                 generation_config=generation_config(
-                    model, 1, pad, eos, output_logits=True, return_dict_in_generate=True
+                    model, 1, pad, eos, ids.shape[1], output_logits=True, return_dict_in_generate=True
                 ),
             )
         probs0 = first.logits[0].float().softmax(-1)  # [P, V]: distribution of the first new token
@@ -253,7 +253,9 @@ def cot_decode(
             out = model.hf.generate(
                 input_ids=ids2,
                 attention_mask=mask2,
-                generation_config=generation_config(model, max_new_tokens - 1, pad, eos),
+                generation_config=generation_config(
+                    model, max_new_tokens - 1, pad, eos, ids2.shape[1], cache_given=True
+                ),
                 logits_processor=LogitsProcessorList([proc]),
                 stopping_criteria=StoppingCriteriaList([stop] if stop else []),
                 **{cache_kwarg(): cache},

@@ -166,50 +166,66 @@ def pad_id_of(model: Any) -> int:
     return int(pad)
 
 
-# Every GenerationConfig field that changes which tokens HF ``generate`` picks, or what it returns, set
-# to its no-op value: HF fills each field left None from the model's own ``generation_config``.
-NEUTRAL_GENERATION = dict(  # (min_length: min_new_tokens takes precedence)
+# Every GenerationConfig field that changes which tokens HF ``generate`` picks, how it runs the forward
+# passes, or what it returns, set to its no-op value: HF fills each field left None from the model's own
+# ``generation_config``. (The lengths are set per call: see `generation_config`.)
+NEUTRAL_GENERATION = dict(
     do_sample=False, num_beams=1, num_beam_groups=1, num_return_sequences=1, use_cache=True,
-    min_new_tokens=0, repetition_penalty=1.0, encoder_repetition_penalty=1.0,
-    no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0, renormalize_logits=False,
-    remove_invalid_values=False, guidance_scale=1.0, temperature=1.0, top_k=50, top_p=1.0, typical_p=1.0,
-    epsilon_cutoff=0.0, eta_cutoff=0.0, penalty_alpha=0.0, diversity_penalty=0.0, suppress_tokens=[],
-    begin_suppress_tokens=[], use_mtp=False, output_scores=False, output_logits=False,
-    output_attentions=False, output_hidden_states=False, return_dict_in_generate=False,
+    cache_implementation="dynamic", disable_compile=True, repetition_penalty=1.0,
+    encoder_repetition_penalty=1.0, no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0,
+    renormalize_logits=False, remove_invalid_values=False, guidance_scale=1.0, temperature=1.0, top_k=50,
+    top_p=1.0, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0, penalty_alpha=0.0, diversity_penalty=0.0,
+    suppress_tokens=[], begin_suppress_tokens=[], use_mtp=False, is_assistant=False, token_healing=False,
+    output_scores=False, output_logits=False, output_attentions=False, output_hidden_states=False,
+    return_dict_in_generate=False,
 )
 # Fields whose no-op value is None, so they cannot be pinned: a model config that sets one is refused.
 UNPINNABLE_GENERATION = (
     "sequence_bias", "bad_words_ids", "forced_bos_token_id", "forced_eos_token_id",
     "exponential_decay_length_penalty", "watermarking_config", "max_time", "stop_strings", "constraints",
-    "force_words_ids", "prompt_lookup_num_tokens", "assistant_early_exit", "dola_layers",
+    "force_words_ids", "prompt_lookup_num_tokens", "assistant_early_exit", "dola_layers", "prefill_chunk_size",
 )
 
 
 def generation_config(
-    model: Any, max_new_tokens: int, pad_id: int, eos: list[int], **extra: Any
+    model: Any, max_new_tokens: int, pad_id: int, eos: list[int], prompt_len: int, *, cache_given: bool = False,
+    **extra: Any,
 ) -> Any:
     """A GenerationConfig that pins every decoding choice (greedy argmax; sampling is done by `lens`).
 
-    Nothing is inherited from ``model.hf.generation_config``: every field that changes the tokens is set
-    to its no-op value, and a model config that sets one that cannot be pinned (``bad_words_ids``,
-    ``forced_bos_token_id``, ...) is refused with the fix.
+    Nothing is inherited from ``model.hf.generation_config``: every field that changes the tokens, the
+    forward passes or the output is set to its no-op value (`NEUTRAL_GENERATION`); a model config that
+    sets one that cannot be pinned (`UNPINNABLE_GENERATION`: ``bad_words_ids``, ``forced_bos_token_id``,
+    ...) is refused with the fix. The length is given as ``max_length = prompt_len + max_new_tokens``
+    (``max_new_tokens`` only if the model's config sets that, which would take precedence) and the
+    minimum as ``min_length = 0`` (likewise), so HF does not warn that both forms are set.
+    cache_given: the call passes its own KV cache, which HF refuses next to a ``cache_implementation``,
+    so that field is left unset (and a model config that sets it is refused).
     """
     from transformers import GenerationConfig
 
     own = getattr(model.hf, "generation_config", None)
-    set_there = [f for f in UNPINNABLE_GENERATION if own is not None and getattr(own, f, None) is not None]
+    unpinnable = UNPINNABLE_GENERATION + (("cache_implementation",) if cache_given else ())
+    set_there = [f for f in unpinnable if own is not None and getattr(own, f, None) is not None]
     if set_there:
         raise LensError(
             f"the model's generation_config sets {', '.join(set_there)}, which HF generate would apply on "
             f"top of lens's decoding settings; set model.hf.generation_config.{set_there[0]} = None (or, in "
             "lens.decoding.generate, keep backend='lens', which ignores the model's generation_config)"
         )
+    lengths: dict[str, int] = {}
+    if getattr(own, "max_new_tokens", None) is None:
+        lengths["max_length"] = prompt_len + max_new_tokens
+    else:
+        lengths["max_new_tokens"] = max_new_tokens
+    lengths["min_length" if getattr(own, "min_new_tokens", None) is None else "min_new_tokens"] = 0
     return GenerationConfig(
         **{
             **NEUTRAL_GENERATION,
-            "max_new_tokens": max_new_tokens,
+            **lengths,
+            **({"cache_implementation": None} if cache_given else {}),
             "pad_token_id": pad_id,
-            "eos_token_id": eos or [-1],  # never None: HF would fill it from the model's generation_config
+            "eos_token_id": eos or [],  # never None: HF would fill it from the model's generation_config
             **extra,
         }
     )
@@ -397,7 +413,7 @@ def generate(
                 out = model.hf.generate(
                     input_ids=ids,
                     attention_mask=mask,
-                    generation_config=generation_config(model, max_new_tokens, pad, eos),
+                    generation_config=generation_config(model, max_new_tokens, pad, eos, ids.shape[1]),
                     logits_processor=LogitsProcessorList([proc]),
                     stopping_criteria=StoppingCriteriaList([stop] if stop else []),
                 )
