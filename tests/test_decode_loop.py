@@ -119,6 +119,8 @@ def test_the_models_generation_config_changes_no_token_on_either_backend(caplog)
     first, stop_at = free.samples[0].token_ids[0], free.samples[0].token_ids[2]
     want = generate(m, PROMPTS, 12, eos_token_id=[stop_at], return_top2=True)
     assert want.samples[0].finish_reason == "eos" and want.samples[0].n_new_tokens == 3
+    sampled = dict(greedy=False, n=2, seed=1, temperature=0.8, top_p=0.9, eos_token_id=None)
+    want_sampled = generate(m, PROMPTS, 8, **sampled)
     g = m.hf.generation_config
     g.min_length, g.max_length = 40, 4096  # common in hub configs
     g.repetition_penalty, g.no_repeat_ngram_size = 1.7, 2
@@ -133,6 +135,7 @@ def test_the_models_generation_config_changes_no_token_on_either_backend(caplog)
             for backend in ("lens", "hf"):
                 got = generate(m, PROMPTS, 12, eos_token_id=[stop_at], return_top2=True, backend=backend)
                 _same(got, want, top2=True)
+                _same(generate(m, PROMPTS, 8, backend=backend, **sampled), want_sampled)
     finally:
         hf_logging.disable_propagation()
     assert not [r for r in caplog.records if r.name.startswith("transformers")], caplog.text

@@ -144,6 +144,14 @@ def test_cli_sae_train_info_and_find_feature(tiny, tmp_path):
     assert info["d_sae"] == 128 and info["site"] == "blocks.1.hook_resid_post" and info["evals"]["l0"] == 4
     r = run(app, ["sae", "info", str(tmp_path / "sae"), "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout)["architecture"] == "topk"
+    r = run(app, ["sae", "train", "-c", str(tmp_path / "cap"), "-o", str(tmp_path / "dense"), "--d-sae", "128",
+                  "--k", "4", "--total-rows", "4096", "--batch-size", "256", "--buffer-rows", "1024",
+                  "--dense-decode", "--json"])  # sae_lens's own step: the same SAE up to float rounding
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "sae" / "lens.json").read_text())["train"]["sparse_decode"] is True
+    assert json.loads((tmp_path / "dense" / "lens.json").read_text())["train"]["sparse_decode"] is False
+    assert json.loads(r.stdout)["evals"]["explained_variance"] == pytest.approx(info["evals"]["explained_variance"],
+                                                                                 abs=1e-3)
     pos, neg = tmp_path / "pos.jsonl", tmp_path / "neg.jsonl"
     pos.write_text("\n".join(json.dumps(f"Think step by step: {i}+{i}=?\n") for i in range(10, 30)))
     neg.write_text("\n".join(json.dumps(f"Answer now: {i}+{i}=?\n") for i in range(10, 30)))

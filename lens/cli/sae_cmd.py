@@ -30,6 +30,10 @@ def train(
     normalize: str = typer.Option("none", help="none | expected_average_only_in"),
     checkpoint_every: int = typer.Option(200, help="steps between checkpoints"),
     seed: int = typer.Option(0),
+    sparse_decode: bool = typer.Option(
+        True, "--sparse-decode/--dense-decode",
+        help="topk/batchtopk: decode each batch from its active latents (same step, less work) or run "
+             "sae_lens's dense step as it is"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Train an SAE on a capture folder; shows progress, checkpoints, resumes when re-run."""
@@ -40,7 +44,7 @@ def train(
 
     cfg = TrainConfig(architecture=architecture, d_sae=d_sae, expansion=expansion, k=k, l1_coefficient=l1,
                       l0_coefficient=l0, lr=lr, total_rows=total_rows, batch_size=batch_size, buffer_rows=buffer_rows,
-                      normalize=normalize, checkpoint_every=checkpoint_every, seed=seed,
+                      normalize=normalize, checkpoint_every=checkpoint_every, seed=seed, sparse_decode=sparse_decode,
                       device=str(load_options(ctx).get("device", "cpu")))  # `lens --device cuda sae train ...`
     res = train_sae(capture, out, cfg, site=site, progress=not as_json)
     d = load_sae(res.path)
