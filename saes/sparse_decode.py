@@ -33,16 +33,27 @@ from sae_lens.saes.sae import TrainStepInput, TrainStepOutput
 def sparse_path(sae: TopKTrainingSAE, sae_in: torch.Tensor) -> bool:
     """Whether a step can take the sparse decode; else sae_lens's dense step runs: inputs that are not
     ``[batch, d_in]``, sparse activations, ``hook_z`` reshaping, autocast (the dense decode's matmul
-    would run in low precision), or a hook on any of the SAE's hook points (the sparse decode does not
-    read the hooked ``feature_acts``)."""
+    would run in low precision), or any forward or backward hook on the SAE's modules or on every module
+    (the sparse decode does not read the hooked ``feature_acts``)."""
     return (
         sae_in.ndim == 2
         and not getattr(sae.cfg, "use_sparse_activations", False)
         and not getattr(sae, "hook_z_reshaping_mode", False)
         and getattr(sae, "d_head", None) is None
         and not torch.is_autocast_enabled(sae_in.device.type)
-        and not any(m._forward_hooks or m._forward_pre_hooks for m in sae.modules())
+        and not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+                    for m in sae.modules())
+        and not any(_global_hooks())
     )
+
+
+def _global_hooks() -> tuple:
+    """torch's module hooks registered for every module (`register_module_forward_hook` and kin)."""
+    from torch.nn.modules import module as mod
+
+    names = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+             "_global_backward_pre_hooks")
+    return tuple(getattr(mod, n, {}) for n in names)
 
 
 def _pre(sae: TopKTrainingSAE, step_input: TrainStepInput):

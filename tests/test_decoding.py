@@ -202,6 +202,9 @@ def test_cot_decoding_ignores_the_models_generation_config():
     for a, b in zip(got, want, strict=True):
         assert [x.token_ids for x in a.branches] == [x.token_ids for x in b.branches]
         assert [x.first_token_prob for x in a.branches] == pytest.approx([x.first_token_prob for x in b.branches])
+    g.cache_implementation = "hybrid"  # Gemma 2/3 hub configs: HF drops it, so CoT runs
+    assert [b.token_ids for b in cot_decode(m, PROMPTS[:1], k=3, max_new_tokens=8)[0].branches] == [
+        b.token_ids for b in want[0].branches]
     g.cache_implementation = "static"
     with pytest.raises(LensError, match="cache_implementation = None"):
         cot_decode(m, PROMPTS[:2], k=3, max_new_tokens=8, extractor=_tail_extractor)

@@ -164,6 +164,7 @@ def test_bfloat16_on_gpu_captures_and_steers(cpu_model):
 def test_sae_training_and_feature_ranking_on_gpu(tmp_path):
     """An SAE trains on the GPU from a capture folder on the host, and ranks features there: the same
     ranking as the SAE on the CPU (added in session 4 after the GPU time was spent; first GPU run pending)."""
+    pytest.importorskip("sae_lens")  # carry its wheels to the GPU machine (docs/benchmarks.md, GPU rows)
     from saes.config import TrainConfig
     from saes.io import load_sae
     from saes.search import rank_features
@@ -190,6 +191,7 @@ def test_sparse_decode_step_on_gpu_equals_the_dense_step(arch):
     """The TopK / BatchTopK training step's sparse decode (embedding_bag) on CUDA: sae_lens's dense step's
     outputs, losses (AuxK with dead latents) and gradients (written in session 6 without a GPU; first
     run pending)."""
+    pytest.importorskip("sae_lens")  # carry its wheels to the GPU machine (docs/benchmarks.md, GPU rows)
     from sae_lens.saes.sae import TrainStepInput
 
     from saes.config import TrainConfig, training_sae
@@ -211,6 +213,9 @@ def test_sparse_decode_step_on_gpu_equals_the_dense_step(arch):
         torch.testing.assert_close(outs[0].losses[k], outs[1].losses[k], atol=1e-4, rtol=1e-4)
     for p, q in zip(sparse.parameters(), dense.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, atol=1e-4, rtol=1e-3)
+    assert torch.equal(outs[0].feature_acts, outs[1].feature_acts)
+    if arch == "batchtopk":
+        assert torch.equal(sparse.topk_threshold, dense.topk_threshold)
 
 
 def test_lens_decoding_loop_on_the_gpu_and_split_equals_hf_generate(cpu_model, split_model):

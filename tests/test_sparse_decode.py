@@ -74,6 +74,13 @@ def test_other_shapes_hooks_autocast_and_sparse_activations_run_the_dense_step()
         outs.append(sae.training_forward_pass(TrainStepInput(x, {}, None, 1, False)).sae_out)
         handle.remove()
     assert sparse.sparse_path(x) and torch.allclose(outs[0], outs[1], atol=1e-6)
+    handle = sparse.hook_sae_acts_post.register_full_backward_hook(lambda *_: None)  # TransformerLens dir="bwd"
+    assert not sparse.sparse_path(x)
+    handle.remove()
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda *_: None)  # on every module
+    assert not sparse.sparse_path(x)
+    handle.remove()
+    assert sparse.sparse_path(x)
     sparse.cfg.use_sparse_activations = True
     assert not sparse.sparse_path(torch.zeros(4, 32))
 

@@ -205,13 +205,14 @@ def generation_config(
     from transformers import GenerationConfig
 
     own = getattr(model.hf, "generation_config", None)
-    unpinnable = UNPINNABLE_GENERATION + (("cache_implementation",) if cache_given else ())
-    set_there = [f for f in unpinnable if own is not None and getattr(own, f, None) is not None]
+    set_there = [f for f in UNPINNABLE_GENERATION if own is not None and getattr(own, f, None) is not None]
+    if cache_given and getattr(own, "cache_implementation", None) not in (None, "hybrid"):  # HF drops "hybrid"
+        set_there.append("cache_implementation")
     if set_there:
         raise LensError(
             f"the model's generation_config sets {', '.join(set_there)}, which HF generate would apply on "
-            f"top of lens's decoding settings; set model.hf.generation_config.{set_there[0]} = None (or, in "
-            "lens.decoding.generate, keep backend='lens', which ignores the model's generation_config)"
+            f"top of lens's decoding settings; set model.hf.generation_config.{set_there[0]} = None"
+            + ("" if cache_given else " (or keep lens.decoding.generate's backend='lens', which ignores it)")
         )
     lengths: dict[str, int] = {}
     if getattr(own, "max_new_tokens", None) is None:
