@@ -49,11 +49,8 @@ def test_family_sites_point_at_the_residual_stream(family):
     torch.testing.assert_close(got[s[2]] + got[s[3]], got[s[4]] - got[s[1]], atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("family", ["mistral", "qwen3", "gemma2", "gemma3_text", "gpt_neox"])
-@pytest.mark.parametrize("side", ["left", "right"])
-def test_padded_capture_equals_unpadded_rows_per_family(family, side):
-    """Left padding passes per-row positions; right padding one broadcast row of positions: both give
-    each text's unpadded values, also past a sliding window of 8 (Mistral, Gemma 2/3 local layers)."""
+def _windowed(family):
+    """A tiny random model of `family` whose sliding-window layers (if any) attend to 8 positions."""
     from transformers import AutoModelForCausalLM
 
     tok = char_tokenizer()
@@ -62,7 +59,15 @@ def test_padded_capture_equals_unpadded_rows_per_family(family, side):
     if hasattr(cfg, "sliding_window"):
         cfg.sliding_window = 8
     hf = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
-    model = Model(hf=hf, tokenizer=tok, spec=f"tiny-{family}", source="object")
+    return Model(hf=hf, tokenizer=tok, spec=f"tiny-{family}", source="object")
+
+
+@pytest.mark.parametrize("family", ["mistral", "qwen3", "gemma2", "gemma3_text", "gpt_neox"])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_padded_capture_equals_unpadded_rows_per_family(family, side):
+    """Left padding passes per-row positions; right padding one broadcast row of positions: both give
+    each text's unpadded values, also past a sliding window of 8 (Mistral, Gemma 2/3 local layers)."""
+    model = _windowed(family)
     texts = [TEXT[0], "Q:1+2=?\nA:3", TEXT[0] + " and more tokens past the window"]
     s = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
     batched = capture(model, texts, s, "all", batch_size=3, padding_side=side, progress=False)
@@ -75,17 +80,9 @@ def test_padded_capture_equals_unpadded_rows_per_family(family, side):
 def test_lens_decoding_loop_equals_hf_generate_per_family(family):
     """lens's decoding loop gives HF generate's tokens on a padded batch, also past a short sliding window
     (Mistral, Gemma 2/3 layers that attend to the last 8 positions only)."""
-    from transformers import AutoModelForCausalLM
-
     from lens.decoding import generate
 
-    tok = char_tokenizer()
-    torch.manual_seed(0)
-    cfg = _config(family, len(tok))
-    if hasattr(cfg, "sliding_window"):
-        cfg.sliding_window = 8
-    hf = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
-    model = Model(hf=hf, tokenizer=tok, spec=f"tiny-{family}", source="object")
+    model = _windowed(family)
     prompts = ["Q:12+34=?\n", "ab", "Q:1+2+3+4=?\n<think>"]
     kw = dict(batch_size=3, eos_token_id=None, return_top2=True)
     a, b = generate(model, prompts, 16, **kw), generate(model, prompts, 16, backend="hf", **kw)
