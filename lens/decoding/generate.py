@@ -200,7 +200,7 @@ def generation_config(
     (``max_new_tokens`` only if the model's config sets that, which would take precedence) and the
     minimum as ``min_length = 0`` (likewise), so HF does not warn that both forms are set.
     cache_given: the call passes its own KV cache, which HF refuses next to a ``cache_implementation``,
-    so that field is left unset (and a model config that sets it is refused).
+    so that field is left unset (and a model config that sets it is refused, except "hybrid", which HF drops).
     """
     from transformers import GenerationConfig
 
