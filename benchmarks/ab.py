@@ -1,6 +1,8 @@
 """Two methods alternated in one process: lens vs its bare baseline, the steadiest ratio on a noisy machine.
 
     python benchmarks/ab.py capture  [--rounds 40]   # capture every resid_post (token ids) vs the bare forward
+    python benchmarks/ab.py capture-nomask           # the same vs the bare forward without an attention mask
+                                                     # (what lens runs on right-padded batches): hook cost only
     python benchmarks/ab.py steering [--rounds 30]   # lens steered generation (add every generated position;
                                                      # lens.decoding.generate) vs plain HF generate
 
@@ -29,7 +31,7 @@ def _pair(what: str):
 
     m = tiny_model("llama", d_model=128)
     tok = m.tokenizer
-    if what == "capture":
+    if what.startswith("capture"):
         from benchmarks.capture import _texts
 
         tok.padding_side = "right"
@@ -41,7 +43,10 @@ def _pair(what: str):
         def bare():
             with torch.no_grad():
                 for b in batches:
-                    m.hf(**b, use_cache=False)
+                    if what == "capture":
+                        m.hf(**b, use_cache=False)
+                    else:
+                        m.hf(input_ids=b["input_ids"], use_cache=False)
 
         return bare, lambda: capture(m, ids, sites, "all", batch_size=8, progress=False), None
     from benchmarks.steering import steering_pair
@@ -52,7 +57,7 @@ def _pair(what: str):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["capture", "steering"])
+    ap.add_argument("what", choices=["capture", "capture-nomask", "steering"])
     ap.add_argument("--rounds", type=int, default=30)
     args = ap.parse_args()
     torch.set_num_threads(1)

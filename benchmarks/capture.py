@@ -81,6 +81,11 @@ def capture_rows(model: Model, n_texts: int = 64, batch_size: int = 8, repeats: 
             for b in batches:
                 model.hf(**b, use_cache=False)
 
+    def bare_no_mask():  # what lens runs on right-padded batches: causal attention never sees right pads
+        with torch.no_grad():
+            for b in batches:
+                model.hf(input_ids=b["input_ids"], use_cache=False)
+
     def lens_mem(inputs, device="cpu"):
         return lambda: capture(model, inputs, sites, "all", batch_size=batch_size, progress=False, device=device)
 
@@ -97,11 +102,12 @@ def capture_rows(model: Model, n_texts: int = 64, batch_size: int = 8, repeats: 
                 enc = tok(texts[i : i + batch_size], return_tensors="pt", padding=True)
                 model.hf(**{k: v.to(dev) for k, v in enc.items()}, use_cache=False)
 
-    rows = [("bare HF forward (token ids)", bare), ("lens capture, token ids (memory)", lens_mem(ids)),
+    rows = [("bare HF forward (token ids)", bare), ("bare HF forward, no attention mask", bare_no_mask),
+            ("lens capture, token ids (memory)", lens_mem(ids)),
             ("lens capture, token ids (to disk)", lens_disk(ids)), ("HF tokenize + forward (texts)", bare_tok),
             ("lens capture, texts (memory)", lens_mem(texts)), ("lens capture, texts (to disk)", lens_disk(texts))]
     if dev.type != "cpu":  # as run_with_cache and nnsight's .save() keep them: rows left on the accelerator
-        rows.insert(2, (f"lens capture, token ids (kept on {dev.type})", lens_mem(ids, dev)))
+        rows.insert(3, (f"lens capture, token ids (kept on {dev.type})", lens_mem(ids, dev)))
     def run_with_cache(tl_model):
         def run():
             with torch.no_grad():

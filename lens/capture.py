@@ -159,10 +159,15 @@ def _forward(state: dict, model: Model, batch: Batch) -> None:
     """The capture's own forward pass over `batch` (hooks of `reading` active), stopped after the deepest site."""
     dev = model.device
     ids, mask, pos = batch.input_ids, batch.attention_mask, batch.position_ids
-    if batch.side == "right":  # real tokens sit at 0..n-1 in every row: one broadcast row, as HF makes by
-        # default (a [batch, seq] one makes rotary embeddings compute and apply batch x the cos/sin)
-        if ids.device != dev:
-            ids, mask = to_device(torch.stack([ids, mask.long()]), dev).unbind(0)
+    if batch.side == "right":
+        # Real tokens sit at 0..n-1 in every row, so (1) one broadcast row of positions serves all rows, as
+        # HF makes by default (a [batch, seq] one makes rotary embeddings compute batch x the cos/sin), and
+        # (2) no attention mask is needed: a causal model never lets a token see later slots, and right
+        # pads only come after a row's real tokens, so real tokens compute exactly what they compute
+        # unpadded (the pads' own rows differ, and are never read). Without a mask HF skips building a
+        # [batch, 1, seq, seq] mask and SDPA takes its causal kernel.
+        ids = to_device(ids, dev)
+        mask = None
         pos = torch.arange(ids.shape[1], device=ids.device)[None]
     elif ids.device != dev:  # one copy for the three
         ids, mask, pos = to_device(torch.stack([ids, mask.long(), pos]), dev).unbind(0)

@@ -5,6 +5,10 @@ To add a family, add a `Family` entry to `FAMILIES` keyed by the HF `config.mode
 (and tests in tests/test_sites.py): give the dotted path to the list of decoder layers and,
 relative to one layer, the modules whose outputs are the attention and MLP contributions that
 are added to the residual stream.
+
+Every family here is a causal decoder: no token attends to a later slot. lens relies on it (capture runs
+right-padded batches without an attention mask, lens/capture.py `_forward`), so a family with
+bidirectional or prefix attention needs that path changed before it is added.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ def test_capture_rows_cover_lens_and_the_peers():
     rows = capture_rows(tiny_model("llama", d_model=64, n_layers=2), n_texts=4, batch_size=2, repeats=1)
     names = [r["method"] for r in rows]
     assert names[0] == "bare HF forward (token ids)" and rows[0]["time_vs_bare"] == 1.0
-    for want in ("lens capture, token ids (memory)", "lens capture, token ids (to disk)",
+    for want in ("bare HF forward, no attention mask", "lens capture, token ids (memory)",
+                 "lens capture, token ids (to disk)",
                  "lens capture, texts (memory)", "HF tokenize + forward (texts)"):
         assert want in names
     assert all(r["seconds"] > 0 and math.isfinite(r["fastest_vs_bare"]) for r in rows)
