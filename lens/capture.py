@@ -135,7 +135,7 @@ def reading(model: Model, sites: list[Site]) -> Iterator[dict]:
     made meanwhile by someone else (say, a lazy input generator that generates text) is untouched.
     After the deepest site the capture's forward stops (nothing later is needed, the unembedding included).
     """
-    state: dict = {"on": False}
+    state: dict = {"on": False, "causal": model.causal}
 
     def reader(name: str):
         def fn(h: torch.Tensor) -> None:
@@ -162,12 +162,16 @@ def _forward(state: dict, model: Model, batch: Batch) -> None:
     if batch.side == "right":
         # Real tokens sit at 0..n-1 in every row, so (1) one broadcast row of positions serves all rows, as
         # HF makes by default (a [batch, seq] one makes rotary embeddings compute batch x the cos/sin), and
-        # (2) no attention mask is needed: a causal model never lets a token see later slots, and right
-        # pads only come after a row's real tokens, so real tokens compute exactly what they compute
-        # unpadded (the pads' own rows differ, and are never read). Without a mask HF skips building a
-        # [batch, 1, seq, seq] mask and SDPA takes its causal kernel.
-        ids = to_device(ids, dev)
-        mask = None
+        # (2) a causal model needs no padding mask: no token sees a later slot, and right pads only come
+        # after a row's real tokens, so real tokens compute exactly what they compute unpadded (the pads'
+        # own rows differ, and are never read). Without the mask HF skips building a [batch, 1, seq, seq]
+        # one and SDPA takes its causal kernel. GPT-2 gets an all-ones mask instead of none (same path in
+        # HF, and no "pass an attention_mask" warning); a bidirectional config keeps the padding mask.
+        if state["causal"]:
+            ids = to_device(ids, dev)
+            mask = torch.ones_like(ids) if model.family == "gpt2" else None
+        elif ids.device != dev:
+            ids, mask = to_device(torch.stack([ids, mask.long()]), dev).unbind(0)
         pos = torch.arange(ids.shape[1], device=ids.device)[None]
     elif ids.device != dev:  # one copy for the three
         ids, mask, pos = to_device(torch.stack([ids, mask.long(), pos]), dev).unbind(0)

@@ -6,9 +6,9 @@ To add a family, add a `Family` entry to `FAMILIES` keyed by the HF `config.mode
 relative to one layer, the modules whose outputs are the attention and MLP contributions that
 are added to the residual stream.
 
-Every family here is a causal decoder: no token attends to a later slot. lens relies on it (capture runs
-right-padded batches without an attention mask, lens/capture.py `_forward`), so a family with
-bidirectional or prefix attention needs that path changed before it is added.
+Capture runs right-padded batches without a padding mask when `Model.causal` holds (lens/capture.py
+`_forward`): that property reads the config switches HF has for bidirectional attention
+(`use_bidirectional_attention`, `is_causal=False`); a new family with another such switch adds it there.
 """
 
 from __future__ import annotations

@@ -77,6 +77,16 @@ class Model:
         return int(getattr(cfg, "hidden_size", None) or cfg.n_embd)
 
     @property
+    def causal(self) -> bool:
+        """Whether no token attends to a later one: False when the config switches the family to
+        bidirectional attention (Gemma's `use_bidirectional_attention`, HF's `is_causal=False`) or any
+        module says `is_causal = False` (HF's SDPA and flash paths read that attribute)."""
+        cfgs = [c for c in (self.hf.config, getattr(self.hf.config, "text_config", None)) if c is not None]
+        if any(getattr(c, "use_bidirectional_attention", False) or not getattr(c, "is_causal", True) for c in cfgs):
+            return False
+        return all(getattr(m, "is_causal", True) is not False for m in self.hf.modules())
+
+    @property
     def vocab_size(self) -> int:
         return int(self.hf.get_output_embeddings().weight.shape[0])
 

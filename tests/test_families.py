@@ -89,3 +89,43 @@ def test_lens_decoding_loop_equals_hf_generate_per_family(family):
     assert [s.token_ids for s in a.samples] == [s.token_ids for s in b.samples]
     for x, y in zip(a.samples, b.samples, strict=True):
         torch.testing.assert_close(x.top2, y.top2, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
+def test_bidirectional_config_keeps_the_padding_mask(family):
+    """A config that turns on bidirectional attention (EmbeddingGemma-style) is not causal: right pads
+    would be seen by real tokens, so capture keeps the padding mask there and stays exact."""
+    from transformers import AutoModelForCausalLM
+
+    tok = char_tokenizer()
+    torch.manual_seed(0)
+    cfg = _config(family, len(tok))
+    cfg.use_bidirectional_attention = True
+    model = Model(hf=AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval(), tokenizer=tok,
+                  spec=f"tiny-{family}", source="object")
+    assert not model.causal and _windowed(family).causal
+    texts = [TEXT[0], "Q:1+2=?\nA:3"]
+    batched = capture(model, texts, "blocks.1.hook_resid_post", "all", batch_size=2, progress=False)
+    alone = [capture(model, [t], "blocks.1.hook_resid_post", "all", progress=False) for t in texts]
+    torch.testing.assert_close(batched["blocks.1.hook_resid_post"],
+                               torch.cat([a["blocks.1.hook_resid_post"] for a in alone]), atol=1e-5, rtol=1e-5)
+
+
+def test_right_padded_gpt2_capture_logs_no_missing_mask_warning(caplog):
+    """GPT-2 warns when a padded batch comes without an attention mask; capture passes it an all-ones
+    mask (HF skips it like none) so a checkpoint with a pad token id set logs nothing."""
+    from transformers.utils import logging as hf_logging
+
+    from lens.tiny import tiny_model
+
+    model = tiny_model("gpt2", n_layers=2)
+    model.hf.config.pad_token_id = model.tokenizer.pad_token_id
+    hf_logging.enable_propagation()
+    try:
+        with caplog.at_level("WARNING"):
+            got = capture(model, [TEXT[0], "ab"], "blocks.1.hook_resid_post", "all", batch_size=2, progress=False)
+    finally:
+        hf_logging.disable_propagation()
+    assert not [r for r in caplog.records if r.name.startswith("transformers")], caplog.text
+    alone = capture(model, ["ab"], "blocks.1.hook_resid_post", "all", progress=False)
+    torch.testing.assert_close(got["blocks.1.hook_resid_post"][-len(alone):], alone["blocks.1.hook_resid_post"])
