@@ -46,8 +46,18 @@ _GEMMA = dict(
 FAMILIES: dict[str, Family] = {
     "llama": Family("llama", **_LLAMA_LIKE),
     "mistral": Family("mistral", **_LLAMA_LIKE),
+    "mixtral": Family("mixtral", **_LLAMA_LIKE),  # mlp = the sparse mixture-of-experts block
     "qwen2": Family("qwen2", **_LLAMA_LIKE),
+    "qwen2_moe": Family("qwen2_moe", **_LLAMA_LIKE),  # mlp = experts + shared expert
     "qwen3": Family("qwen3", **_LLAMA_LIKE),
+    "qwen3_moe": Family("qwen3_moe", **_LLAMA_LIKE),
+    "smollm3": Family("smollm3", **_LLAMA_LIKE),
+    "olmo": Family("olmo", **_LLAMA_LIKE),
+    "olmo2": Family("olmo2", **_GEMMA),  # norms after attention and MLP, as Gemma 2/3 (no pre-norms)
+    "olmo3": Family("olmo3", **_GEMMA),
+    "phi": Family("phi", layers="model.layers", attn_out="self_attn", mlp_out="mlp",  # parallel attention + MLP
+                  final_norm="model.final_layernorm"),
+    "phi3": Family("phi3", **_LLAMA_LIKE),  # Phi-3 / Phi-4 (the resid dropouts are identities in eval)
     "gemma": Family("gemma", **_LLAMA_LIKE),
     "gemma2": Family("gemma2", **_GEMMA),
     "gemma3_text": Family("gemma3_text", **_GEMMA),

@@ -1,7 +1,9 @@
-"""Every family in the site table resolves on a tiny random model of that architecture.
+"""Every family in the site table, on a tiny random model of that architecture.
 
-Checks that resid_pre(L+1) == resid_post(L) and attn_out + mlp_out == resid_post - resid_pre (for the
-families with sequential residual blocks), i.e. the table points at the right modules.
+Per family: resid_pre(L+1) == resid_post(L) and attn_out + mlp_out == resid_post - resid_pre (the table
+points at the right modules; parallel blocks such as Phi-2's included), padded capture batches give the
+unpadded rows, lens's decoding loop gives HF generate's tokens, and steering under the KV cache equals a
+full recompute. Also: bidirectional configs keep the padding mask; GPT-2 logs no missing-mask warning.
 """
 
 import pytest
@@ -12,6 +14,10 @@ from lens.models import Model
 from lens.tiny import char_tokenizer
 
 TEXT = ["Q:12+34=?\n<think>12+34=46</think>A:46"]
+# every family in lens/families.py but llama, qwen2 and gpt2 (lens.tiny: tests/test_capture.py and the others)
+# and gemma3 (the multimodal wrapper around Gemma 3 text's layout)
+FAMILIES = ["mistral", "qwen3", "gemma", "gemma2", "gemma3_text", "gpt_neox", "smollm3", "olmo", "olmo2", "olmo3",
+            "phi", "phi3", "mixtral", "qwen2_moe", "qwen3_moe"]
 
 
 def _config(name, vocab):
@@ -23,17 +29,38 @@ def _config(name, vocab):
         return T.MistralConfig(**common)
     if name == "qwen3":
         return T.Qwen3Config(**common, head_dim=16)
+    if name == "gemma":
+        return T.GemmaConfig(**common, head_dim=16)
     if name == "gemma2":
         return T.Gemma2Config(**common, head_dim=16)
     if name == "gemma3_text":
         return T.Gemma3TextConfig(**common, head_dim=16)
+    if name == "mixtral":
+        return T.MixtralConfig(**common, num_local_experts=4, num_experts_per_tok=2)
+    if name == "qwen2_moe":
+        return T.Qwen2MoeConfig(**common, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                                shared_expert_intermediate_size=64)
+    if name == "qwen3_moe":
+        return T.Qwen3MoeConfig(**common, head_dim=16, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32)
+    if name == "smollm3":
+        return T.SmolLM3Config(**common, pad_token_id=0)
+    if name == "olmo":
+        return T.OlmoConfig(**common)
+    if name == "olmo2":
+        return T.Olmo2Config(**common)
+    if name == "olmo3":
+        return T.Olmo3Config(**common)
+    if name == "phi":
+        return T.PhiConfig(**{k: v for k, v in common.items() if k != "num_key_value_heads"})
+    if name == "phi3":
+        return T.Phi3Config(**common, pad_token_id=0)
     if name == "gpt_neox":
         return T.GPTNeoXConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                num_attention_heads=4, max_position_embeddings=128, use_parallel_residual=False)
     raise ValueError(name)
 
 
-@pytest.mark.parametrize("family", ["mistral", "qwen3", "gemma2", "gemma3_text", "gpt_neox"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_family_sites_point_at_the_residual_stream(family):
     from transformers import AutoModelForCausalLM
 
@@ -62,7 +89,7 @@ def _windowed(family):
     return Model(hf=hf, tokenizer=tok, spec=f"tiny-{family}", source="object")
 
 
-@pytest.mark.parametrize("family", ["mistral", "qwen3", "gemma2", "gemma3_text", "gpt_neox"])
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_padded_capture_equals_unpadded_rows_per_family(family, side):
     """Left padding passes per-row positions; right padding one broadcast row of positions: both give
@@ -76,7 +103,7 @@ def test_padded_capture_equals_unpadded_rows_per_family(family, side):
         torch.testing.assert_close(batched[site], torch.cat([a[site] for a in alone]), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("family", ["mistral", "qwen3", "gemma2", "gemma3_text", "gpt_neox"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_lens_decoding_loop_equals_hf_generate_per_family(family):
     """lens's decoding loop gives HF generate's tokens on a padded batch, also past a short sliding window
     (Mistral, Gemma 2/3 layers that attend to the last 8 positions only)."""
@@ -129,3 +156,27 @@ def test_right_padded_gpt2_capture_logs_no_missing_mask_warning(caplog):
     assert not [r for r in caplog.records if r.name.startswith("transformers")], caplog.text
     alone = capture(model, ["ab"], "blocks.1.hook_resid_post", "all", progress=False)
     torch.testing.assert_close(got["blocks.1.hook_resid_post"][-len(alone):], alone["blocks.1.hook_resid_post"])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_kv_cache_steering_equals_full_recompute_per_family(family):
+    """Steering under HF generate's KV cache (padded batch) gives the logits of one full forward over the
+    same sequence with the same interventions, at the same absolute positions, for every family."""
+    from lens.interventions import Intervention, Where
+    from tests.test_interventions import NEW, PROMPTS, _generate, _recompute
+
+    model = _windowed(family)
+    g = torch.Generator().manual_seed(0)
+    vec = lambda: torch.randn(model.d_model, generator=g) * 2.0  # noqa: E731
+    ivs = [Intervention("blocks.0.hook_resid_post", vec(), where=Where.first_step()),
+           Intervention("blocks.1.hook_mlp_out", vec(), where=Where.generated(1, 4)),
+           Intervention("blocks.1.hook_resid_pre", vec(), where=Where.prompt_last(2), scale=0.5)]
+    enc, out, h = _generate(model, PROMPTS, ivs)
+    width = enc["input_ids"].shape[1]
+    mask = torch.cat([enc["attention_mask"], torch.ones(len(PROMPTS), NEW, dtype=torch.long)], dim=1)
+    plen = enc["attention_mask"].sum(-1)
+    ref, h2 = _recompute(model, out.sequences, mask, ivs, plen, width)
+    torch.testing.assert_close(torch.stack(out.logits, dim=1), ref, atol=1e-4, rtol=1e-4)
+    for row in range(len(PROMPTS)):
+        last = int(plen[row]) + NEW - 1
+        assert h.log.positions(row) == [p for p in h2.log.positions(row) if p < last] and h.log.positions(row)
