@@ -7,6 +7,7 @@ Peak memory of capture-to-disk is measured in fresh subprocesses (ru_maxrss) at 
 from __future__ import annotations
 
 import copy
+import functools
 import gc
 import json
 import random
@@ -20,6 +21,7 @@ import time
 import torch
 
 from lens.capture import capture
+from lens.families import family_of
 from lens.models import Model
 
 
@@ -132,7 +134,7 @@ def capture_rows(model: Model, n_texts: int = 64, batch_size: int = 8, repeats: 
         from nnsight import LanguageModel
 
         lm = LanguageModel(copy.deepcopy(model.hf), tokenizer=tok)
-        layers = lm.transformer.h if model.family == "gpt2" else lm.model.layers
+        layers = functools.reduce(getattr, family_of(model.family).layers.split("."), lm)  # the same modules
 
         def nn_trace():
             for b in batches:
@@ -182,6 +184,7 @@ import json, resource, sys, tempfile, torch
 sys.path.insert(0, {root!r})
 from benchmarks.capture import _texts
 from lens.capture import capture
+from lens.families import family_of
 from lens import load_model
 from lens.tiny import tiny_model
 spec, n = sys.argv[1], int(sys.argv[2])

@@ -1,10 +1,10 @@
 """Where each model family keeps its decoder layers and per-layer outputs.
 
 One small table per family maps TransformerLens-style site names onto Hugging Face modules.
-To add a family, add a `Family` entry to `FAMILIES` keyed by the HF `config.model_type`
-(and tests in tests/test_sites.py): give the dotted path to the list of decoder layers and,
-relative to one layer, the modules whose outputs are the attention and MLP contributions that
-are added to the residual stream.
+To add a family, add a `Family` entry to `FAMILIES` keyed by the HF `config.model_type` (and a tiny
+config of it to tests/test_families.py, which runs every per-family test on it): give the dotted path to
+the list of decoder layers and, relative to one layer, the modules whose outputs are the attention and
+MLP contributions that are added to the residual stream.
 
 Capture runs right-padded batches without a padding mask when `Model.causal` holds (lens/capture.py
 `_forward`): that property reads the config switches HF has for bidirectional attention

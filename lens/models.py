@@ -78,13 +78,15 @@ class Model:
 
     @property
     def causal(self) -> bool:
-        """Whether no token attends to a later one: False when the config switches the family to
-        bidirectional attention (Gemma's `use_bidirectional_attention`, HF's `is_causal=False`) or any
-        module says `is_causal = False` (HF's SDPA and flash paths read that attribute)."""
+        """Whether no token of the language model attends to a later one: False when the config switches
+        the family to bidirectional attention (Gemma's `use_bidirectional_attention`, HF's `is_causal=False`)
+        or a module of the decoder layers says `is_causal = False` (HF's SDPA and flash paths read that
+        attribute; a vision tower's encoder, as in Gemma 3, is not read)."""
         cfgs = [c for c in (self.hf.config, getattr(self.hf.config, "text_config", None)) if c is not None]
         if any(getattr(c, "use_bidirectional_attention", False) or not getattr(c, "is_causal", True) for c in cfgs):
             return False
-        return all(getattr(m, "is_causal", True) is not False for m in self.hf.modules())
+        layers = self.hf.get_submodule(family_of(self.family).layers)
+        return all(getattr(m, "is_causal", True) is not False for m in layers.modules())
 
     @property
     def vocab_size(self) -> int:

@@ -258,3 +258,22 @@ def test_nan_in_activations_names_the_site_and_input(tmp_path, select, to_disk):
                 batch_size=2, progress=False)
     acts = capture(m, ["ab", "cd"], "blocks.2.hook_resid_post", select, progress=False)  # clean inputs pass
     assert torch.isfinite(acts["blocks.2.hook_resid_post"]).all()
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_right_padded_batches_run_without_a_padding_mask(tiny, family):
+    """On a causal model right pads come after every real token, so capture's forward gets no padding mask
+    (GPT-2: an all-ones one, which HF skips alike); left-padded batches get the mask."""
+    model = tiny(family)
+    seen = []
+    handle = model.hf.register_forward_pre_hook(lambda m, a, kw: seen.append(kw.get("attention_mask")),
+                                                with_kwargs=True)
+    try:
+        for side in ("right", "left"):
+            capture(model, ["a longer text here", "ab"], "blocks.0.hook_resid_post", batch_size=2,
+                    padding_side=side, progress=False)
+    finally:
+        handle.remove()
+    right, left = seen
+    assert right is None if family == "llama" else bool(right.all())
+    assert left is not None and not bool(left.all())

@@ -14,10 +14,9 @@ from lens.models import Model
 from lens.tiny import char_tokenizer
 
 TEXT = ["Q:12+34=?\n<think>12+34=46</think>A:46"]
-# every family in lens/families.py but llama, qwen2 and gpt2 (lens.tiny: tests/test_capture.py and the others)
-# and gemma3 (the multimodal wrapper around Gemma 3 text's layout)
-FAMILIES = ["mistral", "qwen3", "gemma", "gemma2", "gemma3_text", "gpt_neox", "smollm3", "olmo", "olmo2", "olmo3",
-            "phi", "phi3", "mixtral", "qwen2_moe", "qwen3_moe"]
+# every family in lens/families.py but gemma3, the multimodal wrapper (its own test below)
+FAMILIES = ["llama", "qwen2", "gpt2", "mistral", "qwen3", "gemma", "gemma2", "gemma3_text", "gpt_neox", "smollm3",
+            "olmo", "olmo2", "olmo3", "phi", "phi3", "mixtral", "qwen2_moe", "qwen3_moe"]
 
 
 def _config(name, vocab):
@@ -25,6 +24,12 @@ def _config(name, vocab):
 
     common = dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    if name == "llama":
+        return T.LlamaConfig(**common)
+    if name == "qwen2":
+        return T.Qwen2Config(**common)
+    if name == "gpt2":
+        return T.GPT2Config(vocab_size=vocab, n_embd=64, n_layer=2, n_head=4, n_positions=128)
     if name == "mistral":
         return T.MistralConfig(**common)
     if name == "qwen3":
@@ -43,13 +48,13 @@ def _config(name, vocab):
     if name == "qwen3_moe":
         return T.Qwen3MoeConfig(**common, head_dim=16, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32)
     if name == "smollm3":
-        return T.SmolLM3Config(**common, pad_token_id=0)
+        return T.SmolLM3Config(**common, pad_token_id=0, no_rope_layers=[1, 0])  # layer 1 without rotary (NoPE)
     if name == "olmo":
         return T.OlmoConfig(**common)
     if name == "olmo2":
         return T.Olmo2Config(**common)
     if name == "olmo3":
-        return T.Olmo3Config(**common)
+        return T.Olmo3Config(**common, layer_types=["sliding_attention", "full_attention"])
     if name == "phi":
         return T.PhiConfig(**{k: v for k, v in common.items() if k != "num_key_value_heads"})
     if name == "phi3":
@@ -76,12 +81,12 @@ def test_family_sites_point_at_the_residual_stream(family):
     torch.testing.assert_close(got[s[2]] + got[s[3]], got[s[4]] - got[s[1]], atol=1e-4, rtol=1e-4)
 
 
-def _windowed(family):
+def _windowed(family, seed=0):
     """A tiny random model of `family` whose sliding-window layers (if any) attend to 8 positions."""
     from transformers import AutoModelForCausalLM
 
     tok = char_tokenizer()
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     cfg = _config(family, len(tok))
     if hasattr(cfg, "sliding_window"):
         cfg.sliding_window = 8
@@ -95,6 +100,7 @@ def test_padded_capture_equals_unpadded_rows_per_family(family, side):
     """Left padding passes per-row positions; right padding one broadcast row of positions: both give
     each text's unpadded values, also past a sliding window of 8 (Mistral, Gemma 2/3 local layers)."""
     model = _windowed(family)
+    assert model.causal  # so right-padded batches run without a padding mask (lens/capture.py _forward)
     texts = [TEXT[0], "Q:1+2=?\nA:3", TEXT[0] + " and more tokens past the window"]
     s = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
     batched = capture(model, texts, s, "all", batch_size=3, padding_side=side, progress=False)
@@ -118,12 +124,12 @@ def test_lens_decoding_loop_equals_hf_generate_per_family(family):
         torch.testing.assert_close(x.top2, y.top2, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("family", ["gemma2", "gemma3_text"])
-def test_bidirectional_config_keeps_the_padding_mask(family):
-    """A config that turns on bidirectional attention (EmbeddingGemma-style) is not causal: right pads
-    would be seen by real tokens, so capture keeps the padding mask there and stays exact."""
+def test_bidirectional_config_keeps_the_padding_mask():
+    """A Gemma 3 config with bidirectional attention (EmbeddingGemma-style) is not causal: real tokens would
+    see right pads, so capture keeps the padding mask there and stays exact (without it this fails)."""
     from transformers import AutoModelForCausalLM
 
+    family = "gemma3_text"
     tok = char_tokenizer()
     torch.manual_seed(0)
     cfg = _config(family, len(tok))
@@ -180,3 +186,63 @@ def test_kv_cache_steering_equals_full_recompute_per_family(family):
     for row in range(len(PROMPTS)):
         last = int(plen[row]) + NEW - 1
         assert h.log.positions(row) == [p for p in h2.log.positions(row) if p < last] and h.log.positions(row)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_final_norm_then_head_gives_the_models_logits(family):
+    """Family.final_norm is the norm between the last resid_post and the unembedding."""
+    from lens.families import family_of
+
+    model = _windowed(family)
+    ids = model.tokenizer(TEXT, return_tensors="pt")["input_ids"]
+    last = capture(model, [ids[0]], f"blocks.{model.n_layers - 1}.hook_resid_post", progress=False)
+    norm = model.hf.get_submodule(family_of(family).final_norm)
+    with torch.no_grad():
+        logits = model.hf(input_ids=ids).logits[0]
+        mine = model.hf.get_output_embeddings()(norm(last[f"blocks.{model.n_layers - 1}.hook_resid_post"]))
+    torch.testing.assert_close(mine, logits, atol=1e-4, rtol=1e-4)
+
+
+def test_gemma3_multimodal_is_causal_and_captures_padded_rows_exactly():
+    """Gemma 3's multimodal wrapper: its vision encoder's bidirectional attention does not make the language
+    model non-causal, and its padded capture gives the unpadded rows (text-only inputs)."""
+    import transformers as T
+
+    tok = char_tokenizer()
+    torch.manual_seed(0)
+    text = T.Gemma3TextConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=128,
+                              sliding_window=8)
+    vision = T.SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                  image_size=28, patch_size=14)
+    cfg = T.Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4, image_token_index=len(tok) - 1)
+    model = Model(hf=T.Gemma3ForConditionalGeneration(cfg).eval(), tokenizer=tok, spec="tiny-gemma3", source="object")
+    assert model.family == "gemma3" and model.causal
+    texts = [TEXT[0], "Q:1+2=?\nA:3"]
+    s = ["blocks.0.hook_attn_out", "blocks.1.hook_resid_post"]
+    for side in ("left", "right"):
+        batched = capture(model, texts, s, "all", batch_size=2, padding_side=side, progress=False)
+        alone = [capture(model, [t], s, "all", progress=False) for t in texts]
+        for site in s:
+            torch.testing.assert_close(batched[site], torch.cat([a[site] for a in alone]), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_kv_cached_hybrid_equals_full_recompute_per_family(family):
+    """The hybrid's cache rollback (drop the newest position, re-run it steered) also works past a sliding
+    window of 8 (Mistral, Gemma 2/3, OLMo 3 local layers), where HF's sliding caches refuse to crop. The KL
+    gate at 0 and no guardrail steer every step (tiny tied-embedding models copy their input token, and
+    both models of a pair agree on it)."""
+    from lens.hybrid import HybridConfig, hybrid_generate, hybrid_generate_reference
+
+    base, thinking = _windowed(family), _windowed(family, seed=1)
+    g = torch.Generator().manual_seed(3)
+    cfg = lambda: HybridConfig("blocks.1.hook_resid_post",  # noqa: E731
+                               {f"c{i}": torch.randn(base.d_model, generator=g) * 4 for i in range(3)},
+                               bias=torch.randn(base.d_model, generator=g), gate="kl", kl_threshold=0.0,
+                               ablation="no_guardrail")
+    prompts = ["Q:12+3=?", "hello there my friend", "ab"]
+    fast = hybrid_generate(base, thinking, prompts, cfg(), max_new_tokens=12)
+    g.manual_seed(3)
+    ref = hybrid_generate_reference(base, thinking, prompts, cfg(), max_new_tokens=12)
+    assert fast.tokens == ref.tokens and torch.equal(fast.steered, ref.steered) and fast.steered.any()

@@ -34,6 +34,30 @@ def _drop_last(cache) -> None:
         cache.crop(cache.get_seq_length() - 1)
 
 
+def _recording_cache(model: Model):
+    """An empty cache for `model` that can be rolled back by one position, or None (the model makes its own).
+
+    Sliding-window layers (Mistral, Gemma 2/3, OLMo 3, ...) keep only the last window - 1 positions and
+    refuse `crop` once the window is reached, unless past recording is on: then they keep every position
+    until `crop` restricts them again (`_trim`, after each step). Turned on before the prefill, so that the
+    prefill's last position can be rolled back too. transformers < 5 keeps every position anyway."""
+    try:
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=model.hf.config)
+    except (ImportError, TypeError):
+        return None
+    if not hasattr(cache, "activate_past_recording"):
+        return None
+    cache.activate_past_recording()
+    return cache
+
+
+def _trim(cache) -> None:
+    """Restrict recording sliding-window layers back to their window (a no-op for full-attention layers)."""
+    cache.crop(0)
+
+
 def _last_kv(cache) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
     """Copies of every layer's keys/values at the newest position, or None if the cache hides them."""
     layers = getattr(cache, "layers", None)
@@ -81,7 +105,8 @@ def hybrid_generate(
         resid["h"] = h[:, -1].detach()
 
     iv = Intervention(cfg.site, torch.zeros(base.d_model), where=Where.on_gate("hybrid"), source="hybrid")
-    b_cache = t_cache = None
+    b_cache, t_cache = _recording_cache(base), None
+    recording = b_cache is not None
     step_ids = ids
     with torch.no_grad(), steer(base, [iv], record=False) as handle, hooks(thinking, {cfg.site: keep_last}):
         gate = handle.gates["hybrid"]
@@ -116,6 +141,8 @@ def hybrid_generate(
                     gate.set(gated & (pick >= 0).to(dev), vec, chosen.to(dev))
                     _forward(base, step_ids[:, -1:], mask, b_cache)
                 log.steer(k, gated.cpu(), pick, cat.cpu())
+            if recording:
+                _trim(b_cache)
             token = log.advance(k, gated.cpu(), token.cpu()).to(dev)
             step_ids = token[:, None]
             mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=dev)], dim=1)
