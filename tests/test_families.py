@@ -246,3 +246,23 @@ def test_kv_cached_hybrid_equals_full_recompute_per_family(family):
     g.manual_seed(3)
     ref = hybrid_generate_reference(base, thinking, prompts, cfg(), max_new_tokens=12)
     assert fast.tokens == ref.tokens and torch.equal(fast.steered, ref.steered) and fast.steered.any()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cot_decoding_equals_branch_by_branch_per_family(family):
+    """CoT-decoding's one prefill, expanded cache and batched branches give the branch-by-branch reference's
+    tokens and margins, also past a sliding window of 8."""
+    from lens.decoding import cot_decode, cot_decode_reference
+    from lens.evaluation.answers import Extracted
+
+    def tail(text):
+        return Extracted(text[-3:], len(text) - 3, len(text)) if len(text) >= 3 else None
+
+    model = _windowed(family)
+    prompts = ["Q: 12+7=?\nA:", "x"]
+    fast = cot_decode(model, prompts, k=3, max_new_tokens=12, extractor=tail)
+    slow = cot_decode_reference(model, prompts, k=3, max_new_tokens=12, extractor=tail)
+    for f, s in zip(fast, slow, strict=True):
+        for bf, bs in zip(f.branches, s.branches, strict=True):
+            assert bf.token_ids == bs.token_ids and bf.first_token == bs.first_token
+            torch.testing.assert_close(bf.margins, bs.margins, atol=1e-5, rtol=1e-5)
