@@ -35,7 +35,8 @@ def _drop_last(cache) -> None:
 
 
 def _recording_cache(model: Model):
-    """An empty cache for `model` that can be rolled back by one position, or None (the model makes its own).
+    """An empty cache for `model` that can be rolled back by one position, or None (the model makes its own,
+    which can already be: every layer has full attention, or transformers < 5).
 
     Sliding-window layers (Mistral, Gemma 2/3, OLMo 3, ...) keep only the last window - 1 positions and
     refuse `crop` once the window is reached, unless past recording is on: then they keep every position
@@ -47,8 +48,8 @@ def _recording_cache(model: Model):
         cache = DynamicCache(config=model.hf.config)
     except (ImportError, TypeError):
         return None
-    if not hasattr(cache, "activate_past_recording"):
-        return None
+    if not any(hasattr(layer, "activate_past_recording") for layer in getattr(cache, "layers", [])):
+        return None  # full attention only: crop works as it is, and the model's own cache skips `_trim`
     cache.activate_past_recording()
     return cache
 
