@@ -34,29 +34,21 @@ def _drop_last(cache) -> None:
         cache.crop(cache.get_seq_length() - 1)
 
 
-def _recording_cache(model: Model):
-    """An empty cache for `model` that can be rolled back by one position, or None (the model makes its own,
-    which can already be: every layer has full attention, or transformers < 5).
+def _rollback_cache() -> object | None:
+    """An empty KV cache that keeps every position of every layer, so `_drop_last` can always roll back one.
 
-    Sliding-window layers (Mistral, Gemma 2/3, OLMo 3, ...) keep only the last window - 1 positions and
-    refuse `crop` once the window is reached, unless past recording is on: then they keep every position
-    until `crop` restricts them again (`_trim`, after each step). Turned on before the prefill, so that the
-    prefill's last position can be rolled back too. transformers < 5 keeps every position anyway."""
+    The cache a model builds for itself gives sliding-window layers (Mistral, Gemma 2/3, OLMo 3, Phi-3, ...)
+    a layer that keeps only the last window - 1 positions and refuses `crop` once the window is reached
+    (transformers 4.56 on; 5.15 on can record the past, earlier 5.x cannot). A cache built without a config
+    holds full layers: the model's attention mask still applies each layer's window, so the outputs are the
+    same, and those layers hold the whole sequence (as full-attention layers do). None when the installed
+    transformers has no `DynamicCache` (the model then makes its own)."""
     try:
         from transformers import DynamicCache
 
-        cache = DynamicCache(config=model.hf.config)
-    except (ImportError, TypeError):
+        return DynamicCache()
+    except Exception:  # noqa: BLE001 - any failure: let the model build its own cache, as before
         return None
-    if not any(hasattr(layer, "activate_past_recording") for layer in getattr(cache, "layers", [])):
-        return None  # full attention only: crop works as it is, and the model's own cache skips `_trim`
-    cache.activate_past_recording()
-    return cache
-
-
-def _trim(cache) -> None:
-    """Restrict recording sliding-window layers back to their window (a no-op for full-attention layers)."""
-    cache.crop(0)
 
 
 def _last_kv(cache) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
@@ -106,8 +98,7 @@ def hybrid_generate(
         resid["h"] = h[:, -1].detach()
 
     iv = Intervention(cfg.site, torch.zeros(base.d_model), where=Where.on_gate("hybrid"), source="hybrid")
-    b_cache, t_cache = _recording_cache(base), None
-    recording = b_cache is not None
+    b_cache, t_cache = _rollback_cache(), None
     step_ids = ids
     with torch.no_grad(), steer(base, [iv], record=False) as handle, hooks(thinking, {cfg.site: keep_last}):
         gate = handle.gates["hybrid"]
@@ -142,8 +133,6 @@ def hybrid_generate(
                     gate.set(gated & (pick >= 0).to(dev), vec, chosen.to(dev))
                     _forward(base, step_ids[:, -1:], mask, b_cache)
                 log.steer(k, gated.cpu(), pick, cat.cpu())
-            if recording:
-                _trim(b_cache)
             token = log.advance(k, gated.cpu(), token.cpu()).to(dev)
             step_ids = token[:, None]
             mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=dev)], dim=1)
