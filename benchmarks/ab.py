@@ -5,6 +5,8 @@
                                                      # (what lens runs on right-padded batches): hook cost only
     python benchmarks/ab.py steering [--rounds 30]   # lens steered generation (add every generated position;
                                                      # lens.decoding.generate) vs plain HF generate
+    python benchmarks/ab.py hybrid [--rounds 10]     # lens hybrid (organism pair, its own vectors) vs plain
+                                                     # greedy HF generate of the base (16 prompts, 64 tokens)
 
 Tiny random Llama (4 layers, width 128), one torch thread; prints the median of each and their ratio
 (and the ratio of the fastest rounds), by wall clock and by this process's CPU time (one thread: the
@@ -49,15 +51,39 @@ def _pair(what: str):
                         m.hf(input_ids=b["input_ids"], use_cache=False)
 
         return bare, lambda: capture(m, ids, sites, "all", batch_size=8, progress=False), None
+    if what == "hybrid":
+        return _hybrid_pair()
     from benchmarks.steering import steering_pair
 
     plain, steered, _, _, _ = steering_pair(m, batch=4, new_tokens=64)
     return plain, steered, 64
 
 
+def _hybrid_pair():
+    """Plain greedy generation of the organism's base vs the hybrid with the organism's own vectors."""
+    from benchmarks.steering import organism_configs
+    from lens import load_model
+    from lens.hybrid import hybrid_generate
+    from lens.studies.organism_inputs import heldout
+
+    base, thinking = load_model("organism:base"), load_model("organism:thinking")
+    prompts, new = heldout(16)[0], 64
+    cfg = next(iter(organism_configs(base, thinking).values()))
+    tok = base.tokenizer
+    tok.padding_side = "left"
+    enc = tok(prompts, return_tensors="pt", padding=True)
+
+    def plain():
+        with torch.no_grad():
+            base.hf.generate(**enc, max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                             pad_token_id=tok.pad_token_id, eos_token_id=None)
+
+    return plain, lambda: hybrid_generate(base, thinking, prompts, cfg, max_new_tokens=new, eos_token_id=-1), new
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["capture", "capture-nomask", "steering"])
+    ap.add_argument("what", choices=["capture", "capture-nomask", "steering", "hybrid"])
     ap.add_argument("--rounds", type=int, default=30)
     args = ap.parse_args()
     torch.set_num_threads(1)
