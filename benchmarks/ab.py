@@ -8,9 +8,10 @@
     python benchmarks/ab.py hybrid [--rounds 10]     # lens hybrid (organism pair, its own vectors) vs plain
                                                      # greedy HF generate of the base (16 prompts, 64 tokens)
 
-Tiny random Llama (4 layers, width 128), one torch thread; prints the median of each and their ratio
-(and the ratio of the fastest rounds), by wall clock and by this process's CPU time (one thread: the
-CPU time leaves out the moments other jobs on a shared machine held the core).
+capture and steering: tiny random Llama (4 layers, width 128); hybrid: the bundled organism. One torch
+thread; prints the median of each and their ratio (and the ratio of the fastest rounds), by wall clock and
+by this process's CPU time (one thread: the CPU time leaves out the moments other jobs on a shared machine
+held the core).
 """
 
 from __future__ import annotations

@@ -2,13 +2,15 @@
 
 One small table per family maps TransformerLens-style site names onto Hugging Face modules.
 To add a family, add a `Family` entry to `FAMILIES` keyed by the HF `config.model_type` (and a tiny
-config of it to tests/test_families.py, which runs every per-family test on it): give the dotted path to
+config of it to `_config` and its name to `FAMILIES` in tests/test_families.py, which runs every per-family
+test on it): give the dotted path to
 the list of decoder layers and, relative to one layer, the modules whose outputs are the attention and
 MLP contributions that are added to the residual stream.
 
 Capture runs right-padded batches without a padding mask when `Model.causal` holds (lens/capture.py
 `_forward`): that property reads the config switches HF has for bidirectional attention
-(`use_bidirectional_attention`, `is_causal=False`); a new family with another such switch adds it there.
+(`use_bidirectional_attention`, `is_causal=False`) and the decoder layers' modules' `is_causal`; a new family
+with another such switch adds it there.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """Every family in the site table, on a tiny random model of that architecture.
 
 Per family: resid_pre(L+1) == resid_post(L) and attn_out + mlp_out == resid_post - resid_pre (the table
-points at the right modules; parallel blocks such as Phi-2's included), padded capture batches give the
-unpadded rows, lens's decoding loop gives HF generate's tokens, and steering under the KV cache equals a
-full recompute. Also: bidirectional configs keep the padding mask; GPT-2 logs no missing-mask warning.
+points at the right modules; parallel blocks such as Phi-2's included), the final norm and the head give the
+logits, padded capture batches give the unpadded rows, lens's decoding loop gives HF generate's tokens,
+steering under the KV cache equals a full recompute, the KV-cached hybrid equals its full-recompute
+reference, and CoT-decoding equals its branch-by-branch reference. Also: a bidirectional config keeps the
+padding mask; GPT-2 logs no missing-mask warning; the Gemma 3 multimodal wrapper is causal and exact.
 """
 
 import pytest
