@@ -96,6 +96,14 @@ def _windowed(family, seed=0):
     return Model(hf=hf, tokenizer=tok, spec=f"tiny-{family}", source="object")
 
 
+def _assert_padded_equals_alone(model, texts, sites, side="right"):
+    """Capturing `texts` as one padded batch gives, site by site, each text's rows captured alone."""
+    batched = capture(model, texts, sites, "all", batch_size=len(texts), padding_side=side, progress=False)
+    alone = [capture(model, [t], sites, "all", progress=False) for t in texts]
+    for site in sites:
+        torch.testing.assert_close(batched[site], torch.cat([a[site] for a in alone]), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_padded_capture_equals_unpadded_rows_per_family(family, side):
@@ -104,11 +112,7 @@ def test_padded_capture_equals_unpadded_rows_per_family(family, side):
     model = _windowed(family)
     assert model.causal  # so right-padded batches run without a padding mask (lens/capture.py _forward)
     texts = [TEXT[0], "Q:1+2=?\nA:3", TEXT[0] + " and more tokens past the window"]
-    s = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
-    batched = capture(model, texts, s, "all", batch_size=3, padding_side=side, progress=False)
-    alone = [capture(model, [t], s, "all", progress=False) for t in texts]
-    for site in s:
-        torch.testing.assert_close(batched[site], torch.cat([a[site] for a in alone]), atol=1e-5, rtol=1e-5)
+    _assert_padded_equals_alone(model, texts, ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"], side)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -139,11 +143,7 @@ def test_bidirectional_config_keeps_the_padding_mask():
     model = Model(hf=AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval(), tokenizer=tok,
                   spec=f"tiny-{family}", source="object")
     assert not model.causal and _windowed(family).causal
-    texts = [TEXT[0], "Q:1+2=?\nA:3"]
-    batched = capture(model, texts, "blocks.1.hook_resid_post", "all", batch_size=2, progress=False)
-    alone = [capture(model, [t], "blocks.1.hook_resid_post", "all", progress=False) for t in texts]
-    torch.testing.assert_close(batched["blocks.1.hook_resid_post"],
-                               torch.cat([a["blocks.1.hook_resid_post"] for a in alone]), atol=1e-5, rtol=1e-5)
+    _assert_padded_equals_alone(model, [TEXT[0], "Q:1+2=?\nA:3"], ["blocks.1.hook_resid_post"])
 
 
 def test_right_padded_gpt2_capture_logs_no_missing_mask_warning(caplog):
@@ -220,13 +220,9 @@ def test_gemma3_multimodal_is_causal_and_captures_padded_rows_exactly():
     cfg = T.Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4, image_token_index=len(tok) - 1)
     model = Model(hf=T.Gemma3ForConditionalGeneration(cfg).eval(), tokenizer=tok, spec="tiny-gemma3", source="object")
     assert model.family == "gemma3" and model.causal
-    texts = [TEXT[0], "Q:1+2=?\nA:3"]
-    s = ["blocks.0.hook_attn_out", "blocks.1.hook_resid_post"]
     for side in ("left", "right"):
-        batched = capture(model, texts, s, "all", batch_size=2, padding_side=side, progress=False)
-        alone = [capture(model, [t], s, "all", progress=False) for t in texts]
-        for site in s:
-            torch.testing.assert_close(batched[site], torch.cat([a[site] for a in alone]), atol=1e-5, rtol=1e-5)
+        _assert_padded_equals_alone(model, [TEXT[0], "Q:1+2=?\nA:3"], ["blocks.0.hook_attn_out",
+                                                                       "blocks.1.hook_resid_post"], side)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
