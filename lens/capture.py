@@ -21,6 +21,7 @@ from jaxtyping import Float, Int
 
 from .batching import Batch, encode_mixed, flat_ids, pad, token_rows
 from .errors import LensError
+from .families import family_of
 from .heap import settle_heap
 from .hooks import hooks
 from .models import Model
@@ -135,7 +136,7 @@ def reading(model: Model, sites: list[Site]) -> Iterator[dict]:
     made meanwhile by someone else (say, a lazy input generator that generates text) is untouched.
     After the deepest site the capture's forward stops (nothing later is needed, the unembedding included).
     """
-    state: dict = {"on": False, "causal": model.causal}
+    state: dict = {"on": False, "causal": model.causal, "mask_expected": family_of(model.family).mask_expected}
 
     def reader(name: str):
         def fn(h: torch.Tensor) -> None:
@@ -165,11 +166,11 @@ def _forward(state: dict, model: Model, batch: Batch) -> None:
         # (2) a causal model needs no padding mask: no token sees a later slot, and right pads only come
         # after a row's real tokens, so real tokens compute exactly what they compute unpadded (the pads'
         # own rows differ, and are never read). Without the mask HF skips building a [batch, 1, seq, seq]
-        # one and SDPA takes its causal kernel. GPT-2 gets an all-ones mask instead of none (same path in
-        # HF, and no "pass an attention_mask" warning); a bidirectional config keeps the padding mask.
+        # one and SDPA takes its causal kernel. A family marked `mask_expected` (GPT-2) gets an all-ones mask
+        # instead (same path in HF, no "pass an attention_mask" warning); a bidirectional config keeps the padding mask.
         if state["causal"]:
             ids = to_device(ids, dev)
-            mask = torch.ones_like(ids) if model.family == "gpt2" else None
+            mask = torch.ones_like(ids) if state["mask_expected"] else None
         elif ids.device != dev:
             ids, mask = to_device(torch.stack([ids, mask.long()]), dev).unbind(0)
         pos = torch.arange(ids.shape[1], device=ids.device)[None]

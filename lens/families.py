@@ -28,6 +28,8 @@ class Family:
     attn_out / mlp_out: dotted path inside one layer to the module whose output is added to the
         residual stream (after any post-norm, as Gemma 2/3 apply), or None when not exposed.
     final_norm: dotted path to the final norm before the unembedding.
+    mask_expected: the HF model warns when a padded batch comes without an attention mask (GPT-2), so
+        capture passes an all-ones mask where it needs none.
     """
 
     name: str
@@ -35,6 +37,7 @@ class Family:
     attn_out: str | None
     mlp_out: str | None
     final_norm: str
+    mask_expected: bool = False
 
 
 _LLAMA_LIKE = dict(layers="model.layers", attn_out="self_attn", mlp_out="mlp", final_norm="model.norm")
@@ -70,7 +73,8 @@ FAMILIES: dict[str, Family] = {
         mlp_out="post_feedforward_layernorm",
         final_norm="model.language_model.norm",
     ),
-    "gpt2": Family("gpt2", layers="transformer.h", attn_out="attn", mlp_out="mlp", final_norm="transformer.ln_f"),
+    "gpt2": Family("gpt2", layers="transformer.h", attn_out="attn", mlp_out="mlp", final_norm="transformer.ln_f",
+                   mask_expected=True),
     "gpt_neox": Family(
         "gpt_neox",
         layers="gpt_neox.layers",
