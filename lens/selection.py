@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import LensError
+from .errors import LensError, check_text
 
 
 @dataclass
@@ -35,25 +35,31 @@ class Example:
     @classmethod
     def of(cls, item: str | dict | Example | Sequence[int] | torch.Tensor) -> Example:
         """Normalise a str, an Example, a sequence / 1-D tensor of token ids, or a dict with "text",
-        "prompt"(+"completion") (+"spans"), or "input_ids"."""
+        "prompt"(+"completion") (+"spans"), or "input_ids".
+
+        Texts must be strings of valid Unicode: a number, a null or a lone surrogate is refused with a
+        LensError naming the field (a completion is optional: leave the key out, not null).
+        """
         if isinstance(item, Example):
             return item
         if isinstance(item, str):
-            return cls(item)
+            return cls(check_text("the text", item))
         if isinstance(item, torch.Tensor) or (isinstance(item, (list, tuple)) and item and isinstance(item[0], int)):
             return cls.of_ids(item)
         if isinstance(item, dict):
             if "input_ids" in item:
                 meta = {k: v for k, v in item.items() if k != "input_ids"}
                 return cls.of_ids(item["input_ids"], meta)
-            spans = [tuple(s) for s in item.get("spans", [])]
-            spans = [(int(s[0]), int(s[1]), str(s[2]) if len(s) > 2 else "") for s in spans]
+            spans = _spans(item.get("spans", []))
             meta = {k: v for k, v in item.items() if k not in ("text", "prompt", "completion", "spans")}
             if "prompt" in item:
-                prompt = str(item["prompt"])
-                return cls(prompt + str(item.get("completion", "")), len(prompt), spans, meta)
+                prompt = check_text('"prompt"', item["prompt"])
+                if "completion" in item and item["completion"] is None:
+                    raise LensError('"completion" is null; give a string ("" for none) or leave the key out')
+                completion = check_text('"completion"', item.get("completion", ""))
+                return cls(prompt + completion, len(prompt), spans, meta)
             if "text" in item:
-                return cls(str(item["text"]), None, spans, meta)
+                return cls(check_text('"text"', item["text"]), None, spans, meta)
         raise LensError(
             f"cannot read input {str(item)[:60]!r}: give a string, a list of token ids, or an object with "
             "\"text\", \"prompt\" (and optionally \"completion\", \"spans\") or \"input_ids\""
@@ -67,6 +73,8 @@ class Example:
                 raise LensError(f"token ids must be a 1-D integer tensor, got shape {tuple(ids.shape)} {ids.dtype}; "
                                 "pass one sequence per input (rows of a batch as separate inputs)")
             ids = ids.tolist()
+        if isinstance(ids, (str, bytes, dict)) or not isinstance(ids, Sequence):
+            raise LensError(f"token ids must be a list of ints, got {type(ids).__name__} {str(ids)[:40]!r}")
         try:
             ids = tuple(map(operator.index, ids))  # ints (numpy ints too); floats raise
         except (TypeError, ValueError):
@@ -74,6 +82,29 @@ class Example:
         if not ids or min(ids) < 0:
             raise LensError(f"token ids must be a non-empty list of non-negative ints, got {list(ids)[:8]}")
         return cls("", meta=dict(meta or {}), token_ids=ids)
+
+
+def _spans(raw: object) -> list[tuple[int, int, str]]:
+    """An input's "spans": [start, end] or [start, end, label] character ranges, checked."""
+    if not isinstance(raw, list):
+        raise LensError(f'"spans" must be a list of [start, end, label] character ranges, got {raw!r:.60}')
+    out = []
+    for s in raw:
+        if (not isinstance(s, (list, tuple)) or len(s) not in (2, 3)
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in s[:2]) or not 0 <= s[0] <= s[1]):
+            raise LensError(f'each of "spans" must be [start, end, label] with 0 <= start <= end ints, got {s!r:.60}')
+        label = s[2] if len(s) > 2 else ""
+        out.append((s[0], s[1], check_text("a span label", label) if isinstance(label, str) else str(label)))
+    return out
+
+
+def to_examples(items, first: int = 0):
+    """`Example.of` over `items`, lazily; a refused item's LensError names its index (counting from `first`)."""
+    for i, item in enumerate(items, first):
+        try:
+            yield Example.of(item)
+        except LensError as e:
+            raise LensError(f"input {i}: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -275,9 +306,15 @@ def parse_select(text: str | Selection) -> Selection:
         if name == "last_prompt":
             return LastPromptToken()
         if name == "positions":
-            return Positions(tuple(int(x) for x in arg.split(",") if x.strip()))
+            positions = tuple(int(x) for x in arg.split(",") if x.strip())
+            if not positions:
+                raise ValueError("give at least one position, e.g. positions:0,-1")
+            return Positions(positions)
         if name == "last":
-            return LastN(int(arg) if arg else 1)  # "last" alone: the last token
+            n = int(arg) if arg else 1  # "last" alone: the last token
+            if n < 1:
+                raise ValueError(f"N must be at least 1, got {n}")
+            return LastN(n)
         if name == "spans":
             return CharSpans(mean=arg != "tokens")
         if name in ("regex", "regex-mean"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from lens.errors import LensError
+from lens.errors import LensError, check_number
 
 ARCHITECTURES = ("topk", "batchtopk", "jumprelu", "standard")
 
@@ -57,17 +57,35 @@ class TrainConfig:
     sparse_decode: bool = True
 
     def __post_init__(self) -> None:
+        """Refuse settings no run can use: each number finite and in its range, k within d_sae when given."""
         if self.architecture not in ARCHITECTURES:
             raise LensError(f"unknown SAE architecture {self.architecture!r}; use one of {', '.join(ARCHITECTURES)}")
-        if self.batch_size < 1 or self.total_rows < self.batch_size:
-            raise LensError(f"need batch_size >= 1 and total_rows >= batch_size (got {self.batch_size}, "
-                            f"{self.total_rows})")
+        for name in ("expansion", "k", "total_rows", "batch_size", "buffer_rows", "dead_feature_window",
+                     "feature_sampling_window"):
+            check_number(name, getattr(self, name), 1, integer=True)
+        for name in ("lr_warm_up_steps", "lr_decay_steps", "checkpoint_every", "seed"):
+            check_number(name, getattr(self, name), 0, integer=True)
+        check_number("d_sae", self.d_sae, 1, integer=True)
+        check_number("lr", self.lr, 0, lo_open=True)
+        check_number("lr_end", self.lr_end, 0)
+        for name in ("l1_coefficient", "l0_coefficient", "jumprelu_init_threshold"):
+            check_number(name, getattr(self, name), 0)
+        if self.total_rows < self.batch_size:
+            raise LensError(f"total_rows ({self.total_rows}) must be at least batch_size ({self.batch_size})")
         if self.buffer_rows < 2 * self.batch_size:
             raise LensError(f"buffer_rows ({self.buffer_rows}) must be at least 2 x batch_size ({self.batch_size})")
         if self.normalize not in ("none", "expected_average_only_in"):
             raise LensError(f"normalize must be 'none' or 'expected_average_only_in', got {self.normalize!r}")
-        if self.k < 1:
-            raise LensError(f"k must be >= 1, got {self.k}")
+        if self.d_sae is not None:
+            self.check_width(1)
+
+    def check_width(self, d_in: int) -> None:
+        """Refuse a k larger than the SAE's width on `d_in`-dimensional rows (topk, batchtopk)."""
+        width = self.width(d_in)
+        if self.architecture in ("topk", "batchtopk") and self.k > width:
+            how = "as given" if self.d_sae else f"= expansion {self.expansion} x d_in {d_in}"
+            raise LensError(f"k ({self.k}) is larger than d_sae ({width} {how}); lower k or widen the SAE "
+                            "(--k, --expansion, --d-sae)")
 
     def width(self, d_in: int) -> int:
         return int(self.d_sae or self.expansion * d_in)
@@ -106,6 +124,7 @@ def training_sae(cfg: TrainConfig, d_in: int, metadata: dict[str, Any] | None = 
     )
     from sae_lens.saes.sae import SAEMetadata
 
+    cfg.check_width(d_in)
     common = dict(d_in=d_in, d_sae=cfg.width(d_in), device=cfg.device, dtype="float32",
                   normalize_activations=cfg.normalize)
     torch.manual_seed(cfg.seed)

@@ -14,8 +14,6 @@ adds a vector of norm exactly alpha.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from jaxtyping import Float
 
 from lens.artifacts import base_metadata, read_json, write_json
 from lens.errors import LensError
+from lens.outputs import atomic_folder, file_mode
 from lens.sites import Site
 
 LENS_META = "lens.json"
@@ -109,14 +108,16 @@ class Dictionary:
 
 def save_sae(sae, out: str | Path, *, site: str | None, model: dict | None = None, extra: dict | None = None,
              sparsity: torch.Tensor | None = None) -> Path:
-    """Save a sae_lens SAE (training or inference) as an sae_lens folder + lens.json, replacing `out` atomically."""
+    """Save a sae_lens SAE (training or inference) as an sae_lens folder + lens.json in one atomic step.
+
+    The files are written into a temporary folder that then takes `out`'s place in one rename: a
+    reader, or a kill at any point, sees the old folder or the new one, never neither and never half.
+    Files of the user's in `out` that an SAE folder does not own are kept; a run's checkpoints are not.
+    """
     from safetensors.torch import save_file
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; an SAE folder is meant to be shared
-    try:
+    with atomic_folder(out, "sae") as tmp:
         if site is not None:
             sae.cfg.metadata.hook_name = Site.parse(site).name
         if model:
@@ -131,20 +132,9 @@ def save_sae(sae, out: str | Path, *, site: str | None, model: dict | None = Non
                              d_sae=int(sae.cfg.d_sae), architecture=sae.cfg.architecture(), model=model or {},
                              **(extra or {}))
         write_json(tmp / LENS_META, meta)
-        keep = out / "checkpoints"  # a run's own checkpoints survive until it removes them
-        if keep.exists():
-            shutil.move(str(keep), tmp / "checkpoints")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        for f in tmp.iterdir():  # sae_lens writes with the default mode; keep the user's umask
+            if f.is_file():
+                os.chmod(f, file_mode())
     return out
 
 

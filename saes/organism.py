@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
+from lens.artifacts import cache_dir
 from lens.errors import LensError
 
 from .config import TrainConfig
@@ -30,16 +30,6 @@ from .search import prompt_rows, rank_features
 
 ORGANISM_SAE = TrainConfig(architecture="topk", expansion=8, k=8, total_rows=200_000, batch_size=1024,
                            buffer_rows=65_536, lr=1e-3, checkpoint_every=100, seed=0)
-
-
-def cache_dir() -> Path:
-    """Where lens keeps SAEs it trains on demand (never inside the repository)."""
-    env = os.environ.get("LENS_CACHE")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("reasoning-lens"))
 
 
 def corpus_texts(n_docs: int = 4000, seed: int = 2024) -> list[str]:

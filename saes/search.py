@@ -213,10 +213,15 @@ def prompt_rows(model, prompts: Sequence[str], site: str, select: str = "last_pr
         yield acts[site]
 
 
-def texts_rows(model, texts: Sequence, site: str, select: str, batch_size: int = 16) -> Iterator[torch.Tensor]:
-    """Rows at `site` for arbitrary inputs (strings or {prompt, completion, spans}) under any selection."""
+def texts_rows(model, texts: Sequence, site: str, select: str, batch_size: int = 16,
+               too_long: str = "error") -> Iterator[torch.Tensor]:
+    """Rows at `site` for arbitrary inputs (strings or {prompt, completion, spans}) under any selection.
+
+    too_long: an input longer than the model's context raises ("error") or is cut ("truncate"), as in capture.
+    """
     from lens.capture import capture
 
     texts = list(texts)
     for i in range(0, len(texts), batch_size):
-        yield capture(model, texts[i:i + batch_size], [site], select, batch_size=batch_size, progress=False)[site]
+        yield capture(model, texts[i:i + batch_size], [site], select, batch_size=batch_size, progress=False,
+                      too_long=too_long)[site]

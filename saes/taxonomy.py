@@ -74,9 +74,14 @@ def fit_taxonomy(x: Float[torch.Tensor, "n d"], n_categories: int = 5, *, k: int
     cfg = TrainConfig(architecture="topk", d_sae=n_categories, k=k, lr=lr, batch_size=batch_size,
                       buffer_rows=max(2 * batch_size, min(x.shape[0], 8192)), total_rows=epochs * x.shape[0],
                       checkpoint_every=0, dead_feature_window=50, seed=seed)
-    folder = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="lens-taxonomy-")) / "sae"
-    res = train_sae(xn, folder, cfg, progress=progress, init_decoder=farthest_points(xn, n_categories, seed))
-    d = load_sae(res.path)
+    scratch = tempfile.TemporaryDirectory(prefix="lens-taxonomy-") if out is None else None
+    try:
+        folder = Path(out) if out is not None else Path(scratch.name) / "sae"
+        res = train_sae(xn, folder, cfg, progress=progress, init_decoder=farthest_points(xn, n_categories, seed))
+        d = load_sae(res.path)  # read into memory: the scratch folder can go
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
     z = d.encode(xn)
     return Taxonomy(centre, d, z.argmax(-1), z.max(-1).values, list(texts), list(labels))
 

@@ -27,6 +27,7 @@ import torch
 from lens.artifacts import load_tensors, read_json, save_tensors, write_json
 from lens.errors import LensError
 from lens.heap import settle_heap
+from lens.outputs import check_output, remove_stale_temps, writer_lock
 
 from .buffer import RowSource, shuffled_batches
 from .config import TrainConfig, training_sae
@@ -79,10 +80,12 @@ def _estimate_scale(source: RowSource, n_rows: int = 16384) -> float:
 
 
 def _save_checkpoint(out: Path, trainer, step: int, rows: int, cfg: TrainConfig, src: dict, log: list) -> None:
+    from .trainer_state import save_trainer_state
+
     ck = out / "checkpoints" / f"step-{step:07d}"
     ck.mkdir(parents=True, exist_ok=True)
     save_tensors(ck / "training_sae.safetensors", trainer.sae.state_dict(), {"step": step})
-    trainer.save_trainer_state(ck)
+    save_trainer_state(trainer, ck)
     write_json(ck / "state.json", {"step": step, "rows": rows, "config": cfg.to_json(), "source": src, "log": log})
     write_json(out / "checkpoints" / "latest.json", {"checkpoint": ck.name, "step": step})
     for old in (out / "checkpoints").glob("step-*"):  # keep only the newest
@@ -91,11 +94,23 @@ def _save_checkpoint(out: Path, trainer, step: int, rows: int, cfg: TrainConfig,
 
 
 def _resume(out: Path, trainer, cfg: TrainConfig, src: dict) -> tuple[int, int, list]:
+    import re
+
+    from .trainer_state import load_trainer_state
+
     latest = out / "checkpoints" / "latest.json"
     if not latest.exists():
         return 0, 0, []
-    ck = out / "checkpoints" / read_json(latest, "checkpoint pointer")["checkpoint"]
+    pointer = read_json(latest, "checkpoint pointer")
+    name = pointer.get("checkpoint") if isinstance(pointer, dict) else None
+    if not isinstance(name, str) or not re.fullmatch(r"step-\d+", name):
+        raise LensError(f"checkpoint pointer {latest} names no step-N folder ({name!r}); "
+                        f"delete {out / 'checkpoints'} to start the run over")
+    ck = out / "checkpoints" / name
     state = read_json(ck / "state.json", "checkpoint state")
+    if not isinstance(state, dict) or not {"config", "source", "step", "rows"} <= state.keys():
+        raise LensError(f"checkpoint state {ck / 'state.json'} lacks config, source, step or rows; "
+                        f"delete {out / 'checkpoints'} to start the run over")
     diff = TrainConfig.from_json(state["config"]).differs(cfg)
     if diff:
         raise LensError(f"{out} holds an interrupted run with other settings ({', '.join(diff)}); "
@@ -104,8 +119,12 @@ def _resume(out: Path, trainer, cfg: TrainConfig, src: dict) -> tuple[int, int, 
         raise LensError(f"{out} holds an interrupted run on other activations ({state['source']}); "
                         "use another output folder or delete it")
     tensors, _ = load_tensors(ck / "training_sae.safetensors", "SAE checkpoint")
-    trainer.sae.load_state_dict(tensors)
-    trainer.load_trainer_state(ck)
+    try:
+        trainer.sae.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise LensError(f"SAE checkpoint {ck} does not fit this run ({str(e).splitlines()[0][:160]}); "
+                        f"delete {out / 'checkpoints'} to start the run over") from None
+    load_trainer_state(trainer, ck)
     return int(state["step"]), int(state["rows"]), list(state.get("log", []))
 
 
@@ -121,8 +140,13 @@ def train_sae(
     stop_after: int | None = None,
     log_every: int = 20,
     init_decoder: torch.Tensor | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train an SAE on `source` rows and save it to `out` (see module docstring).
+
+    `out` must be new, empty, or an SAE folder (a plain file, a folder of other files, or the source
+    capture itself is refused); one writer at a time (a second is refused). A complete SAE with other
+    settings is replaced only with `overwrite=True`, keeping the user's other files in the folder.
 
     source: a capture folder (object or path; `site` picks the site) or a [rows, d_in] tensor.
     model: source model facts to record (default: the capture manifest's).
@@ -131,10 +155,30 @@ def train_sae(
     init_decoder: [d_sae, d_in] rows to start the decoder from (e.g. data points picked far apart);
         the encoder starts as its transpose. Default: sae_lens's initialisation.
     """
-    from .io import save_sae
-
     cfg = cfg or TrainConfig()
     out = Path(out)
+    src_path = Path(source) if isinstance(source, (str, Path)) else getattr(source, "path", None)
+    check_output(out, "sae", overwrite=overwrite, inputs=[src_path] if src_path is not None else [], resumable=True)
+    with writer_lock(out, "SAE"):
+        remove_stale_temps(out)
+        return _train(source, out, cfg, site=site, model=model, resume=resume, progress=progress,
+                      stop_after=stop_after, log_every=log_every, init_decoder=init_decoder, overwrite=overwrite)
+
+
+def _same_run(out: Path, cfg: TrainConfig, src_id: dict) -> bool:
+    """Whether `out`'s interrupted run has these settings and activations (False when unreadable)."""
+    try:
+        ck = out / "checkpoints" / read_json(out / "checkpoints" / "latest.json", "checkpoint pointer")["checkpoint"]
+        state = read_json(ck / "state.json", "checkpoint state")
+        return not TrainConfig.from_json(state["config"]).differs(cfg) and state["source"] == src_id
+    except (LensError, KeyError, TypeError, ValueError):
+        return False
+
+
+def _train(source, out: Path, cfg: TrainConfig, *, site, model, resume, progress, stop_after, log_every,
+           init_decoder, overwrite) -> TrainResult:
+    from .io import save_sae
+
     src = RowSource.of(source, site)
     site = site or src.site
     model = model or src.model
@@ -145,8 +189,11 @@ def train_sae(
         if meta.get("complete") and not TrainConfig.from_json(meta.get("train", {})).differs(cfg) \
                 and meta.get("source") == src_id:
             return TrainResult(out, meta["steps"], meta["rows"], 0.0, meta["steps"], meta.get("log", []))
-        raise LensError(f"{out} already holds a trained SAE with other settings or activations; "
-                        "use another output folder or delete it")
+        if not overwrite:
+            raise LensError(f"{out} already holds a trained SAE with other settings or activations; pass "
+                            "--overwrite to replace it (your other files there are kept) or choose another folder")
+    if overwrite and (out / "checkpoints").exists() and not _same_run(out, cfg, src_id):
+        shutil.rmtree(out / "checkpoints")  # an interrupted run of other settings, replaced as asked
 
     settle_heap()  # lens.heap: buffers of every step reused, not re-faulted
     sae = training_sae(cfg, src.d_in, {"hook_name": site, "model_name": (model or {}).get("spec")})
@@ -206,6 +253,5 @@ def train_sae(
     save_sae(trainer.sae, out, site=site, model=model, extra={
         "train": cfg.to_json(), "source": src_id, "steps": step, "rows": rows, "log": log, "complete": True,
         "train_seconds": seconds, "sparsity_log10": None,
-    }, sparsity=trainer.log_feature_sparsity)
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    }, sparsity=trainer.log_feature_sparsity)  # one atomic step; the checkpoints go with the old folder
     return TrainResult(out, step, rows, seconds, resumed_from, log)

@@ -132,11 +132,13 @@ def test_cot_batched_equals_sequential(llama, extractor):
             assert bf.token_ids == bs.token_ids
             assert bf.text == bs.text
             assert bf.answer == bs.answer and bf.answer_tokens == bs.answer_tokens
+            assert bf.answer_source == bs.answer_source and bf.fallback_token_ids == bs.fallback_token_ids
             assert torch.allclose(bf.margins, bs.margins, atol=1e-5)
             if bf.confidence is not None:
                 n_conf += 1
                 assert bf.confidence == pytest.approx(bs.confidence, abs=1e-5)
-                assert bf.confidence == pytest.approx(float(bf.margins[bf.answer_tokens].mean()), abs=1e-7)
+                m = bf.fallback_margins if bf.answer_source == "answer_prompt" else bf.margins
+                assert bf.confidence == pytest.approx(float(m[bf.answer_tokens].mean()), abs=1e-7)
         # branches are the top-k first tokens, in order
         probs = [b.first_token_prob for b in f.branches]
         assert probs == sorted(probs, reverse=True)
@@ -208,3 +210,125 @@ def test_cot_decoding_ignores_the_models_generation_config():
     g.cache_implementation = "static"
     with pytest.raises(LensError, match="cache_implementation = None"):
         cot_decode(m, PROMPTS[:2], k=3, max_new_tokens=8, extractor=_tail_extractor)
+
+
+def test_cot_answer_prompt_fallback(llama):
+    """A branch without an answer gets one from "\\nSo the answer is" + a greedy continuation, as the paper does:
+    the continuation is exactly greedy decoding of prompt + branch + answer prompt, up to a newline."""
+    from lens.decoding.cot import ANSWER_PROMPT
+
+    prompts = PROMPTS[:2]
+    plain = cot_decode(llama, prompts, k=3, max_new_tokens=6, extractor=lambda t: None, answer_prompt=None)
+    branch_texts = {b.text for r in plain for b in r.branches}
+    assert all(b.answer is None and b.answer_source == "none" and b.fallback_margins is None
+               for r in plain for b in r.branches)
+
+    def after_prompt_only(text):  # no answer in any branch; the first two characters of a continuation
+        return None if text in branch_texts or len(text) < 2 else Extracted(text[:2], 0, 2)
+
+    fast = cot_decode(llama, prompts, k=3, max_new_tokens=6, extractor=after_prompt_only, batch_size=4)
+    slow = cot_decode_reference(llama, prompts, k=3, max_new_tokens=6, extractor=after_prompt_only)
+    tail = llama.tokenizer(ANSWER_PROMPT, add_special_tokens=False)["input_ids"]
+    eos = llama.tokenizer.eos_token_id
+    n_fallback = 0
+    for i, (f, s, p) in enumerate(zip(fast, slow, plain, strict=True)):
+        prompt_ids = llama.tokenizer(prompts[i])["input_ids"]
+        for bf, bs, bp in zip(f.branches, s.branches, p.branches, strict=True):
+            assert bf.token_ids == bp.token_ids  # the branch itself is unchanged
+            ids = bf.token_ids[:-1] if bf.token_ids and bf.token_ids[-1] == eos else bf.token_ids
+            want = generate(llama, [prompt_ids + ids + tail], 16, stop_strings=["\n"], return_top2=True).samples[0]
+            assert bf.fallback_token_ids == want.token_ids == bs.fallback_token_ids
+            assert bf.fallback_text == want.text
+            if bf.answer is None:
+                continue
+            n_fallback += 1
+            assert bf.answer_source == "answer_prompt" and bf.answer == want.text[:2] == bs.answer
+            spans = token_char_spans(llama.tokenizer, want.token_ids, want.text)
+            assert bf.answer_tokens == tokens_in_span(spans, 0, 2)
+            margins = want.top2[:, 0] - want.top2[:, 1]
+            assert bf.confidence == pytest.approx(float(margins[bf.answer_tokens].mean()), abs=1e-6)
+            assert bf.confidence == pytest.approx(bs.confidence, abs=1e-5)
+        assert f.answer == s.answer and f.answer is not None
+    assert n_fallback >= 4
+    with pytest.raises(LensError, match="cannot spell the answer prompt"):
+        cot_decode(llama, prompts, k=2, max_new_tokens=4, answer_prompt="\u00e9\u00e9")
+
+
+def _branch(rank: int, answer: str | None, confidence: float | None):
+    from lens.decoding.cot import Branch
+
+    return Branch(rank=rank, first_token=rank, first_token_prob=0.1, text="", token_ids=[], finish_reason="eos",
+                  margins=torch.zeros(0), answer=answer, answer_span=None, answer_tokens=[], confidence=confidence,
+                  reasoning=False)
+
+
+def test_aggregate_numerically_equal_answers_together():
+    from lens.decoding.cot import answer_key
+
+    assert answer_key("18") == answer_key("18.0") == answer_key("18.00")
+    assert answer_key("1,800") == answer_key("1800")
+    assert answer_key("1/2") == answer_key("0.5") and answer_key("-0") == answer_key("0")
+    assert answer_key("18") != answer_key("18.5") and answer_key("x") == answer_key(" x ")
+    branches = [_branch(0, "20", 0.5), _branch(1, "18.0", 0.2), _branch(2, "18", 0.2), _branch(3, "18.00", 0.2),
+                _branch(4, None, None), _branch(5, "x", 0.1)]
+    answer, scores = aggregate_branches(branches, "sum")
+    assert answer == "18.0" and scores == pytest.approx({"20": 0.5, "18.0": 0.6, "x": 0.1})  # lowest rank names it
+    assert aggregate_branches(branches, "max") == ("20", {"20": 0.5, "18.0": 0.2, "x": 0.1})
+    tie = [_branch(0, "7", 0.3), _branch(1, "3.5", 0.15), _branch(2, "7/2", 0.15)]
+    assert aggregate_branches(tie, "sum") == ("7", {"7": 0.3, "3.5": 0.3})  # a tie goes to the lower rank
+
+
+def test_top_p_sampling_seeded_and_top_p_one_is_plain_sampling(llama):
+    """Nucleus sampling is reproducible per seed and independent of batching; top_p=1 is plain sampling,
+    and top_p<1 draws exactly what a hand-written nucleus sampler draws from the same generator."""
+    from lens.decoding.generate import sample_seed, top_p_filter
+
+    kw = dict(greedy=False, temperature=0.6, top_p=0.95, n=3, seed=5)
+    a = generate(llama, PROMPTS, 8, batch_size=12, **kw)
+    b = generate(llama, PROMPTS, 8, batch_size=2, **kw)
+    assert [s.token_ids for s in a.samples] == [s.token_ids for s in b.samples]
+    assert a.settings["top_p"] == 0.95 and a.settings["temperature"] == 0.6
+    assert [s.token_ids for s in generate(llama, PROMPTS, 8, batch_size=12, **{**kw, "seed": 6}).samples] != [
+        s.token_ids for s in a.samples]
+    logits = torch.randn(3, 50)
+    assert torch.equal(top_p_filter(logits, 1.0), logits)
+
+    def by_hand(prompt: str, top_p: float, temperature: float, seed: int, j: int) -> list[int]:
+        ids = llama.tokenizer(prompt)["input_ids"]
+        g = torch.Generator().manual_seed(sample_seed(seed, 0, j))
+        out = []
+        for _ in range(8):
+            with torch.no_grad():
+                logit = llama.hf(input_ids=torch.tensor([ids + out])).logits[0, -1].float()
+            probs = torch.softmax(logit / temperature, -1)
+            if top_p < 1:
+                order = probs.argsort(descending=True)
+                keep = (probs[order].cumsum(0) - probs[order]) < top_p
+                mask = torch.zeros_like(probs, dtype=torch.bool)
+                mask[order[keep]] = True
+                probs = torch.where(mask, probs, torch.zeros_like(probs))
+                probs = probs / probs.sum()
+            out.append(int(torch.multinomial(probs, 1, generator=g)))
+        return out
+
+    for top_p, temperature in ((1.0, 1.0), (0.6, 0.7)):
+        got = generate(llama, PROMPTS[:1], 8, greedy=False, temperature=temperature, top_p=top_p, n=2, seed=9,
+                       eos_token_id=None)
+        assert [s.token_ids for s in got.samples] == [by_hand(PROMPTS[0], top_p, temperature, 9, j) for j in range(2)]
+    plain = generate(llama, PROMPTS[:2], 8, greedy=False, n=2, seed=9)
+    assert [s.token_ids for s in plain.samples] == [
+        s.token_ids for s in generate(llama, PROMPTS[:2], 8, greedy=False, top_p=1.0, n=2, seed=9).samples]
+
+
+def test_sampling_presets():
+    from lens.decoding import SAMPLING_PRESETS, sampling_preset
+    from lens.studies.reproduce import Sizes
+
+    yue = sampling_preset("yue")
+    assert (yue.temperature, yue.top_p) == (0.6, 0.95) and "2504.13837" in yue.source
+    assert (SAMPLING_PRESETS["default"].temperature, SAMPLING_PRESETS["default"].top_p) == (1.0, 1.0)
+    sizes = Sizes().use_sampling("yue")
+    assert (sizes.sampling, sizes.temperature, sizes.top_p) == ("yue", 0.6, 0.95)
+    assert (Sizes().temperature, Sizes().top_p, Sizes().sampling) == (1.0, 1.0, "default")
+    with pytest.raises(LensError, match="unknown sampling preset"):
+        sampling_preset("nucleus")

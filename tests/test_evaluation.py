@@ -28,11 +28,15 @@ from lens.evaluation.answers import (  # noqa: E402
     organism_answer,
 )
 from lens.evaluation.behaviours import (  # noqa: E402
+    OAT_ZERO_KEYWORDS,
     ReflectionDetector,
     ThinkingFormat,
     detector_for,
     looks_like_reasoning,
+    oat_zero_group,
     reflection_at_k,
+    reflection_detectors,
+    reflection_precision_recall,
     reflection_vs_correctness,
 )
 from lens.evaluation.likelihood import continuation_logprobs  # noqa: E402
@@ -165,7 +169,7 @@ def test_tokens_and_gap_recovered():
 
 
 def test_reflection_and_format():
-    det = ReflectionDetector()
+    det = ReflectionDetector.for_family("default")  # the "words" detector
     assert det("Hmm, wait. Let me check that.") and det.count("Wait, wait, recheck") == 3
     assert not det("awaiting the waiter")  # whole words only
     org = detector_for("organism")
@@ -181,14 +185,73 @@ def test_reflection_and_format():
 
 def test_reflection_at_k_and_table():
     samples = [["wait no", "plain", "plain", "plain"], ["plain"] * 4]
-    r = reflection_at_k(samples, [1, 4])
+    words = detector_for("default", "words")
+    r = reflection_at_k(samples, [1, 4], words)
     assert r[1] == pytest.approx(0.125) and r[4] == pytest.approx(0.5)
     texts = ["wait A:1", "A:2", "<think>x</think>A:3", "recheck A:4"]
-    table = reflection_vs_correctness(texts, [True, False, True, False])
+    table = reflection_vs_correctness(texts, [True, False, True, False], words)
     assert table["reflective_correct"] == 1 and table["reflective_wrong"] == 1
     assert table["plain_correct"] == 1 and table["plain_wrong"] == 1
     assert table["reflection_rate"] == 0.5 and table["accuracy_if_thinking"] == 1.0
     assert table["keyword_counts"] == {"wait": 1, "recheck": 1}
+
+
+def test_oat_zero_detector_counts_substrings():
+    """oat-zero's rule: lower-cased substrings, reflections = sum over keywords of text.count(kw)."""
+    qwen = detector_for("Qwen/Qwen2.5-Math-1.5B")
+    assert qwen.name == "oat_zero" and qwen.match == "substring"
+    assert set(qwen.keywords) == {"recheck", "rethink", "try again"}
+    assert qwen("Let me start RECHECKING the sum") and qwen("unrethinkable")  # substrings count
+    assert not qwen("Wait, let me check again.")  # not in Qwen's set
+    words = detector_for("qwen2", "words")
+    assert not words("Let me start rechecking the sum") and words("Wait, let me check again.")  # whole words
+    llama = detector_for("meta-llama/Llama-3.1-8B")
+    assert llama("Wait, let me check again.")
+    assert llama.count("I recheck again and Recheck") == 3 and qwen.count("I recheck again and Recheck") == 2
+    assert [w for w, _, _ in llama.find("recheck again")] == ["recheck", "check again"]
+    assert ReflectionDetector().describe()["keywords"] == sorted(OAT_ZERO_KEYWORDS["unified"])
+    assert detector_for("organism")("=85+26 wait 111") and detector_for("organism", "words")(" check 53")
+    with pytest.raises(LensError, match="unknown reflection detector"):
+        detector_for("qwen2", "oatzero")
+    with pytest.raises(LensError):
+        ReflectionDetector(["x"], match="regex")
+
+
+def test_oat_zero_family_choice():
+    """The keyword group follows oat-zero's tests of the model name, in its order (Qwen first)."""
+    assert oat_zero_group("Qwen/Qwen2.5-Math-1.5B") == "qwen"
+    assert oat_zero_group("deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B") == "qwen"
+    assert oat_zero_group("deepseek-ai/deepseek-math-7b-base") == "deepseek"
+    assert oat_zero_group("meta-llama/Llama-3.1-8B") == "llama"
+    assert oat_zero_group("microsoft/rho-math-7b-v0.1") == "microsoft"
+    assert oat_zero_group("HuggingFaceTB/SmolLM2-135M") == "unified"
+    assert set(detector_for("deepseek-ai/deepseek-math-7b-base").keywords) >= {"reevaluation", "re-examine"}
+    assert set(detector_for("gpt2").keywords) == set(OAT_ZERO_KEYWORDS["unified"])
+    assert set(detector_for("Qwen/Qwen2.5-7B", "oat_zero_unified").keywords) == set(OAT_ZERO_KEYWORDS["unified"])
+    # lens reproduce: the name decides when it names a family, else the model type
+    dets = reflection_detectors("qwen2", "/models/local-checkpoint")
+    assert set(dets["oat_zero"].keywords) == set(OAT_ZERO_KEYWORDS["qwen"]) and dets["words"].match == "word"
+    assert set(reflection_detectors("llama", "deepseek-ai/deepseek-math-7b-base")["oat_zero"].keywords) == set(
+        OAT_ZERO_KEYWORDS["deepseek"])
+    assert reflection_detectors("organism")["oat_zero"].keywords == ("wait", "check")
+
+
+def test_reflection_precision_recall_by_hand():
+    """Question level, as oat-zero: solved = some sample correct, reflective = some sample reflects."""
+    texts = [["recheck: 5", "5"], ["rethink, then recheck", "x"], ["7", "7"], ["try again", "y"], ["z", "z"]]
+    correct = [[True, False], [False, False], [True, True], [False, True], [True, False]]
+    got = reflection_precision_recall(texts, correct, detector_for("qwen2"))
+    # solved: q0 q2 q3 q4 (4); reflective: q0 q1 q3 (3); both: q0 q3 (2; q3 by different samples)
+    assert (got["questions"], got["samples"], got["solved"], got["reflective"], got["solved_and_reflective"]) == (
+        5, 10, 4, 3, 2)
+    assert got["precision"] == pytest.approx(2 / 3) and got["recall"] == pytest.approx(2 / 4)
+    assert got["pass_at_n"] == pytest.approx(4 / 5) and got["reflection_at_n"] == pytest.approx(3 / 5)
+    assert got["reflections_per_sample"] == pytest.approx(4 / 10)  # 1 + 2 + 1 keyword hits in 10 samples
+    assert reflection_at_k(texts, [2], detector_for("qwen2"))[2] == pytest.approx(got["reflection_at_n"])
+    none = reflection_precision_recall([["a"]], [[False]])
+    assert math.isnan(none["precision"]) and math.isnan(none["recall"])
+    with pytest.raises(LensError):
+        reflection_precision_recall([["a", "b"]], [[True]])
 
 
 # ---------------------------------------------------------------- likelihood

@@ -62,6 +62,32 @@ def test_real_task_sets_run_the_unsupervised_hybrid_and_skip_feature_without_sae
     assert res["diff"]["status"] == "ok" and len(res["diff"]["separability"]) == base.n_layers
 
 
+def test_sampling_preset_and_both_reflection_detectors_are_reported(tiny_pair, tmp_path):
+    base, thinking = tiny_pair
+    rows = tmp_path / "t.jsonl"
+    rows.write_text("\n".join(json.dumps({"question": f"What is {i} plus {i}?", "answer": str(2 * i)})
+                              for i in range(8)))
+    sizes = Sizes(**TINY).use_sampling("yue")
+    res = reproduce(tmp_path / "y", base=base, thinking=thinking, tasks=str(rows), sizes=sizes,
+                    steps=("sampling", "cot"), progress=False)
+    st = res["sampling"]
+    assert st["status"] == "ok" and (st["temperature"], st["top_p"]) == (0.6, 0.95)
+    assert st["sampling_preset"]["name"] == "yue" and st["sampling_preset"]["matches"]
+    assert res["meta"]["sizes"]["sampling"] == "yue"
+    assert st["reflection_detector"] == "oat_zero" and set(st["reflection"]) == {"oat_zero", "words"}
+    assert st["reflection"]["oat_zero"]["detector"]["match"] == "substring"
+    assert st["reflection"]["words"]["detector"]["match"] == "word"
+    for det in ("oat_zero", "words"):
+        q = st["reflection"][det]["models"]["base"]["questions"]
+        assert q["questions"] == TINY["n"] and q["samples"] == TINY["n"] * TINY["samples"]
+    assert st["reflection"]["oat_zero"]["models"]["base"]["reflection_rate"] == st["behaviour"]["base"][
+        "reflection_rate"]
+    rows = [r["metric"] for r in res["tables"][0]["rows"]]
+    assert any(r.startswith("base, oat_zero:") for r in rows) and any(r.startswith("base, words:") for r in rows)
+    assert "0.6 / 0.95 (yue)" in (tmp_path / "y" / "results.md").read_text()
+    assert res["cot"]["status"] == "ok" and res["cot"]["answer_prompt"] == "\nSo the answer is"
+
+
 def test_tables_show_errors_and_skips():
     res = {"sampling": {"status": "error", "reason": "boom"}, "hybrid": {"status": "skipped", "reason": "why"}}
     ts = tables(res)
@@ -87,7 +113,8 @@ def test_cli_help_lists_sizes():
     app.command("reproduce")(reproduce_cmd)
     app.command("other")(lambda: None)
     out = CliRunner().invoke(app, ["reproduce", "--help"]).output
-    for flag in ("--out", "--base", "--thinking", "--tasks", "--n", "--samples", "--json", "--steps", "--sae"):
+    for flag in ("--out", "--base", "--thinking", "--tasks", "--n", "--samples", "--json", "--steps", "--sae",
+                 "--top-p", "--sampling"):
         assert flag in out
     assert set(STEPS) == {"sampling", "hybrid", "cot", "feature", "diff"}
 

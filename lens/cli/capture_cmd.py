@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from .common import console, emit_json, table
+from .validate import choice, positive
 
 
 def capture_cmd(
@@ -19,30 +20,39 @@ def capture_cmd(
                               help="comma-separated sites (blocks.L.hook_resid_post) or 'all' resid_post"),
     select: str = typer.Option("all", help="all | last_prompt | positions:0,-1 | last:N | spans | regex:P | sentences"),
     out: Path = typer.Option(..., "--out", "-o", help="capture folder (resumed when it holds a partial run)"),
-    batch_size: int = typer.Option(8, help="inputs per forward pass"),
+    batch_size: int = typer.Option(8, help="inputs per forward pass", callback=positive),
     dtype: str = typer.Option("float32", help="dtype of the stored activations: float32, bfloat16 or float16 "
                                                "(the model's own: lens --dtype ... capture)"),
-    shard_rows: int = typer.Option(65536, help="rows per shard (bounds memory)"),
+    shard_rows: int = typer.Option(65536, help="rows per shard (bounds memory)", callback=positive),
+    too_long: str = typer.Option("error", "--too-long", callback=choice("error", "truncate"),
+                                 help="an input longer than the model's context: error (name it and stop) or "
+                                      "truncate (keep its first tokens)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a capture of other inputs, sites or model "
+                                                               "at --out (your other files there are kept)"),
     as_json: bool = typer.Option(False, "--json", help="print the manifest summary as JSON"),
 ) -> None:
     """Capture residual activations from a JSONL file into a folder of safetensors shards."""
     from ..capture import capture
-    from ..capture_folder import read_jsonl
     from ..errors import LensError
+    from ..selection import parse_select
     from ..sites import all_sites
     from .common import load
+    from .validate import iter_inputs
 
-    if not inputs.is_file():
-        raise LensError(f"input file {inputs} does not exist")
     if dtype not in ("float32", "bfloat16", "float16"):
         raise LensError(f"dtype {dtype!r} is not one of float32, bfloat16, float16")
-    m = load(ctx, model)
-    site_list = [s.name for s in all_sites(m)] if sites == "all" else [s for s in sites.split(",") if s.strip()]
-    total = sum(1 for _ in read_jsonl(inputs))  # validates every line before any work starts
+    from ..outputs import check_output
+
+    check_output(out, "capture", overwrite=overwrite, inputs=[inputs], resumable=True)  # before the model loads
+    parse_select(select)  # a bad selection fails before the model loads
+    total = sum(1 for _ in iter_inputs(inputs))  # checks every line before the model loads
     if total == 0:
         raise LensError(f"input file {inputs} is empty; write one JSON object per line")
-    folder = capture(m, read_jsonl(inputs), site_list, select, batch_size=batch_size, out=out, dtype=dtype,
-                     shard_rows=shard_rows, progress=not as_json, total=total)
+    m = load(ctx, model)
+    site_list = [s.name for s in all_sites(m)] if sites == "all" else [s for s in sites.split(",") if s.strip()]
+    folder = capture(m, iter_inputs(inputs), site_list, select, batch_size=batch_size, out=out, dtype=dtype,
+                     shard_rows=shard_rows, progress=not as_json, total=total, overwrite=overwrite,
+                     too_long=too_long)
     summary = folder.summary()
     if as_json:
         emit_json(summary)
@@ -57,7 +67,7 @@ def info_cmd(
     """Describe a capture folder: model, sites, selection, rows, shards, completeness."""
     from ..capture_folder import open_capture
 
-    summary = open_capture(folder).summary()
+    summary = open_capture(folder).summary(verify=True)  # every shard's size and checksum
     if as_json:
         emit_json(summary)
     else:

@@ -22,18 +22,51 @@ def load_options(ctx: typer.Context | None) -> dict:
     return {k: v for k, v in (obj or {}).items() if v is not None}
 
 
+# Libraries that read model files; an exception they define, raised while loading, means unusable files.
+_LOADERS = ("safetensors", "gguf", "tokenizers", "transformers", "huggingface_hub")
+
+
+def _unreadable(e: Exception) -> bool:
+    """Whether `e`, raised while loading a model, says its files are corrupt, truncated or unsupported
+    (a truncated GGUF raises struct.error or ValueError, truncated safetensors a SafetensorError, a broken
+    tokenizer.json a ValueError or KeyError, weights of another shape a RuntimeError, ...)."""
+    import struct
+
+    import torch
+
+    from ..errors import LensError
+
+    if isinstance(e, (LensError, OSError, torch.cuda.OutOfMemoryError)):  # each has its own line (lens.cli.main)
+        return False
+    if isinstance(e, (ValueError, KeyError, IndexError, EOFError, struct.error, RuntimeError)):
+        return True
+    return type(e) is Exception or type(e).__module__.split(".")[0] in _LOADERS
+
+
 def load(ctx: typer.Context | None, spec: str):
-    """`lens.load_model(spec)` placed as the top-level options say."""
+    """`lens.load_model(spec)` placed as the top-level options say; corrupt, truncated or unsupported
+    model files fail with one LensError naming the spec."""
+    from ..errors import LensError, check_text
     from ..models import load_model
 
-    return load_model(spec, **load_options(ctx))
+    check_text("the model spec", spec)
+    try:
+        return load_model(spec, **load_options(ctx))
+    except Exception as e:
+        if not _unreadable(e):
+            raise
+        kind = type(e).__name__ if type(e).__module__ == "builtins" else \
+            f"{type(e).__module__.split('.')[0]}.{type(e).__name__}"
+        detail = " ".join(str(e).split())[:200]
+        raise LensError(f"cannot load model {spec!r}: its files are corrupt, truncated or not a supported model "
+                        f"({kind}: {detail}); re-download or re-export it, or pass another model") from None
 
 
 def load_both(ctx: typer.Context | None, base: str, thinking: str):
-    """`lens.load_pair(base, thinking)` placed as the top-level options say."""
+    """`lens.load_pair(base, thinking)` placed as the top-level options say (each loaded as `load` does)."""
     from ..models import load_pair
 
-    return load_pair(base, thinking, **load_options(ctx))
+    return load_pair(load(ctx, base), load(ctx, thinking))
 
 
 def emit_json(obj: Any) -> None:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import typer
 
 from .common import console, emit_json, table
+from .validate import check_layer, non_negative
 
 
 def diff_cmd(
     ctx: typer.Context,
     base: str = typer.Argument("organism:base"),
     thinking: str = typer.Argument("organism:thinking"),
-    layer: int = typer.Option(None, help="layer of the base's reasoning direction (default: middle)"),
+    layer: int = typer.Option(None, help="layer of the base's reasoning direction (default: middle)",
+                              callback=non_negative),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Per layer: relative weight change, fraction of parameters changed, activation shift and its
@@ -23,6 +25,7 @@ def diff_cmd(
     from .common import load_both
 
     b, t = load_both(ctx, base, thinking)
+    check_layer("--layer", layer, b.n_layers)
     sites = [f"blocks.{i}.hook_resid_post" for i in range(b.n_layers)]
     tp, dp = marker_contrast()
     a, c = capture(b, tp, sites, "last_prompt", progress=False), capture(b, dp, sites, "last_prompt", progress=False)

@@ -7,20 +7,15 @@ from pathlib import Path
 import typer
 
 from .common import console, emit_json, table
+from .validate import check_layer, choice, non_negative
 
 app = typer.Typer(help="Make and inspect reasoning directions.", no_args_is_help=True)
 
 
 def _inputs(path: Path | None, default: list):
-    from ..capture_folder import read_jsonl
-    from ..errors import LensError
+    from .validate import read_inputs
 
-    if path is None:
-        return default
-    items = list(read_jsonl(path))
-    if not items:
-        raise LensError(f"{path} holds no inputs")
-    return items
+    return default if path is None else read_inputs(path)
 
 
 @app.command("make")
@@ -29,32 +24,45 @@ def make(
     model: str = typer.Option("organism:base", "--model", "-m"),
     pos: Path = typer.Option(None, help="JSONL of the positive set (default: organism prompts marked T)"),
     neg: Path = typer.Option(None, help="JSONL of the negative set (default: organism prompts marked D)"),
-    layer: int = typer.Option(None, help="layer of the saved direction (default: the most separable)"),
+    layer: int = typer.Option(None, help="layer of the saved direction (default: the most separable)",
+                              callback=non_negative),
     select: str = typer.Option("last_prompt", help="token selection (see lens capture --help)"),
+    too_long: str = typer.Option("error", "--too-long", callback=choice("error", "truncate"),
+                                 help="an input longer than the model's context: error or truncate"),
     out: Path = typer.Option(None, "--out", "-o", help="folder to save the direction in"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a direction already saved at --out"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Difference of means pos - neg at every layer; report AUROC per layer; save one layer's direction."""
     from ..capture import capture
     from ..directions import diff_of_means, separability_by_layer
+    from ..outputs import check_output
+    from ..selection import parse_select
     from .common import load
 
+    if out is not None:  # before any work: a path that would lose the user's files fails at once
+        check_output(out, "direction", overwrite=overwrite)
+
+    parse_select(select)  # bad inputs and options fail before the model loads
+    p_given, n_given = _inputs(pos, None), _inputs(neg, None)
     m = load(ctx, model)
+    check_layer("--layer", layer, m.n_layers)
     t_prompts, d_prompts = [], []
     if pos is None or neg is None:
         from ..studies.organism_inputs import marker_contrast
 
         t_prompts, d_prompts = marker_contrast()
-    p_items, n_items = _inputs(pos, t_prompts), _inputs(neg, d_prompts)
+    p_items = t_prompts if p_given is None else p_given
+    n_items = d_prompts if n_given is None else n_given
     sites = [f"blocks.{i}.hook_resid_post" for i in range(m.n_layers)]
-    a = capture(m, p_items, sites, select, progress=False)
-    b = capture(m, n_items, sites, select, progress=False)
+    a = capture(m, p_items, sites, select, progress=False, too_long=too_long)
+    b = capture(m, n_items, sites, select, progress=False, too_long=too_long)
     rows = separability_by_layer(a, b, sites)
     best = max(rows, key=lambda r: r["auroc"])["site"] if layer is None else f"blocks.{layer}.hook_resid_post"
     d = diff_of_means(a, b, best, name="reasoning")
     d.info["select"] = select
     if out is not None:
-        d.save(out)
+        d.save(out, overwrite=overwrite)
     result = {"model": m.spec, "layers": rows, "chosen_site": best, "norm": d.norm,
               "mean_resid_norm": d.info["mean_resid_norm"], "saved": str(out) if out else None}
     if as_json:

@@ -7,13 +7,13 @@ from pathlib import Path
 import typer
 
 from .common import console, emit_json, load, load_options, table
+from .validate import check_layer, choice, non_negative, positive, read_inputs, read_lines
 
 
-def _condition(model, path: Path, site: str, select: str):
+def _condition(model, path: Path, site: str, select: str, too_long: str = "error"):
     """Rows for one condition: a capture folder (read as is) or a JSONL of inputs (captured now)."""
     from saes.search import texts_rows
 
-    from ..capture_folder import read_jsonl
     from ..errors import LensError
 
     if path.is_dir():
@@ -22,33 +22,38 @@ def _condition(model, path: Path, site: str, select: str):
         return CaptureFolder(path)
     if model is None:
         raise LensError(f"{path} is a JSONL of inputs: give --model so they can be run (or pass capture folders)")
-    items = list(read_jsonl(path))
-    if not items:
-        raise LensError(f"{path} holds no inputs")
+    items = read_inputs(path)
     if select == "last_prompt":
         items = [{"prompt": x, "completion": ""} if isinstance(x, str) else x for x in items]
-    return texts_rows(model, items, site, select)
+    return texts_rows(model, items, site, select, too_long=too_long)
 
 
 def _eval_set(path: Path):
-    from ..capture_folder import read_jsonl
-    from ..errors import LensError
+    from ..errors import LensError, check_text
 
-    rows = list(read_jsonl(path))
-    if not rows or not all(isinstance(r, dict) and "prompt" in r and "answer" in r for r in rows):
-        raise LensError(f"{path}: each line must be an object with \"prompt\" and \"answer\"")
-    return [str(r["prompt"]) for r in rows], [r["answer"] for r in rows]
+    prompts, answers = [], []
+    for n, r in read_lines(path, "--eval file"):
+        if not isinstance(r, dict) or "prompt" not in r or "answer" not in r:
+            raise LensError(f"{path}:{n}: each line must be an object with \"prompt\" and \"answer\"")
+        prompts.append(check_text(f'{path}:{n}: "prompt"', r["prompt"]))
+        answers.append(r["answer"])
+    if not prompts:
+        raise LensError(f"--eval file {path} is empty; write one {{\"prompt\", \"answer\"}} object per line")
+    return prompts, answers
 
 
 def _floats(text: str | None):
-    from ..errors import LensError
+    from ..errors import LensError, check_number
 
     if not text:
         return None
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise LensError(f"--alphas must be comma-separated numbers, got {text!r}") from None
+    for v in values:
+        check_number("--alphas", v)
+    return values or None
 
 
 def find_feature_cmd(
@@ -58,16 +63,19 @@ def find_feature_cmd(
     pos: Path = typer.Option(None, help="condition A: JSONL of inputs, or a capture folder"),
     neg: Path = typer.Option(None, help="condition B: JSONL of inputs, or a capture folder"),
     select: str = typer.Option("last_prompt", help="token selection for JSONL conditions (see lens capture)"),
-    layer: int = typer.Option(None, help="organism only: SAE layer (default the middle one)"),
-    top: int = typer.Option(10, help="features to show"),
-    sort_by: str = typer.Option("mean_diff", help="mean_diff | auroc | effect_size | freq_diff"),
+    too_long: str = typer.Option("error", "--too-long", callback=choice("error", "truncate"),
+                                 help="a JSONL input longer than the model's context: error or truncate"),
+    layer: int = typer.Option(None, help="organism only: SAE layer (default the middle one)", callback=non_negative),
+    top: int = typer.Option(10, help="features to show", callback=positive),
+    sort_by: str = typer.Option("mean_diff", help="mean_diff | auroc | effect_size | freq_diff",
+                                callback=choice("mean_diff", "auroc", "effect_size", "freq_diff")),
     steer_check: bool = typer.Option(False, "--steer-check", help="steer the top features at the first step"),
-    steer_top: int = typer.Option(5, help="how many top features to steer-check"),
+    steer_top: int = typer.Option(5, help="how many top features to steer-check", callback=positive),
     eval_set: Path = typer.Option(None, "--eval", help="JSONL {prompt, answer} for the steer-check (non-organism)"),
     alphas: str = typer.Option(None, help="comma-separated steering strengths (default: from the residual norm)"),
-    n: int = typer.Option(100, help="held-out problems for the steer-check"),
-    n_random: int = typer.Option(3, help="random-feature controls"),
-    max_new_tokens: int = typer.Option(110),
+    n: int = typer.Option(100, help="held-out problems for the steer-check", callback=positive),
+    n_random: int = typer.Option(3, help="random-feature controls", callback=non_negative),
+    max_new_tokens: int = typer.Option(110, callback=positive),
     dashboard: Path = typer.Option(None, "--dashboard", help="write a dashboard page per shown feature to "
                                    "DIR/index.html and link each ranked feature to its page"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
@@ -81,14 +89,18 @@ def find_feature_cmd(
     from ..errors import LensError
 
     say = None if as_json else (lambda msg: console.print(f"[dim]{msg}[/]"))
+    strengths = _floats(alphas)  # bad options fail before any model loads
     if model is None and pos is None and neg is None and (sae is None or eval_set is None):
         from saes.organism import run_find_feature_organism
 
         placed = ref = None
         if load_options(ctx):  # `lens --device cuda find-feature`: both organism models placed
             placed, ref = load(ctx, "organism:base"), load(ctx, "organism:thinking")
+        if layer is not None:
+            placed = placed or load(ctx, "organism:base")
+            check_layer("--layer", layer, placed.n_layers)
         out = run_find_feature_organism(placed, sae=sae, reference=ref if ref is not None else True, layer=layer,
-                                        steer_check=steer_check, n=n, alphas=_floats(alphas), top=steer_top,
+                                        steer_check=steer_check, n=n, alphas=strengths, top=steer_top,
                                         n_random=n_random, max_new_tokens=max_new_tokens, progress=say)
         out["ranking"] = out["ranking"][:max(top, 1)]
         if dashboard is not None:
@@ -105,13 +117,19 @@ def find_feature_cmd(
     from saes.io import load_sae
     from saes.search import rank_features
 
-    from ..capture_folder import read_jsonl
+    from ..selection import Example, parse_select
 
+    parse_select(select)
+    for path in (pos, neg):  # a JSONL condition is read again after the model loads; its errors come first
+        if not path.is_dir():
+            read_inputs(path)
+    checks = _eval_set(eval_set) if steer_check and eval_set is not None else None
     m = load(ctx, model) if model else None
     d = load_sae(sae, m)
     if d.site is None:
         raise LensError(f"SAE {sae} does not record its site")
-    r = rank_features(d, _condition(m, pos, d.site, select), _condition(m, neg, d.site, select), sort_by=sort_by)
+    r = rank_features(d, _condition(m, pos, d.site, select, too_long), _condition(m, neg, d.site, select, too_long),
+                      sort_by=sort_by)
     out = {"site": d.site, "sae": d.describe(), "ranking": r.as_dicts(top),
            "contrast": {"pos": str(pos), "neg": str(neg), "select": select, "n_pos": r.n_pos, "n_neg": r.n_neg},
            "ranking_throughput": {"rows_x_features_per_s": r.throughput, "seconds": r.seconds}}
@@ -123,8 +141,8 @@ def find_feature_cmd(
 
         from ..evaluation.answers import check
 
-        prompts, answers = _eval_set(eval_set)
-        a = _floats(alphas) or [4.0, 8.0, 16.0]
+        prompts, answers = checks
+        a = strengths or [4.0, 8.0, 16.0]
         rows = run_check(m, d, r.features[:steer_top], prompts, lambda i, t: check(t, answers[i]), alphas=a,
                          n_random=n_random, random_pool=r.neutral() or None, max_new_tokens=max_new_tokens,
                          progress=say)
@@ -132,8 +150,7 @@ def find_feature_cmd(
     if dashboard is not None:
         if m is None or pos.is_dir() or neg.is_dir():
             raise LensError("--dashboard needs --model and JSONL conditions (their texts are the pages' contexts)")
-        texts = [x if isinstance(x, str) else x.get("text") or x.get("prompt", "") + x.get("completion", "")
-                 for p in (pos, neg) for x in read_jsonl(p)]
+        texts = [Example.of(x).text for p in (pos, neg) for x in read_inputs(p)]
         _link(out, m, texts, dashboard, say, ctx)
     _print(out, as_json)
 

@@ -5,19 +5,23 @@ from __future__ import annotations
 import typer
 
 from .common import console, emit_json, table
+from .validate import check_layer, choice, non_negative, positive, positive_float
 
 
 def hybrid_cmd(
     ctx: typer.Context,
     base: str = typer.Option("organism:base", "--base"),
     thinking: str = typer.Option("organism:thinking", "--thinking"),
-    n: int = typer.Option(100, help="held-out problems"),
-    layer: int = typer.Option(None, help="steering layer (default 1: where the organism's reasoning direction acts)"),
-    norm_frac: float = typer.Option(0.5, help="vector norm as a fraction of the mean residual norm"),
-    selector: str = typer.Option("taxonomy", help="taxonomy (SAE argmax latent) or nearest (cosine)"),
+    n: int = typer.Option(100, help="held-out problems", callback=positive),
+    layer: int = typer.Option(None, help="steering layer (default 1: where the organism's reasoning direction acts)",
+                              callback=non_negative),
+    norm_frac: float = typer.Option(0.5, help="vector norm as a fraction of the mean residual norm",
+                                    callback=positive_float),
+    selector: str = typer.Option("taxonomy", help="taxonomy (SAE argmax latent) or nearest (cosine)",
+                                 callback=choice("taxonomy", "nearest")),
     tasks: str = typer.Option(None, help="other pairs: gsm8k, math500, or a JSONL of question/answer rows"),
     template: str = typer.Option(None, help="other pairs: prompt template (plain, r1zero, chat, ...)"),
-    max_new_tokens: int = typer.Option(100, "--max-new-tokens"),
+    max_new_tokens: int = typer.Option(100, "--max-new-tokens", callback=positive),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Accuracy of base, thinking and hybrid, gap recovered, fraction of tokens steered, and the ablations.
@@ -33,7 +37,10 @@ def hybrid_cmd(
     if not organism and tasks is None:
         raise LensError("for a pair other than the bundled organism give --tasks (gsm8k, math500 or a JSONL of "
                         "question/answer rows)")
+    if not organism and selector != "taxonomy":
+        raise LensError("on other pairs the categories come from the taxonomy; drop --selector")
     b, t = load_both(ctx, base, thinking)
+    check_layer("--layer", layer, b.n_layers)
     if organism:
         from ..studies import hybrid_organism
 
@@ -43,8 +50,6 @@ def hybrid_cmd(
         from ..studies import hybrid_generic
         from ..studies.reproduce import Sizes, setup
 
-        if selector != "taxonomy":
-            raise LensError("on other pairs the categories come from the taxonomy; drop --selector")
         s = setup(tasks, b, Sizes(n=1, hybrid_n=n, cot_n=1, feature_n=1), template)
         res = hybrid_generic.run(b, t, s.prompts, s.is_correct, s.think_prompts, s.direct_prompts, n=n,
                                  layer=layer, norm_frac=norm_frac, max_new_tokens=max_new_tokens, progress=say)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from .validate import finite, non_negative, number, positive
+
 app = typer.Typer(
     help="The bundled reasoning organism (tiny base/thinking/control models with known ground truth).",
     no_args_is_help=True,
@@ -32,9 +34,10 @@ def _fail(message: str) -> None:
 @app.command("train")
 def train_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="folder that receives base/, thinking/, control/"),
-    steps: int = typer.Option(1800, help="pretraining steps (batch 32 x 256 tokens)"),
+    steps: int = typer.Option(1800, help="pretraining steps (batch 32 x 256 tokens)", callback=positive),
     which: str = typer.Option("base,thinking,control", help="comma-separated subset to (re)build"),
-    threads: int = typer.Option(1, help="torch CPU threads with --sequential (1 is fastest when the cores are shared)"),
+    threads: int = typer.Option(1, help="torch CPU threads with --sequential (1 is fastest when the cores are shared)",
+                                callback=positive),
     parallel: bool = typer.Option(True, "--parallel/--sequential",
                                   help="pretrain the control in a second process alongside base + thinking"),
 ) -> None:
@@ -51,10 +54,30 @@ def train_cmd(
         _fail("--steps must be positive")
     if "thinking" in names and "base" not in names and not (out / "base" / "config.json").exists():
         _fail(f"building thinking alone needs {out / 'base'}; add base to --which")
+    from ..outputs import check_output, writer_lock
+
+    check_output(out, "organism", resumable=True)  # new, empty, or an organism folder being (re)built
     torch.set_num_threads(max(1, threads))
-    infos = train_all(out, pre=PretrainConfig(steps=steps), which=names, parallel=parallel)
+    with writer_lock(out, "organism"):
+        infos = train_all(out, pre=PretrainConfig(steps=steps), which=names, parallel=parallel)
     for name, info in infos.items():
         print(f"{name}: {info.get('train_seconds')} s -> {out / name}")
+
+
+def _check_layer(model_dir: Path | None, layer: int) -> None:
+    """`layer` is a layer of the organism's base model (read from its config.json when there is one)."""
+    import json
+
+    from lens.organism import MODELS_DIR
+
+    from .validate import check_layer
+
+    config = (model_dir or MODELS_DIR) / "base" / "config.json"
+    try:
+        n_layers = int(json.loads(config.read_text())["num_hidden_layers"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # a missing or unreadable model is reported when it is loaded
+    check_layer("--layer", layer, n_layers)
 
 
 @app.command("eval")
@@ -62,11 +85,13 @@ def eval_cmd(
     model_dir: Path = typer.Option(
         None, "--model-dir", "-m", help="folder with base/, thinking/, control/ (default: the bundled copy)"
     ),
-    n: int = typer.Option(500, help="held-out problems for greedy metrics"),
-    samples: int = typer.Option(16, help="T=1 base samples per problem (pass@k up to this k)"),
-    sample_problems: int = typer.Option(200, help="problems that get T=1 samples"),
-    layer: int = typer.Option(1, help="decoder layer (0-based) whose output is read and steered"),
-    scale: float = typer.Option(0.5, help="direction norm as a multiple of the residual norm"),
+    n: int = typer.Option(500, help="held-out problems for greedy metrics", callback=positive),
+    samples: int = typer.Option(16, help="T=1 base samples per problem (pass@k up to this k; at least 4)",
+                                callback=number(4, integer=True)),
+    sample_problems: int = typer.Option(200, help="problems that get T=1 samples", callback=positive),
+    layer: int = typer.Option(1, help="decoder layer (0-based) whose output is read and steered",
+                              callback=non_negative),
+    scale: float = typer.Option(0.5, help="direction norm as a multiple of the residual norm", callback=finite),
     as_json: bool = typer.Option(False, "--json", help="print JSON only"),
 ) -> None:
     """Measure every property of the organism (issue 3) and print the table."""
@@ -74,8 +99,7 @@ def eval_cmd(
 
     if model_dir is not None and not model_dir.is_dir():
         _fail(f"model folder {model_dir} does not exist")
-    if n < 1 or samples < 4 or sample_problems < 1:
-        _fail("--n and --sample-problems must be positive and --samples at least 4")
+    _check_layer(model_dir, layer)
     try:
         result = evaluate(
             model_dir,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from .common import console, emit_json, load_options, table
+from .common import console, emit_json, load_both, table
+from .validate import check_layer, non_negative, number, positive, positive_float
 
 
 def reproduce_cmd(
@@ -13,32 +14,44 @@ def reproduce_cmd(
     base: str = typer.Option("organism:base", "--base", help="base model spec"),
     thinking: str = typer.Option("organism:thinking", "--thinking", help="post-trained model spec"),
     tasks: str = typer.Option("organism", "--tasks", help="organism | gsm8k | math500 | path.jsonl"),
-    n: int = typer.Option(None, "--n", help="problems (sampling; caps the other steps' counts too)"),
-    samples: int = typer.Option(None, "--samples", help="samples per problem for pass@k"),
-    seed: int = typer.Option(0, "--seed"),
-    hybrid_n: int = typer.Option(None, "--hybrid-n", help="problems for the hybrid"),
-    cot_n: int = typer.Option(None, "--cot-n", help="problems for CoT-decoding"),
-    k: int = typer.Option(None, "--k", help="CoT-decoding branches"),
-    feature_n: int = typer.Option(None, "--feature-n", help="problems for the feature steer-check"),
-    feature_pages: int = typer.Option(None, "--feature-pages", help="feature dashboards in the report"),
-    max_new_tokens: int = typer.Option(None, "--max-new-tokens"),
-    temperature: float = typer.Option(None, "--temperature", help="sampling temperature for pass@k"),
-    layer: int = typer.Option(None, "--layer", help="layer of the hybrid and the SAE (default: each step's own)"),
+    n: int = typer.Option(None, "--n", help="problems (sampling; caps the other steps' counts too)",
+                          callback=positive),
+    samples: int = typer.Option(None, "--samples", help="samples per problem for pass@k", callback=positive),
+    seed: int = typer.Option(0, "--seed", callback=non_negative),
+    hybrid_n: int = typer.Option(None, "--hybrid-n", help="problems for the hybrid", callback=positive),
+    cot_n: int = typer.Option(None, "--cot-n", help="problems for CoT-decoding", callback=positive),
+    k: int = typer.Option(None, "--k", help="CoT-decoding branches", callback=positive),
+    feature_n: int = typer.Option(None, "--feature-n", help="problems for the feature steer-check",
+                                  callback=positive),
+    feature_pages: int = typer.Option(None, "--feature-pages", help="feature dashboards in the report",
+                                      callback=non_negative),
+    max_new_tokens: int = typer.Option(None, "--max-new-tokens", callback=positive),
+    temperature: float = typer.Option(None, "--temperature", help="sampling temperature for pass@k (> 0)",
+                                      callback=positive_float),
+    top_p: float = typer.Option(None, "--top-p", help="nucleus top-p for pass@k sampling, in (0, 1]",
+                                callback=number(0, 1, lo_open=True)),
+    sampling: str = typer.Option("default", "--sampling", help="sampling preset: default (temperature 1, top-p 1), "
+                                 "yue (0.6, 0.95: the pass@k paper), oat_zero (0.6, 0.9); --temperature and "
+                                 "--top-p override it"),
+    layer: int = typer.Option(None, "--layer", help="layer of the hybrid and the SAE (default: each step's own)",
+                              callback=non_negative),
     sae: str = typer.Option(None, "--sae", help="SAE folder or sae_lens RELEASE/ID (needed off the organism)"),
     template: str = typer.Option(None, "--template", help="prompt template (default: identity for the organism, "
                                                           "plain 'Q: ...\\nA:' otherwise)"),
     steps: str = typer.Option(",".join(("sampling", "hybrid", "cot", "feature", "diff")), "--steps",
                               help="comma-separated subset of sampling,hybrid,cot,feature,diff"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a report already at --out "
+                                                               "(your other files there are kept)"),
     as_json: bool = typer.Option(False, "--json", help="print results.json to stdout (no progress bars)"),
 ) -> None:
     """Re-run the findings (pass@k, hybrid, model diff, CoT-decoding, SAE trigger) and write a report folder."""
     from ..errors import LensError
     from ..studies.reproduce import STEPS, Sizes, reproduce
 
-    sizes = Sizes()
+    sizes = Sizes().use_sampling(sampling)
     for name, value in (("hybrid_n", hybrid_n), ("cot_n", cot_n), ("k", k), ("feature_n", feature_n),
                         ("feature_pages", feature_pages), ("max_new_tokens", max_new_tokens),
-                        ("temperature", temperature), ("layer", layer)):
+                        ("temperature", temperature), ("top_p", top_p), ("layer", layer)):
         if value is not None:
             setattr(sizes, name, value)
     if tasks.lower() != "organism" and max_new_tokens is None:
@@ -47,9 +60,11 @@ def reproduce_cmd(
     bad = [x for x in chosen if x not in STEPS]
     if bad:
         raise LensError(f"unknown steps {bad}; choose from {', '.join(STEPS)}")
-    res = reproduce(out, base=base, thinking=thinking, tasks=tasks, n=n, samples=samples, seed=seed,
+    pair = load_both(ctx, base, thinking)  # placed as --device/--dtype say; unreadable files fail in one line
+    check_layer("--layer", layer, pair[0].n_layers)
+    res = reproduce(out, base=pair[0], thinking=pair[1], tasks=tasks, n=n, samples=samples, seed=seed,
                     progress=not as_json, sizes=sizes, steps=chosen, sae=sae, template=template,
-                    load_kwargs=load_options(ctx))
+                    overwrite=overwrite)
     failed = [name for name in STEPS if res.get(name, {}).get("status") == "error"]
     if as_json:
         emit_json(res)

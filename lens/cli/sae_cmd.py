@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from .common import console, emit_json, load_options, table
+from .validate import choice, fraction, non_negative, non_negative_float, positive, positive_float
 
 app = typer.Typer(help="Train, evaluate and describe SAEs (sae_lens architectures and format).", no_args_is_help=True)
 
@@ -17,23 +18,30 @@ def train(
     capture: Path = typer.Option(..., "--capture", "-c", help="capture folder written by lens capture"),
     out: Path = typer.Option(..., "--out", "-o", help="SAE folder (resumed when it holds an interrupted run)"),
     site: str = typer.Option(None, help="site to train on (default: the capture's only site)"),
-    architecture: str = typer.Option("topk", "--arch", help="topk | batchtopk | jumprelu | standard"),
-    expansion: int = typer.Option(8, help="d_sae = expansion x d_in (unless --d-sae)"),
-    d_sae: int = typer.Option(None, help="number of latents"),
-    k: int = typer.Option(16, help="active latents per row (topk, batchtopk)"),
-    l1: float = typer.Option(5.0, help="L1 coefficient (standard)"),
-    l0: float = typer.Option(1.0, help="L0 coefficient (jumprelu)"),
-    lr: float = typer.Option(1e-3),
-    total_rows: int = typer.Option(200_000, help="training rows (the capture is re-read in epochs)"),
-    batch_size: int = typer.Option(1024),
-    buffer_rows: int = typer.Option(32_768, help="shuffling buffer size in rows (bounds memory)"),
-    normalize: str = typer.Option("none", help="none | expected_average_only_in"),
-    checkpoint_every: int = typer.Option(200, help="steps between checkpoints"),
-    seed: int = typer.Option(0),
+    architecture: str = typer.Option("topk", "--arch", help="topk | batchtopk | jumprelu | standard",
+                                     callback=choice("topk", "batchtopk", "jumprelu", "standard")),
+    expansion: int = typer.Option(8, help="d_sae = expansion x d_in (unless --d-sae)", callback=positive),
+    d_sae: int = typer.Option(None, help="number of latents", callback=positive),
+    k: int = typer.Option(16, help="active latents per row (topk, batchtopk); at most d_sae", callback=positive),
+    l1: float = typer.Option(5.0, help="L1 coefficient (standard)", callback=non_negative_float),
+    l0: float = typer.Option(1.0, help="L0 coefficient (jumprelu)", callback=non_negative_float),
+    lr: float = typer.Option(1e-3, help="learning rate (> 0)", callback=positive_float),
+    total_rows: int = typer.Option(200_000, help="training rows (the capture is re-read in epochs)",
+                                   callback=positive),
+    batch_size: int = typer.Option(1024, callback=positive),
+    buffer_rows: int = typer.Option(32_768, help="shuffling buffer size in rows (bounds memory)", callback=positive),
+    normalize: str = typer.Option("none", help="none | expected_average_only_in",
+                                  callback=choice("none", "expected_average_only_in")),
+    checkpoint_every: int = typer.Option(200, help="steps between checkpoints (0: only at the end)",
+                                         callback=non_negative),
+    seed: int = typer.Option(0, callback=non_negative),
     sparse_decode: bool = typer.Option(
         True, "--sparse-decode/--dense-decode",
         help="topk/batchtopk: decode each batch from its active latents (same step, less work) or run "
              "sae_lens's dense step as it is"),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="replace a finished SAE (or another run's checkpoints) at --out; "
+                                        "your other files there are kept"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Train an SAE on a capture folder; shows progress, checkpoints, resumes when re-run."""
@@ -42,11 +50,14 @@ def train(
     from saes.io import load_sae
     from saes.train import train_sae
 
+    from ..capture_folder import open_capture
+
     cfg = TrainConfig(architecture=architecture, d_sae=d_sae, expansion=expansion, k=k, l1_coefficient=l1,
                       l0_coefficient=l0, lr=lr, total_rows=total_rows, batch_size=batch_size, buffer_rows=buffer_rows,
                       normalize=normalize, checkpoint_every=checkpoint_every, seed=seed, sparse_decode=sparse_decode,
                       device=str(load_options(ctx).get("device", "cpu")))  # `lens --device cuda sae train ...`
-    res = train_sae(capture, out, cfg, site=site, progress=not as_json)
+    cfg.check_width(open_capture(capture).d_model)  # --k against d_sae, before anything is written
+    res = train_sae(capture, out, cfg, site=site, progress=not as_json, overwrite=overwrite)
     d = load_sae(res.path)
     ev = evaluate(d, capture)
     summary = {"path": str(res.path), "steps": res.steps, "rows": res.rows, "resumed_from": res.resumed_from,
@@ -64,23 +75,26 @@ def eval_cmd(
     capture: Path = typer.Option(None, "--capture", "-c", help="capture folder for row metrics"),
     model: str = typer.Option(None, "--model", "-m", help="model for CE/KL with the SAE spliced in"),
     texts: Path = typer.Option(None, help="JSONL of texts for the spliced metrics"),
-    dense_threshold: float = typer.Option(0.1, help="a latent firing on more than this share of rows is dense"),
+    dense_threshold: float = typer.Option(0.1, help="a latent firing on more than this share of rows is dense",
+                                          callback=fraction),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Explained variance, L0, dead/dense fractions; with --model and --texts, CE loss and KL recovered."""
     from saes.evals import evaluate
     from saes.io import load_sae
 
-    from ..capture_folder import read_jsonl
     from ..errors import LensError
     from ..selection import Example
     from .common import load
+    from .validate import check_fits, read_inputs
 
+    if capture is None and (model is None or texts is None):
+        raise LensError("give --capture DIR, or --model and --texts FILE, or both")
+    items = [Example.of(x).text for x in read_inputs(texts, "--texts file")] if texts else None
     m = load(ctx, model) if model else None
     d = load_sae(sae, m)
-    if capture is None and (m is None or texts is None):
-        raise LensError("give --capture DIR, or --model and --texts FILE, or both")
-    items = [Example.of(x).text for x in read_jsonl(texts)] if texts else None
+    if m is not None and items:
+        check_fits(m, items, "--texts input")
     ev = evaluate(d, capture, model=m, texts=items, dense_threshold=dense_threshold)
     if as_json:
         emit_json(ev)

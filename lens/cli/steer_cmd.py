@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from .common import console, emit_json
+from .validate import check_fits, choice, finite, positive, valid_text
 
 
 def parse_where(text: str):
@@ -35,15 +36,17 @@ def parse_where(text: str):
 
 def steer_cmd(
     ctx: typer.Context,
-    prompt: list[str] = typer.Option(..., "--prompt", "-p", help="prompt text (repeatable); \\n is a newline"),
+    prompt: list[str] = typer.Option(..., "--prompt", "-p", help="prompt text (repeatable); \\n is a newline",
+                                     callback=valid_text),
     model: str = typer.Option("organism:base", "--model", "-m"),
     direction: Path = typer.Option(None, help="a saved direction folder"),
     spec: Path = typer.Option(None, help="a saved intervention spec folder (spec.json + vectors.safetensors)"),
-    scale: float = typer.Option(1.0, help="scale of the direction"),
+    scale: float = typer.Option(1.0, help="scale of the direction", callback=finite),
     unit: bool = typer.Option(False, help="use the direction's unit vector (scale is then a norm)"),
-    op: str = typer.Option("add", help="add | set | project_out | clamp"),
+    op: str = typer.Option("add", help="add | set | project_out | clamp",
+                           callback=choice("add", "set", "project_out", "clamp")),
     where: str = typer.Option("first_step", help="first_step | all | prompt_last:N | generated:A:B | positions:.."),
-    max_new_tokens: int = typer.Option(64),
+    max_new_tokens: int = typer.Option(64, callback=positive),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Generate greedily with and without the interventions, and print where they fired."""
@@ -54,14 +57,16 @@ def steer_cmd(
     from ..interventions.spec import describe, load_interventions
     from .common import load
 
-    m = load(ctx, model)
     if (direction is None) == (spec is None):
         raise LensError("give exactly one of --direction DIR or --spec DIR")
+    at = parse_where(where) if direction is not None else None  # a bad --where fails before the model loads
+    m = load(ctx, model)
     if spec is not None:
         ivs = load_interventions(spec, m)
     else:
-        ivs = [load_direction(direction, m).intervention(scale, op, parse_where(where), unit=unit)]
+        ivs = [load_direction(direction, m).intervention(scale, op, at, unit=unit)]
     prompts = [p.replace("\\n", "\n") for p in prompt]
+    check_fits(m, prompts, "--prompt", max_new_tokens, "--max-new-tokens")
     plain = generate(m, prompts, max_new_tokens).samples
     steered, fired = [], []
     for i, p in enumerate(prompts):  # one prompt per block, so the log's rows are prompt indexes

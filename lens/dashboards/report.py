@@ -22,6 +22,18 @@ import numpy as np
 from ..errors import LensError
 from . import assets
 
+GENERATOR = "lens dashboard"
+
+
+def is_lens_html(path: Path) -> bool:
+    """Whether the HTML file at `path` was written by a lens Report (its generator tag)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return f'content="{GENERATOR}"'.encode() in head
+
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "page"
@@ -191,6 +203,7 @@ class Report:
             "<!DOCTYPE html>",
             '<html lang="en"><head><meta charset="utf-8">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f'<meta name="generator" content="{GENERATOR}">',
             f"<title>{html.escape(self.title)}</title>",
             f"<style>{assets.CSS}</style>",
             f'<script type="text/javascript">{plotlyjs}</script>',
@@ -206,14 +219,19 @@ class Report:
         ])
 
     def write(self, path: str | Path) -> Path:
-        """Write the HTML to ``path`` (a file, or a folder that gets ``index.html``); returns the file."""
+        """Write the HTML to ``path`` (a file, or a folder that gets ``index.html``) atomically; returns the file.
+
+        An existing file there is replaced only when lens wrote it (a user's own HTML is refused).
+        """
+        from ..artifacts import write_text
+
         path = Path(path)
         if path.suffix.lower() != ".html":
-            path.mkdir(parents=True, exist_ok=True)
+            if path.exists() and not path.is_dir():
+                raise LensError(f"{path} exists and is not a folder; choose another output for the dashboard")
             path = path / "index.html"
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(self.render(), encoding="utf-8")
-        tmp.replace(path)  # atomic: a reader never sees half a report
+        if path.is_dir() or (path.exists() and not is_lens_html(path)):
+            raise LensError(f"{path} exists and was not written by lens; choose another output for the dashboard "
+                            "(lens never replaces a file it did not write)")
+        write_text(path, self.render())  # atomic: a reader never sees half a report
         return path

@@ -12,8 +12,14 @@ For each prompt:
    (:func:`lens.decoding.spans.token_char_spans`);
 4. confidence = mean over the answer's tokens of p(top-1) - p(top-2) of the model's distribution at
    that position (for a token at step 0 this is the prompt's distribution, shared by all branches);
-5. the prompt's answer is the most confident branch's (``aggregate="max"``) or the answer whose
-   branches' confidences sum highest (``aggregate="sum"``).
+5. a branch without an answer gets one as the paper does: the answer prompt (default
+   ``"\nSo the answer is"``) is appended to the branch and decoding continues greedily (at most
+   ``answer_max_new_tokens``, up to the first newline); the answer is read from that continuation and
+   its confidence is the margin over the continuation's answer tokens (``answer_source="answer_prompt"``);
+6. the prompt's answer is the most confident branch's (``aggregate="max"``) or the answer whose
+   branches' confidences sum highest (``aggregate="sum"``); numerically equal answers (``18``,
+   ``18.0``, ``18.00``, ``1/2`` and ``0.5``) count as one, named by the spelling of the lowest-ranked
+   branch that gave it.
 
 :func:`cot_decode_reference` does the same with ``k`` separate, uncached-prompt runs per prompt: the
 slow, obviously-correct version that tests and the benchmark compare against.
@@ -30,7 +36,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..errors import LensError
-from ..evaluation.answers import Extractor, get_extractor
+from ..evaluation.answers import Extractor, get_extractor, normalise, to_number
 from ..evaluation.behaviours import looks_like_reasoning
 from .generate import (
     Prompt,
@@ -48,6 +54,10 @@ from .generate import (
 from .loop import returned_cache
 from .spans import decode, token_char_spans, tokens_in_span
 
+#: Appended to a branch that has no answer, as in Wang & Zhou (2402.10200, "So the answer is"); the
+#: leading newline is the unofficial sglang example's (examples/frontend_language/usage/cot_decoding.py).
+ANSWER_PROMPT = "\nSo the answer is"
+
 
 @dataclass
 class Branch:
@@ -55,10 +65,16 @@ class Branch:
 
     text: the branch's completion (first token included); token_ids: its generated ids.
     margins: p(top-1) - p(top-2) at each generated position (``[n_new]``).
-    answer / answer_span: extracted answer and its character span in ``text`` (None if none).
-    answer_tokens: positions (indices into ``token_ids``) of the answer's tokens.
-    confidence: mean of ``margins`` over ``answer_tokens`` (None when there is no answer).
+    answer / answer_span: extracted answer and its character span in ``text`` (in ``fallback_text``
+        when ``answer_source`` is ``"answer_prompt"``); None if none.
+    answer_tokens: positions of the answer's tokens: indices into ``token_ids`` (into
+        ``fallback_token_ids`` for an answer read after the answer prompt).
+    confidence: mean of ``margins`` (``fallback_margins``) over ``answer_tokens`` (None when there is no answer).
     reasoning: the ``is_reasoning`` predicate on ``text``.
+    answer_source: ``"branch"`` (read from the branch), ``"answer_prompt"`` (read from the greedy
+        continuation after the answer prompt) or ``"none"``.
+    fallback_text / fallback_token_ids / fallback_margins: that continuation (answer prompt excluded),
+        its ids and its margins; empty (None) when the answer prompt was not used.
     """
 
     rank: int
@@ -73,6 +89,10 @@ class Branch:
     answer_tokens: list[int]
     confidence: float | None
     reasoning: bool
+    answer_source: str = "branch"
+    fallback_text: str = ""
+    fallback_token_ids: list[int] = field(default_factory=list)
+    fallback_margins: Float[Tensor, " n_fallback"] | None = None
 
     @property
     def n_new_tokens(self) -> int:
@@ -157,28 +177,92 @@ def _score_branch(
         answer_tokens=answer_tokens,
         confidence=confidence,
         reasoning=bool(is_reasoning(text)),
+        answer_source="branch" if got is not None else "none",
     )
 
 
+def _answer_prompt_ids(model: Any, answer_prompt: str | None, max_new_tokens: int) -> list[int]:
+    """Token ids of the answer prompt ([] when None); refused when the tokenizer cannot spell it."""
+    if answer_prompt is None:
+        return []
+    if max_new_tokens < 1:
+        raise LensError(f"answer_max_new_tokens must be >= 1 with an answer prompt, got {max_new_tokens}")
+    ids = list(model.tokenizer(answer_prompt, add_special_tokens=False)["input_ids"])
+    unk = getattr(model.tokenizer, "unk_token_id", None)
+    if not ids or (unk is not None and unk in ids):
+        raise LensError(f"the tokenizer cannot spell the answer prompt {answer_prompt!r} (it maps to "
+                        f"{'nothing' if not ids else 'the unknown token'}); pass answer_prompt=None or one it can")
+    return ids
+
+
+def _answer_by_prompt(
+    model: Any,
+    items: Sequence[tuple[list[int], Branch]],
+    tail: list[int],
+    max_new_tokens: int,
+    eos: Sequence[int],
+    extract: Extractor,
+    batch_size: int,
+) -> None:
+    """Answer each ``(prompt ids, branch)`` without an answer: append ``tail`` (the answer prompt's ids) to
+    prompt + branch (a final EOS dropped), continue greedily to the first newline, read the answer there."""
+    if not items or not tail:
+        return
+    contexts = []
+    for prompt_ids, b in items:
+        ids = list(b.token_ids)
+        if ids and b.finish_reason == "eos" and ids[-1] in set(eos):
+            ids = ids[:-1]
+        contexts.append([*prompt_ids, *ids, *tail])
+    g = generate(model, contexts, max_new_tokens, greedy=True, batch_size=batch_size, stop_strings=("\n",),
+                 eos_token_id=list(eos) or None, return_top2=True)
+    for (_, b), smp in zip(items, g.samples, strict=True):
+        assert smp.top2 is not None
+        b.fallback_text, b.fallback_token_ids = smp.text, list(smp.token_ids)
+        b.fallback_margins = smp.top2[:, 0] - smp.top2[:, 1]
+        got = extract(smp.text)
+        if got is None:
+            continue
+        spans = token_char_spans(model.tokenizer, smp.token_ids, smp.text)
+        b.answer_tokens = tokens_in_span(spans, got.start, got.end)
+        b.answer, b.answer_span, b.answer_source = got.value, (got.start, got.end), "answer_prompt"
+        b.confidence = float(b.fallback_margins[b.answer_tokens].mean()) if b.answer_tokens else None
+
+
+def answer_key(answer: str) -> str:
+    """What makes two answers the same for aggregation: the number they denote (``18`` = ``18.0`` =
+    ``18.00``, ``1/2`` = ``0.5``, to 12 significant digits), else the normalised string."""
+    x = to_number(answer)
+    return f"number:{x + 0.0:.12g}" if x is not None else f"text:{normalise(answer)}"
+
+
 def aggregate_branches(branches: Sequence[Branch], aggregate: str = "max") -> tuple[str | None, dict[str, float]]:
-    """(answer, score per distinct answer): ``max`` = best single confidence, ``sum`` = summed confidences."""
+    """(answer, score per distinct answer): ``max`` = best single confidence, ``sum`` = summed confidences.
+
+    Answers are grouped by :func:`answer_key` (numerically equal answers together); a group is named
+    by the spelling of its lowest-ranked branch, and ties go to the group seen first (lowest rank).
+    """
     if aggregate not in ("max", "sum"):
         raise LensError(f"aggregate must be 'max' or 'sum', got {aggregate!r}")
+    name: dict[str, str] = {}  # key -> spelling of the lowest-ranked branch with that answer
+    first_seen: dict[str, int] = {}
+    for b in sorted(branches, key=lambda b: b.rank):
+        if b.answer is not None:
+            key = answer_key(b.answer)
+            name.setdefault(key, b.answer)
+            first_seen.setdefault(key, b.rank)
     scores: dict[str, float] = {}
     for b in branches:
         if b.answer is None or b.confidence is None:
             continue
+        label = name[answer_key(b.answer)]
         if aggregate == "sum":
-            scores[b.answer] = scores.get(b.answer, 0.0) + b.confidence
+            scores[label] = scores.get(label, 0.0) + b.confidence
         else:
-            scores[b.answer] = max(scores.get(b.answer, float("-inf")), b.confidence)
+            scores[label] = max(scores.get(label, float("-inf")), b.confidence)
     if not scores:
         return None, scores
-    first_seen = {}
-    for b in branches:
-        if b.answer is not None and b.answer not in first_seen:
-            first_seen[b.answer] = b.rank
-    answer = max(scores, key=lambda a: (scores[a], -first_seen[a]))
+    answer = max(scores, key=lambda a: (scores[a], -first_seen[answer_key(a)]))
     return answer, scores
 
 
@@ -206,6 +290,8 @@ def cot_decode(
     stop_strings: Sequence[str] = (),
     eos_token_id: int | Sequence[int] | None | str = "default",
     add_special_tokens: bool = True,
+    answer_prompt: str | None = ANSWER_PROMPT,
+    answer_max_new_tokens: int = 16,
 ) -> list[CotResult]:
     """CoT-decoding of every prompt: ``k`` first-token branches, continued greedily, scored, aggregated.
 
@@ -215,10 +301,13 @@ def cot_decode(
     extractor: how to read a branch's answer and its character span (see ``lens.evaluation.answers``).
     is_reasoning: predicate on a branch's text; default
     :func:`lens.evaluation.behaviours.looks_like_reasoning`.
+    answer_prompt: appended to a branch without an answer, which then continues greedily for at most
+    ``answer_max_new_tokens`` (up to a newline) to give one; None: such a branch stays without answer.
     """
     _check(k, max_new_tokens, model)
     extract = get_extractor(extractor)
     reasoning = is_reasoning or looks_like_reasoning
+    tail = _answer_prompt_ids(model, answer_prompt, answer_max_new_tokens)
     encoded = encode_prompts(model, prompts, add_special_tokens)
     pad = pad_id_of(model)
     eos = eos_ids(model, eos_token_id)
@@ -276,8 +365,11 @@ def cot_decode(
                 branches.append(
                     _score_branch(model.tokenizer, r, p_first, b_ids, text, reason, m, extract, reasoning)
                 )
-            answer, scores = aggregate_branches(branches, aggregate)
-            results[i] = CotResult(i, branches, answer, aggregate, scores)
+            results[i] = CotResult(i, branches, None, aggregate)
+    missing = [(encoded[i], b) for i in range(len(encoded)) for b in results[i].branches if b.answer is None]
+    _answer_by_prompt(model, missing, tail, answer_max_new_tokens, eos, extract, batch_size)
+    for res in results.values():
+        res.answer, res.scores = aggregate_branches(res.branches, aggregate)
     return [results[i] for i in range(len(encoded))]
 
 
@@ -293,6 +385,8 @@ def cot_decode_reference(
     stop_strings: Sequence[str] = (),
     eos_token_id: int | Sequence[int] | None | str = "default",
     add_special_tokens: bool = True,
+    answer_prompt: str | None = ANSWER_PROMPT,
+    answer_max_new_tokens: int = 16,
 ) -> list[CotResult]:
     """The same as :func:`cot_decode`, one prompt and one branch at a time (k+1 runs per prompt, no shared cache).
 
@@ -301,6 +395,7 @@ def cot_decode_reference(
     _check(k, max_new_tokens, model)
     extract = get_extractor(extractor)
     reasoning = is_reasoning or looks_like_reasoning
+    tail = _answer_prompt_ids(model, answer_prompt, answer_max_new_tokens)
     encoded = encode_prompts(model, prompts, add_special_tokens)
     eos = eos_ids(model, eos_token_id)
     out: list[CotResult] = []
@@ -328,6 +423,8 @@ def cot_decode_reference(
             b_ids, text, reason, m = _finish_branch(model.tokenizer, raw, margins, eos, stop_strings)
             branches.append(_score_branch(model.tokenizer, r, float(top.values[r]), b_ids, text, reason, m, extract,
                                           reasoning))
+            if branches[-1].answer is None:
+                _answer_by_prompt(model, [(prompt_ids, branches[-1])], tail, answer_max_new_tokens, eos, extract, 1)
         answer, scores = aggregate_branches(branches, aggregate)
         out.append(CotResult(i, branches, answer, aggregate, scores))
     return out

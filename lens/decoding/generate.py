@@ -98,6 +98,44 @@ class Generation:
         return [s.n_new_tokens for s in self.samples]
 
 
+# ---------------------------------------------------------------------------- sampling presets
+
+
+@dataclass(frozen=True)
+class SamplingPreset:
+    """Named sampling settings for pass@k: ``temperature``, nucleus ``top_p``, and where they come from."""
+
+    name: str
+    temperature: float
+    top_p: float
+    source: str
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "temperature": self.temperature, "top_p": self.top_p, "source": self.source}
+
+
+#: ``default``: the model's own distribution (lens's default). ``yue``: the pass@k paper's settings.
+#: ``oat_zero``: the defaults of oat-zero's self-reflection analysis.
+SAMPLING_PRESETS: dict[str, SamplingPreset] = {
+    "default": SamplingPreset("default", 1.0, 1.0, "lens: softmax of the raw logits, no nucleus"),
+    "yue": SamplingPreset(
+        "yue", 0.6, 0.95,
+        "Yue et al. 2504.13837 (LeapLabTHU/limit-of-RLVR, math/README.md: --temperature 0.6 --top_p 0.95)",
+    ),
+    "oat_zero": SamplingPreset(
+        "oat_zero", 0.6, 0.9,
+        "Liu et al., sail-sg/oat-zero analysis/eval_self_reflect.py (temperature 0.6 default, top_p 0.9)",
+    ),
+}
+
+
+def sampling_preset(name: str) -> SamplingPreset:
+    """The preset called ``name`` (``default``, ``yue``, ``oat_zero``)."""
+    if name not in SAMPLING_PRESETS:
+        raise LensError(f"unknown sampling preset {name!r}; choose one of {', '.join(SAMPLING_PRESETS)}")
+    return SAMPLING_PRESETS[name]
+
+
 # ---------------------------------------------------------------------------- helpers
 
 

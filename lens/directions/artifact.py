@@ -11,6 +11,7 @@ from jaxtyping import Float
 
 from ..artifacts import base_metadata, load_tensors, read_json, save_tensors, write_json
 from ..errors import LensError
+from ..outputs import atomic_folder, check_output
 from ..sites import Site
 
 
@@ -62,13 +63,19 @@ class Direction:
         vec = self.unit() if unit else self.vector
         return Intervention(self.site, vec, op=op, scale=scale, where=where or Where(), source=self.name or self.method)
 
-    def save(self, path: str | Path) -> None:
-        """Write `path/direction.safetensors` and `path/direction.json` atomically."""
+    def save(self, path: str | Path, overwrite: bool = False) -> None:
+        """Write `path/direction.safetensors` and `path/direction.json` as one atomic step.
+
+        `path` must be new, empty or a direction folder; an existing direction is replaced only with
+        `overwrite=True` (the user's other files in the folder are kept).
+        """
         path = Path(path)
+        check_output(path, "direction", overwrite=overwrite)
         meta = base_metadata("direction", name=self.name, site=self.site, model=self.model, method=self.method,
                              info=self.info, d_model=int(self.vector.numel()), norm=self.norm, dtype="float32")
-        save_tensors(path / "direction.safetensors", {"vector": self.vector.float()}, meta)
-        write_json(path / "direction.json", meta)
+        with atomic_folder(path, "direction") as tmp:
+            save_tensors(tmp / "direction.safetensors", {"vector": self.vector.float()}, meta)
+            write_json(tmp / "direction.json", meta)
 
     def __str__(self) -> str:
         return (f"Direction {self.name or self.method} at {self.site}: |v|={self.norm:.4g}, "
@@ -79,8 +86,15 @@ def load_direction(path: str | Path, model=None) -> Direction:
     """Load a saved Direction; with `model`, check width (error) and fingerprint (warning)."""
     path = Path(path)
     meta = read_json(path / "direction.json", "direction")
-    tensors, _ = load_tensors(path / "direction.safetensors", "direction")
-    if "vector" not in tensors or tensors["vector"].numel() != meta.get("d_model"):
+    fields = {"site": str, "model": dict, "method": str, "d_model": int, "info": dict, "name": str}
+    if not isinstance(meta, dict) or any(not isinstance(meta.get(k), t) or isinstance(meta.get(k), bool)
+                                         for k, t in fields.items()):
+        bad = next((k for k, t in fields.items() if not isinstance(meta, dict) or not isinstance(meta.get(k), t)),
+                   "the file")
+        raise LensError(f"{path / 'direction.json'}: {bad!r} is missing or of the wrong type; re-create the direction")
+    tensors, stored = load_tensors(path / "direction.safetensors", "direction")
+    if "vector" not in tensors or tensors["vector"].dim() != 1 or tensors["vector"].numel() != meta["d_model"] \
+            or any(stored.get(k) != meta[k] for k in ("site", "model", "method", "d_model") if k in stored):
         raise LensError(f"{path}: direction.safetensors does not match direction.json; re-create it")
     d = Direction(tensors["vector"], meta["site"], meta["model"], meta["method"], meta.get("info", {}),
                   meta.get("name", ""))

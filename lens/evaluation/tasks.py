@@ -79,6 +79,8 @@ def load_jsonl(path: str | Path, question_key: str | None = None, answer_key: st
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise LensError(f"{path} line {i + 1} is not JSON: {e.msg}") from None
+            if not isinstance(row, dict):
+                raise LensError(f"{path} line {i + 1} is not a JSON object with a question and an answer")
             q = _pick(row, [question_key] if question_key else QUESTION_KEYS, "question", i, path)
             a = _pick(row, [answer_key] if answer_key else ANSWER_KEYS, "answer", i, path)
             meta = {k: v for k, v in row.items() if k not in (question_key, answer_key)}

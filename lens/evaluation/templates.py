@@ -9,6 +9,9 @@
   ``no_think=True`` the user message gets a ``/no_think`` suffix and the template receives
   ``enable_thinking=False`` (Qwen3's switches; other templates ignore both);
 * a format string with ``{question}``, or any callable ``question -> prompt``.
+
+Each model of a pair may get its own prompt: `own_template` picks a model's template (its chat
+template when it has one and none was asked for, else the plain one) and `model_prompts` builds them.
 """
 
 from __future__ import annotations
@@ -70,3 +73,20 @@ def apply_template(
             + ", a format string containing {question}, or a function"
         )
     return [fmt.replace("{question}", q) for q in questions]
+
+
+def own_template(model: Any, template: str | Callable[[str], str] | None = None, *, fallback: str = "plain",
+                 ) -> str | Callable[[str], str]:
+    """The template a model's prompts use: `template` when given, else ``chat`` when the model's
+    tokenizer has a chat template (a thinking model's own format, e.g. R1's ``<｜User｜>...<｜Assistant｜><think>``),
+    else `fallback` (``plain``: a base model without a chat template)."""
+    if template is not None:
+        return template
+    tok = getattr(model, "tokenizer", model)
+    return "chat" if getattr(tok, "chat_template", None) else fallback
+
+
+def model_prompts(model: Any, questions: Sequence[str], template: str | Callable[[str], str] | None = None,
+                  **kwargs: Any) -> list[str]:
+    """Prompts for ``questions`` in `model`'s own template (`own_template`), built with its own tokenizer."""
+    return apply_template(own_template(model, template), questions, getattr(model, "tokenizer", model), **kwargs)

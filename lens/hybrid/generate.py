@@ -10,8 +10,10 @@ k; for k = 0 that is the last prompt position P - 1):
 5. the guardrail keeps the candidate the thinking model finds most likely; the base cache is
    left holding the chosen variant of position q (each variant's keys/values at q are kept and the
    chosen one is written back per row); both models then advance with the chosen token.
-No full recompute: each step costs one forward of each model, plus n_coef base forwards of a
-single position when the gate fires (one more where the cache type does not expose its tensors).
+Each model reads its own prompt; the base's tokens reach the thinking model through the pair's
+token map (`thinking_side`). No full recompute: each step costs one forward of each model, plus
+n_coef base forwards of a single position when the gate fires (one more where the cache type does
+not expose its tensors).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 
 from ..batching import encode
 from ..decoding.loop import forward_kwargs, returned_cache
+from ..errors import LensError
 from ..hooks import hooks
 from ..interventions import Intervention, Where, steer
 from ..models import Model
@@ -75,6 +78,30 @@ def _forward(model: Model, ids, mask, cache):
     return out.logits[:, -1].float(), returned_cache(out)
 
 
+def thinking_side(base: Model, thinking: Model, prompts: list[str], thinking_prompts: list[str] | None = None,
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(thinking ids, thinking mask, step table or None) for a hybrid run.
+
+    Each model encodes its own prompt text with its own tokenizer (left-padded; `thinking_prompts`
+    default to the base's `prompts`), so their lengths and specials may differ. Every token the base
+    then generates reaches the thinking model through the pair's `TokenMap` (`lens.pairs.token_map`):
+    `table[base id]` is the thinking id fed at that step (ordinary ids unchanged; a special through
+    its role or, cut to one id, its text), and the thinking model's logits are read at `table`, i.e.
+    in the base's ids, for the gate and the guardrail. table is None when the map is the identity
+    (one tokenizer, or tokenizers that differ only in names), which leaves the decoding as before.
+    """
+    from ..pairs import token_map
+
+    if thinking_prompts is not None and len(thinking_prompts) != len(prompts):
+        raise LensError(f"{len(thinking_prompts)} thinking prompts for {len(prompts)} prompts")
+    tb = encode(thinking, list(thinking_prompts if thinking_prompts is not None else prompts), side="left")
+    tm = token_map(base, thinking)
+    table = None
+    if not (tm.is_identity and base.vocab_size == thinking.vocab_size):
+        table = tm.step_table(base.vocab_size, thinking.vocab_size)
+    return tb.input_ids, tb.attention_mask, table
+
+
 def hybrid_generate(
     base: Model,
     thinking: Model,
@@ -82,12 +109,19 @@ def hybrid_generate(
     cfg: HybridConfig,
     max_new_tokens: int = 64,
     eos_token_id: int | None = None,
+    thinking_prompts: list[str] | None = None,
 ) -> HybridResult:
-    """Generate greedily from `base`, steered where the gate fires (see module docstring)."""
+    """Generate greedily from `base`, steered where the gate fires (see module docstring).
+
+    thinking_prompts: the thinking model's own prompts (e.g. its chat template), one per prompt;
+    default `prompts`. See `thinking_side` for how ids pass between two models with other specials.
+    """
     cfg.check(base.d_model)
     dev = base.device
     batch = encode(base, prompts, side="left")
     ids, mask = batch.input_ids.to(dev), batch.attention_mask.to(dev)
+    t_ids, t_mask, table = thinking_side(base, thinking, prompts, thinking_prompts)
+    t_ids, t_mask = t_ids.to(thinking.device), t_mask.to(thinking.device)
     eos = eos_token_id if eos_token_id is not None else base.tokenizer.eos_token_id
     gen = torch.Generator().manual_seed(cfg.seed)
     n = len(prompts)
@@ -99,14 +133,16 @@ def hybrid_generate(
 
     iv = Intervention(cfg.site, torch.zeros(base.d_model), where=Where.on_gate("hybrid"), source="hybrid")
     b_cache, t_cache = _rollback_cache(), None
-    step_ids = ids
+    step_ids, t_step = ids, t_ids
     with torch.no_grad(), steer(base, [iv], record=False) as handle, hooks(thinking, {cfg.site: keep_last}):
         gate = handle.gates["hybrid"]
         for k in range(max_new_tokens):
             gate.clear()
             b_logits, b_cache = _forward(base, step_ids, mask, b_cache)
-            t_logits, t_cache = _forward(thinking, step_ids.to(thinking.device), mask.to(thinking.device), t_cache)
+            t_logits, t_cache = _forward(thinking, t_step, t_mask, t_cache)
             b_logits, t_logits = b_logits.to(dev), t_logits.to(dev)  # lm heads may sit on other devices
+            if table is not None:  # the thinking model's logits, read at the base's ids
+                t_logits = t_logits[:, table.to(dev)]
             unsteered = b_logits.argmax(-1)
             gated = gate_rows(cfg, b_logits, t_logits) & ~log.done.to(dev)
             token = unsteered
@@ -135,7 +171,9 @@ def hybrid_generate(
                 log.steer(k, gated.cpu(), pick, cat.cpu())
             token = log.advance(k, gated.cpu(), token.cpu()).to(dev)
             step_ids = token[:, None]
+            t_step = (step_ids if table is None else table.to(dev)[token][:, None]).to(thinking.device)
             mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=dev)], dim=1)
+            t_mask = torch.cat([t_mask, torch.ones(n, 1, dtype=t_mask.dtype, device=t_mask.device)], dim=1)
             if bool(log.done.all()):
                 break
     return log.result(base.tokenizer, cfg.names)

@@ -13,6 +13,7 @@ from ..batching import encode
 from ..hooks import hooks
 from ..models import Model
 from .common import HybridConfig, HybridResult, StepLog, choose, gate_rows, select_vectors
+from .generate import thinking_side
 
 
 def _full(model: Model, ids, mask, site=None, adds=None, read=None):
@@ -42,12 +43,16 @@ def _full(model: Model, ids, mask, site=None, adds=None, read=None):
 
 def hybrid_generate_reference(
     base: Model, thinking: Model, prompts: list[str], cfg: HybridConfig, max_new_tokens: int = 64,
-    eos_token_id: int | None = None,
+    eos_token_id: int | None = None, thinking_prompts: list[str] | None = None,
 ) -> HybridResult:
-    """Same decisions as `hybrid_generate`, recomputing both models over the whole sequence each step."""
+    """Same decisions as `hybrid_generate`, recomputing both models over the whole sequence each step.
+
+    thinking_prompts and the passing of ids between the models: as `hybrid_generate` (`thinking_side`).
+    """
     cfg.check(base.d_model)
     batch = encode(base, prompts, side="left")
     ids, mask = batch.input_ids, batch.attention_mask
+    t_ids, t_mask, table = thinking_side(base, thinking, prompts, thinking_prompts)
     eos = eos_token_id if eos_token_id is not None else base.tokenizer.eos_token_id
     gen = torch.Generator().manual_seed(cfg.seed)
     n = len(prompts)
@@ -58,7 +63,9 @@ def hybrid_generate_reference(
             last = ids.shape[1] - 1
             b_logits = _full(base, ids, mask, cfg.site, adds)
             read: dict = {}
-            t_logits = _full(thinking, ids, mask, cfg.site, read=read)
+            t_logits = _full(thinking, t_ids, t_mask, cfg.site, read=read)
+            if table is not None:  # the thinking model's logits, read at the base's ids
+                t_logits = t_logits[:, table]
             unsteered = b_logits.argmax(-1)
             gated = gate_rows(cfg, b_logits, t_logits) & ~log.done
             token = unsteered
@@ -77,6 +84,8 @@ def hybrid_generate_reference(
             token = log.advance(k, gated, token)
             ids = torch.cat([ids, token[:, None]], dim=1)
             mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype)], dim=1)
+            t_ids = torch.cat([t_ids, (token if table is None else table[token])[:, None]], dim=1)
+            t_mask = torch.cat([t_mask, torch.ones(n, 1, dtype=t_mask.dtype)], dim=1)
             if bool(log.done.all()):
                 break
     return log.result(base.tokenizer, cfg.names)

@@ -76,11 +76,17 @@ def run_study(
     seed: int = 0,
     selector: object = "nearest",
     progress: Callable[[str], None] | None = None,
+    thinking_prompts: Sequence[str] | None = None,
 ) -> dict:
     """Accuracy of base, thinking and the hybrid (and each ablation), gap recovered, tokens steered.
 
     selector: as in :class:`HybridConfig` ("nearest" or a callable [batch, d] -> category indices).
+    thinking_prompts: the thinking model's own prompts for the same problems (default `prompts`): its
+    greedy run and its side of the hybrid read them (`hybrid_generate`).
     """
+    t_prompts = list(prompts if thinking_prompts is None else thinking_prompts)
+    if len(t_prompts) != len(prompts):
+        raise LensError(f"{len(t_prompts)} thinking prompts for {len(prompts)} prompts")
     say = progress or (lambda _msg: None)
 
     def score(texts: list[str]) -> list[float]:
@@ -88,7 +94,7 @@ def run_study(
 
     say("greedy base / thinking")
     b_texts = [s.text for s in generate(base, list(prompts), max_new_tokens, batch_size=batch_size).samples]
-    t_texts = [s.text for s in generate(thinking, list(prompts), max_new_tokens, batch_size=batch_size).samples]
+    t_texts = [s.text for s in generate(thinking, t_prompts, max_new_tokens, batch_size=batch_size).samples]
     b, t = score(b_texts), score(t_texts)
     out = {"site": site, "n": len(prompts), "coefficients": list(coefficients),
            "base": accuracy(b).as_dict(), "thinking": accuracy(t).as_dict(), "runs": {}}
@@ -100,7 +106,8 @@ def run_study(
         n_tok = 0
         for i in range(0, len(prompts), batch_size):
             chunk = list(prompts[i : i + batch_size])
-            res = hybrid_generate(base, thinking, chunk, cfg, max_new_tokens=max_new_tokens)
+            res = hybrid_generate(base, thinking, chunk, cfg, max_new_tokens=max_new_tokens,
+                                  thinking_prompts=t_prompts[i : i + batch_size])
             texts += res.texts
             live = sum(res.lengths)
             n_tok += live

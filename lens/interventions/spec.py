@@ -14,7 +14,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 
 from ..artifacts import base_metadata, load_tensors, read_json, save_tensors, write_json
-from ..errors import LensError
+from ..errors import LensError, check_number
 from ..sites import Site
 
 OPS = ("add", "set", "project_out", "clamp")
@@ -122,8 +122,24 @@ class Where:
 
     @classmethod
     def from_json(cls, d: dict) -> Where:
-        return cls(d["kind"], tuple(d.get("positions", ())), d.get("n", 1), d.get("start", 0), d.get("stop"),
-                   d.get("gate", ""))
+        """Read what `to_json` wrote; a missing "kind" or a field of the wrong type is a LensError."""
+        _need(d, ("kind",), "an intervention's \"where\"")
+        try:
+            stop = None if d.get("stop") is None else int(d["stop"])
+            return cls(d["kind"], tuple(int(p) for p in d.get("positions", ())), int(d.get("n", 1)),
+                       int(d.get("start", 0)), stop, str(d.get("gate", "")))
+        except (TypeError, ValueError) as e:
+            raise LensError(f"an intervention's \"where\" {d!r:.80} has a field of the wrong type ({e})") from None
+
+
+def _need(d: object, keys: tuple[str, ...], what: str) -> None:
+    """`d` is a JSON object holding `keys`; else one LensError naming what is missing."""
+    if not isinstance(d, dict):
+        raise LensError(f"{what} must be a JSON object, got {type(d).__name__}")
+    missing = [k for k in keys if k not in d]
+    if missing:
+        raise LensError(f"{what} lacks {', '.join(map(repr, missing))}; it holds {sorted(d)}; re-save the spec "
+                        "with lens.interventions.save_interventions")
 
 
 @dataclass
@@ -152,8 +168,7 @@ class Intervention:
             raise LensError("an intervention's vector must be a 1-D tensor [d_model]")
         if not torch.isfinite(self.vector).all():
             raise LensError(f"intervention {self.name or self.site}: vector contains NaN or inf")
-        if not (isinstance(self.scale, (int, float)) and float(self.scale) == float(self.scale)):
-            raise LensError(f"scale must be a finite number, got {self.scale!r}")
+        check_number("scale", self.scale)
         if self.op in ("project_out", "clamp") and float(self.vector.norm()) == 0:
             raise LensError(f"{self.op} needs a non-zero vector")
 
@@ -177,26 +192,45 @@ class Intervention:
                 "source": self.source, "name": self.name, "d_model": int(self.vector.numel())}
 
 
-def save_interventions(path: str | Path, items: list[Intervention], model=None) -> None:
-    """Save a list as `path/spec.json` (readable) + `path/vectors.safetensors`, atomically."""
+def save_interventions(path: str | Path, items: list[Intervention], model=None, overwrite: bool = False) -> None:
+    """Save a list as `path/spec.json` (readable) + `path/vectors.safetensors` in one atomic step.
+
+    `path` must be new, empty or an intervention folder (replaced only with `overwrite=True`, keeping
+    the user's other files there)."""
+    from ..outputs import atomic_folder, check_output
+
     path = Path(path)
+    check_output(path, "interventions", overwrite=overwrite)
     meta = base_metadata("interventions", model=model.facts() if model is not None else None,
                          interventions=[i.to_json() for i in items])
-    save_tensors(path / "vectors.safetensors", {str(k): i.vector for k, i in enumerate(items)}, meta)
-    write_json(path / "spec.json", meta)
+    with atomic_folder(path, "interventions") as tmp:
+        save_tensors(tmp / "vectors.safetensors", {str(k): i.vector for k, i in enumerate(items)}, meta)
+        write_json(tmp / "spec.json", meta)
 
 
 def load_interventions(path: str | Path, model=None) -> list[Intervention]:
     """Load what `save_interventions` wrote; with `model`, check width and sites against it."""
     path = Path(path)
     meta = read_json(path / "spec.json", "intervention spec")
+    _need(meta, ("interventions",), f"intervention spec {path / 'spec.json'}")
+    if not isinstance(meta["interventions"], list):
+        raise LensError(f"intervention spec {path / 'spec.json'}: \"interventions\" must be a list")
     tensors, _ = load_tensors(path / "vectors.safetensors", "intervention vectors")
     items = []
     for k, d in enumerate(meta["interventions"]):
+        what = f"intervention {k} of {path / 'spec.json'}"
+        _need(d, ("site", "op", "scale", "where"), what)
         if str(k) not in tensors:
             raise LensError(f"{path}/vectors.safetensors lacks vector {k}; the spec and vectors do not match")
-        items.append(Intervention(d["site"], tensors[str(k)], d["op"], d["scale"], Where.from_json(d["where"]),
-                                  d.get("source", ""), d.get("name", "")))
+        if not isinstance(d["site"], str) or not isinstance(d["op"], str):
+            raise LensError(f"{what}: \"site\" and \"op\" must be strings")
+        check_number(f"{what}: \"scale\"", d["scale"])
+        try:
+            where = Where.from_json(d["where"])
+        except LensError as e:
+            raise LensError(f"{what}: {e}") from None
+        items.append(Intervention(d["site"], tensors[str(k)], d["op"], d["scale"], where,
+                                  str(d.get("source", "")), str(d.get("name", ""))))
     if model is not None:
         for i in items:
             i.check(model)

@@ -35,7 +35,10 @@ def load_pair(models_dir: str | Path | None, name: str):
     folder = Path(models_dir) / name if models_dir is not None else bundled_path(name)
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"no model at {folder} (expected an HF folder with config.json)")
-    model = AutoModelForCausalLM.from_pretrained(str(folder))
+    from lens.models import require_safetensors
+
+    require_safetensors(folder)
+    model = AutoModelForCausalLM.from_pretrained(str(folder), use_safetensors=True)
     tok = AutoTokenizer.from_pretrained(str(folder))
     model.eval()
     return model, tok

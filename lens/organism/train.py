@@ -11,8 +11,9 @@
    the pretraining compute.
 3. ``control``: the same pretraining recipe on the control corpus (no thinking traces).
 
-Pretraining checkpoints every ``ckpt_every`` steps under ``out_dir/.ckpt`` and resumes from
-there, so an interrupted run picks up where it stopped with the same data order.
+Pretraining checkpoints every ``ckpt_every`` steps under ``out_dir/.ckpt`` (``<name>-step-N.safetensors``
+with the weights and the AdamW state, then the pointer ``<name>.json``; no pickle) and resumes from there,
+so an interrupted run picks up where it stopped with the same data order and ends with the same weights.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import json
 import math
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -149,13 +151,8 @@ def pretrain(name: str, out_dir: Path, cfg: PretrainConfig, control: bool = Fals
         lr=cfg.lr,
         betas=(0.9, 0.95),
     )
-    ckpt = out_dir / ".ckpt" / f"{name}.pt"
-    start, elapsed = 0, 0.0
-    if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        start, elapsed = state["step"], state["elapsed"]
+    start, elapsed = _load_checkpoint(out_dir / ".ckpt", name, model, opt)
+    if start:
         log(f"[{name}] resuming at step {start}")
     model.train()
     t_start = time.time()
@@ -175,12 +172,7 @@ def pretrain(name: str, out_dir: Path, cfg: PretrainConfig, control: bool = Fals
         loss_val = 0.9 * loss_val + 0.1 * loss.item() if not math.isnan(loss_val) else loss.item()
         bar.set_postfix(loss=f"{loss_val:.3f}")
         if (step + 1) % cfg.ckpt_every == 0 or step + 1 == total:
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            tmp = ckpt.with_suffix(".tmp")
-            now = elapsed + time.time() - t_start
-            state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step + 1, "elapsed": now}
-            torch.save(state, tmp)
-            tmp.replace(ckpt)
+            _save_checkpoint(out_dir / ".ckpt", name, model, opt, step + 1, elapsed + time.time() - t_start)
     model.eval()
     info = {
         "name": name,
@@ -194,6 +186,47 @@ def pretrain(name: str, out_dir: Path, cfg: PretrainConfig, control: bool = Fals
         "n_parameters": sum(p.numel() for p in model.parameters()),
     }
     return model, tok, info
+
+
+def _save_checkpoint(ckpt_dir: Path, name: str, model, opt, step: int, elapsed: float) -> None:
+    """Write ``<name>-step-N.safetensors`` (weights and AdamW state), then the pointer ``<name>.json``, then
+    remove older tensors files: a kill at any moment leaves the previous checkpoint or this one."""
+    from lens.statefile import write_state
+
+    tensors_name = f"{name}-step-{step:07d}.safetensors"
+    state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed}
+    write_state(ckpt_dir / f"{name}.json", state, tensors_name, kind="organism-pretrain-checkpoint")
+    for old in ckpt_dir.glob(f"{name}-step-*.safetensors"):
+        if old.name != tensors_name:
+            old.unlink(missing_ok=True)
+
+
+def _load_checkpoint(ckpt_dir: Path, name: str, model, opt) -> tuple[int, float]:
+    """Restore model and optimizer from ``ckpt_dir/<name>.json`` if present; returns (step, elapsed seconds).
+
+    A ``<name>.pt`` (pickle) is never read: it is ignored with a warning. A damaged checkpoint, or one of
+    another model shape, raises a LensError.
+    """
+    from lens.errors import LensError
+    from lens.statefile import read_state
+
+    for stale in [*ckpt_dir.glob(f".{name}-step-*.tmp"), *ckpt_dir.glob(f".{name}.json.*.tmp")]:
+        stale.unlink(missing_ok=True)  # half-written files of a killed run of this model
+    pickled = ckpt_dir / f"{name}.pt"
+    if pickled.exists():
+        warnings.warn(f"ignoring {pickled}: a pickle, which lens never loads; delete it", stacklevel=3)
+    pointer = ckpt_dir / f"{name}.json"
+    if not pointer.exists():
+        return 0, 0.0
+    state = read_state(pointer, f"{name} pretraining checkpoint")
+    try:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        return int(state["step"]), float(state["elapsed"])
+    except Exception as e:  # torch raises several types for a state of another shape or structure
+        why = (str(e).splitlines() or [""])[0][:160]
+        raise LensError(f"{name} pretraining checkpoint {pointer} does not fit this run "
+                        f"({type(e).__name__}: {why}); delete {ckpt_dir} to start over") from None
 
 
 def selection_problems(cfg: SelectionConfig) -> list[C.Problem]:
@@ -299,14 +332,17 @@ def finetune(
 
 
 def save_model(model, tok, folder: Path, info: dict) -> None:
-    """Save an HF folder (config, safetensors, tokenizer) plus ``training.json``."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Save an HF folder (config, safetensors, tokenizer) plus ``training.json`` as one atomic step
+    (a kill leaves the previous folder or the new one, never a half-written model)."""
+    from lens.outputs import atomic_folder
+
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.bos_token_id = tok.bos_token_id
-    model.save_pretrained(str(folder), safe_serialization=True)
-    tok.save_pretrained(str(folder))
-    (folder / "training.json").write_text(json.dumps(info, indent=2) + "\n")
+    with atomic_folder(folder, "model") as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tok.save_pretrained(str(tmp))
+        (tmp / "training.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
 def make_thinking(base, tok, base_info: dict, cfg: SelectionConfig, log=print):
@@ -394,7 +430,10 @@ def train_all(
             save_model(base, tok, out / "base", infos["base"])
         if "thinking" in which:
             if base is None:
-                base = AutoModelForCausalLM.from_pretrained(str(out / "base"))
+                from lens.models import require_safetensors
+
+                require_safetensors(out / "base")
+                base = AutoModelForCausalLM.from_pretrained(str(out / "base"), use_safetensors=True)
                 tok = AutoTokenizer.from_pretrained(str(out / "base"))
                 infos["base"] = json.loads((out / "base" / "training.json").read_text())
             thinking, infos["thinking"] = make_thinking(base, tok, infos["base"], sel, log=log)

@@ -54,22 +54,29 @@ def run(
     batch_size: int = 16,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    thinking_prompts: Sequence[str] | None = None,
 ) -> dict:
     """Unsupervised category vectors from the thinking model's traces, then the hybrid study.
 
     prompts: a task set; the first `n` (default all) are evaluated. trace_prompts: where the thinking
     model's traces come from; default the next `n` prompts (disjoint) when the set has at least n/2
-    more, else the evaluated ones (recorded in the result).
+    more, else the evaluated ones (recorded in the result). thinking_prompts: the thinking model's own
+    prompts for the same problems as `prompts` (default `prompts`): it answers and is read on those,
+    while the base reads its own prompt followed by the thinking model's completion.
     """
     n = len(prompts) if n is None else n
+    t_all = list(prompts if thinking_prompts is None else thinking_prompts)
+    if len(t_all) != len(prompts):
+        raise LensError(f"{len(t_all)} thinking prompts for {len(prompts)} prompts")
     if trace_prompts is not None:
-        where = "given trace prompts"
+        where, t_trace = "given trace prompts", list(trace_prompts)
     elif len(prompts[n : 2 * n]) >= max(4, n // 2):
-        trace_prompts = list(prompts[n : 2 * n])
+        trace_prompts, t_trace = list(prompts[n : 2 * n]), t_all[n : 2 * n]
         where = "the next problems of the task set (disjoint from the evaluated ones)"
     else:
-        trace_prompts, where = list(prompts[:n]), "the evaluated problems (too few others)"
-    prompts = list(prompts[:n])
+        trace_prompts, t_trace = list(prompts[:n]), t_all[:n]
+        where = "the evaluated problems (too few others)"
+    prompts, t_prompts = list(prompts[:n]), t_all[:n]
     if not think_prompts or not direct_prompts:
         raise LensError("the hybrid's bias needs prompts that ask for reasoning and prompts that ask for a direct "
                         "answer; none were given")
@@ -77,21 +84,23 @@ def run(
     site = f"blocks.{layer}.hook_resid_post"
     say = progress or (lambda _m: None)
     say(f"thinking-model traces on {len(trace_prompts)} prompts")
-    gens = generate(thinking, list(trace_prompts), max_new_tokens, batch_size=batch_size).samples
-    traces = sentence_traces(list(trace_prompts), [g.text for g in gens])
+    gens = generate(thinking, t_trace, max_new_tokens, batch_size=batch_size).samples
+    completions = [g.text for g in gens]
+    traces = sentence_traces(t_trace, completions)  # the thinking model's prompts: the taxonomy reads these
+    b_traces = sentence_traces(list(trace_prompts), completions)  # the base's prompts: category vectors
     n_sent = sum(len(t["spans"]) for t in traces)
     if n_sent < 16:
         raise LensError(f"the thinking model's traces hold {n_sent} sentences; the taxonomy needs at least 16: "
                         "raise --hybrid-n or --max-new-tokens")
     say(f"taxonomy SAE on {n_sent} sentences")
     step_names, pick, tinfo = taxonomy_selector(thinking, traces, site, n_categories=n_categories, seed=seed)
-    bias, cats, info = category_vectors(base, traces, site, think_prompts, direct_prompts, norm_frac=norm_frac,
+    bias, cats, info = category_vectors(base, b_traces, site, think_prompts, direct_prompts, norm_frac=norm_frac,
                                         step_labels=step_names)
     cats = {name: cats[name] for name in tinfo["taxonomy"]["categories"]}  # in the selector's index order
     info.update(tinfo)
     out = run_study(base, thinking, prompts, is_correct, site, bias, cats, coefficients=coefficients,
                     ablations=ablations, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
-                    selector=pick, progress=say)
+                    selector=pick, progress=say, thinking_prompts=t_prompts)
     out["vectors"] = {**info, "norm_frac": norm_frac, "categories": list(cats), "selector": "taxonomy",
                       "n_traces": len(traces), "n_sentences": n_sent, "trace_prompts": where}
     return out

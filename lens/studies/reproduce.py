@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import LensError
+from ..outputs import atomic_folder, check_output, file_mode, writer_lock
 
 STEPS = ("sampling", "hybrid", "cot", "feature", "diff")
 STEP_TITLES = {"sampling": "1. base models already sample reasoning", "hybrid": "2. hybrid steering",
@@ -44,14 +46,23 @@ class Sizes:
     n_random: int = 2            # random-feature controls (5)
     feature_pages: int = 6       # feature dashboards (5)
     max_new_tokens: int = 100
-    temperature: float = 1.0
+    temperature: float = 1.0     # sampling (1); see use_sampling
     top_p: float = 1.0
+    sampling: str = "default"    # the preset temperature and top_p came from (lens.decoding.SAMPLING_PRESETS)
     alphas: tuple[float, ...] | None = None
     layer: int | None = None
     batch_size: int = 256
 
     def as_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+    def use_sampling(self, preset: str) -> Sizes:
+        """Take temperature and top_p from a sampling preset (``default``, ``yue``: 0.6 / 0.95, ``oat_zero``)."""
+        from ..decoding.generate import sampling_preset
+
+        p = sampling_preset(preset)
+        self.sampling, self.temperature, self.top_p = p.name, p.temperature, p.top_p
+        return self
 
 
 @dataclass
@@ -68,13 +79,21 @@ class Setup:
     reflection_family: str
     think_prompts: list[str] = field(default_factory=list)
     direct_prompts: list[str] = field(default_factory=list)
+    thinking_prompts: list[str] = field(default_factory=list)  # the thinking model's own prompts (same problems)
+    templates: dict = field(default_factory=dict)  # {"base": name, "thinking": name}
 
 
-def setup(tasks_name: str, base, sizes: Sizes, template: str | None = None) -> Setup:
-    """Load the task set and build prompts, checkers and contrast prompts for it."""
+def setup(tasks_name: str, base, sizes: Sizes, template: str | None = None, thinking=None,
+          thinking_template: str | None = None) -> Setup:
+    """Load the task set and build prompts, checkers and contrast prompts for it.
+
+    Each model gets its own prompts: the base `template` (default ``plain``, ``identity`` on the
+    organism), the thinking model `thinking_template` (default its own chat template when its
+    tokenizer has one, else the base's template). Contrast prompts use the base's template.
+    """
     from ..evaluation.answers import NumericChecker, extract_answer
     from ..evaluation.tasks import load_tasks
-    from ..evaluation.templates import apply_template
+    from ..evaluation.templates import apply_template, own_template
 
     organism = str(tasks_name).lower() == "organism"
     # other pairs: the hybrid's taxonomy is fitted on the thinking model's traces of the next hybrid_n problems
@@ -85,6 +104,10 @@ def setup(tasks_name: str, base, sizes: Sizes, template: str | None = None) -> S
     questions = [t.question for t in tasks]
     tmpl = template or ("identity" if organism else "plain")
     prompts = apply_template(tmpl, questions, base.tokenizer)
+    t_tmpl = tmpl if thinking is None or organism else own_template(thinking, thinking_template, fallback=tmpl)
+    same = thinking is None or (t_tmpl == tmpl and t_tmpl != "chat")
+    t_prompts = prompts if same else apply_template(t_tmpl, questions, thinking.tokenizer)
+    names = {"base": str(tmpl), "thinking": str(t_tmpl)}
     extractor = "organism" if organism else "auto"
     refs = [t.answer for t in tasks]
     check = NumericChecker()
@@ -100,11 +123,23 @@ def setup(tasks_name: str, base, sizes: Sizes, template: str | None = None) -> S
         from . import organism_inputs as O
 
         think, direct = O.marker_contrast(sizes.n_contrast)
-        return Setup(True, tasks, prompts, extractor, is_correct, answer_ok, C.is_thinking, "organism", think, direct)
+        return Setup(True, tasks, prompts, extractor, is_correct, answer_ok, C.is_thinking, "organism", think, direct,
+                     t_prompts, names)
     qs = questions[: sizes.n_contrast]
     think = apply_template(tmpl, [q + COT_INSTRUCTION for q in qs], base.tokenizer)
     direct = apply_template(tmpl, [q + DIRECT_INSTRUCTION for q in qs], base.tokenizer)
-    return Setup(False, tasks, prompts, extractor, is_correct, answer_ok, None, base.family, think, direct)
+    return Setup(False, tasks, prompts, extractor, is_correct, answer_ok, None, base.family, think, direct,
+                 t_prompts, names)
+
+
+def _preset_record(sizes: Sizes) -> dict:
+    """The sampling settings that ran and the preset named in ``sizes`` (``matches``: its values unchanged)."""
+    from ..decoding.generate import SAMPLING_PRESETS
+
+    p = SAMPLING_PRESETS.get(sizes.sampling)
+    return {"name": sizes.sampling, "temperature": sizes.temperature, "top_p": sizes.top_p,
+            "source": p.source if p else "", "matches": bool(p and (p.temperature, p.top_p) == (sizes.temperature,
+                                                                                               sizes.top_p))}
 
 
 def _sub(s: Setup, n: int):
@@ -115,7 +150,7 @@ def _sub(s: Setup, n: int):
 def run_steps(base, thinking, s: Setup, sizes: Sizes, *, seed: int, steps, sae: str | None,
               say: Callable[[str], None], timings: dict, tick: Callable[[], None] = lambda: None) -> dict:
     """Run the selected steps; each returns a dict with a status."""
-    from ..evaluation.behaviours import ThinkingFormat, detector_for
+    from ..evaluation.behaviours import ThinkingFormat, reflection_detectors
 
     results: dict = {}
 
@@ -144,10 +179,15 @@ def run_steps(base, thinking, s: Setup, sizes: Sizes, *, seed: int, steps, sae: 
         from . import sampling_study
 
         prompts, ok = _sub(s, sizes.n)
-        return sampling_study.run({"base": base, "thinking": thinking}, prompts, ok, samples=sizes.samples,
-                                  max_new_tokens=sizes.max_new_tokens, temperature=sizes.temperature,
-                                  top_p=sizes.top_p, seed=seed, batch_size=sizes.batch_size,
-                                  detector=detector_for(s.reflection_family), fmt=ThinkingFormat(), say=say)
+        own = {"base": prompts, "thinking": (s.thinking_prompts or s.prompts)[: sizes.n]}
+        dets = reflection_detectors(s.reflection_family, str(getattr(base, "spec", "")))  # oat_zero, words
+        res = sampling_study.run({"base": base, "thinking": thinking}, own, ok, samples=sizes.samples,
+                                 max_new_tokens=sizes.max_new_tokens, temperature=sizes.temperature,
+                                 top_p=sizes.top_p, seed=seed, batch_size=sizes.batch_size,
+                                 detector=dets["oat_zero"], compare={"words": dets["words"]}, fmt=ThinkingFormat(),
+                                 say=say)
+        res["sampling_preset"] = _preset_record(sizes)
+        return res
 
     def hybrid() -> dict:
         if not s.organism:
@@ -155,7 +195,8 @@ def run_steps(base, thinking, s: Setup, sizes: Sizes, *, seed: int, steps, sae: 
 
             res = hybrid_generic.run(base, thinking, s.prompts, s.is_correct, s.think_prompts, s.direct_prompts,
                                      n=sizes.hybrid_n, layer=sizes.layer, max_new_tokens=sizes.max_new_tokens,
-                                     batch_size=min(sizes.batch_size, 64), seed=seed, progress=say)
+                                     batch_size=min(sizes.batch_size, 64), seed=seed, progress=say,
+                                     thinking_prompts=s.thinking_prompts or None)
             return {"status": "ok", **res}
         from . import hybrid_organism
 
@@ -168,7 +209,8 @@ def run_steps(base, thinking, s: Setup, sizes: Sizes, *, seed: int, steps, sae: 
 
         return cot_study.run(base, s.prompts[: sizes.cot_n], s.answer_ok, k=sizes.k,
                              max_new_tokens=sizes.max_new_tokens, extractor=s.extractor,
-                             is_reasoning=s.is_reasoning, batch_size=max(sizes.k, sizes.batch_size), say=say)
+                             is_reasoning=s.is_reasoning, batch_size=max(sizes.k, sizes.batch_size), say=say,
+                             answer_prompt=None if s.organism else cot_study.ANSWER_PROMPT)  # organism cannot spell it
 
     def feature() -> dict:
         from . import feature_study as FS
@@ -270,13 +312,27 @@ def tables(results: dict) -> list[dict]:
              "paper": "curves cross between k=8 and k=16"},
             {"metric": "base samples in thinking format", "this run": _pct(st["behaviour"]["base"]["thinking_rate"]),
              "paper": "-"},
-            {"metric": "base samples that self-reflect",
+            {"metric": f"base samples that self-reflect ({st.get('reflection_detector', 'detector')})",
              "this run": _pct(st["behaviour"]["base"]["reflection_rate"]),
              "paper": "reflection already appears in base samples (no single number)"},
             {"metric": "base accuracy if reflective / if not",
              "this run": f"{_pct(st['behaviour']['base']['accuracy_if_reflective'])} / "
                          f"{_pct(st['behaviour']['base']['accuracy_if_not_reflective'])}", "paper": "-"},
         ]
+        for det, r in st.get("reflection", {}).items():  # oat_zero (Liu et al.'s counting), words
+            b = r["models"].get("base")
+            if b is None:
+                continue
+            q = b["questions"]
+            rows.append({"metric": f"base, {det}: samples reflecting / questions with one (reflection@{st['samples']})"
+                                   " / precision / recall vs solved",
+                         "this run": f"{_pct(b['reflection_rate'])} / {_pct(q['reflection_at_n'])} / "
+                                     f"{_pct(q['precision'])} / {_pct(q['recall'])}",
+                         "paper": "oat-zero: reflection at epoch 0, often superficial (no single number)"})
+        sp = st.get("sampling_preset") or {"name": "-", "temperature": st.get("temperature"), "top_p": st.get("top_p")}
+        rows.append({"metric": "sampling temperature / top-p (preset)",
+                     "this run": f"{sp['temperature']} / {sp['top_p']} ({sp['name']})",
+                     "paper": "Yue et al.: 0.6 / 0.95 (--sampling yue)"})
     out.append({"title": STEP_TITLES["sampling"], "rows": rows})
 
     st = results.get("hybrid")
@@ -408,17 +464,23 @@ def reproduce(
     sae: str | None = None,
     template: str | None = None,
     load_kwargs: dict | None = None,
+    overwrite: bool = False,
+    thinking_template: str | None = None,
 ) -> dict:
     """Run the findings on (base, thinking) over ``tasks``; write index.html, results.md, results.json to out_dir.
 
     base, thinking: model specs (``lens.load_model``) or loaded ``Model`` objects.
     load_kwargs: passed to ``lens.load_model`` for specs (``device``, ``dtype``, ``device_map``).
+    template / thinking_template: each model's prompt template (see `setup`); the pair may differ in
+    special tokens and chat templates (``lens.pairs``), and ``meta.pair`` records both templates and
+    the token map (what was mapped through text).
     n / samples override ``sizes.n`` (and the other steps' problem counts when they are larger) and
     ``sizes.samples``. Returns the results dict (with ``meta.out_dir``).
+    out_dir must be new, empty or a report folder (replaced only with ``overwrite=True``, keeping the
+    user's other files there); the three files are written as one atomic step at the end, and a second
+    run into the same folder meanwhile is refused.
     """
-    import torch
 
-    from ..models import load_pair
 
     sizes = sizes or Sizes()
     if n is not None:
@@ -431,7 +493,20 @@ def reproduce(
     if unknown:
         raise LensError(f"unknown steps {sorted(unknown)}; choose from {', '.join(STEPS)}")
     out = Path(out_dir) if out_dir is not None else default_out_dir()
-    out.mkdir(parents=True, exist_ok=True)
+    check_output(out, "report", overwrite=overwrite)
+    with writer_lock(out, "report"):
+        return _reproduce(out, base, thinking, tasks, sizes, seed, progress, steps, sae, template, load_kwargs,
+                          thinking_template)
+
+
+def _reproduce(out: Path, base, thinking, tasks: str, sizes: Sizes, seed: int, progress: bool, steps,
+               sae: str | None, template: str | None, load_kwargs: dict | None,
+               thinking_template: str | None = None) -> dict:
+    import torch
+
+    from ..models import load_pair
+    from ..pairs import pair_facts
+
     t_start, c_start = time.perf_counter(), time.process_time()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     bar = None
@@ -449,7 +524,7 @@ def reproduce(
     torch.manual_seed(seed)
     say("== loading models")
     b, t = load_pair(base, thinking, **(load_kwargs or {}))
-    s = setup(tasks, b, sizes, template)
+    s = setup(tasks, b, sizes, template, thinking=t, thinking_template=thinking_template)
     if bar is not None:
         bar.update(1)
     timings: dict = {}
@@ -465,21 +540,27 @@ def reproduce(
     timings["feature_pages"] = round(time.perf_counter() - t0, 1)
     results["meta"] = {"base": b.spec, "thinking": t.spec, "tasks": str(tasks), "seed": seed, "sizes": sizes.as_dict(),
                        "organism": s.organism, "models": {"base": b.facts(), "thinking": t.facts()},
-                       "started": started, "torch_threads": torch.get_num_threads(), "timings_s": timings}
+                       "started": started, "torch_threads": torch.get_num_threads(), "timings_s": timings,
+                       "pair": {**pair_facts(b, t), "prompt_templates": s.templates,
+                                "example_prompts": {"base": s.prompts[:1], "thinking": s.thinking_prompts[:1]}}}
     results["tables"] = tables(results)
     say("== writing the report")
     t0 = time.perf_counter()
     from ..dashboards import build_report
 
     report = build_report(results, feats, title="lens reproduce")
-    html_path = report.write(out / "index.html")
+    html = report.render()
     timings["report"] = round(time.perf_counter() - t0, 1)
     results["meta"]["wall_s"] = round(time.perf_counter() - t_start, 1)
     results["meta"]["cpu_s"] = round(time.process_time() - c_start, 1)
     results["meta"]["out_dir"] = str(out)
-    results["meta"]["report_bytes"] = html_path.stat().st_size
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=_json_default, allow_nan=True))
-    (out / "results.md").write_text(markdown(results))
+    results["meta"]["report_bytes"] = len(html.encode("utf-8"))
+    with atomic_folder(out, "report") as tmp:  # index.html, results.json, results.md: one step
+        (tmp / "index.html").write_text(html, encoding="utf-8")
+        (tmp / "results.json").write_text(json.dumps(results, indent=1, default=_json_default, allow_nan=True))
+        (tmp / "results.md").write_text(markdown(results))
+        for f in tmp.iterdir():
+            os.chmod(f, file_mode())
     if bar is not None:
         bar.update(bar.total - bar.n)
         bar.close()
