@@ -100,6 +100,7 @@ def fit_context(model: Model, ids: list, offsets: list, too_long: str, first_ind
     limit = context_length(model)
     if limit is None:
         return
+    cut = []
     for i, row in enumerate(ids):
         if len(row) <= limit:
             continue
@@ -107,9 +108,15 @@ def fit_context(model: Model, ids: list, offsets: list, too_long: str, first_ind
             raise LensError(f"input {first_index + i} is {len(row)} tokens long, more than the {limit} positions "
                             f"{model.spec} reads; shorten it, or cut long inputs to their first {limit} tokens "
                             "(--too-long truncate; too_long=\"truncate\" in Python)")
+        cut.append(f"{first_index + i} ({len(row)} tokens)")
         ids[i] = ids[i][:limit]
         if offsets:
             offsets[i] = offsets[i][:limit]
+    if cut:
+        import warnings
+
+        warnings.warn(f"truncated to the first {limit} tokens that {model.spec} reads: input(s) {', '.join(cut[:10])}"
+                      + (f" and {len(cut) - 10} more" if len(cut) > 10 else ""), stacklevel=3)
 
 
 def pad(model: Model, ids: list, offsets: list, side: str) -> Batch:

@@ -138,6 +138,13 @@ def save_sae(sae, out: str | Path, *, site: str | None, model: dict | None = Non
     return out
 
 
+def _check_finite(sae, where) -> None:
+    """Refuse an SAE whose weights hold NaN or inf (every encode would be NaN, every eval null)."""
+    for name, t in [*sae.named_parameters(), *sae.named_buffers()]:
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise LensError(f"SAE {where}: {name} contains NaN or inf; re-train it (or restore its weights)")
+
+
 def update_meta(path: str | Path, **fields: Any) -> None:
     """Add or replace fields of a saved SAE's lens.json (e.g. evals)."""
     p = Path(path) / LENS_META
@@ -172,6 +179,7 @@ def load_sae(source: str | Path | Dictionary, model=None, site: str | Site | Non
             except Exception as e:  # sae_lens raises many kinds for damaged folders
                 raise LensError(f"cannot load the SAE in {path} ({type(e).__name__}: {str(e)[:200]}); "
                                 "re-save or re-train it") from None
+            _check_finite(sae, path)
             meta = read_json(path / LENS_META, "SAE metadata") if (path / LENS_META).exists() else {}
             hook = meta.get("site") or sae.cfg.metadata.hook_name
             d = Dictionary(sae, Site.parse(hook).name if hook else None, meta, str(path))
@@ -192,6 +200,7 @@ def load_sae(source: str | Path | Dictionary, model=None, site: str | Site | Non
             except Exception as e:
                 raise LensError(f"cannot load {release}/{sae_id} from the sae_lens registry "
                                 f"({type(e).__name__}: {str(e)[:200]})") from None
+            _check_finite(sae, f"{release}/{sae_id}")
             hook = sae.cfg.metadata.hook_name
             d = Dictionary(sae, hook if hook and hook.startswith("blocks.") else None,
                            {"model": {"spec": sae.cfg.metadata.model_name}, "release": release, "id": sae_id},

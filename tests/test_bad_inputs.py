@@ -549,7 +549,8 @@ def test_library_callers_get_the_same_checks(tiny):
     m = tiny("llama")  # 512 positions
     with pytest.raises(LensError, match="input 1 is 601 tokens"):
         capture(m, ["a", "b" * 600], "blocks.0.hook_resid_post", progress=False)
-    acts = capture(m, ["a", "b" * 600], "blocks.0.hook_resid_post", progress=False, too_long="truncate")
+    with pytest.warns(UserWarning, match=r"input\(s\) 1 \(601 tokens\)"):  # says which inputs were cut
+        acts = capture(m, ["a", "b" * 600], "blocks.0.hook_resid_post", progress=False, too_long="truncate")
     assert int((acts.example == 1).sum()) == 512
 
 

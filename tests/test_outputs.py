@@ -189,3 +189,16 @@ def test_check_output_allows_new_and_empty(tmp_path):
     assert check_output(tmp_path / "new", "sae") is False
     (tmp_path / "empty").mkdir()
     assert check_output(tmp_path / "empty", "capture") is False
+
+
+def test_sae_with_nan_weights_is_refused(cap, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from saes.io import load_sae
+
+    train_sae(cap, tmp_path / "sae", CFG, progress=False)
+    w = load_file(tmp_path / "sae" / "sae_weights.safetensors")
+    w["W_dec"][0, 0] = float("nan")
+    save_file(w, tmp_path / "sae" / "sae_weights.safetensors")
+    with pytest.raises(LensError, match="W_dec contains NaN"):
+        load_sae(tmp_path / "sae")
