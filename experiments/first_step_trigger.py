@@ -4,8 +4,9 @@
    the organism corpus (cached in the user cache after the first run).
 2. `find-feature` for "continuation reasons vs answers directly": prompts marked T (think) vs
    the same problems marked D (direct), at the last prompt token.
-3. Steer-check on unmarked held-out prompts: each top-5 feature added at the first generated
-   position only (alpha swept), vs random features at the same alphas and vs the thinking model.
+3. Steer-check on unmarked held-out prompts: each top-5 feature added at the last prompt
+   token only (position P-1, whose forward produces the first generated token; alpha swept),
+   vs random features at the same alphas and vs the thinking model.
 4. The sentence taxonomy with purity against the step labels, on two sets of traces: the corpus's
    thinking documents (all five planted step kinds: restate, computation, error, backtrack,
    verification; the verdict uses these) and the thinking model's own greedy traces (the hybrid

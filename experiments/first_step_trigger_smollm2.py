@@ -10,7 +10,8 @@ What it does (all offline, on the text set shipped in experiments/data/):
 2. Rank features: chain-of-thought instruction vs direct-answer instruction (same questions, the
    instruction variants rotated), read at the last prompt token (the first-step position).
 3. Steer-check on the eval problems asked with a direct-answer instruction: add alpha x the unit
-   decoder direction of each top feature at the first generated position only; alpha swept as
+   decoder direction of each top feature at the last prompt token only (P-1, whose forward
+   produces the first generated token); alpha swept as
    fractions of the mean residual norm there; random features at the same alphas as controls;
    reference = the same model asked with a chain-of-thought instruction, unsteered.
 No accuracy threshold: this shows the whole path on real weights; the numbers are what they are.

@@ -106,7 +106,7 @@ def read_json(path: str | Path, what: str = "artifact") -> Any:
         raise LensError(f"{what} file {path} does not exist")
     try:
         return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise LensError(f"{what} file {path} is corrupt or truncated ({e.msg if hasattr(e, 'msg') else e}); "
                         "re-create it") from None
 

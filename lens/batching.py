@@ -46,10 +46,40 @@ def positions_from_mask(mask: Int[torch.Tensor, "batch seq"]) -> Int[torch.Tenso
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def adds_special_tokens(tokenizer, text: str) -> bool:
+    """Whether `text` gets the tokenizer's special tokens when tokenised: not when it already starts
+    with the tokenizer's BOS text (a chat template's output, e.g. R1's ``<｜begin▁of▁sentence｜><｜User｜>...``,
+    or Llama-3's ``<|begin_of_text|>...``), which would otherwise start with two BOS. HF's chat
+    pipeline does the same: text from ``apply_chat_template`` is encoded with ``add_special_tokens=False``."""
+    bos = getattr(tokenizer, "bos_token", None)
+    return not (isinstance(bos, str) and bos and text.startswith(bos))
+
+
+def tokenize(tokenizer, texts: list[str], *, add_special_tokens: bool = True, **kwargs) -> dict:
+    """``tokenizer(texts, ...)`` as a dict of per-text lists (``input_ids``, ``offset_mapping`` if asked),
+    with special tokens added only to texts that do not already start with the BOS text
+    (`adds_special_tokens`); ``add_special_tokens=False`` adds them to none."""
+    texts = list(texts)
+    want = [add_special_tokens and adds_special_tokens(tokenizer, t) for t in texts]
+    out: dict = {}
+    for flag in (True, False):
+        idx = [i for i, w in enumerate(want) if w is flag]
+        if not idx:
+            continue
+        enc = tokenizer([texts[i] for i in idx], add_special_tokens=flag, **kwargs)
+        for key in ("input_ids", "offset_mapping"):
+            if key in enc:
+                col = out.setdefault(key, [None] * len(texts))
+                for k, i in enumerate(idx):
+                    col[i] = list(enc[key][k])
+    return out
+
+
 def encode(model: Model, texts: list[str], side: str = "right", max_length: int | None = None) -> Batch:
-    """Tokenise `texts` (special tokens added as the tokenizer does) into a padded Batch."""
-    enc = model.tokenizer(texts, add_special_tokens=True, return_offsets_mapping=True,
-                          truncation=max_length is not None, max_length=max_length)
+    """Tokenise `texts` into a padded Batch (special tokens added as the tokenizer does, except to texts
+    that already start with its BOS text: see `adds_special_tokens`)."""
+    enc = tokenize(model.tokenizer, texts, return_offsets_mapping=True, truncation=max_length is not None,
+                   max_length=max_length)
     return pad(model, enc["input_ids"], [[tuple(o) for o in row] for row in enc["offset_mapping"]], side)
 
 
@@ -60,13 +90,14 @@ def encode_mixed(model: Model, items: list[str | tuple[int, ...]], side: str = "
 
 
 def token_rows(model: Model, items: list[str | tuple[int, ...]], offsets: bool = True) -> tuple[list, list]:
-    """(token ids per item, character offsets per item or [] if not asked): texts are tokenised in one
-    call with special tokens added; token-id items are kept as given, with (0, 0) offsets (no text)."""
+    """(token ids per item, character offsets per item or [] if not asked): texts are tokenised with
+    special tokens added (not to a text that already starts with the BOS text: `adds_special_tokens`);
+    token-id items are kept as given, with (0, 0) offsets (no text)."""
     texts = [i for i, x in enumerate(items) if isinstance(x, str)]
     ids: list = list(items)
     offs: list = [[(0, 0)] * len(x) if not isinstance(x, str) else None for x in items] if offsets else []
     if texts:
-        enc = model.tokenizer([items[i] for i in texts], add_special_tokens=True, return_offsets_mapping=offsets)
+        enc = tokenize(model.tokenizer, [items[i] for i in texts], return_offsets_mapping=offsets)
         for k, i in enumerate(texts):
             ids[i] = enc["input_ids"][k]
             if offsets:

@@ -325,6 +325,9 @@ def capture(
         always go through the CPU.
     too_long: an input longer than the model's context (config `max_position_embeddings` or
         `n_positions`) raises a LensError naming it ("error"), or is cut to its first tokens ("truncate").
+
+    Rows whose norm is over 10x the median row norm (SmolLM2's first token, an attention sink) are
+    kept, with an `OutlierWarning` naming their positions and the selection that skips them (`from:1`).
     """
     check_number("batch_size", batch_size, 1, integer=True)
     check_number("shard_rows", shard_rows, 1, integer=True)
@@ -340,8 +343,13 @@ def capture(
         raise LensError(f"device={device} keeps rows in memory; a capture to disk (out=) goes through the CPU: "
                         "drop device= or out=")
     if out is not None:
-        from .capture_folder import stream_capture
+        from .capture_folder import parallel_capture, stream_capture
+        from .distributed import ranks
 
+        if ranks().parallel:  # under torchrun / accelerate launch: each rank its share, one folder
+            return parallel_capture(model, inputs, site_list, select, Path(out), batch_size=batch_size, dtype=dtype,
+                                    padding_side=padding_side, shard_rows=shard_rows, progress=progress,
+                                    overwrite=overwrite, too_long=too_long)
         return stream_capture(model, inputs, site_list, select, Path(out), batch_size=batch_size, dtype=dtype,
                               padding_side=padding_side, shard_rows=shard_rows, progress=progress, total=total,
                               overwrite=overwrite, too_long=too_long)
@@ -353,6 +361,7 @@ def capture(
         acts = capture_every(model, items, site_list, batch_size, dtype, padding_side, bar, device=device,
                              too_long=too_long)
         bar.close()
+        _warn_outliers([acts])
         return acts
     parts = []
     with reading(model, site_list) as state:
@@ -365,7 +374,18 @@ def capture(
     bar.close()
     if not parts:
         raise LensError("no inputs to capture; the input list or file is empty")
+    _warn_outliers(parts)
     return Activations.concat(parts)
+
+
+def _warn_outliers(parts: list[Activations]) -> None:
+    """Warn (`lens.outliers.OutlierWarning`) when some rows' norms dwarf the median (e.g. the first token)."""
+    from .outliers import NormOutliers
+
+    mon = NormOutliers()
+    for p in parts:
+        mon.update(p)
+    mon.warn(stacklevel=4)
 
 
 PIN_LIMIT = 2 << 30  # bytes of rows an in-memory capture may hold in pinned (page-locked) host memory

@@ -13,10 +13,13 @@ their text) and appends the rest: no row is lost or duplicated.
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import time
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import torch
 from jaxtyping import Float
@@ -34,6 +37,7 @@ from .capture import (
 )
 from .errors import LensError
 from .models import Model
+from .outliers import NormOutliers
 from .outputs import LOCK_NAME, check_output, is_own, writer_lock
 from .selection import AllTokens, Example, Selection, to_examples
 from .sites import Site
@@ -45,6 +49,7 @@ MANIFEST_KEYS = {"format": str, "model": dict, "sites": list, "select": str, "dt
                  "shards": list, "n_rows": int, "n_examples_done": int, "n_tokens": int, "inputs_hash": str,
                  "complete": bool}
 SHARD_KEYS = {"file": str, "rows": int}
+SHARD_FILE = re.compile(r"(part-\d{3}-of-\d{3}/)?shard-\d{5,}\.safetensors")  # inside the folder, no other paths
 
 
 def check_manifest(m: object, path: Path) -> None:
@@ -61,7 +66,7 @@ def check_manifest(m: object, path: Path) -> None:
                             f"{typ.__name__}; {fix}")
     for i, sh in enumerate(m["shards"]):
         if not isinstance(sh, dict) or any(not isinstance(sh.get(k), t) for k, t in SHARD_KEYS.items()) \
-                or sh["rows"] < 0 or "/" in sh["file"] or "\\" in sh["file"] or sh["file"].startswith("."):
+                or sh["rows"] < 0 or not SHARD_FILE.fullmatch(sh["file"]):
             raise LensError(f"capture manifest {path / 'manifest.json'}: shard entry {i} is malformed; {fix}")
     if sum(sh["rows"] for sh in m["shards"]) != m["n_rows"] or min(m["n_rows"], m["n_examples_done"],
                                                                     m["n_tokens"], m["d_model"]) < 0:
@@ -287,6 +292,7 @@ def stream_capture(
     total: int | None,
     overwrite: bool = False,
     too_long: str = "error",
+    index_offset: int = 0,
 ) -> CaptureFolder:
     """Capture to `out` shard by shard (see module docstring); resume when `out` holds a partial run.
 
@@ -299,12 +305,12 @@ def stream_capture(
     with writer_lock(out, "capture"):
         return _stream(model, inputs, sites, select, out, batch_size=batch_size, dtype=dtype,
                        padding_side=padding_side, shard_rows=shard_rows, progress=progress, total=total,
-                       overwrite=overwrite, too_long=too_long)
+                       overwrite=overwrite, too_long=too_long, index_offset=index_offset)
 
 
 def _stream(model: Model, inputs: Iterable, sites: list[Site], select: Selection, out: Path, *, batch_size: int,
             dtype: torch.dtype, padding_side: str, shard_rows: int, progress: bool, total: int | None,
-            overwrite: bool, too_long: str) -> CaptureFolder:
+            overwrite: bool, too_long: str, index_offset: int = 0) -> CaptureFolder:
     for stale in list(out.glob(".shard-*.tmp")) + list(out.glob(".manifest.json.*.tmp")):
         stale.unlink(missing_ok=True)  # half-written files of a killed run of this folder (we hold its lock)
     manifest = _new_manifest(model, sites, select, dtype)
@@ -353,6 +359,7 @@ def _stream(model: Model, inputs: Iterable, sites: list[Site], select: Selection
     ex_pending: list[Example] = []
     provenance = {"model": manifest["model"].get("fingerprint"), "spec": manifest["model"].get("spec"),
                   "sites": manifest["sites"]}
+    outliers = NormOutliers()  # rows far above the median norm (the first token...): warned about at the end
 
     def flush() -> None:
         nonlocal pending, pending_rows, ex_pending
@@ -363,6 +370,7 @@ def _stream(model: Model, inputs: Iterable, sites: list[Site], select: Selection
         rows = sum(len(p) for p in pending)
         if rows:
             part = Activations.concat(pending)
+            outliers.update(part)
             tensors = {**part.acts, **part.meta_tensors()}
             save_tensors(out / name, tensors, {"labels": part.labels, "shard": idx, **provenance})
             manifest["shards"].append({"file": name, "rows": rows,
@@ -378,7 +386,7 @@ def _stream(model: Model, inputs: Iterable, sites: list[Site], select: Selection
         write_json(mpath, manifest)
         pending, pending_rows, ex_pending = [], 0, []
 
-    start = manifest["n_examples_done"]
+    start = index_offset + manifest["n_examples_done"]  # example numbers are global in a data-parallel part
     if isinstance(select, AllTokens):  # every token: groups of batches straight into preallocated rows
         for k, group in enumerate(_batches(examples, batch_size * 8)):
             part = capture_every(model, group, sites, batch_size, dtype, padding_side, bar, start + k * batch_size * 8,
@@ -406,7 +414,93 @@ def _stream(model: Model, inputs: Iterable, sites: list[Site], select: Selection
         raise LensError("no inputs to capture; the input list or file is empty")
     manifest["complete"] = True
     write_json(mpath, manifest)
+    outliers.warn(f"rows captured to {out}", stacklevel=4)
     return CaptureFolder(out)
+
+
+def parallel_capture(model: Model, inputs: Iterable, sites: list[Site], select: Selection, out: Path, *,
+                     batch_size: int, dtype: torch.dtype, padding_side: str, shard_rows: int, progress: bool,
+                     overwrite: bool = False, too_long: str = "error") -> CaptureFolder:
+    """One capture folder written by every rank of a data-parallel job (`torchrun`, `accelerate launch`).
+
+    Each rank captures its contiguous block of the inputs (cut at whole groups of batches, so every
+    batch is the one a single process forms) into `out/part-RRR-of-WWW/`, an ordinary capture folder
+    with its own lock, checksums and resume; then rank 0 writes `out/manifest.json` listing every
+    part's shards in input order. The folder reads exactly like a one-process capture of the same
+    inputs (same rows, same example numbers). A killed job resumes when run again with the same
+    number of processes.
+    """
+    from .distributed import barrier, block, init, part_name
+
+    r = init()
+    examples = list(to_examples(inputs))
+    if not examples:
+        raise LensError("no inputs to capture; the input list or file is empty")
+    new = _new_manifest(model, sites, select, dtype)
+    h = examples_hash(examples).hexdigest()
+    lock = writer_lock(out, "capture") if r.main else None
+    try:
+        if r.main:
+            lock.__enter__()
+            _prepare_parallel(out, new, h, r.world, overwrite)
+        barrier()
+        mine = block(len(examples), r, align=batch_size * 8)
+        if len(mine):
+            stream_capture(model, examples[mine.start:mine.stop], sites, select, out / part_name(r),
+                           batch_size=batch_size, dtype=dtype, padding_side=padding_side, shard_rows=shard_rows,
+                           progress=progress and r.main, total=len(mine), overwrite=overwrite, too_long=too_long,
+                           index_offset=mine.start)
+        barrier()
+        if r.main:
+            _merge_parts(out, new, h, r.world)
+        barrier()
+    finally:
+        if lock is not None:
+            lock.__exit__(None, None, None)
+    return CaptureFolder(out)
+
+
+def _prepare_parallel(out: Path, new: dict, inputs_hash: str, world: int, overwrite: bool) -> None:
+    """Rank 0, before the parts start: refuse (or, with overwrite, clear) what `out` holds of another run."""
+    mpath = out / "manifest.json"
+    if not mpath.exists():
+        return
+    old = read_json(mpath, "capture manifest")
+    same = old.get("inputs_hash") == inputs_hash and old.get("world") == world
+    try:
+        _check_same(old, new, out)
+    except LensError:
+        same = False
+    if same:
+        return
+    if not overwrite:
+        raise LensError(f"{out} holds a capture of other inputs, settings or process count "
+                        f"({old.get('world', 1)} processes); pass --overwrite to replace it or choose another --out")
+    _remove_own(out)
+    for part in out.glob("part-*-of-*"):
+        if part.is_dir():
+            shutil.rmtree(part)
+
+
+def _merge_parts(out: Path, new: dict, inputs_hash: str, world: int) -> None:
+    """Rank 0, after every part is complete: the top manifest listing the parts' shards in input order."""
+    from .distributed import Ranks, part_name
+
+    manifest = {**new, "world": world, "parts": [], "inputs_hash": inputs_hash}
+    for rank in range(world):
+        name = part_name(Ranks(rank, world))
+        if not (out / name / "manifest.json").exists():
+            continue  # a rank with no inputs (more processes than groups of batches)
+        part = CaptureFolder(out / name)
+        if not part.complete:
+            raise LensError(f"{out / name} is incomplete; run the same command again to resume it")
+        manifest["parts"].append(name)
+        for sh in part.manifest["shards"]:
+            manifest["shards"].append({**sh, "file": f"{name}/{sh['file']}"})
+        for key in ("n_rows", "n_examples_done", "n_tokens"):
+            manifest[key] += part.manifest[key]
+    manifest["complete"] = True
+    write_json(out / "manifest.json", manifest)
 
 
 def open_capture(path: str | Path) -> CaptureFolder:
@@ -414,11 +508,14 @@ def open_capture(path: str | Path) -> CaptureFolder:
     return CaptureFolder(path)
 
 
-def read_jsonl(path: str | Path) -> Iterator[dict | str]:
-    """Lazily read inputs from a JSONL file (objects, or bare JSON strings), with line numbers in errors."""
+def jsonl_lines(path: str | Path, what: str = "input file") -> Iterator[tuple[int, Any]]:
+    """(line number, parsed JSON) for each non-blank line of a UTF-8 JSONL file, lazily; LensErrors name
+    the file and the line (missing file, a folder, bytes that are not UTF-8, a line that is not JSON)."""
     path = Path(path)
+    if path.is_dir():
+        raise LensError(f"{what} {path} is a folder; pass a JSONL file (one JSON value per line)")
     if not path.is_file():
-        raise LensError(f"input file {path} does not exist")
+        raise LensError(f"{what} {path} does not exist")
     with open(path, "rb") as fh:
         for n, raw in enumerate(fh, 1):
             try:
@@ -429,7 +526,13 @@ def read_jsonl(path: str | Path) -> Iterator[dict | str]:
             if not line.strip():
                 continue
             try:
-                yield json.loads(line)
+                yield n, json.loads(line)
             except (json.JSONDecodeError, RecursionError) as e:
                 why = e.msg if isinstance(e, json.JSONDecodeError) else "nested too deeply"
-                raise LensError(f"{path}:{n} is not valid JSON ({why}); each line must be one JSON object") from None
+                raise LensError(f"{path}:{n} is not valid JSON ({why}); each line must be one JSON value") from None
+
+
+def read_jsonl(path: str | Path) -> Iterator[Any]:
+    """Lazily read inputs from a JSONL file (objects, or bare JSON strings), with line numbers in errors."""
+    for _, item in jsonl_lines(path):
+        yield item

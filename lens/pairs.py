@@ -210,3 +210,69 @@ def pair_facts(a: Any, b: Any) -> dict:
                           "thinking": getattr(b.tokenizer, "chat_template", None)},
             "token_map": {"base_to_thinking": token_map(a, b).as_dict(),
                           "thinking_to_base": token_map(b, a).as_dict()}}
+
+
+# ------------------------------------------------------------------ an R1-style thinking side for a chat model
+
+#: SmolLM2-Instruct's chat markup as R1 uses its template: no default system prompt, and the think block
+#: opened after the assistant tag
+SMOLLM2_R1_CHAT = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>'"
+    " + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n<think>\\n' }}{% endif %}")
+#: SmolLM2's special ids that become <think> and </think>: its code-data markers <filename> (followed by a
+#: file's content) and <file_sep> (ends it). After <think> at any of its other unused specials the model
+#: ends at once (EOS as its first token); after <filename> it writes text.
+SMOLLM2_THINK_IDS = (6, 5)
+
+
+def r1_style_tokenizer(tokenizer: Any, think_ids: tuple[int, int], chat_template: str,
+                       names: tuple[str, str] = ("<think>", "</think>")) -> Any:
+    """A copy of `tokenizer` made R1-style: the special tokens at `think_ids` renamed ``<think>`` /
+    ``</think>`` (added tokens, not special, as in DeepSeek-R1-Distill, so decoding keeps them) and
+    `chat_template` as its chat template (R1's opens ``<think>\\n`` after the assistant tag).
+
+    The ordinary vocabulary, the BPE and every other special token stay as they are, so the pair
+    (model with `tokenizer`, same weights with this one) is comparable with a token map that sends
+    the renamed ids through text; the ids keep their rows of the embedding (same weights).
+    """
+    import json
+    import tempfile
+
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    inv = {i: t for t, i in tokenizer.get_vocab().items()}
+    renames = {}
+    for i, new in zip(think_ids, names, strict=True):
+        if int(i) not in special_ids(tokenizer):
+            raise LensError(f"id {i} ({inv.get(int(i))!r}) is not a special token of the tokenizer: only special "
+                            "ids are renamed (ordinary tokens must stay identical)")
+        renames[int(i)] = new
+    js = json.loads(tokenizer.backend_tokenizer.to_str())
+    for entry in js.get("added_tokens", []):
+        if entry["id"] in renames:
+            entry.update(content=renames[entry["id"]], special=False, normalized=False)
+    vocab = js["model"]["vocab"]
+    if isinstance(vocab, dict):
+        for i, new in renames.items():
+            vocab.pop(inv[i], None)
+            vocab[new] = i
+    roles = {f"{r}_token": getattr(tokenizer, f"{r}_token", None) for r in ROLES}
+    fast = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(js)),
+                                   **{k: v for k, v in roles.items() if isinstance(v, str)})
+    fast.chat_template = chat_template
+    with tempfile.TemporaryDirectory(prefix="lens-r1style-") as tmp:
+        fast.save_pretrained(tmp)
+        out = AutoTokenizer.from_pretrained(tmp)
+    got = [out.convert_ids_to_tokens(i) for i in renames]
+    if got != list(renames.values()) or bpe_differences(tokenizer, out) is not None:
+        raise LensError(f"could not make an R1-style copy of the tokenizer (ids {list(renames)} read {got})")
+    return out
+
+
+def smollm2_r1style_tokenizer(tokenizer: Any) -> Any:
+    """SmolLM2-Instruct's tokenizer with R1-style ``<think>``/``</think>`` (at its ids 6 and 5,
+    `SMOLLM2_THINK_IDS`) and a chat template that opens ``<think>\\n`` after ``<|im_start|>assistant\\n``
+    (its own markup otherwise, which its weights know): the thinking side of the bundled
+    ``smollm2-135m-instruct-r1style``."""
+    return r1_style_tokenizer(tokenizer, SMOLLM2_THINK_IDS, SMOLLM2_R1_CHAT)

@@ -162,6 +162,24 @@ class AllTokens(Selection):
 
 
 @dataclass(frozen=True)
+class FromPosition(Selection):
+    """Every token from absolute position `start` on, one row each: `from:1` is `all` without the first
+    token (BOS, or the first text token when the tokenizer adds none), whose residual is an outlier in
+    many models (an attention sink: SmolLM2-135M's norm there is ~150x the others')."""
+
+    reads_text = False
+
+    @property
+    def spec(self) -> str:
+        return f"from:{self.start}"
+
+    start: int = 1
+
+    def groups(self, ex, offsets):
+        return [Group((i,)) for i in range(self.start, len(offsets))]
+
+
+@dataclass(frozen=True)
 class LastPromptToken(Selection):
     """The last token of the prompt (the whole text when the example has no prompt/completion split)."""
 
@@ -296,7 +314,8 @@ class Sentences(Selection):
 
 
 def parse_select(text: str | Selection) -> Selection:
-    """Parse a CLI selection: all | last_prompt | positions:0,5,-1 | last[:N] | spans | regex:PAT | sentences."""
+    """Parse a CLI selection: all | from:N | last_prompt | positions:0,5,-1 | last[:N] | spans[:tokens] |
+    regex:PAT | regex-mean:PAT | sentences[:PAT]. `from:1` is every token but the first (see `FromPosition`)."""
     if isinstance(text, Selection):
         return text
     name, _, arg = text.partition(":")
@@ -305,6 +324,13 @@ def parse_select(text: str | Selection) -> Selection:
             return AllTokens()
         if name == "last_prompt":
             return LastPromptToken()
+        if name == "from":
+            if not arg.strip():
+                raise ValueError("give the first position to keep, e.g. from:1 (every token but the first)")
+            start = int(arg)
+            if start < 0:
+                raise ValueError(f"the first position must be >= 0, got {start}")
+            return FromPosition(start)
         if name == "positions":
             positions = tuple(int(x) for x in arg.split(",") if x.strip())
             if not positions:
@@ -325,6 +351,6 @@ def parse_select(text: str | Selection) -> Selection:
     except (ValueError, re.error) as e:
         raise LensError(f"bad selection {text!r}: {e}") from None
     raise LensError(
-        f"unknown selection {text!r}; use all, last_prompt, positions:0,5,-1, last[:N], spans, regex:PATTERN "
-        "or sentences"
+        f"unknown selection {text!r}; use all, from:N, last_prompt, positions:0,5,-1, last[:N], spans, "
+        "regex:PATTERN or sentences"
     )

@@ -44,7 +44,7 @@ def char_tokenizer(folder: str | Path | None = None):
 
         folder = cache_dir() / "tokenizers" / f"char-{hashlib.sha256(CHARS.encode()).hexdigest()[:12]}"
         if not (folder / "tokenizer.json").is_file():
-            with atomic_folder(folder) as tmp:
+            with atomic_folder(folder, clean=False) as tmp:  # others may be writing it too
                 fast.save_pretrained(tmp)
         return AutoTokenizer.from_pretrained(folder)
     fast.save_pretrained(folder)

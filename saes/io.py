@@ -145,6 +145,23 @@ def _check_finite(sae, where) -> None:
             raise LensError(f"SAE {where}: {name} contains NaN or inf; re-train it (or restore its weights)")
 
 
+META_TYPES = {"site": (str, type(None)), "model": dict, "train": dict, "source": dict, "evals": (dict, type(None)),
+              "steps": int, "rows": int, "complete": bool, "log": list, "format": str}
+
+
+def read_meta(path: str | Path) -> dict:
+    """An SAE folder's lens.json, checked: a JSON object whose known fields have their types (else a
+    LensError naming the field and the file)."""
+    f = Path(path) / LENS_META
+    meta = read_json(f, "SAE metadata")
+    if not isinstance(meta, dict):
+        raise LensError(f"SAE metadata {f} is not a JSON object; re-save or re-train the SAE")
+    for key, typ in META_TYPES.items():
+        if key in meta and (not isinstance(meta[key], typ) or (typ is int and isinstance(meta[key], bool))):
+            raise LensError(f"SAE metadata {f}: {key!r} has the wrong type; re-save or re-train the SAE")
+    return meta
+
+
 def update_meta(path: str | Path, **fields: Any) -> None:
     """Add or replace fields of a saved SAE's lens.json (e.g. evals)."""
     p = Path(path) / LENS_META
@@ -180,7 +197,7 @@ def load_sae(source: str | Path | Dictionary, model=None, site: str | Site | Non
                 raise LensError(f"cannot load the SAE in {path} ({type(e).__name__}: {str(e)[:200]}); "
                                 "re-save or re-train it") from None
             _check_finite(sae, path)
-            meta = read_json(path / LENS_META, "SAE metadata") if (path / LENS_META).exists() else {}
+            meta = read_meta(path) if (path / LENS_META).exists() else {}
             hook = meta.get("site") or sae.cfg.metadata.hook_name
             d = Dictionary(sae, Site.parse(hook).name if hook else None, meta, str(path))
         else:

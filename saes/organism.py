@@ -8,8 +8,9 @@
 2. the contrast "continuation reasons vs answers directly": the same problems with the think
    marker T vs the direct marker D, read at the last prompt token (the first-step position);
 3. the ranking (mean difference, AUROC, frequencies, effect size);
-4. the steer-check on unmarked held-out prompts: each top feature added at the first generated
-   position only, alpha swept, vs random features and vs the thinking model unsteered.
+4. the steer-check on unmarked held-out prompts: each top feature added at the last prompt token
+   only (position P-1, the forward that produces the first generated token), alpha swept, vs random
+   features and vs the thinking model unsteered.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ def run_find_feature_organism(
     n_random: int = 3,
     max_new_tokens: int = 110,
     reference=True,
+    where=None,
+    behaviour=None,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Rank SAE features for "reasons vs answers directly" on the organism and steer-check the top ones.
@@ -96,6 +99,9 @@ def run_find_feature_organism(
     strengths (the decoder rows are unit norm); default (0.25, 0.5, 1, 2) x the mean residual norm at
     the site on the held-out prompts' last token. reference: True loads `organism:thinking` as the
     unsteered reference (skipped if missing), a Model uses it, False skips it.
+    where: the steered position (`Where.first_step()` = the last prompt token, P-1, by default; or
+    `Where.first_generated_token()`, P). behaviour: a detector (completion text -> bool) counted as the
+    rows' `reasoning_rate` instead of the organism's thinking-format detector.
     Returns a JSON-ready dict: ranking, steer_check, summary, sae, site, contrast, alphas.
     """
     from lens.models import Model, load_model
@@ -147,8 +153,8 @@ def run_find_feature_organism(
     alive = _alive(d, torch.cat([last, torch.cat(list(prompt_rows(base, pos, site)))]))
     pool, pool_kind = S.control_pool(alive, sorted(neutral), ranking.features[:top], n_random)
     rows = S.steer_check(base, d, ranking.features[:top], prompts, O.checker(answers), alphas=alphas,
-                         n_random=n_random, random_pool=pool, is_reasoning=C.is_thinking,
-                         max_new_tokens=max_new_tokens, batch_size=64, reference=ref, progress=say)
+                         n_random=n_random, random_pool=pool, is_reasoning=behaviour or C.is_thinking,
+                         max_new_tokens=max_new_tokens, batch_size=64, reference=ref, progress=say, where=where)
     out.update({"steer_check": rows, "summary": S.summarize(rows), "alphas": alphas, "resid_norm": norm,
                 "n_heldout": len(prompts), "random_pool": pool_kind})
     return out

@@ -1,15 +1,18 @@
 """The first-step trigger as a causal check of ranked features (He et al., arXiv 2601.08058).
 
 For each feature f and strength alpha, add `alpha * unit decoder direction of f` to the SAE's
-site at the first generated position only (`Where.first_step()`: position P-1, whose output
-predicts the first new token; touched once, at step 0 under the KV cache), decode greedily, and
+site at one position per prompt: by default `Where.first_step()`, the LAST PROMPT TOKEN (position
+P-1, whose forward produces the first generated token; touched once, at step 0 under the KV
+cache); or `Where.first_generated_token()` (position P, the first generated token itself, touched
+at step 1 when it is fed back). Decode greedily, and
 measure accuracy, the rate of reasoning-format answers and the tokens used. Controls: random
 features of the same SAE (alive, not among those checked) at the same alphas: decoder rows are
 unit norm, so a control adds a vector of exactly the same norm. A baseline row (alpha 0) and an
 optional reference model (e.g. the thinking model, unsteered) are reported alongside.
 
-Every steered run checks the intervention log: each prompt must be touched exactly once, at
-step 0 and position P-1; the row says so in `first_step_only`.
+Every steered run checks the intervention log: each prompt must be touched exactly once, at the
+named position (P-1 at step 0, or P at step 1); the row says so in `only_at_where` (and, under its
+older name, `first_step_only`) and names the position in `where`.
 """
 
 from __future__ import annotations
@@ -36,14 +39,25 @@ def _measure(gen, is_correct, is_reasoning) -> dict:
             "example": texts[0][:160] if texts else ""}
 
 
-def first_step_log_ok(log, n_prompts: int, prompt_lengths: Sequence[int]) -> bool:
-    """True when each of the n prompts was steered exactly once, at step 0 and position P-1."""
+def _step_and_offset(where: Where) -> tuple[int, int]:
+    """(decode step, position - P) of the one position per prompt that `where` names."""
+    if where.kind not in ("first_step", "last_prompt_token", "first_generated_token"):
+        raise LensError(f"the steer-check steers one named position per prompt (first_step, last_prompt_token "
+                        f"or first_generated_token); got {where.kind!r}")
+    return (1, 0) if where.kind == "first_generated_token" else (0, -1)
+
+
+def first_step_log_ok(log, n_prompts: int, prompt_lengths: Sequence[int], where: Where | None = None) -> bool:
+    """True when each of the n prompts was steered exactly once, at the position `where` names:
+    step 0 and position P-1 for `first_step` / `last_prompt_token` (the default), step 1 and
+    position P for `first_generated_token`."""
+    step, offset = _step_and_offset(where or Where.first_step())
     recs = log.records
     if len(recs) != n_prompts:
         return False
     got = sorted((r["sequence"], r["row"], r["step"], r["position"]) for r in recs)
-    return all(step == 0 for _, _, step, _ in got) and sorted(p for *_, p in got) == sorted(
-        p - 1 for p in prompt_lengths)
+    return all(s == step for _, _, s, _ in got) and sorted(p for *_, p in got) == sorted(
+        p + offset for p in prompt_lengths)
 
 
 def control_pool(alive: Sequence[int], neutral: Sequence[int], exclude: Sequence[int], n: int,
@@ -79,12 +93,15 @@ def steer_check(
     reference=None,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    where: Where | None = None,
 ) -> list[dict]:
     """Rows (one per feature x alpha, plus baseline, random controls and reference); JSON-ready.
 
     random_pool: features to draw controls from (default: every feature not in `features`);
     pass the alive ones. is_reasoning: detector of a reasoning-format completion
     (default `lens.evaluation.behaviours.looks_like_reasoning`).
+    where: the one position steered per prompt: `Where.first_step()` (default; = `last_prompt_token()`,
+    P-1) or `Where.first_generated_token()` (P).
     """
     from lens.evaluation.behaviours import looks_like_reasoning
 
@@ -95,6 +112,8 @@ def steer_check(
     if not prompts:
         raise LensError("steer-check needs at least one prompt")
     is_reasoning = is_reasoning or looks_like_reasoning
+    where = where or Where.first_step()
+    _step_and_offset(where)  # other kinds are refused before anything runs
     say = progress or (lambda _m: None)
     pool = [f for f in (random_pool if random_pool is not None else range(d.d_sae)) if f not in set(features)]
     rng = random.Random(seed)
@@ -117,14 +136,15 @@ def steer_check(
             lean = float((tested @ direction).max()) if kind == "random" and tested is not None else None
             for a in alphas:
                 say(f"{kind} {f} alpha {a:g}")
-                iv = Intervention(d.site, direction, "add", float(a), Where.first_step(), source=f"sae:{d.path}#{f}",
+                iv = Intervention(d.site, direction, "add", float(a), where, source=f"sae:{d.path}#{f}",
                                   name=f"f{f}")
                 with steer(model, iv) as h:
                     gen = generate(model, prompts, max_new_tokens, batch_size=batch_size)
                 m = _measure(gen, is_correct, is_reasoning)
                 rows.append({"kind": kind, "feature": int(f), "alpha": float(a), **m,
                              "delta_accuracy": m["accuracy"] - base["accuracy"],
-                             "first_step_only": first_step_log_ok(h.log, len(prompts), plens),
+                             "where": where.kind, "only_at_where": (ok := first_step_log_ok(
+                                 h.log, len(prompts), plens, where)), "first_step_only": ok,
                              "fired": len(h.log), **({"max_cos_to_tested": lean} if lean is not None else {})})
     return rows
 

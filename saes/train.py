@@ -165,6 +165,26 @@ def train_sae(
                       stop_after=stop_after, log_every=log_every, init_decoder=init_decoder, overwrite=overwrite)
 
 
+def _warn_outliers(source, site: str | None) -> None:
+    """Warn (`lens.outliers.OutlierWarning`) when rows of the source (its first 65536) have norms over 10x the
+    median, such as the first token's: they dominate the reconstruction loss (capture with `--select from:1`)."""
+    from lens.capture_folder import CaptureFolder
+    from lens.outliers import NormOutliers, check_capture_folder
+
+    if isinstance(source, (str, Path)):
+        source = CaptureFolder(source)
+    if isinstance(source, CaptureFolder):
+        mon = check_capture_folder(source, site)
+        what = f"rows of {source.path} at {site} (the first 65536 read)"
+    elif isinstance(source, torch.Tensor):
+        mon = NormOutliers()
+        mon.update_rows({"rows": source[:65536]})
+        what = "training rows (the first 65536 read)"
+    else:
+        return
+    mon.warn(what, stacklevel=5)
+
+
 def _same_run(out: Path, cfg: TrainConfig, src_id: dict) -> bool:
     """Whether `out`'s interrupted run has these settings and activations (False when unreadable)."""
     try:
@@ -185,9 +205,14 @@ def _train(source, out: Path, cfg: TrainConfig, *, site, model, resume, progress
     src_id = {"description": src.description, "d_in": src.d_in, "rows": src.n_rows, "site": site,
               "model": (model or {}).get("fingerprint")}
     if (out / "cfg.json").exists() and (out / "lens.json").exists() and not (out / "checkpoints").exists():
-        meta = read_json(out / "lens.json", "SAE metadata")
-        if meta.get("complete") and not TrainConfig.from_json(meta.get("train", {})).differs(cfg) \
-                and meta.get("source") == src_id:
+        from .io import read_meta
+
+        meta = read_meta(out)
+        try:
+            same = not TrainConfig.from_json(meta.get("train", {})).differs(cfg)
+        except (TypeError, ValueError, LensError):
+            same = False  # settings lens cannot read: not these settings
+        if meta.get("complete") and same and meta.get("source") == src_id:
             return TrainResult(out, meta["steps"], meta["rows"], 0.0, meta["steps"], meta.get("log", []))
         if not overwrite:
             raise LensError(f"{out} already holds a trained SAE with other settings or activations; pass "
@@ -195,6 +220,7 @@ def _train(source, out: Path, cfg: TrainConfig, *, site, model, resume, progress
     if overwrite and (out / "checkpoints").exists() and not _same_run(out, cfg, src_id):
         shutil.rmtree(out / "checkpoints")  # an interrupted run of other settings, replaced as asked
 
+    _warn_outliers(source, site)
     settle_heap()  # lens.heap: buffers of every step reused, not re-faulted
     sae = training_sae(cfg, src.d_in, {"hook_name": site, "model_name": (model or {}).get("spec")})
     if init_decoder is not None:

@@ -183,6 +183,39 @@ def test_reflection_and_format():
     assert looks_like_reasoning("12+7=19 so A:19") and not looks_like_reasoning("A:19")
 
 
+def test_thinking_format_opened_by_the_prompt():
+    """R1's template opens <think> in the prompt: a completion that closes the block is thinking-format."""
+    fmt = ThinkingFormat()
+    r1 = "<｜begin▁of▁sentence｜><｜User｜>2+2?<｜Assistant｜><think>\n"
+    assert fmt.opened_by(r1) and not fmt.opened_by("Q: 2+2?\nA:") and not fmt.opened_by("<think>a</think>Q:")
+    done, cut = "First 2+2=4.\n</think>\n\nThe answer is 4.", "First 2+2 is"
+    assert fmt.in_format(done, prefilled=True) and not fmt.in_format(cut, prefilled=True)
+    assert not fmt.in_format(done) and fmt.in_format("<think>x</think>4")  # unprefilled: it must open one
+    table = reflection_vs_correctness([done, cut, done], [True, False, True], prefilled=[True, True, False])
+    assert table["thinking_rate"] == pytest.approx(1 / 3) and table["accuracy_if_thinking"] == 1.0
+    assert reflection_vs_correctness([done], [True], prefilled=True)["thinking_rate"] == 1.0
+    with pytest.raises(LensError, match="one per text"):
+        reflection_vs_correctness([done], [True], prefilled=[True, False])
+
+
+def test_sampling_study_counts_thinking_format_of_a_prefilled_prompt(monkeypatch):
+    """The sampling study reads each model's own prompts: R1-style ones count completions closing <think>."""
+    from lens.studies import sampling_study
+
+    class Gen:
+        tokens_used = [[3, 3]]
+
+        def texts(self):
+            return [["reasoning </think> A: 4", "still thinking"]]
+
+    monkeypatch.setattr(sampling_study, "generate", lambda *a, **k: Gen())
+    prompts = {"base": ["Q: 2+2?\nA:"], "thinking": ["<｜User｜>2+2?<｜Assistant｜><think>\n"]}
+    res = sampling_study.run({"base": None, "thinking": None}, prompts, lambda i, t: "4" in t, samples=2)
+    assert res["behaviour"]["base"]["thinking_rate"] == 0.0 and res["behaviour"]["base"]["prompt_opens_thinking"] == 0
+    assert res["behaviour"]["thinking"]["thinking_rate"] == 0.5
+    assert res["behaviour"]["thinking"]["prompt_opens_thinking"] == 1.0
+
+
 def test_reflection_at_k_and_table():
     samples = [["wait no", "plain", "plain", "plain"], ["plain"] * 4]
     words = detector_for("default", "words")

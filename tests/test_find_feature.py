@@ -11,7 +11,14 @@ import torch  # noqa: E402
 
 from lens.errors import LensError  # noqa: E402
 from saes.io import Dictionary  # noqa: E402
-from saes.search import FeatureAccumulator, auroc_from_hist, default_edges, rank_features  # noqa: E402
+from saes.search import (  # noqa: E402
+    FeatureAccumulator,
+    auroc_from_hist,
+    default_edges,
+    exact_auroc,
+    hist_auroc_error_bound,
+    rank_features,
+)
 
 
 def handmade_sae(d_in=16, d_sae=32, seed=0, site="blocks.1.hook_resid_post"):
@@ -47,24 +54,92 @@ def test_planted_feature_ranks_first():
     assert r2.rows[0] == pytest.approx(top)
 
 
-def test_histogram_auroc_matches_exact():
+def brute_auroc(x: torch.Tensor, y: torch.Tensor) -> float:
+    """P(x > y) + 0.5 P(x == y) over every pair."""
+    x, y = x.double()[:, None], y.double()[None, :]
+    return float(((x > y).double() + 0.5 * (x == y).double()).mean())
+
+
+def test_exact_auroc_equals_pairwise_on_ties():
+    g = torch.Generator().manual_seed(3)
+    for n_pos, n_neg, d in ((40, 55, 7), (1, 3, 2), (200, 150, 5)):
+        # few distinct values (heavy ties), zeros, and some negative values (zeros are not the minimum)
+        a = torch.randint(-2, 4, (n_pos, d), generator=g).float() * 0.5
+        b = torch.randint(-2, 4, (n_neg, d), generator=g).float() * 0.5
+        a[:, 0] = 0  # a feature that never fires in pos
+        b[:, 1] = 1.5  # constant in neg
+        ra, fa = torch.nonzero(a, as_tuple=True)
+        rb, fb = torch.nonzero(b, as_tuple=True)
+        got = exact_auroc(fa, a[ra, fa], n_pos, fb, b[rb, fb], n_neg, d)
+        for f in range(d):
+            assert float(got[f]) == pytest.approx(brute_auroc(a[:, f], b[:, f]), abs=1e-12)
+
+
+def test_rank_features_auroc_is_exact_for_features_that_fire_everywhere():
+    """The reported failure: a feature active on every row in both conditions, two separated clusters
+    (mean 12.27 vs 10.78) within one ~19% histogram bin. The exact AUROC is 1.0 (the histogram gave 0.588)."""
+    from sae_lens import StandardSAE, StandardSAEConfig
+
+    sae = StandardSAE(StandardSAEConfig(d_in=2, d_sae=2, apply_b_dec_to_input=False))
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.eye(2))
+        sae.W_dec.copy_(torch.eye(2))
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    d = Dictionary(sae, "blocks.0.hook_resid_post", {"model": {}}, "identity")
+    g = torch.Generator().manual_seed(0)
+    pos = torch.stack([12.27 + 0.2 * torch.rand(22, generator=g), torch.rand(22, generator=g) + 1], 1)
+    neg = torch.stack([10.78 + 0.2 * torch.rand(22, generator=g), torch.rand(22, generator=g) + 1], 1)
+    r = rank_features(d, pos, neg)
+    assert r.auroc_method == "exact"
+    row = {x["feature"]: x for x in r.rows}
+    assert row[0]["auroc"] == 1.0 and row[0]["auroc_method"] == "exact" and row[0]["auroc_max_error"] == 0.0
+    assert row[1]["auroc"] == pytest.approx(brute_auroc(pos[:, 1], neg[:, 1]))
+    # over the exact limit: the histogram, its error bound reported and holding
+    h = rank_features(d, pos, neg, exact_limit=10)
+    assert h.auroc_method == "histogram"
+    hrow = {x["feature"]: x for x in h.rows}
+    assert hrow[0]["auroc"] < 0.9 and hrow[0]["auroc_max_error"] > 0.1
+    for f in (0, 1):
+        assert abs(hrow[f]["auroc"] - row[f]["auroc"]) <= hrow[f]["auroc_max_error"] + 1e-12
+
+
+def test_exact_limit_spills_midstream_to_the_same_histogram():
+    d, dirs = handmade_sae()
+    g = torch.Generator().manual_seed(5)
+    pos = torch.randn(600, 16, generator=g) * 0.6 + dirs[3]
+    neg = torch.randn(500, 16, generator=g) * 0.6
+    exact = rank_features(d, pos, neg, batch_rows=64)
+    assert exact.auroc_method == "exact"
+    spilled = rank_features(d, pos, neg, batch_rows=64, exact_limit=3000)  # spills part-way through pos
+    hist = rank_features(d, pos, neg, batch_rows=64, exact_limit=0)
+    assert spilled.auroc_method == hist.auroc_method == "histogram"
+    by = {r["feature"]: r for r in hist.rows}
+    for r in spilled.rows:
+        assert r["auroc"] == pytest.approx(by[r["feature"]]["auroc"], abs=1e-9)
+    ex = {r["feature"]: r["auroc"] for r in exact.rows}
+    for r in hist.rows:
+        assert abs(r["auroc"] - ex[r["feature"]]) <= r["auroc_max_error"] + 1e-9
+
+
+def test_histogram_auroc_within_its_bound():
     g = torch.Generator().manual_seed(0)
     a = torch.relu(torch.randn(500, 3, generator=g) + torch.tensor([0.5, 0.0, -0.5]))
     b = torch.relu(torch.randn(700, 3, generator=g))
     edges = default_edges(256)
-    pa, pb = FeatureAccumulator(3, edges), FeatureAccumulator(3, edges)
+    pa, pb = FeatureAccumulator(3, edges, exact_limit=0), FeatureAccumulator(3, edges, exact_limit=0)
     pa.update(a)
     pb.update(b)
     approx = auroc_from_hist(pa.pmf(), pb.pmf())
+    bound = hist_auroc_error_bound(pa.pmf(), pb.pmf())
     for f in range(3):
-        x, y = a[:, f][:, None], b[:, f][None, :]
-        exact = float(((x > y).float() + 0.5 * (x == y).float()).mean())
-        assert abs(float(approx[f]) - exact) < 0.01
+        exact = brute_auroc(a[:, f], b[:, f])
+        assert abs(float(approx[f]) - exact) <= float(bound[f]) + 1e-12
 
 
 def test_search_memory_does_not_grow_with_rows():
     d, _ = handmade_sae(d_sae=64)
-    a = FeatureAccumulator(64, default_edges())
+    a = FeatureAccumulator(64, default_edges(), exact_limit=0)
     size = a.hist.numel()
     for _ in range(5):
         a.update(torch.relu(torch.randn(1000, 64)))
@@ -170,6 +245,17 @@ def test_cli_sae_train_info_and_find_feature(tiny, tmp_path):
     sc = json.loads(r.stdout)["steer_check"]
     assert [x["kind"] for x in sc] == ["baseline", "feature", "random"]
     assert all(x["first_step_only"] for x in sc[1:])
+    assert all(x["where"] == "last_prompt_token" for x in sc[1:]) and "P-1" in json.loads(r.stdout)["steered_at"]
+    assert {x["auroc_method"] for x in json.loads(r.stdout)["ranking"]} == {"exact"}
+    # the first generated token (P, step 1) instead, and a custom behaviour metric
+    r = run(app, ["find-feature", "-m", str(folder), "--sae", str(tmp_path / "sae"), "--pos", str(pos), "--neg",
+                  str(neg), "--steer-check", "--steer-top", "1", "--n-random", "1", "--alphas", "5",
+                  "--eval", str(ev), "--max-new-tokens", "4", "--steer-at", "first_generated_token",
+                  "--metric", "regex:[0-9]", "--json"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)
+    assert all(x["where"] == "first_generated_token" and x["only_at_where"] for x in got["steer_check"][1:])
+    assert got["metric"] == "regex:[0-9]" and "position P," in got["steered_at"]
     r = run(app, ["find-feature", "-m", str(folder), "--sae", str(tmp_path / "sae"), "--pos", str(pos), "--neg",
                   str(neg), "--steer-check", "--steer-top", "1", "--n-random", "1", "--alphas", "5",
                   "--eval", str(ev), "--max-new-tokens", "4", "--top", "3", "--dashboard", str(tmp_path / "dash"),

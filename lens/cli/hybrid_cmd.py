@@ -13,14 +13,21 @@ def hybrid_cmd(
     base: str = typer.Option("organism:base", "--base"),
     thinking: str = typer.Option("organism:thinking", "--thinking"),
     n: int = typer.Option(100, help="held-out problems", callback=positive),
-    layer: int = typer.Option(None, help="steering layer (default 1: where the organism's reasoning direction acts)",
-                              callback=non_negative),
+    layer: int = typer.Option(None, "--layer", "--steer-layer",
+                              help="steering layer (default 1 on the organism, where its reasoning direction acts; "
+                                   "else the middle layer)", callback=non_negative),
+    read_layer: int = typer.Option(None, "--read-layer", callback=non_negative,
+                                   help="layer where the thinking model is read for the category (the taxonomy "
+                                        "SAE's layer; default the steering layer)"),
     norm_frac: float = typer.Option(0.5, help="vector norm as a fraction of the mean residual norm",
                                     callback=positive_float),
     selector: str = typer.Option("taxonomy", help="taxonomy (SAE argmax latent) or nearest (cosine)",
                                  callback=choice("taxonomy", "nearest")),
     tasks: str = typer.Option(None, help="other pairs: gsm8k, math500, or a JSONL of question/answer rows"),
-    template: str = typer.Option(None, help="other pairs: prompt template (plain, r1zero, chat, ...)"),
+    template: str = typer.Option(None, help="other pairs: the base's prompt template (plain, r1zero, chat, ...)"),
+    thinking_template: str = typer.Option(None, "--thinking-template",
+                                          help="other pairs: the thinking model's prompt template (default: its "
+                                               "own chat template when its tokenizer has one, else --template)"),
     max_new_tokens: int = typer.Option(100, "--max-new-tokens", callback=positive),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -41,23 +48,29 @@ def hybrid_cmd(
         raise LensError("on other pairs the categories come from the taxonomy; drop --selector")
     b, t = load_both(ctx, base, thinking)
     check_layer("--layer", layer, b.n_layers)
+    check_layer("--read-layer", read_layer, t.n_layers)
     if organism:
         from ..studies import hybrid_organism
 
-        res = hybrid_organism.run(b, t, n=n, layer=layer, norm_frac=norm_frac, selector=selector,
+        res = hybrid_organism.run(b, t, n=n, layer=layer, read_layer=read_layer, norm_frac=norm_frac, selector=selector,
                                   max_new_tokens=max_new_tokens, progress=say)
     else:
         from ..studies import hybrid_generic
         from ..studies.reproduce import Sizes, setup
 
-        s = setup(tasks, b, Sizes(n=1, hybrid_n=n, cot_n=1, feature_n=1), template)
+        s = setup(tasks, b, Sizes(n=1, hybrid_n=n, cot_n=1, feature_n=1), template, thinking=t,
+                  thinking_template=thinking_template)  # each model prompted through its own template
         res = hybrid_generic.run(b, t, s.prompts, s.is_correct, s.think_prompts, s.direct_prompts, n=n,
-                                 layer=layer, norm_frac=norm_frac, max_new_tokens=max_new_tokens, progress=say)
+                                 layer=layer, read_layer=read_layer, norm_frac=norm_frac,
+                                 max_new_tokens=max_new_tokens, progress=say,
+                                 thinking_prompts=s.thinking_prompts or None)
+        res["prompt_templates"] = s.templates
     if as_json:
         emit_json(res)
         return
     rows = [{"run": "base", "accuracy": res["base"]["value"], "gap_recovered": 0.0, "steered": 0.0},
             {"run": "thinking", "accuracy": res["thinking"]["value"], "gap_recovered": 1.0, "steered": 0.0}]
-    rows += [{"run": f"hybrid ({k})" if k != "none" else "hybrid", "accuracy": v["accuracy"]["value"],
-              "gap_recovered": v["gap_recovered"], "steered": v["fraction_steered"]} for k, v in res["runs"].items()]
+    rows += [{"run": f"hybrid ({k})" if k != "none" else "hybrid (paper mode)", "accuracy": v["accuracy"]["value"],
+              "gap_recovered": v["gap_recovered"], "steered": v["fraction_steered"], "gated": v["fraction_gated"]}
+             for k, v in res["runs"].items()]
     console.print(table(f"hybrid on {n} held-out problems, {res['site']}", rows))

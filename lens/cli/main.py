@@ -22,6 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # help prints as written (rich turned `generated:A:B` into an emoji, `[x]` into a style)
 )
 
 
@@ -115,8 +116,13 @@ def expected_problem(e: BaseException) -> str | None:
     if isinstance(e, UnicodeDecodeError):
         return (f"a file is not {e.encoding} text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
                 "save it as UTF-8")
-    if isinstance(e, (MemoryError, torch.cuda.OutOfMemoryError)):
-        return "out of memory; use a smaller --batch-size (or fewer inputs), or another --device"
+    oom = isinstance(e, RuntimeError) and any(m in str(e) for m in ("can't allocate memory", "out of memory",
+                                                                      "not enough memory"))
+    if isinstance(e, (MemoryError, torch.cuda.OutOfMemoryError)) or oom:
+        return ("out of memory; use a smaller --batch-size (or fewer inputs, a smaller --d-sae), or another "
+                "--device")
+    if isinstance(e, RecursionError):
+        return "a JSON file or input is nested too deeply to read; check the files this command reads"
     return None
 
 

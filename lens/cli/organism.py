@@ -40,6 +40,8 @@ def train_cmd(
                                 callback=positive),
     parallel: bool = typer.Option(True, "--parallel/--sequential",
                                   help="pretrain the control in a second process alongside base + thinking"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="rebuild models that are already finished in --out "
+                                                               "(your other files there are kept)"),
 ) -> None:
     """Regenerate the organism from scratch with a fixed seed (resumes an interrupted run)."""
     import torch
@@ -57,11 +59,30 @@ def train_cmd(
     from ..outputs import check_output, writer_lock
 
     check_output(out, "organism", resumable=True)  # new, empty, or an organism folder being (re)built
+    _check_targets(out, names, overwrite)
     torch.set_num_threads(max(1, threads))
     with writer_lock(out, "organism"):
         infos = train_all(out, pre=PretrainConfig(steps=steps), which=names, parallel=parallel)
     for name, info in infos.items():
         print(f"{name}: {info.get('train_seconds')} s -> {out / name}")
+
+
+def _check_targets(out: Path, names: tuple[str, ...], overwrite: bool) -> None:
+    """Refuse to rebuild into `out/<name>` a folder lens did not write, or (without --overwrite) a finished
+    model that no interrupted run of this command is resuming."""
+    from ..outputs import is_lens_model
+
+    for name in names:
+        sub = out / name
+        if not sub.exists() or (sub.is_dir() and not any(sub.iterdir())):
+            continue
+        if not is_lens_model(sub):
+            _fail(f"{sub} is not a model lens trained (no lens training.json); choose another --out "
+                  "(lens never replaces a folder it did not write)")
+        resuming = (out / ".ckpt" / f"{name}.json").exists() and name != "thinking"
+        if not overwrite and not resuming:
+            _fail(f"{sub} already holds a finished {name} model; pass --overwrite to rebuild it "
+                  "or choose another --out")
 
 
 def _check_layer(model_dir: Path | None, layer: int) -> None:

@@ -35,9 +35,16 @@ def reproduce_cmd(
                                  "--top-p override it"),
     layer: int = typer.Option(None, "--layer", help="layer of the hybrid and the SAE (default: each step's own)",
                               callback=non_negative),
-    sae: str = typer.Option(None, "--sae", help="SAE folder or sae_lens RELEASE/ID (needed off the organism)"),
+    sae: str = typer.Option(None, "--sae", help="SAE folder or sae_lens RELEASE/ID for the feature step (default: "
+                                                "off the organism, a small SAE trained on the base's captures of "
+                                                "the task prompts, cached)"),
+    sae_texts: int = typer.Option(None, "--sae-texts", help="without --sae off the organism: problems whose "
+                                  "prompts train the SAE (3 prompts each; default 256)", callback=positive),
     template: str = typer.Option(None, "--template", help="prompt template (default: identity for the organism, "
                                                           "plain 'Q: ...\\nA:' otherwise)"),
+    thinking_template: str = typer.Option(None, "--thinking-template",
+                                          help="the thinking model's prompt template (default: its own chat "
+                                               "template when its tokenizer has one, else --template)"),
     steps: str = typer.Option(",".join(("sampling", "hybrid", "cot", "feature", "diff")), "--steps",
                               help="comma-separated subset of sampling,hybrid,cot,feature,diff"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a report already at --out "
@@ -51,7 +58,8 @@ def reproduce_cmd(
     sizes = Sizes().use_sampling(sampling)
     for name, value in (("hybrid_n", hybrid_n), ("cot_n", cot_n), ("k", k), ("feature_n", feature_n),
                         ("feature_pages", feature_pages), ("max_new_tokens", max_new_tokens),
-                        ("temperature", temperature), ("top_p", top_p), ("layer", layer)):
+                        ("temperature", temperature), ("top_p", top_p), ("layer", layer),
+                        ("sae_texts", sae_texts)):
         if value is not None:
             setattr(sizes, name, value)
     if tasks.lower() != "organism" and max_new_tokens is None:
@@ -64,6 +72,7 @@ def reproduce_cmd(
     check_layer("--layer", layer, pair[0].n_layers)
     res = reproduce(out, base=pair[0], thinking=pair[1], tasks=tasks, n=n, samples=samples, seed=seed,
                     progress=not as_json, sizes=sizes, steps=chosen, sae=sae, template=template,
+                    thinking_template=thinking_template,
                     overwrite=overwrite)
     failed = [name for name in STEPS if res.get(name, {}).get("status") == "error"]
     if as_json:

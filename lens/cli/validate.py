@@ -9,17 +9,17 @@ naming the file and line of a bad one.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from ..capture_folder import jsonl_lines as read_lines
 from ..errors import LensError, check_number, check_text
 
 
 def _flag(param: Any) -> str:
-    """The flag the user typed for a click parameter: its longest "--name", else its name."""
-    opts = sorted(getattr(param, "opts", None) or [], key=len)
-    return opts[-1] if opts else f"<{getattr(param, 'name', 'value')}>"
+    """How the user names a click parameter: its "--name" flags (aliases joined by "/"), else its name."""
+    opts = [o for o in getattr(param, "opts", None) or [] if o.startswith("--")]
+    return "/".join(opts) if opts else f"<{getattr(param, 'name', 'value')}>"
 
 
 def number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False,
@@ -30,12 +30,15 @@ def number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = 
     def callback(ctx, param, value):
         for v in value if isinstance(value, (list, tuple)) else [value]:
             check_number(_flag(param), v, lo, hi, lo_open=lo_open, hi_open=hi_open, integer=integer)
+            if integer and isinstance(v, int) and v > LARGEST:
+                raise LensError(f"{_flag(param)} is too large ({v}); the largest value lens takes is 2**62")
         return value
 
     return callback
 
 
 finite = number()
+LARGEST = 2**62  # integers past this overflow the C longs torch and itertools use
 positive = number(1, integer=True)  # counts and sizes: 1, 2, ...
 non_negative = number(0, integer=True)  # indexes, seeds, counts where 0 means "none"
 positive_float = number(0, lo_open=True)  # rates, scales that must be > 0
@@ -65,29 +68,6 @@ def valid_text(ctx, param, value):
 def check_layer(flag: str, layer: int | None, n_layers: int) -> None:
     """`layer` (None passes) is a layer of a model with `n_layers` layers."""
     check_number(flag, layer, 0, n_layers - 1, integer=True)
-
-
-def read_lines(path: Path, what: str = "input file"):
-    """(line number, parsed JSON) for each non-blank line of a UTF-8 JSONL file; LensErrors name the file
-    and the line (missing file, a folder, bytes that are not UTF-8, a line that is not JSON)."""
-    path = Path(path)
-    if path.is_dir():
-        raise LensError(f"{what} {path} is a folder; pass a JSONL file (one JSON value per line)")
-    if not path.is_file():
-        raise LensError(f"{what} {path} does not exist")
-    with open(path, "rb") as fh:
-        for n, raw in enumerate(fh, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise LensError(f"{path}:{n} is not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
-                                "save the file as UTF-8") from None
-            if not line.strip():
-                continue
-            try:
-                yield n, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise LensError(f"{path}:{n} is not valid JSON ({e.msg}); each line must be one JSON value") from None
 
 
 def iter_inputs(path: Path, what: str = "input file"):

@@ -133,7 +133,9 @@ def cot_page(report: Report, step: Mapping | None) -> Page:
 def feature_step_page(report: Report, step: Mapping | None, feature_ids: Sequence[int] = ()) -> Page:
     page = report.page("5. One SAE feature triggers reasoning", id="feature",
                        lead="SAE features ranked by how differently they fire on think-instructed vs "
-                            "direct-instructed prompts; the top feature is added at the first generated token only.")
+                            "direct-instructed prompts; the top feature is added at the last prompt token only "
+                            "(position P-1, the forward that produces the first generated token: the paper's "
+                            "first step).")
     if _skipped(page, step):
         return page
     sae = step.get("sae") or {}

@@ -146,6 +146,16 @@ def _show(tok: str) -> str:
     return repr(tok)[1:-1] if tok.strip() == "" or "\n" in tok else tok
 
 
+def _steered_at(rows: Sequence[Mapping]) -> str:
+    """Which position a steer-check's rows steered, in words (rows carry `where`; older ones meant P-1)."""
+    kinds = {r.get("where") for r in rows if r.get("where")}
+    if kinds == {"first_generated_token"}:
+        return "the first generated token, position P"
+    if kinds <= {"first_step", "last_prompt_token"}:
+        return "the last prompt token, position P-1, whose forward produces the first generated token"
+    return ", ".join(sorted(kinds))
+
+
 def feature_page(report: Report, d: Mapping, steer_rows: Sequence[Mapping] | None = None,
                  extra: Mapping | None = None) -> Page:
     """Add the page of one feature (a dict from :func:`feature_data`) to ``report``.
@@ -188,7 +198,7 @@ def feature_page(report: Report, d: Mapping, steer_rows: Sequence[Mapping] | Non
     page.contexts({"max": st["max"], "bands": d["contexts"]})
     if steer_rows:
         page.figure(F.sweep(steer_rows, "alpha", "accuracy", "label",
-                            f"Feature {f}: steering sweep (added at the first generated token)",
+                            f"Feature {f}: steering sweep (added at {_steered_at(steer_rows)})",
                             "alpha (norm of the added decoder direction)", "accuracy (%)",
                             dashed=[str(r.get("label")) for r in steer_rows if "random" in str(r.get("label"))]),
                     height=380)

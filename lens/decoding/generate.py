@@ -146,13 +146,20 @@ def sample_seed(seed: int, prompt_index: int, sample_index: int) -> int:
 
 
 def encode_prompts(model: Any, prompts: Sequence[Prompt], add_special_tokens: bool = True) -> list[list[int]]:
-    """Token ids of each prompt (strings are tokenized; id sequences are kept as they are)."""
+    """Token ids of each prompt (strings are tokenized; id sequences are kept as they are).
+
+    Special tokens are added to a string prompt unless it already starts with the tokenizer's BOS
+    text (a chat template's output: one BOS, not two; `lens.batching.adds_special_tokens`).
+    """
+    from ..batching import adds_special_tokens
+
     if isinstance(prompts, str):
         raise LensError("prompts must be a list of strings (or of token-id lists), not one string: wrap it in [...]")
     out: list[list[int]] = []
     for p in prompts:
         if isinstance(p, str):
-            out.append(list(model.tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"]))
+            special = add_special_tokens and adds_special_tokens(model.tokenizer, p)
+            out.append(list(model.tokenizer(p, add_special_tokens=special)["input_ids"]))
         else:
             out.append([int(t) for t in p])
         if not out[-1]:

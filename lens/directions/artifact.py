@@ -11,7 +11,7 @@ from jaxtyping import Float
 
 from ..artifacts import base_metadata, load_tensors, read_json, save_tensors, write_json
 from ..errors import LensError
-from ..outputs import atomic_folder, check_output
+from ..outputs import atomic_folder, check_output, writer_lock
 from ..sites import Site
 
 
@@ -73,7 +73,7 @@ class Direction:
         check_output(path, "direction", overwrite=overwrite)
         meta = base_metadata("direction", name=self.name, site=self.site, model=self.model, method=self.method,
                              info=self.info, d_model=int(self.vector.numel()), norm=self.norm, dtype="float32")
-        with atomic_folder(path, "direction") as tmp:
+        with writer_lock(path, "direction"), atomic_folder(path, "direction") as tmp:
             save_tensors(tmp / "direction.safetensors", {"vector": self.vector.float()}, meta)
             write_json(tmp / "direction.json", meta)
 

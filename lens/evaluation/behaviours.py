@@ -149,8 +149,10 @@ class ThinkingFormat:
     """A thinking block delimited by ``open`` / ``close`` tags (default ``<think>`` ... ``</think>``).
 
     ``state(text)``: ``"none"`` (no opener), ``"open"`` (opened, never closed), ``"closed"``.
-    Prompts that prefill the opener (R1-Zero style) should pass ``prefilled=True``: the completion
-    is then inside the block from its first character.
+    Prompts that prefill the opener (R1-Zero style, or R1's chat template, which ends
+    ``<｜Assistant｜><think>\n``) should pass ``prefilled=True``: the completion is then inside the
+    block from its first character. ``opened_by(prompt)`` tells such prompts; ``in_format`` is what
+    thinking-format rates count.
     """
 
     open: str = "<think>"
@@ -161,6 +163,19 @@ class ThinkingFormat:
         if i < 0:
             return "none"
         return "closed" if text.find(self.close, i) >= 0 else "open"
+
+    def opened_by(self, prompt: str) -> bool:
+        """Whether ``prompt`` ends inside an open block (its last opener has no closer after it), as
+        prompts built with R1's chat template do: the completion then starts inside the block."""
+        i = prompt.rfind(self.open)
+        return i >= 0 and prompt.find(self.close, i + len(self.open)) < 0
+
+    def in_format(self, text: str, prefilled: bool = False) -> bool:
+        """Whether a completion is in the thinking format, as thinking-format rates count it: it opens a
+        block (`uses`); or, when its prompt opened the block (``prefilled``), it closes it (contains
+        ``close``): the opener is the template's, and an unclosed completion cannot be told from one
+        that ignored the block."""
+        return self.complete(text, prefilled=True) if prefilled else self.uses(text)
 
     def uses(self, text: str, prefilled: bool = False) -> bool:
         """Whether the text opens a thinking block (closed or not)."""
@@ -231,18 +246,24 @@ def reflection_vs_correctness(
     correct: Sequence[bool],
     detector: ReflectionDetector | None = None,
     fmt: ThinkingFormat | None = None,
+    prefilled: bool | Sequence[bool] = False,
 ) -> dict:
     """How reflection (and the thinking format) relate to correctness, over flat lists of samples.
 
-    Returns counts of the 2x2 table (``reflective_correct`` ...), the reflection rate, accuracy
-    given reflection and given none, and the same for the thinking format.
+    prefilled: whether each sample's prompt opened the thinking block (one flag, or one per sample;
+    see `ThinkingFormat.opened_by`); such a sample is in the thinking format when it closes the block
+    (`ThinkingFormat.in_format`). Returns counts of the 2x2 table (``reflective_correct`` ...), the
+    reflection rate, accuracy given reflection and given none, and the same for the thinking format.
     """
     if len(texts) != len(correct):
         raise LensError(f"texts ({len(texts)}) and correct ({len(correct)}) must have the same length")
+    flags = [bool(prefilled)] * len(texts) if isinstance(prefilled, bool) else [bool(x) for x in prefilled]
+    if len(flags) != len(texts):
+        raise LensError(f"prefilled has {len(flags)} flags for {len(texts)} texts; give one per text (or one bool)")
     detector = detector or ReflectionDetector()
     fmt = fmt or ThinkingFormat()
     refl = [detector(t) for t in texts]
-    think = [fmt.uses(t) for t in texts]
+    think = [fmt.in_format(t, f) for t, f in zip(texts, flags, strict=True)]
     ok = [bool(c) for c in correct]
     n = len(texts)
     table = {

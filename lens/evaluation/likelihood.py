@@ -35,7 +35,9 @@ class Likelihood:
 
 def _ids(tokenizer: Any, x: str | Sequence[int], special: bool) -> list[int]:
     if isinstance(x, str):
-        return list(tokenizer(x, add_special_tokens=special)["input_ids"])
+        from ..batching import adds_special_tokens  # a chat-templated context already has its BOS
+
+        return list(tokenizer(x, add_special_tokens=special and adds_special_tokens(tokenizer, x))["input_ids"])
     return [int(t) for t in x]
 
 

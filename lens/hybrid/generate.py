@@ -3,13 +3,16 @@
 Per generated token k (processed at absolute position q = P + k - 1, whose output predicts token
 k; for k = 0 that is the last prompt position P - 1):
 1. both models process the newest token with their own KV caches (base unsteered);
-2. the gate compares their next-token distributions; rows where it fires are candidates;
-3. a selector picks a category vector from the thinking model's residual at `site`, position q;
+2. the gate compares their next-token distributions; rows where it fires (and, in mode paper, where
+   the thinking model is still reasoning: `region`) are candidates;
+3. a selector picks a category vector from the thinking model's residual at `read_site`, position q;
 4. for each coefficient the base's newest position q is re-run with coefficient x vector added at
    `site` (the cache is cropped by one token first), giving one candidate token per coefficient;
-5. the guardrail keeps the candidate the thinking model finds most likely; the base cache is
-   left holding the chosen variant of position q (each variant's keys/values at q are kept and the
-   chosen one is written back per row); both models then advance with the chosen token.
+5. the guardrail picks a candidate (`decide.choose`); the base cache is then left holding position q
+   unsteered (mode paper: the steering is a one-step nudge, as the paper's hybrid_eval.py reverts it)
+   or the chosen variant (mode unsteered_allowed): each variant's keys/values at q are kept and the
+   wanted one is written back per row; in mode paper the reasoning phase may then replace the token
+   (base EOS suppressed, answer prompt forced); both models advance with the token.
 Each model reads its own prompt; the base's tokens reach the thinking model through the pair's
 token map (`thinking_side`). No full recompute: each step costs one forward of each model, plus
 n_coef base forwards of a single position when the gate fires (one more where the cache type does
@@ -27,6 +30,7 @@ from ..hooks import hooks
 from ..interventions import Intervention, Where, steer
 from ..models import Model
 from .common import HybridConfig, HybridResult, StepLog, choose, gate_rows, select_vectors
+from .region import Region
 
 
 def _drop_last(cache) -> None:
@@ -126,6 +130,7 @@ def hybrid_generate(
     gen = torch.Generator().manual_seed(cfg.seed)
     n = len(prompts)
     log = StepLog(n, max_new_tokens, cfg.coefficients, eos)
+    region = Region(cfg, base, thinking, n, eos)
     resid: dict[str, torch.Tensor] = {}
 
     def keep_last(h: torch.Tensor) -> None:
@@ -134,17 +139,18 @@ def hybrid_generate(
     iv = Intervention(cfg.site, torch.zeros(base.d_model), where=Where.on_gate("hybrid"), source="hybrid")
     b_cache, t_cache = _rollback_cache(), None
     step_ids, t_step = ids, t_ids
-    with torch.no_grad(), steer(base, [iv], record=False) as handle, hooks(thinking, {cfg.site: keep_last}):
+    with torch.no_grad(), steer(base, [iv], record=False) as handle, hooks(thinking, {cfg.read_site: keep_last}):
         gate = handle.gates["hybrid"]
         for k in range(max_new_tokens):
             gate.clear()
             b_logits, b_cache = _forward(base, step_ids, mask, b_cache)
             t_logits, t_cache = _forward(thinking, t_step, t_mask, t_cache)
             b_logits, t_logits = b_logits.to(dev), t_logits.to(dev)  # lm heads may sit on other devices
+            t_top_raw = t_logits.argmax(-1).cpu()  # in the thinking model's own ids (its end-of-reasoning marker)
             if table is not None:  # the thinking model's logits, read at the base's ids
                 t_logits = t_logits[:, table.to(dev)]
             unsteered = b_logits.argmax(-1)
-            gated = gate_rows(cfg, b_logits, t_logits) & ~log.done.to(dev)
+            gated = gate_rows(cfg, b_logits, t_logits) & ~log.done.to(dev) & region.allowed(t_top_raw).to(dev)
             token = unsteered
             if bool(gated.any()):
                 cat, vec = select_vectors(cfg, resid["h"], gen)
@@ -158,22 +164,26 @@ def hybrid_generate(
                     cands.append(logits_c.argmax(-1).to(dev))
                     if variants[0] is not None:
                         variants.append(_last_kv(b_cache))
-                token, pick = choose(cfg, t_logp.cpu(), unsteered.cpu(), [c.cpu() for c in cands], gated.cpu())
+                token, pick = choose(cfg, t_logp.cpu(), unsteered.cpu(), [c.cpu() for c in cands], gated.cpu(), gen)
                 token = token.to(dev)
-                chosen = log.chosen(pick)
-                if variants[0] is not None:  # pick -1 (unsteered) -> variant 0
-                    _write_last_kv(b_cache, variants, (pick + 1).to(dev))
-                elif not (pick.clamp(min=-1) == len(cands) - 1).all() or not bool(gated.all()):
-                    # re-run position q with each row's chosen coefficient (0 = unsteered) to fix the cache
+                # variant of position q to keep: 0 = unsteered (mode paper, or not steered), i = coefficient i - 1
+                keep = pick + 1 if cfg.mode == "unsteered_allowed" else torch.zeros_like(pick)
+                held = torch.where(gated.cpu(), len(cands), 0)  # what the cache holds after the sweep
+                if variants[0] is not None:
+                    _write_last_kv(b_cache, variants, keep.to(dev))
+                elif not torch.equal(keep, held):  # re-run position q with each row's kept coefficient
                     _drop_last(b_cache)
-                    gate.set(gated & (pick >= 0).to(dev), vec, chosen.to(dev))
+                    coef = torch.where(keep > 0, log.coefs[(keep - 1).clamp(min=0)], torch.zeros(n))
+                    gate.set((keep > 0).to(dev), vec, coef.to(dev))
                     _forward(base, step_ids[:, -1:], mask, b_cache)
                 log.steer(k, gated.cpu(), pick, cat.cpu())
-            token = log.advance(k, gated.cpu(), token.cpu()).to(dev)
+            token, feed = region.apply(k, token.cpu(), t_logits.argmax(-1).cpu(), t_top_raw, log.done)
+            token = log.advance(k, gated.cpu(), token).to(dev)
             step_ids = token[:, None]
-            t_step = (step_ids if table is None else table.to(dev)[token][:, None]).to(thinking.device)
+            t_tok = token if table is None else table.to(dev)[token]
+            t_step = torch.where(feed.to(dev) >= 0, feed.to(dev), t_tok)[:, None].to(thinking.device)
             mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=dev)], dim=1)
             t_mask = torch.cat([t_mask, torch.ones(n, 1, dtype=t_mask.dtype, device=t_mask.device)], dim=1)
             if bool(log.done.all()):
                 break
-    return log.result(base.tokenizer, cfg.names)
+    return log.result(base.tokenizer, cfg.names, cfg.mode, region.active)

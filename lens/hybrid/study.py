@@ -18,8 +18,12 @@ from ..directions import diff_of_means, one_vs_rest
 from ..errors import LensError
 from ..evaluation.metrics import accuracy, gap_recovered
 from ..models import Model
-from .common import ABLATIONS, HybridConfig
+from .config import ALL_ABLATIONS, PAPER_ANSWER_PROMPT, PAPER_COEFFICIENTS, HybridConfig
 from .generate import hybrid_generate
+
+PAPER_12 = ("runs.none.fraction_steered: mode paper, where every gated step is steered (the paper's "
+            "'tokens steered', 12% on its pairs); runs.unsteered_allowed.fraction_steered counts only steps "
+            "where a steered token beat the unsteered one and is not comparable")
 
 
 def category_vectors(
@@ -70,19 +74,26 @@ def run_study(
     categories: dict[str, torch.Tensor],
     *,
     max_new_tokens: int = 96,
-    coefficients: tuple[float, ...] = (0.25, 0.5, 1.0),
-    ablations: Sequence[str] = ABLATIONS,
+    coefficients: tuple[float, ...] = PAPER_COEFFICIENTS,
+    ablations: Sequence[str] = ALL_ABLATIONS,
     batch_size: int = 64,
     seed: int = 0,
     selector: object = "nearest",
     progress: Callable[[str], None] | None = None,
     thinking_prompts: Sequence[str] | None = None,
+    read_site: str | None = None,
+    unsteered_allowed: bool = True,
+    think_close: str | None = "</think>",
+    answer_prompt: str = PAPER_ANSWER_PROMPT,
 ) -> dict:
     """Accuracy of base, thinking and the hybrid (and each ablation), gap recovered, tokens steered.
 
-    selector: as in :class:`HybridConfig` ("nearest" or a callable [batch, d] -> category indices).
-    thinking_prompts: the thinking model's own prompts for the same problems (default `prompts`): its
-    greedy run and its side of the hybrid read them (`hybrid_generate`).
+    Every ablation runs in mode paper (`lens.hybrid.config`); `unsteered_allowed` adds one run of lens's
+    earlier mode under that name. selector: as in :class:`HybridConfig` ("nearest" or a callable
+    [batch, d] -> category indices). site: the steer site; read_site: where the thinking model's residual is
+    read for the selector (default `site`). thinking_prompts: the thinking model's own prompts for the same
+    problems (default `prompts`): its greedy run and its side of the hybrid read them (`hybrid_generate`).
+    think_close / answer_prompt: the reasoning phase of mode paper (`lens.hybrid.region`).
     """
     t_prompts = list(prompts if thinking_prompts is None else thinking_prompts)
     if len(t_prompts) != len(prompts):
@@ -96,13 +107,16 @@ def run_study(
     b_texts = [s.text for s in generate(base, list(prompts), max_new_tokens, batch_size=batch_size).samples]
     t_texts = [s.text for s in generate(thinking, t_prompts, max_new_tokens, batch_size=batch_size).samples]
     b, t = score(b_texts), score(t_texts)
-    out = {"site": site, "n": len(prompts), "coefficients": list(coefficients),
+    out = {"site": site, "read_site": read_site or site, "n": len(prompts), "coefficients": list(coefficients),
            "base": accuracy(b).as_dict(), "thinking": accuracy(t).as_dict(), "runs": {}}
-    for ab in ablations:
-        say(f"hybrid ({ab})")
+    runs = [(ab, "paper", ab) for ab in ablations] + ([("unsteered_allowed", "unsteered_allowed", "none")]
+                                                     if unsteered_allowed else [])
+    for name, mode, ab in runs:
+        say(f"hybrid ({name})")
         cfg = HybridConfig(site, categories, bias=bias, coefficients=coefficients, ablation=ab, seed=seed,
-                           selector=selector)
-        texts, steered, gated, use = [], 0.0, 0.0, {}
+                           selector=selector, mode=mode, read_site=read_site, think_close=think_close,
+                           answer_prompt=answer_prompt)
+        texts, steered, gated, use, region = [], 0.0, 0.0, {}, False
         n_tok = 0
         for i in range(0, len(prompts), batch_size):
             chunk = list(prompts[i : i + batch_size])
@@ -113,12 +127,17 @@ def run_study(
             n_tok += live
             steered += res.fraction_steered() * live
             gated += res.fraction_gated() * live
+            region |= res.think_region
             for k, v in res.category_use().items():
                 use[k] = use.get(k, 0) + v
         h = score(texts)
         gap = gap_recovered(b, h, t, seed=seed)
-        out["runs"][ab] = {"accuracy": accuracy(h).as_dict(), "gap_recovered": gap.value, "gap_ci": [gap.lo, gap.hi],
-                           "fraction_steered": steered / max(n_tok, 1), "fraction_gated": gated / max(n_tok, 1),
-                           "category_use": use, "example": texts[0] if texts else ""}
+        out["runs"][name] = {"mode": mode, "ablation": ab, "accuracy": accuracy(h).as_dict(),
+                             "gap_recovered": gap.value, "gap_ci": [gap.lo, gap.hi],
+                             "fraction_steered": steered / max(n_tok, 1), "fraction_gated": gated / max(n_tok, 1),
+                             "think_region": region, "category_use": use, "example": texts[0] if texts else ""}
     out["hybrid"] = out["runs"].get("none")
+    out["fraction_steered"] = {m: out["runs"][k]["fraction_steered"] for m, k in
+                               (("paper", "none"), ("unsteered_allowed", "unsteered_allowed")) if k in out["runs"]}
+    out["paper_comparable"] = PAPER_12
     return out

@@ -27,8 +27,13 @@ class Where:
     kind:
       "absolute"     positions as given (`positions`), e.g. (0, 5)
       "prompt_last"  the last n prompt tokens: P-n .. P-1
-      "first_step"   P-1 only: the position whose output predicts the first generated token
-                     (the first-step trigger of He et al.: steers once, at step 0 under the KV cache)
+      "last_prompt_token"      P-1 only: the last prompt token, whose forward (step 0 under the KV
+                     cache) produces the first generated token
+      "first_generated_token"  P only: the first generated token's own position (read at step 1,
+                     when that token is fed back; it shapes the second generated token onwards)
+      "first_step"   the same position as "last_prompt_token" (P-1), kept under the name the
+                     first-step trigger of He et al. uses ("the first step" = the forward that
+                     produces the first generated token), not the first generated token's position
       "generated"    generated tokens k in [start, stop): positions P+start .. P+stop-1 (stop=None: all)
       "prompt"       every prompt position 0 .. P-1
       "all"          every position
@@ -43,7 +48,8 @@ class Where:
     gate: str = ""
 
     def __post_init__(self) -> None:
-        kinds = ("absolute", "prompt_last", "first_step", "generated", "prompt", "all", "gate")
+        kinds = ("absolute", "prompt_last", "first_step", "last_prompt_token", "first_generated_token", "generated",
+                 "prompt", "all", "gate")
         if self.kind not in kinds:
             raise LensError(f"unknown position kind {self.kind!r}; use one of {', '.join(kinds)}")
         if self.kind == "absolute" and (not self.positions or min(self.positions) < 0):
@@ -66,7 +72,22 @@ class Where:
 
     @classmethod
     def first_step(cls) -> Where:
+        """He et al.'s first-step trigger: position P-1, the LAST PROMPT TOKEN, touched once, in the
+        forward (step 0 under the KV cache) whose output is the first generated token. The same
+        position as `last_prompt_token()`; NOT the first generated token's own position (that is
+        `first_generated_token()`, P)."""
         return cls("first_step")
+
+    @classmethod
+    def last_prompt_token(cls) -> Where:
+        """Position P-1, the last prompt token: its forward (step 0) predicts the first generated token."""
+        return cls("last_prompt_token")
+
+    @classmethod
+    def first_generated_token(cls) -> Where:
+        """Position P, the first generated token itself: touched at step 1, when that token is fed
+        back (under the KV cache its keys and values are then seen by every later step)."""
+        return cls("first_generated_token")
 
     @classmethod
     def generated(cls, start: int = 0, stop: int | None = None) -> Where:
@@ -93,8 +114,10 @@ class Where:
             return torch.isin(p, torch.tensor(self.positions, device=p.device))
         if self.kind == "prompt_last":
             return (p >= plen - self.n) & (p < plen)
-        if self.kind == "first_step":
+        if self.kind in ("first_step", "last_prompt_token"):
             return p == plen - 1
+        if self.kind == "first_generated_token":
+            return p == plen
         if self.kind == "generated":
             lower = p >= (plen + self.start if self.start else plen)
             return lower if self.stop is None else lower & (p < plen + self.stop)
@@ -108,7 +131,11 @@ class Where:
         return {
             "absolute": f"positions {list(self.positions)}",
             "prompt_last": f"last {self.n} prompt token(s) (P-{self.n}..P-1)",
-            "first_step": "first step only (position P-1, predicts the first generated token)",
+            "first_step": "first step: the last prompt token only (position P-1, whose forward produces the "
+                          "first generated token)",
+            "last_prompt_token": "the last prompt token only (position P-1, whose forward produces the first "
+                                 "generated token)",
+            "first_generated_token": "the first generated token only (position P, fed back at step 1)",
             "generated": f"generated tokens [{self.start}, {'end' if self.stop is None else self.stop}) "
             f"(positions P+{self.start}..)",
             "prompt": "every prompt token (0..P-1)",
@@ -183,6 +210,16 @@ class Intervention:
                 f"{model.spec} (d_model {model.d_model}); derive the vector from this model"
             )
 
+    def random_like(self, seed: int = 0) -> Intervention:
+        """A control: the same site, op, scale and positions with a random direction (Gaussian, seeded)
+        of exactly this vector's norm, so any effect it has is what a vector of that size does anyway."""
+        g = torch.Generator().manual_seed(seed)
+        r = torch.randn(self.vector.numel(), generator=g, dtype=torch.float64)
+        r = (r * (float(self.vector.double().norm()) / float(r.norm()))).to(self.vector.dtype)
+        return Intervention(self.site, r.to(self.vector.device), self.op, self.scale, self.where,
+                            source=f"random (seed {seed}, norm of {self.source or 'the vector'})",
+                            name=f"{self.name or 'random'}~{seed}")
+
     def __str__(self) -> str:
         s = f"{self.op} {self.scale:g} x {self.source or 'vector'} (|v|={float(self.vector.norm()):.3g})"
         return f"{self.name + ': ' if self.name else ''}{s} at {self.site}, {self.where}"
@@ -197,13 +234,13 @@ def save_interventions(path: str | Path, items: list[Intervention], model=None, 
 
     `path` must be new, empty or an intervention folder (replaced only with `overwrite=True`, keeping
     the user's other files there)."""
-    from ..outputs import atomic_folder, check_output
+    from ..outputs import atomic_folder, check_output, writer_lock
 
     path = Path(path)
     check_output(path, "interventions", overwrite=overwrite)
     meta = base_metadata("interventions", model=model.facts() if model is not None else None,
                          interventions=[i.to_json() for i in items])
-    with atomic_folder(path, "interventions") as tmp:
+    with writer_lock(path, "intervention spec"), atomic_folder(path, "interventions") as tmp:
         save_tensors(tmp / "vectors.safetensors", {str(k): i.vector for k, i in enumerate(items)}, meta)
         write_json(tmp / "spec.json", meta)
 

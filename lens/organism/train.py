@@ -386,10 +386,29 @@ def make_thinking(base, tok, base_info: dict, cfg: SelectionConfig, log=print):
 
 
 def _pretrain_control(out_dir: str, pre: PretrainConfig, threads: int) -> None:
-    """Pretrain and save the control model (run in a separate process by :func:`train_all`)."""
+    """Pretrain and save the control model (run in a separate process by :func:`train_all`); it dies with
+    its parent (Linux), so it never writes on after the parent that holds the folder's lock is killed."""
+    _die_with_parent()
     torch.set_num_threads(threads)
     control, ctok, info = pretrain("control", Path(out_dir), pre, control=True, log=lambda *_: None)
     save_model(control, ctok, Path(out_dir) / "control", info)
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+    import os
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def train_all(

@@ -2,12 +2,15 @@
 
 1. the thinking model answers the trace prompts greedily; each completion is split into sentences;
 2. a taxonomy SAE with one latent per category is fitted on the THINKING model's sentence vectors at
-   `site` (``saes.taxonomy``); each sentence's category is its argmax latent;
-3. the category vectors are the BASE model's one-vs-rest means over the same sentences, by category;
+   the read layer (``saes.taxonomy``); each sentence's category is its argmax latent;
+3. the category vectors are the BASE model's one-vs-rest means over the same sentences, by category,
+   at the steer layer;
    the bias is the base's difference of means between prompts that ask for reasoning and prompts
    that ask for a direct answer (last prompt token);
 4. base, thinking and the hybrid (the argmax latent of the thinking model's residual picks the
-   category at a gated step) on the evaluation prompts, with the ablations (``hybrid.study``).
+   category at a gated step) on the evaluation prompts, in mode paper with the ablations, and in mode
+   unsteered_allowed (``hybrid.study``); the reasoning phase ends at the thinking model's ``</think>``
+   (when its tokenizer has it as one token) and the base is then given "\n\nFinal answer: ".
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 from ..decoding.generate import generate
 from ..errors import LensError
-from ..hybrid.common import ABLATIONS
+from ..hybrid.config import ALL_ABLATIONS, PAPER_COEFFICIENTS
 from ..hybrid.study import category_vectors, run_study
 from ..models import Model
 from ..selection import SENTENCE_RE
@@ -46,10 +49,11 @@ def run(
     n: int | None = None,
     trace_prompts: Sequence[str] | None = None,
     layer: int | None = None,
+    read_layer: int | None = None,
     n_categories: int = 5,
     norm_frac: float = 0.5,
-    coefficients: tuple[float, ...] = (0.25, 0.5, 1.0),
-    ablations=ABLATIONS,
+    coefficients: tuple[float, ...] = PAPER_COEFFICIENTS,
+    ablations=ALL_ABLATIONS,
     max_new_tokens: int = 96,
     batch_size: int = 16,
     seed: int = 0,
@@ -62,7 +66,9 @@ def run(
     model's traces come from; default the next `n` prompts (disjoint) when the set has at least n/2
     more, else the evaluated ones (recorded in the result). thinking_prompts: the thinking model's own
     prompts for the same problems as `prompts` (default `prompts`): it answers and is read on those,
-    while the base reads its own prompt followed by the thinking model's completion.
+    while the base reads its own prompt followed by the thinking model's completion. layer: the steer
+    layer (default the middle one); read_layer: the taxonomy's layer, where the category is read (default
+    `layer`).
     """
     n = len(prompts) if n is None else n
     t_all = list(prompts if thinking_prompts is None else thinking_prompts)
@@ -82,6 +88,7 @@ def run(
                         "answer; none were given")
     layer = base.n_layers // 2 if layer is None else layer
     site = f"blocks.{layer}.hook_resid_post"
+    read_site = site if read_layer is None else f"blocks.{read_layer}.hook_resid_post"
     say = progress or (lambda _m: None)
     say(f"thinking-model traces on {len(trace_prompts)} prompts")
     gens = generate(thinking, t_trace, max_new_tokens, batch_size=batch_size).samples
@@ -93,14 +100,14 @@ def run(
         raise LensError(f"the thinking model's traces hold {n_sent} sentences; the taxonomy needs at least 16: "
                         "raise --hybrid-n or --max-new-tokens")
     say(f"taxonomy SAE on {n_sent} sentences")
-    step_names, pick, tinfo = taxonomy_selector(thinking, traces, site, n_categories=n_categories, seed=seed)
+    step_names, pick, tinfo = taxonomy_selector(thinking, traces, read_site, n_categories=n_categories, seed=seed)
     bias, cats, info = category_vectors(base, b_traces, site, think_prompts, direct_prompts, norm_frac=norm_frac,
                                         step_labels=step_names)
     cats = {name: cats[name] for name in tinfo["taxonomy"]["categories"]}  # in the selector's index order
     info.update(tinfo)
     out = run_study(base, thinking, prompts, is_correct, site, bias, cats, coefficients=coefficients,
                     ablations=ablations, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
-                    selector=pick, progress=say, thinking_prompts=t_prompts)
+                    selector=pick, progress=say, thinking_prompts=t_prompts, read_site=read_site)
     out["vectors"] = {**info, "norm_frac": norm_frac, "categories": list(cats), "selector": "taxonomy",
                       "n_traces": len(traces), "n_sentences": n_sent, "trace_prompts": where}
     return out

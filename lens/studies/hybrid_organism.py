@@ -4,9 +4,13 @@ Two selectors pick the category vector at a gated step (``taxonomy`` by default,
 
 * ``nearest``: the category direction with the highest cosine to the thinking model's residual;
 * ``taxonomy``: the hybrid paper's choice (Venhoff et al., arXiv 2510.07364): a TopK SAE with one
-  latent per category is fitted on the THINKING model's step vectors (``saes.taxonomy``), each
-  category vector is the BASE model's one-vs-rest mean over the steps of that category, and at a
-  gated step the argmax latent of the thinking model's residual picks the category.
+  latent per category is fitted on the THINKING model's step vectors at the READ layer
+  (``saes.taxonomy``), each category vector is the BASE model's one-vs-rest mean over the steps of that
+  category at the STEER layer, and at a gated step the argmax of the SAE's raw encoder output on the
+  thinking model's residual (read layer) picks the category, as the paper's code does.
+
+The hybrid runs in mode paper with the organism's own markers: the thinking model closes its reasoning
+with ``</think>`` and the base is then given ``</think>A:`` (the organism's "Final answer:").
 """
 
 from __future__ import annotations
@@ -17,12 +21,24 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..errors import LensError
-from ..hybrid.common import ABLATIONS
+from ..hybrid.config import ALL_ABLATIONS, PAPER_COEFFICIENTS
 from ..hybrid.study import category_vectors, run_study
 from ..models import Model
 from . import organism_inputs as O
 
 SELECTORS = ("nearest", "taxonomy")
+ANSWER_PROMPT = "</think>A:"  # the organism's answer marker after its trace (lens/organism/corpus.py)
+
+
+def raw_latents(sae, x: torch.Tensor) -> torch.Tensor:
+    """The SAE's encoder output before its activation (TopK/ReLU): (x - b_dec) W_enc + b_enc."""
+    s = sae.sae
+    x = x.to(s.W_enc.device, s.W_enc.dtype)
+    try:
+        x = s.process_sae_in(x)
+    except AttributeError:  # pragma: no cover - older sae_lens
+        x = x - s.b_dec
+    return x @ s.W_enc + s.b_enc
 
 
 def taxonomy_selector(
@@ -50,8 +66,8 @@ def taxonomy_selector(
     order = torch.tensor(live)
 
     def select(resid: torch.Tensor) -> torch.Tensor:
-        """Argmax over the live latents = index into the live categories."""
-        return tax.sae.encode(normalise(resid.float().cpu(), tax.centre))[:, order].argmax(-1)
+        """Argmax of the raw encoder output over the live latents = index into the live categories."""
+        return raw_latents(tax.sae, normalise(resid.float().cpu(), tax.centre))[:, order].argmax(-1)
 
     info = {"taxonomy": {**purity(assigned, labels), "n_sentences": len(assigned), "n_categories": n_categories,
                          "categories": {names[c]: assigned.count(c) for c in live},
@@ -66,18 +82,23 @@ def run(
     *,
     n: int = 100,
     layer: int | None = None,
+    read_layer: int | None = None,
     norm_frac: float = 0.5,
-    coefficients: tuple[float, ...] = (0.25, 0.5, 1.0),
-    ablations=ABLATIONS,
+    coefficients: tuple[float, ...] = PAPER_COEFFICIENTS,
+    ablations=ALL_ABLATIONS,
     max_new_tokens: int = 100,
     selector: str = "taxonomy",
     progress: Callable[[str], None] | None = None,
 ) -> dict:
-    """Category vectors from the thinking model's labelled traces, then base/thinking/hybrid on n held-out problems."""
+    """Category vectors from the thinking model's labelled traces, then base/thinking/hybrid on n held-out problems.
+
+    layer: the steer layer (default 1); read_layer: where the thinking model is read for the category
+    (the taxonomy's layer; default `layer`)."""
     if selector not in SELECTORS:
         raise LensError(f"unknown selector {selector!r}; use one of {', '.join(SELECTORS)}")
     layer = 1 if layer is None else layer  # where the organism's T-minus-D direction is causal (lens organism eval)
     site = f"blocks.{layer}.hook_resid_post"
+    read_site = site if read_layer is None else f"blocks.{read_layer}.hook_resid_post"
     say = progress or (lambda _m: None)
     say("labelled thinking traces")
     traces = O.labelled_traces(thinking)
@@ -85,7 +106,7 @@ def run(
     step_names, pick, tinfo = None, "nearest", {}
     if selector == "taxonomy":
         say("taxonomy SAE on the thinking model's steps")
-        step_names, pick, tinfo = taxonomy_selector(thinking, traces, site)
+        step_names, pick, tinfo = taxonomy_selector(thinking, traces, read_site)
     bias, cats, info = category_vectors(base, traces, site, think_prompts, direct_prompts, norm_frac=norm_frac,
                                         step_labels=step_names)
     if step_names is not None:  # in the selector's index order
@@ -93,6 +114,7 @@ def run(
     info.update(tinfo)
     prompts, answers = O.heldout(n)
     out = run_study(base, thinking, prompts, O.checker(answers), site, bias, cats, coefficients=coefficients,
-                    ablations=ablations, max_new_tokens=max_new_tokens, selector=pick, progress=say)
+                    ablations=ablations, max_new_tokens=max_new_tokens, selector=pick, progress=say,
+                    read_site=read_site, answer_prompt=ANSWER_PROMPT)
     out["vectors"] = {**info, "norm_frac": norm_frac, "categories": list(cats), "selector": selector}
     return out

@@ -1,9 +1,11 @@
 """`lens reproduce`: re-run the five findings on a model pair and write a report folder.
 
 Steps (numbered as the findings in docs/reproduce.md): (1) sampling and pass@k, (2) the hybrid
-with its ablations (organism only), (4) CoT-decoding, (5) find-feature + first-step trigger,
-(3) the model-pair diff. Each step records ``status`` ``ok`` / ``skipped`` (with the reason) /
-``error`` (with the message) and the report is written whatever happens. Outputs, in ``out_dir``:
+with its ablations, (4) CoT-decoding, (5) find-feature + first-step trigger (off the organism with
+the SAE given as ``sae``, else a small one trained on the base's captures of the task prompts and
+cached: `trained_sae`; ``feature.sae_source`` records which), (3) the model-pair diff. Each step
+records ``status`` ``ok`` / ``skipped`` (with the reason) / ``error`` (with the message) and the
+report is written whatever happens. Outputs, in ``out_dir``:
 ``results.json`` (every number), ``results.md`` (one table per finding, next to the papers'
 numbers), ``index.html`` (the dashboards). Same ``seed`` -> same numbers (timings live in
 ``meta`` only).
@@ -52,6 +54,10 @@ class Sizes:
     alphas: tuple[float, ...] | None = None
     layer: int | None = None
     batch_size: int = 256
+    sae_texts: int = 256         # off the organism without --sae: problems whose prompts train the SAE (5)
+    sae_expansion: int = 4       # its latents = expansion x width (TopK)
+    sae_k: int = 16              # active latents per token
+    sae_rows: int = 60_000       # training rows consumed (the captured tokens, re-read in epochs)
 
     def as_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -81,6 +87,8 @@ class Setup:
     direct_prompts: list[str] = field(default_factory=list)
     thinking_prompts: list[str] = field(default_factory=list)  # the thinking model's own prompts (same problems)
     templates: dict = field(default_factory=dict)  # {"base": name, "thinking": name}
+    source: str = ""  # the task set's name or path
+    template: object = "plain"  # the base's template
 
 
 def setup(tasks_name: str, base, sizes: Sizes, template: str | None = None, thinking=None,
@@ -124,12 +132,12 @@ def setup(tasks_name: str, base, sizes: Sizes, template: str | None = None, thin
 
         think, direct = O.marker_contrast(sizes.n_contrast)
         return Setup(True, tasks, prompts, extractor, is_correct, answer_ok, C.is_thinking, "organism", think, direct,
-                     t_prompts, names)
+                     t_prompts, names, str(tasks_name), tmpl)
     qs = questions[: sizes.n_contrast]
     think = apply_template(tmpl, [q + COT_INSTRUCTION for q in qs], base.tokenizer)
     direct = apply_template(tmpl, [q + DIRECT_INSTRUCTION for q in qs], base.tokenizer)
     return Setup(False, tasks, prompts, extractor, is_correct, answer_ok, None, base.family, think, direct,
-                 t_prompts, names)
+                 t_prompts, names, str(tasks_name), tmpl)
 
 
 def _preset_record(sizes: Sizes) -> dict:
@@ -219,13 +227,16 @@ def run_steps(base, thinking, s: Setup, sizes: Sizes, *, seed: int, steps, sae: 
             return FS.run_organism(base, layer=sizes.layer, n=sizes.feature_n, n_contrast=sizes.n_contrast,
                                    top=sizes.top_features, n_random=sizes.n_random, alphas=sizes.alphas,
                                    max_new_tokens=sizes.max_new_tokens, reference=thinking, say=say)
-        if sae is None:
-            return {"status": "skipped", "reason": "no SAE for this model: pass --sae (a folder, or a sae_lens "
-                    "RELEASE/ID) trained on the base model's residual stream"}
+        if sae is None:  # no SAE given: a small one trained on the base's captures of the task prompts (cached)
+            path, source = trained_sae(base, s, sizes, say)
+        else:
+            path, source = sae, {"kind": "given", "spec": str(sae)}
         prompts, ok = _sub(s, sizes.feature_n)
-        return FS.run_generic(base, sae, prompts, ok, s.think_prompts, s.direct_prompts, top=sizes.top_features,
-                              n_random=sizes.n_random, alphas=sizes.alphas, max_new_tokens=sizes.max_new_tokens,
-                              reference=thinking, say=say)
+        res = FS.run_generic(base, path, prompts, ok, s.think_prompts, s.direct_prompts, top=sizes.top_features,
+                             n_random=sizes.n_random, alphas=sizes.alphas, max_new_tokens=sizes.max_new_tokens,
+                             reference=thinking, say=say)
+        res["sae_source"] = source
+        return res
 
     def diff() -> dict:
         from . import diff_study
@@ -237,6 +248,37 @@ def run_steps(base, thinking, s: Setup, sizes: Sizes, *, seed: int, steps, sae: 
                      ("diff", diff)):
         step(name, fn)
     return results
+
+
+def sae_texts(s: Setup, base, sizes: Sizes) -> tuple[list[str], dict]:
+    """(texts, what they are) for the SAE trained off the organism: the first ``sizes.sae_texts`` problems
+    of the task set, each as the base reads it (its template) plain, with the chain-of-thought
+    instruction and with the direct-answer instruction (the contrast the feature step ranks on)."""
+    from ..evaluation.tasks import load_tasks
+    from ..evaluation.templates import apply_template
+
+    qs = [t.question for t in load_tasks(s.source, limit=sizes.sae_texts)] or [t.question for t in s.tasks]
+    texts = [x for q in qs for x in apply_template(s.template, [q, q + COT_INSTRUCTION, q + DIRECT_INSTRUCTION],
+                                                   base.tokenizer)]
+    return texts, {"tasks": s.source, "problems": len(qs), "template": str(s.template),
+                   "kinds": ["plain", "chain-of-thought instruction", "direct-answer instruction"]}
+
+
+def trained_sae(base, s: Setup, sizes: Sizes, say) -> tuple[str, dict]:
+    """(path, record) of the SAE the feature step uses without --sae: `saes.ondemand.sae_on_texts` at
+    ``sizes.layer`` (default the middle layer) with the ``sae_*`` sizes, trained once and cached."""
+    from saes.config import TrainConfig
+    from saes.ondemand import REPRODUCE_SAE, sae_on_texts
+
+    layer = base.n_layers // 2 if sizes.layer is None else sizes.layer
+    batch = min(REPRODUCE_SAE.batch_size, sizes.sae_rows)
+    cfg = TrainConfig(**{**REPRODUCE_SAE.to_json(), "expansion": sizes.sae_expansion, "k": sizes.sae_k,
+                         "total_rows": sizes.sae_rows, "batch_size": batch,
+                         "buffer_rows": max(2 * batch, min(REPRODUCE_SAE.buffer_rows, sizes.sae_rows))})
+    texts, what = sae_texts(s, base, sizes)
+    d, record = sae_on_texts(base, texts, layer, cfg, describe=what, say=say)
+    say(f"SAE {'found in the cache' if record['cached'] else 'trained'}: {d.d_sae} latents at {record['site']}")
+    return str(d.path), record
 
 
 def feature_pages(base, results: dict, s: Setup, sizes: Sizes, seed: int, say) -> list[dict]:
@@ -310,7 +352,10 @@ def tables(results: dict) -> list[dict]:
              "paper": "k=128: base 96.2 vs RL 93.0"},
             {"metric": "k where base catches up", "this run": str(st.get("crossover_k") or f"not by k={kmax}"),
              "paper": "curves cross between k=8 and k=16"},
-            {"metric": "base samples in thinking format", "this run": _pct(st["behaviour"]["base"]["thinking_rate"]),
+            {"metric": "samples in thinking format, base / thinking (a prompt that opens <think> counts "
+                       "completions that close it)",
+             "this run": f"{_pct(st['behaviour']['base']['thinking_rate'])} / "
+                         f"{_pct(st['behaviour'].get('thinking', {}).get('thinking_rate'))}",
              "paper": "-"},
             {"metric": f"base samples that self-reflect ({st.get('reflection_detector', 'detector')})",
              "this run": _pct(st["behaviour"]["base"]["reflection_rate"]),
@@ -346,10 +391,15 @@ def tables(results: dict) -> list[dict]:
                  "this run": _pct({"value": hy.get("gap_recovered"), "lo": (hy.get("gap_ci") or [None, None])[0],
                                    "hi": (hy.get("gap_ci") or [None, None])[1]}),
                  "paper": "up to 91% (Venhoff et al.); repo artifacts 87.8% down to 0% by pair"},
-                {"metric": "tokens steered (hybrid)", "this run": _pct(hy.get("fraction_steered")),
-                 "paper": "12%"}]
-        rows += [{"metric": f"gap recovered, ablation {k}", "this run": _pct(r.get("gap_recovered")),
-                  "paper": "-"} for k, r in st["runs"].items() if k != "none"]
+                {"metric": "tokens steered (hybrid, paper mode: steered = gated steps)",
+                 "this run": _pct(hy.get("fraction_steered")), "paper": "12%"}]
+        la = st["runs"].get("unsteered_allowed")
+        if la:
+            rows.append({"metric": "tokens steered (mode unsteered_allowed; not the paper's measure)",
+                         "this run": f"{_pct(la.get('fraction_steered'))} (gated {_pct(la.get('fraction_gated'))})",
+                         "paper": "-"})
+        rows += [{"metric": f"gap recovered, {'mode' if k == 'unsteered_allowed' else 'ablation'} {k}",
+                  "this run": _pct(r.get("gap_recovered")), "paper": "-"} for k, r in st["runs"].items() if k != "none"]
     out.append({"title": STEP_TITLES["hybrid"], "rows": rows})
 
     st = results.get("diff")
@@ -421,9 +471,24 @@ def tables(results: dict) -> list[dict]:
                  "this run": f"{_num(evals.get('explained_variance'))} / {_num(evals.get('l0'))} / "
                              f"{_pct(evals.get('dead_fraction'))}", "paper": "-"},
                 {"metric": "steering only at the first generated token", "this run": str(sm.get("all_first_step_only")),
-                 "paper": "first position only"}]
+                 "paper": "first position only"},
+                {"metric": "SAE used", "this run": _sae_used(st), "paper": "-"}]
     out.append({"title": STEP_TITLES["feature"], "rows": rows})
     return out
+
+
+def _sae_used(step: dict) -> str:
+    src = step.get("sae_source") or {}
+    sae = step.get("sae") or {}
+    if src.get("kind") == "trained":
+        tx = src.get("texts") or {}
+        cfg = src.get("config") or {}
+        return (f"trained here ({'cached' if src.get('cached') else 'this run'}): {cfg.get('architecture')} "
+                f"k={cfg.get('k')}, {sae.get('d_sae')} latents at {src.get('site')}, {cfg.get('total_rows')} rows "
+                f"over {tx.get('tokens')} tokens of {tx.get('texts')} prompts of {tx.get('tasks')}")
+    if src.get("kind") == "given":
+        return f"given: {src.get('spec')} ({sae.get('d_sae')} latents at {sae.get('site')})"
+    return f"{sae.get('path', '-')} ({sae.get('d_sae')} latents at {step.get('site', sae.get('site'))})"
 
 
 def markdown(results: dict) -> str:

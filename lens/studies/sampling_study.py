@@ -66,6 +66,9 @@ def run(
     numbers fill ``behaviour`` and ``reflection_at_k``. compare: further detectors by name. Every
     detector's numbers, the headline's included, are under ``reflection[name]``: the detector, and per
     model the sample-level rates, reflection@k and oat-zero's question-level precision/recall.
+    fmt: the thinking format; a model whose prompts open the block (R1's template ends ``<think>\n``)
+    counts a sample as thinking-format when it closes the block (``behaviour[name]["prompt_opens_thinking"]``:
+    the share of its prompts that open it).
     """
     per_model = {name: list(prompts[name] if isinstance(prompts, dict) else prompts) for name in models}
     first = next(iter(per_model.values()), [])
@@ -89,12 +92,15 @@ def run(
         out["pass_at_k"][name] = {str(k): e.as_dict() for k, e in curve.items()}  # str keys: as in JSON
         flat_t = [t for row in texts for t in row]
         flat_c = [c for row in correct for c in row]
-        beh = reflection_vs_correctness(flat_t, flat_c, detector, fmt)
+        opened = [fmt.opened_by(p) for p in per_model[name]]  # R1's template opens <think> in the prompt
+        flat_o = [o for o, row in zip(opened, texts, strict=True) for _ in row]
+        beh = reflection_vs_correctness(flat_t, flat_c, detector, fmt, prefilled=flat_o)
         beh["accuracy"] = sum(flat_c) / max(len(flat_c), 1)
+        beh["prompt_opens_thinking"] = sum(opened) / max(len(opened), 1)  # then thinking = closes the block
         out["behaviour"][name] = beh
         out["reflection_at_k"][name] = {str(k): v for k, v in reflection_at_k(texts, ks, detector).items()}
         for d_name, det in detectors.items():
-            table = beh if det is detector else reflection_vs_correctness(flat_t, flat_c, det, fmt)
+            table = beh if det is detector else reflection_vs_correctness(flat_t, flat_c, det, fmt, prefilled=flat_o)
             out["reflection"][d_name]["models"][name] = {
                 "reflection_rate": table["reflection_rate"],
                 "accuracy_if_reflective": table["accuracy_if_reflective"],

@@ -1,0 +1,100 @@
+"""How the hybrid decides: its configuration, modes and ablations (Venhoff et al., arXiv 2510.07364).
+
+Modes (what the candidates are once the gate fires):
+
+* ``paper`` (default): the paper's code (thinking-llms-interp, ``hybrid/hybrid_eval.py``): the candidates
+  are the STEERED tokens only, one per coefficient of the sweep 0.1..1.0; the guardrail keeps the one the
+  thinking model finds most likely (ties: the earlier coefficient) and the step counts as steered, so
+  tokens steered = tokens gated: the figure comparable to the paper's 12%. The steering is a per-step
+  nudge of the newest position only: the base's cache keeps that position unsteered. Steering acts only
+  in the thinking model's reasoning phase (until it predicts ``think_close``); the base's EOS is
+  suppressed there, and when the thinking model closes its reasoning the base is given ``answer_prompt``
+  (``lens.hybrid.region``).
+* ``unsteered_allowed``: lens's earlier variant: the unsteered token is offered too and preferred on
+  ties, the chosen variant of the newest position stays in the base's cache (later steps see it), and
+  there is no reasoning-phase handling. Its "tokens steered" counts only steps where a steered token won.
+
+Ablations: ABLATIONS are the paper's (``random_vector``: one Gaussian vector per category, fixed for
+the run (seeded), of that category vector's norm, bias kept; ``random_guardrail``: a uniformly random
+candidate of the sweep; ``bias_only``; ``random_category``: a uniformly random category per row and step;
+``no_guardrail``: the sweep's first coefficient, as hybrid_token.py does without its guardrail (in mode
+``unsteered_allowed``: the largest, as lens did)). EXTRA_ABLATIONS are lens's earlier ones
+(``random_vector_per_step``: a fresh random vector each step, of the norm of category + bias, replacing both).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Float
+
+from ..errors import LensError
+
+MODES = ("paper", "unsteered_allowed")
+ABLATIONS = ("none", "bias_only", "random_category", "random_vector", "random_guardrail", "no_guardrail")
+EXTRA_ABLATIONS = ("random_vector_per_step",)
+ALL_ABLATIONS = ABLATIONS + EXTRA_ABLATIONS
+PAPER_COEFFICIENTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+PAPER_ANSWER_PROMPT = "\n\nFinal answer: "  # hybrid_eval.py's base-side transition out of the think region
+
+
+@dataclass
+class HybridConfig:
+    """How the hybrid decides, per generated token, whether and how to steer the base model.
+
+    site: the STEER site, where category vectors are added to the base model.
+    read_site: where the thinking model's residual is read to pick the category (the taxonomy SAE's
+        layer); default `site`.
+    categories: name -> vector [d_model] (e.g. one-vs-rest or optimised directions).
+    bias: optional general vector added together with the category vector.
+    coefficients: scales tried when the gate fires (default the paper's sweep 0.1..1.0).
+    gate: "disagree" (greedy tokens differ) or "kl" (KL(thinking || base) > kl_threshold).
+    selector: "nearest" (category direction with the highest cosine to the thinking residual) or a
+        callable [batch, d_model] -> [batch] category indices (e.g. the taxonomy SAE's argmax latent).
+    mode: one of MODES (module docstring). ablation: one of ALL_ABLATIONS.
+    think_close: the thinking model's end-of-reasoning marker (mode paper; used when its tokenizer
+        encodes it as one token, else there is no reasoning-phase handling). answer_prompt: the text the
+        base is given when the thinking model closes its reasoning.
+    """
+
+    site: str
+    categories: dict[str, Float[torch.Tensor, " d_model"]]
+    bias: Float[torch.Tensor, " d_model"] | None = None
+    coefficients: tuple[float, ...] = PAPER_COEFFICIENTS
+    gate: str = "disagree"
+    kl_threshold: float = 0.5
+    selector: object = "nearest"
+    ablation: str = "none"
+    seed: int = 0
+    mode: str = "paper"
+    read_site: str | None = None
+    think_close: str | None = "</think>"
+    answer_prompt: str = PAPER_ANSWER_PROMPT
+    names: list[str] = field(init=False)
+    matrix: torch.Tensor = field(init=False)
+    random_matrix: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.categories:
+            raise LensError("the hybrid needs at least one category vector")
+        if self.ablation not in ALL_ABLATIONS:
+            raise LensError(f"unknown ablation {self.ablation!r}; use one of {', '.join(ALL_ABLATIONS)}")
+        if self.mode not in MODES:
+            raise LensError(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
+        if self.gate not in ("disagree", "kl"):
+            raise LensError(f"unknown gate {self.gate!r}; use disagree or kl")
+        if self.ablation == "bias_only" and self.bias is None:
+            raise LensError("the bias_only ablation needs a bias vector")
+        if not self.coefficients:
+            raise LensError("the hybrid needs at least one coefficient")
+        self.read_site = self.read_site or self.site
+        self.names = list(self.categories)
+        self.matrix = torch.stack([self.categories[n].float() for n in self.names])
+        g = torch.Generator().manual_seed(self.seed)
+        rnd = torch.randn(self.matrix.shape, generator=g)  # the paper's random_vector: fixed per category
+        self.random_matrix = rnd / rnd.norm(dim=-1, keepdim=True) * self.matrix.norm(dim=-1, keepdim=True)
+
+    def check(self, d_model: int) -> None:
+        if self.matrix.shape[1] != d_model:
+            raise LensError(f"category vectors have width {self.matrix.shape[1]}, the models {d_model}")

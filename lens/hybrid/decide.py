@@ -1,0 +1,68 @@
+"""The hybrid's per-step decisions, shared by the KV-cached loop and the full-recompute reference:
+gate, category vector, candidate choice (see `lens.hybrid.config` for the modes and ablations)."""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float, Int
+
+from .config import HybridConfig
+
+
+def gate_rows(cfg: HybridConfig, base_logits: torch.Tensor, think_logits: torch.Tensor) -> torch.Tensor:
+    """Rows where the hybrid considers steering at this step."""
+    if cfg.gate == "disagree":
+        return base_logits.argmax(-1) != think_logits.argmax(-1)
+    lt, lb = think_logits.float().log_softmax(-1), base_logits.float().log_softmax(-1)
+    return (lt.exp() * (lt - lb)).sum(-1) > cfg.kl_threshold
+
+
+def select_vectors(
+    cfg: HybridConfig, think_resid: Float[torch.Tensor, "batch d"], gen: torch.Generator
+) -> tuple[Int[torch.Tensor, " batch"], Float[torch.Tensor, "batch d"]]:
+    """(category index per row, steering vector per row) under the configured selector and ablation."""
+    m = cfg.matrix.to(think_resid.device)
+    if callable(cfg.selector):
+        idx = torch.as_tensor(cfg.selector(think_resid), device=think_resid.device).long()
+    else:
+        cos = torch.nn.functional.normalize(think_resid.float(), dim=-1) @ torch.nn.functional.normalize(m, dim=-1).T
+        idx = cos.argmax(-1)
+    if cfg.ablation == "random_category":
+        idx = torch.randint(len(cfg.names), idx.shape, generator=gen).to(idx.device)
+    if cfg.ablation == "random_vector":  # the paper's: fixed per category, same norm, bias kept (below)
+        m = cfg.random_matrix.to(think_resid.device)
+    vec = m[idx]
+    if cfg.ablation == "bias_only":
+        vec = cfg.bias.to(vec.device).float().expand_as(vec).clone()
+    elif cfg.bias is not None:
+        vec = vec + cfg.bias.to(vec.device).float()
+    if cfg.ablation == "random_vector_per_step":  # lens's earlier one: replaces category and bias
+        rnd = torch.randn(vec.shape, generator=gen).to(vec.device)
+        vec = rnd / rnd.norm(dim=-1, keepdim=True) * vec.norm(dim=-1, keepdim=True)
+    return idx, vec
+
+
+def choose(
+    cfg: HybridConfig, think_logprobs: torch.Tensor, unsteered: torch.Tensor, candidates: list[torch.Tensor],
+    gated: torch.Tensor, gen: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen token per row, chosen coefficient index per row; -1 = unsteered).
+
+    Mode paper: among the steered candidates (one per coefficient) keep the one the thinking model gives
+    the highest log-probability (ties: the earlier coefficient, as the paper's strict `>`); every gated
+    row is steered. Mode unsteered_allowed: the unsteered token is a candidate too, placed first (so it
+    wins ties). Ablations: random_guardrail takes a uniformly random steered candidate (one draw per row
+    at every gated step); no_guardrail takes the first coefficient's (mode paper) or the largest's.
+    """
+    steered = torch.stack(candidates, dim=-1)  # [batch, n_coef]
+    paper = cfg.mode == "paper"
+    tokens = steered if paper else torch.cat([unsteered[:, None], steered], dim=-1)
+    off = 0 if paper else 1
+    if cfg.ablation == "random_guardrail":
+        pick = torch.randint(len(candidates), unsteered.shape, generator=gen) + off
+    elif cfg.ablation == "no_guardrail":
+        pick = torch.full_like(unsteered, off if paper else len(candidates))
+    else:
+        pick = think_logprobs.gather(-1, tokens).argmax(-1)
+    token = torch.where(gated, tokens.gather(-1, pick[:, None])[:, 0], unsteered)
+    return token, torch.where(gated, pick - off, torch.full_like(pick, -1))
