@@ -32,7 +32,7 @@ def train(
     buffer_rows: int = typer.Option(32_768, help="shuffling buffer size in rows (bounds memory)", callback=positive),
     normalize: str = typer.Option("none", help="none | expected_average_only_in",
                                   callback=choice("none", "expected_average_only_in")),
-    checkpoint_every: int = typer.Option(200, help="steps between checkpoints (0: only at the end)",
+    checkpoint_every: int = typer.Option(200, help="steps between checkpoints (0: none; a killed run restarts)",
                                          callback=non_negative),
     seed: int = typer.Option(0, callback=non_negative),
     sparse_decode: bool = typer.Option(

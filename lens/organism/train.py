@@ -388,10 +388,18 @@ def make_thinking(base, tok, base_info: dict, cfg: SelectionConfig, log=print):
 def _pretrain_control(out_dir: str, pre: PretrainConfig, threads: int) -> None:
     """Pretrain and save the control model (run in a separate process by :func:`train_all`); it dies with
     its parent (Linux), so it never writes on after the parent that holds the folder's lock is killed."""
+    import sys
+
+    from lens.errors import LensError
+
     _die_with_parent()
     torch.set_num_threads(threads)
-    control, ctok, info = pretrain("control", Path(out_dir), pre, control=True, log=lambda *_: None)
-    save_model(control, ctok, Path(out_dir) / "control", info)
+    try:
+        control, ctok, info = pretrain("control", Path(out_dir), pre, control=True, log=lambda *_: None)
+        save_model(control, ctok, Path(out_dir) / "control", info)
+    except LensError as e:  # bad input: one line, as the CLI prints it; the parent then fails with exit 2
+        print(f"lens: error: control model: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _die_with_parent() -> None:
@@ -460,8 +468,11 @@ def train_all(
         if side is not None:
             side.join()
             if side.exitcode != 0:
-                raise RuntimeError(f"the control's pretraining process failed (exit code {side.exitcode}); "
-                                   f"rerun `lens organism train --out {out} --which control` to resume it")
+                from lens.errors import LensError
+
+                raise LensError(f"the control's pretraining process failed (exit code {side.exitcode}; its "
+                                f"reason is above); fix it, then rerun `lens organism train --out {out} --which "
+                                "control` to resume it")
             infos["control"] = json.loads((out / "control" / "training.json").read_text())
         elif "control" in which:
             control, ctok, infos["control"] = pretrain("control", out, pre, control=True, log=log)

@@ -1,4 +1,5 @@
-"""Finding 5 (He et al. 2601.08058): one SAE feature, added at the first generated token, triggers reasoning.
+"""Finding 5 (He et al. 2601.08058): one SAE feature, added at the last prompt token (the forward that makes
+the first generated token), triggers reasoning.
 
 On the organism this calls the SAE helper's ``run_find_feature_organism`` (SAE trained or reused
 from the cache, T-vs-D ranking, first-step steer-check with random controls). With an SAE of

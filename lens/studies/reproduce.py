@@ -470,7 +470,8 @@ def tables(results: dict) -> list[dict]:
                 {"metric": "SAE explained variance / L0 / dead",
                  "this run": f"{_num(evals.get('explained_variance'))} / {_num(evals.get('l0'))} / "
                              f"{_pct(evals.get('dead_fraction'))}", "paper": "-"},
-                {"metric": "steering only at the first generated token", "this run": str(sm.get("all_first_step_only")),
+                {"metric": "steering only at the last prompt token (P-1, whose forward makes the first new token)",
+                 "this run": str(sm.get("all_first_step_only")),
                  "paper": "first position only"},
                 {"metric": "SAE used", "this run": _sae_used(st), "paper": "-"}]
     out.append({"title": STEP_TITLES["feature"], "rows": rows})
