@@ -19,21 +19,14 @@ from pathlib import Path
 import pytest
 
 from lens.cli.main import main
+from tests.helpers import run_cli
 
 ORGANISM = Path(__file__).resolve().parent.parent / "lens" / "organism" / "models" / "base"
 SITE = "blocks.1.hook_resid_post"
 
 
 def run(monkeypatch, capsys, argv: list[str]) -> tuple[int, str, str]:
-    """(exit status, stdout, stderr) of `lens argv` run in-process."""
-    monkeypatch.setattr(sys, "argv", ["lens", *argv])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_cli(monkeypatch, capsys, argv)
 
 
 def shown_lines(text: str) -> list[str]:

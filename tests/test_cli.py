@@ -1,23 +1,15 @@
 """The CLI: commands work on a local model folder, print JSON with --json, and fail with one line."""
 
 import json
-import sys
 
 import pytest
 
-from lens.cli.main import main
 from lens.tiny import tiny_model
+from tests.helpers import run_cli
 
 
 def run(capsys, monkeypatch, *args):
-    monkeypatch.setattr(sys, "argv", ["lens", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_cli(monkeypatch, capsys, args)
 
 
 @pytest.fixture(scope="module")

@@ -6,19 +6,14 @@ import torch
 from lens import LensError
 from lens.interventions import Intervention, Where, steer
 from lens.interventions.spec import load_interventions, save_interventions
+from tests.helpers import generate_steered
 
 PROMPTS = ["Q:12+3=?", "hello there my friend", "ab"]
 NEW = 6
 
 
 def _generate(model, prompts, ivs):
-    tok = model.tokenizer
-    tok.padding_side = "left"
-    enc = tok(prompts, return_tensors="pt", padding=True)
-    with torch.no_grad(), steer(model, ivs) as h:
-        out = model.hf.generate(**enc, max_new_tokens=NEW, do_sample=False, output_logits=True,
-                                return_dict_in_generate=True, pad_token_id=tok.pad_token_id, eos_token_id=None)
-    return enc, out, h
+    return generate_steered(model, prompts, ivs, NEW)
 
 
 def _recompute(model, seqs, mask, ivs, prompt_len, padded_width):

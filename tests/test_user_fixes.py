@@ -15,6 +15,7 @@ import torch  # noqa: E402
 from lens.capture import capture  # noqa: E402
 from lens.outliers import OutlierWarning  # noqa: E402
 from lens.selection import parse_select  # noqa: E402
+from tests.helpers import generate_steered  # noqa: E402
 
 TEXTS = ["Q:12+34=?\nA:46", "short one", "Q:5+5=?\nA:10", "another line of text."]
 SITE = "blocks.1.hook_resid_post"
@@ -91,15 +92,7 @@ NEW = 5
 
 
 def _generate(model, prompts, ivs):
-    from lens.interventions import steer
-
-    tok = model.tokenizer
-    tok.padding_side = "left"
-    enc = tok(prompts, return_tensors="pt", padding=True)
-    with torch.no_grad(), steer(model, ivs) as h:
-        out = model.hf.generate(**enc, max_new_tokens=NEW, do_sample=False, output_logits=True,
-                                return_dict_in_generate=True, pad_token_id=tok.pad_token_id, eos_token_id=None)
-    return enc, out, h
+    return generate_steered(model, prompts, ivs, NEW)
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])

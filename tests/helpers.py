@@ -1,0 +1,32 @@
+"""Helpers shared by several test files: the CLI run in-process, and steered HF generation."""
+
+import sys
+
+import torch
+
+
+def run_cli(monkeypatch, capsys, argv) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of `lens argv` run in-process."""
+    from lens.cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["lens", *map(str, argv)])
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def generate_steered(model, prompts, ivs, new: int):
+    """(encoded prompts, HF generate output with logits, steering handle): greedy, left-padded, `new` tokens."""
+    from lens.interventions import steer
+
+    tok = model.tokenizer
+    tok.padding_side = "left"
+    enc = tok(prompts, return_tensors="pt", padding=True)
+    with torch.no_grad(), steer(model, ivs) as h:
+        out = model.hf.generate(**enc, max_new_tokens=new, do_sample=False, output_logits=True,
+                                return_dict_in_generate=True, pad_token_id=tok.pad_token_id, eos_token_id=None)
+    return enc, out, h
