@@ -7,6 +7,9 @@
                                                      # lens.decoding.generate) vs plain HF generate
     python benchmarks/ab.py hybrid [--rounds 10]     # lens hybrid (organism pair, its own vectors) vs plain
                                                      # greedy HF generate of the base (16 prompts, 64 tokens)
+    python benchmarks/ab.py hybrid-reference [--rounds 2]  # lens hybrid (KV cache) vs the paper-style loop that
+                                                     # recomputes both models over the whole sequence each
+                                                     # step (same decisions; 4 prompts, 256 tokens)
 
 capture and steering: tiny random Llama (4 layers, width 128); hybrid: the bundled organism. One torch
 thread; prints the median of each and their ratio (and the ratio of the fastest rounds), by wall clock and
@@ -54,10 +57,27 @@ def _pair(what: str):
         return bare, lambda: capture(m, ids, sites, "all", batch_size=8, progress=False), None
     if what == "hybrid":
         return _hybrid_pair()
+    if what == "hybrid-reference":
+        return _hybrid_vs_reference()
     from benchmarks.steering import steering_pair
 
     plain, steered, _, _, _ = steering_pair(m, batch=4, new_tokens=64)
     return plain, steered, 64
+
+
+def _hybrid_vs_reference():
+    """The paper-style full-recompute hybrid loop (baseline) vs lens's KV-cached hybrid, same decisions."""
+    from benchmarks.steering import organism_configs
+    from lens import load_model
+    from lens.hybrid import hybrid_generate
+    from lens.hybrid.reference import hybrid_generate_reference
+    from lens.studies.organism_inputs import heldout
+
+    base, thinking = load_model("organism:base"), load_model("organism:thinking")
+    prompts, new = heldout(4)[0], 256
+    cfg = next(iter(organism_configs(base, thinking).values()))
+    return (lambda: hybrid_generate_reference(base, thinking, prompts, cfg, max_new_tokens=new, eos_token_id=-1),
+            lambda: hybrid_generate(base, thinking, prompts, cfg, max_new_tokens=new, eos_token_id=-1), new)
 
 
 def _hybrid_pair():
@@ -84,7 +104,7 @@ def _hybrid_pair():
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["capture", "capture-nomask", "steering", "hybrid"])
+    ap.add_argument("what", choices=["capture", "capture-nomask", "steering", "hybrid", "hybrid-reference"])
     ap.add_argument("--rounds", type=int, default=30)
     args = ap.parse_args()
     torch.set_num_threads(1)
