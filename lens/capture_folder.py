@@ -477,8 +477,8 @@ def _prepare_parallel(out: Path, new: dict, inputs_hash: str, world: int, overwr
         raise LensError(f"{out} holds a capture of other inputs, settings or process count "
                         f"({old.get('world', 1)} processes); pass --overwrite to replace it or choose another --out")
     _remove_own(out)
-    for part in out.glob("part-*-of-*"):
-        if part.is_dir():
+    for part in out.iterdir():  # only lens's own part folders (part-RRR-of-WWW), never another folder there
+        if part.is_dir() and not part.is_symlink() and re.fullmatch(r"part-\d{3}-of-\d{3}", part.name):
             shutil.rmtree(part)
 
 

@@ -12,7 +12,7 @@ with and without steering), and hooks on the model (e.g. `lens.steer`) see ordin
 
 What it leaves out is what `generate` spends per call and per step on configuration, input checks and
 model-kwarg bookkeeping, 100-160 us per step on the tiny CPU model: there lens's steered generation
-runs 1.03-1.07x plain `generate` (docs/benchmarks.md, session 5); on SmolLM2 the saving is within noise.
+runs 1.03-1.07x plain `generate` (docs/benchmarks.md); on SmolLM2 the saving is within noise.
 ``generate(..., backend="hf")`` still runs Hugging Face's loop.
 """
 
