@@ -1,11 +1,17 @@
-"""Data-parallel capture: N processes under torchrun vs one process, one torch thread each.
+"""Data-parallel jobs: N processes under torchrun vs one process, one torch thread each.
 
-    python benchmarks/distributed.py [--texts 3000] [--procs 2] [--repeats 3]
+    python benchmarks/distributed.py --job capture [--texts 3000] [--procs 2] [--repeats 3]
+    python benchmarks/distributed.py --job sampling [--problems 64] [--samples 8] [--procs 2] [--repeats 3]
 
-Captures every resid_post of a tiny random Llama (4 layers, width 128) for `--texts` inputs to disk,
-once in one process and once under `torchrun --nproc-per-node N` (gloo), and prints the capture's own
-wall time in each (the slowest rank's, between barriers; process start-up and model building are
-left out and printed apart) and the speed-up. Median of `--repeats` runs.
+capture: every resid_post of a tiny random Llama (4 layers, width 128) for `--texts` inputs, to disk.
+sampling: `sampling_study.run` (seeded samples, pass@k, behaviour rates) of the bundled organism's base
+model on `--problems` sums of 2-6 numbers x `--samples` samples (100 new tokens at most, 32 rows a
+batch), split across the ranks inside `lens.distributed.data_parallel()`.
+
+Each job runs once in one process and once under `torchrun --nproc-per-node N` (gloo); the printed
+time is the job's own wall time (the slowest rank's, between barriers; process start-up and model
+loading left out); the sampling job also checks that both runs give the same result. Median of
+`--repeats` runs, and the speed-up.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-_JOB = """
+_CAPTURE = """
 import json, sys, time, torch
 torch.set_num_threads(1)
 from lens.distributed import barrier, init
@@ -40,36 +46,68 @@ if r.main:
     print(json.dumps({"seconds": time.perf_counter() - t0}))
 """
 
+_SAMPLING = """
+import hashlib, json, random, sys, time, torch
+torch.set_num_threads(1)
+from lens.distributed import barrier, data_parallel
+from lens.models import load_model
+from lens.organism import corpus as C
+from lens.studies import sampling_study
+rng = random.Random(0)
+problems = [[rng.randint(10, 99) for _ in range(rng.randint(2, 6))] for _ in range(int(sys.argv[2]))]
+prompts = ["Q:" + "+".join(map(str, p)) + "=?\\n" for p in problems]
+model = load_model("organism:base")
+with data_parallel() as r:
+    barrier()
+    t0 = time.perf_counter()
+    res = sampling_study.run({"base": model}, prompts, lambda i, t: C.parse_answer(t) == sum(problems[i]),
+                             samples=int(sys.argv[3]), max_new_tokens=100, batch_size=32, seed=0)
+    barrier()
+if r.main:
+    digest = hashlib.sha256(json.dumps(res, sort_keys=True).encode()).hexdigest()[:16]
+    print(json.dumps({"seconds": time.perf_counter() - t0, "result": digest,
+                      "pass_at_1": res["pass_at_k"]["base"]["1"]["value"]}))
+"""
 
-def _run(cmd: list[str], out: Path, texts: int) -> float:
+
+def _run(cmd: list[str], out: Path, args: list[str]) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "LENS_DIST_BACKEND": "gloo"}
-    r = subprocess.run([*cmd, str(out), str(texts)], env=env, capture_output=True, text=True, check=True)
-    shutil.rmtree(out)
-    return json.loads(r.stdout.strip().splitlines()[-1])["seconds"]
+    r = subprocess.run([*cmd, str(out), *args], env=env, capture_output=True, text=True, check=True)
+    shutil.rmtree(out, ignore_errors=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--texts", type=int, default=3000)
+    ap.add_argument("--job", choices=("capture", "sampling"), default="capture")
+    ap.add_argument("--texts", type=int, default=3000, help="capture: inputs")
+    ap.add_argument("--problems", type=int, default=64, help="sampling: problems")
+    ap.add_argument("--samples", type=int, default=8, help="sampling: samples per problem")
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lens-bench-"))
     job = work / "job.py"
-    job.write_text(_JOB)
+    job.write_text(_CAPTURE if a.job == "capture" else _SAMPLING)
+    args = [str(a.texts)] if a.job == "capture" else [str(a.problems), str(a.samples)]
     one, many = [], []
     try:
         for _ in range(a.repeats):
-            one.append(_run([sys.executable, str(job)], work / "one", a.texts))
+            one.append(_run([sys.executable, str(job)], work / "one", args))
             many.append(_run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-                              str(a.procs), str(job)], work / "many", a.texts))
+                              str(a.procs), str(job)], work / "many", args))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    s1, sn = statistics.median(one), statistics.median(many)
-    print(json.dumps({"texts": a.texts, "procs": a.procs, "one_process_s": round(s1, 2),
-                      f"{a.procs}_processes_s": round(sn, 2), "speedup": round(s1 / sn, 2),
-                      "runs_one": [round(x, 2) for x in one], "runs_many": [round(x, 2) for x in many]}))
+    s1, sn = statistics.median(r["seconds"] for r in one), statistics.median(r["seconds"] for r in many)
+    size = {"texts": a.texts} if a.job == "capture" else {"problems": a.problems, "samples": a.samples}
+    out = {"job": a.job, **size, "procs": a.procs, "one_process_s": round(s1, 2),
+           f"{a.procs}_processes_s": round(sn, 2), "speedup": round(s1 / sn, 2),
+           "runs_one": [round(r["seconds"], 2) for r in one], "runs_many": [round(r["seconds"], 2) for r in many]}
+    if a.job == "sampling":  # the data-parallel result must be the one-process result
+        out["same_result"] = len({r["result"] for r in one + many}) == 1
+        out["pass_at_1"] = one[0]["pass_at_1"]
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -5,12 +5,24 @@ several nodes the same way) and sets RANK / WORLD_SIZE. `ranks()` reads them; `i
 process group (gloo on CPU, nccl on CUDA) for the barriers lens needs; `block(n, align)` is this
 rank's contiguous share of n inputs, cut at multiples of `align` so every rank forms the same
 batches a single process would (rows come out equal, bit for bit).
+
+Jobs other than capture (sampling, CoT-decoding, the steer-check, `lens reproduce`) split their
+units of work with `strided`, inside a `data_parallel()` block or when asked with
+``data_parallel=True``, and share the results with `gather_indexed` (JSON in byte tensors through
+``all_gather``): every rank ends with the whole result, in input order, equal to one process's.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
+
+from .errors import LensError
 
 
 @dataclass(frozen=True)
@@ -41,13 +53,19 @@ def ranks() -> Ranks:
 
 
 def init() -> Ranks:
-    """Join the launcher's process group (once) when the job has several processes; returns `ranks()`."""
+    """Join the launcher's process group (once) when the job has several processes; returns `ranks()`.
+
+    On CUDA it also makes the rank's LOCAL_RANK GPU the current one, so a model placed on ``cuda``
+    after this call lands on that rank's own GPU.
+    """
     import torch
     import torch.distributed as dist
 
     r = ranks()
     if r.parallel and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() and os.environ.get("LENS_DIST_BACKEND") != "gloo" else "gloo"
+        if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:  # "cuda" means this rank's own GPU
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
         dist.init_process_group(backend=os.environ.get("LENS_DIST_BACKEND", backend))
     return ranks()
 
@@ -70,3 +88,79 @@ def block(n: int, r: Ranks, align: int = 1) -> range:
 def part_name(r: Ranks) -> str:
     """The sub-folder of a shared output that rank r writes (e.g. `part-001-of-004`)."""
     return f"part-{r.rank:03d}-of-{r.world:03d}"
+
+
+# ------------------------------------------------------------------------------------------ shared work
+
+_SCOPE: ContextVar[bool] = ContextVar("lens_data_parallel", default=False)
+
+
+@contextmanager
+def data_parallel() -> Iterator[Ranks]:
+    """Within this block, lens's data-parallel jobs (`sampling_study.run`, `cot_study.run`,
+    `saes.steer_check.steer_check`) split their work across the launcher's ranks unless told otherwise.
+
+    Every rank must enter the same jobs in the same order (they meet in collective calls). Outside a
+    launcher (one process) nothing changes.
+    """
+    token = _SCOPE.set(True)
+    try:
+        yield init()
+    finally:
+        _SCOPE.reset(token)
+
+
+def sharing(flag: bool | None = None) -> Ranks | None:
+    """This rank's place when a job should split its work, else None.
+
+    flag: True (split when launched with several processes), False (never), None (split inside a
+    `data_parallel()` block). A single process always gets None.
+    """
+    if flag is False or (flag is None and not _SCOPE.get()):
+        return None
+    r = init()
+    return r if r.parallel else None
+
+
+def strided(n: int, r: Ranks) -> range:
+    """Rank r's share of n work units taken in turn (r, r + world, ...): balanced when cost grows along the order."""
+    return range(r.rank, n, r.world)
+
+
+def all_gather_json(obj: Any) -> list[Any]:
+    """Every rank's JSON-ready `obj`, in rank order (a one-element list in a single process).
+
+    The values travel as UTF-8 JSON in byte tensors through `torch.distributed.all_gather` (on the
+    current CUDA device under nccl), so a rank never unpickles what another sent.
+    """
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [json.loads(json.dumps(obj))]
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    data = torch.frombuffer(bytearray(json.dumps(obj, allow_nan=True).encode("utf-8")) or bytearray(b" "),
+                            dtype=torch.uint8)
+    size = torch.tensor([data.numel()], dtype=torch.long, device=device)
+    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, size)
+    width = max(int(s) for s in sizes)
+    buf = torch.zeros(width, dtype=torch.uint8, device=device)
+    buf[: data.numel()] = data.to(device)
+    bufs = [torch.empty_like(buf) for _ in sizes]
+    dist.all_gather(bufs, buf)
+    return [json.loads(b[: int(s)].cpu().numpy().tobytes().decode("utf-8")) for b, s in zip(bufs, sizes, strict=True)]
+
+
+def gather_indexed(local: dict[int, Any]) -> dict[int, Any]:
+    """Merge every rank's {index: JSON-ready value} (disjoint indices) into one dict on every rank, by index.
+
+    Refused when two ranks hold the same index or one holds an index twice over (a bug in the split).
+    """
+    merged: dict[int, Any] = {}
+    for part in all_gather_json([[int(k), v] for k, v in local.items()]):
+        for k, v in part:
+            if k in merged:
+                raise LensError(f"data-parallel results: unit {k} came from two ranks (the work split overlaps)")
+            merged[k] = v
+    return dict(sorted(merged.items()))

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from lens.decoding.generate import generate
+from lens.distributed import gather_indexed, sharing, strided
 from lens.errors import LensError
 from lens.evaluation.metrics import accuracy
 from lens.interventions import Intervention, Where, steer
@@ -94,6 +95,7 @@ def steer_check(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
     where: Where | None = None,
+    data_parallel: bool | None = None,
 ) -> list[dict]:
     """Rows (one per feature x alpha, plus baseline, random controls and reference); JSON-ready.
 
@@ -102,6 +104,9 @@ def steer_check(
     (default `lens.evaluation.behaviours.looks_like_reasoning`).
     where: the one position steered per prompt: `Where.first_step()` (default; = `last_prompt_token()`,
     P-1) or `Where.first_generated_token()` (P).
+    data_parallel: under a launcher, each rank runs every world-th row's generation (baseline,
+    reference, then feature and control runs) and every rank returns all rows, in this order, equal to
+    one process's; None: inside a `lens.distributed.data_parallel()` block.
     """
     from lens.evaluation.behaviours import looks_like_reasoning
 
@@ -119,33 +124,46 @@ def steer_check(
     rng = random.Random(seed)
     controls = rng.sample(pool, min(n_random, len(pool)))
     plens = [len(ids) for ids in model.tokenizer(prompts, add_special_tokens=True)["input_ids"]]
-    rows: list[dict] = []
-    say("baseline (no steering)")
-    base = _measure(generate(model, prompts, max_new_tokens, batch_size=batch_size), is_correct, is_reasoning)
-    rows.append({"kind": "baseline", "feature": None, "alpha": 0.0, **base, "first_step_only": None})
+    jobs: list[tuple[str, int | None, float]] = [("baseline", None, 0.0)]
     if reference is not None:
-        say("reference model")
-        ref = _measure(generate(reference, prompts, max_new_tokens, batch_size=batch_size), is_correct, is_reasoning)
-        rows.append({"kind": "reference", "feature": None, "alpha": 0.0, "model": reference.spec, **ref,
-                     "first_step_only": None})
+        jobs.append(("reference", None, 0.0))
+    jobs += [(kind, int(f), float(a)) for kind, feats in (("feature", list(features)), ("random", controls))
+             for f in feats for a in alphas]
+
+    def run(kind: str, f: int | None, a: float) -> dict:
+        if kind == "baseline":
+            say("baseline (no steering)")
+            return _measure(generate(model, prompts, max_new_tokens, batch_size=batch_size), is_correct, is_reasoning)
+        if kind == "reference":
+            say("reference model")
+            return _measure(generate(reference, prompts, max_new_tokens, batch_size=batch_size), is_correct,
+                            is_reasoning)
+        say(f"{kind} {f} alpha {a:g}")
+        iv = Intervention(d.site, d.direction(f), "add", a, where, source=f"sae:{d.path}#{f}", name=f"f{f}")
+        with steer(model, iv) as h:
+            gen = generate(model, prompts, max_new_tokens, batch_size=batch_size)
+        return {**_measure(gen, is_correct, is_reasoning),
+                "only_at_where": first_step_log_ok(h.log, len(prompts), plens, where), "fired": len(h.log)}
+
+    shared = sharing(data_parallel)
+    mine = range(len(jobs)) if shared is None else strided(len(jobs), shared)
+    done = {u: run(*jobs[u]) for u in mine}
+    if shared is not None:
+        done = gather_indexed(done)
     tested = torch.stack([d.direction(f) for f in features]) if len(features) else None
-    for kind, feats in (("feature", list(features)), ("random", controls)):
-        for f in feats:
-            direction = d.direction(f)
-            # a control whose decoder row leans towards a tested feature's is a weaker control: say how much
-            lean = float((tested @ direction).max()) if kind == "random" and tested is not None else None
-            for a in alphas:
-                say(f"{kind} {f} alpha {a:g}")
-                iv = Intervention(d.site, direction, "add", float(a), where, source=f"sae:{d.path}#{f}",
-                                  name=f"f{f}")
-                with steer(model, iv) as h:
-                    gen = generate(model, prompts, max_new_tokens, batch_size=batch_size)
-                m = _measure(gen, is_correct, is_reasoning)
-                rows.append({"kind": kind, "feature": int(f), "alpha": float(a), **m,
-                             "delta_accuracy": m["accuracy"] - base["accuracy"],
-                             "where": where.kind, "only_at_where": (ok := first_step_log_ok(
-                                 h.log, len(prompts), plens, where)), "first_step_only": ok,
-                             "fired": len(h.log), **({"max_cos_to_tested": lean} if lean is not None else {})})
+    base = done[0]
+    rows: list[dict] = []
+    for (kind, f, a), m in zip(jobs, (done[u] for u in range(len(jobs))), strict=True):
+        if kind in ("baseline", "reference"):
+            rows.append({"kind": kind, "feature": None, "alpha": 0.0,
+                         **({"model": reference.spec} if kind == "reference" else {}), **m, "first_step_only": None})
+            continue
+        # a control whose decoder row leans towards a tested feature's is a weaker control: say how much
+        lean = float((tested @ d.direction(f)).max()) if kind == "random" and tested is not None else None
+        ok, fired = m.pop("only_at_where"), m.pop("fired")
+        rows.append({"kind": kind, "feature": f, "alpha": a, **m, "delta_accuracy": m["accuracy"] - base["accuracy"],
+                     "where": where.kind, "only_at_where": ok, "first_step_only": ok, "fired": fired,
+                     **({"max_cos_to_tested": lean} if lean is not None else {})})
     return rows
 
 

@@ -112,3 +112,114 @@ def test_cli_capture_under_torchrun_reports_once(tmp_path):
     assert r1.returncode == 0, r1.stderr[-3000:]
     _equal(single, out)
     shutil.rmtree(out)
+
+
+# ------------------------------------------------------------------ sampling, CoT-decoding, steer-check
+
+_STUDIES = """
+import json, random, sys, torch
+torch.set_num_threads(1)
+from lens.distributed import all_gather_json, data_parallel
+from lens.decoding.generate import generate
+from lens.models import load_model
+from lens.organism import corpus as C
+from lens.studies import cot_study, sampling_study
+from saes.io import Dictionary
+from saes.steer_check import steer_check
+from sae_lens import StandardSAE, StandardSAEConfig
+
+rng = random.Random(0)
+problems = [[rng.randint(10, 99) for _ in range(rng.randint(2, 6))] for _ in range(14)]
+prompts = ["Q:" + "+".join(map(str, p)) + "=?\\n" for p in problems]  # lengths differ: padded batches
+answers = [sum(p) for p in problems]
+is_correct = lambda i, t: C.parse_answer(t) == answers[i]
+answer_ok = lambda i, a: a is not None and a.strip() == str(answers[i])
+base, thinking = load_model("organism:base"), load_model("organism:thinking")
+g = torch.Generator().manual_seed(0)
+dirs = torch.randn(32, base.d_model, generator=g)
+dirs /= dirs.norm(dim=1, keepdim=True)
+sae = StandardSAE(StandardSAEConfig(d_in=base.d_model, d_sae=32, apply_b_dec_to_input=False))
+with torch.no_grad():
+    sae.W_dec.copy_(dirs); sae.W_enc.copy_(dirs.T); sae.b_enc.fill_(-0.5); sae.b_dec.zero_()
+d = Dictionary(sae, "blocks.2.hook_resid_post", {"model": {}}, "handmade")
+bs = int(sys.argv[1])
+calls = [0]
+base.hf.register_forward_pre_hook(lambda *a: calls.__setitem__(0, calls[0] + 1))
+with data_parallel() as r:
+    samp = sampling_study.run({"base": base, "thinking": thinking}, prompts, is_correct, samples=4,
+                              max_new_tokens=40, batch_size=bs, seed=3)
+    texts = [s.text for s in generate(base, prompts, 40, greedy=False, n=3, seed=5, batch_size=bs,
+                                      data_parallel=True).samples]
+    cot = cot_study.run(base, prompts[:9], answer_ok, k=3, max_new_tokens=30, extractor="organism", batch_size=6,
+                        answer_prompt=None)
+    # two-token branches: many have no number, and continue after the answer prompt (the organism spells it)
+    short = cot_study.run(base, prompts, answer_ok, k=3, max_new_tokens=2, extractor="last_number", batch_size=6,
+                          answer_prompt="\\nA:")
+    top2 = [s.top2.tolist() for s in generate(base, prompts[:7], 8, return_top2=True, batch_size=2,
+                                              data_parallel=True).samples]
+    rows = steer_check(base, d, [1, 2], prompts[:6], is_correct, alphas=(2.0, 8.0), n_random=1, max_new_tokens=20,
+                       batch_size=4, reference=thinking)
+    forwards = all_gather_json(calls[0])  # the base model's forward calls on each rank
+if r.main:
+    print(json.dumps({"sampling": samp, "texts": texts, "cot": cot, "cot_answer_prompt": short, "top2": top2,
+                      "steer_check": rows, "forwards": forwards}))
+"""
+
+
+def test_two_process_studies_equal_one_process(tmp_path):
+    """Sampled texts and pass@k, CoT-decoding, top-2 probabilities and steer-check rows: 2 ranks == 1 process."""
+    job = tmp_path / "studies.py"
+    job.write_text(_STUDIES)
+    one = subprocess.run([sys.executable, str(job), "8"], env=ENV, capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([*TORCHRUN, str(job), "8"], env=ENV, capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = json.loads(one.stdout), json.loads(two.stdout)  # rank 0 alone prints
+    assert a["sampling"]["pass_at_k"]["base"]["1"]["value"] >= 0 and len(a["texts"]) == 14 * 3
+    assert len(set(a["texts"])) > 14  # really sampled: samples of one prompt differ
+    assert [r["kind"] for r in a["steer_check"]] == ["baseline", "reference"] + ["feature"] * 4 + ["random"] * 2
+    assert all(r["only_at_where"] for r in a["steer_check"][2:])
+    assert a["cot_answer_prompt"]["answered_by_prompt"] > 0
+    assert len(b["forwards"]) == 2 and all(0 < f < 0.75 * a["forwards"][0] for f in b["forwards"])  # work was split
+    for key in a.keys() - {"forwards"}:
+        assert a[key] == b[key], key
+    # seeds are per (seed, problem, sample): another batch size in another process count gives the same samples
+    other = subprocess.run([*TORCHRUN, str(job), "5"], env=ENV, capture_output=True, text=True)
+    assert other.returncode == 0, other.stderr[-3000:]
+    c = json.loads(other.stdout)
+    assert c["texts"] == a["texts"] and c["sampling"]["pass_at_k"] == a["sampling"]["pass_at_k"]
+
+
+_REPRODUCE = """
+import sys, torch
+torch.set_num_threads(1)
+from lens.studies.reproduce import Sizes, reproduce
+sizes = Sizes(n=12, samples=4, hybrid_n=12, cot_n=8, k=4, feature_n=8, n_contrast=32, top_features=1, n_random=1,
+              feature_pages=2, batch_size=16)
+reproduce(sys.argv[1], sizes=sizes, progress=False)
+"""
+_TIMING = {"started", "timings_s", "wall_s", "cpu_s", "out_dir", "report_bytes"}
+
+
+@pytest.mark.slow
+def test_two_process_reproduce_report_equals_one_process(tmp_path):
+    """`lens reproduce` (all five steps, organism) under torchrun: rank 0's report equals one process's but timings."""
+    from lens.organism import bundled_path
+
+    if not (bundled_path("base") / "config.json").exists():
+        pytest.skip("the bundled organism is not built yet (lens organism train)")
+    job = tmp_path / "reproduce.py"
+    job.write_text(_REPRODUCE)
+    one = subprocess.run([sys.executable, str(job), str(tmp_path / "one")], env=ENV, capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([*TORCHRUN, str(job), str(tmp_path / "two")], env=ENV, capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
+    for res in (a, b):
+        assert res["sampling"]["status"] == res["cot"]["status"] == res["feature"]["status"] == "ok"
+    assert {k: v for k, v in a["meta"].items() if k not in _TIMING} == {k: v for k, v in b["meta"].items()
+                                                                         if k not in _TIMING}
+    for key in a.keys() - {"meta"}:
+        assert a[key] == b[key], key
+    names = [sorted(p.name for p in (tmp_path / d).iterdir()) for d in ("one", "two")]
+    assert names[0] == names[1] and {"index.html", "results.json", "results.md"} <= set(names[1])

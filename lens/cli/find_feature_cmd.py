@@ -81,7 +81,8 @@ def find_feature_cmd(
     steer_top: int = typer.Option(5, help="how many top features to steer-check", callback=positive),
     eval_set: Path = typer.Option(None, "--eval", help="JSONL {prompt, answer} for the steer-check (non-organism)"),
     alphas: str = typer.Option(None, help="comma-separated steering strengths (default: from the residual norm)"),
-    n: int = typer.Option(100, help="held-out problems for the steer-check", callback=positive),
+    n: int = typer.Option(100, "--n", "--problems", help="held-out problems for the steer-check; under torchrun "
+                          "write --problems (torchrun reads --n as one of its own options)", callback=positive),
     n_random: int = typer.Option(3, help="random-feature controls", callback=non_negative),
     metric: str = typer.Option(None, "--metric", help="steer-check behaviour detector instead of the built-in "
                                "reasoning-format one: regex:PATTERN or py:MODULE:FUNCTION (text -> bool); its rate "
@@ -97,10 +98,20 @@ def find_feature_cmd(
     (think)" vs "marked D (direct)" at the last prompt token, on an SAE trained (once, cached) on
     the base model's middle layer.
     """
+    from ..distributed import data_parallel
+
+    with data_parallel() as r:  # under torchrun / accelerate launch: the steer-check's runs split across ranks
+        _find_feature(ctx, model, sae, pos, neg, select, too_long, sort_by, top, layer, steer_check, steer_at,
+                      steer_top, eval_set, alphas, n, n_random, max_new_tokens, metric, dashboard, as_json, r.main)
+
+
+def _find_feature(ctx, model, sae, pos, neg, select, too_long, sort_by, top, layer, steer_check, steer_at, steer_top,
+                  eval_set, alphas, n, n_random, max_new_tokens, metric, dashboard, as_json, main) -> None:
+    from ..distributed import barrier
     from ..errors import LensError
     from ..interventions import Where
 
-    say = None if as_json else (lambda msg: console.print(f"[dim]{escape(msg)}[/]"))
+    say = None if as_json or not main else (lambda msg: console.print(f"[dim]{escape(msg)}[/]"))
     strengths = _floats(alphas)  # bad options fail before any model loads
     at = Where(steer_at)
     shows = parse_metric(metric)
@@ -113,6 +124,13 @@ def find_feature_cmd(
         if layer is not None:
             placed = placed or load(ctx, "organism:base")
             check_layer("--layer", layer, placed.n_layers)
+        if sae is None and _parallel():  # the cached SAE is trained once, by rank 0, before the others read it
+            if main:
+                from saes.organism import organism_sae
+
+                base = placed or load(ctx, "organism:base")
+                organism_sae(base, base.n_layers // 2 if layer is None else layer, progress=say is not None)
+            barrier()
         out = run_find_feature_organism(placed, sae=sae, reference=ref if ref is not None else True, layer=layer,
                                         steer_check=steer_check, n=n, alphas=strengths, top=steer_top,
                                         n_random=n_random, max_new_tokens=max_new_tokens, progress=say, where=at,
@@ -120,6 +138,8 @@ def find_feature_cmd(
         if "steer_check" in out:
             out.update({"steered_at": str(at), **({"metric": metric} if metric else {})})
         out["ranking"] = out["ranking"][:max(top, 1)]
+        if not main:  # rank 0 writes the pages and reports for the whole job
+            return
         if dashboard is not None:
             from ..organism import corpus as C
             from ..studies import organism_inputs as O
@@ -165,12 +185,21 @@ def find_feature_cmd(
                          progress=say, where=at, is_reasoning=shows)
         out.update({"steer_check": rows, "summary": summarize(rows), "alphas": a, "steered_at": str(at),
                     **({"metric": metric} if metric else {})})
+    if not main:
+        return
     if dashboard is not None:
         if m is None or pos.is_dir() or neg.is_dir():
             raise LensError("--dashboard needs --model and JSONL conditions (their texts are the pages' contexts)")
         texts = [Example.of(x).text for p in (pos, neg) for x in read_inputs(p)]
         _link(out, m, texts, dashboard, say, ctx)
     _print(out, as_json)
+
+
+def _parallel() -> bool:
+    """True under a launcher with several processes."""
+    from ..distributed import ranks
+
+    return ranks().parallel
 
 
 def _link(out: dict, model, texts: list[str], folder: Path, say, ctx: typer.Context | None = None) -> None:

@@ -14,7 +14,8 @@ def reproduce_cmd(
     base: str = typer.Option("organism:base", "--base", help="base model spec"),
     thinking: str = typer.Option("organism:thinking", "--thinking", help="post-trained model spec"),
     tasks: str = typer.Option("organism", "--tasks", help="organism | gsm8k | math500 | path.jsonl"),
-    n: int = typer.Option(None, "--n", help="problems (sampling; caps the other steps' counts too)",
+    n: int = typer.Option(None, "--n", "--problems", help="problems (sampling; caps the other steps' counts too); "
+                          "under torchrun write --problems (torchrun reads --n as one of its own options)",
                           callback=positive),
     samples: int = typer.Option(None, "--samples", help="samples per problem for pass@k", callback=positive),
     seed: int = typer.Option(0, "--seed", callback=non_negative),
@@ -51,7 +52,11 @@ def reproduce_cmd(
                                                                "(your other files there are kept)"),
     as_json: bool = typer.Option(False, "--json", help="print results.json to stdout (no progress bars)"),
 ) -> None:
-    """Re-run the findings (pass@k, hybrid, model diff, CoT-decoding, SAE trigger) and write a report folder."""
+    """Re-run the findings (pass@k, hybrid, model diff, CoT-decoding, SAE trigger) and write a report folder.
+
+    Under `torchrun` / `accelerate launch` the sampling, CoT-decoding and steer-check work is split across
+    the processes; rank 0 writes the report (see docs/scale.md).
+    """
     from ..errors import LensError
     from ..studies.reproduce import STEPS, Sizes, reproduce
 
@@ -68,6 +73,9 @@ def reproduce_cmd(
     bad = [x for x in chosen if x not in STEPS]
     if bad:
         raise LensError(f"unknown steps {bad}; choose from {', '.join(STEPS)}")
+    from ..distributed import init
+
+    init()  # under a launcher: join the job first, so `--device cuda` is each rank's own GPU
     pair = load_both(ctx, base, thinking)  # placed as --device/--dtype say; unreadable files fail in one line
     check_layer("--layer", layer, pair[0].n_layers)
     res = reproduce(out, base=pair[0], thinking=pair[1], tasks=tasks, n=n, samples=samples, seed=seed,
@@ -75,6 +83,12 @@ def reproduce_cmd(
                     thinking_template=thinking_template,
                     overwrite=overwrite)
     failed = [name for name in STEPS if res.get(name, {}).get("status") == "error"]
+    from ..distributed import ranks
+
+    if not ranks().main:  # under torchrun / accelerate launch: rank 0 writes and reports for the whole job
+        if failed:
+            raise typer.Exit(1)
+        return
     if as_json:
         emit_json(res)
     else:

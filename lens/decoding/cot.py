@@ -181,6 +181,23 @@ def _score_branch(
     )
 
 
+def _branch_json(b: Branch) -> dict:
+    """A branch as JSON (tensors as float lists) for the data-parallel gather."""
+    from .gather import tensor_json
+
+    return {**{k: v for k, v in b.__dict__.items() if k not in ("margins", "fallback_margins")},
+            "margins": tensor_json(b.margins), "fallback_margins": tensor_json(b.fallback_margins)}
+
+
+def _branch_back(d: dict) -> Branch:
+    from .gather import tensor_back
+
+    span = d["answer_span"]
+    return Branch(**{**d, "answer_span": tuple(span) if span is not None else None,
+                     "margins": tensor_back(d["margins"], 0),
+                     "fallback_margins": tensor_back(d["fallback_margins"], 0)})
+
+
 def _answer_prompt_ids(model: Any, answer_prompt: str | None, max_new_tokens: int) -> list[int]:
     """Token ids of the answer prompt ([] when None); refused when the tokenizer cannot spell it."""
     if answer_prompt is None:
@@ -203,6 +220,7 @@ def _answer_by_prompt(
     eos: Sequence[int],
     extract: Extractor,
     batch_size: int,
+    data_parallel: bool = False,
 ) -> None:
     """Answer each ``(prompt ids, branch)`` without an answer: append ``tail`` (the answer prompt's ids) to
     prompt + branch (a final EOS dropped), continue greedily to the first newline, read the answer there."""
@@ -215,7 +233,7 @@ def _answer_by_prompt(
             ids = ids[:-1]
         contexts.append([*prompt_ids, *ids, *tail])
     g = generate(model, contexts, max_new_tokens, greedy=True, batch_size=batch_size, stop_strings=("\n",),
-                 eos_token_id=list(eos) or None, return_top2=True)
+                 eos_token_id=list(eos) or None, return_top2=True, data_parallel=data_parallel)
     for (_, b), smp in zip(items, g.samples, strict=True):
         assert smp.top2 is not None
         b.fallback_text, b.fallback_token_ids = smp.text, list(smp.token_ids)
@@ -292,6 +310,7 @@ def cot_decode(
     add_special_tokens: bool = True,
     answer_prompt: str | None = ANSWER_PROMPT,
     answer_max_new_tokens: int = 16,
+    data_parallel: bool = False,
 ) -> list[CotResult]:
     """CoT-decoding of every prompt: ``k`` first-token branches, continued greedily, scored, aggregated.
 
@@ -303,6 +322,9 @@ def cot_decode(
     :func:`lens.evaluation.behaviours.looks_like_reasoning`.
     answer_prompt: appended to a branch without an answer, which then continues greedily for at most
     ``answer_max_new_tokens`` (up to a newline) to give one; None: such a branch stays without answer.
+    data_parallel: under a launcher (`lens.distributed`), each rank decodes every world-th chunk of
+    prompts (and of the answer-prompt continuations); every rank returns all results, equal to one
+    process's.
     """
     _check(k, max_new_tokens, model)
     extract = get_extractor(extractor)
@@ -317,7 +339,10 @@ def cot_decode(
     model.hf.eval()
     from transformers import LogitsProcessorList, StoppingCriteriaList
 
-    for start in range(0, len(order), per_call):
+    from .gather import my_batches
+
+    starts, shared = my_batches(list(range(0, len(order), per_call)), data_parallel)
+    for start in starts:
         chunk = order[start : start + per_call]
         ids, mask = left_pad([encoded[i] for i in chunk], pad, model.device)
         with torch.no_grad():
@@ -366,8 +391,13 @@ def cot_decode(
                     _score_branch(model.tokenizer, r, p_first, b_ids, text, reason, m, extract, reasoning)
                 )
             results[i] = CotResult(i, branches, None, aggregate)
+    if shared is not None:
+        from ..distributed import gather_indexed
+
+        got = gather_indexed({i: [_branch_json(b) for b in res.branches] for i, res in results.items()})
+        results = {i: CotResult(i, [_branch_back(b) for b in bs], None, aggregate) for i, bs in got.items()}
     missing = [(encoded[i], b) for i in range(len(encoded)) for b in results[i].branches if b.answer is None]
-    _answer_by_prompt(model, missing, tail, answer_max_new_tokens, eos, extract, batch_size)
+    _answer_by_prompt(model, missing, tail, answer_max_new_tokens, eos, extract, batch_size, shared is not None)
     for res in results.values():
         res.answer, res.scores = aggregate_branches(res.branches, aggregate)
     return [results[i] for i in range(len(encoded))]

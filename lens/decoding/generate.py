@@ -406,6 +406,7 @@ def generate(
     return_top2: bool = False,
     add_special_tokens: bool = True,
     backend: str = "lens",
+    data_parallel: bool = False,
 ) -> Generation:
     """Complete every prompt ``n`` times; batched, left-padded, with the KV cache.
 
@@ -418,6 +419,8 @@ def generate(
     eos_token_id: ``"default"`` (tokenizer's and generation config's EOS), an id, a list, or None.
     return_top2: record p(top-1), p(top-2) of the raw distribution at every generated position.
     backend: ``"lens"`` (`decode_loop`, the default) or ``"hf"`` (``model.hf.generate``); same tokens.
+    data_parallel: under a launcher (`lens.distributed`), each rank decodes every world-th batch and
+        all ranks return every sample, equal to one process's (hooks see only their rank's rows).
     """
     if backend not in ("lens", "hf"):
         raise LensError(f"unknown decoding backend {backend!r}; use 'lens' or 'hf'")
@@ -437,7 +440,10 @@ def generate(
     order = sorted(range(len(rows)), key=lambda r: len(encoded[rows[r][0]]))
     results: dict[tuple[int, int], Sample] = {}
     model.hf.eval()
-    for start in range(0, len(order), batch_size):
+    from .gather import gather_samples, my_batches
+
+    starts, shared = my_batches(list(range(0, len(order), batch_size)), data_parallel)
+    for start in starts:
         chunk = [rows[r] for r in order[start : start + batch_size]]
         ids, mask = left_pad([encoded[i] for i, _ in chunk], pad, model.device)
         gens = None
@@ -471,6 +477,8 @@ def generate(
             )
             t2 = top2[r, : len(tok_ids)].clone() if top2 is not None else None
             results[(i, j)] = Sample(i, j, text, tok_ids, len(tok_ids), reason, t2)
+    if shared is not None:
+        results = gather_samples(results, 1 if greedy else n)
     samples: list[Sample] = []
     for i in range(len(encoded)):
         for j in range(n):

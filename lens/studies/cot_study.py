@@ -22,15 +22,21 @@ def run(
     batch_size: int = 160,
     answer_prompt: str | None = ANSWER_PROMPT,
     say: Callable[[str], None] = lambda _m: None,
+    data_parallel: bool | None = None,
 ) -> dict:
     """Accuracy of greedy (the rank-0 branch), CoT-decoding (max and sum) and the branch confidences.
 
     answer_ok(i, answer) checks an extracted answer string of prompt ``i``. answer_prompt: appended to a
     branch without an answer to get one (None: no such fallback); ``answered_by_prompt`` counts those.
+    data_parallel: under a launcher, each rank decodes every world-th chunk of prompts and every rank
+    returns the whole result, equal to one process's; None: inside a `lens.distributed.data_parallel()` block.
     """
+    from ..distributed import sharing
+
     say(f"CoT-decoding: {len(prompts)} prompts x {k} branches")
     res = cot_decode(model, list(prompts), k=k, max_new_tokens=max_new_tokens, extractor=extractor,
-                     is_reasoning=is_reasoning, aggregate="max", batch_size=batch_size, answer_prompt=answer_prompt)
+                     is_reasoning=is_reasoning, aggregate="max", batch_size=batch_size, answer_prompt=answer_prompt,
+                     data_parallel=sharing(data_parallel) is not None)
     from ..decoding.cot import aggregate_branches
 
     greedy = [answer_ok(i, r.greedy.answer) for i, r in enumerate(res)]

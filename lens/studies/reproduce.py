@@ -22,10 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 from ..errors import LensError
 from ..outputs import atomic_folder, check_output, file_mode, writer_lock
 
+T = TypeVar("T")
 STEPS = ("sampling", "hybrid", "cot", "feature", "diff")
 STEP_TITLES = {"sampling": "1. base models already sample reasoning", "hybrid": "2. hybrid steering",
                "diff": "3. model-pair diff", "cot": "4. CoT-decoding", "feature": "5. SAE feature trigger"}
@@ -224,11 +226,12 @@ def run_steps(base, thinking, s: Setup, sizes: Sizes, *, seed: int, steps, sae: 
         from . import feature_study as FS
 
         if s.organism and sae is None:
+            first_on_rank0(lambda: _organism_sae(base, sizes))
             return FS.run_organism(base, layer=sizes.layer, n=sizes.feature_n, n_contrast=sizes.n_contrast,
                                    top=sizes.top_features, n_random=sizes.n_random, alphas=sizes.alphas,
                                    max_new_tokens=sizes.max_new_tokens, reference=thinking, say=say)
         if sae is None:  # no SAE given: a small one trained on the base's captures of the task prompts (cached)
-            path, source = trained_sae(base, s, sizes, say)
+            path, source = first_on_rank0(lambda: trained_sae(base, s, sizes, say)) or trained_sae(base, s, sizes, say)
         else:
             path, source = sae, {"kind": "given", "spec": str(sae)}
         prompts, ok = _sub(s, sizes.feature_n)
@@ -248,6 +251,25 @@ def run_steps(base, thinking, s: Setup, sizes: Sizes, *, seed: int, steps, sae: 
                      ("diff", diff)):
         step(name, fn)
     return results
+
+
+def first_on_rank0(fn: Callable[[], T]) -> T | None:
+    """Under a launcher: rank 0 runs `fn` (it fills a cache the others then read) while the rest wait;
+    returns rank 0's result there, None on the other ranks and in a single process."""
+    from ..distributed import barrier, ranks
+
+    r = ranks()
+    if not r.parallel:
+        return None
+    got = fn() if r.main else None
+    barrier()
+    return got
+
+
+def _organism_sae(base, sizes: Sizes) -> None:
+    from saes.organism import organism_sae
+
+    organism_sae(base, base.n_layers // 2 if sizes.layer is None else sizes.layer, progress=False)
 
 
 def sae_texts(s: Setup, base, sizes: Sizes) -> tuple[list[str], dict]:
@@ -545,6 +567,10 @@ def reproduce(
     out_dir must be new, empty or a report folder (replaced only with ``overwrite=True``, keeping the
     user's other files there); the three files are written as one atomic step at the end, and a second
     run into the same folder meanwhile is refused.
+    Under `torchrun` / `accelerate launch` every rank runs this call: sampling, CoT-decoding and the
+    steer-check split their work across the ranks (`lens.distributed.data_parallel`), the other parts
+    run whole on every rank, and rank 0 alone writes the report (equal to one process's apart from
+    timings); the other ranks return the steps' results without ``meta``.
     """
 
 
@@ -558,16 +584,22 @@ def reproduce(
     unknown = set(steps) - set(STEPS)
     if unknown:
         raise LensError(f"unknown steps {sorted(unknown)}; choose from {', '.join(STEPS)}")
+    from ..distributed import data_parallel
+
     out = Path(out_dir) if out_dir is not None else default_out_dir()
-    check_output(out, "report", overwrite=overwrite)
-    with writer_lock(out, "report"):
-        return _reproduce(out, base, thinking, tasks, sizes, seed, progress, steps, sae, template, load_kwargs,
-                          thinking_template)
+    with data_parallel() as r:  # under a launcher every rank runs the steps; rank 0 alone writes the report
+        if not r.main:
+            return _reproduce(out, base, thinking, tasks, sizes, seed, False, steps, sae, template, load_kwargs,
+                              thinking_template, write=False)
+        check_output(out, "report", overwrite=overwrite)
+        with writer_lock(out, "report"):
+            return _reproduce(out, base, thinking, tasks, sizes, seed, progress, steps, sae, template, load_kwargs,
+                              thinking_template)
 
 
 def _reproduce(out: Path, base, thinking, tasks: str, sizes: Sizes, seed: int, progress: bool, steps,
                sae: str | None, template: str | None, load_kwargs: dict | None,
-               thinking_template: str | None = None) -> dict:
+               thinking_template: str | None = None, write: bool = True) -> dict:
     import torch
 
     from ..models import load_pair
@@ -596,6 +628,8 @@ def _reproduce(out: Path, base, thinking, tasks: str, sizes: Sizes, seed: int, p
     timings: dict = {}
     results = run_steps(b, t, s, sizes, seed=seed, steps=steps, sae=sae, say=say, timings=timings,
                         tick=(lambda: bar.update(1)) if bar is not None else (lambda: None))
+    if not write:
+        return results
     t0 = time.perf_counter()
     feats: list[dict] = []
     try:

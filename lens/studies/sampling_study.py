@@ -57,6 +57,7 @@ def run(
     compare: Mapping[str, ReflectionDetector] | None = None,
     fmt: ThinkingFormat | None = None,
     say: Callable[[str], None] = lambda _m: None,
+    data_parallel: bool | None = None,
 ) -> dict:
     """pass@k of every model in ``models`` (name -> Model) plus behaviour rates of their samples.
 
@@ -69,7 +70,13 @@ def run(
     fmt: the thinking format; a model whose prompts open the block (R1's template ends ``<think>\n``)
     counts a sample as thinking-format when it closes the block (``behaviour[name]["prompt_opens_thinking"]``:
     the share of its prompts that open it).
+    data_parallel: under a launcher, each rank samples every world-th batch and every rank returns the
+    whole result, equal to one process's (each sample is seeded by (seed, problem, sample), never by
+    rank or batch); None: inside a `lens.distributed.data_parallel()` block.
     """
+    from ..distributed import sharing
+
+    shared = sharing(data_parallel) is not None
     per_model = {name: list(prompts[name] if isinstance(prompts, dict) else prompts) for name in models}
     first = next(iter(per_model.values()), [])
     if any(len(p) != len(first) for p in per_model.values()):
@@ -85,7 +92,7 @@ def run(
     for name, model in models.items():
         say(f"sampling {name}: {len(first)} prompts x {samples}")
         gen = generate(model, per_model[name], max_new_tokens, greedy=False, temperature=temperature, top_p=top_p,
-                       n=samples, seed=seed, batch_size=batch_size)
+                       n=samples, seed=seed, batch_size=batch_size, data_parallel=shared)
         texts = gen.texts()
         correct = [[bool(is_correct(i, t)) for t in row] for i, row in enumerate(texts)]
         curve = pass_at_k_curve(correct, ks, seed=seed)
