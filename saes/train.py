@@ -12,6 +12,14 @@
   an interrupted-and-resumed run ends with the same weights as an uninterrupted one;
 - at the end saves the inference SAE in the sae_lens folder format plus lens metadata (`io.py`)
   and removes the checkpoints.
+
+Under `torchrun` / `accelerate launch` (several processes, `lens.distributed`) the run is data-parallel
+(`ddp.py`): every rank reads the same shuffled stream, trains on its share of each global batch, and
+gradients are averaged by PyTorch DDP, so the weights equal one process's at the same `batch_size` (up to
+float rounding). Rank 0 alone takes the folder's lock, writes checkpoints and the final SAE; the others
+wait for it. A run may resume with another number of processes (the global batches do not change).
+
+The source may also be a model's forward passes (`stream.py`, `model_source`): no capture folder.
 """
 
 from __future__ import annotations
@@ -69,11 +77,12 @@ def _trainer(cfg: TrainConfig, sae):
 
 
 def _estimate_scale(source: RowSource, n_rows: int = 16384) -> float:
-    """sqrt(d_in) / mean row norm over the first rows (sae_lens's expected_average_only_in)."""
+    """sqrt(d_in) / mean row norm over the first `n_rows` rows, however the source cuts them into chunks
+    (sae_lens's expected_average_only_in)."""
     norms, seen = [], 0
     for chunk in source:
-        norms.append(chunk.norm(dim=-1))
-        seen += chunk.shape[0]
+        norms.append(chunk[: n_rows - seen].norm(dim=-1))
+        seen += norms[-1].shape[0]
         if seen >= n_rows:
             break
     return float(source.d_in**0.5 / torch.cat(norms).mean())
@@ -155,14 +164,41 @@ def train_sae(
     init_decoder: [d_sae, d_in] rows to start the decoder from (e.g. data points picked far apart);
         the encoder starts as its transpose. Default: sae_lens's initialisation.
     """
+    from lens import distributed
+
     cfg = cfg or TrainConfig()
     out = Path(out)
     src_path = Path(source) if isinstance(source, (str, Path)) else getattr(source, "path", None)
+    r = distributed.ranks()
+    if r.parallel:
+        from .ddp import check_parallel
+
+        check_parallel(cfg.architecture, cfg.batch_size, r)
+        if cfg.device == "cuda":  # one GPU per process: the launcher's LOCAL_RANK (before nccl's first barrier)
+            import os
+            from dataclasses import replace
+
+            cfg = replace(cfg, device=f"cuda:{int(os.environ.get('LOCAL_RANK', r.rank))}")
+            torch.cuda.set_device(cfg.device)
+        r = distributed.init()
+    kw = dict(site=site, model=model, resume=resume, progress=progress and r.main, stop_after=stop_after,
+              log_every=log_every, init_decoder=init_decoder, overwrite=overwrite, r=r)
+    if not r.main:  # rank 0 holds the folder; the others train their shares and wait for its writes
+        distributed.barrier()
+        try:
+            return _train(source, out, cfg, **kw)
+        finally:
+            distributed.barrier()
     check_output(out, "sae", overwrite=overwrite, inputs=[src_path] if src_path is not None else [], resumable=True)
     with writer_lock(out, "SAE"):
         remove_stale_temps(out)
-        return _train(source, out, cfg, site=site, model=model, resume=resume, progress=progress,
-                      stop_after=stop_after, log_every=log_every, init_decoder=init_decoder, overwrite=overwrite)
+        if r.parallel:
+            distributed.barrier()
+        try:
+            return _train(source, out, cfg, **kw)
+        finally:
+            if r.parallel:
+                distributed.barrier()
 
 
 def _warn_outliers(source, site: str | None) -> None:
@@ -195,8 +231,26 @@ def _same_run(out: Path, cfg: TrainConfig, src_id: dict) -> bool:
         return False
 
 
+def _step_metrics(o, r) -> dict:
+    """Loss, MSE, explained variance and L0 of a step over the whole global batch (summed over ranks)."""
+    with torch.no_grad():
+        x = o.sae_in.double()  # float64 sums: the variance is a difference of two large sums
+        sums = torch.cat([torch.stack([(o.sae_out.double() - x).pow(2).sum(), (o.feature_acts != 0).double().sum(),
+                                       x.pow(2).sum(), o.loss.detach().double() * x.shape[0],
+                                       torch.tensor(float(x.shape[0]), dtype=x.dtype, device=x.device)]), x.sum(0)])
+        if r.parallel:
+            import torch.distributed as dist
+
+            dist.all_reduce(sums)
+        sq, act, x2, loss, n = (float(v) for v in sums[:5])
+        mean = sums[5:]
+        var = x2 / n - float(mean.pow(2).sum()) / n**2
+    mse = sq / n
+    return {"loss": loss / n, "mse": mse, "explained_variance": 1 - mse / max(var, 1e-12), "l0": act / n}
+
+
 def _train(source, out: Path, cfg: TrainConfig, *, site, model, resume, progress, stop_after, log_every,
-           init_decoder, overwrite) -> TrainResult:
+           init_decoder, overwrite, r) -> TrainResult:
     from .io import save_sae
 
     src = RowSource.of(source, site)
@@ -217,10 +271,14 @@ def _train(source, out: Path, cfg: TrainConfig, *, site, model, resume, progress
         if not overwrite:
             raise LensError(f"{out} already holds a trained SAE with other settings or activations; pass "
                             "--overwrite to replace it (your other files there are kept) or choose another folder")
-    if overwrite and (out / "checkpoints").exists() and not _same_run(out, cfg, src_id):
+    if r.main and overwrite and (out / "checkpoints").exists() and not _same_run(out, cfg, src_id):
         shutil.rmtree(out / "checkpoints")  # an interrupted run of other settings, replaced as asked
+    if r.parallel:
+        from lens.distributed import barrier
 
-    _warn_outliers(source, site)
+        barrier()  # rank 0 has removed what it replaces before any rank reads checkpoints
+    if r.main:
+        _warn_outliers(source, site)
     settle_heap()  # lens.heap: buffers of every step reused, not re-faulted
     sae = training_sae(cfg, src.d_in, {"hook_name": site, "model_name": (model or {}).get("spec")})
     if init_decoder is not None:
@@ -233,6 +291,10 @@ def _train(source, out: Path, cfg: TrainConfig, *, site, model, resume, progress
             sae.W_enc.copy_(sae.W_dec.T / sae.W_dec.norm(dim=-1).pow(2).clamp_min(1e-8)[None, :])
     trainer = _trainer(cfg, sae)
     step, rows, log = _resume(out, trainer, cfg, src_id) if resume else (0, 0, [])
+    if r.parallel:
+        from . import ddp
+
+        ddp.attach(trainer, cfg.device)
     resumed_from = step
     if step == 0 and cfg.normalize == "expected_average_only_in":
         trainer.activation_scaler.scaling_factor = _estimate_scale(src)
@@ -248,29 +310,34 @@ def _train(source, out: Path, cfg: TrainConfig, *, site, model, resume, progress
     t0 = time.perf_counter()
     while step < end:
         trainer.maybe_reset_sparsity()
-        o = trainer.step(next(batches).to(cfg.device))  # the buffer lives on the host; the SAE on cfg.device
+        batch = next(batches)
+        if r.parallel:
+            batch, before = ddp.share(batch, r), ddp.stats_before(trainer)
+        o = trainer.step(batch.to(cfg.device))  # the buffer lives on the host; the SAE on cfg.device
+        if r.parallel:
+            ddp.sync_stats(trainer, before)
         step += 1
         rows += cfg.batch_size
-        trainer.n_training_steps = step
+        trainer.n_training_steps, trainer.n_training_samples = step, rows
         if step % log_every == 0 or step == end:
-            with torch.no_grad():
-                mse = float((o.sae_out - o.sae_in).pow(2).sum(-1).mean())
-                var = float((o.sae_in - o.sae_in.mean(0)).pow(2).sum(-1).mean())
-                l0 = float((o.feature_acts != 0).float().sum(-1).mean())
-            ev = 1 - mse / max(var, 1e-12)
-            loss = float(o.loss.detach())
-            log.append({"step": step, "loss": loss, "mse": mse, "explained_variance": ev, "l0": l0})
+            m = _step_metrics(o, r)
+            log.append({"step": step, **m})
             if bar is not None:
-                bar.set_postfix(loss=f"{loss:.4g}", ev=f"{ev:.3f}", l0=f"{l0:.1f}")
+                bar.set_postfix(loss=f"{m['loss']:.4g}", ev=f"{m['explained_variance']:.3f}", l0=f"{m['l0']:.1f}")
         if bar is not None:
             bar.update(cfg.batch_size)
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.total_steps:
+        if r.main and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.total_steps:
             _save_checkpoint(out, trainer, step, rows, cfg, src_id, log)
     seconds = time.perf_counter() - t0
     if bar is not None:
         bar.close()
+    if r.parallel:
+        ddp.detach(trainer)
     if step < cfg.total_steps:  # stopped early on request: leave a checkpoint to resume from
-        _save_checkpoint(out, trainer, step, rows, cfg, src_id, log)
+        if r.main:
+            _save_checkpoint(out, trainer, step, rows, cfg, src_id, log)
+        return TrainResult(out, step, rows, seconds, resumed_from, log)
+    if not r.main:
         return TrainResult(out, step, rows, seconds, resumed_from, log)
     if trainer.activation_scaler.scaling_factor is not None:
         trainer.sae.fold_activation_norm_scaling_factor(trainer.activation_scaler.scaling_factor)

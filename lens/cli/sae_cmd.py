@@ -1,4 +1,4 @@
-"""`lens sae train|eval|info`: SAEs on capture folders, saved in the sae_lens folder format."""
+"""`lens sae train|eval|info`: SAEs on capture folders or streamed from a model, saved in the sae_lens folder format."""
 
 from __future__ import annotations
 
@@ -15,9 +15,16 @@ app = typer.Typer(help="Train, evaluate and describe SAEs (sae_lens architecture
 @app.command("train")
 def train(
     ctx: typer.Context,
-    capture: Path = typer.Option(..., "--capture", "-c", help="capture folder written by lens capture"),
+    capture: Path = typer.Option(None, "--capture", "-c", help="capture folder written by lens capture"),
+    model: str = typer.Option(None, "--model", "-m", help="stream activations from this model's forward passes "
+                                                          "(no capture folder; with --inputs and --site)"),
+    inputs: Path = typer.Option(None, "--inputs", "-i", help="JSONL inputs for --model (re-read every epoch)"),
+    select: str = typer.Option("all", help="tokens to train on with --model: all | from:N | last_prompt | "
+                                           "positions:0,-1 | last:N | spans | regex:P | sentences"),
+    forward_batch: int = typer.Option(8, help="inputs per forward pass with --model", callback=positive),
     out: Path = typer.Option(..., "--out", "-o", help="SAE folder (resumed when it holds an interrupted run)"),
-    site: str = typer.Option(None, help="site to train on (default: the capture's only site)"),
+    site: str = typer.Option(None, help="site to train on (default: the capture's only site; required with "
+                                        "--model)"),
     architecture: str = typer.Option("topk", "--arch", help="topk | batchtopk | jumprelu | standard",
                                      callback=choice("topk", "batchtopk", "jumprelu", "standard")),
     expansion: int = typer.Option(8, help="d_sae = expansion x d_in (unless --d-sae)", callback=positive),
@@ -44,22 +51,53 @@ def train(
                                         "your other files there are kept"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Train an SAE on a capture folder; shows progress, checkpoints, resumes when re-run."""
+    """Train an SAE on a capture folder or on a model's activations streamed as it runs over --inputs;
+    shows progress, checkpoints, resumes when re-run. Under torchrun / accelerate launch the training is
+    data-parallel (each process its share of every batch) and rank 0 reports."""
     from saes.config import TrainConfig
     from saes.evals import evaluate
     from saes.io import load_sae
+    from saes.stream import head_rows
     from saes.train import train_sae
 
     from ..capture_folder import open_capture
+    from ..distributed import ranks
+    from ..errors import LensError
 
     cfg = TrainConfig(architecture=architecture, d_sae=d_sae, expansion=expansion, k=k, l1_coefficient=l1,
                       l0_coefficient=l0, lr=lr, total_rows=total_rows, batch_size=batch_size, buffer_rows=buffer_rows,
                       normalize=normalize, checkpoint_every=checkpoint_every, seed=seed, sparse_decode=sparse_decode,
                       device=str(load_options(ctx).get("device", "cpu")))  # `lens --device cuda sae train ...`
-    cfg.check_width(open_capture(capture).d_model)  # --k against d_sae, before anything is written
-    res = train_sae(capture, out, cfg, site=site, progress=not as_json, overwrite=overwrite)
+    if (capture is None) == (model is None):
+        raise LensError("give --capture DIR (a capture folder) or --model SPEC with --inputs FILE and --site "
+                        "(activations streamed from the model), not both")
+    if capture is not None:
+        if inputs is not None:
+            raise LensError("--inputs goes with --model (streamed training); --capture already holds the rows")
+        cfg.check_width(open_capture(capture).d_model)  # --k against d_sae, before anything is written
+        source = capture
+    else:
+        from saes.stream import model_source
+
+        from ..outputs import check_output
+        from ..selection import parse_select
+        from .common import load
+        from .validate import iter_inputs
+
+        if inputs is None or site is None:
+            raise LensError("--model streams activations: give --inputs FILE (JSONL) and --site NAME too")
+        check_output(out, "sae", overwrite=overwrite, inputs=[inputs], resumable=True)  # before the model loads
+        parse_select(select)
+        if not any(True for _ in iter_inputs(inputs)):  # checks every line before the model loads
+            raise LensError(f"input file {inputs} is empty; write one JSON object per line")
+        m = load(ctx, model)
+        cfg.check_width(m.d_model)
+        source = model_source(m, inputs, site, select, batch_size=forward_batch)
+    res = train_sae(source, out, cfg, site=site, progress=not as_json, overwrite=overwrite)
+    if not ranks().main:  # under torchrun: rank 0 reports for the whole job
+        return
     d = load_sae(res.path)
-    ev = evaluate(d, capture)
+    ev = evaluate(d, capture if capture is not None else head_rows(source, 8192))
     summary = {"path": str(res.path), "steps": res.steps, "rows": res.rows, "resumed_from": res.resumed_from,
                "rows_per_s": res.rows_per_s, **d.describe(), "evals": ev}
     if as_json:
