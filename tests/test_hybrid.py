@@ -79,7 +79,10 @@ def test_choose_follows_the_modes_and_ablations():
     tok, pick = choose(cfg("unsteered_allowed"), think, unsteered, cands, gated, g)
     assert tok.tolist() == [1, 0] and pick.tolist() == [-1, -1]  # the unsteered token wins where it is best
     tok, pick = choose(cfg("paper", "no_guardrail"), think, unsteered, cands, gated, g)
-    assert pick.tolist() == [0, 0]
+    assert pick.tolist() == [1, 1]  # no_guardrail_coefficient 0.5 is the sweep's (0.25, 0.5, 1.0) second
+    with pytest.raises(LensError, match="not in the coefficient sweep"):
+        cfg("paper", "no_guardrail").__class__(SITE, {"a": torch.ones(4)}, ablation="no_guardrail",
+                                               coefficients=(0.1, 0.2))
     tok, pick = choose(cfg("unsteered_allowed", "no_guardrail"), think, unsteered, cands, gated, g)
     assert pick.tolist() == [1, 1]
     picks = {tuple(choose(cfg("paper", "random_guardrail"), think, unsteered, cands, gated, g)[1].tolist())

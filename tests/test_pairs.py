@@ -201,7 +201,10 @@ def test_hybrid_cli_prompts_each_model_through_its_own_template(qwen_pair, tmp_p
         return {"base_prompt": prompts[0], "thinking_prompt": thinking_prompts[0]}
 
     monkeypatch.setattr(hybrid_generic, "run", fake_run)
-    for extra, want in (([], "chat"), (["--thinking-template", "plain"], "plain")):
+    # the base's default is the paper's "User: {q}\nAssistant:" (hybrid_eval.py), the thinking model's its chat template
+    cases = (([], "chat", "user_assistant"), (["--thinking-template", "plain"], "plain", "user_assistant"),
+             (["--template", "plain"], "chat", "plain"))
+    for extra, want, base_t in cases:
         monkeypatch.setattr(sys, "argv", ["lens", "hybrid", "--base", str(folders[0]), "--thinking", str(folders[1]),
                                           "--tasks", str(tasks), "--n", "16", "--max-new-tokens", "24", "--json",
                                           *extra])
@@ -210,8 +213,9 @@ def test_hybrid_cli_prompts_each_model_through_its_own_template(qwen_pair, tmp_p
         except SystemExit as e:
             assert not e.code, capsys.readouterr().err
         res = json.loads(capsys.readouterr().out)
-        assert res["prompt_templates"] == {"base": "plain", "thinking": want}
-        assert res["base_prompt"] == "Q: What is 0 plus 0?\nA:"
+        assert res["prompt_templates"] == {"base": base_t, "thinking": want}
+        assert res["base_prompt"] == ("User: What is 0 plus 0?\nAssistant:" if base_t == "user_assistant"
+                                      else "Q: What is 0 plus 0?\nA:")
         assert res["thinking_prompt"].endswith("<｜Assistant｜><think>\n" if want == "chat" else "\nA:")
 
 

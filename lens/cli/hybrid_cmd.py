@@ -24,11 +24,16 @@ def hybrid_cmd(
     selector: str = typer.Option("taxonomy", help="taxonomy (SAE argmax latent) or nearest (cosine)",
                                  callback=choice("taxonomy", "nearest")),
     tasks: str = typer.Option(None, help="other pairs: gsm8k, math500, or a JSONL of question/answer rows"),
-    template: str = typer.Option(None, help="other pairs: the base's prompt template (plain, r1zero, chat, ...)"),
+    template: str = typer.Option(None, help="other pairs: the base's prompt template (default user_assistant, "
+                                            "the paper's 'User: {q}\\nAssistant:'; plain, r1_zero, chat, ...)"),
     thinking_template: str = typer.Option(None, "--thinking-template",
                                           help="other pairs: the thinking model's prompt template (default: its "
                                                "own chat template when its tokenizer has one, else --template)"),
     max_new_tokens: int = typer.Option(100, "--max-new-tokens", callback=positive),
+    no_guardrail_coefficient: float = typer.Option(
+        0.5, "--no-guardrail-coefficient", callback=positive_float,
+        help="the coefficient the no_guardrail ablation steers with (hybrid_token.py's first, 0.5); one of the "
+             "sweep 0.1..1.0"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Accuracy of base, thinking and hybrid, gap recovered, fraction of tokens steered, and the ablations.
@@ -53,17 +58,19 @@ def hybrid_cmd(
         from ..studies import hybrid_organism
 
         res = hybrid_organism.run(b, t, n=n, layer=layer, read_layer=read_layer, norm_frac=norm_frac, selector=selector,
-                                  max_new_tokens=max_new_tokens, progress=say)
+                                  max_new_tokens=max_new_tokens, progress=say,
+                                  no_guardrail_coefficient=no_guardrail_coefficient)
     else:
         from ..studies import hybrid_generic
         from ..studies.reproduce import Sizes, setup
 
-        s = setup(tasks, b, Sizes(n=1, hybrid_n=n, cot_n=1, feature_n=1), template, thinking=t,
-                  thinking_template=thinking_template)  # each model prompted through its own template
+        s = setup(tasks, b, Sizes(n=1, hybrid_n=n, cot_n=1, feature_n=1), template or "user_assistant",
+                  thinking=t, thinking_template=thinking_template)  # each model prompted through its own template
         res = hybrid_generic.run(b, t, s.prompts, s.is_correct, s.think_prompts, s.direct_prompts, n=n,
                                  layer=layer, read_layer=read_layer, norm_frac=norm_frac,
                                  max_new_tokens=max_new_tokens, progress=say,
-                                 thinking_prompts=s.thinking_prompts or None)
+                                 thinking_prompts=s.thinking_prompts or None,
+                                 no_guardrail_coefficient=no_guardrail_coefficient)
         res["prompt_templates"] = s.templates
     if as_json:
         emit_json(res)

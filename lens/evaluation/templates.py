@@ -1,6 +1,9 @@
 """Prompt templates: how a question becomes a prompt.
 
 * ``plain``: ``Q: {question}\\nA:`` (the CoT-decoding paper's format);
+* ``user_assistant``: ``User: {question}\\nAssistant:`` (the hybrid paper's base-model prompt,
+  thinking-llms-interp ``hybrid/hybrid_eval.py`` ``_build_task_prompts``; the default of ``lens hybrid``
+  for a base model on other pairs);
 * ``identity`` / ``organism``: the question unchanged (the organism's questions already read
   ``Q:47+38+26=?\\n``);
 * ``r1_zero``: DeepSeek-R1-Zero's training template, ending in ``Assistant: <think>`` so the
@@ -29,8 +32,10 @@ R1_ZERO = (
     "User: {question}\nAssistant: <think>"
 )
 PLAIN = "Q: {question}\nA:"
+USER_ASSISTANT = "User: {question}\nAssistant:"
 
-TEMPLATES: dict[str, str] = {"plain": PLAIN, "identity": "{question}", "organism": "{question}", "r1_zero": R1_ZERO}
+TEMPLATES: dict[str, str] = {"plain": PLAIN, "user_assistant": USER_ASSISTANT, "identity": "{question}",
+                             "organism": "{question}", "r1_zero": R1_ZERO}
 
 
 def chat_prompt(question: str, tokenizer: Any, *, no_think: bool = False, system: str | None = None) -> str:

@@ -17,8 +17,9 @@ Modes (what the candidates are once the gate fires):
 Ablations: ABLATIONS are the paper's (``random_vector``: one Gaussian vector per category, fixed for
 the run (seeded), of that category vector's norm, bias kept; ``random_guardrail``: a uniformly random
 candidate of the sweep; ``bias_only``; ``random_category``: a uniformly random category per row and step;
-``no_guardrail``: the sweep's first coefficient, as hybrid_token.py does without its guardrail (in mode
-``unsteered_allowed``: the largest, as lens did)). EXTRA_ABLATIONS are lens's earlier ones
+``no_guardrail``: one fixed coefficient, ``no_guardrail_coefficient`` (default 0.5), as hybrid_token.py
+does without its guardrail: it steers with the first coefficient of its list, whose default is 0.5..1.0
+(in mode ``unsteered_allowed``: the largest, as lens did)). EXTRA_ABLATIONS are lens's earlier ones
 (``random_vector_per_step``: a fresh random vector each step, of the norm of category + bias, replacing both).
 """
 
@@ -36,6 +37,8 @@ ABLATIONS = ("none", "bias_only", "random_category", "random_vector", "random_gu
 EXTRA_ABLATIONS = ("random_vector_per_step",)
 ALL_ABLATIONS = ABLATIONS + EXTRA_ABLATIONS
 PAPER_COEFFICIENTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+#: hybrid_token.py's coefficient list starts at 0.5; without its guardrail it steers with that first one
+NO_GUARDRAIL_COEFFICIENT = 0.5
 PAPER_ANSWER_PROMPT = "\n\nFinal answer: "  # hybrid_eval.py's base-side transition out of the think region
 
 
@@ -71,7 +74,9 @@ class HybridConfig:
     read_site: str | None = None
     think_close: str | None = "</think>"
     answer_prompt: str = PAPER_ANSWER_PROMPT
+    no_guardrail_coefficient: float = NO_GUARDRAIL_COEFFICIENT
     names: list[str] = field(init=False)
+    no_guardrail_index: int = field(init=False)
     matrix: torch.Tensor = field(init=False)
     random_matrix: torch.Tensor = field(init=False)
 
@@ -88,6 +93,14 @@ class HybridConfig:
             raise LensError("the bias_only ablation needs a bias vector")
         if not self.coefficients:
             raise LensError("the hybrid needs at least one coefficient")
+        self.no_guardrail_index = len(self.coefficients) - 1
+        if self.ablation == "no_guardrail" and self.mode == "paper":
+            hits = [i for i, c in enumerate(self.coefficients) if abs(c - self.no_guardrail_coefficient) < 1e-9]
+            if not hits:
+                raise LensError(f"the no_guardrail ablation steers with coefficient {self.no_guardrail_coefficient}, "
+                                f"which is not in the coefficient sweep {list(self.coefficients)}; add it to the "
+                                "sweep or set no_guardrail_coefficient to one of them")
+            self.no_guardrail_index = hits[0]
         self.read_site = self.read_site or self.site
         self.names = list(self.categories)
         self.matrix = torch.stack([self.categories[n].float() for n in self.names])

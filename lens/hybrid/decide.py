@@ -52,7 +52,7 @@ def choose(
     the highest log-probability (ties: the earlier coefficient, as the paper's strict `>`); every gated
     row is steered. Mode unsteered_allowed: the unsteered token is a candidate too, placed first (so it
     wins ties). Ablations: random_guardrail takes a uniformly random steered candidate (one draw per row
-    at every gated step); no_guardrail takes the first coefficient's (mode paper) or the largest's.
+    at every gated step); no_guardrail takes `cfg.no_guardrail_coefficient`'s (mode paper) or the largest's.
     """
     steered = torch.stack(candidates, dim=-1)  # [batch, n_coef]
     paper = cfg.mode == "paper"
@@ -61,7 +61,7 @@ def choose(
     if cfg.ablation == "random_guardrail":
         pick = torch.randint(len(candidates), unsteered.shape, generator=gen) + off
     elif cfg.ablation == "no_guardrail":
-        pick = torch.full_like(unsteered, off if paper else len(candidates))
+        pick = torch.full_like(unsteered, cfg.no_guardrail_index if paper else len(candidates))
     else:
         pick = think_logprobs.gather(-1, tokens).argmax(-1)
     token = torch.where(gated, tokens.gather(-1, pick[:, None])[:, 0], unsteered)

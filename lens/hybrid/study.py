@@ -18,7 +18,7 @@ from ..directions import diff_of_means, one_vs_rest
 from ..errors import LensError
 from ..evaluation.metrics import accuracy, gap_recovered
 from ..models import Model
-from .config import ALL_ABLATIONS, PAPER_ANSWER_PROMPT, PAPER_COEFFICIENTS, HybridConfig
+from .config import ALL_ABLATIONS, NO_GUARDRAIL_COEFFICIENT, PAPER_ANSWER_PROMPT, PAPER_COEFFICIENTS, HybridConfig
 from .generate import hybrid_generate
 
 PAPER_12 = ("runs.none.fraction_steered: mode paper, where every gated step is steered (the paper's "
@@ -85,6 +85,7 @@ def run_study(
     unsteered_allowed: bool = True,
     think_close: str | None = "</think>",
     answer_prompt: str = PAPER_ANSWER_PROMPT,
+    no_guardrail_coefficient: float = NO_GUARDRAIL_COEFFICIENT,
 ) -> dict:
     """Accuracy of base, thinking and the hybrid (and each ablation), gap recovered, tokens steered.
 
@@ -94,11 +95,15 @@ def run_study(
     read for the selector (default `site`). thinking_prompts: the thinking model's own prompts for the same
     problems (default `prompts`): its greedy run and its side of the hybrid read them (`hybrid_generate`).
     think_close / answer_prompt: the reasoning phase of mode paper (`lens.hybrid.region`).
+    no_guardrail_coefficient: the fixed coefficient of the no_guardrail ablation (must be in `coefficients`).
     """
     t_prompts = list(prompts if thinking_prompts is None else thinking_prompts)
     if len(t_prompts) != len(prompts):
         raise LensError(f"{len(t_prompts)} thinking prompts for {len(prompts)} prompts")
     say = progress or (lambda _msg: None)
+    if "no_guardrail" in ablations:  # refuse a no_guardrail coefficient outside the sweep before any generation
+        HybridConfig(site, categories, coefficients=coefficients, ablation="no_guardrail",
+                     no_guardrail_coefficient=no_guardrail_coefficient)
 
     def score(texts: list[str]) -> list[float]:
         return [float(is_correct(i, t)) for i, t in enumerate(texts)]
@@ -108,6 +113,7 @@ def run_study(
     t_texts = [s.text for s in generate(thinking, t_prompts, max_new_tokens, batch_size=batch_size).samples]
     b, t = score(b_texts), score(t_texts)
     out = {"site": site, "read_site": read_site or site, "n": len(prompts), "coefficients": list(coefficients),
+           "no_guardrail_coefficient": no_guardrail_coefficient,
            "base": accuracy(b).as_dict(), "thinking": accuracy(t).as_dict(), "runs": {}}
     runs = [(ab, "paper", ab) for ab in ablations] + ([("unsteered_allowed", "unsteered_allowed", "none")]
                                                      if unsteered_allowed else [])
@@ -115,7 +121,8 @@ def run_study(
         say(f"hybrid ({name})")
         cfg = HybridConfig(site, categories, bias=bias, coefficients=coefficients, ablation=ab, seed=seed,
                            selector=selector, mode=mode, read_site=read_site, think_close=think_close,
-                           answer_prompt=answer_prompt)
+                           answer_prompt=answer_prompt,
+                           no_guardrail_coefficient=no_guardrail_coefficient)
         texts, steered, gated, use, region = [], 0.0, 0.0, {}, False
         n_tok = 0
         for i in range(0, len(prompts), batch_size):

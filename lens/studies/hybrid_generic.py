@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 from ..decoding.generate import generate
 from ..errors import LensError
-from ..hybrid.config import ALL_ABLATIONS, PAPER_COEFFICIENTS
+from ..hybrid.config import ALL_ABLATIONS, NO_GUARDRAIL_COEFFICIENT, PAPER_COEFFICIENTS
 from ..hybrid.study import category_vectors, run_study
 from ..models import Model
 from ..selection import SENTENCE_RE
@@ -53,6 +53,7 @@ def run(
     n_categories: int = 5,
     norm_frac: float = 0.5,
     coefficients: tuple[float, ...] = PAPER_COEFFICIENTS,
+    no_guardrail_coefficient: float = NO_GUARDRAIL_COEFFICIENT,
     ablations=ALL_ABLATIONS,
     max_new_tokens: int = 96,
     batch_size: int = 16,
@@ -107,7 +108,8 @@ def run(
     info.update(tinfo)
     out = run_study(base, thinking, prompts, is_correct, site, bias, cats, coefficients=coefficients,
                     ablations=ablations, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
-                    selector=pick, progress=say, thinking_prompts=t_prompts, read_site=read_site)
+                    selector=pick, progress=say, thinking_prompts=t_prompts, read_site=read_site,
+                    no_guardrail_coefficient=no_guardrail_coefficient)
     out["vectors"] = {**info, "norm_frac": norm_frac, "categories": list(cats), "selector": "taxonomy",
                       "n_traces": len(traces), "n_sentences": n_sent, "trace_prompts": where}
     return out

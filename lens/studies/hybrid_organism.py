@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..errors import LensError
-from ..hybrid.config import ALL_ABLATIONS, PAPER_COEFFICIENTS
+from ..hybrid.config import ALL_ABLATIONS, NO_GUARDRAIL_COEFFICIENT, PAPER_COEFFICIENTS
 from ..hybrid.study import category_vectors, run_study
 from ..models import Model
 from . import organism_inputs as O
@@ -85,6 +85,7 @@ def run(
     read_layer: int | None = None,
     norm_frac: float = 0.5,
     coefficients: tuple[float, ...] = PAPER_COEFFICIENTS,
+    no_guardrail_coefficient: float = NO_GUARDRAIL_COEFFICIENT,
     ablations=ALL_ABLATIONS,
     max_new_tokens: int = 100,
     selector: str = "taxonomy",
@@ -115,6 +116,7 @@ def run(
     prompts, answers = O.heldout(n)
     out = run_study(base, thinking, prompts, O.checker(answers), site, bias, cats, coefficients=coefficients,
                     ablations=ablations, max_new_tokens=max_new_tokens, selector=pick, progress=say,
-                    read_site=read_site, answer_prompt=ANSWER_PROMPT)
+                    read_site=read_site, answer_prompt=ANSWER_PROMPT,
+                    no_guardrail_coefficient=no_guardrail_coefficient)
     out["vectors"] = {**info, "norm_frac": norm_frac, "categories": list(cats), "selector": selector}
     return out
