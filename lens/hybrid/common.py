@@ -36,12 +36,21 @@ class HybridResult:
 
         In mode paper every gated step is steered (= `fraction_gated`, the paper's "12%" figure); in mode
         unsteered_allowed only the steps where a steered candidate beat the unsteered token."""
-        live = self._live()
-        return float((self.steered & live).sum() / live.sum().clamp(min=1))
+        return self.n_steered() / max(self.n_tokens(), 1)
 
     def fraction_gated(self) -> float:
-        live = self._live()
-        return float((self.gated & live).sum() / live.sum().clamp(min=1))
+        """Fraction of generated tokens (before EOS) where the gate fired."""
+        return self.n_gated() / max(self.n_tokens(), 1)
+
+    def n_tokens(self) -> int:
+        """Generated tokens before EOS, over all rows (the denominator of the fractions)."""
+        return int(self._live().sum())
+
+    def n_steered(self) -> int:
+        return int((self.steered & self._live()).sum())
+
+    def n_gated(self) -> int:
+        return int((self.gated & self._live()).sum())
 
     def category_use(self) -> dict[str, int]:
         live = self._live() & self.steered

@@ -123,17 +123,16 @@ def run_study(
                            selector=selector, mode=mode, read_site=read_site, think_close=think_close,
                            answer_prompt=answer_prompt,
                            no_guardrail_coefficient=no_guardrail_coefficient)
-        texts, steered, gated, use, region = [], 0.0, 0.0, {}, False
+        texts, steered, gated, use, region = [], 0, 0, {}, False
         n_tok = 0
         for i in range(0, len(prompts), batch_size):
             chunk = list(prompts[i : i + batch_size])
             res = hybrid_generate(base, thinking, chunk, cfg, max_new_tokens=max_new_tokens,
                                   thinking_prompts=t_prompts[i : i + batch_size])
             texts += res.texts
-            live = sum(res.lengths)
-            n_tok += live
-            steered += res.fraction_steered() * live
-            gated += res.fraction_gated() * live
+            n_tok += res.n_tokens()  # exact integer counts; the fractions are formed once, in float64
+            steered += res.n_steered()
+            gated += res.n_gated()
             region |= res.think_region
             for k, v in res.category_use().items():
                 use[k] = use.get(k, 0) + v
