@@ -32,7 +32,7 @@ import torch  # noqa: E402
 
 
 def _pair(what: str):
-    from lens.capture import capture
+    from lens.capture_memory import capture
     from lens.tiny import tiny_model
 
     m = tiny_model("llama", d_model=128)

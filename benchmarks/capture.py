@@ -20,7 +20,8 @@ import time
 
 import torch
 
-from lens.capture import capture
+from lens.capture_folder import capture_to_disk
+from lens.capture_memory import capture
 from lens.families import family_of
 from lens.models import Model
 
@@ -94,7 +95,7 @@ def capture_rows(model: Model, n_texts: int = 64, batch_size: int = 8, repeats: 
     def lens_disk(inputs):
         def run():
             with tempfile.TemporaryDirectory() as d:
-                capture(model, inputs, sites, "all", batch_size=batch_size, out=d, progress=False)
+                capture_to_disk(model, inputs, sites, "all", batch_size=batch_size, out=d, progress=False)
 
         return run
 
@@ -183,7 +184,8 @@ _MEM_CHILD = """
 import json, resource, sys, tempfile, torch
 sys.path.insert(0, {root!r})
 from benchmarks.capture import _texts
-from lens.capture import capture
+from lens.capture_memory import capture
+from lens.capture_folder import capture_to_disk
 from lens.families import family_of
 from lens import load_model
 from lens.tiny import tiny_model
@@ -192,7 +194,7 @@ model = tiny_model("llama", d_model=128) if spec == "tiny" else load_model(spec)
 sites = [f"blocks.{{i}}.hook_resid_post" for i in range(model.n_layers)]
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 with tempfile.TemporaryDirectory() as d:
-    capture(model, (t for t in _texts(n)), sites, "all", batch_size=8, out=d, shard_rows=4096, progress=False)
+    capture_to_disk(model, (t for t in _texts(n)), sites, "all", batch_size=8, out=d, shard_rows=4096, progress=False)
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({{"peak_mib": after / 1024, "growth_mib": (after - before) / 1024}}))
 """

@@ -33,13 +33,14 @@ import json, sys, time, torch
 torch.set_num_threads(1)
 from lens.distributed import barrier, init
 from lens.tiny import tiny_model
-from lens.capture import capture
+from lens.capture_memory import capture
+from lens.capture_folder import capture_to_disk
 r = init()
 model = tiny_model("llama", d_model=128)
 texts = [f"example {i}: " + "some words to read, " * (2 + i % 7) for i in range(int(sys.argv[2]))]
 barrier()
 t0 = time.perf_counter()
-capture(model, texts, [f"blocks.{i}.hook_resid_post" for i in range(4)], "all", batch_size=8, out=sys.argv[1],
+capture_to_disk(model, texts, [f"blocks.{i}.hook_resid_post" for i in range(4)], "all", batch_size=8, out=sys.argv[1],
         progress=False)
 barrier()
 if r.main:

@@ -5,7 +5,7 @@
 
 1. On `--model` (default the bundled organism) over `--texts` organism-style sums, every token of
    blocks.1.hook_resid_post, one epoch (total_rows = the rows of one pass, rounded down to whole batches):
-   - capture-then-train: `capture(..., out=DIR)` to disk, then `train_sae(DIR)`; time of both, and the
+   - capture-then-train: `capture_to_disk(..., out=DIR)` to disk, then `train_sae(DIR)`; time of both, and the
      bytes the capture folder holds;
    - streamed: `train_sae(model_source(model, texts, site))`: forwards feed the shuffling buffer, nothing
      written but the SAE.
@@ -70,14 +70,14 @@ def stream_vs_capture(model_spec: str, n_texts: int, work: Path) -> dict:
     import sae_lens.training.sae_trainer  # noqa: F401  imported before any clock starts
 
     import lens
-    from lens.capture import capture
+    from lens.capture_folder import capture_to_disk
     from saes.stream import model_source
     from saes.train import train_sae
 
     model = lens.load_model(model_spec)
     items = texts(n_texts)
     t0 = time.perf_counter()
-    folder = capture(model, items, [SITE], "all", batch_size=8, out=work / "cap", progress=False)
+    folder = capture_to_disk(model, items, [SITE], "all", batch_size=8, out=work / "cap", progress=False)
     t_capture = time.perf_counter() - t0
     cfg = cfg_for(folder.n_rows, model.d_model)
     t0 = time.perf_counter()

@@ -40,13 +40,13 @@ import torch  # noqa: E402
 
 def make_capture(out: Path, n_texts: int = 400, d_model: int = 128) -> Path:
     """Every token of organism-style texts through a tiny random Llama (d_model wide), layer 1."""
-    from lens.capture import capture
+    from lens.capture_folder import capture_to_disk
     from lens.tiny import tiny_model
 
     m = tiny_model("llama", d_model=d_model)
     texts = [f"Q:{a}+{b}+{a + 7}=?\n<think>{a}+{b}+{a + 7}={a + b}+{a + 7}={2 * a + b + 7}</think>A:{2 * a + b + 7}"
              for a in range(10, 10 + n_texts // 20) for b in range(10, 30)]
-    capture(m, texts, ["blocks.1.hook_resid_post"], "all", out=out, shard_rows=8192, progress=False)
+    capture_to_disk(m, texts, ["blocks.1.hook_resid_post"], "all", out=out, shard_rows=8192, progress=False)
     return out
 
 

@@ -10,7 +10,8 @@ import argparse
 import tempfile
 
 from lens import LensError, load_model
-from lens.capture import capture
+from lens.capture_folder import capture_to_disk
+from lens.capture_memory import capture
 from lens.tiny import tiny_model
 
 
@@ -35,7 +36,7 @@ def main() -> None:
         norms = [round(float(acts[s].norm(dim=-1).mean()), 3) for s in sites]
         print(f"select={select:12s} rows={len(acts):3d} start={acts.start.tolist()} mean norm per layer={norms}")
     out = args.out or tempfile.mkdtemp(prefix="lens-capture-")
-    folder = capture(model, texts * 50, sites, "all", out=out, shard_rows=500, progress=True)
+    folder = capture_to_disk(model, texts * 50, sites, "all", out=out, shard_rows=500, progress=True)
     print("on disk:", folder.summary())
 
 

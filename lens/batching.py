@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from jaxtyping import Int
 
 from .errors import LensError
-from .models import Model
+
+if TYPE_CHECKING:
+    from .models import Model
 
 
 @dataclass

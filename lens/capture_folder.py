@@ -25,17 +25,18 @@ import torch
 from jaxtyping import Float
 
 from .artifacts import base_metadata, load_tensors, read_json, save_tensors, write_json
-from .capture import (
+from .batching import TOO_LONG
+from .capture_memory import (
     META_KEYS,
     Activations,
-    _batches,
-    _progress,
+    ProgressBar,
+    batches,
     capture_batch,
     capture_every,
     examples_hash,
     reading,
 )
-from .errors import LensError
+from .errors import LensError, check_number
 from .models import Model
 from .outliers import NormOutliers
 from .outputs import LOCK_NAME, check_output, is_own, writer_lock
@@ -353,7 +354,7 @@ def _stream(model: Model, inputs: Iterable, sites: list[Site], select: Selection
     out.mkdir(parents=True, exist_ok=True)
     write_json(mpath, manifest)
 
-    bar = _progress(progress, total, initial=manifest["n_examples_done"])
+    bar = ProgressBar(progress, total, initial=manifest["n_examples_done"])
     pending: list[Activations] = []
     pending_rows = 0
     ex_pending: list[Example] = []
@@ -388,7 +389,7 @@ def _stream(model: Model, inputs: Iterable, sites: list[Site], select: Selection
 
     start = index_offset + manifest["n_examples_done"]  # example numbers are global in a data-parallel part
     if isinstance(select, AllTokens):  # every token: groups of batches straight into preallocated rows
-        for k, group in enumerate(_batches(examples, batch_size * 8)):
+        for k, group in enumerate(batches(examples, batch_size * 8)):
             part = capture_every(model, group, sites, batch_size, dtype, padding_side, bar, start + k * batch_size * 8,
                                  pin=False, too_long=too_long)  # parts wait for the disk: no page-locked memory
             pending.append(part)
@@ -398,7 +399,7 @@ def _stream(model: Model, inputs: Iterable, sites: list[Site], select: Selection
                 flush()
     else:
         with reading(model, sites) as state:
-            for k, chunk in enumerate(_batches(examples, batch_size)):
+            for k, chunk in enumerate(batches(examples, batch_size)):
                 t0 = time.perf_counter()
                 part = capture_batch(model, chunk, sites, select, start + k * batch_size, dtype, padding_side, state,
                                      too_long=too_long)
@@ -503,8 +504,50 @@ def _merge_parts(out: Path, new: dict, inputs_hash: str, world: int) -> None:
     write_json(out / "manifest.json", manifest)
 
 
+def capture_to_disk(
+    model: Model,
+    inputs: Iterable,
+    sites: Iterable[str | Site] | str | Site,
+    select: Selection | str = "all",
+    *,
+    out: str | Path,
+    batch_size: int = 8,
+    dtype: torch.dtype | str = torch.float32,
+    padding_side: str = "right",
+    shard_rows: int = 65536,
+    progress: bool = True,
+    total: int | None = None,
+    overwrite: bool = False,
+    too_long: str = "error",
+) -> CaptureFolder:
+    """Capture `sites` at the tokens `select` picks into the folder `out`, shard by shard.
+
+    The same rows as `lens.capture` (inputs, sites, selection as there), streamed to disk: memory bounded by
+    `shard_rows`; a partial capture of the same inputs resumes; under torchrun / accelerate launch each rank
+    captures its share into the one folder. A folder holding a capture of other inputs, sites or model is
+    replaced only with `overwrite=True`; a folder of other files, or a plain file, is refused.
+    """
+    from .capture_memory import check_sites
+    from .distributed import ranks
+    from .selection import parse_select
+
+    check_number("batch_size", batch_size, 1, integer=True)
+    check_number("shard_rows", shard_rows, 1, integer=True)
+    if too_long not in TOO_LONG:
+        raise LensError(f"too_long must be one of {', '.join(TOO_LONG)}, got {too_long!r}")
+    site_list = check_sites(model, sites)
+    select = parse_select(select)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    kw = dict(batch_size=batch_size, dtype=dtype, padding_side=padding_side, shard_rows=shard_rows,
+              progress=progress, overwrite=overwrite, too_long=too_long)
+    if ranks().parallel:  # under torchrun / accelerate launch: each rank its share, one folder
+        return parallel_capture(model, inputs, site_list, select, Path(out), **kw)
+    return stream_capture(model, inputs, site_list, select, Path(out), total=total, **kw)
+
+
 def open_capture(path: str | Path) -> CaptureFolder:
-    """Open a capture folder written by `capture(..., out=path)`."""
+    """Open a capture folder written by `capture_to_disk` or `lens capture`."""
     return CaptureFolder(path)
 
 

@@ -7,7 +7,7 @@ test on it): give the dotted path to
 the list of decoder layers and, relative to one layer, the modules whose outputs are the attention and
 MLP contributions that are added to the residual stream.
 
-Capture runs right-padded batches without a padding mask when `Model.causal` holds (lens/capture.py
+Capture runs right-padded batches without a padding mask when `Model.causal` holds (lens/capture_memory.py
 `_forward`): that property reads the config switches HF has for bidirectional attention
 (`use_bidirectional_attention`, `is_causal=False`) and the decoder layers' modules' `is_causal`; a new family
 with another such switch adds it there.

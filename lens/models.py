@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from jaxtyping import Float
 
 from .errors import LensError
 from .families import family_of
@@ -58,6 +59,32 @@ class Model:
             self.fingerprint = weights_fingerprint(self.hf)
         if self.tokenizer is not None and self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    def __call__(self, inputs: str | list | torch.Tensor, *, batch_size: int = 8,
+                 ) -> Float[torch.Tensor, "tokens vocab"] | list[Float[torch.Tensor, "tokens vocab"]]:
+        """Logits of the model on a text or a token-id sequence ([tokens, vocab]), or on a list of them (one
+        tensor per input, unpadded). Texts are tokenised as everywhere in lens (special tokens added once);
+        token ids are read as given. Lists run in right-padded batches with absolute positions (equal to one
+        forward per input up to float rounding). No gradient; logits in float32 on the CPU. For activations
+        from the same forward, `lens.run`."""
+        from .batching import fit_context, pad, token_rows
+
+        single = isinstance(inputs, str) or (isinstance(inputs, torch.Tensor) and inputs.dim() == 1) or (
+            isinstance(inputs, (list, tuple)) and len(inputs) > 0 and isinstance(inputs[0], int))
+        items = [inputs] if single else list(inputs)
+        if not items:
+            raise LensError("no inputs: give a text, a token-id sequence, or a list of them")
+        items = [x if isinstance(x, str) else tuple(int(t) for t in x) for x in items]
+        out: list[torch.Tensor] = []
+        for k in range(0, len(items), batch_size):
+            ids, offsets = token_rows(self, items[k : k + batch_size], offsets=False)
+            fit_context(self, ids, offsets, "error", k)
+            b = pad(self, ids, offsets, "right")
+            with torch.no_grad():
+                logits = self.hf(input_ids=b.input_ids.to(self.device), attention_mask=b.attention_mask.to(self.device),
+                                 position_ids=b.position_ids.to(self.device), use_cache=False).logits
+            out += [logits[i, :n].float().cpu() for i, n in enumerate(b.lengths)]
+        return out[0] if single else out
 
     @classmethod
     def from_hf(cls, hf: Any, tokenizer: Any, spec: str = "object") -> Model:

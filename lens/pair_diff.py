@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import torch
 
-from .capture import capture
+from .capture_memory import capture
 from .errors import LensError
 from .families import family_of
 from .models import Model

@@ -48,7 +48,7 @@ def sae_on_texts(model, texts: Sequence[str], layer: int, cfg: TrainConfig = REP
     The record: ``kind`` "trained", ``path``, ``site``, ``layer``, ``cached`` (found, not trained now),
     ``config`` (the TrainConfig), ``texts`` (count, tokens, hash, `describe`).
     """
-    from lens.capture import capture
+    from lens.capture_folder import capture_to_disk
 
     from .evals import evaluate
     from .train import train_sae
@@ -65,7 +65,7 @@ def sae_on_texts(model, texts: Sequence[str], layer: int, cfg: TrainConfig = REP
         d = None
     if d is None or not trained:
         say(f"training an SAE at {site} on {len(texts)} texts (cached in {out})")
-        folder = capture(model, texts, [site], SELECT, batch_size=32, out=out / "capture", progress=False)
+        folder = capture_to_disk(model, texts, [site], SELECT, batch_size=32, out=out / "capture", progress=False)
         n_rows = folder.n_rows
         res = train_sae(folder, out / "sae", cfg, site=site, model=model.facts(), progress=False)
         d = load_sae(res.path, model, site)

@@ -48,12 +48,12 @@ def train_on_texts(model, texts: Sequence[str], site: str, out: Path, cfg: Train
 
     The spliced CE/KL evals run on `eval_texts` (default: the first 256 texts).
     """
-    from lens.capture import capture
+    from lens.capture_folder import capture_to_disk
 
     from .evals import evaluate
     from .train import train_sae
 
-    folder = capture(model, list(texts), [site], select, batch_size=64, out=out / "capture", progress=progress)
+    folder = capture_to_disk(model, list(texts), [site], select, batch_size=64, out=out / "capture", progress=progress)
     res = train_sae(folder, out / "sae", cfg, site=site, model=model.facts(), progress=progress)
     d = load_sae(res.path, model, site)
     if not d.meta.get("evals"):

@@ -243,7 +243,7 @@ class Ranking:
 
 
 def _iter_rows(cond, site: str | None, batch_rows: int) -> Iterator[torch.Tensor]:
-    from lens.capture import Activations
+    from lens.capture_memory import Activations
 
     if isinstance(cond, Activations):
         t = cond[site] if site else next(iter(cond.acts.values()))
@@ -331,7 +331,7 @@ def rank_features(
 def prompt_rows(model, prompts: Sequence[str], site: str, select: str = "last_prompt",
                 batch_size: int = 16) -> Iterator[torch.Tensor]:
     """Rows at `site` for `prompts` (selection `select`), one forward batch at a time (bounded memory)."""
-    from lens.capture import capture
+    from lens.capture_memory import capture
 
     prompts = list(prompts)
     if not prompts:
@@ -348,7 +348,7 @@ def texts_rows(model, texts: Sequence, site: str, select: str, batch_size: int =
 
     too_long: an input longer than the model's context raises ("error") or is cut ("truncate"), as in capture.
     """
-    from lens.capture import capture
+    from lens.capture_memory import capture
 
     texts = list(texts)
     for i in range(0, len(texts), batch_size):

@@ -45,7 +45,7 @@ def _reopener(inputs) -> tuple[Callable[[], Iterable], str]:
 
 def _inputs_hash(reopen: Callable[[], Iterable]) -> str:
     """sha256 over the inputs as lens reads them (texts, prompt splits, spans, token ids)."""
-    from lens.capture import examples_hash
+    from lens.capture_memory import examples_hash
     from lens.selection import to_examples
 
     return examples_hash(to_examples(reopen())).hexdigest()
@@ -60,12 +60,12 @@ def model_source(model, inputs, site: str, select="all", *, batch_size: int = 8,
     batch_size: inputs per forward pass. The description names the model's fingerprint, the selection,
     dtype and the inputs' hash: equal descriptions mean equal rows.
     """
-    from lens.capture import _check_sites, capture_batch, reading
+    from lens.capture_memory import capture_batch, check_sites, reading
     from lens.selection import parse_select, to_examples
 
     check_number("batch_size", batch_size, 1, integer=True)
     reopen, what = _reopener(inputs)
-    (parsed,) = _check_sites(model, [site])
+    (parsed,) = check_sites(model, [site])
     sel = parse_select(select)
     digest = _inputs_hash(reopen)
     if digest == hashlib.sha256().hexdigest():

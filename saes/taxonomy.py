@@ -1,7 +1,7 @@
 """Sentence taxonomy of thinking traces with a tiny TopK SAE (Venhoff et al., arXiv 2510.07364).
 
 1. Each sentence (here: each labelled step span of a trace, or any sentence selection) becomes
-   the mean residual at the SAE site over its tokens (`lens.capture`, selection "spans").
+   the mean residual at the SAE site over its tokens (`lens.capture_memory`, selection "spans").
 2. The vectors are centred (minus their mean) and L2-normalised.
 3. A TopK SAE with one latent per category (`n_categories`, k = 1 or 3) is trained on them
    (`train_sae`, sae_lens's TopK training SAE).
@@ -119,7 +119,7 @@ def purity(categories: Sequence[int], labels: Sequence[str]) -> dict:
 
 def span_vectors(model, traces: Sequence[dict], site: str, batch_size: int = 32):
     """Sentence vectors for labelled step spans of traces: (rows [n, d], labels, texts)."""
-    from lens.capture import capture
+    from lens.capture_memory import capture
 
     traces = list(traces)
     acts = capture(model, traces, [site], "spans", batch_size=batch_size, progress=False)

@@ -431,7 +431,7 @@ CASES = [
     ("organism-eval-model-dir-missing", ["organism", "eval", "--model-dir", "{WS}/no-organism"], "does not exist"),
     ("organism-on-a-device", ["--device", "cpu", "organism", "eval"], "on the CPU"),
     # --- lens reproduce ---
-    ("reproduce-n-negative", ["reproduce", "--out", "{OUT}", "--n", "-1"], "--n must be a positive integer, got -1"),
+    ("reproduce-n-negative", ["reproduce", "--out", "{OUT}", "--n", "-1"], "--n/--problems must be a positive integer, got -1"),
     ("reproduce-samples-0", ["reproduce", "--out", "{OUT}", "--samples", "0"], "--samples"),
     ("reproduce-k-0", ["reproduce", "--out", "{OUT}", "--k", "0"], "--k"),
     ("reproduce-cot-n-0", ["reproduce", "--out", "{OUT}", "--cot-n", "0"], "--cot-n"),
@@ -525,7 +525,7 @@ def test_too_long_truncate_keeps_the_first_tokens(ws, monkeypatch, capsys):
 
 def test_library_callers_get_the_same_checks(tiny):
     """The checks live in the library too: TrainConfig, Example.of, capture(too_long=...)."""
-    from lens.capture import capture
+    from lens.capture_memory import capture
     from lens.errors import LensError
     from lens.selection import Example
     from saes.config import TrainConfig

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from lens import LensError
-from lens.capture import capture
-from lens.capture_folder import open_capture
+from lens.capture_folder import capture_to_disk, open_capture
+from lens.capture_memory import capture
 from lens.selection import Example, parse_select
 
 TEXTS = [
@@ -86,7 +86,8 @@ def test_streamed_capture_equals_in_memory_and_is_described(tiny, tmp_path):
     model = tiny("qwen2")
     texts = TEXTS * 5
     mem = capture(model, texts, SITES, "last:2", batch_size=3, progress=False)
-    folder = capture(model, texts, SITES, "last:2", batch_size=3, out=tmp_path / "cap", shard_rows=7, progress=False)
+    folder = capture_to_disk(model, texts, SITES, "last:2", batch_size=3, out=tmp_path / "cap", shard_rows=7,
+                             progress=False)
     assert len(folder.manifest["shards"]) > 2 and folder.complete
     for s in SITES:
         torch.testing.assert_close(folder[s], mem[s])
@@ -97,17 +98,17 @@ def test_streamed_capture_equals_in_memory_and_is_described(tiny, tmp_path):
     assert [b.shape[0] for b in streamed] == [5] * 8
     torch.testing.assert_close(torch.cat(streamed), mem[SITES[0]])
     # the same call again is a no-op that returns the folder; other inputs are refused
-    again = capture(model, texts, SITES, "last:2", out=tmp_path / "cap", progress=False)
+    again = capture_to_disk(model, texts, SITES, "last:2", out=tmp_path / "cap", progress=False)
     assert again.n_rows == len(mem)
     with pytest.raises(LensError, match="other inputs"):
-        capture(model, list(reversed(texts)), SITES, "last:2", out=tmp_path / "cap", progress=False)
+        capture_to_disk(model, list(reversed(texts)), SITES, "last:2", out=tmp_path / "cap", progress=False)
     with pytest.raises(LensError, match="other select"):
-        capture(model, texts, SITES, "all", out=tmp_path / "cap", progress=False)
+        capture_to_disk(model, texts, SITES, "all", out=tmp_path / "cap", progress=False)
 
 
 def test_corrupt_shard_and_manifest_give_clear_errors(tiny, tmp_path):
     model = tiny("llama")
-    folder = capture(model, TEXTS, SITES, out=tmp_path / "c", progress=False)
+    folder = capture_to_disk(model, TEXTS, SITES, out=tmp_path / "c", progress=False)
     shard = tmp_path / "c" / folder.manifest["shards"][0]["file"]
     shard.write_bytes(shard.read_bytes()[:100])
     with pytest.raises(LensError, match="corrupt or truncated|truncated or changed"):
@@ -122,7 +123,8 @@ import os, sys, time
 os.environ["HF_HUB_OFFLINE"] = "1"
 import torch
 from lens.tiny import tiny_model
-from lens.capture import capture
+from lens.capture_memory import capture
+from lens.capture_folder import capture_to_disk
 model = tiny_model("llama")
 texts = [f"example number {i} with some text" for i in range(400)]
 def slow():
@@ -130,7 +132,7 @@ def slow():
         if i >= 40:
             time.sleep(0.05)  # give the parent time to kill us mid-capture
         yield t
-capture(model, slow(), ["blocks.1.hook_resid_post"], "last:2", batch_size=4, shard_rows=8,
+capture_to_disk(model, slow(), ["blocks.1.hook_resid_post"], "last:2", batch_size=4, shard_rows=8,
         out=sys.argv[1], progress=False)
 """
 
@@ -154,7 +156,7 @@ def test_killed_capture_resumes_without_lost_or_duplicated_rows(tiny, tmp_path):
 
     model = tiny_model("llama")  # same seed, same weights as the child's
     texts = [f"example number {i} with some text" for i in range(400)]
-    folder = capture(model, texts, ["blocks.1.hook_resid_post"], "last:2", batch_size=4, shard_rows=8, out=out,
+    folder = capture_to_disk(model, texts, ["blocks.1.hook_resid_post"], "last:2", batch_size=4, shard_rows=8, out=out,
                      progress=False)
     assert folder.complete and folder.n_rows == 800
     acts = folder.load()
@@ -177,7 +179,8 @@ def test_token_id_inputs_equal_text_inputs_and_mix_in_a_batch(tiny, tmp_path, si
             assert torch.equal(got[s], text[s])
         assert torch.equal(got.token_id, text.token_id) and torch.equal(got.start, text.start)
     # the general per-batch path (streamed to disk, and a token selection) reads the same rows
-    folder = capture(model, mixed, SITES, "all", batch_size=3, padding_side=side, out=tmp_path / "c", progress=False)
+    folder = capture_to_disk(model, mixed, SITES, "all", batch_size=3, padding_side=side, out=tmp_path / "c",
+                             progress=False)
     last = capture(model, mixed, SITES, "positions:0,-1", batch_size=3, padding_side=side, progress=False)
     ends = torch.tensor([0, len(ids[0]) - 1])
     for s in SITES:
@@ -203,7 +206,8 @@ def test_streamed_every_token_capture_spans_groups_and_shards(tiny, tmp_path):
     model = tiny("llama")
     texts = TEXTS * 10  # 40 inputs: groups of 8 batches of 1, a shard per group
     mem = capture(model, texts, SITES, "all", batch_size=3, progress=False)
-    folder = capture(model, texts, SITES, "all", batch_size=1, out=tmp_path / "c", shard_rows=50, progress=False)
+    folder = capture_to_disk(model, texts, SITES, "all", batch_size=1, out=tmp_path / "c", shard_rows=50,
+                             progress=False)
     assert len(folder.manifest["shards"]) > 3 and folder.n_rows == len(mem)
     for s in SITES:
         torch.testing.assert_close(folder[s], mem[s], atol=1e-5, rtol=1e-5)
@@ -236,7 +240,7 @@ def test_inputs_generated_lazily_by_the_same_model_are_untouched(tiny, tmp_path,
                     SITES, select, batch_size=2, progress=False)
     for s in SITES:
         torch.testing.assert_close(lazy[s], eager[s])
-    folder = capture(model, produce(), SITES, select, batch_size=2, out=tmp_path / "c", progress=False)
+    folder = capture_to_disk(model, produce(), SITES, select, batch_size=2, out=tmp_path / "c", progress=False)
     for s in SITES:
         torch.testing.assert_close(folder[s], eager[s], atol=1e-5, rtol=1e-5)
 
@@ -252,10 +256,12 @@ def test_nan_in_activations_names_the_site_and_input(tmp_path, select, to_disk):
     with torch.no_grad():
         m.hf.get_input_embeddings().weight[z] = float("nan")
     texts = ["ab", "cd", "xyz", "ef"]
-    out = tmp_path / "c" if to_disk else None
+    sites = ["blocks.0.hook_resid_post", "blocks.2.hook_resid_post"]
     with pytest.raises(LensError, match=r"NaN or inf in blocks\.0\.hook_resid_post for input(s)? 2"):
-        capture(m, texts, ["blocks.0.hook_resid_post", "blocks.2.hook_resid_post"], select, out=out,
-                batch_size=2, progress=False)
+        if to_disk:
+            capture_to_disk(m, texts, sites, select, out=tmp_path / "c", batch_size=2, progress=False)
+        else:
+            capture(m, texts, sites, select, batch_size=2, progress=False)
     acts = capture(m, ["ab", "cd"], "blocks.2.hook_resid_post", select, progress=False)  # clean inputs pass
     assert torch.isfinite(acts["blocks.2.hook_resid_post"]).all()
 

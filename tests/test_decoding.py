@@ -174,7 +174,7 @@ def test_aggregate_and_reasoning_summary(llama):
 
 
 def test_generated_sequences_capture_exactly_what_the_model_read(llama):
-    from lens.capture import capture
+    from lens.capture_memory import capture
 
     gen = generate(llama, PROMPTS, max_new_tokens=6, eos_token_id=-1)
     seqs = gen.sequences()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lens import LensError
-from lens.capture import capture
+from lens.capture_memory import capture
 from lens.directions import auroc, diff_of_means, load_direction, one_vs_rest, pca_of_differences
 from lens.directions.separability import separability_by_layer
 

@@ -24,7 +24,8 @@ _JOB = """
 import sys, time, torch
 torch.set_num_threads(1)
 from lens.tiny import tiny_model
-from lens.capture import capture
+from lens.capture_memory import capture
+from lens.capture_folder import capture_to_disk
 texts = [f"example number {i} with some text. " * (1 + i % 3) for i in range(150)]
 model = tiny_model("llama")
 if len(sys.argv) > 3:  # slow every forward down, so the job can be killed midway
@@ -32,7 +33,7 @@ if len(sys.argv) > 3:  # slow every forward down, so the job can be killed midwa
 def items():
     for i, t in enumerate(texts):
         yield t
-capture(model, items(), ["blocks.1.hook_resid_post", "blocks.3.hook_resid_post"], sys.argv[2],
+capture_to_disk(model, items(), ["blocks.1.hook_resid_post", "blocks.3.hook_resid_post"], sys.argv[2],
         batch_size=4, shard_rows=40, out=sys.argv[1], progress=False)
 print("DONE")
 """

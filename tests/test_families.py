@@ -11,7 +11,7 @@ padding mask; GPT-2 logs no missing-mask warning; the Gemma 3 multimodal wrapper
 import pytest
 import torch
 
-from lens.capture import capture
+from lens.capture_memory import capture
 from lens.models import Model
 from lens.tiny import char_tokenizer
 
@@ -110,7 +110,7 @@ def test_padded_capture_equals_unpadded_rows_per_family(family, side):
     """Left padding passes per-row positions; right padding one broadcast row of positions: both give
     each text's unpadded values, also past a sliding window of 8 (Mistral, Gemma 2/3 local layers)."""
     model = _windowed(family)
-    assert model.causal  # so right-padded batches run without a padding mask (lens/capture.py _forward)
+    assert model.causal  # so right-padded batches run without a padding mask (lens/capture_memory.py _forward)
     texts = [TEXT[0], "Q:1+2=?\nA:3", TEXT[0] + " and more tokens past the window"]
     _assert_padded_equals_alone(model, texts, ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"], side)
 

@@ -198,7 +198,7 @@ def test_cli_sae_train_info_and_find_feature(tiny, tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from lens.capture import capture
+    from lens.capture_folder import capture_to_disk
     from lens.cli.find_feature_cmd import find_feature_cmd
     from lens.cli.sae_cmd import app as sae_app
 
@@ -207,7 +207,7 @@ def test_cli_sae_train_info_and_find_feature(tiny, tmp_path):
     m.hf.save_pretrained(folder)
     m.tokenizer.save_pretrained(folder)
     texts = [f"Q:{a}+{b}=?\nA:{a + b}" for a in range(10, 30) for b in range(10, 13)]
-    capture(m, texts, ["blocks.1.hook_resid_post"], "all", out=tmp_path / "cap", progress=False)
+    capture_to_disk(m, texts, ["blocks.1.hook_resid_post"], "all", out=tmp_path / "cap", progress=False)
     app = typer.Typer()
     app.command("find-feature")(find_feature_cmd)
     app.add_typer(sae_app, name="sae")

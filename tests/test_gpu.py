@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from lens import load_model
-from lens.capture import capture
+from lens.capture_folder import capture_to_disk
+from lens.capture_memory import capture
 from lens.hybrid import HybridConfig, hybrid_generate, hybrid_generate_reference
 from lens.interventions import Intervention, Where, steer
 from lens.tiny import tiny_model
@@ -67,7 +68,7 @@ def test_streamed_gpu_capture_equals_in_memory(cpu_model, tmp_path):
     gpu = _on(cpu_model, "cuda")
     texts = TEXTS * 7  # several groups of batches, several shards
     mem = capture(gpu, texts, SITES, progress=False, batch_size=2)
-    folder = capture(gpu, texts, SITES, progress=False, batch_size=2, out=tmp_path / "c", shard_rows=40)
+    folder = capture_to_disk(gpu, texts, SITES, progress=False, batch_size=2, out=tmp_path / "c", shard_rows=40)
     for s in SITES:
         torch.testing.assert_close(folder[s], mem[s], atol=0, rtol=0)
 

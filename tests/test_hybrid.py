@@ -61,7 +61,7 @@ def test_paper_sweep_and_separate_read_site_equal_reference(pair):
 
     hybrid_generate(base, thinking, PROMPTS[:1], _cfg(base, selector=selector, read_site="blocks.0.hook_resid_post",
                                                       gate="kl", kl_threshold=0.0), max_new_tokens=1)
-    from lens.capture import capture
+    from lens.capture_memory import capture
 
     read = "blocks.0.hook_resid_post"
     want = capture(thinking, PROMPTS[:1], read, "last", progress=False)[read]

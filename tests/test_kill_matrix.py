@@ -46,9 +46,10 @@ _CAPTURE = _KILL_HOOK + """
 import torch
 torch.set_num_threads(1)
 from lens.tiny import tiny_model
-from lens.capture import capture
+from lens.capture_memory import capture
+from lens.capture_folder import capture_to_disk
 texts = [f"example number {i} with some text" for i in range(120)]
-capture(tiny_model("llama"), texts, ["blocks.1.hook_resid_post"], "last:2", batch_size=4, shard_rows=8,
+capture_to_disk(tiny_model("llama"), texts, ["blocks.1.hook_resid_post"], "last:2", batch_size=4, shard_rows=8,
         out=sys.argv[1], progress=False)
 """
 

@@ -56,7 +56,7 @@ def test_smollm2_gguf_knows_paris(smollm2):
 def test_device_map_with_offloaded_layers_reads_and_steers_the_same(tmp_path):
     """Layers placed by accelerate (two offloaded to disk, loaded at forward time): same fingerprint,
     same captured residuals, same steered generation as the model held in memory."""
-    from lens.capture import capture
+    from lens.capture_memory import capture
     from lens.interventions import Intervention, Where, steer
 
     m = tiny_model("llama", d_model=64)

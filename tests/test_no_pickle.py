@@ -357,11 +357,10 @@ def test_bundled_organism_still_loads():
 # ---- capture folders and directions --------------------------------------------------------------------------
 
 def test_capture_folder_files_replaced_by_a_pickle_are_refused(tiny, evil, tmp_path):
-    from lens.capture import capture
-    from lens.capture_folder import open_capture
+    from lens.capture_folder import capture_to_disk, open_capture
 
     site = "blocks.1.hook_resid_post"
-    folder = capture(tiny("llama"), ["a short text", "another one"], [site], out=tmp_path / "c", progress=False)
+    folder = capture_to_disk(tiny("llama"), ["a short text", "another one"], [site], out=tmp_path / "c", progress=False)
     shard = tmp_path / "c" / folder.manifest["shards"][0]["file"]
     evil.plant(shard)
     evil.refused(lambda: open_capture(tmp_path / "c").load())

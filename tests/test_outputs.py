@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from lens import LensError
-from lens.capture import capture
-from lens.capture_folder import open_capture
+from lens.capture_folder import capture_to_disk, open_capture
+from lens.capture_memory import capture
 from lens.directions import Direction, load_direction
 from lens.outputs import atomic_folder, check_output, writer_lock
 from saes.config import TrainConfig
@@ -35,7 +35,7 @@ def _tree(root):
 
 @pytest.fixture
 def cap(tiny, tmp_path):
-    return capture(tiny("llama"), TEXTS, [SITE], "all", out=tmp_path / "cap", progress=False)
+    return capture_to_disk(tiny("llama"), TEXTS, [SITE], "all", out=tmp_path / "cap", progress=False)
 
 
 def test_sae_train_refuses_paths_it_would_destroy(cap, tmp_path):
@@ -72,7 +72,7 @@ def test_second_writer_is_refused_with_the_holder(tiny, cap, tmp_path):
     out = tmp_path / "busy"
     with writer_lock(out, "capture"):
         with pytest.raises(LensError, match=f"pid {os.getpid()}"):
-            capture(tiny("llama"), TEXTS, [SITE], "all", out=out, progress=False)
+            capture_to_disk(tiny("llama"), TEXTS, [SITE], "all", out=out, progress=False)
         with pytest.raises(LensError, match="another lens process"):
             train_sae(cap, out, CFG, progress=False)
     assert not out.exists()  # the lock's folder goes when nothing was written
@@ -82,8 +82,8 @@ def test_capture_of_other_inputs_needs_overwrite_and_keeps_user_files(tiny, cap,
     model = tiny("llama")
     (cap.path / "mine.txt").write_text("keep")
     with pytest.raises(LensError, match="--overwrite"):
-        capture(model, TEXTS[::-1], [SITE], "all", out=cap.path, progress=False)
-    new = capture(model, TEXTS[::-1], [SITE], "all", out=cap.path, progress=False, overwrite=True)
+        capture_to_disk(model, TEXTS[::-1], [SITE], "all", out=cap.path, progress=False)
+    new = capture_to_disk(model, TEXTS[::-1], [SITE], "all", out=cap.path, progress=False, overwrite=True)
     ref = capture(model, TEXTS[::-1], [SITE], "all", progress=False)
     assert torch.equal(new[SITE], ref[SITE])
     assert (cap.path / "mine.txt").read_text() == "keep"
@@ -91,16 +91,16 @@ def test_capture_of_other_inputs_needs_overwrite_and_keeps_user_files(tiny, cap,
     user.mkdir()
     (user / "a.txt").write_text("x")
     with pytest.raises(LensError, match="folder of other files"):
-        capture(model, TEXTS, [SITE], "all", out=user, progress=False, overwrite=True)
+        capture_to_disk(model, TEXTS, [SITE], "all", out=user, progress=False, overwrite=True)
 
 
 def test_damaged_shards_are_found_and_recaptured(tiny, tmp_path):
     model = tiny("llama")
     kw = dict(batch_size=4, shard_rows=16, progress=False)
-    ref = capture(model, TEXTS, [SITE], "last:2", out=tmp_path / "ref", **kw)
+    ref = capture_to_disk(model, TEXTS, [SITE], "last:2", out=tmp_path / "ref", **kw)
     for damage in ("delete", "truncate", "flip"):
         out = tmp_path / damage
-        folder = capture(model, TEXTS, [SITE], "last:2", out=out, **kw)
+        folder = capture_to_disk(model, TEXTS, [SITE], "last:2", out=out, **kw)
         assert len(folder.manifest["shards"]) >= 3
         f = out / folder.manifest["shards"][1]["file"]
         data = f.read_bytes()
@@ -112,7 +112,7 @@ def test_damaged_shards_are_found_and_recaptured(tiny, tmp_path):
             f.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
         with pytest.raises(LensError, match="damaged"):
             open_capture(out).summary(verify=True)
-        again = capture(model, TEXTS, [SITE], "last:2", out=out, **kw)  # resume re-checks and recaptures
+        again = capture_to_disk(model, TEXTS, [SITE], "last:2", out=out, **kw)  # resume re-checks and recaptures
         assert again.complete and again.summary(verify=True)["rows"] == ref.n_rows
         assert torch.equal(again[SITE], ref[SITE]) and torch.equal(again.load().example, ref.load().example)
 
@@ -158,7 +158,7 @@ def test_atomic_folder_leaves_old_or_new_never_neither(tmp_path):
 def test_files_follow_the_umask(tiny, tmp_path):
     old = os.umask(0o022)
     try:
-        cap = capture(tiny("llama"), TEXTS, [SITE], "all", out=tmp_path / "cap", progress=False)
+        cap = capture_to_disk(tiny("llama"), TEXTS, [SITE], "all", out=tmp_path / "cap", progress=False)
         train_sae(cap, tmp_path / "sae", CFG, progress=False)
         d = Direction(torch.randn(8), SITE, {}, "m")
         d.save(tmp_path / "d")

@@ -25,13 +25,13 @@ SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=list(H
 @pytest.fixture(scope="module")
 def valid(tiny, tmp_path_factory):
     """One valid artifact of each kind, copied fresh for every example."""
-    from lens.capture import capture
+    from lens.capture_folder import capture_to_disk
     from saes.config import TrainConfig
     from saes.train import train_sae
 
     root = tmp_path_factory.mktemp("valid")
     model = tiny("llama")
-    cap = capture(model, [f"text {i} here" for i in range(12)], [SITE], "last:2", out=root / "capture",
+    cap = capture_to_disk(model, [f"text {i} here" for i in range(12)], [SITE], "last:2", out=root / "capture",
                   shard_rows=8, progress=False)
     Direction(torch.randn(64), SITE, model.facts(), "diff_of_means", name="r").save(root / "direction")
     save_interventions(root / "spec", [Intervention(SITE, torch.ones(64), "add", 2.0, Where.first_step())])

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lens.capture import capture
+from lens.capture_folder import capture_to_disk
 from lens.distributed import Ranks
 from lens.errors import LensError
 from lens.tiny import tiny_model
@@ -111,11 +111,11 @@ def tiny():
 
 
 def test_streamed_training_equals_training_on_the_capture_folder(tmp_path, tiny):
-    # "Same": the stream yields the rows capture(out=) writes (same model, inputs, site, selection,
+    # "Same": the stream yields the rows capture_to_disk(out=) writes (same model, inputs, site, selection,
     # forward batch size, float32), in the same order; the shuffled batches depend on that order only,
     # so every step sees the same batch and the weights come out equal bit for bit. total_rows is over
     # one epoch's rows, so the stream is re-run (the inputs re-read) like the folder is re-read.
-    folder = capture(tiny, TEXTS, [SITE], "from:1", batch_size=4, out=tmp_path / "cap", shard_rows=100,
+    folder = capture_to_disk(tiny, TEXTS, [SITE], "from:1", batch_size=4, out=tmp_path / "cap", shard_rows=100,
                      progress=False)
     n = folder.n_rows
     cfg = TrainConfig(total_rows=(n * 3 // 2) // 64 * 64, **CFG)

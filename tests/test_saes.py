@@ -85,12 +85,12 @@ def test_resume_refuses_other_settings_mid_run(tmp_path):
 
 
 def test_train_from_capture_folder_and_evals(tiny, tmp_path):
-    from lens.capture import capture
+    from lens.capture_folder import capture_to_disk
     from saes.evals import evaluate
 
     m = tiny("llama")
     texts = [f"Q:{a}+{b}=?\nA:{a + b}" for a in range(10, 40) for b in range(10, 14)]
-    folder = capture(m, texts, ["blocks.1.hook_resid_post"], "all", out=tmp_path / "cap", shard_rows=500,
+    folder = capture_to_disk(m, texts, ["blocks.1.hook_resid_post"], "all", out=tmp_path / "cap", shard_rows=500,
                      progress=False)
     assert len(folder.manifest["shards"]) > 1
     cfg = TrainConfig(d_sae=256, k=8, total_rows=8192, batch_size=256, buffer_rows=1024, checkpoint_every=0)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lens import LensError, Site, hooks
-from lens.capture import capture
+from lens.capture_memory import capture
 from lens.families import FAMILIES, family_of
 from lens.sites import resolve
 

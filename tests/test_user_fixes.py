@@ -12,7 +12,8 @@ from contextlib import contextmanager  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from lens.capture import capture  # noqa: E402
+from lens.capture_folder import capture_to_disk
+from lens.capture_memory import capture  # noqa: E402
 from lens.outliers import OutlierWarning  # noqa: E402
 from lens.selection import parse_select  # noqa: E402
 from tests.helpers import generate_steered  # noqa: E402
@@ -69,7 +70,7 @@ def test_capture_warns_about_first_token_outlier_and_from_1_skips_it(tiny, tmp_p
         assert not _outlier_warnings(rec)
         # the streamed capture warns as well (and the batched, non-`all` path)
         with pytest.warns(OutlierWarning, match="position"):
-            folder = capture(m, TEXTS, [SITE], "all", out=tmp_path / "cap", progress=False)
+            folder = capture_to_disk(m, TEXTS, [SITE], "all", out=tmp_path / "cap", progress=False)
         with pytest.warns(OutlierWarning, match=r"position\(s\) 0"):
             capture(m, TEXTS, [SITE], "positions:0,1,2,-1", batch_size=2, progress=False)
     keep = acts.start > 0

@@ -33,7 +33,7 @@ def capture_cmd(
     as_json: bool = typer.Option(False, "--json", help="print the manifest summary as JSON"),
 ) -> None:
     """Capture residual activations from a JSONL file into a folder of safetensors shards."""
-    from ..capture import capture
+    from ..capture_folder import capture_to_disk
     from ..errors import LensError
     from ..selection import parse_select
     from ..sites import all_sites
@@ -51,7 +51,7 @@ def capture_cmd(
         raise LensError(f"input file {inputs} is empty; write one JSON object per line")
     m = load(ctx, model)
     site_list = [s.name for s in all_sites(m)] if sites == "all" else [s for s in sites.split(",") if s.strip()]
-    folder = capture(m, iter_inputs(inputs), site_list, select, batch_size=batch_size, out=out, dtype=dtype,
+    folder = capture_to_disk(m, iter_inputs(inputs), site_list, select, batch_size=batch_size, out=out, dtype=dtype,
                      shard_rows=shard_rows, progress=not as_json, total=total, overwrite=overwrite,
                      too_long=too_long)
     from ..distributed import ranks

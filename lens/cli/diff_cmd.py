@@ -18,7 +18,7 @@ def diff_cmd(
 ) -> None:
     """Per layer: relative weight change, fraction of parameters changed, activation shift and its
     cosine with the base model's own reasoning direction (T-marked minus D-marked prompts)."""
-    from ..capture import capture
+    from ..capture_memory import capture
     from ..directions import diff_of_means
     from ..pair_diff import activation_diff, weight_diff
     from ..studies.organism_inputs import marker_contrast, train_problems

@@ -34,7 +34,7 @@ def make(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Difference of means pos - neg at every layer; report AUROC per layer; save one layer's direction."""
-    from ..capture import capture
+    from ..capture_memory import capture
     from ..directions import diff_of_means, separability_by_layer
     from ..outputs import check_output
     from ..selection import parse_select

@@ -77,7 +77,7 @@ class Generation:
 
     def sequences(self) -> list[dict]:
         """Every sample as the exact token ids the model read and wrote (prompt ids + generated ids),
-        ready for `lens.capture` (no decode/re-encode round trip), with its prompt and sample index."""
+        ready for `lens.capture_memory` (no decode/re-encode round trip), with its prompt and sample index."""
         if len(self.prompt_ids) != self.n_prompts:
             raise LensError("this Generation does not hold its prompt ids (made by an older lens)")
         return [{"input_ids": self.prompt_ids[s.prompt_index] + list(s.token_ids), "prompt_index": s.prompt_index,

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ..capture import capture
+from ..capture_memory import capture
 from ..decoding.generate import generate
 from ..directions import diff_of_means, one_vs_rest
 from ..errors import LensError

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from ..capture import capture
+from ..capture_memory import capture
 from ..directions import diff_of_means
 from ..directions.separability import separability_by_layer
 from ..models import Model

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ..capture import capture
+from ..capture_memory import capture
 from ..dashboards.features import dense_from_rows, feature_data
 from ..models import Model
 

@@ -14,7 +14,6 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
-from pathlib import Path
 
 import torch
 from jaxtyping import Float, Int
@@ -128,13 +127,14 @@ class _GatherPlan:
 
 
 @contextmanager
-def reading(model: Model, sites: list[Site]) -> Iterator[dict]:
+def reading(model: Model, sites: list[Site], *, stop: bool = True) -> Iterator[dict]:
     """Read-only hooks on `sites`, registered once for a whole capture run.
 
     Yields a state dict; each batch sets `state["read"] = fn(name, hidden)` and runs its forward
     inside `_forward(state, ...)`. The hooks act only during that forward: a forward of the same model
     made meanwhile by someone else (say, a lazy input generator that generates text) is untouched.
-    After the deepest site the capture's forward stops (nothing later is needed, the unembedding included).
+    With `stop` the capture's forward stops after the deepest site (nothing later is needed, the unembedding
+    included); without it the forward runs to the logits (`lens.run`).
     """
     state: dict = {"on": False, "causal": model.causal, "mask_expected": family_of(model.family).mask_expected}
 
@@ -145,19 +145,21 @@ def reading(model: Model, sites: list[Site]) -> Iterator[dict]:
 
         return fn
 
-    def stop(h: torch.Tensor) -> None:
+    def stop_forward(h: torch.Tensor) -> None:
         if state["on"]:
             raise _StopForward
 
     deepest = max(sites, key=lambda s: (s.layer, KIND_ORDER[s.kind]))
     fns: dict[str, list] = {s.name: [reader(s.name)] for s in sites}
-    fns[deepest.name].append(stop)
+    if stop:
+        fns[deepest.name].append(stop_forward)
     with hooks(model, fns):
         yield state
 
 
-def _forward(state: dict, model: Model, batch: Batch) -> None:
-    """The capture's own forward pass over `batch` (hooks of `reading` active), stopped after the deepest site."""
+def _forward(state: dict, model: Model, batch: Batch) -> torch.Tensor | None:
+    """The capture's own forward pass over `batch` (hooks of `reading` active), stopped after the deepest site
+    (None) or, when `reading` was told not to stop, run to the end (the logits [batch, seq, vocab])."""
     dev = model.device
     ids, mask, pos = batch.input_ids, batch.attention_mask, batch.position_ids
     if batch.side == "right":
@@ -179,9 +181,9 @@ def _forward(state: dict, model: Model, batch: Batch) -> None:
     state["on"] = True
     try:
         with torch.no_grad():
-            model.hf(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
+            return model.hf(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).logits
     except _StopForward:
-        pass
+        return None
     finally:
         state["on"] = False
 
@@ -197,8 +199,12 @@ def capture_batch(
     state: dict | None = None,
     device: torch.device | str = "cpu",
     too_long: str = "error",
+    logits: list | None = None,
 ) -> Activations:
     """Capture one batch of examples (one forward pass, no gradient).
+
+    logits: a list to which each example's logits [tokens, vocab] (unpadded, on the CPU) are appended;
+    needs `state` from `reading(..., stop=False)`.
 
     state: from `reading(model, sites)` when called in a loop (hooks registered once); None
     registers them for this batch only. device: where the rows are returned (default CPU).
@@ -206,7 +212,8 @@ def capture_batch(
     """
     if state is None:
         with reading(model, sites) as st:
-            return capture_batch(model, examples, sites, select, first_index, dtype, side, st, device, too_long)
+            return capture_batch(model, examples, sites, select, first_index, dtype, side, st, device, too_long,
+                                 logits)
     every = isinstance(select, AllTokens)  # fast path: one row per real token, gathered by mask
     if select.reads_text:
         for i, ex in enumerate(examples):
@@ -237,7 +244,14 @@ def capture_batch(
         seen[name] = plan.gather(h.detach())  # stays on the device until the forward is done
 
     state["read"] = read
-    _forward(state, model, batch)
+    out = _forward(state, model, batch)
+    if logits is not None:
+        if out is None:
+            raise LensError("logits were asked for but the forward stopped at the deepest site; "
+                            "use reading(model, sites, stop=False)")
+        for i, n in enumerate(batch.lengths):
+            first = batch.slot(i, 0)
+            logits.append(out[i, first : first + n].detach().float().cpu())
     for name, t in seen.items():  # the first copy waits for the forward; the others find the device idle
         seen[name] = t.to(device, dtype)
     long = lambda xs: torch.tensor(xs, dtype=torch.long)  # noqa: E731
@@ -266,7 +280,7 @@ def capture_batch(
     return acts
 
 
-def _check_sites(model: Model, sites: Iterable[str | Site] | str | Site) -> list[Site]:
+def check_sites(model: Model, sites: Iterable[str | Site] | str | Site) -> list[Site]:
     if isinstance(sites, (str, Site)):
         sites = [sites]
     parsed = []
@@ -278,7 +292,7 @@ def _check_sites(model: Model, sites: Iterable[str | Site] | str | Site) -> list
     return sorted(set(parsed))
 
 
-def _batches(items: Iterable, size: int) -> Iterator[list]:
+def batches(items: Iterable, size: int) -> Iterator[list]:
     it = iter(items)
     while chunk := list(islice(it, size)):
         yield chunk
@@ -299,30 +313,26 @@ def capture(
     select: Selection | str = AllTokens(),
     *,
     batch_size: int = 8,
-    out: str | Path | None = None,
     dtype: torch.dtype | str = torch.float32,
     padding_side: str = "right",
-    shard_rows: int = 65536,
     progress: bool = True,
     total: int | None = None,
     device: torch.device | str = "cpu",
-    overwrite: bool = False,
     too_long: str = "error",
-):
-    """Capture `sites` at the tokens chosen by `select` for every input.
+    out: None = None,
+) -> Activations:
+    """Capture `sites` at the tokens chosen by `select` for every input, in memory (`Activations`).
+
+    To stream rows to a capture folder instead (bounded memory, resumable), use
+    `lens.capture_to_disk(model, inputs, sites, select, out=FOLDER)`.
 
     inputs: strings, dicts ({"text"} or {"prompt", "completion"}, optional "spans" of
         [start, end, label] character ranges), token-id sequences (lists of ints, 1-D tensors or
         {"input_ids"}: read as given, no special tokens added) or Examples; any iterable (read lazily).
-    out: None returns an `Activations` in memory; a folder streams shards there batch by batch
-        (memory bounded by `shard_rows`), resumes a partial capture of the same inputs, and returns
-        a `CaptureFolder`. A folder holding a capture of other inputs, sites or model is replaced only
-        with `overwrite=True`; a folder of other files, or a plain file, is refused.
     padding_side: "right" or "left"; results are identical either way (positions are passed).
     device: where in-memory rows are kept: "cpu" (default; from an accelerator they are copied
         asynchronously into pinned memory, so the copies overlap the forward passes) or a device such
-        as "cuda" (rows stay there, as TransformerLens's run_with_cache keeps them). Shards on disk
-        always go through the CPU.
+        as "cuda" (rows stay there, as TransformerLens's run_with_cache keeps them).
     too_long: an input longer than the model's context (config `max_position_embeddings` or
         `n_positions`) raises a LensError naming it ("error"), or is cut to its first tokens ("truncate").
 
@@ -330,30 +340,18 @@ def capture(
     kept, with an `OutlierWarning` naming their positions and the selection that skips them (`from:1`).
     """
     check_number("batch_size", batch_size, 1, integer=True)
-    check_number("shard_rows", shard_rows, 1, integer=True)
     if too_long not in TOO_LONG:
         raise LensError(f"too_long must be one of {', '.join(TOO_LONG)}, got {too_long!r}")
-    site_list = _check_sites(model, sites)
+    site_list = check_sites(model, sites)
     select = parse_select(select)
     settle_heap()  # output buffers of repeated captures reused, not page-faulted again (lens.heap)
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     device = torch.device(device)
-    if out is not None and device.type != "cpu":
-        raise LensError(f"device={device} keeps rows in memory; a capture to disk (out=) goes through the CPU: "
-                        "drop device= or out=")
     if out is not None:
-        from .capture_folder import parallel_capture, stream_capture
-        from .distributed import ranks
-
-        if ranks().parallel:  # under torchrun / accelerate launch: each rank its share, one folder
-            return parallel_capture(model, inputs, site_list, select, Path(out), batch_size=batch_size, dtype=dtype,
-                                    padding_side=padding_side, shard_rows=shard_rows, progress=progress,
-                                    overwrite=overwrite, too_long=too_long)
-        return stream_capture(model, inputs, site_list, select, Path(out), batch_size=batch_size, dtype=dtype,
-                              padding_side=padding_side, shard_rows=shard_rows, progress=progress, total=total,
-                              overwrite=overwrite, too_long=too_long)
-    bar = _progress(progress, total)
+        raise LensError("capture() keeps the rows in memory; to write a capture folder use "
+                        "lens.capture_to_disk(model, inputs, sites, select, out=FOLDER)")
+    bar = ProgressBar(progress, total)
     if isinstance(select, AllTokens):
         items = list(to_examples(inputs))
         if not items:
@@ -365,7 +363,7 @@ def capture(
         return acts
     parts = []
     with reading(model, site_list) as state:
-        for k, chunk in enumerate(_batches(to_examples(inputs), batch_size)):
+        for k, chunk in enumerate(batches(to_examples(inputs), batch_size)):
             t0 = time.perf_counter()
             part = capture_batch(model, chunk, site_list, select, k * batch_size, dtype, padding_side, state, device,
                                  too_long)
@@ -404,7 +402,7 @@ def _rows_buffer(n: int, width: int, dtype: torch.dtype, device: torch.device, m
 
 
 def capture_every(model: Model, examples: list[Example], sites: list[Site], batch_size: int, dtype: torch.dtype,
-                  side: str, bar: _progress, first_index: int = 0,
+                  side: str, bar: ProgressBar, first_index: int = 0,
                   device: torch.device = torch.device("cpu"), pin: bool = True,
                   too_long: str = "error") -> Activations:
     """Every token of every example, in memory: tokenise all inputs first, then each forward pass
@@ -484,7 +482,7 @@ def _raise_non_finite(out: dict[str, torch.Tensor], lengths: torch.Tensor, first
                             "dtype (try dtype=float32)")
 
 
-class _progress:
+class ProgressBar:
     """A tqdm bar over examples that shows tokens/s, or nothing."""
 
     def __init__(self, on: bool, total: int | None, initial: int = 0):
