@@ -431,7 +431,8 @@ CASES = [
     ("organism-eval-model-dir-missing", ["organism", "eval", "--model-dir", "{WS}/no-organism"], "does not exist"),
     ("organism-on-a-device", ["--device", "cpu", "organism", "eval"], "on the CPU"),
     # --- lens reproduce ---
-    ("reproduce-n-negative", ["reproduce", "--out", "{OUT}", "--n", "-1"], "--n/--problems must be a positive integer, got -1"),
+    ("reproduce-n-negative", ["reproduce", "--out", "{OUT}", "--n", "-1"],
+     "--n/--problems must be a positive integer, got -1"),
     ("reproduce-samples-0", ["reproduce", "--out", "{OUT}", "--samples", "0"], "--samples"),
     ("reproduce-k-0", ["reproduce", "--out", "{OUT}", "--k", "0"], "--k"),
     ("reproduce-cot-n-0", ["reproduce", "--out", "{OUT}", "--cot-n", "0"], "--cot-n"),
