@@ -28,6 +28,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from ..errors import LensError
+from ..interventions.engine import batch_rows
 from .loop import decode_loop
 from .spans import decode
 
@@ -455,7 +456,7 @@ def generate(
                 gens.append(g)
         proc = StepProcessor(return_top2, gens, temperature, top_p)
         stop = StopStrings(model.tokenizer, stop_strings, ids.shape[1], len(chunk)) if stop_strings else None
-        with torch.no_grad():
+        with torch.no_grad(), batch_rows([i for i, _ in chunk]):  # per-example steering vectors follow the prompts
             if backend == "lens":
                 step = proc if (return_top2 or gens is not None) else None  # greedy without top-2: plain argmax
                 new = decode_loop(model.hf, ids, mask, max_new_tokens, pad, eos, step, stop).cpu()

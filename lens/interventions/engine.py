@@ -11,8 +11,9 @@ What fired is recorded in `handle.log` (step, row, absolute position, site, name
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import torch
@@ -165,6 +166,46 @@ def _apply(iv: Intervention, hidden: torch.Tensor, mask: torch.Tensor, vec: torc
     return hidden + m * (scale - proj) * unit  # clamp the projection to `scale`
 
 
+#: which input (prompt index) each row of the forward calls in flight holds, when a caller reorders or splits its
+#: inputs into batches (`lens.generate` sorts prompts by length); None: row b of a call is input b
+_BATCH_ROWS: ContextVar[tuple[int, ...] | None] = ContextVar("lens_batch_rows", default=None)
+
+
+@contextmanager
+def batch_rows(indices: Sequence[int]) -> Iterator[None]:
+    """Declare that the forward calls inside hold inputs `indices` (row r = input indices[r]), so that
+    per-example and per-position vectors pick each input's own row."""
+    token = _BATCH_ROWS.set(tuple(int(i) for i in indices))
+    try:
+        yield
+    finally:
+        _BATCH_ROWS.reset(token)
+
+
+def _per_row(iv: Intervention, vec: torch.Tensor, positions: torch.Tensor, batch: int) -> torch.Tensor:
+    """A per-example [inputs, d] or per-position [inputs, n, d] vector laid out on the call's slots [batch, seq|1, d].
+
+    Row r of the call takes the vector of its input (`batch_rows`; else input r). Per position: slot (r, s) at
+    absolute position p_j (the j-th of `iv.where.positions`) gets vec[input, j]; other slots get vec[input, 0],
+    which the mask never selects."""
+    rows = _BATCH_ROWS.get()
+    if rows is not None and len(rows) == batch:
+        if max(rows) >= vec.shape[0]:
+            raise LensError(f"intervention {iv.name or iv.site}: its vector has {vec.shape[0]} rows but the inputs "
+                            f"go up to index {max(rows)}; give one row per input")
+        vec = vec[torch.tensor(rows, device=vec.device)]
+    elif vec.shape[0] != batch:
+        raise LensError(f"intervention {iv.name or iv.site}: its vector has {vec.shape[0]} rows but the forward "
+                        f"call has {batch}; give one row per input of the batch")
+    if vec.dim() == 2:
+        return vec[:, None, :]
+    lookup = torch.zeros(max(iv.where.positions) + 1, dtype=torch.long, device=positions.device)
+    lookup[torch.tensor(iv.where.positions, device=positions.device)] = torch.arange(
+        len(iv.where.positions), device=positions.device)
+    j = lookup[positions.clamp(0, lookup.numel() - 1)]  # [batch, seq]
+    return vec.gather(1, j[..., None].expand(-1, -1, vec.shape[-1]))
+
+
 def _site_fn(h: Steering, items: list[Intervention]):
     cache: dict = {}  # (intervention, device, dtype) -> (vector there, scale still to apply)
 
@@ -207,6 +248,8 @@ def _site_fn(h: Steering, items: list[Intervention]):
                 mask = iv.where.mask(st.positions, st.prompt_len)
                 if st.valid is not None:
                     mask = mask & st.valid
+                if vec.dim() > 1:
+                    vec = _per_row(iv, vec, st.positions, hidden.shape[0])
             if hidden.device.type == "cpu":
                 every = bool(mask.all())
                 if not every and not bool(mask.any()):

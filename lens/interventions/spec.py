@@ -7,6 +7,7 @@ saved as JSON + safetensors, and compiled to other backends.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -175,12 +176,15 @@ class Intervention:
 
     op: "add" (h + scale v), "set" (h = scale v), "project_out" (remove the component along v),
         "clamp" (set the component along unit v to `scale`).
-    vector: [d_model]; for project_out/clamp only its direction matters.
+    vector: [d_model] (one vector everywhere); [batch, d_model] (row b of each forward call gets vector b:
+        per-example steering or patching); or [batch, positions, d_model] with `where` = absolute positions
+        (p_0, ..., p_{n-1}): row b at absolute position p_j gets vector [b, j] (activation patching from a
+        clean run into a corrupted one, `Intervention.patch`). For project_out/clamp only directions matter.
     source: where the vector came from (a direction file, "sae:PATH#feature", "random", ...), for the log.
     """
 
     site: str
-    vector: Float[torch.Tensor, " d_model"]
+    vector: Float[torch.Tensor, "*batch_positions d_model"]
     op: str = "add"
     scale: float = 1.0
     where: Where = field(default_factory=Where)
@@ -191,28 +195,39 @@ class Intervention:
         self.site = Site.parse(self.site).name
         if self.op not in OPS:
             raise LensError(f"unknown op {self.op!r}; use one of {', '.join(OPS)}")
-        if not isinstance(self.vector, torch.Tensor) or self.vector.dim() != 1:
-            raise LensError("an intervention's vector must be a 1-D tensor [d_model]")
+        if not isinstance(self.vector, torch.Tensor) or self.vector.dim() not in (1, 2, 3):
+            raise LensError("an intervention's vector must be a tensor [d_model], [batch, d_model] or "
+                            "[batch, positions, d_model]")
+        if self.vector.dim() == 3:
+            if self.where.kind != "absolute":
+                raise LensError("a per-position vector [batch, positions, d_model] needs where=Where.absolute(p_0, "
+                                f"..., p_n-1) naming its positions in order (got {self.where})")
+            if self.vector.shape[1] != len(self.where.positions) or len(set(self.where.positions)) != len(
+                    self.where.positions):
+                raise LensError(f"a per-position vector has {self.vector.shape[1]} positions but where names "
+                                f"{list(self.where.positions)}; give each position once, in the vector's order")
         if not torch.isfinite(self.vector).all():
             raise LensError(f"intervention {self.name or self.site}: vector contains NaN or inf")
         check_number("scale", self.scale)
-        if self.op in ("project_out", "clamp") and float(self.vector.norm()) == 0:
-            raise LensError(f"{self.op} needs a non-zero vector")
+        if self.op in ("project_out", "clamp") and bool((self.vector.norm(dim=-1) == 0).any()):
+            raise LensError(f"{self.op} needs non-zero vectors")
 
     def check(self, model) -> None:
         """Refuse a model whose width differs, or a site that does not exist."""
         from ..sites import resolve
 
         resolve(model, self.site)
-        if self.vector.numel() != model.d_model:
+        if self.vector.shape[-1] != model.d_model:
             raise LensError(
-                f"intervention {self.name or self.site}: vector width {self.vector.numel()} does not match "
+                f"intervention {self.name or self.site}: vector width {self.vector.shape[-1]} does not match "
                 f"{model.spec} (d_model {model.d_model}); derive the vector from this model"
             )
 
     def random_like(self, seed: int = 0) -> Intervention:
         """A control: the same site, op, scale and positions with a random direction (Gaussian, seeded)
         of exactly this vector's norm, so any effect it has is what a vector of that size does anyway."""
+        if self.vector.dim() != 1:
+            raise LensError("random controls are drawn for one vector [d_model]; build them per row yourself")
         g = torch.Generator().manual_seed(seed)
         r = torch.randn(self.vector.numel(), generator=g, dtype=torch.float64)
         r = (r * (float(self.vector.double().norm()) / float(r.norm()))).to(self.vector.dtype)
@@ -226,7 +241,29 @@ class Intervention:
 
     def to_json(self) -> dict:
         return {"site": self.site, "op": self.op, "scale": self.scale, "where": self.where.to_json(),
-                "source": self.source, "name": self.name, "d_model": int(self.vector.numel())}
+                "source": self.source, "name": self.name, "d_model": int(self.vector.shape[-1]),
+                "shape": list(self.vector.shape)}
+
+    @classmethod
+    def patch(cls, site: str | Site, acts, positions: Sequence[int], *, name: str = "patch") -> Intervention:
+        """Activation patching: set `site` at absolute `positions` of every row to the values captured there.
+
+        acts: an `Activations` with single-token rows of `site` (e.g. `lens.capture(model, clean_texts, site,
+        "positions:3,4")` or "all"): for example b (in input order) and position p_j the row captured at
+        (b, p_j) is used. Run the corrupted inputs (one row per captured example, same order) inside
+        `lens.steer(model, iv)`."""
+        name_ = Site.parse(site).name
+        rows = acts[name_]
+        n = int(acts.example.max()) + 1 if len(acts) else 0
+        index = {(int(e), int(p)): k for k, (e, p, q) in enumerate(zip(acts.example.tolist(), acts.start.tolist(),
+                                                                         acts.end.tolist(), strict=True))
+                 if q == p + 1}
+        missing = [(b, p) for b in range(n) for p in positions if (b, p) not in index]
+        if missing:
+            raise LensError(f"patching needs the captured row of every example at every position; missing "
+                            f"(example, position) {missing[:5]}; capture with select 'all' or 'positions:...'")
+        take = torch.tensor([[index[(b, p)] for p in positions] for b in range(n)])
+        return cls(name_, rows[take], op="set", where=Where.absolute(*positions), source="patch", name=name)
 
 
 def save_interventions(path: str | Path, items: list[Intervention], model=None, overwrite: bool = False) -> None:

@@ -17,6 +17,8 @@ def slots(iv: Intervention, positions: torch.Tensor, prompt_len: int) -> list[in
     """Indices into the call's slots that `iv` touches (same for every row: unpadded batches only)."""
     if iv.where.kind == "gate":
         raise LensError("gated interventions run on the lens engine only (lens.interventions.steer)")
+    if iv.vector.dim() != 1:
+        raise LensError("per-example and per-position vectors run on the lens engine only (lens.steer)")
     mask = iv.where.mask(positions[None], torch.tensor([prompt_len]))[0]
     return mask.nonzero().flatten().tolist()
 
