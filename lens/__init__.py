@@ -11,7 +11,8 @@ Activations
     run(model, inputs, sites, select)                logits and Activations from one forward
     Activations, hooks(model, {site: fn}), add_hook
 Directions
-    diff_of_means(pos, neg, site), Direction, load_direction
+    diff_of_means(pos, neg, site), Direction (+, -, * a number; d.apply(model, scale, where) steers inside
+    a with block), Directions (several sites at once), load_direction
 Interventions and decoding
     Intervention(site, vector, op, scale, where), Where, steer(model, interventions) (a context manager)
     generate(model, prompts, max_new_tokens), cot_decode(model, prompts)
@@ -43,6 +44,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "run": ("lens.forward", "run"),
     "diff_of_means": ("lens.directions", "diff_of_means"),
     "Direction": ("lens.directions", "Direction"),
+    "Directions": ("lens.directions", "Directions"),
     "load_direction": ("lens.directions", "load_direction"),
     "Intervention": ("lens.interventions", "Intervention"),
     "Where": ("lens.interventions", "Where"),

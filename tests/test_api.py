@@ -83,3 +83,33 @@ def test_readme_example_runs_and_steering_opens_thinking(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().startswith("<think>")  # the direction, added at the last prompt token, opens a trace
+
+
+def test_direction_arithmetic_and_apply_equal_the_interventions_they_stand_for(organism):
+    m = organism
+    a1, a3 = "blocks.1.hook_resid_post", "blocks.3.hook_resid_post"
+    think, direct = ["Q:T:47+38+26=?\n", "Q:T:12+9+40+7=?\n"], ["Q:D:47+38+26=?\n", "Q:D:12+9+40+7=?\n"]
+    pos, neg = (lens.capture(m, p, [a1, a3], "last_prompt", progress=False) for p in (think, direct))
+    d1, d3 = lens.diff_of_means(pos, neg, a1), lens.diff_of_means(pos, neg, a3)
+    g = torch.Generator().manual_seed(0)
+    r1 = lens.Direction(torch.randn(m.d_model, generator=g), a1, m.facts(), "random")
+    assert torch.equal((d1 + r1).vector, d1.vector + r1.vector) and torch.equal((d1 - r1).vector, d1.vector - r1.vector)
+    assert torch.equal((2 * d1).vector, 2 * d1.vector) and torch.equal((-d1 / 2).vector, -0.5 * d1.vector)
+    assert (d1 + r1).site == a1 and "+" in (d1 + r1).name
+    with pytest.raises(LensError, match="must share site"):
+        d1 + d3  # noqa: B018
+    where = lens.Where.last_prompt_token()
+    prompts = ["Q:47+38+26+19+53=?\n", "Q:12+9=?\n"]
+    with (d1 - r1 * 0.1).apply(m, 1.5, where) as h:
+        got = lens.generate(m, prompts, max_new_tokens=20).texts()
+    with lens.steer(m, lens.Intervention(a1, 1.5 * (d1.vector - 0.1 * r1.vector), where=where)):
+        want = lens.generate(m, prompts, max_new_tokens=20).texts()
+    assert got == want and h.log.positions(0)
+    both = lens.Directions([d1, d3])
+    with both.apply(m, 0.5, where):
+        got = lens.generate(m, prompts, max_new_tokens=20).texts()
+    with lens.steer(m, [d1.intervention(0.5, where=where), d3.intervention(0.5, where=where)]):
+        want = lens.generate(m, prompts, max_new_tokens=20).texts()
+    assert got == want and both.sites == [a1, a3] and torch.equal((both * 2)[a3].vector, 2 * d3.vector)
+    with pytest.raises(LensError, match="two directions at"):
+        lens.Directions([d1, r1])

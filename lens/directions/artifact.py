@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +65,53 @@ class Direction:
         vec = self.unit() if unit else self.vector
         return Intervention(self.site, vec, op=op, scale=scale, where=where or Where(), source=self.name or self.method)
 
+    @contextmanager
+    def apply(self, model, scale: float = 1.0, where=None, *, op: str = "add", unit: bool = False) -> Iterator:
+        """Steer `model` with this direction inside the block (`lens.steer` with `self.intervention(...)`);
+        yields the steering handle (its `log` says where it fired). Width and fingerprint are checked."""
+        from ..interventions import steer
+
+        self.check(model)
+        with steer(model, self.intervention(scale, op, where, unit)) as handle:
+            yield handle
+
+    def _other(self, other: Direction, sign: str) -> torch.Tensor:
+        if not isinstance(other, Direction):
+            raise LensError(f"a Direction {sign} {type(other).__name__}: combine directions with directions and "
+                            "scale them by numbers")
+        if other.site != self.site or other.vector.shape != self.vector.shape:
+            raise LensError(f"cannot combine {self.name or self.method} ({self.site}, width {self.vector.numel()}) "
+                            f"with {other.name or other.method} ({other.site}, width {other.vector.numel()}): "
+                            "directions must share site and width")
+        return other.vector.to(self.vector.dtype)
+
+    def _derived(self, vector: torch.Tensor, what: str) -> Direction:
+        return Direction(vector, self.site, dict(self.model), "arithmetic", {"expression": what}, what)
+
+    def _label(self) -> str:
+        return self.name or self.method
+
+    def __add__(self, other: Direction) -> Direction:
+        return self._derived(self.vector + self._other(other, "+"), f"({self._label()} + {other._label()})")
+
+    def __sub__(self, other: Direction) -> Direction:
+        return self._derived(self.vector - self._other(other, "-"), f"({self._label()} - {other._label()})")
+
+    def __mul__(self, k: float) -> Direction:
+        if isinstance(k, bool) or not isinstance(k, (int, float)):
+            return NotImplemented
+        return self._derived(self.vector * float(k), f"{float(k):g} * {self._label()}")
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> Direction:
+        return self * -1.0
+
+    def __truediv__(self, k: float) -> Direction:
+        if isinstance(k, bool) or not isinstance(k, (int, float)) or k == 0:
+            raise LensError("divide a Direction by a non-zero number")
+        return self * (1.0 / float(k))
+
     def save(self, path: str | Path, overwrite: bool = False) -> None:
         """Write `path/direction.safetensors` and `path/direction.json` as one atomic step.
 
@@ -80,6 +129,65 @@ class Direction:
     def __str__(self) -> str:
         return (f"Direction {self.name or self.method} at {self.site}: |v|={self.norm:.4g}, "
                 f"d_model={self.vector.numel()}, from {self.model.get('spec')}")
+
+
+class Directions:
+    """Directions at several sites, applied together (like steering-vectors' layer dict).
+
+    `Directions([d_layer1, d_layer2])` or `Directions({site: direction})`; one Direction per site.
+    Arithmetic works site by site on the same set of sites; `apply(model, scale, where)` steers all of them.
+    """
+
+    def __init__(self, items: list[Direction] | dict[str, Direction]):
+        items = list(items.values()) if isinstance(items, dict) else list(items)
+        if not items:
+            raise LensError("Directions needs at least one Direction")
+        self.by_site: dict[str, Direction] = {}
+        for d in items:
+            if not isinstance(d, Direction):
+                raise LensError(f"Directions holds Direction objects, got {type(d).__name__}")
+            if d.site in self.by_site:
+                raise LensError(f"two directions at {d.site}; combine them first (d1 + d2) or keep one")
+            self.by_site[d.site] = d
+
+    @property
+    def sites(self) -> list[str]:
+        return list(self.by_site)
+
+    def __getitem__(self, site: str) -> Direction:
+        return self.by_site[Site.parse(site).name]
+
+    def __len__(self) -> int:
+        return len(self.by_site)
+
+    def interventions(self, scale: float = 1.0, where=None, *, op: str = "add", unit: bool = False) -> list:
+        return [d.intervention(scale, op, where, unit) for d in self.by_site.values()]
+
+    @contextmanager
+    def apply(self, model, scale: float = 1.0, where=None, *, op: str = "add", unit: bool = False) -> Iterator:
+        """Steer `model` at every site inside the block (one `lens.steer` with one intervention per site)."""
+        from ..interventions import steer
+
+        for d in self.by_site.values():
+            d.check(model)
+        with steer(model, self.interventions(scale, where, op=op, unit=unit)) as handle:
+            yield handle
+
+    def _zip(self, other: Directions) -> list[tuple[Direction, Direction]]:
+        if not isinstance(other, Directions) or set(other.by_site) != set(self.by_site):
+            raise LensError("combine Directions over the same sites")
+        return [(d, other.by_site[s]) for s, d in self.by_site.items()]
+
+    def __add__(self, other: Directions) -> Directions:
+        return Directions([a + b for a, b in self._zip(other)])
+
+    def __sub__(self, other: Directions) -> Directions:
+        return Directions([a - b for a, b in self._zip(other)])
+
+    def __mul__(self, k: float) -> Directions:
+        return Directions([d * k for d in self.by_site.values()])
+
+    __rmul__ = __mul__
 
 
 def load_direction(path: str | Path, model=None) -> Direction:
