@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import console, emit_json, table
+from .common import TEMPLATE_HELP, console, emit_json, table
 from .validate import choice, positive
 
 
@@ -30,6 +30,7 @@ def capture_cmd(
                                       "truncate (keep its first tokens)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a capture of other inputs, sites or model "
                                                                "at --out (your other files there are kept)"),
+    template: str = typer.Option(None, "--template", help=TEMPLATE_HELP),
     as_json: bool = typer.Option(False, "--json", help="print the manifest summary as JSON"),
 ) -> None:
     """Capture residual activations from a JSONL file into a folder of safetensors shards."""
@@ -37,7 +38,7 @@ def capture_cmd(
     from ..errors import LensError
     from ..selection import parse_select
     from ..sites import all_sites
-    from .common import load
+    from .common import check_templatable, load, templated
     from .validate import iter_inputs
 
     if dtype not in ("float32", "bfloat16", "float16"):
@@ -46,14 +47,18 @@ def capture_cmd(
 
     check_output(out, "capture", overwrite=overwrite, inputs=[inputs], resumable=True)  # before the model loads
     parse_select(select)  # a bad selection fails before the model loads
-    total = sum(1 for _ in iter_inputs(inputs))  # checks every line before the model loads
+    total = 0
+    for item in iter_inputs(inputs):  # checks every line before the model loads
+        if template is not None:
+            check_templatable(total, item)
+        total += 1
     if total == 0:
         raise LensError(f"input file {inputs} is empty; write one JSON object per line")
     m = load(ctx, model)
     site_list = [s.name for s in all_sites(m)] if sites == "all" else [s for s in sites.split(",") if s.strip()]
-    folder = capture_to_disk(m, iter_inputs(inputs), site_list, select, batch_size=batch_size, out=out, dtype=dtype,
-                     shard_rows=shard_rows, progress=not as_json, total=total, overwrite=overwrite,
-                     too_long=too_long)
+    folder = capture_to_disk(m, templated(iter_inputs(inputs), template, m), site_list, select, out=out,
+                             batch_size=batch_size, dtype=dtype, shard_rows=shard_rows, progress=not as_json,
+                             total=total, overwrite=overwrite, too_long=too_long)
     from ..distributed import ranks
 
     if not ranks().main:  # under torchrun: rank 0 reports for the whole job

@@ -103,3 +103,40 @@ def _fmt(v: Any) -> str:
     if isinstance(v, list):
         return ", ".join(_fmt(x) for x in v)
     return str(v)
+
+
+TEMPLATE_HELP = ("prompt template applied to each input's prompt (or text) before the model reads it: chat (the "
+                 "model's chat template), plain, user_assistant, r1_zero, identity, or a format string with "
+                 "{question}; default: inputs as written")
+
+
+def templated(items, template: str | None, model):
+    """The inputs with `template` applied to each one's prompt ({"prompt"}), text ({"text"}) or string, built with
+    the model's tokenizer; token-id inputs are refused (a template applies to text). None: unchanged."""
+    from ..evaluation.templates import apply_template
+
+    if template is None:
+        yield from items
+        return
+    for n, item in enumerate(items):
+        check_templatable(n, item)
+        if isinstance(item, str):
+            yield apply_template(template, [item], model.tokenizer)[0]
+        elif isinstance(item.get("prompt"), str):
+            yield {**item, "prompt": apply_template(template, [item["prompt"]], model.tokenizer)[0]}
+        else:
+            yield {**item, "text": apply_template(template, [item["text"]], model.tokenizer)[0]}
+
+
+def check_templatable(n: int, item) -> None:
+    """Refuse an input a template cannot apply to (token ids; character spans it would move), naming it."""
+    from ..errors import LensError
+
+    if isinstance(item, str):
+        return
+    if isinstance(item, dict) and item.get("spans"):
+        raise LensError(f"input {n}: its character spans refer to the text as written; a template would move "
+                        "them: drop --template or write the spans against the templated text")
+    if not (isinstance(item, dict) and (isinstance(item.get("prompt"), str) or isinstance(item.get("text"), str))):
+        raise LensError(f"input {n}: --template applies to texts and prompts, not to token ids; drop --template "
+                        "or give the input as text")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import console, emit_json, table
+from .common import TEMPLATE_HELP, console, emit_json, table
 from .validate import check_layer, choice, non_negative
 
 app = typer.Typer(help="Make and inspect reasoning directions.", no_args_is_help=True)
@@ -31,6 +31,7 @@ def make(
                                  help="an input longer than the model's context: error or truncate"),
     out: Path = typer.Option(None, "--out", "-o", help="folder to save the direction in"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a direction already saved at --out"),
+    template: str = typer.Option(None, "--template", help=TEMPLATE_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Difference of means pos - neg at every layer; report AUROC per layer; save one layer's direction."""
@@ -38,7 +39,7 @@ def make(
     from ..directions import diff_of_means, separability_by_layer
     from ..outputs import check_output
     from ..selection import parse_select
-    from .common import load
+    from .common import load, templated
 
     if out is not None:  # before any work: a path that would lose the user's files fails at once
         check_output(out, "direction", overwrite=overwrite)
@@ -52,8 +53,8 @@ def make(
         from ..studies.organism_inputs import marker_contrast
 
         t_prompts, d_prompts = marker_contrast()
-    p_items = t_prompts if p_given is None else p_given
-    n_items = d_prompts if n_given is None else n_given
+    p_items = t_prompts if p_given is None else list(templated(p_given, template, m))
+    n_items = d_prompts if n_given is None else list(templated(n_given, template, m))
     sites = [f"blocks.{i}.hook_resid_post" for i in range(m.n_layers)]
     a = capture(m, p_items, sites, select, progress=False, too_long=too_long)
     b = capture(m, n_items, sites, select, progress=False, too_long=too_long)

@@ -7,12 +7,12 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from .common import console, emit_json, load, load_options, table
+from .common import TEMPLATE_HELP, console, emit_json, load, load_options, table, templated
 from .steer_cmd import parse_metric
 from .validate import check_layer, choice, non_negative, positive, read_inputs, read_lines
 
 
-def _condition(model, path: Path, site: str, select: str, too_long: str = "error"):
+def _condition(model, path: Path, site: str, select: str, too_long: str = "error", template: str | None = None):
     """Rows for one condition: a capture folder (read as is) or a JSONL of inputs (captured now)."""
     from saes.search import texts_rows
 
@@ -24,7 +24,7 @@ def _condition(model, path: Path, site: str, select: str, too_long: str = "error
         return CaptureFolder(path)
     if model is None:
         raise LensError(f"{path} is a JSONL of inputs: give --model so they can be run (or pass capture folders)")
-    items = read_inputs(path)
+    items = list(templated(read_inputs(path), template, model))
     if select == "last_prompt":
         items = [{"prompt": x, "completion": ""} if isinstance(x, str) else x for x in items]
     return texts_rows(model, items, site, select, too_long=too_long)
@@ -90,6 +90,7 @@ def find_feature_cmd(
     max_new_tokens: int = typer.Option(110, callback=positive),
     dashboard: Path = typer.Option(None, "--dashboard", help="write a dashboard page per shown feature to "
                                    "DIR/index.html and link each ranked feature to its page"),
+    template: str = typer.Option(None, "--template", help=TEMPLATE_HELP + " (JSONL conditions and --eval prompts)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Rank SAE features by how much more they fire under condition A than B; --steer-check tests them causally.
@@ -102,11 +103,13 @@ def find_feature_cmd(
 
     with data_parallel() as r:  # under torchrun / accelerate launch: the steer-check's runs split across ranks
         _find_feature(ctx, model, sae, pos, neg, select, too_long, sort_by, top, layer, steer_check, steer_at,
-                      steer_top, eval_set, alphas, n, n_random, max_new_tokens, metric, dashboard, as_json, r.main)
+                      steer_top, eval_set, alphas, n, n_random, max_new_tokens, metric, dashboard, as_json, r.main,
+                      template)
 
 
 def _find_feature(ctx, model, sae, pos, neg, select, too_long, sort_by, top, layer, steer_check, steer_at, steer_top,
-                  eval_set, alphas, n, n_random, max_new_tokens, metric, dashboard, as_json, main) -> None:
+                  eval_set, alphas, n, n_random, max_new_tokens, metric, dashboard, as_json, main,
+                  template=None) -> None:
     from ..distributed import barrier
     from ..errors import LensError
     from ..interventions import Where
@@ -165,8 +168,8 @@ def _find_feature(ctx, model, sae, pos, neg, select, too_long, sort_by, top, lay
     d = load_sae(sae, m)
     if d.site is None:
         raise LensError(f"SAE {sae} does not record its site")
-    r = rank_features(d, _condition(m, pos, d.site, select, too_long), _condition(m, neg, d.site, select, too_long),
-                      sort_by=sort_by)
+    r = rank_features(d, _condition(m, pos, d.site, select, too_long, template),
+                      _condition(m, neg, d.site, select, too_long, template), sort_by=sort_by)
     out = {"site": d.site, "sae": d.describe(), "ranking": r.as_dicts(top),
            "contrast": {"pos": str(pos), "neg": str(neg), "select": select, "n_pos": r.n_pos, "n_neg": r.n_neg},
            "ranking_throughput": {"rows_x_features_per_s": r.throughput, "seconds": r.seconds}}
@@ -179,6 +182,7 @@ def _find_feature(ctx, model, sae, pos, neg, select, too_long, sort_by, top, lay
         from ..evaluation.answers import check
 
         prompts, answers = checks
+        prompts = list(templated(prompts, template, m))
         a = strengths or [4.0, 8.0, 16.0]
         rows = run_check(m, d, r.features[:steer_top], prompts, lambda i, t: check(t, answers[i]), alphas=a,
                          n_random=n_random, random_pool=r.neutral() or None, max_new_tokens=max_new_tokens,

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from .common import console, emit_json, table
+from .common import TEMPLATE_HELP, console, emit_json, table
 from .validate import check_fits, choice, finite, non_negative, positive, valid_text
 
 
@@ -87,6 +87,7 @@ def steer_cmd(
     seed: int = typer.Option(0, "--seed", callback=non_negative, help="first seed of the random controls"),
     metric: str = typer.Option(None, "--metric", help="behaviour to count in each completion: regex:PATTERN or "
                                "py:MODULE:FUNCTION (text -> bool); the rate is reported per run"),
+    template: str = typer.Option(None, "--template", help=TEMPLATE_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Generate greedily with and without the interventions, and print where they fired.
@@ -100,7 +101,7 @@ def steer_cmd(
     from ..errors import LensError
     from ..interventions import steer
     from ..interventions.spec import describe, load_interventions
-    from .common import load
+    from .common import load, templated
 
     if (direction is None) == (spec is None):
         raise LensError("give exactly one of --direction DIR or --spec DIR")
@@ -111,7 +112,7 @@ def steer_cmd(
         ivs = load_interventions(spec, m)
     else:
         ivs = [load_direction(direction, m).intervention(scale, op, at, unit=unit)]
-    prompts = [p.replace("\\n", "\n") for p in prompt]
+    prompts = list(templated([p.replace("\\n", "\n") for p in prompt], template, m))
     check_fits(m, prompts, "--prompt", max_new_tokens, "--max-new-tokens")
     plain = [s.text for s in generate(m, prompts, max_new_tokens).samples]
 

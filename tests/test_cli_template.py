@@ -1,0 +1,36 @@
+"""`--template` on the commands that read prompts: the templated input is what the model reads."""
+
+from __future__ import annotations
+
+import json
+
+from helpers import run_cli
+
+TEMPLATE = "Q:{question}=?\\n"  # the organism's prompt form, as a format string (\n as typed on a command line)
+
+
+def test_capture_template_equals_writing_the_templated_text(monkeypatch, capsys, tmp_path):
+    raw, full = tmp_path / "raw.jsonl", tmp_path / "full.jsonl"
+    raw.write_text("".join(json.dumps({"text": q}) + "\n" for q in ("47+38", "12+9+40")))
+    full.write_text("".join(json.dumps({"text": f"Q:{q}=?\n"}) + "\n" for q in ("47+38", "12+9+40")))
+    sites = ["--sites", "blocks.1.hook_resid_post", "--select", "last_prompt", "--json"]
+    code, _, err = run_cli(monkeypatch, capsys, ["capture", "-i", raw, "-o", tmp_path / "a", "--template",
+                                                 "Q:{question}=?\n", *sites])
+    assert code == 0, err
+    code, _, err = run_cli(monkeypatch, capsys, ["capture", "-i", full, "-o", tmp_path / "b", *sites])
+    assert code == 0, err
+    from lens.capture_folder import open_capture
+
+    a, b = open_capture(tmp_path / "a"), open_capture(tmp_path / "b")
+    assert a.manifest["n_rows"] == b.manifest["n_rows"] == 2
+    import torch
+
+    assert torch.equal(a.load()["blocks.1.hook_resid_post"], b.load()["blocks.1.hook_resid_post"])
+
+
+def test_template_refuses_token_ids_and_spans(monkeypatch, capsys, tmp_path):
+    ids = tmp_path / "ids.jsonl"
+    ids.write_text(json.dumps({"input_ids": [1, 21, 18]}) + "\n")
+    code, _, err = run_cli(monkeypatch, capsys, ["capture", "-i", ids, "-o", tmp_path / "c", "--template", "plain",
+                                                 "--sites", "blocks.1.hook_resid_post"])
+    assert code == 2 and "not to token ids" in err and len(err.strip().splitlines()) == 1
