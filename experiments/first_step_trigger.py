@@ -70,8 +70,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", dest="json_out", default=None)
     args = ap.parse_args(argv)
 
-    from saes.organism import run_find_feature_organism
-    from saes.taxonomy import run_taxonomy_organism
+    from lens.studies.find_feature_organism import run_find_feature_organism
+    from lens.studies.taxonomy_organism import run_taxonomy_organism
 
     t0 = time.time()
 

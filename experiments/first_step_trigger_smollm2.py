@@ -91,8 +91,8 @@ def main(argv=None) -> dict:
     from lens.decoding.generate import generate
     from lens.evaluation.answers import check
     from lens.models import load_model
+    from lens.studies.find_feature_organism import train_on_texts
     from saes.config import TrainConfig
-    from saes.organism import train_on_texts
     from saes.search import prompt_rows, rank_features
     from saes.steer_check import steer_check, summarize
 

@@ -8,7 +8,6 @@ Modules (import what you need; none is imported here, so `import saes` stays che
   saes.evals        row_metrics, spliced_metrics, evaluate
   saes.search       rank_features, prompt_rows, texts_rows
   saes.steer_check  steer_check, summarize (first-step trigger with random-feature controls)
-  saes.taxonomy     fit_taxonomy, purity, run_taxonomy_organism
-  saes.organism     run_find_feature_organism (the bundled organism experiment)
+  saes.taxonomy     fit_taxonomy, purity (the organism's run: lens.studies.taxonomy_organism)
 See docs/saes.md.
 """

@@ -1,7 +1,7 @@
 """An SAE trained on demand on a model's own captures of a text set, cached in the user cache.
 
 `lens reproduce` off the bundled organism uses it for the feature step when no ``--sae`` is given
-(the organism's own SAE is `saes.organism.organism_sae`): a small TopK SAE on the base model's
+(the organism's own SAE is `lens.studies.find_feature_organism.organism_sae`): a small TopK SAE on the base model's
 residual stream (output of one layer) over every token of the task texts, trained once and kept in
 ``lens.artifacts.cache_dir()/saes/<name>-<model fingerprint>-L<layer>-<architecture>-<hash>``, where
 the hash covers the settings and the texts: the same model, layer, settings and texts reuse it.

@@ -119,7 +119,7 @@ def _find_feature(ctx, model, sae, pos, neg, select, too_long, sort_by, top, lay
     at = Where(steer_at)
     shows = parse_metric(metric)
     if model is None and pos is None and neg is None and (sae is None or eval_set is None):
-        from saes.organism import run_find_feature_organism
+        from lens.studies.find_feature_organism import run_find_feature_organism
 
         placed = ref = None
         if load_options(ctx):  # `lens --device cuda find-feature`: both organism models placed
@@ -129,7 +129,7 @@ def _find_feature(ctx, model, sae, pos, neg, select, too_long, sort_by, top, lay
             check_layer("--layer", layer, placed.n_layers)
         if sae is None and _parallel():  # the cached SAE is trained once, by rank 0, before the others read it
             if main:
-                from saes.organism import organism_sae
+                from lens.studies.find_feature_organism import organism_sae
 
                 base = placed or load(ctx, "organism:base")
                 organism_sae(base, base.n_layers // 2 if layer is None else layer, progress=say is not None)

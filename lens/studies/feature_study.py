@@ -22,9 +22,9 @@ TIMING_KEYS = ("ranking_throughput",)
 
 
 def _find_fn():
-    """The SAE helper's organism experiment (``saes.search`` or ``saes.organism``), or (None, reason)."""
+    """The organism experiment (``saes.search`` or ``lens.studies.find_feature_organism``), or (None, reason)."""
     errors = []
-    for mod in ("saes.search", "saes.organism"):
+    for mod in ("saes.search", "lens.studies.find_feature_organism"):
         try:
             module = __import__(mod, fromlist=["run_find_feature_organism"])
         except ImportError as e:

@@ -267,7 +267,7 @@ def first_on_rank0(fn: Callable[[], T]) -> T | None:
 
 
 def _organism_sae(base, sizes: Sizes) -> None:
-    from saes.organism import organism_sae
+    from lens.studies.find_feature_organism import organism_sae
 
     organism_sae(base, base.n_layers // 2 if sizes.layer is None else sizes.layer, progress=False)
 

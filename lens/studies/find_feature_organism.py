@@ -24,10 +24,9 @@ import torch
 
 from lens.artifacts import cache_dir
 from lens.errors import LensError
-
-from .config import TrainConfig
-from .io import Dictionary, load_sae
-from .search import prompt_rows, rank_features
+from saes.config import TrainConfig
+from saes.io import Dictionary, load_sae
+from saes.search import prompt_rows, rank_features
 
 ORGANISM_SAE = TrainConfig(architecture="topk", expansion=8, k=8, total_rows=200_000, batch_size=1024,
                            buffer_rows=65_536, lr=1e-3, checkpoint_every=100, seed=0)
@@ -49,9 +48,8 @@ def train_on_texts(model, texts: Sequence[str], site: str, out: Path, cfg: Train
     The spliced CE/KL evals run on `eval_texts` (default: the first 256 texts).
     """
     from lens.capture_folder import capture_to_disk
-
-    from .evals import evaluate
-    from .train import train_sae
+    from saes.evals import evaluate
+    from saes.train import train_sae
 
     folder = capture_to_disk(model, list(texts), [site], select, batch_size=64, out=out / "capture", progress=progress)
     res = train_sae(folder, out / "sae", cfg, site=site, model=model.facts(), progress=progress)
@@ -106,9 +104,9 @@ def run_find_feature_organism(
     """
     from lens.models import Model, load_model
     from lens.organism import corpus as C
-    from lens.studies import organism_inputs as O
+    from saes import steer_check as S
 
-    from . import steer_check as S
+    from . import organism_inputs as O
 
     say = progress or (lambda _m: None)
     base = model if isinstance(model, Model) else load_model(model or "organism:base")
