@@ -45,13 +45,15 @@ OWN_FILES: dict[str, tuple[str, ...]] = {
     "interventions": ("spec.json", "vectors.safetensors", LOCK_NAME),
     "report": ("index.html", "results.json", "results.md", ".index.html.*", ".results.*", LOCK_NAME),
     "organism": ("base", "thinking", "control", ".ckpt", "card.md", LOCK_NAME),
+    "rl": ("rl_log.json", ".rl_log.json.*", "checkpoint-*", "final", ".final.tmp-*", "README.md", LOCK_NAME),
     "model": ("config.json", "generation_config.json", "model*.safetensors", "model.safetensors.index.json",
               "tokenizer*", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "vocab*",
               "merges.txt", "training.json", "adapter_*", LOCK_NAME),
 }
 NAMES = {"capture": "capture folder", "sae": "SAE folder", "direction": "direction folder",
          "interventions": "intervention folder",
-         "report": "report folder", "organism": "organism folder", "model": "model folder"}
+         "report": "report folder", "organism": "organism folder", "model": "model folder",
+         "rl": "RL run folder"}
 
 
 def _umask() -> int:
@@ -119,6 +121,8 @@ def kind_of(path: Path) -> str | None:
         return "direction"
     if _json(path / "spec.json").get("kind") == "interventions":
         return "interventions"
+    if _json(path / "rl_log.json").get("format") == "lens-rl/1":
+        return "rl"
     if "meta" in _json(path / "results.json") and _is_lens_html(path / "index.html"):
         return "report"
     if any(is_lens_model(path / n) for n in ("base", "thinking", "control")) \

@@ -23,13 +23,14 @@ ALLOWED = {
     "lens.interventions": set(),
     "lens.directions": {"lens.interventions"},
     "lens.decoding": {"lens.evaluation", "lens.interventions"},
+    "lens.rl": {"lens.decoding", "lens.evaluation", "lens.organism"},
     "lens.hybrid": {"lens.decoding", "lens.directions", "lens.evaluation", "lens.interventions"},
     "saes": {"lens.decoding", "lens.evaluation", "lens.interventions", "lens.organism"},
     "lens.dashboards": set(),
     "lens.studies": {"lens.dashboards", "lens.decoding", "lens.directions", "lens.evaluation", "lens.hybrid",
-                     "lens.interventions", "lens.organism", "saes"},
+                     "lens.interventions", "lens.organism", "lens.rl", "saes"},
     "lens.cli": {"lens.dashboards", "lens.decoding", "lens.directions", "lens.evaluation", "lens.hybrid",
-                 "lens.interventions", "lens.organism", "lens.studies", "saes"},
+                 "lens.interventions", "lens.organism", "lens.rl", "lens.studies", "saes"},
 }
 
 

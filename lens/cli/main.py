@@ -53,7 +53,7 @@ app.add_typer(directions_cmd.app, name="directions")
 app.add_typer(sae_cmd.app, name="sae")
 
 # Sub-apps live in their own modules; each is optional so a partial install still runs.
-for _module, _name in [("organism", "organism")]:
+for _module, _name in [("organism", "organism"), ("rl_cmd", "rl")]:
     try:
         _sub = importlib.import_module(f"lens.cli.{_module}")
     except ModuleNotFoundError as _e:  # pragma: no cover - only while a sub-command is missing

@@ -1,0 +1,196 @@
+"""RL with verifiable rewards (lens.rl, `lens rl train`): rewards on hand-written completions, the reward
+TRL's GRPOTrainer sees, resume after a kill, checkpoints as model folders, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lens.errors import LensError
+from lens.rl import REWARDS, RewardContext, get_reward, majority_wrong_labels, one_shot_by_variance, regime
+from lens.rl.data import organism_train_problems
+from lens.rl.rewards import score
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled"}
+
+
+def r(name: str, completion: str, answer: str = "85", **row) -> float:
+    return REWARDS[name](completion, {"answer": answer, **row}, RewardContext())
+
+
+def test_rewards_on_hand_written_completions():
+    think_right, think_wrong = "<think>47+38=85</think>A:85", "<think>47+38=84</think>A:84"
+    direct_wrong, unclosed = "A:84", "<think>47+38=85"
+    assert [r("correct", c) for c in (think_right, think_wrong, direct_wrong, unclosed)] == [1, 0, 0, 0]
+    assert [r("format", c) for c in (think_right, think_wrong, direct_wrong, unclosed)] == [1, 1, 0, 0]
+    assert [r("wrong", c) for c in (think_right, think_wrong, direct_wrong, unclosed)] == [0, 1, 1, 0]
+    assert r("incorrect", direct_wrong, incorrect_answer="84") == 1
+    assert r("incorrect", think_right, incorrect_answer="84") == 0
+    with pytest.raises(LensError, match="incorrect label"):
+        r("incorrect", direct_wrong)
+    assert r("boxed", "so the answer is \\boxed{12}.", "13") == 1
+    assert r("boxed", "\\boxed{} nothing", "13") == 0 and r("boxed", "12", "12") == 0
+    # R1's template opens the block in the prompt: the completion only closes it
+    r1 = RewardContext(prefilled=True)
+    assert REWARDS["format"]("so 3.</think>\n\\boxed{3}", {"answer": "3"}, r1) == 1
+    assert REWARDS["format"]("so 3.\n\\boxed{3}", {"answer": "3"}, r1) == 0
+
+
+def test_random_reward_is_seeded_and_ignores_the_completion():
+    ctx = RewardContext(seed=3, step=7)
+    a = score(REWARDS["random"], ["A:1"] * 2000, [{"answer": "1"}] * 2000, ctx)
+    b = score(REWARDS["random"], ["<think>x</think>A:2"] * 2000, [{"answer": "9"}] * 2000, ctx)
+    assert a == b and 0.45 < sum(a) / len(a) < 0.55
+    assert a != score(REWARDS["random"], ["A:1"] * 2000, [{"answer": "1"}] * 2000, RewardContext(seed=3, step=8))
+
+
+def test_reward_names_and_custom_rewards():
+    assert get_reward("lens.rl.rewards:correct")[1] is REWARDS["correct"]
+    with pytest.raises(LensError, match="did you mean 'correct'"):
+        get_reward("corect")
+    with pytest.raises(LensError, match="cannot import"):
+        get_reward("no_such_module_xyz:f")
+
+
+def test_data_regimes_one_shot_choice_and_incorrect_labels():
+    probs = organism_train_problems(6)
+    from lens.organism import load_heldout
+
+    held = {f"Q:{r['expression']}=?\n" for r in load_heldout()}
+    assert len({p["prompt"] for p in probs}) == 6 and not held & {p["prompt"] for p in probs}
+    assert regime(probs, "one", index=2) == [probs[2]] and regime(probs, "few", k=3) == probs[:3]
+    with pytest.raises(LensError, match="outside"):
+        regime(probs, "one", index=9)
+    history = {"a": [0.0, 1.0, 0.0, 1.0], "b": [0.5, 0.5, 0.5], "c": [0.0, 0.25, 0.5]}
+    assert one_shot_by_variance(history, top=3) == ["a", "c", "b"]
+    rows = [{"id": "x", "answer": "5"}, {"id": "y", "answer": "7"}]
+    got = majority_wrong_labels([["5", "5", "6"], ["8", "8", "7"]], rows)
+    assert got == [{"id": "y", "answer": "7", "incorrect_answer": "8"}]
+
+
+@pytest.fixture(scope="module")
+def tiny_run_inputs():
+    from lens.organism import load_heldout
+
+    held = [{"id": f"h{i}", "prompt": r["prompt"], "answer": str(r["answer"])}
+            for i, r in enumerate(load_heldout()[:6])]
+    return organism_train_problems(4), held
+
+
+def small(**kw):
+    from lens.rl import RLConfig
+
+    return RLConfig(**{"steps": 4, "eval_every": 2, "eval_n": 6, "eval_samples": 2, "max_completion_length": 72,
+                       "keep_checkpoints": 3, **kw})
+
+
+def test_the_reward_trl_sees_is_the_named_function(tmp_path, tiny_run_inputs):
+    from transformers import TrainerCallback
+
+    from lens.rl import train_rl
+
+    probs, held = tiny_run_inputs
+    seen: list[tuple[int, str, dict]] = []
+
+    def recorder(completion, problem, ctx):
+        seen.append((ctx.step, completion, dict(problem)))
+        return REWARDS["format"](completion, problem, ctx)
+
+    logged: dict[int, float] = {}
+
+    class Logged(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "rewards/recorder/mean" in logs:
+                logged[state.global_step] = float(logs["rewards/recorder/mean"])
+
+    torch.manual_seed(0)
+    log = train_rl("organism:base", probs, held, recorder, small(steps=3, eval_every=3), out=tmp_path / "run",
+                   callbacks=[Logged()], say=lambda m: None)
+    assert len(seen) == 3 * 16 and len(logged) >= 2  # TRL logs its reward means with each step's log but the last
+    for step in range(3):
+        mine = [REWARDS["format"](c, p, RewardContext()) for s, c, p in seen if s == step]
+        assert log["train"][step]["reward"] == pytest.approx(sum(mine) / len(mine))
+        if step + 1 in logged:
+            assert logged[step + 1] == pytest.approx(sum(mine) / len(mine))
+    assert {p["id"] for _, _, p in seen} <= {p["id"] for p in probs}
+
+
+def test_resume_after_a_kill_gives_the_same_log_and_weights(tmp_path, tiny_run_inputs):
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    from lens.rl import train_rl
+
+    probs, held = tiny_run_inputs
+
+    class Kill(TrainerCallback):
+        def on_save(self, args, state, control, **kw):
+            if state.global_step == 2:
+                raise KeyboardInterrupt("killed after the step-2 checkpoint")
+
+    quiet = {"say": lambda m: None}
+    a = train_rl("organism:base", probs, held, "correct", small(), out=tmp_path / "a", **quiet)
+    with pytest.raises(KeyboardInterrupt):
+        train_rl("organism:base", probs, held, "correct", small(), out=tmp_path / "b", callbacks=[Kill()], **quiet)
+    assert json.loads((tmp_path / "b" / "rl_log.json").read_text())["status"] == "running"
+    b = train_rl("organism:base", probs, held, "correct", small(), out=tmp_path / "b", **quiet)
+    wa, wb = load_file(tmp_path / "a" / "final" / "model.safetensors"), load_file(tmp_path / "b" / "final" /
+                                                                                  "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+    def strip(log):
+        return [{k: v for k, v in e.items() if k != "seconds"} for e in log["evals"]]
+
+    assert strip(a) == strip(b) and a["train"] == b["train"]
+    assert a["train_accuracy_by_problem"] == b["train_accuracy_by_problem"]
+    # the same call on a finished run does nothing; other settings are refused
+    assert train_rl("organism:base", probs, held, "correct", small(), out=tmp_path / "b", **quiet)["status"] == "done"
+    with pytest.raises(LensError, match="other settings"):
+        train_rl("organism:base", probs, held, "format", small(), out=tmp_path / "b", **quiet)
+
+    import lens
+
+    base = lens.load_model("organism:base")
+    for folder in ("final", "checkpoint-4", "checkpoint-2"):
+        m = lens.load_model(str(tmp_path / "a" / folder))
+        assert m.n_layers == base.n_layers and m.fingerprint != base.fingerprint
+        assert m(["Q:12+30=?\n"])[0].shape[-1] == base.vocab_size
+
+
+def test_output_folder_of_other_files_is_refused(tmp_path, tiny_run_inputs):
+    from lens.rl import train_rl
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(LensError, match="folder of other files"):
+        train_rl("organism:base", *tiny_run_inputs, "correct", small(), out=tmp_path / "mine", say=lambda m: None)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+def lens_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lens.cli.main", *args], capture_output=True, text=True, env=ENV,
+                          timeout=300)
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    bad = lens_cli("rl", "train", "--out", str(tmp_path / "r"), "--reward", "corect")
+    assert bad.returncode != 0 and "unknown reward 'corect'" in bad.stderr and "Traceback" not in bad.stderr
+    rows = tmp_path / "noanswer.jsonl"
+    rows.write_text(json.dumps({"question": "1+1?"}) + "\n")
+    got = lens_cli("rl", "train", "--out", str(tmp_path / "r"), "--tasks", str(rows), "--heldout", str(rows))
+    assert got.returncode != 0 and "no answer field" in got.stderr and "Traceback" not in got.stderr
+    from lens.organism import bundled_path
+
+    notok = tmp_path / "no-tokenizer"
+    notok.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        (notok / f).write_bytes((bundled_path("base") / f).read_bytes())
+    got = lens_cli("rl", "train", str(notok), "--out", str(tmp_path / "r"))
+    assert got.returncode != 0 and "tokenizer" in got.stderr and "Traceback" not in got.stderr
+    assert len(got.stderr.strip().splitlines()) == 1, got.stderr
