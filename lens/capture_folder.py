@@ -17,6 +17,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from .batching import TOO_LONG
 from .capture_memory import (
     META_KEYS,
     Activations,
+    Forward,
     ProgressBar,
     batches,
     capture_batch,
@@ -294,6 +296,7 @@ def stream_capture(
     overwrite: bool = False,
     too_long: str = "error",
     index_offset: int = 0,
+    forward: Forward | None = None,
 ) -> CaptureFolder:
     """Capture to `out` shard by shard (see module docstring); resume when `out` holds a partial run.
 
@@ -306,12 +309,12 @@ def stream_capture(
     with writer_lock(out, "capture"):
         return _stream(model, inputs, sites, select, out, batch_size=batch_size, dtype=dtype,
                        padding_side=padding_side, shard_rows=shard_rows, progress=progress, total=total,
-                       overwrite=overwrite, too_long=too_long, index_offset=index_offset)
+                       overwrite=overwrite, too_long=too_long, index_offset=index_offset, forward=forward)
 
 
 def _stream(model: Model, inputs: Iterable, sites: list[Site], select: Selection, out: Path, *, batch_size: int,
             dtype: torch.dtype, padding_side: str, shard_rows: int, progress: bool, total: int | None,
-            overwrite: bool, too_long: str, index_offset: int = 0) -> CaptureFolder:
+            overwrite: bool, too_long: str, index_offset: int = 0, forward: Forward | None = None) -> CaptureFolder:
     for stale in list(out.glob(".shard-*.tmp")) + list(out.glob(".manifest.json.*.tmp")):
         stale.unlink(missing_ok=True)  # half-written files of a killed run of this folder (we hold its lock)
     manifest = _new_manifest(model, sites, select, dtype)
@@ -388,7 +391,7 @@ def _stream(model: Model, inputs: Iterable, sites: list[Site], select: Selection
         pending, pending_rows, ex_pending = [], 0, []
 
     start = index_offset + manifest["n_examples_done"]  # example numbers are global in a data-parallel part
-    if isinstance(select, AllTokens):  # every token: groups of batches straight into preallocated rows
+    if isinstance(select, AllTokens) and forward is None:  # every token: batches straight into preallocated rows
         for k, group in enumerate(batches(examples, batch_size * 8)):
             part = capture_every(model, group, sites, batch_size, dtype, padding_side, bar, start + k * batch_size * 8,
                                  pin=False, too_long=too_long)  # parts wait for the disk: no page-locked memory
@@ -398,11 +401,11 @@ def _stream(model: Model, inputs: Iterable, sites: list[Site], select: Selection
             if pending_rows >= shard_rows:
                 flush()
     else:
-        with reading(model, sites) as state:
+        with reading(model, sites) if forward is None else nullcontext({}) as state:  # forward: no lens hooks
             for k, chunk in enumerate(batches(examples, batch_size)):
                 t0 = time.perf_counter()
                 part = capture_batch(model, chunk, sites, select, start + k * batch_size, dtype, padding_side, state,
-                                     too_long=too_long)
+                                     too_long=too_long, forward=forward)
                 pending.append(part)
                 ex_pending.extend(chunk)
                 pending_rows += len(part)
@@ -421,7 +424,7 @@ def _stream(model: Model, inputs: Iterable, sites: list[Site], select: Selection
 
 def parallel_capture(model: Model, inputs: Iterable, sites: list[Site], select: Selection, out: Path, *,
                      batch_size: int, dtype: torch.dtype, padding_side: str, shard_rows: int, progress: bool,
-                     overwrite: bool = False, too_long: str = "error") -> CaptureFolder:
+                     overwrite: bool = False, too_long: str = "error", forward: Forward | None = None) -> CaptureFolder:
     """One capture folder written by every rank of a data-parallel job (`torchrun`, `accelerate launch`).
 
     Each rank captures its contiguous block of the inputs (cut at whole groups of batches, so every
@@ -450,7 +453,7 @@ def parallel_capture(model: Model, inputs: Iterable, sites: list[Site], select: 
             stream_capture(model, examples[mine.start:mine.stop], sites, select, out / part_name(r),
                            batch_size=batch_size, dtype=dtype, padding_side=padding_side, shard_rows=shard_rows,
                            progress=progress and r.main, total=len(mine), overwrite=overwrite, too_long=too_long,
-                           index_offset=mine.start)
+                           index_offset=mine.start, forward=forward)
         barrier()
         if r.main:
             _merge_parts(out, new, h, r.world)
@@ -519,6 +522,7 @@ def capture_to_disk(
     total: int | None = None,
     overwrite: bool = False,
     too_long: str = "error",
+    forward: Forward | None = None,
 ) -> CaptureFolder:
     """Capture `sites` at the tokens `select` picks into the folder `out`, shard by shard.
 
@@ -526,6 +530,9 @@ def capture_to_disk(
     `shard_rows`; a partial capture of the same inputs resumes; under torchrun / accelerate launch each rank
     captures its share into the one folder. A folder holding a capture of other inputs, sites or model is
     replaced only with `overwrite=True`; a folder of other files, or a plain file, is refused.
+    forward: runs each batch in place of lens's hooked forward (`lens.capture_memory.capture_batch`), e.g.
+    `lens.interventions.backends.nnsight_capture.nnsight_forward(lm, model, sites)` (nnsight; pass
+    padding_side="left", as nnsight pads); the rows, their order and the folder are the same.
     """
     from .capture_memory import check_sites
     from .distributed import ranks
@@ -540,7 +547,7 @@ def capture_to_disk(
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     kw = dict(batch_size=batch_size, dtype=dtype, padding_side=padding_side, shard_rows=shard_rows,
-              progress=progress, overwrite=overwrite, too_long=too_long)
+              progress=progress, overwrite=overwrite, too_long=too_long, forward=forward)
     if ranks().parallel:  # under torchrun / accelerate launch: each rank its share, one folder
         return parallel_capture(model, inputs, site_list, select, Path(out), **kw)
     return stream_capture(model, inputs, site_list, select, Path(out), total=total, **kw)

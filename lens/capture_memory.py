@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
@@ -29,6 +29,10 @@ from .sites import Site, resolve
 
 META_KEYS = ("example", "start", "end", "token_id")
 KIND_ORDER = {"hook_resid_pre": 0, "hook_attn_out": 1, "hook_mlp_out": 2, "hook_resid_post": 3}
+
+
+#: a batch's forward: (state, model, batch) -> logits [batch, seq, vocab] or None; it calls state["read"](site, hidden)
+Forward = Callable[[dict, Model, Batch], "torch.Tensor | None"]
 
 
 class _StopForward(Exception):
@@ -200,6 +204,7 @@ def capture_batch(
     device: torch.device | str = "cpu",
     too_long: str = "error",
     logits: list | None = None,
+    forward: Forward | None = None,
 ) -> Activations:
     """Capture one batch of examples (one forward pass, no gradient).
 
@@ -209,7 +214,12 @@ def capture_batch(
     state: from `reading(model, sites)` when called in a loop (hooks registered once); None
     registers them for this batch only. device: where the rows are returned (default CPU).
     too_long: "error" or "truncate", for inputs longer than the model's context (`fit_context`).
+    forward: runs the batch in place of lens's hooked forward and hands each site's hidden states
+        [batch, seq, d_model] to ``state["read"](site name, hidden)`` (e.g. through nnsight:
+        `lens.interventions.backends.nnsight_capture`); `state` is then any dict (no hooks are registered).
     """
+    if state is None and forward is not None:
+        state = {}
     if state is None:
         with reading(model, sites) as st:
             return capture_batch(model, examples, sites, select, first_index, dtype, side, st, device, too_long,
@@ -244,7 +254,7 @@ def capture_batch(
         seen[name] = plan.gather(h.detach())  # stays on the device until the forward is done
 
     state["read"] = read
-    out = _forward(state, model, batch)
+    out = (forward or _forward)(state, model, batch)
     if logits is not None:
         if out is None:
             raise LensError("logits were asked for but the forward stopped at the deepest site; "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import TEMPLATE_HELP, console, emit_json, table
+from .common import BACKEND_HELP, REMOTE_HELP, TEMPLATE_HELP, console, emit_json, table
 from .validate import choice, positive
 
 
@@ -31,16 +31,22 @@ def capture_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a capture of other inputs, sites or model "
                                                                "at --out (your other files there are kept)"),
     template: str = typer.Option(None, "--template", help=TEMPLATE_HELP),
+    backend: str = typer.Option("lens", "--backend", help=BACKEND_HELP, callback=choice("lens", "nnsight")),
+    remote: bool = typer.Option(False, "--remote", help=REMOTE_HELP),
     as_json: bool = typer.Option(False, "--json", help="print the manifest summary as JSON"),
 ) -> None:
-    """Capture residual activations from a JSONL file into a folder of safetensors shards."""
+    """Capture residual activations from a JSONL file into a folder of safetensors shards.
+
+    With --backend nnsight each batch's forward runs as an nnsight trace (left-padded); the folder holds the
+    same rows as lens's own capture."""
     from ..capture_folder import capture_to_disk
     from ..errors import LensError
     from ..selection import parse_select
     from ..sites import all_sites
-    from .common import check_templatable, load, templated
+    from .common import check_backend, check_templatable, load, templated
     from .validate import iter_inputs
 
+    check_backend(backend, remote, model)
     if dtype not in ("float32", "bfloat16", "float16"):
         raise LensError(f"dtype {dtype!r} is not one of float32, bfloat16, float16")
     from ..outputs import check_output
@@ -56,9 +62,17 @@ def capture_cmd(
         raise LensError(f"input file {inputs} is empty; write one JSON object per line")
     m = load(ctx, model)
     site_list = [s.name for s in all_sites(m)] if sites == "all" else [s for s in sites.split(",") if s.strip()]
+    forward = None
+    if backend == "nnsight":
+        from ..capture_memory import check_sites
+        from ..interventions.backends.nnsight_backend import language_model
+        from ..interventions.backends.nnsight_capture import nnsight_forward
+
+        forward = nnsight_forward(language_model(m), m, check_sites(m, site_list), remote)
     folder = capture_to_disk(m, templated(iter_inputs(inputs), template, m), site_list, select, out=out,
                              batch_size=batch_size, dtype=dtype, shard_rows=shard_rows, progress=not as_json,
-                             total=total, overwrite=overwrite, too_long=too_long)
+                             total=total, overwrite=overwrite, too_long=too_long, forward=forward,
+                             padding_side="left" if forward is not None else "right")
     from ..distributed import ranks
 
     if not ranks().main:  # under torchrun: rank 0 reports for the whole job

@@ -140,3 +140,25 @@ def check_templatable(n: int, item) -> None:
     if not (isinstance(item, dict) and (isinstance(item.get("prompt"), str) or isinstance(item.get("text"), str))):
         raise LensError(f"input {n}: --template applies to texts and prompts, not to token ids; drop --template "
                         "or give the input as text")
+
+
+BACKEND_HELP = ("lens (default: lens's own hooks) or nnsight (the same work as edits and reads inside nnsight traces, "
+                "left-padded batches)")
+REMOTE_HELP = ("with --backend nnsight: run the model on NDIF (nnsight's remote=True, a hub model only; a pass-through "
+               "to nnsight, not tested by lens)")
+
+
+def check_backend(backend: str, remote: bool, spec: str) -> None:
+    """Refuse, before the model loads, --remote without --backend nnsight and a remote run of a model NDIF
+    cannot serve (anything but a hub id)."""
+    from ..errors import LensError
+    from ..models import _resolve_spec
+
+    if not remote:
+        return
+    if backend != "nnsight":
+        raise LensError("--remote runs the model on NDIF through nnsight; add --backend nnsight")
+    source = _resolve_spec(spec)[0]
+    if source != "hub":
+        raise LensError(f"--remote runs Hugging Face hub models on NDIF; {spec} is a {source} model: drop --remote "
+                        "or pass a hub id")

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from .common import TEMPLATE_HELP, console, emit_json, table
+from .common import BACKEND_HELP, REMOTE_HELP, TEMPLATE_HELP, console, emit_json, table
 from .validate import check_fits, choice, finite, non_negative, positive, valid_text
 
 
@@ -66,6 +66,21 @@ def parse_metric(text: str | None):
     raise LensError(f"--metric {text!r}: use regex:PATTERN or py:MODULE:FUNCTION")
 
 
+def nnsight_runner(model, prompts: list[str], max_new_tokens: int, remote: bool):
+    """`lens steer`'s run(interventions) -> (texts, fired) through nnsight: every prompt in left-padded batches,
+    fired records as the lens engine logs each prompt run alone."""
+    from ..decoding.nnsight_generate import generate_nnsight_prompts
+    from ..interventions.backends.nnsight_backend import language_model
+
+    lm = language_model(model)
+
+    def run(items) -> tuple[list[str], list[dict]]:
+        gen, fired = generate_nnsight_prompts(model, prompts, max_new_tokens, items, lm=lm, remote=remote)
+        return [s.text for s in gen.samples], fired
+
+    return run
+
+
 def steer_cmd(
     ctx: typer.Context,
     prompt: list[str] = typer.Option(..., "--prompt", "-p", help="prompt text (repeatable); \\n is a newline",
@@ -88,23 +103,27 @@ def steer_cmd(
     metric: str = typer.Option(None, "--metric", help="behaviour to count in each completion: regex:PATTERN or "
                                "py:MODULE:FUNCTION (text -> bool); the rate is reported per run"),
     template: str = typer.Option(None, "--template", help=TEMPLATE_HELP),
+    backend: str = typer.Option("lens", "--backend", help=BACKEND_HELP, callback=choice("lens", "nnsight")),
+    remote: bool = typer.Option(False, "--remote", help=REMOTE_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Generate greedily with and without the interventions, and print where they fired.
 
     With --random-control N the same prompts are also steered with N random directions of the same
     norm: what the real direction does beyond what any vector of its size does. With --metric each
-    run reports the share of completions showing the behaviour.
+    run reports the share of completions showing the behaviour. With --backend nnsight the same generations
+    run as nnsight traces (all prompts in left-padded batches; each completion equals the lens engine's).
     """
     from ..decoding.generate import generate
     from ..directions import load_direction
     from ..errors import LensError
     from ..interventions import steer
     from ..interventions.spec import describe, load_interventions
-    from .common import load, templated
+    from .common import check_backend, load, templated
 
     if (direction is None) == (spec is None):
         raise LensError("give exactly one of --direction DIR or --spec DIR")
+    check_backend(backend, remote, model)
     at = parse_where(where) if direction is not None else None  # a bad --where fails before the model loads
     shows = parse_metric(metric)
     m = load(ctx, model)
@@ -114,9 +133,13 @@ def steer_cmd(
         ivs = [load_direction(direction, m).intervention(scale, op, at, unit=unit)]
     prompts = list(templated([p.replace("\\n", "\n") for p in prompt], template, m))
     check_fits(m, prompts, "--prompt", max_new_tokens, "--max-new-tokens")
-    plain = [s.text for s in generate(m, prompts, max_new_tokens).samples]
+    nnsight_run = nnsight_runner(m, prompts, max_new_tokens, remote) if backend == "nnsight" else None
+    plain = (nnsight_run([])[0] if nnsight_run is not None else
+             [s.text for s in generate(m, prompts, max_new_tokens).samples])
 
     def run(items):
+        if nnsight_run is not None:
+            return nnsight_run(items)
         texts, fired = [], []
         for i, p in enumerate(prompts):  # one prompt per block, so the log's rows are prompt indexes
             with steer(m, items) as h:

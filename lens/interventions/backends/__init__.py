@@ -1,4 +1,4 @@
-"""Compile intervention specs to other backends: nnsight traces (local or NDIF `remote=True`) and
-TransformerLens hooks. Both cover unpadded batches (equal-length prompts); the lens engine covers
-padded batches and gates.
+"""Compile intervention specs to other backends: nnsight traces (`nnsight_backend`: generation, left-padded
+batches with their attention mask; `nnsight_capture`: capture; both local or NDIF `remote=True`) and
+TransformerLens hooks (`transformer_lens_backend`: unpadded batches). Gates run on the lens engine only.
 """

@@ -1,74 +1,197 @@
-"""Run intervention specs through nnsight: `generate_nnsight(lm, model, interventions, ...)`.
+"""Run intervention specs through nnsight: `generate_nnsight(lm, model, interventions, ids, n, attention_mask)`.
 
-The same spec (site, op, vector, scale, positions) becomes edits of `layer.output` inside an
-nnsight generation trace, step by step; pass `remote=True` to run it on NDIF for models too large
-to host (the trace is the same; only where it executes changes).
+The same spec (site, op, vector, scale, where) becomes edits of a layer's input or output inside an nnsight
+generation trace, step by step. Positions are lens's: on a left-padded batch, absolute position p of row b is
+its p-th real token (pads are never touched) and Where counts from each row's own prompt length, exactly as
+the engine (`lens.interventions.steer`) reads them from the position ids Hugging Face's ``generate`` passes.
+Which slots each step touches is worked out here, before the trace; the trace body itself holds only tensor
+arithmetic on precomputed masks and vectors, so the same body can run on NDIF (``remote=True``, a pass-through
+to nnsight, not tested here).
 """
 
 from __future__ import annotations
 
-import torch
-from jaxtyping import Int
+import copy
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
 
+import torch
+from jaxtyping import Bool, Float, Int
+
+from ...capture_memory import KIND_ORDER
 from ...errors import LensError
 from ...families import family_of
 from ...models import Model
 from ...sites import Site
+from ..engine import _per_row
 from ..spec import Intervention
-from .positions import apply_op, call_positions, slots
+
+_NEVER_REACHED = ".*was never reached.*"  # nnsight's warning when generation ends before a planned step
 
 
-def _envoy(lm, model: Model, site: str):
+def language_model(model: Model) -> Any:
+    """An nnsight `TransformersModel` over `model`'s own weights (no copy), with a copy of its tokenizer.
+
+    nnsight sets its tokenizer to pad on the left; the copy keeps lens's tokenizer as it was.
+    """
+    from nnsight.modeling.transformers import TransformersModel
+
+    return TransformersModel(model.hf, task="text-generation", tokenizer=copy.deepcopy(model.tokenizer))
+
+
+def site_order(site: str | Site) -> tuple[int, int]:
+    """Where a site is reached in a forward pass: nnsight needs its reads and edits in that order."""
+    s = Site.parse(site)
+    return s.layer, KIND_ORDER[s.kind]
+
+
+def envoy(lm: Any, model: Model, site: str | Site) -> tuple[Any, str]:
+    """The nnsight envoy a site lives on and whether it is read at its "input" (resid_pre) or "output"."""
     s = Site.parse(site)
     fam = family_of(model.family)
-    obj = lm
-    for part in fam.layers.split("."):
-        obj = getattr(obj, part)
-    layer = obj[s.layer]
+
+    def walk(obj: Any, dotted: str) -> Any:
+        for part in dotted.split("."):
+            obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
+        return obj
+
+    layer = walk(lm, fam.layers)[s.layer]
     if s.kind == "hook_resid_post":
         return layer, "output"
     if s.kind == "hook_resid_pre":
         return layer, "input"
     sub = fam.attn_out if s.kind == "hook_attn_out" else fam.mlp_out
-    for part in sub.split("."):
-        layer = getattr(layer, part)
-    return layer, "output"
+    if sub is None:
+        raise LensError(f"family {fam.name} does not expose {s.kind}; use hook_resid_pre/hook_resid_post")
+    return walk(layer, sub), "output"
+
+
+#: one intervention at one call: (op, slots it touches [batch, seq, 1] bool, vector [d] / [batch, 1|seq, d], scale);
+#: a plain tuple, so that a trace sent to NDIF carries nothing but tensors and builtins
+Edit = tuple[str, Bool[torch.Tensor, "batch seq 1"], Float[torch.Tensor, "*rows d_model"], float]
+
+
+@dataclass
+class Plan:
+    """What a generation does at each step: {step: [(envoy, "input"|"output", [Edit])]} in the order the
+    forward reaches the sites, plus a record per (step, row, absolute position, site) touched."""
+
+    steps: dict[int, list[tuple[Any, str, list[Edit]]]] = field(default_factory=dict)
+    records: list[dict] = field(default_factory=list)
+
+    def fired(self, n_steps: list[int] | None = None) -> list[dict]:
+        """The records, keeping for row b only the steps it ran alone (`n_steps[b]`: its new tokens)."""
+        if n_steps is None:
+            return list(self.records)
+        return [r for r in self.records if r["step"] < n_steps[r["row"]]]
+
+
+def call_slots(step: int, attention_mask: Int[torch.Tensor, "batch prompt"]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(absolute positions [batch, T], real slots [batch, T]) of generation call `step` on a left-padded batch:
+    step 0 is the prompt pass (position = index among the row's real tokens), step s >= 1 one new token each,
+    at (the row's prompt length) + s - 1."""
+    mask = attention_mask.long()
+    if step == 0:
+        return (mask.cumsum(-1) - 1).clamp(min=0), mask.bool()
+    pos = mask.sum(-1, keepdim=True) + step - 1
+    return pos, torch.ones_like(pos, dtype=torch.bool)
+
+
+def plan(lm: Any, model: Model, interventions: list[Intervention],
+         attention_mask: Int[torch.Tensor, "batch prompt"], max_new_tokens: int) -> Plan:
+    """Which slots each intervention touches at each of the `max_new_tokens` generation calls."""
+    for iv in interventions:
+        iv.check(model)
+        if iv.where.kind == "gate":
+            raise LensError("gated interventions run on the lens engine only (lens.interventions.steer)")
+    mask = attention_mask.cpu()
+    batch = mask.shape[0]
+    plen = mask.long().sum(-1, keepdim=True)
+    ordered = sorted(interventions, key=lambda iv: site_order(iv.site))  # stable: list order within a site
+    out = Plan()
+    for step in range(max_new_tokens):
+        pos, real = call_slots(step, mask)
+        groups: dict[str, list[Edit]] = {}
+        for iv in ordered:
+            hit = iv.where.mask(pos, plen) & real
+            if not bool(hit.any()):
+                continue
+            vec = iv.vector.detach().cpu()
+            if vec.dim() > 1:
+                vec = _per_row(iv, vec, pos, batch)
+            groups.setdefault(iv.site, []).append((iv.op, hit[..., None], vec, float(iv.scale)))
+            rows, slots = hit.nonzero(as_tuple=True)
+            out.records += [{"row": r, "step": step, "position": p, "site": iv.site}
+                            for r, p in zip(rows.tolist(), pos[rows, slots].tolist(), strict=True)]
+        if groups:
+            out.steps[step] = [(*envoy(lm, model, site), edits) for site, edits in groups.items()]
+    return out
 
 
 def generate_nnsight(
-    lm,
+    lm: Any,
     model: Model,
     interventions: list[Intervention],
     input_ids: Int[torch.Tensor, "batch prompt"],
     max_new_tokens: int,
+    attention_mask: Int[torch.Tensor, "batch prompt"] | None = None,
     remote: bool = False,
-    **generate_kwargs,
+    **generate_kwargs: Any,
 ) -> Int[torch.Tensor, "batch total"]:
-    """Greedy generation under `interventions` through nnsight; returns the full sequences.
+    """Greedy generation under `interventions` through nnsight; returns the full sequences [batch, prompt + new].
 
-    lm: an `nnsight.LanguageModel` wrapping the same weights as `model` (lens uses `model` only for
-    its family layout and width). input_ids: an unpadded batch (all prompts of equal length).
+    lm: an nnsight `TransformersModel` / `LanguageModel` over the same weights as `model` (`language_model`);
+        lens uses `model` for its family layout and width. input_ids: a batch, left-padded when the prompts
+        differ in length, with its `attention_mask` (None: every slot is real). Padded rows generate what
+        each row generates alone, and Where means the positions it means on the lens engine.
+    Interventions: one vector [d_model], per-row vectors [batch, d_model], or per-position ones with
+        Where.absolute; gates run on the lens engine only. remote: passed to nnsight's trace (NDIF).
+    generate_kwargs: passed to Hugging Face's generate (e.g. ``generation_config``, ``pad_token_id``).
     """
-    for iv in interventions:
-        iv.check(model)
-    plen = int(input_ids.shape[1])
-    plan = []  # (step, envoy, where, slot index tensor, intervention)
-    for step in range(max_new_tokens):
-        pos = call_positions(step, plen, plen if step == 0 else 1)
-        for iv in interventions:
-            idx = slots(iv, pos, plen)
-            if idx:
-                env, attr = _envoy(lm, model, iv.site)
-                plan.append((step, env, attr, torch.tensor(idx), iv))
-    if any(attr == "input" for _, _, attr, _, _ in plan):
-        raise LensError("the nnsight backend edits outputs; express resid_pre L as resid_post L-1")
-    with lm.generate(input_ids, max_new_tokens=max_new_tokens, do_sample=False, remote=remote,
-                     **generate_kwargs) as tracer:
-        for step in tracer.iter[:max_new_tokens]:
-            for s, env, _attr, idx, iv in plan:
-                if s == step:
-                    out = env.output
-                    hidden = out[0] if isinstance(out, tuple) else out
-                    hidden[:, idx] = apply_op(iv, hidden[:, idx], iv.vector.to(hidden.device, hidden.dtype))
-        result = tracer.result.save()
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    todo = plan(lm, model, interventions, attention_mask, max_new_tokens)
+    return generate_planned(lm, todo, input_ids, attention_mask, max_new_tokens, remote, **generate_kwargs)
+
+
+def generate_planned(
+    lm: Any,
+    todo: Plan,
+    input_ids: Int[torch.Tensor, "batch prompt"],
+    attention_mask: Int[torch.Tensor, "batch prompt"],
+    max_new_tokens: int,
+    remote: bool = False,
+    **generate_kwargs: Any,
+) -> Int[torch.Tensor, "batch total"]:
+    """`generate_nnsight` with its `plan` made already (the caller keeps the plan's records)."""
+    steps = todo.steps
+    if "generation_config" not in generate_kwargs:
+        generate_kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False, **generate_kwargs}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_NEVER_REACHED)  # every row ended before a planned step
+        with lm.generate(remote=remote, **generate_kwargs) as tracer:
+            with tracer.invoke(input_ids=input_ids, attention_mask=attention_mask):
+                for step in tracer.iter[sorted(steps)]:
+                    for env, attr, edits in steps[step]:
+                        out = env.output if attr == "output" else env.input
+                        h = out[0] if isinstance(out, tuple) else out
+                        for op, hit, vec, scale in edits:  # the engine's arithmetic (engine._apply), op by op
+                            m = hit.to(h.device, h.dtype)
+                            v = vec.to(h.device, h.dtype)
+                            if op == "add":
+                                h = h + m * (v * scale)
+                            elif op == "set":
+                                h = h + m * (scale * v - h)
+                            else:
+                                unit = v / v.norm(dim=-1, keepdim=True)
+                                proj = (h * unit).sum(-1, keepdim=True)
+                                h = h - m * proj * unit if op == "project_out" else h + m * (scale - proj) * unit
+                        new = (h, *out[1:]) if isinstance(out, tuple) else h
+                        if attr == "output":
+                            env.output = new
+                        else:
+                            env.input = new
+            with tracer.invoke():  # its own invoke: it runs even when generation ends before a planned step
+                result = tracer.result.save()
     return result
