@@ -39,7 +39,7 @@ def test_plotlyjs_embedded_once_and_every_figure_has_a_div(report):
     assert sorted(ctx) == sorted(data["ctx"]) and len(ctx) == 6
     # every page is in the nav, ids are unique
     pages = re.findall(r'<section class="page" id="([^"]+)"', html)
-    assert len(pages) == len(set(pages)) == 6 + 6
+    assert len(pages) == len(set(pages)) == 7 + 6  # overview, five findings (3: diff and rl), 6 features
     for p in pages:
         assert f'href="#{p}"' in html
 

@@ -101,7 +101,7 @@ def test_sampling_preset_and_both_reflection_detectors_are_reported(tiny_pair, t
 def test_tables_show_errors_and_skips():
     res = {"sampling": {"status": "error", "reason": "boom"}, "hybrid": {"status": "skipped", "reason": "why"}}
     ts = tables(res)
-    assert [t["title"][0] for t in ts] == ["1", "2", "3", "4", "5"]
+    assert [t["title"][0] for t in ts] == ["1", "2", "3", "3", "4", "5"]  # 3: the model diff and the RL runs
     assert ts[0]["rows"][0]["this run"] == "boom" and ts[1]["rows"][0]["this run"] == "why"
     assert "| error | boom | - |" in markdown({"tables": ts})
 
@@ -126,7 +126,7 @@ def test_cli_help_lists_sizes():
     for flag in ("--out", "--base", "--thinking", "--tasks", "--n", "--samples", "--json", "--steps", "--sae",
                  "--top-p", "--sampling"):
         assert flag in out
-    assert set(STEPS) == {"sampling", "hybrid", "cot", "feature", "diff"}
+    assert set(STEPS) == {"sampling", "hybrid", "cot", "feature", "diff", "rl"}
 
 
 def test_organism_smoke(tmp_path):
@@ -139,11 +139,16 @@ def test_organism_smoke(tmp_path):
     if not (bundled_path("base") / "config.json").exists():
         pytest.skip("the bundled organism is not built yet (lens organism train)")
     sizes = Sizes(n=12, samples=4, hybrid_n=12, cot_n=8, k=4, feature_n=8, n_contrast=32, top_features=1,
-                  n_random=1, feature_pages=2)
+                  n_random=1, feature_pages=2, rl_steps=6, rl_n=8, rl_pass_k=4, rl_experiments=("one_shot", "format"))
     res = reproduce(tmp_path, sizes=sizes, progress=False)
     for name in STEPS:
         assert res[name]["status"] in ("ok", "skipped"), (name, res[name].get("reason"))
-    assert res["sampling"]["status"] == res["cot"]["status"] == res["diff"]["status"] == "ok"
+    assert res["sampling"]["status"] == res["cot"]["status"] == res["diff"]["status"] == res["rl"]["status"] == "ok"
+    rl = res["rl"]["models"]
+    assert set(rl) == {"base", "control"} and set(rl["base"]["runs"]) == {"one_shot", "format"}
+    assert [c["step"] for c in rl["base"]["runs"]["one_shot"]["curve"]] == [0, 2, 4, 6]
+    assert set(rl["control"]["pass_at_k"]["after"]) == {"1", "2", "4"} and res["rl"]["targets"]
+    assert "RL with verifiable" in (tmp_path / "index.html").read_text()
     if res["hybrid"]["status"] == "ok":  # the organism's known answer: the hybrid closes most of the gap
         assert res["hybrid"]["hybrid"]["gap_recovered"] > 0.5
         assert res["hybrid"]["runs"]["random_vector_per_step"]["gap_recovered"] < 0.5  # nothing without the bias

@@ -46,13 +46,13 @@ def reproduce_cmd(
     thinking_template: str = typer.Option(None, "--thinking-template",
                                           help="the thinking model's prompt template (default: its own chat "
                                                "template when its tokenizer has one, else --template)"),
-    steps: str = typer.Option(",".join(("sampling", "hybrid", "cot", "feature", "diff")), "--steps",
-                              help="comma-separated subset of sampling,hybrid,cot,feature,diff"),
+    steps: str = typer.Option(",".join(("sampling", "hybrid", "cot", "feature", "diff", "rl")), "--steps",
+                              help="comma-separated subset of sampling,hybrid,cot,feature,diff,rl"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a report already at --out "
                                                                "(your other files there are kept)"),
     as_json: bool = typer.Option(False, "--json", help="print results.json to stdout (no progress bars)"),
 ) -> None:
-    """Re-run the findings (pass@k, hybrid, model diff, CoT-decoding, SAE trigger) and write a report folder.
+    """Re-run the findings (pass@k, hybrid, model diff and RL, CoT-decoding, SAE trigger) and write a report folder.
 
     Under `torchrun` / `accelerate launch` the sampling, CoT-decoding and steer-check work is split across
     the processes; rank 0 writes the report (see docs/scale.md).

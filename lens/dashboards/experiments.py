@@ -107,6 +107,35 @@ def diff_page(report: Report, step: Mapping | None) -> Page:
     return page
 
 
+def rl_page(report: Report, step: Mapping | None) -> Page:
+    page = report.page("3. RL with verifiable and spurious rewards", id="rl",
+                       lead="GRPO (TRL) on the base and on the control, which never saw a thinking trace: held-out "
+                            "greedy accuracy against training step for each reward, and pass@k before and after "
+                            "1-shot RLVR.")
+    if _skipped(page, step):
+        return page
+    for name, m in step.get("models", {}).items():
+        rows = [{"step": c["step"], "accuracy": c["heldout_accuracy"], "run": exp}
+                for exp, r in m.get("runs", {}).items() for c in r.get("curve", [])]
+        if rows:
+            page.figure(F.sweep(rows, "step", "accuracy", "run", f"{name}: held-out greedy accuracy vs step",
+                                "GRPO step", "accuracy (%)"), height=380)
+        train = [{"train": c["train_accuracy"], "accuracy": c["heldout_accuracy"], "run": exp}
+                 for exp, r in m.get("runs", {}).items() if exp == "one_shot" for c in r.get("curve", [])]
+        if train:
+            page.figure(F.sweep(train, "train", "accuracy", "run", f"{name}: held-out vs training accuracy "
+                                "(post-saturation: does held-out keep rising once training is solved?)",
+                                "training accuracy of the sampled completions", "held-out accuracy (%)"), height=380)
+        pk = m.get("pass_at_k")
+        if pk:
+            rows = [{"k": int(k), "v": v, "model": f"{name} {when}"} for when in ("before", "after")
+                    for k, v in pk[when].items()]
+            page.figure(F.sweep(rows, "k", "v", "model", f"{name}: pass@k before and after 1-shot RLVR", "k",
+                                "pass@k (%)", dashed=[f"{name} before"]), height=380)
+    page.table(list(step.get("targets", [])), caption="targets on the organism")
+    return page
+
+
 def cot_page(report: Report, step: Mapping | None) -> Page:
     page = report.page("4. CoT-decoding", id="cot",
                        lead="Branch on the top-k first tokens, continue greedily, answer with the branch whose "
@@ -225,6 +254,7 @@ def build_report(results: Mapping, features: Sequence[Mapping] = (), title: str 
     sampling_page(report, results.get("sampling"))
     hybrid_page(report, results.get("hybrid"))
     diff_page(report, results.get("diff"))
+    rl_page(report, results.get("rl"))
     cot_page(report, results.get("cot"))
     step = results.get("feature")
     feature_step_page(report, step, [d["feature"] for d in features])

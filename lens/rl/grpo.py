@@ -155,10 +155,18 @@ def _callback(log: dict, out: Path, reward: TrlReward, model_of: Callable[[], An
 
 def grpo_args(cfg: RLConfig, out: Path) -> Any:
     """TRL's ``GRPOConfig`` for ``cfg`` (CPU unless a GPU is visible; no reporting; checkpoints in ``out``)."""
+    import warnings
+
     import torch
     from trl import GRPOConfig
 
     save = cfg.save_every or cfg.eval_every
+    with warnings.catch_warnings():  # TRL's own defaults name options transformers has deprecated
+        warnings.simplefilter("ignore", FutureWarning)
+        return _grpo_config(GRPOConfig, cfg, out, save, torch.cuda.is_available())
+
+
+def _grpo_config(GRPOConfig: Any, cfg: RLConfig, out: Path, save: int, cuda: bool) -> Any:
     return GRPOConfig(
         output_dir=str(out), per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
         num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
@@ -167,7 +175,7 @@ def grpo_args(cfg: RLConfig, out: Path) -> Any:
         num_iterations=cfg.num_iterations, entropy_coef=cfg.entropy_coef, loss_type=cfg.loss_type,
         scale_rewards=cfg.scale_rewards, seed=cfg.seed, data_seed=cfg.seed, logging_steps=1, report_to=[],
         save_strategy="steps", save_steps=save, save_total_limit=cfg.keep_checkpoints, disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available(), bf16=False, dataloader_num_workers=0, log_completions=False,
+        use_cpu=not cuda, bf16=False, dataloader_num_workers=0, log_completions=False,
     )
 
 
@@ -259,21 +267,33 @@ def _run(m, problems, heldout, name, fn, cfg, out, log, resume, extractor, callb
         return Model.from_hf(holder["trainer"].model, tok, spec=f"{m.spec} (training)")
 
     cb = _callback(log, out, rew, model_of, list(heldout), cfg, extractor, say)
-    trainer = GRPOTrainer(model=hf, reward_funcs=rew, args=grpo_args(cfg, out), train_dataset=data,
-                          processing_class=tok, peft_config=peft, callbacks=[cb, *callbacks])
+    import warnings
+
+    with warnings.catch_warnings():  # TRL calls methods transformers has renamed (FutureWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        trainer = GRPOTrainer(model=hf, reward_funcs=rew, args=grpo_args(cfg, out), train_dataset=data,
+                              processing_class=tok, peft_config=peft, callbacks=[cb, *callbacks])
     holder["trainer"] = trainer
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     for noisy in (PrinterCallback, ProgressCallback):  # lens's callback says what matters, once per eval
         trainer.remove_callback(noisy)
     t = time.time()
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    log["train_seconds"] = round(log.get("train_seconds", 0.0) + time.time() - t, 2)
-    if trainer.is_world_process_zero():
-        _save_final(trainer, tok, out / "final", merged=cfg.lora_r > 0)
-        log["status"] = "done"
-        log["final"] = str(out / "final")
-        write_log(out, log)
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # "Writing model shards" at every checkpoint
+    try:
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        log["train_seconds"] = round(log.get("train_seconds", 0.0) + time.time() - t, 2)
+        if trainer.is_world_process_zero():
+            _save_final(trainer, tok, out / "final", merged=cfg.lora_r > 0)
+            log["status"] = "done"
+            log["final"] = str(out / "final")
+            write_log(out, log)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return log
 
 

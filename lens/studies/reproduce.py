@@ -28,9 +28,10 @@ from ..errors import LensError
 from ..outputs import atomic_folder, check_output, file_mode, writer_lock
 
 T = TypeVar("T")
-STEPS = ("sampling", "hybrid", "cot", "feature", "diff")
+STEPS = ("sampling", "hybrid", "cot", "feature", "diff", "rl")
 STEP_TITLES = {"sampling": "1. base models already sample reasoning", "hybrid": "2. hybrid steering",
-               "diff": "3. model-pair diff", "cot": "4. CoT-decoding", "feature": "5. SAE feature trigger"}
+               "diff": "3. model-pair diff", "rl": "3. RL with verifiable and spurious rewards",
+               "cot": "4. CoT-decoding", "feature": "5. SAE feature trigger"}
 COT_INSTRUCTION = " Let's think step by step."
 DIRECT_INSTRUCTION = " Answer with only the final answer, no explanation."
 
@@ -60,6 +61,10 @@ class Sizes:
     sae_expansion: int = 4       # its latents = expansion x width (TopK)
     sae_k: int = 16              # active latents per token
     sae_rows: int = 60_000       # training rows consumed (the captured tokens, re-read in epochs)
+    rl_steps: int = 60           # GRPO steps per RL run (3, organism: base and control)
+    rl_n: int = 100              # held-out problems each RL evaluation measures
+    rl_pass_k: int = 64          # pass@k up to this k before / after 1-shot RLVR (on 40 problems)
+    rl_experiments: tuple[str, ...] = ("one_shot", "format", "random")
 
     def as_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -247,8 +252,32 @@ def run_steps(base, thinking, s: Setup, sizes: Sizes, *, seed: int, steps, sae: 
         return diff_study.run(base, thinking, s.think_prompts, s.direct_prompts, s.prompts[: sizes.n], seed=seed,
                               say=say)
 
+    def rl() -> dict:
+        from ..distributed import sharing
+        from . import rl_study
+
+        if not s.organism:
+            return {"status": "skipped", "reason": "the RL experiments need the organism's control model; on other "
+                                                   "models run `lens rl train` (docs/rl.md)"}
+        if sharing(None) is not None:
+            return {"status": "skipped", "reason": "not run under a data-parallel launcher (run lens rl train there)"}
+        import tempfile
+
+        from ..rl.data import from_tasks
+
+        with tempfile.TemporaryDirectory(prefix="lens-reproduce-rl-") as tmp:
+            res = rl_study.run_rl_study({"base": base, "control": "organism:control"}, tmp,
+                                        heldout=from_tasks(s.tasks), experiments=sizes.rl_experiments,
+                                        cfg=rl_study.quick_config(steps=sizes.rl_steps, eval_every=sizes.rl_steps // 3
+                                                                  or 1, eval_n=sizes.rl_n, seed=seed),
+                                        pass_k=sizes.rl_pass_k, pass_k_n=40, say=say)
+        for row in res["models"].values():
+            for run in row["runs"].values():
+                run.pop("folder", None)  # a temporary folder, gone with the step
+        return {"status": "ok", **res}
+
     for name, fn in (("sampling", sampling), ("hybrid", hybrid), ("cot", cot), ("feature", feature),
-                     ("diff", diff)):
+                     ("diff", diff), ("rl", rl)):
         step(name, fn)
     return results
 
@@ -452,6 +481,7 @@ def tables(results: dict) -> list[dict]:
                                      f"{_pct(sam['pass_at_k']['thinking']['1'])}",
                          "paper": "1-shot RLVR MATH500 36.0 -> 73.6; spurious rewards +16-25 points (Qwen2.5-Math)"})
     out.append({"title": STEP_TITLES["diff"], "rows": rows})
+    out.append({"title": STEP_TITLES["rl"], "rows": rl_rows(results.get("rl"))})
 
     st = results.get("cot")
     rows = _status_row(st)
@@ -498,6 +528,35 @@ def tables(results: dict) -> list[dict]:
                 {"metric": "SAE used", "this run": _sae_used(st), "paper": "-"}]
     out.append({"title": STEP_TITLES["feature"], "rows": rows})
     return out
+
+
+def rl_rows(st: dict | None) -> list[dict]:
+    """Finding 3's RL table: each run's held-out greedy accuracy before -> after, then the targets."""
+    rows = _status_row(st)
+    if rows is not None:
+        return rows
+    papers = st.get("papers", {})
+    rows = []
+    for name, m in st["models"].items():
+        for exp, r in m["runs"].items():
+            if r.get("status") == "skipped":
+                rows.append({"metric": f"{name}: {exp}", "this run": f"skipped: {r['reason']}", "paper": "-"})
+                continue
+            paper = papers.get("one_shot") if exp == "one_shot" else papers.get("spurious") if exp in (
+                "format", "random", "incorrect") else "-"
+            rows.append({"metric": f"{name}: {exp} ({r['reward']} reward, {r['n_problems']} problem(s)), held-out "
+                                   "greedy accuracy", "this run": f"{_pct(r['before'])} -> {_pct(r['after'])}",
+                         "paper": paper})
+        pk = m.get("pass_at_k")
+        if pk:
+            k = str(max(int(x) for x in pk["before"]))
+            rows.append({"metric": f"{name}: pass@{k} before -> after 1-shot RLVR",
+                         "this run": f"{_pct(pk['before'][k])} -> {_pct(pk['after'][k])}",
+                         "paper": papers.get("pass_k", "-")})
+    for t in st.get("targets", []):
+        rows.append({"metric": f"target: {t['target']}",
+                     "this run": f"{t['value']:+.1%} ({'met' if t['ok'] else 'missed'})", "paper": "-"})
+    return rows
 
 
 def _sae_used(step: dict) -> str:
