@@ -11,6 +11,9 @@ app = typer.Typer(help="RL with verifiable rewards: GRPO (TRL) with correct, for
                   no_args_is_help=True)
 
 
+HELD_SPLITS = ("test", "eval", "validation")
+
+
 def problem_sets(model, tasks: str, heldout: str | None, template: str | None, n_train: int,
                  limit: int | None) -> tuple[list[dict], list[dict], str]:
     """(training problems, held-out problems, answer extractor) for ``--tasks`` / ``--heldout``."""
@@ -26,10 +29,12 @@ def problem_sets(model, tasks: str, heldout: str | None, template: str | None, n
     every = load_tasks(tasks)
     splits = {str(t.meta.get("split", "")) for t in every}
     if heldout is None:
-        if not {"train", "test"} <= splits:
-            raise LensError(f"{tasks} has no train/test split column: pass --heldout with the problems to measure on")
+        held_split = next((x for x in HELD_SPLITS if x in splits), None)
+        if "train" not in splits or held_split is None:
+            raise LensError(f"{tasks} has no split column with train and test (or eval) rows: pass --heldout with the "
+                            "problems to measure on")
         train_t = [t for t in every if t.meta.get("split") == "train"]
-        held_t = [t for t in every if t.meta.get("split") == "test"][:limit]
+        held_t = [t for t in every if t.meta.get("split") == held_split][:limit]
     else:
         train_t = [t for t in every if t.meta.get("split", "train") == "train"]
         held_t = load_tasks(heldout, limit)
@@ -48,7 +53,7 @@ def train_cmd(
     tasks: str = typer.Option("organism", help="training problems: organism, or a JSONL of question/answer rows "
                                                "(rows with split=train when the file has a split column)"),
     heldout: str = typer.Option(None, help="held-out problems (default: the organism's held-out set, or the "
-                                           "file's split=test rows)"),
+                                           "file's split=test (or eval) rows)"),
     reward: str = typer.Option("correct", help="correct, format, boxed, random, incorrect, wrong, or "
                                                "package.module:function"),
     regime: str = typer.Option("one", help="one (1-shot RLVR), few or full", callback=choice("one", "few", "full")),
@@ -79,7 +84,7 @@ def train_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="start again in an --out that holds another run"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Train with GRPO; print held-out accuracy, pass@k, thinking-format rate and length every --eval-every steps."""
+    """Train with GRPO (TRL) and print held-out accuracy, pass@k, thinking rate and length at each evaluation."""
     import sys
 
     from ..errors import LensError

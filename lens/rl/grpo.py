@@ -250,7 +250,7 @@ def _run(m, problems, heldout, name, fn, cfg, out, log, resume, extractor, callb
     from ..models import Model
     from .data import repeat
 
-    hf = copy.deepcopy(m.hf)
+    hf = plain_weights(copy.deepcopy(m.hf))
     tok = m.tokenizer
     cols = _problem_columns(problems)
     rows = repeat(problems, cfg.steps * cfg.prompts_per_step)
@@ -295,6 +295,24 @@ def _run(m, problems, heldout, name, fn, cfg, out, log, resume, extractor, callb
         if bars:
             hf_logging.enable_progress_bar()
     return log
+
+
+def plain_weights(hf: Any) -> Any:
+    """``hf`` with the marks of a GGUF load removed when its weights are already dequantized floats
+    (transformers dequantizes GGUF on load but still calls the model quantized, which Trainer refuses
+    to train and ``save_pretrained`` to save). A model with truly quantized weights is refused."""
+    q = getattr(hf, "hf_quantizer", None)
+    if q is None and not getattr(hf, "is_quantized", False):
+        return hf
+    method = str(getattr(getattr(hf.config, "quantization_config", None), "quant_method", "")).lower()
+    if "gguf" not in method or not all(p.is_floating_point() for p in hf.parameters()):
+        raise LensError(f"the model is quantized ({method or 'unknown method'}); RL here trains float weights: load "
+                        "it unquantized (or pass --lora-r with a PEFT-supported quantization)")
+    hf.hf_quantizer = None
+    hf.is_quantized = False
+    if hasattr(hf.config, "quantization_config"):
+        del hf.config.quantization_config
+    return hf
 
 
 def _save_final(trainer: Any, tok: Any, final: Path, merged: bool) -> None:
