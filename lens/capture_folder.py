@@ -26,7 +26,6 @@ import torch
 from jaxtyping import Float
 
 from .artifacts import base_metadata, load_tensors, read_json, save_tensors, write_json
-from .batching import TOO_LONG
 from .capture_memory import (
     META_KEYS,
     Activations,
@@ -534,18 +533,11 @@ def capture_to_disk(
     `lens.interventions.backends.nnsight_capture.nnsight_forward(lm, model, sites)` (nnsight; pass
     padding_side="left", as nnsight pads); the rows, their order and the folder are the same.
     """
-    from .capture_memory import check_sites
+    from .capture_memory import capture_args
     from .distributed import ranks
-    from .selection import parse_select
 
-    check_number("batch_size", batch_size, 1, integer=True)
     check_number("shard_rows", shard_rows, 1, integer=True)
-    if too_long not in TOO_LONG:
-        raise LensError(f"too_long must be one of {', '.join(TOO_LONG)}, got {too_long!r}")
-    site_list = check_sites(model, sites)
-    select = parse_select(select)
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
+    site_list, select, dtype = capture_args(model, sites, select, batch_size, dtype, too_long)
     kw = dict(batch_size=batch_size, dtype=dtype, padding_side=padding_side, shard_rows=shard_rows,
               progress=progress, overwrite=overwrite, too_long=too_long, forward=forward)
     if ranks().parallel:  # under torchrun / accelerate launch: each rank its share, one folder

@@ -290,6 +290,16 @@ def capture_batch(
     return acts
 
 
+def capture_args(model: Model, sites: Iterable[str | Site] | str | Site, select: Selection | str, batch_size: int,
+                 dtype: torch.dtype | str, too_long: str) -> tuple[list[Site], Selection, torch.dtype]:
+    """The checked arguments every capture entry point shares: (sites, selection, dtype); a bad one fails
+    in one LensError naming it."""
+    check_number("batch_size", batch_size, 1, integer=True)
+    if too_long not in TOO_LONG:
+        raise LensError(f"too_long must be one of {', '.join(TOO_LONG)}, got {too_long!r}")
+    return check_sites(model, sites), parse_select(select), getattr(torch, dtype) if isinstance(dtype, str) else dtype
+
+
 def check_sites(model: Model, sites: Iterable[str | Site] | str | Site) -> list[Site]:
     if isinstance(sites, (str, Site)):
         sites = [sites]
@@ -349,14 +359,8 @@ def capture(
     Rows whose norm is over 10x the median row norm (SmolLM2's first token, an attention sink) are
     kept, with an `OutlierWarning` naming their positions and the selection that skips them (`from:1`).
     """
-    check_number("batch_size", batch_size, 1, integer=True)
-    if too_long not in TOO_LONG:
-        raise LensError(f"too_long must be one of {', '.join(TOO_LONG)}, got {too_long!r}")
-    site_list = check_sites(model, sites)
-    select = parse_select(select)
+    site_list, select, dtype = capture_args(model, sites, select, batch_size, dtype, too_long)
     settle_heap()  # output buffers of repeated captures reused, not page-faulted again (lens.heap)
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
     device = torch.device(device)
     if out is not None:
         raise LensError("capture() keeps the rows in memory; to write a capture folder use "

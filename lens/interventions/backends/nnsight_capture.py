@@ -14,11 +14,11 @@ from typing import Any
 
 import torch
 
-from ...batching import TOO_LONG, Batch
-from ...capture_memory import Activations, Forward, _warn_outliers, batches, capture_batch, check_sites
-from ...errors import LensError, check_number
+from ...batching import Batch
+from ...capture_memory import Activations, Forward, _warn_outliers, batches, capture_args, capture_batch
+from ...errors import LensError
 from ...models import Model
-from ...selection import AllTokens, Example, Selection, parse_select, to_examples
+from ...selection import AllTokens, Example, Selection, to_examples
 from ...sites import Site
 from .nnsight_backend import envoy, language_model, site_order
 
@@ -66,13 +66,7 @@ def capture_nnsight(
     `lens.capture` for the same inputs, sites and selection. Batches are left-padded, as nnsight pads.
     remote: passed to nnsight's trace (NDIF runs the forward); a pass-through, not tested here.
     """
-    check_number("batch_size", batch_size, 1, integer=True)
-    if too_long not in TOO_LONG:
-        raise LensError(f"too_long must be one of {', '.join(TOO_LONG)}, got {too_long!r}")
-    site_list = check_sites(model, sites)
-    select = parse_select(select)
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
+    site_list, select, dtype = capture_args(model, sites, select, batch_size, dtype, too_long)
     fwd = nnsight_forward(language_model(model) if lm is None else lm, model, site_list, remote)
     parts = [capture_batch(model, chunk, site_list, select, k * batch_size, dtype, "left", {}, too_long=too_long,
                            forward=fwd)
