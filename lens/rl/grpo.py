@@ -284,7 +284,9 @@ def _run(m, problems, heldout, name, fn, cfg, out, log, resume, extractor, callb
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # "Writing model shards" at every checkpoint
     try:
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        with warnings.catch_warnings():  # TRL toggles gradient checkpointing through renamed methods each step
+            warnings.simplefilter("ignore", FutureWarning)
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         log["train_seconds"] = round(log.get("train_seconds", 0.0) + time.time() - t, 2)
         if trainer.is_world_process_zero():
             _save_final(trainer, tok, out / "final", merged=cfg.lora_r > 0)
