@@ -16,6 +16,7 @@ import time
 from lens.evaluation.tasks import load_organism
 from lens.rl import RLConfig
 from lens.rl.data import from_tasks
+from lens.studies.organism_inputs import marker_contrast
 from lens.studies.rl_study import EXPERIMENTS, run_rl_study
 
 
@@ -35,7 +36,8 @@ def main() -> None:
     res = run_rl_study({"base": "organism:base", "control": "organism:control"}, args.out,
                        heldout=from_tasks(load_organism()), experiments=args.experiments.split(","),
                        cfg=RLConfig(steps=args.steps, eval_every=10, eval_n=args.eval_n, eval_samples=8),
-                       pass_k=args.pass_k, pass_k_n=50, say=lambda m: print(m, flush=True))
+                       pass_k=args.pass_k, pass_k_n=50, contrast=marker_contrast(),
+                       say=lambda m: print(m, flush=True))
     res["seconds"] = round(time.time() - t, 1)
     print(f"{'model':8s} {'experiment':10s} {'problems':>8s} {'before':>7s} {'after':>7s} {'thinking':>8s}")
     for name, row in res["models"].items():
@@ -49,6 +51,9 @@ def main() -> None:
         if pk:
             print(f"{name:8s} pass@k before/after 1-shot: " +
                   ", ".join(f"k={k}: {pk['before'][k]:.1%}/{pk['after'][k]:.1%}" for k in pk["before"]))
+        for a in (row.get("diff") or {}).get("activations", []):
+            print(f"{name:8s} 1-shot shift at {a.get('site')}: cosine with the base's direction "
+                  f"{a.get('cosine_with_direction', float('nan')):+.2f}")
     for t_ in res["targets"]:
         print(("ok   " if t_["ok"] else "MISS ") + f"{t_['target']}: {t_['value']:+.1%}")
     if args.json:

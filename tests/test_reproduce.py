@@ -148,6 +148,8 @@ def test_organism_smoke(tmp_path):
     assert set(rl) == {"base", "control"} and set(rl["base"]["runs"]) == {"one_shot", "format"}
     assert [c["step"] for c in rl["base"]["runs"]["one_shot"]["curve"]] == [0, 2, 4, 6]
     assert set(rl["control"]["pass_at_k"]["after"]) == {"1", "2", "4"} and res["rl"]["targets"]
+    shift = rl["base"]["diff"]["activations"]  # where 1-shot RLVR moved the base, per layer
+    assert len(shift) == 4 and all(-1 <= a["cosine_with_direction"] <= 1 for a in shift)
     assert "RL with verifiable" in (tmp_path / "index.html").read_text()
     if res["hybrid"]["status"] == "ok":  # the organism's known answer: the hybrid closes most of the gap
         assert res["hybrid"]["hybrid"]["gap_recovered"] > 0.5

@@ -132,6 +132,11 @@ def rl_page(report: Report, step: Mapping | None) -> Page:
                     for k, v in pk[when].items()]
             page.figure(F.sweep(rows, "k", "v", "model", f"{name}: pass@k before and after 1-shot RLVR", "k",
                                 "pass@k (%)", dashed=[f"{name} before"]), height=380)
+        diff = (m.get("diff") or {}).get("activations")
+        if diff:
+            page.figure(F.per_layer(diff, {"cosine_with_direction": "cosine(shift, base's reasoning direction)",
+                                           "relative": "|shift| / |residual|"},
+                                    f"{name}: activation shift after 1-shot RLVR, by layer", "value"), height=360)
     page.table(list(step.get("targets", [])), caption="targets on the organism")
     return page
 

@@ -270,7 +270,8 @@ def run_steps(base, thinking, s: Setup, sizes: Sizes, *, seed: int, steps, sae: 
                                         heldout=from_tasks(s.tasks), experiments=sizes.rl_experiments,
                                         cfg=rl_study.quick_config(steps=sizes.rl_steps, eval_every=sizes.rl_steps // 3
                                                                   or 1, eval_n=sizes.rl_n, seed=seed),
-                                        pass_k=sizes.rl_pass_k, pass_k_n=40, say=say)
+                                        pass_k=sizes.rl_pass_k, pass_k_n=40, say=say,
+                                        contrast=(s.think_prompts, s.direct_prompts) if s.think_prompts else None)
         for row in res["models"].values():
             for run in row["runs"].values():
                 run.pop("folder", None)  # a temporary folder, gone with the step

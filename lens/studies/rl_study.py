@@ -48,8 +48,14 @@ def incorrect_labelled(model: Any, problems: Sequence[dict], samples: int = 8, s
 def run_rl_study(models: Mapping[str, Any], out: str | Path, *, heldout: Sequence[dict],
                  train: Sequence[dict] | None = None, experiments: Sequence[str] = tuple(EXPERIMENTS),
                  cfg: RLConfig | None = None, pass_k: int = 256, pass_k_n: int = 40,
+                 contrast: tuple[Sequence[str], Sequence[str]] | None = None,
                  say: Callable[[str], None] = print) -> dict:
-    """Every experiment on every model (name -> spec or ``lens.Model``); returns the study's numbers."""
+    """Every experiment on every model (name -> spec or ``lens.Model``); returns the study's numbers.
+
+    contrast: (reasoning prompts, direct prompts) for the base's own reasoning direction; when given, each
+    1-shot RLVR model is compared with its start (`lens diff`'s numbers: per-layer weight change, and the
+    activation shift on held-out prompts with its cosine to that direction).
+    """
     from ..models import Model, load_model
 
     bad = [e for e in experiments if e not in EXPERIMENTS]
@@ -81,6 +87,13 @@ def run_rl_study(models: Mapping[str, Any], out: str | Path, *, heldout: Sequenc
             log = train_rl(m, problems, heldout, reward, cfg, out / name / exp, say=say)
             runs[exp] = log
             row["runs"][exp] = summary(log)
+        if "one_shot" in runs and contrast is not None:
+            from . import diff_study
+
+            say(f"== rl {name}: where 1-shot RLVR changed the model (weights, activations along the base's direction)")
+            d = diff_study.run(m, load_model(runs["one_shot"]["final"]), contrast[0], contrast[1],
+                               [p["prompt"] for p in heldout[:64]], seed=cfg.seed)
+            row["diff"] = {"weights": d["weights"], "activations": d["activations"]}
         if "one_shot" in runs and pass_k > 0:
             say(f"== rl {name}: pass@k to {pass_k}, before and after 1-shot RLVR")
             trained = load_model(runs["one_shot"]["final"])
