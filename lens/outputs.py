@@ -45,7 +45,7 @@ OWN_FILES: dict[str, tuple[str, ...]] = {
     "interventions": ("spec.json", "vectors.safetensors", LOCK_NAME),
     "report": ("index.html", "results.json", "results.md", ".index.html.*", ".results.*", LOCK_NAME),
     "organism": ("base", "thinking", "control", ".ckpt", "card.md", LOCK_NAME),
-    "rl": ("rl_log.json", ".rl_log.json.*", "checkpoint-*", "final", ".final.tmp-*", "README.md", LOCK_NAME),
+    "rl": ("rl_log.json", ".rl_log.json.*", "checkpoint-*", "final", ".final.lens-tmp-*", "README.md", LOCK_NAME),
     "model": ("config.json", "generation_config.json", "model*.safetensors", "model.safetensors.index.json",
               "tokenizer*", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "vocab*",
               "merges.txt", "training.json", "adapter_*", LOCK_NAME),

@@ -154,6 +154,12 @@ def test_resume_after_a_kill_gives_the_same_log_and_weights(tmp_path, tiny_run_i
     with pytest.raises(LensError, match="other settings"):
         train_rl("organism:base", probs, held, "format", small(), out=tmp_path / "b", **quiet)
 
+    # --overwrite starts again in the run's folder: its own checkpoints and model replaced, the user's files kept
+    (tmp_path / "a" / "notes.txt").write_text("mine")
+    again = train_rl("organism:base", probs, held, "format", small(), out=tmp_path / "a", overwrite=True, **quiet)
+    assert again["meta"]["reward"] == "format" and (tmp_path / "a" / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "a" / "final" / "model.safetensors").is_file()
+
     import lens
 
     base = lens.load_model("organism:base")
@@ -179,6 +185,8 @@ def lens_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_errors_are_one_line(tmp_path):
+    both = lens_cli("rl", "train", "--out", str(tmp_path / "r"), "--regime", "full", "--problem", "2")
+    assert both.returncode != 0 and "--regime one" in both.stderr and "Traceback" not in both.stderr
     bad = lens_cli("rl", "train", "--out", str(tmp_path / "r"), "--reward", "corect")
     assert bad.returncode != 0 and "unknown reward 'corect'" in bad.stderr and "Traceback" not in bad.stderr
     rows = tmp_path / "noanswer.jsonl"

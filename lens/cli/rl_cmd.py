@@ -98,6 +98,8 @@ def train_cmd(
                         "that has them, or use reward 'wrong'")
     if one_shot_from is not None and problem is not None:
         raise LensError("give either --problem or --one-shot-from, not both")
+    if regime != "one" and (one_shot_from is not None or problem is not None):
+        raise LensError(f"--problem and --one-shot-from choose the one problem of --regime one, not --regime {regime}")
     m = load(ctx, model)
     if m.tokenizer is None:
         raise LensError(f"{model} has no tokenizer: RL generates text and needs one saved with the model")

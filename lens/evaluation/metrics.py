@@ -43,6 +43,17 @@ class Estimate:
         return f"{self.value:.3f} [{self.lo:.3f}, {self.hi:.3f}]"
 
 
+def powers_of_two(n: int) -> list[int]:
+    """The k of a pass@k curve: 1, 2, 4, ... up to ``n`` (and ``n`` itself)."""
+    ks, k = [], 1
+    while k <= n:
+        ks.append(k)
+        k *= 2
+    if ks and ks[-1] != n:
+        ks.append(n)
+    return ks
+
+
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k of one problem: ``1 - C(n-c, k) / C(n, k)`` in product form."""
     if not 0 <= c <= n:

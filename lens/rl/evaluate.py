@@ -11,18 +11,7 @@ import torch
 
 from ..evaluation.answers import NumericChecker, extract_answer
 from ..evaluation.behaviours import ThinkingFormat
-from ..evaluation.metrics import pass_at_k
-
-
-def powers_of_two(n: int) -> list[int]:
-    """1, 2, 4, ... up to ``n`` (and ``n`` itself)."""
-    ks, k = [], 1
-    while k <= n:
-        ks.append(k)
-        k *= 2
-    if ks and ks[-1] != n:
-        ks.append(n)
-    return ks
+from ..evaluation.metrics import pass_at_k, powers_of_two
 
 
 def evaluate_policy(model: Any, problems: Sequence[Mapping], *, samples: int = 8, max_new_tokens: int = 120,

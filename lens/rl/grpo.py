@@ -11,7 +11,6 @@ is cut back to that step and rewritten from there); a finished run is returned a
 from __future__ import annotations
 
 import copy
-import os
 import shutil
 import time
 from collections import defaultdict
@@ -179,10 +178,15 @@ def _grpo_config(GRPOConfig: Any, cfg: RLConfig, out: Path, save: int, cuda: boo
     )
 
 
+def _checkpoints(out: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of the Trainer checkpoints a run wrote in ``out`` (``checkpoint-N`` with its trainer state)."""
+    return sorted((int(p.name[len("checkpoint-"):]), p) for p in out.glob("checkpoint-*")
+                  if p.name[len("checkpoint-"):].isdigit() and (p / "trainer_state.json").is_file())
+
+
 def _last_checkpoint(out: Path) -> Path | None:
-    found = [(int(p.name.split("-")[1]), p) for p in out.glob("checkpoint-*")
-             if p.name.split("-")[1].isdigit() and (p / "trainer_state.json").exists()]
-    return max(found)[1] if found else None
+    found = _checkpoints(out)
+    return found[-1][1] if found else None
 
 
 def train_rl(model: Any, problems: Sequence[dict], heldout: Sequence[dict], reward: str | Callable = "correct",
@@ -233,10 +237,9 @@ def train_rl(model: Any, problems: Sequence[dict], heldout: Sequence[dict], rewa
         if resume:
             say(f"resuming {out} from {resume.name}")
     else:
-        if overwrite and out.exists():
-            for p in out.glob("checkpoint-*"):
+        if overwrite and log is not None:  # a lens RL run (check_output): its own checkpoints go, nothing else
+            for _, p in _checkpoints(out):
                 shutil.rmtree(p)
-            shutil.rmtree(out / "final", ignore_errors=True)
         log = new_log(meta)
     out.mkdir(parents=True, exist_ok=True)
     write_log(out, log)
@@ -318,14 +321,13 @@ def plain_weights(hf: Any) -> Any:
 
 
 def _save_final(trainer: Any, tok: Any, final: Path, merged: bool) -> None:
-    """The trained weights as an ordinary HF folder (a LoRA adapter merged into a copy of the model)."""
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    """The trained weights as an ordinary HF folder (a LoRA adapter merged into a copy of the model), put in
+    place in one step (`lens.outputs.atomic_folder`: a previous ``final`` is swapped out, never half-written)."""
+    from ..outputs import atomic_folder
+
     model = trainer.model
     if merged:
         model = copy.deepcopy(model).merge_and_unload()
-    model.save_pretrained(str(tmp))
-    tok.save_pretrained(str(tmp))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with atomic_folder(final, "model") as tmp:
+        model.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))

@@ -19,19 +19,8 @@ from ..evaluation.behaviours import (
     reflection_precision_recall,
     reflection_vs_correctness,
 )
-from ..evaluation.metrics import pass_at_k_curve, tokens_summary
+from ..evaluation.metrics import pass_at_k_curve, powers_of_two, tokens_summary
 from ..models import Model
-
-
-def powers_of_two(n: int) -> list[int]:
-    """1, 2, 4, ... up to ``n`` (and ``n`` itself)."""
-    ks, k = [], 1
-    while k <= n:
-        ks.append(k)
-        k *= 2
-    if ks[-1] != n:
-        ks.append(n)
-    return ks
 
 
 def crossover(base: dict, thinking: dict) -> int | None:
