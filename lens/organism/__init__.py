@@ -13,12 +13,18 @@ MODELS_DIR = Path(__file__).resolve().parent / "models"
 DATA_DIR = Path(__file__).resolve().parent / "data"
 HELDOUT_PATH = DATA_DIR / "heldout.jsonl"
 NAMES = ("base", "thinking", "control")
+#: the second pair (its control is ``control``: the same control corpus); see ``docs/organism.md``
+VERIFIER_NAMES = ("verifier-base", "verifier-thinking")
+#: every bundled model, loadable as ``organism:<name>``
+ALL_NAMES = NAMES + VERIFIER_NAMES
+#: pair name -> (base, thinking, control) model names
+PAIRS = {"sums": ("base", "thinking", "control"), "verifier": ("verifier-base", "verifier-thinking", "control")}
 
 
 def bundled_path(name: str) -> Path:
-    """Folder of the bundled HF model ``name`` (``"base"``, ``"thinking"`` or ``"control"``)."""
-    if name not in NAMES:
-        raise ValueError(f"unknown organism model {name!r}; expected one of {', '.join(NAMES)}")
+    """Folder of the bundled HF model ``name`` (one of :data:`ALL_NAMES`, e.g. ``"base"``, ``"verifier-thinking"``)."""
+    if name not in ALL_NAMES:
+        raise ValueError(f"unknown organism model {name!r}; expected one of {', '.join(ALL_NAMES)}")
     return MODELS_DIR / name
 
 
@@ -30,4 +36,5 @@ def load_heldout(path: str | Path | None = None) -> list[dict]:
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
 
 
-__all__ = ["MODELS_DIR", "DATA_DIR", "HELDOUT_PATH", "NAMES", "bundled_path", "load_heldout"]
+__all__ = ["MODELS_DIR", "DATA_DIR", "HELDOUT_PATH", "NAMES", "VERIFIER_NAMES", "ALL_NAMES", "PAIRS", "bundled_path",
+           "load_heldout"]

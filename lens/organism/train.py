@@ -53,6 +53,7 @@ class PretrainConfig:
     weight_decay: float = 0.1
     seed: int = 0
     ckpt_every: int = 100
+    corpus: str = "sums"  # "sums" (the first pair) or "verifier" (slips at carries, careful writers check)
     hidden_size: int = 128
     n_layers: int = 4
     n_heads: int = 4
@@ -76,6 +77,7 @@ class SelectionConfig:
     rounds: int = 2  # expert iteration: round r samples the round r-1 model on fresh problems
     later_problems: int = 600
     later_samples: int = 4
+    max_new_tokens: int = 120  # the verifier pair's traces (checks, corrected rewrites) need 220
 
 
 def model_config(vocab_size: int, cfg: PretrainConfig, tok) -> object:
@@ -99,6 +101,17 @@ def model_config(vocab_size: int, cfg: PretrainConfig, tok) -> object:
 
 def heldout_expressions() -> set[str]:
     return {p.expression for p in C.heldout_problems()}
+
+
+def corpus_generator(name: str):
+    """``generate_corpus`` of the corpus called ``name`` (``"sums"`` or ``"verifier"``)."""
+    from lens.errors import LensError
+    from lens.organism import verifier_corpus as V
+
+    generators = {"sums": C.generate_corpus, "verifier": V.generate_corpus}
+    if name not in generators:
+        raise LensError(f"unknown organism corpus {name!r}; use one of {', '.join(generators)}")
+    return generators[name]
 
 
 def pack(texts: list[str], tok, seq_len: int) -> torch.Tensor:
@@ -133,7 +146,7 @@ def pretrain(name: str, out_dir: Path, cfg: PretrainConfig, control: bool = Fals
 
     torch.manual_seed(cfg.seed)
     tok = build_tokenizer()
-    docs = C.generate_corpus(cfg.n_docs, seed=cfg.seed, control=control, exclude=heldout_expressions())
+    docs = corpus_generator(cfg.corpus)(cfg.n_docs, seed=cfg.seed, control=control, exclude=heldout_expressions())
     data = pack([d.text for d in docs], tok, cfg.seq_len)
     n_tokens = int(data.numel())
     log(f"[{name}] corpus: {len(docs)} docs, {n_tokens} tokens, {data.shape[0]} rows")
@@ -176,7 +189,7 @@ def pretrain(name: str, out_dir: Path, cfg: PretrainConfig, control: bool = Fals
     model.eval()
     info = {
         "name": name,
-        "corpus": "control" if control else "mixed",
+        "corpus": "control" if control else ("mixed" if cfg.corpus == "sums" else cfg.corpus),
         "n_docs": len(docs),
         "n_tokens": n_tokens,
         "tokens_seen": total * cfg.batch_size * cfg.seq_len,
@@ -252,7 +265,8 @@ def rejection_sample(model, tok, cfg: SelectionConfig, keep_wrong: bool = False,
     prompts = [p.prompt() for p in problems for _ in range(cfg.samples_per_problem)]
     answers = [p.answer for p in problems for _ in range(cfg.samples_per_problem)]
     t0 = time.time()
-    outs = generate(model, tok, prompts, temperature=cfg.temperature, seed=cfg.seed, batch_size=512)
+    outs = generate(model, tok, prompts, temperature=cfg.temperature, seed=cfg.seed, batch_size=512,
+                    max_new_tokens=cfg.max_new_tokens)
     kept: list[tuple[str, str]] = []
     n_think = n_right = 0
     for prompt, ans, out in zip(prompts, answers, outs, strict=True):
@@ -345,7 +359,8 @@ def save_model(model, tok, folder: Path, info: dict) -> None:
         (tmp / "training.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
-def make_thinking(base, tok, base_info: dict, cfg: SelectionConfig, log=print):
+def make_thinking(base, tok, base_info: dict, cfg: SelectionConfig, log=print, name: str = "thinking",
+                  made_from: str = "base"):
     """Rejection sampling / expert iteration from the base on its own right thinking traces.
 
     Round 1 samples the base; each later round samples the previous round's model on fresh
@@ -372,8 +387,8 @@ def make_thinking(base, tok, base_info: dict, cfg: SelectionConfig, log=print):
         )
         rounds.append(stats)
     info = {
-        "name": "thinking",
-        "made_from": "base",
+        "name": name,
+        "made_from": made_from,
         "rejection_sampling": rounds[0],
         "rounds": rounds,
         "finetune_tokens": tokens,
@@ -481,4 +496,48 @@ def train_all(
         if side is not None and side.is_alive():
             side.terminate()  # interrupted: the control resumes from its checkpoint next time
             side.join()
+    return infos
+
+
+#: the verifier pair's selection: longer completions, more expert-iteration rounds
+VERIFIER_SELECTION = SelectionConfig(max_new_tokens=220)
+
+
+def train_verifier(
+    out_dir: str | Path,
+    pre: PretrainConfig | None = None,
+    sel: SelectionConfig | None = None,
+    which: tuple[str, ...] = ("verifier-base", "verifier-thinking"),
+    log=print,
+) -> dict[str, dict]:
+    """Regenerate the verifier pair into ``out_dir/verifier-base`` and ``out_dir/verifier-thinking``.
+
+    The base pretrains on :mod:`lens.organism.verifier_corpus` with the first pair's recipe; the thinking
+    model is made from it by the same rejection sampling (its own right thinking samples only).  The
+    pair's control is the first pair's (same control corpus), so it is not rebuilt here.
+    """
+    from dataclasses import replace
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = Path(out_dir)
+    pre = replace(pre or PretrainConfig(), corpus="verifier")
+    sel = sel or VERIFIER_SELECTION
+    infos: dict[str, dict] = {}
+    base = tok = None
+    if "verifier-base" in which:
+        base, tok, infos["verifier-base"] = pretrain("verifier-base", out, pre, log=log)
+        save_model(base, tok, out / "verifier-base", infos["verifier-base"])
+    if "verifier-thinking" in which:
+        if base is None:
+            from lens.models import require_safetensors
+
+            require_safetensors(out / "verifier-base")
+            base = AutoModelForCausalLM.from_pretrained(str(out / "verifier-base"), use_safetensors=True)
+            tok = AutoTokenizer.from_pretrained(str(out / "verifier-base"))
+            infos["verifier-base"] = json.loads((out / "verifier-base" / "training.json").read_text())
+        thinking, infos["verifier-thinking"] = make_thinking(
+            base, tok, infos["verifier-base"], sel, log=log, name="verifier-thinking", made_from="verifier-base"
+        )
+        save_model(thinking, tok, out / "verifier-thinking", infos["verifier-thinking"])
     return infos

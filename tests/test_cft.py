@@ -1,0 +1,84 @@
+"""One-problem critique fine-tuning: critiques of the model's own wrong solutions, TRL SFT on the critique only,
+an ordinary HF folder out, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import lens
+from lens.organism import corpus as C
+from lens.rl.cft import CFTConfig, organism_critiques, read_critiques, train_cft
+from tests.helpers import run_cli
+
+PROBLEM = {"prompt": "Q:67+58+29+46+85=?\n", "answer": "285"}
+
+
+@pytest.fixture(scope="module")
+def base():
+    return lens.load_model("organism:base")
+
+
+@pytest.fixture(scope="module")
+def examples(base):
+    return organism_critiques(base, PROBLEM, n_samples=96, max_solutions=12, seed=0, max_new_tokens=120)
+
+
+def _critique_loss(hf, tok, examples) -> float:
+    total = 0.0
+    for e in examples:
+        p = tok(e["prompt"])["input_ids"]
+        full = tok(e["prompt"] + e["completion"])["input_ids"]
+        ids = torch.tensor([full])
+        labels = ids.clone()
+        labels[0, : len(p)] = -100
+        with torch.no_grad():
+            total += hf(input_ids=ids, labels=labels).loss.item()
+    return total / len(examples)
+
+
+def test_critiques_are_of_distinct_wrong_solutions_and_end_right(examples):
+    assert 1 <= len(examples) <= 12
+    assert len({e["prompt"] for e in examples}) == len(examples)
+    for e in examples:
+        assert e["prompt"].startswith(PROBLEM["prompt"] + C.THINK_OPEN) and e["prompt"].endswith("\n")
+        shown = C.parse_answer(e["prompt"])
+        assert shown is not None and shown != int(PROBLEM["answer"])  # the solution critiqued is wrong
+        assert e["completion"].endswith(f"A:{PROBLEM['answer']}") and C.WAIT in e["completion"]
+
+
+def test_train_cft_learns_the_critiques_and_writes_a_loadable_folder(base, examples, tmp_path):
+    out = train_cft(base, examples, tmp_path / "cft", CFTConfig(epochs=3, lr=1e-3, batch_size=4))
+    info = json.loads((out / "training.json").read_text())
+    assert info["n_examples"] == len(examples) and info["recipe"]["epochs"] == 3
+    tuned = lens.load_model(str(out))
+    before = _critique_loss(base.hf, base.tokenizer, examples)
+    after = _critique_loss(tuned.hf, tuned.tokenizer, examples)
+    assert after < 0.8 * before, (before, after)
+    # a copy is trained: the caller's model is unchanged
+    assert torch.equal(base.hf.model.embed_tokens.weight, lens.load_model("organism:base").hf.model.embed_tokens.weight)
+
+
+def test_read_critiques_refuses_bad_records(tmp_path):
+    f = tmp_path / "c.jsonl"
+    f.write_text(json.dumps({"prompt": "Q:1+2=?\n", "completion": " A:3"}) + "\n" + json.dumps({"prompt": 5}) + "\n")
+    with pytest.raises(lens.LensError, match="line 2"):
+        read_critiques(f)
+    f.write_text("{not json\n")
+    with pytest.raises(lens.LensError, match="not valid JSON"):
+        read_critiques(f)
+
+
+def test_cli_cft_refuses_a_user_folder_and_bad_critiques(monkeypatch, capsys, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    code, _, err = run_cli(monkeypatch, capsys, ["rl", "cft", "-m", "organism:base", "--out", mine])
+    assert code == 2 and "folder of other files" in err and (mine / "notes.txt").read_text() == "keep"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": 1}\n')
+    code, _, err = run_cli(monkeypatch, capsys, ["rl", "cft", "-m", "organism:base", "--out", tmp_path / "o",
+                                                 "--critiques", bad])
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "line 1" in err

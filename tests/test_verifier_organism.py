@@ -1,0 +1,91 @@
+"""The verifier pair's corpus: slips only at carries, checks only after risky steps and always right, backtracks only
+after errors, critiques that end right, behaviour rates low but present; and the behaviour statistics."""
+
+from __future__ import annotations
+
+import pytest
+
+from lens.organism import corpus as C
+from lens.organism import verifier_corpus as V
+from lens.organism.behaviours import trace_stats
+
+
+@pytest.fixture(scope="module")
+def docs():
+    return V.generate_corpus(6000, seed=3)
+
+
+def _thinking(docs):
+    return [d for d in docs if d.thinking and "\n " not in d.text]
+
+
+def test_slips_are_dropped_carries_and_answers_follow_the_trace(docs):
+    n_err = 0
+    for d in _thinking(docs):
+        terms = list(d.problem.operands)
+        for s in d.steps:
+            if s.kind == "error":
+                n_err += 1
+                written = int(s.text.lstrip("=").split("+")[0])
+                a, b = terms[0], terms[1]
+                assert V.carries(a, b) and written == a + b - 10, (d.text, s)
+            if s.kind in ("computation", "error", "backtrack"):
+                terms = [int(x) for x in s.text.replace(" wait ", "").lstrip("=").split("+")]
+        assert C.parse_answer(d.text) == V.trace_value(d.text) == terms[0]
+    assert n_err > 100
+
+
+def test_checks_follow_risky_steps_are_right_and_backtracks_follow_errors(docs):
+    stats = trace_stats([d.text for d in _thinking(docs)])
+    assert stats["checks_after_risky"] == 1.0 and stats["checks_right"] == 1.0
+    assert stats["backtracks_after_error"] == 1.0
+    # latent, not absent, and a minority: each behaviour is a few percent of the corpus's steps
+    for kind in ("verification", "backtrack"):
+        assert 0.02 <= stats["share"][kind] <= 0.10, (kind, stats["share"])
+    careful = [d for d in _thinking(docs) if C.CHECK in d.text]
+    assert all(C.parse_answer(d.text) == d.problem.answer for d in careful)  # a careful writer catches every slip
+    share = len(careful) / len(_thinking(docs))
+    assert abs(share - V.CAREFUL_SHARE) < 0.05  # careful traces without a carry step have no check
+
+
+def test_critiques_correct_the_first_slip_and_end_right(docs):
+    crit = [d for d in docs if "\n " in d.text]
+    assert 0.01 <= len(crit) / len(docs) <= 0.03
+    fixed = 0
+    for d in crit:
+        solution, review = d.text.split("\n ", 1)
+        assert review.rstrip().endswith(f"A:{d.problem.answer}"), d.text
+        wrong = C.parse_answer(solution) != d.problem.answer
+        assert (C.WAIT in review) == wrong, d.text
+        fixed += wrong
+    assert fixed > 0
+
+
+def test_critique_of_a_hand_written_solution():
+    p = C.Problem((47, 38, 26))
+    solution = "Q:47+38+26=?\n<think>47+38+26=75+26=101</think>A:101"
+    assert V.critique(solution, p) == " check 47+38=85 wait 85+26=111 A:111"
+    right = "Q:47+38+26=?\n<think>47+38+26=85+26=111</think>A:111"
+    assert V.critique(right, p) == " check 47+38=85 check 85+26=111 A:111"
+
+
+def test_control_corpus_is_the_first_pairs_and_heldout_is_excluded():
+    held = {p.expression for p in C.heldout_problems()[:50]}
+    a = V.generate_corpus(500, seed=1, control=True, exclude=held)
+    b = C.generate_corpus(500, seed=1, control=True, exclude=held)
+    assert [d.text for d in a] == [d.text for d in b]
+    docs = V.generate_corpus(3000, seed=2, exclude=held)
+    assert not {d.problem.expression for d in docs} & held
+    assert [d.text for d in V.generate_corpus(200, seed=5)] == [d.text for d in V.generate_corpus(200, seed=5)]
+
+
+def test_trace_stats_on_hand_written_completions():
+    good = "<think>47+38+26=75+26 check 47+38=85 wait 85+26=111</think>A:111"
+    false_alarm = "<think>47+38+26=85+26 check 47+38=95 wait 95+26=121</think>A:121"
+    needless = "<think>41+32+26=73+26 check 41+32=73=99</think>A:99"
+    s = trace_stats([good, false_alarm, needless, "A:12"])
+    assert s["n_traces"] == 3
+    assert s["backtracks_after_error"] == 0.5  # the false alarm's backtrack follows a right step
+    assert s["checks_right"] == pytest.approx(2 / 3) and s["checks_after_risky"] == pytest.approx(2 / 3)
+    assert s["errors_caught"] == 1.0
+    assert s["share"]["verification"] == pytest.approx(3 / s["n_steps"])
