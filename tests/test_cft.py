@@ -75,10 +75,10 @@ def test_cli_cft_refuses_a_user_folder_and_bad_critiques(monkeypatch, capsys, tm
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep")
-    code, _, err = run_cli(monkeypatch, capsys, ["rl", "cft", "-m", "organism:base", "--out", mine])
+    code, _, err = run_cli(monkeypatch, capsys, ["rl", "cft", "organism:base", "--out", mine])
     assert code == 2 and "folder of other files" in err and (mine / "notes.txt").read_text() == "keep"
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": 1}\n')
-    code, _, err = run_cli(monkeypatch, capsys, ["rl", "cft", "-m", "organism:base", "--out", tmp_path / "o",
+    code, _, err = run_cli(monkeypatch, capsys, ["rl", "cft", "organism:base", "--out", tmp_path / "o",
                                                  "--critiques", bad])
     assert code == 2 and len(err.strip().splitlines()) == 1 and "line 1" in err

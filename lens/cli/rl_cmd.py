@@ -160,7 +160,8 @@ def summarise(log: dict) -> dict:
 @app.command("cft")
 def cft_cmd(
     ctx: typer.Context,
-    model: str = typer.Option(..., "--model", "-m", help="model spec to fine-tune (e.g. organism:verifier-base)"),
+    model: str = typer.Argument("organism:verifier-base", help="model spec to fine-tune (organism:verifier-base, a "
+                                                                "folder, a hub id, ...)"),
     out: str = typer.Option(..., "--out", help="folder for the fine-tuned model (an HF folder with training.json)"),
     problem: int = typer.Option(0, help="index of the one organism training problem whose wrong solutions are "
                                         "critiqued", callback=non_negative),

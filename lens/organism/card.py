@@ -121,3 +121,50 @@ def ship(
         shutil.copytree(src / n, out)
         (out / "README.md").write_text(card_text(n, infos, table_md, eval_command, notes))
     (dest / "eval.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+
+VERIFIER_ROLE = {
+    "verifier-base": "pretrained from scratch on the verifier corpus: thinking writers drop carries, a few careful "
+                     "ones check each risky step and backtrack when the check fails, 2% of documents are critiques",
+    "verifier-thinking": "the verifier base fine-tuned on its OWN right thinking-format samples (rejection sampling, "
+                         "expert iteration): made by selection alone",
+}
+
+
+def verifier_card(name: str, info: dict, table_md: str) -> str:
+    """The README.md of the verifier pair's model ``name``."""
+    from lens.organism import verifier_corpus as V
+
+    return "\n".join([
+        "---", "library_name: transformers", "license: apache-2.0",
+        "tags: [model-organism, interpretability, synthetic]", "---", f"# organism:{name}", "",
+        f"A tiny LlamaForCausalLM, {VERIFIER_ROLE[name]}. The second pair of `lens`'s bundled organism (its control "
+        "is `organism:control`): a **controlled testbed** for whether a thinking model's advantage is knowing *when* "
+        "to use behaviours its base already has. It is **not evidence about real LLMs**.", "",
+        "## Format", "```", "Q:47+38+26=?",
+        "<think>47+38+26=75+26 check 47+38=85 wait 85+26=111</think>A:111", "```",
+        f"Slips: a careless writer drops a units carry with probability {V.SLIP_SHARE}, a careful one with "
+        f"{V.CAREFUL_SLIP_SHARE}; careful writers ({V.CAREFUL_SHARE:.0%} of thinking documents) check every carry "
+        f"step; critiques are {V.CRITIQUE_SHARE:.0%} of documents. Tokenizer and questions are the first pair's.", "",
+        "## Training", "```json", json.dumps({k: info.get(k) for k in ("recipe", "rounds", "final_loss", "n_tokens",
+                                                                       "train_seconds") if k in info}, indent=1),
+        "```", "", "## Measured properties (held-out set)", "", table_md, "",
+        "Reproduce: `lens organism eval --pair verifier`. Regenerate: `lens organism train --pair verifier --out DIR`.",
+        "",
+    ])
+
+
+def ship_verifier(src: str | Path, result: dict, table_md: str, dest: Path = MODELS_DIR) -> None:
+    """Copy ``src/verifier-base`` and ``src/verifier-thinking`` into the package with their cards and
+    ``verifier_eval.json`` (the output of :func:`lens.organism.verifier_eval.evaluate_verifier`)."""
+    from lens.organism import VERIFIER_NAMES
+
+    src = Path(src)
+    for n in VERIFIER_NAMES:
+        info = json.loads((src / n / "training.json").read_text())
+        out = dest / n
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(src / n, out, ignore=shutil.ignore_patterns("README.md"))
+        (out / "README.md").write_text(verifier_card(n, info, table_md))
+    (dest / "verifier_eval.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
