@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+import lens
 from lens.organism import corpus as C
 from lens.organism import verifier_corpus as V
 from lens.organism.behaviours import trace_stats
@@ -89,3 +90,49 @@ def test_trace_stats_on_hand_written_completions():
     assert s["checks_right"] == pytest.approx(2 / 3) and s["checks_after_risky"] == pytest.approx(2 / 3)
     assert s["errors_caught"] == 1.0
     assert s["share"]["verification"] == pytest.approx(3 / s["n_steps"])
+
+
+# ---------------------------------------------------------------- the shipped pair
+
+def test_shipped_pair_loads_by_name_and_keeps_its_gap_and_behaviours():
+    """A small sample of the card's properties on the shipped models (the full table: lens organism eval
+    --pair verifier): the thinking model is far above the base forced into thinking, and checks carry steps."""
+    import json
+
+    from lens.organism import MODELS_DIR, load_heldout
+    from lens.organism.sampling import generate
+    from lens.organism.verifier_eval import MAX_NEW_TOKENS
+
+    base, thinking = lens.load_model("organism:verifier-base"), lens.load_model("organism:verifier-thinking")
+    assert base.tokenizer.get_vocab() == thinking.tokenizer.get_vocab() == lens.load_model(
+        "organism:control").tokenizer.get_vocab()
+    held = load_heldout()[:60]
+    prompts, answers = [r["prompt"] for r in held], [r["answer"] for r in held]
+    forced = generate(base.hf, base.tokenizer, prompts, prefill=C.THINK_OPEN, max_new_tokens=MAX_NEW_TOKENS)
+    own = generate(thinking.hf, thinking.tokenizer, prompts, max_new_tokens=MAX_NEW_TOKENS)
+
+    def acc(outs):
+        return sum(C.parse_answer(o) == a for o, a in zip(outs, answers, strict=True)) / len(outs)
+
+    assert acc(own) - acc(forced) >= 0.15, (acc(own), acc(forced))
+    b, t = trace_stats(forced), trace_stats(own)
+    assert b["share"]["verification"] == 0.0  # greedy, the base never checks ...
+    assert t["share"]["verification"] >= 0.08 and t["checks_after_risky"] >= 0.9  # ... its thinking model does
+    card = json.loads((MODELS_DIR / "verifier_eval.json").read_text())
+    assert {r["name"] for r in card["properties"]} >= {"thinking minus base forced thinking"}
+
+
+def test_cli_eval_and_train_of_the_verifier_pair(monkeypatch, capsys, tmp_path):
+    import json
+
+    from tests.helpers import run_cli
+
+    code, out, err = run_cli(monkeypatch, capsys, ["organism", "eval", "--pair", "verifier", "--n", 20, "--samples",
+                                                   4, "--sample-problems", 10, "--json"])
+    assert code == 0, err
+    got = json.loads(out)
+    assert got["metrics"]["n"] == 20 and any(r["name"].startswith("thinking: verification") for r in got["properties"])
+    for argv, message in ((["--pair", "nope"], "unknown pair"),
+                          (["--pair", "verifier", "--which", "control"], "the verifier pair's control")):
+        code, _, err = run_cli(monkeypatch, capsys, ["organism", "train", "--out", tmp_path / "o", *argv])
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

@@ -37,12 +37,12 @@ from lens.organism import corpus as C
 
 #: probability that a careless writer drops the units carry of a step that has one
 SLIP_SHARE = 0.8
-#: the same for a careful writer: 0.5, so that a check's result cannot be guessed from what was written
-#: (with 0.8, "the check is 10 more than the rewrite" is right 80% of the time, and a model learns that
-#: shortcut instead of adding)
-CAREFUL_SLIP_SHARE = 0.5
+#: the same for a careful writer. Equal to SLIP_SHARE in the shipped recipe; 0.5 (so that a check's result
+#: cannot be guessed from what was written) made selection teach right carries instead of checks
+#: (docs/organism.md, "How the verifier recipe was chosen")
+CAREFUL_SLIP_SHARE = 0.8
 #: share of thinking documents written by careful writers (check after every carry step)
-CAREFUL_SHARE = 0.2
+CAREFUL_SHARE = 0.15
 #: share of documents that are critiques of a careless solution
 CRITIQUE_SHARE = 0.02
 
