@@ -194,7 +194,8 @@ def load_sae(source: str | Path | Dictionary, model=None, site: str | Site | Non
             try:
                 sae = SAE.load_from_disk(str(path), device=device)
             except Exception as e:  # sae_lens raises many kinds for damaged folders
-                raise LensError(f"cannot load the SAE in {path} ({type(e).__name__}: {str(e)[:200]}); "
+                why = " ".join(str(e).split())[:200]  # one line whatever torch wrote
+                raise LensError(f"cannot load the SAE in {path} ({type(e).__name__}: {why}); "
                                 "re-save or re-train it") from None
             _check_finite(sae, path)
             meta = read_meta(path) if (path / LENS_META).exists() else {}
@@ -216,7 +217,7 @@ def load_sae(source: str | Path | Dictionary, model=None, site: str | Site | Non
                 sae = SAE.from_pretrained(release, sae_id, device=device)
             except Exception as e:
                 raise LensError(f"cannot load {release}/{sae_id} from the sae_lens registry "
-                                f"({type(e).__name__}: {str(e)[:200]})") from None
+                                f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
             _check_finite(sae, f"{release}/{sae_id}")
             hook = sae.cfg.metadata.hook_name
             d = Dictionary(sae, hook if hook and hook.startswith("blocks.") else None,

@@ -33,8 +33,8 @@ def _fail(message: str) -> None:
 
 @app.command("train")
 def train_cmd(
-    out: Path = typer.Option(..., "--out", "-o", help="folder that receives base/, thinking/, control/ (with "
-                                                       "--pair verifier: verifier-base/, verifier-thinking/)"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder that receives one folder per model (base, thinking, "
+                                                       "control; for the verifier pair its two models)"),
     pair: str = typer.Option("sums", help="which pair: sums (the first; base, thinking, control) or verifier "
                                           "(slips at carries, checks; its control is the first pair's)"),
     steps: int = typer.Option(1800, help="pretraining steps (batch 32 x 256 tokens)", callback=positive),
@@ -121,8 +121,8 @@ def _check_layer(model_dir: Path | None, layer: int) -> None:
 @app.command("eval")
 def eval_cmd(
     model_dir: Path = typer.Option(
-        None, "--model-dir", "-m", help="folder with base/, thinking/, control/ (with --pair verifier: verifier-base/, "
-                                        "verifier-thinking/; default: the bundled copy)"
+        None, "--model-dir", "-m", help="folder holding the pair's model folders, as lens organism train writes "
+                                        "them (default: the bundled copy)"
     ),
     pair: str = typer.Option("sums", help="which pair to measure: sums (the first) or verifier"),
     n: int = typer.Option(500, help="held-out problems for greedy metrics", callback=positive),
