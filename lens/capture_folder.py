@@ -225,7 +225,14 @@ class CaptureFolder:
             "complete": m["complete"],
             "lens_version": m.get("lens_version"),
             "created": m.get("created"),
+            "backends": sorted({str(sh.get("backend", "unrecorded")) for sh in m["shards"]}),
         }
+
+
+def backend_name(forward: Forward | None) -> str:
+    """What ran a shard's forward passes: ``lens`` (its hooked forward), or the ``backend`` a custom forward names
+    (``nnsight``, ``nnsight-remote``), else ``custom``."""
+    return "lens" if forward is None else str(getattr(forward, "backend", "custom"))
 
 
 def _new_manifest(model: Model, sites: list[Site], select: Selection, dtype: torch.dtype) -> dict:
@@ -376,7 +383,7 @@ def _stream(model: Model, inputs: Iterable, sites: list[Site], select: Selection
             outliers.update(part)
             tensors = {**part.acts, **part.meta_tensors()}
             save_tensors(out / name, tensors, {"labels": part.labels, "shard": idx, **provenance})
-            manifest["shards"].append({"file": name, "rows": rows,
+            manifest["shards"].append({"file": name, "rows": rows, "backend": backend_name(forward),
                                        "examples": [int(part.example.min()), int(part.example.max()) + 1],
                                        "done_before": manifest["n_examples_done"],
                                        "hash_before": manifest["inputs_hash"],

@@ -165,10 +165,11 @@ def test_cli_capture_nnsight_equals_default(capsys, monkeypatch, tmp_path, folde
             assert code == 0, err
             outs.append((json.loads(text), open_capture(out).load()))
         (s1, a), (s2, b) = outs
-        def same(s):  # where and when it was written differ; everything else must not
-            return {k: v for k, v in s.items() if k not in ("path", "created")}
+        def same(s):  # where, when and by which backend it was written differ; everything else must not
+            return {k: v for k, v in s.items() if k not in ("path", "created", "backends")}
 
         assert same(s1) == same(s2)
+        assert s1["backends"] == ["lens"] and s2["backends"] == ["nnsight"]
         for key in ("example", "start", "end", "token_id"):
             assert torch.equal(getattr(a, key), getattr(b, key))
         for site in a.sites:

@@ -44,6 +44,7 @@ def nnsight_forward(lm: Any, model: Model, sites: Iterable[str | Site], remote: 
             state["read"](name, hidden)
         return None
 
+    forward.backend = "nnsight-remote" if remote else "nnsight"  # recorded per shard by capture_to_disk
     return forward
 
 
