@@ -136,3 +136,16 @@ def test_cli_eval_and_train_of_the_verifier_pair(monkeypatch, capsys, tmp_path):
                           (["--pair", "verifier", "--which", "control"], "the verifier pair's control")):
         code, _, err = run_cli(monkeypatch, capsys, ["organism", "train", "--out", tmp_path / "o", *argv])
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_train_verifier_builds_both_models_and_thinking_alone_from_the_base(tmp_path):
+    from lens.organism.train import PretrainConfig, SelectionConfig, train_verifier
+
+    pre = PretrainConfig(n_docs=500, steps=2)
+    sel = SelectionConfig(n_problems=8, samples_per_problem=2, rounds=1, max_new_tokens=24)
+    infos = train_verifier(tmp_path, pre, sel, log=lambda *_: None)
+    assert infos["verifier-base"]["recipe"]["corpus"] == "verifier"
+    assert infos["verifier-thinking"]["made_from"] == "verifier-base"
+    again = train_verifier(tmp_path, pre, sel, which=("verifier-thinking",), log=lambda *_: None)
+    assert again["verifier-base"] == infos["verifier-base"]  # read back from the folder, not retrained
+    assert lens.load_model(str(tmp_path / "verifier-thinking")).n_layers == 4

@@ -434,6 +434,29 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
+def _build_pair(out: Path, base_name: str, thinking_name: str, pre: PretrainConfig, sel: SelectionConfig,
+                which: tuple[str, ...], infos: dict[str, dict], log) -> None:
+    """Pretrain ``out/<base_name>`` and make ``out/<thinking_name>`` from it by selection (those in ``which``);
+    a thinking model built alone starts from the base already in ``out``. Fills ``infos``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = tok = None
+    if base_name in which:
+        base, tok, infos[base_name] = pretrain(base_name, out, pre, log=log)
+        save_model(base, tok, out / base_name, infos[base_name])
+    if thinking_name in which:
+        if base is None:
+            from lens.models import require_safetensors
+
+            require_safetensors(out / base_name)
+            base = AutoModelForCausalLM.from_pretrained(str(out / base_name), use_safetensors=True)
+            tok = AutoTokenizer.from_pretrained(str(out / base_name))
+            infos[base_name] = json.loads((out / base_name / "training.json").read_text())
+        thinking, infos[thinking_name] = make_thinking(base, tok, infos[base_name], sel, log=log, name=thinking_name,
+                                                       made_from=base_name)
+        save_model(thinking, tok, out / thinking_name, infos[thinking_name])
+
+
 def train_all(
     out_dir: str | Path,
     pre: PretrainConfig | None = None,
@@ -451,7 +474,6 @@ def train_all(
     """
     import multiprocessing as mp
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = Path(out_dir)
     pre = pre or PretrainConfig()
@@ -465,21 +487,8 @@ def train_all(
         log("[control] pretraining in a second process")
     else:
         torch.set_num_threads(min(torch.get_num_threads(), 2) or 1)
-    base = tok = None
     try:
-        if "base" in which:
-            base, tok, infos["base"] = pretrain("base", out, pre, log=log)
-            save_model(base, tok, out / "base", infos["base"])
-        if "thinking" in which:
-            if base is None:
-                from lens.models import require_safetensors
-
-                require_safetensors(out / "base")
-                base = AutoModelForCausalLM.from_pretrained(str(out / "base"), use_safetensors=True)
-                tok = AutoTokenizer.from_pretrained(str(out / "base"))
-                infos["base"] = json.loads((out / "base" / "training.json").read_text())
-            thinking, infos["thinking"] = make_thinking(base, tok, infos["base"], sel, log=log)
-            save_model(thinking, tok, out / "thinking", infos["thinking"])
+        _build_pair(out, "base", "thinking", pre, sel, which, infos, log)
         if side is not None:
             side.join()
             if side.exitcode != 0:
@@ -518,26 +527,8 @@ def train_verifier(
     """
     from dataclasses import replace
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     out = Path(out_dir)
     pre = replace(pre or PretrainConfig(), corpus="verifier")
-    sel = sel or VERIFIER_SELECTION
     infos: dict[str, dict] = {}
-    base = tok = None
-    if "verifier-base" in which:
-        base, tok, infos["verifier-base"] = pretrain("verifier-base", out, pre, log=log)
-        save_model(base, tok, out / "verifier-base", infos["verifier-base"])
-    if "verifier-thinking" in which:
-        if base is None:
-            from lens.models import require_safetensors
-
-            require_safetensors(out / "verifier-base")
-            base = AutoModelForCausalLM.from_pretrained(str(out / "verifier-base"), use_safetensors=True)
-            tok = AutoTokenizer.from_pretrained(str(out / "verifier-base"))
-            infos["verifier-base"] = json.loads((out / "verifier-base" / "training.json").read_text())
-        thinking, infos["verifier-thinking"] = make_thinking(
-            base, tok, infos["verifier-base"], sel, log=log, name="verifier-thinking", made_from="verifier-base"
-        )
-        save_model(thinking, tok, out / "verifier-thinking", infos["verifier-thinking"])
+    _build_pair(out, "verifier-base", "verifier-thinking", pre, sel or VERIFIER_SELECTION, which, infos, log)
     return infos
