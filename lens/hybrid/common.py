@@ -1,4 +1,5 @@
-"""Pieces shared by the KV-cached hybrid and the full-recompute reference: the per-step record and result.
+"""The hybrid's result (returned by the KV-cached loop and the full-recompute reference) and the cached
+loop's per-step record.
 
 Config and decisions live in `config` and `decide`; re-exported here for earlier imports.
 """
@@ -62,7 +63,7 @@ class HybridResult:
 
 
 class StepLog:
-    """Per-row, per-step record of a hybrid run (shared by the KV-cached and the reference generator)."""
+    """Per-row, per-step record of a KV-cached hybrid run."""
 
     def __init__(self, n: int, steps: int, coefficients: tuple[float, ...], eos: int):
         shape = (n, steps)

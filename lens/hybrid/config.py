@@ -21,6 +21,11 @@ candidate of the sweep; ``bias_only``; ``random_category``: a uniformly random c
 does without its guardrail: it steers with the first coefficient of its list, whose default is 0.5..1.0
 (in mode ``unsteered_allowed``: the largest, as lens did)). EXTRA_ABLATIONS are lens's earlier ones
 (``random_vector_per_step``: a fresh random vector each step, of the norm of category + bias, replacing both).
+
+Random draws: one ``torch.Generator`` seeded with ``seed`` per generation; at every step where some row is
+gated, in this order: ``random_category`` one category per row (``randint``), ``random_vector_per_step``
+one [batch, d_model] ``randn``, ``random_guardrail`` one coefficient index per row (``randint``). The
+KV-cached loop and the reference draw the same, so their choices agree.
 """
 
 from __future__ import annotations

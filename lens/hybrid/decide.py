@@ -1,5 +1,6 @@
-"""The hybrid's per-step decisions, shared by the KV-cached loop and the full-recompute reference:
-gate, category vector, candidate choice (see `lens.hybrid.config` for the modes and ablations)."""
+"""The KV-cached hybrid's per-step decisions: gate, category vector, candidate choice (see
+`lens.hybrid.config` for the modes and ablations; `lens.hybrid.reference` makes the same decisions with
+its own code)."""
 
 from __future__ import annotations
 

@@ -1,100 +1,221 @@
-"""Full-recompute hybrid, as the paper's reference code does it: no KV cache, O(steps^2) work.
+"""Full-recompute hybrid, a port of the paper's loop (hybrid_token.py / hybrid_eval.py): no KV cache, O(steps^2).
 
-Kept as the ground truth the KV-cached `hybrid_generate` must match token for token, and as
-the benchmark's "reference style" row. Mode paper is a port of the paper's loop (hybrid_token.py with
-a window of the last token, which hybrid_eval.py's KV-cached loop reproduces): each candidate is a full
-forward with coefficient x vector added at the newest position only, no past steering replayed.
-Mode unsteered_allowed replays past steering choices at their absolute positions on every recompute,
-as the KV-cached loop keeps them in its cache. The reasoning phase is the same `Region` in both.
+The ground truth the KV-cached `hybrid_generate` must match token for token, and the benchmark's
+"reference style" row. Every decision is written here from the paper's code, not taken from the cached
+path's modules (`decide`, `region`, `generate.thinking_side`): the gate, the category and its vector
+under each ablation, the candidate sweep, the guardrail (strict `>` over the coefficients in order), the
+reasoning phase (no steering at or after the thinking model's end-of-reasoning marker, the base's EOS
+replaced by the thinking model's token inside it, the answer prompt forced after it). Shared with the
+cached path: the configuration (`HybridConfig`, including its fixed random vectors), the pair's
+`TokenMap`, tokenisation, and the order of the random draws (`lens.hybrid.config`).
+
+Mode paper: each candidate is a full forward with coefficient x vector added at the newest position
+only, no past steering replayed (hybrid_eval.py's revert). Mode unsteered_allowed: past steering choices
+are replayed at their positions on every recompute, as the cached loop keeps them in its cache.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..batching import encode
+from ..batching import token_rows
 from ..hooks import hooks
 from ..models import Model
-from .common import HybridConfig, HybridResult, StepLog, choose, gate_rows, select_vectors
-from .generate import thinking_side
-from .region import Region
+from .common import HybridResult
+from .config import HybridConfig
 
 
-def _full(model: Model, ids, mask, site=None, adds=None, read=None, read_site=None):
-    """Logits at the last slot of a full forward; `adds[row] = [(slot, vector)]` added at `site`;
-    `read["h"]` = the last slot's residual at `read_site`."""
+def _forward(model: Model, rows: list[list[int]], site=None, adds=None, read_site=None) -> tuple:
+    """(logits at each row's last token [n, vocab], residual at `read_site` there or None) of a full forward.
+
+    rows are unpadded; they are left-padded here. adds[row] = [(index into the row, vector)], added at `site`."""
+    width = max(len(r) for r in rows)
+    pad = [width - len(r) for r in rows]
+    fill = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    ids = torch.tensor([[fill] * p + r for p, r in zip(pad, rows, strict=True)])
+    mask = torch.tensor([[0] * p + [1] * len(r) for p, r in zip(pad, rows, strict=True)])
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    read: dict = {}
+
     def add(h):
         h = h.clone()
         for r, items in enumerate(adds):
-            for slot, v in items:
-                h[r, slot] = h[r, slot] + v.to(h.device, h.dtype)
+            for i, v in items:
+                h[r, pad[r] + i] = h[r, pad[r] + i] + v.to(h.device, h.dtype)
         return h
 
     def keep(h):
-        read["h"] = h[:, -1].detach().cpu()
+        read["h"] = h[:, -1].detach().float().cpu()
 
     fns = {}
     if adds is not None and any(adds):
         fns[site] = add
-    if read is not None:
+    if read_site is not None:
         fns[read_site] = keep
     dev = model.device
-    ids, mask = ids.to(dev), mask.to(dev)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
     with hooks(model, fns):
-        logits = model.hf(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).logits
-    return logits[:, -1].float().cpu()  # decisions are made on the host, as the paper's code does
+        logits = model.hf(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                          use_cache=False).logits
+    return logits[:, -1].float().cpu(), read.get("h")
+
+
+def _base_to_thinking(base: Model, thinking: Model) -> tuple[torch.Tensor | None, int]:
+    """(thinking id read for each base id, or None when the pair's map is the identity; the fill id)."""
+    from ..pairs import token_map
+
+    tm = token_map(base, thinking)
+    if tm.is_identity and base.vocab_size == thinking.vocab_size:
+        return None, tm.target_fill
+    table = []
+    for v in range(base.vocab_size):
+        ids = tm.map_id(v)
+        table.append(ids[0] if ids and ids[0] < thinking.vocab_size else tm.target_fill)
+    return torch.tensor(table), tm.target_fill
+
+
+def _gate(cfg: HybridConfig, b_logits: torch.Tensor, t_logits: torch.Tensor) -> list[bool]:
+    """The paper's gate: the greedy tokens differ (or, gate "kl": KL(thinking || base) > threshold)."""
+    if cfg.gate == "disagree":
+        return [int(b) != int(t) for b, t in zip(b_logits.argmax(-1), t_logits.argmax(-1), strict=True)]
+    out = []
+    for b, t in zip(b_logits, t_logits, strict=True):
+        pt, lt, lb = t.softmax(-1), t.log_softmax(-1), b.log_softmax(-1)
+        out.append(float((pt * (lt - lb)).sum()) > cfg.kl_threshold)
+    return out
+
+
+def _vectors(cfg: HybridConfig, resid: torch.Tensor, gen: torch.Generator) -> tuple[list[int], list[torch.Tensor]]:
+    """(category per row, steering vector per row): the selector's pick, then the ablation."""
+    n = len(resid)
+    if callable(cfg.selector):
+        cats = [int(c) for c in torch.as_tensor(cfg.selector(resid)).reshape(-1)]
+    else:  # nearest: the category direction with the highest cosine to the thinking residual
+        m = cfg.matrix
+        units = m / m.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+        cats = [int((units @ (h / h.norm().clamp(min=1e-12))).argmax()) for h in resid.float()]
+    if cfg.ablation == "random_category":
+        cats = torch.randint(len(cfg.names), (n,), generator=gen).tolist()
+    source = cfg.random_matrix if cfg.ablation == "random_vector" else cfg.matrix
+    vecs = []
+    for c in cats:
+        if cfg.ablation == "bias_only":
+            vecs.append(cfg.bias.float().clone())
+        else:
+            vecs.append(source[c] + (cfg.bias.float() if cfg.bias is not None else 0.0))
+    if cfg.ablation == "random_vector_per_step":
+        rnd = torch.randn((n, cfg.matrix.shape[1]), generator=gen)
+        vecs = [r / r.norm() * v.norm() for r, v in zip(rnd, vecs, strict=True)]
+    return cats, vecs
+
+
+def _guardrail(cfg: HybridConfig, logprobs: torch.Tensor, unsteered: int, cands: list[int], draw: int | None) -> int:
+    """Index of the chosen coefficient (-1 = the unsteered token) for one gated row."""
+    if cfg.ablation == "random_guardrail":
+        return int(draw)
+    if cfg.ablation == "no_guardrail":
+        return cfg.no_guardrail_index if cfg.mode == "paper" else len(cands) - 1
+    pick, best = -1, float("-inf")
+    if cfg.mode == "unsteered_allowed":  # the unsteered token first: a steered one must beat it
+        best = float(logprobs[unsteered])
+    for j, tok in enumerate(cands):
+        if float(logprobs[tok]) > best:  # strict `>`: ties keep the earlier coefficient
+            pick, best = j, float(logprobs[tok])
+    return pick
 
 
 def hybrid_generate_reference(
     base: Model, thinking: Model, prompts: list[str], cfg: HybridConfig, max_new_tokens: int = 64,
     eos_token_id: int | None = None, thinking_prompts: list[str] | None = None,
 ) -> HybridResult:
-    """Same decisions as `hybrid_generate`, recomputing both models over the whole sequence each step.
-
-    thinking_prompts and the passing of ids between the models: as `hybrid_generate` (`thinking_side`).
-    """
+    """Same decisions as `hybrid_generate`, recomputing both models over the whole sequence each step."""
     cfg.check(base.d_model)
-    batch = encode(base, prompts, side="left")
-    ids, mask = batch.input_ids, batch.attention_mask
-    t_ids, t_mask, table = thinking_side(base, thinking, prompts, thinking_prompts)
+    n = len(prompts)
+    t_texts = list(thinking_prompts if thinking_prompts is not None else prompts)
+    b_rows = [list(r) for r in token_rows(base, list(prompts), offsets=False)[0]]
+    t_rows = [list(r) for r in token_rows(thinking, t_texts, offsets=False)[0]]
+    table, fill = _base_to_thinking(base, thinking)
     eos = eos_token_id if eos_token_id is not None else base.tokenizer.eos_token_id
     gen = torch.Generator().manual_seed(cfg.seed)
-    n = len(prompts)
-    log = StepLog(n, max_new_tokens, cfg.coefficients, eos)
-    region = Region(cfg, base, thinking, n, eos)
-    adds: list[list] = [[] for _ in range(n)]
+    coefs = list(cfg.coefficients)
+    # the reasoning phase (mode paper): the thinking model's one-token end-of-reasoning marker
+    close_ids = (thinking.tokenizer.encode(cfg.think_close, add_special_tokens=False)
+                 if cfg.mode == "paper" and cfg.think_close else [])
+    close = int(close_ids[0]) if len(close_ids) == 1 else None
+    answer = base.tokenizer.encode(cfg.answer_prompt, add_special_tokens=False) if close is not None else []
+    inside, queue, closed = [True] * n, [[] for _ in range(n)], [False] * n
+    gated_log, steered_log, cat_log, coef_log, tokens = [], [], [], [], [[] for _ in range(n)]
+    done, lengths = [False] * n, [max_new_tokens] * n
+    kept: list[list] = [[] for _ in range(n)]  # mode unsteered_allowed: (index, vector) replayed every step
     with torch.no_grad():
         for k in range(max_new_tokens):
-            last = ids.shape[1] - 1
-            b_logits = _full(base, ids, mask, cfg.site, adds)
-            read: dict = {}
-            t_logits = _full(thinking, t_ids, t_mask, read=read, read_site=cfg.read_site)
-            t_top_raw = t_logits.argmax(-1)
-            if table is not None:  # the thinking model's logits, read at the base's ids
+            b_logits, _ = _forward(base, b_rows, cfg.site, kept)
+            t_logits, resid = _forward(thinking, t_rows, read_site=cfg.read_site)
+            t_top_own = t_logits.argmax(-1).tolist()  # in the thinking model's ids (its marker)
+            if table is not None:
                 t_logits = t_logits[:, table]
-            unsteered = b_logits.argmax(-1)
-            gated = gate_rows(cfg, b_logits, t_logits) & ~log.done & region.allowed(t_top_raw)
-            token = unsteered
-            if bool(gated.any()):
-                cat, vec = select_vectors(cfg, read["h"], gen)
+            t_top = t_logits.argmax(-1).tolist()
+            unsteered = b_logits.argmax(-1).tolist()
+            gate = _gate(cfg, b_logits, t_logits)
+            gated = [gate[r] and not done[r] and (close is None or (inside[r] and not queue[r]
+                                                                     and t_top_own[r] != close))
+                     for r in range(n)]
+            out = list(unsteered)
+            steered, cat_row, coef_row = [False] * n, [-1] * n, [0.0] * n
+            if any(gated):
+                cats, vecs = _vectors(cfg, resid, gen)
+                last = [len(row) - 1 for row in b_rows]
                 cands = []
-                for c in cfg.coefficients:
-                    trial = [a + ([(last, c * vec[r])] if gated[r] else []) for r, a in enumerate(adds)]
-                    cands.append(_full(base, ids, mask, cfg.site, trial).argmax(-1))
-                token, pick = choose(cfg, t_logits.log_softmax(-1), unsteered, cands, gated, gen)
-                chosen = log.chosen(pick)
-                for r in range(n if cfg.mode == "unsteered_allowed" else 0):  # mode paper: nothing persists
-                    if gated[r] and pick[r] >= 0:
-                        adds[r].append((last, float(chosen[r]) * vec[r]))
-                log.steer(k, gated, pick, cat)
-            token, feed = region.apply(k, token, t_logits.argmax(-1), t_top_raw, log.done)
-            token = log.advance(k, gated, token)
-            ids = torch.cat([ids, token[:, None]], dim=1)
-            mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype)], dim=1)
-            t_tok = token if table is None else table[token]
-            t_ids = torch.cat([t_ids, torch.where(feed >= 0, feed, t_tok)[:, None]], dim=1)
-            t_mask = torch.cat([t_mask, torch.ones(n, 1, dtype=t_mask.dtype)], dim=1)
-            if bool(log.done.all()):
+                for c in coefs:
+                    adds = [kept[r] + ([(last[r], c * vecs[r])] if gated[r] else []) for r in range(n)]
+                    cands.append(_forward(base, b_rows, cfg.site, adds)[0].argmax(-1).tolist())
+                draws = (torch.randint(len(coefs), (n,), generator=gen).tolist()
+                         if cfg.ablation == "random_guardrail" else [None] * n)
+                logprobs = t_logits.log_softmax(-1)
+                for r in range(n):
+                    if not gated[r]:
+                        continue
+                    pick = _guardrail(cfg, logprobs[r], unsteered[r], [cand[r] for cand in cands], draws[r])
+                    cat_row[r] = cats[r]
+                    if pick >= 0:
+                        out[r], steered[r], coef_row[r] = cands[pick][r], True, coefs[pick]
+                        if cfg.mode == "unsteered_allowed":
+                            kept[r].append((last[r], coefs[pick] * vecs[r]))
+            feed = [None] * n
+            for r in range(n):  # the reasoning phase (hybrid_eval.py's think-region state machine)
+                if close is None or done[r] or not (inside[r] or queue[r]):
+                    continue
+                if queue[r]:
+                    out[r] = queue[r].pop(0)
+                elif t_top_own[r] == close:
+                    feed[r], closed[r] = close, True
+                    if answer:
+                        out[r], queue[r] = answer[0], list(answer[1:])
+                elif out[r] == eos:
+                    out[r] = t_top[r]
+                if closed[r] and not queue[r]:
+                    inside[r] = False
+            for r in range(n):
+                if done[r]:
+                    out[r] = eos
+                elif out[r] == eos:
+                    done[r], lengths[r] = True, k + 1
+                tokens[r].append(out[r])
+                b_rows[r].append(out[r])
+                t_rows[r].append(feed[r] if feed[r] is not None else
+                                 (out[r] if table is None else int(table[out[r]])))
+            gated_log.append(gated)
+            steered_log.append(steered)
+            cat_log.append(cat_row)
+            coef_log.append(coef_row)
+            if all(done):
                 break
-    return log.result(base.tokenizer, cfg.names, cfg.mode, region.active)
+    steps = max(lengths) if lengths else 0
+    toks = [tokens[r][: lengths[r]] for r in range(n)]
+    texts = base.tokenizer.batch_decode([[t for t in row if t != eos] for row in toks], skip_special_tokens=True)
+
+    def grid(log: list, dtype: torch.dtype) -> torch.Tensor:  # [steps run, n] -> [n, steps]
+        return torch.tensor(log, dtype=dtype).reshape(len(log), n).T[:, :steps]
+
+    return HybridResult(toks, texts, grid(gated_log, torch.bool), grid(steered_log, torch.bool),
+                        grid(cat_log, torch.long), grid(coef_log, torch.float32), cfg.names, lengths, cfg.mode,
+                        close is not None)

@@ -7,7 +7,8 @@ the base is given ``cfg.answer_prompt`` (the paper's "\\n\\nFinal answer: "; one
 row enters the answer phase: no steering, no EOS suppression, the base answers freely. Used only when the
 thinking tokenizer encodes the marker as one token (the paper's BPE-suffix detection of a marker split
 into several tokens is not ported); otherwise nothing here changes the loop (`active` is False).
-All on the host, one instance per generation, shared by the KV-cached loop and the reference.
+All on the host, one instance per generation of the KV-cached loop (`lens.hybrid.reference` ports the
+same state machine with its own code).
 """
 
 from __future__ import annotations
