@@ -1,6 +1,7 @@
 """Real-pair tokenizers: tiny Qwen2.5 / R1-Distill-Qwen and Llama-3.1 / R1-Distill-Llama pairs load,
 their token map is identity on ordinary ids and maps specials by role or text, a different BPE is
-refused in one line, the hybrid runs on a mapped pair, and `lens reproduce` runs on the Qwen-style pair."""
+refused in one line, the hybrid runs on a mapped pair (and leaves the reasoning phase at R1's `</think>`),
+and `lens reproduce` runs on the Qwen-style pair."""
 
 import json
 
@@ -122,6 +123,86 @@ def test_hybrid_runs_on_mapped_pair_and_matches_reference(qwen_pair):
     ref = hybrid_generate_reference(base, thinking, b_prompts, cfg(), max_new_tokens=8, thinking_prompts=t_prompts)
     assert fast.tokens == ref.tokens and fast.gated.any()
     assert fast.gated.equal(ref.gated) and fast.steered.equal(ref.steered)
+
+
+class _Force:
+    """Raise one logit of a model where the newest position is a given one, per row: {row: (position, id)}.
+
+    Positions are absolute (the forward's position_ids), so the KV-cached loop and the full recompute see
+    the same forcing; every forward's input ids are recorded."""
+
+    def __init__(self, model, at: dict[int, tuple[int, int]]):
+        self.at, self.inputs, self.handles = at, [], []
+        self.handles.append(model.hf.register_forward_pre_hook(self.pre, with_kwargs=True))
+        self.handles.append(model.hf.register_forward_hook(self.post))
+
+    def pre(self, module, args, kwargs):
+        self.pos = kwargs["position_ids"][:, -1].tolist()
+        self.inputs.append(kwargs["input_ids"].cpu())
+
+    def post(self, module, args, out):
+        for r, (p, i) in self.at.items():
+            if self.pos[r] == p:
+                out.logits[r, -1, i] += 1e4
+        return out
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+def test_think_close_on_mapped_pair_ends_steering_and_forces_the_answer(qwen_pair):
+    """R1's one-token `</think>` (an id the Qwen base maps elsewhere): at the step the thinking model predicts
+    it, steering stops, the thinking model is fed its marker, the base is given "\n\nFinal answer: " and
+    then continues greedily, unsteered, EOS allowed (hybrid_eval.py's think region); before it the base's
+    EOS is replaced by the thinking model's token. Cached loop == reference, both checked against this."""
+    from lens.batching import token_rows
+    from lens.evaluation.templates import model_prompts
+    from lens.hybrid import HybridConfig, hybrid_generate, hybrid_generate_reference
+
+    base, thinking = qwen_pair
+    qs = ["What is 3 plus 4?", "Natalia sold 48 clips"]
+    b_prompts, t_prompts = [f"User: {q}\nAssistant:" for q in qs], model_prompts(thinking, qs)
+    lb = [len(r) for r in token_rows(base, b_prompts, offsets=False)[0]]
+    lt = [len(r) for r in token_rows(thinking, t_prompts, offsets=False)[0]]
+    close = thinking.tokenizer.convert_tokens_to_ids("</think>")
+    eos = base.tokenizer.eos_token_id
+    answer = base.tokenizer.encode("\n\nFinal answer: ", add_special_tokens=False)
+    assert close not in (base.tokenizer.convert_tokens_to_ids("</think>"), None) and len(answer) > 1
+    shut = {0: 5, 1: 2}  # the step at which each row's thinking model predicts </think>
+    base_eos = {0: 2, 1: 2 + len(answer) + 3}  # the base predicts EOS: inside the reasoning phase, then after it
+    g = torch.Generator().manual_seed(0)
+    cats = {f"c{i}": torch.randn(base.d_model, generator=g) * 4 for i in range(3)}
+
+    def run(fn):
+        t_force = _Force(thinking, {r: (lt[r] - 1 + k, close) for r, k in shut.items()})
+        b_force = _Force(base, {r: (lb[r] - 1 + k, eos) for r, k in base_eos.items()})
+        try:
+            cfg = HybridConfig("blocks.1.hook_resid_post", cats, coefficients=(0.5, 1.0), gate="kl", kl_threshold=-1.0)
+            return fn(base, thinking, b_prompts, cfg, max_new_tokens=16, thinking_prompts=t_prompts), t_force.inputs
+        finally:
+            t_force.remove()
+            b_force.remove()
+
+    runs = [run(hybrid_generate), run(hybrid_generate_reference)]
+    for res, fed in runs:
+        assert res.think_region
+        for r, at in shut.items():
+            toks = res.tokens[r]
+            assert res.steered[r, :at].all() and not res.steered[r, at:].any()  # steering ends at </think>
+            assert toks[at : at + len(answer)] == answer  # the base is given the answer prompt
+            assert int(fed[at + 1][r, -1]) == close  # the thinking model is fed its own marker
+        assert res.tokens[0][base_eos[0]] != eos and res.lengths[0] == 16  # EOS inside the reasoning phase: replaced
+        assert res.lengths[1] == base_eos[1] + 1 and res.tokens[1][-1] == eos  # after it: the base ends
+        start = shut[0] + len(answer)  # the answer phase: the base's own greedy continuation, unsteered
+        prefix = token_rows(base, b_prompts[:1], offsets=False)[0][0] + res.tokens[0][:start]
+        with torch.no_grad():
+            for tok in res.tokens[0][start:]:
+                assert int(base.hf(input_ids=torch.tensor([prefix])).logits[0, -1].argmax()) == tok
+                prefix.append(tok)
+    (fast, _), (ref, _) = runs
+    assert fast.tokens == ref.tokens and fast.steered.equal(ref.steered) and fast.gated.equal(ref.gated)
+    assert fast.category.equal(ref.category) and fast.coefficient.equal(ref.coefficient)
 
 
 @pytest.mark.parametrize("style", ["qwen", "llama"])
