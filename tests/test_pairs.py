@@ -205,6 +205,39 @@ def test_think_close_on_mapped_pair_ends_steering_and_forces_the_answer(qwen_pai
     assert fast.category.equal(ref.category) and fast.coefficient.equal(ref.coefficient)
 
 
+def test_special_of_several_thinking_ids_is_fed_whole(qwen_pair):
+    """A base special the thinking tokenizer lacks (Qwen's `<|im_start|>`) maps through its text to several
+    R1 ids: the step that emits it feeds the thinking model all of them (the other row padded), and the
+    cached loop equals the reference, which feeds each row its own ids."""
+    from lens.batching import token_rows
+    from lens.hybrid import HybridConfig, hybrid_generate, hybrid_generate_reference
+
+    base, thinking = qwen_pair
+    special = base.tokenizer.convert_tokens_to_ids("<|im_start|>")
+    want = list(token_map(base, thinking).map_id(special))
+    assert len(want) > 1 and thinking.tokenizer.decode(want) == "<|im_start|>"
+    prompts = ["Q: What is 3 plus 4?\nA:", "Q: hi\nA:"]
+    lb = [len(r) for r in token_rows(base, prompts, offsets=False)[0]]
+    g = torch.Generator().manual_seed(0)
+    cats = {f"c{i}": torch.randn(base.d_model, generator=g) * 4 for i in range(3)}
+    at = 2
+    out = []
+    for fn in (hybrid_generate, hybrid_generate_reference):
+        force, seen = _Force(base, {0: (lb[0] - 1 + at, special)}), _Force(thinking, {})
+        try:
+            cfg = HybridConfig("blocks.1.hook_resid_post", cats, coefficients=(0.5, 1.0), gate="kl", kl_threshold=-1.0)
+            res = fn(base, thinking, prompts, cfg, max_new_tokens=6)
+        finally:
+            force.remove()
+            seen.remove()
+        assert res.tokens[0][at] == special and res.tokens[1][at] != special
+        assert seen.inputs[at + 1][0, -len(want):].tolist() == want  # the whole text, not its first id
+        out.append(res)
+    fast, ref = out
+    assert fast.tokens == ref.tokens and fast.steered.equal(ref.steered) and fast.category.equal(ref.category)
+    assert fast.coefficient.equal(ref.coefficient) and fast.steered[:, at + 1 :].any()
+
+
 @pytest.mark.parametrize("style", ["qwen", "llama"])
 def test_reproduce_runs_on_real_style_pairs(style, qwen_pair, llama_pair, tmp_path, monkeypatch):
     from lens.studies.reproduce import Sizes, reproduce

@@ -83,16 +83,19 @@ def _forward(model: Model, ids, mask, cache):
 
 
 def thinking_side(base: Model, thinking: Model, prompts: list[str], thinking_prompts: list[str] | None = None,
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(thinking ids, thinking mask, step table or None) for a hybrid run.
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, dict[int, list[int]]]:
+    """(thinking ids, thinking mask, step table or None, several-id feeds) for a hybrid run.
 
     Each model encodes its own prompt text with its own tokenizer (left-padded; `thinking_prompts`
     default to the base's `prompts`), so their lengths and specials may differ. Every token the base
     then generates reaches the thinking model through the pair's `TokenMap` (`lens.pairs.token_map`):
     `table[base id]` is the thinking id fed at that step (ordinary ids unchanged; a special through
-    its role or, cut to one id, its text), and the thinking model's logits are read at `table`, i.e.
-    in the base's ids, for the gate and the guardrail. table is None when the map is the identity
-    (one tokenizer, or tokenizers that differ only in names), which leaves the decoding as before.
+    its role or its text), except for a special whose text is several thinking ids: `feeds[base id]`
+    holds them all and that step feeds them all (the thinking model then advances by several positions;
+    a text of no ids feeds the map's fill id). The thinking model's logits are read at `table`, i.e. in
+    the base's ids, for the gate and the guardrail (for a several-id special: at its first id). table is
+    None when the map is the identity (one tokenizer, or tokenizers that differ only in names), which
+    leaves the decoding as before.
     """
     from ..pairs import token_map
 
@@ -100,10 +103,29 @@ def thinking_side(base: Model, thinking: Model, prompts: list[str], thinking_pro
         raise LensError(f"{len(thinking_prompts)} thinking prompts for {len(prompts)} prompts")
     tb = encode(thinking, list(thinking_prompts if thinking_prompts is not None else prompts), side="left")
     tm = token_map(base, thinking)
-    table = None
+    table, feeds = None, {}
     if not (tm.is_identity and base.vocab_size == thinking.vocab_size):
         table = tm.step_table(base.vocab_size, thinking.vocab_size)
-    return tb.input_ids, tb.attention_mask, table
+        fill = tm.target_fill
+        feeds = {i: [j if j < thinking.vocab_size else fill for j in v] for i, v in tm.special.items()
+                 if len(v) > 1 and i < base.vocab_size}
+    return tb.input_ids, tb.attention_mask, table, feeds
+
+
+def thinking_step(token: torch.Tensor, feed: torch.Tensor, table: torch.Tensor | None, feeds: dict[int, list[int]],
+                  fill: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(thinking ids [n, width], their mask [n, width]) fed after a step: per row the region's `feed` (>= 0),
+    else the base token through `table`, or all of `feeds[token]`; rows left-padded to the widest."""
+    t_tok = token if table is None else table.to(token.device)[token]
+    one = torch.where(feed.to(token.device) >= 0, feed.to(token.device), t_tok)
+    rows = [feeds[int(t)] if int(f) < 0 and int(t) in feeds else [int(o)]
+            for t, f, o in zip(token.tolist(), feed.tolist(), one.tolist(), strict=True)]
+    width = max(len(r) for r in rows)
+    if width == 1:
+        return one[:, None], torch.ones(len(rows), 1, dtype=torch.long, device=token.device)
+    ids = torch.tensor([[fill] * (width - len(r)) + r for r in rows], device=token.device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=token.device)
+    return ids, mask
 
 
 def hybrid_generate(
@@ -124,7 +146,8 @@ def hybrid_generate(
     dev = base.device
     batch = encode(base, prompts, side="left")
     ids, mask = batch.input_ids.to(dev), batch.attention_mask.to(dev)
-    t_ids, t_mask, table = thinking_side(base, thinking, prompts, thinking_prompts)
+    t_ids, t_mask, table, feeds = thinking_side(base, thinking, prompts, thinking_prompts)
+    t_fill = thinking.tokenizer.pad_token_id if thinking.tokenizer.pad_token_id is not None else 0
     t_ids, t_mask = t_ids.to(thinking.device), t_mask.to(thinking.device)
     eos = eos_token_id if eos_token_id is not None else base.tokenizer.eos_token_id
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -180,10 +203,10 @@ def hybrid_generate(
             token, feed = region.apply(k, token.cpu(), t_logits.argmax(-1).cpu(), t_top_raw, log.done)
             token = log.advance(k, gated.cpu(), token).to(dev)
             step_ids = token[:, None]
-            t_tok = token if table is None else table.to(dev)[token]
-            t_step = torch.where(feed.to(dev) >= 0, feed.to(dev), t_tok)[:, None].to(thinking.device)
+            t_step, t_new = thinking_step(token, feed, table, feeds, t_fill)
+            t_step = t_step.to(thinking.device)
             mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=dev)], dim=1)
-            t_mask = torch.cat([t_mask, torch.ones(n, 1, dtype=t_mask.dtype, device=t_mask.device)], dim=1)
+            t_mask = torch.cat([t_mask, t_new.to(t_mask.device, t_mask.dtype)], dim=1)
             if bool(log.done.all()):
                 break
     return log.result(base.tokenizer, cfg.names, cfg.mode, region.active)

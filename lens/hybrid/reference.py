@@ -59,18 +59,20 @@ def _forward(model: Model, rows: list[list[int]], site=None, adds=None, read_sit
     return logits[:, -1].float().cpu(), read.get("h")
 
 
-def _base_to_thinking(base: Model, thinking: Model) -> tuple[torch.Tensor | None, int]:
-    """(thinking id read for each base id, or None when the pair's map is the identity; the fill id)."""
+def _base_to_thinking(base: Model, thinking: Model) -> tuple[torch.Tensor | None, object]:
+    """(thinking id read for each base id, or None when the pair's map is the identity; base id -> the
+    thinking ids fed for it: all the ids of its mapping, those past the thinking vocabulary or a mapping of
+    none replaced by the map's fill id)."""
     from ..pairs import token_map
 
     tm = token_map(base, thinking)
     if tm.is_identity and base.vocab_size == thinking.vocab_size:
-        return None, tm.target_fill
-    table = []
-    for v in range(base.vocab_size):
-        ids = tm.map_id(v)
-        table.append(ids[0] if ids and ids[0] < thinking.vocab_size else tm.target_fill)
-    return torch.tensor(table), tm.target_fill
+        return None, lambda v: [v]
+
+    def ids(v: int) -> list[int]:
+        return [j if j < thinking.vocab_size else tm.target_fill for j in tm.map_id(v)] or [tm.target_fill]
+
+    return torch.tensor([ids(v)[0] for v in range(base.vocab_size)]), ids
 
 
 def _gate(cfg: HybridConfig, b_logits: torch.Tensor, t_logits: torch.Tensor) -> list[bool]:
@@ -133,7 +135,7 @@ def hybrid_generate_reference(
     t_texts = list(thinking_prompts if thinking_prompts is not None else prompts)
     b_rows = [list(r) for r in token_rows(base, list(prompts), offsets=False)[0]]
     t_rows = [list(r) for r in token_rows(thinking, t_texts, offsets=False)[0]]
-    table, fill = _base_to_thinking(base, thinking)
+    table, to_thinking = _base_to_thinking(base, thinking)
     eos = eos_token_id if eos_token_id is not None else base.tokenizer.eos_token_id
     gen = torch.Generator().manual_seed(cfg.seed)
     coefs = list(cfg.coefficients)
@@ -201,8 +203,7 @@ def hybrid_generate_reference(
                     done[r], lengths[r] = True, k + 1
                 tokens[r].append(out[r])
                 b_rows[r].append(out[r])
-                t_rows[r].append(feed[r] if feed[r] is not None else
-                                 (out[r] if table is None else int(table[out[r]])))
+                t_rows[r].extend([feed[r]] if feed[r] is not None else to_thinking(out[r]))
             gated_log.append(gated)
             steered_log.append(steered)
             cat_log.append(cat_row)
