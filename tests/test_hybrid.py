@@ -44,6 +44,29 @@ def test_kv_cached_hybrid_equals_full_recompute(pair, mode, ablation):
         assert not (fast.steered & ~fast.gated).any()
 
 
+@pytest.mark.parametrize("ablation", ["none", "bias_only", "random_vector"])
+def test_pick_without_a_vector_steers_with_nothing(pair, ablation):
+    """A selector's -1 (the paper's argmax landing on a latent without a vector) steers with nothing, bias
+    included: that row is gated and counted steered, yet decodes as the base alone (cached == reference)."""
+    base, thinking = pair
+
+    def cfg():
+        return _cfg(base, ablation, selector=lambda h: torch.tensor([-1] + [1] * (len(h) - 1)))
+
+    fast = hybrid_generate(base, thinking, PROMPTS, cfg(), max_new_tokens=8)
+    ref = hybrid_generate_reference(base, thinking, PROMPTS, cfg(), max_new_tokens=8)
+    assert fast.tokens == ref.tokens and torch.equal(fast.category, ref.category)
+    assert torch.equal(fast.steered, ref.steered) and fast.steered[0].any() and fast.steered[1:].any()
+    alone = hybrid_generate(base, base, PROMPTS[:1], cfg(), max_new_tokens=8)  # never gated: the base's greedy run
+    assert fast.tokens[0] == alone.tokens[0] and set(fast.category[0][fast.steered[0]].tolist()) == {-2}
+    use = fast.category_use()
+    assert use["no_vector"] == int(fast.steered[0, : fast.lengths[0]].sum())
+    if ablation == "bias_only":  # no category is used: one count, the bias
+        assert set(use) == {"bias", "no_vector"} and use["bias"] + use["no_vector"] == fast.n_steered()
+    else:
+        assert set(use) == {*fast.names, "no_vector"} and sum(use.values()) == fast.n_steered()
+
+
 def test_paper_sweep_and_separate_read_site_equal_reference(pair):
     """The default 10-point sweep, and the category read at another layer than the one steered."""
     base, thinking = pair
@@ -211,11 +234,16 @@ def test_taxonomy_selector_on_the_organism():
     assert set(cats) == set(info["taxonomy"]["categories"]) and len(cats) >= 2
     assert all(v.shape == (base.d_model,) for v in cats.values())
     assert sum(info["taxonomy"]["categories"].values()) == info["taxonomy"]["n_sentences"]
-    idx = select(torch.randn(7, base.d_model))
-    assert idx.shape == (7,) and int(idx.min()) >= 0 and int(idx.max()) < len(cats)
+    resid = torch.randn(7, base.d_model)
+    idx, live = select(resid), select.variant(live_only=True)(resid)
+    assert idx.shape == live.shape == (7,) and int(idx.min()) >= -1 and int(idx.max()) < len(cats)
+    assert int(live.min()) >= 0 and int(live.max()) < len(cats)
+    assert ((idx == live) | (idx == -1)).all()  # the paper's argmax over all latents differs only on dead ones
+    assert info["taxonomy"]["argmax"] == "all latents" and len(info["taxonomy"]["dead_latents"]) == 5 - len(cats)
     res = H.run(base, thinking, n=4, ablations=("none",), max_new_tokens=40, selector="taxonomy")
-    assert res["vectors"]["selector"] == "taxonomy"
-    assert set(res["runs"]["none"]["category_use"]) == set(res["vectors"]["categories"])
+    assert res["vectors"]["selector"] == "taxonomy" and set(res["runs"]) == {"none", "live_only", "unsteered_allowed"}
+    assert set(res["runs"]["live_only"]["category_use"]) == set(res["vectors"]["categories"])
+    assert set(res["runs"]["none"]["category_use"]) - {"no_vector"} == set(res["vectors"]["categories"])
     assert all(name.split(":")[1] in ("restate", "computation", "error", "backtrack", "verification")
                for name in res["vectors"]["categories"])
     with pytest.raises(LensError, match="unknown selector"):

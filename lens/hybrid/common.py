@@ -10,7 +10,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .config import ABLATIONS, ALL_ABLATIONS, EXTRA_ABLATIONS, MODES, PAPER_COEFFICIENTS, HybridConfig
+from .config import (
+    ABLATIONS,
+    ALL_ABLATIONS,
+    EXTRA_ABLATIONS,
+    MODES,
+    NO_CATEGORY,
+    NO_VECTOR,
+    PAPER_COEFFICIENTS,
+    HybridConfig,
+)
 from .decide import choose, gate_rows, select_vectors
 
 __all__ = ["ABLATIONS", "ALL_ABLATIONS", "EXTRA_ABLATIONS", "MODES", "PAPER_COEFFICIENTS", "HybridConfig",
@@ -25,12 +34,13 @@ class HybridResult:
     texts: list[str]
     gated: torch.Tensor  # [batch, steps] the gate fired
     steered: torch.Tensor  # [batch, steps] a steered candidate was chosen
-    category: torch.Tensor  # [batch, steps] category index used (-1 = none)
+    category: torch.Tensor  # [batch, steps] category index used (NO_CATEGORY = -1: none; NO_VECTOR = -2)
     coefficient: torch.Tensor  # [batch, steps] chosen coefficient (0 = unsteered)
     names: list[str] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
     mode: str = "paper"
     think_region: bool = False  # the reasoning-phase handling was active (`lens.hybrid.region`)
+    ablation: str = "none"
 
     def fraction_steered(self) -> float:
         """Fraction of generated tokens (before EOS) whose token the steering chose.
@@ -54,8 +64,15 @@ class HybridResult:
         return int((self.gated & self._live()).sum())
 
     def category_use(self) -> dict[str, int]:
+        """Steered tokens (before EOS) per category; under bias_only one count, "bias" (no category is used);
+        "no_vector": steps whose pick had no category vector (steered with nothing), listed when there are any."""
         live = self._live() & self.steered
-        return {n: int(((self.category == i) & live).sum()) for i, n in enumerate(self.names)}
+        if self.ablation == "bias_only":
+            use = {"bias": int(((self.category == NO_CATEGORY) & live).sum())}
+        else:
+            use = {n: int(((self.category == i) & live).sum()) for i, n in enumerate(self.names)}
+        dead = int(((self.category == NO_VECTOR) & live).sum())
+        return {**use, "no_vector": dead} if dead else use
 
     def _live(self) -> torch.Tensor:
         steps = self.gated.shape[1]
@@ -83,7 +100,7 @@ class StepLog:
 
     def steer(self, k: int, gated: torch.Tensor, pick: torch.Tensor, cat: torch.Tensor) -> None:
         self.steered[:, k] = (pick >= 0) & gated
-        self.category[:, k] = torch.where(gated, cat, -1)
+        self.category[:, k] = torch.where(gated, cat, NO_CATEGORY)
         self.coefficient[:, k] = self.chosen(pick)
 
     def advance(self, k: int, gated: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
@@ -97,10 +114,11 @@ class StepLog:
         self.done |= is_eos
         return token
 
-    def result(self, tokenizer, names: list[str], mode: str = "paper", think_region: bool = False) -> HybridResult:
+    def result(self, tokenizer, names: list[str], mode: str = "paper", think_region: bool = False,
+               ablation: str = "none") -> HybridResult:
         n = len(self.lengths)
         steps = max(self.lengths) if self.lengths else 0
         toks = [self.tokens[r, : self.lengths[r]].tolist() for r in range(n)]
         texts = tokenizer.batch_decode([[t for t in row if t != self.eos] for row in toks], skip_special_tokens=True)
         return HybridResult(toks, texts, self.gated[:, :steps], self.steered[:, :steps], self.category[:, :steps],
-                            self.coefficient[:, :steps], names, self.lengths, mode, think_region)
+                            self.coefficient[:, :steps], names, self.lengths, mode, think_region, ablation)

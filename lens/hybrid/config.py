@@ -44,6 +44,8 @@ ALL_ABLATIONS = ABLATIONS + EXTRA_ABLATIONS
 PAPER_COEFFICIENTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 #: hybrid_token.py's coefficient list starts at 0.5; without its guardrail it steers with that first one
 NO_GUARDRAIL_COEFFICIENT = 0.5
+NO_CATEGORY = -1  # recorded category: none (not gated, or bias_only's bias alone)
+NO_VECTOR = -2  # recorded category: the selector picked a latent without a category vector (steers with nothing)
 PAPER_ANSWER_PROMPT = "\n\nFinal answer: "  # hybrid_eval.py's base-side transition out of the think region
 
 
@@ -59,7 +61,9 @@ class HybridConfig:
     coefficients: scales tried when the gate fires (default the paper's sweep 0.1..1.0).
     gate: "disagree" (greedy tokens differ) or "kl" (KL(thinking || base) > kl_threshold).
     selector: "nearest" (category direction with the highest cosine to the thinking residual) or a
-        callable [batch, d_model] -> [batch] category indices (e.g. the taxonomy SAE's argmax latent).
+        callable [batch, d_model] -> [batch] category indices (e.g. the taxonomy SAE's argmax latent), -1
+        for a pick without a category vector (the paper's argmax over all latents landing on a dead one:
+        that step steers with nothing).
     mode: one of MODES (module docstring). ablation: one of ALL_ABLATIONS.
     think_close: the thinking model's end-of-reasoning marker (mode paper; used when its tokenizer
         encodes it as one token, else there is no reasoning-phase handling). answer_prompt: the text the

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from jaxtyping import Float, Int
 
-from .config import HybridConfig
+from .config import NO_CATEGORY, NO_VECTOR, HybridConfig
 
 
 def gate_rows(cfg: HybridConfig, base_logits: torch.Tensor, think_logits: torch.Tensor) -> torch.Tensor:
@@ -21,7 +21,11 @@ def gate_rows(cfg: HybridConfig, base_logits: torch.Tensor, think_logits: torch.
 def select_vectors(
     cfg: HybridConfig, think_resid: Float[torch.Tensor, "batch d"], gen: torch.Generator
 ) -> tuple[Int[torch.Tensor, " batch"], Float[torch.Tensor, "batch d"]]:
-    """(category index per row, steering vector per row) under the configured selector and ablation."""
+    """(category recorded per row, steering vector per row) under the configured selector and ablation.
+
+    The selector's -1 (a latent without a category vector) steers with nothing, bias included, whatever the
+    ablation (as the paper's missing key), and is recorded as NO_VECTOR; under bias_only a row with a
+    category steers with the bias alone and is recorded as NO_CATEGORY; otherwise the category index."""
     m = cfg.matrix.to(think_resid.device)
     if callable(cfg.selector):
         idx = torch.as_tensor(cfg.selector(think_resid), device=think_resid.device).long()
@@ -32,15 +36,18 @@ def select_vectors(
         idx = torch.randint(len(cfg.names), idx.shape, generator=gen).to(idx.device)
     if cfg.ablation == "random_vector":  # the paper's: fixed per category, same norm, bias kept (below)
         m = cfg.random_matrix.to(think_resid.device)
-    vec = m[idx]
+    has = idx >= 0
+    vec = m[idx.clamp(min=0)]
     if cfg.ablation == "bias_only":
         vec = cfg.bias.to(vec.device).float().expand_as(vec).clone()
     elif cfg.bias is not None:
         vec = vec + cfg.bias.to(vec.device).float()
+    vec = vec * has[:, None]
     if cfg.ablation == "random_vector_per_step":  # lens's earlier one: replaces category and bias
         rnd = torch.randn(vec.shape, generator=gen).to(vec.device)
         vec = rnd / rnd.norm(dim=-1, keepdim=True) * vec.norm(dim=-1, keepdim=True)
-    return idx, vec
+    recorded = torch.where(has, idx if cfg.ablation != "bias_only" else torch.full_like(idx, NO_CATEGORY), NO_VECTOR)
+    return recorded, vec
 
 
 def choose(

@@ -209,4 +209,4 @@ def hybrid_generate(
             t_mask = torch.cat([t_mask, t_new.to(t_mask.device, t_mask.dtype)], dim=1)
             if bool(log.done.all()):
                 break
-    return log.result(base.tokenizer, cfg.names, cfg.mode, region.active)
+    return log.result(base.tokenizer, cfg.names, cfg.mode, region.active, cfg.ablation)

@@ -87,7 +87,10 @@ def _gate(cfg: HybridConfig, b_logits: torch.Tensor, t_logits: torch.Tensor) -> 
 
 
 def _vectors(cfg: HybridConfig, resid: torch.Tensor, gen: torch.Generator) -> tuple[list[int], list[torch.Tensor]]:
-    """(category per row, steering vector per row): the selector's pick, then the ablation."""
+    """(category recorded per row, steering vector per row): the selector's pick, then the ablation.
+
+    A pick of -1 (a latent without a vector, the paper's missing key) steers with nothing, recorded -2;
+    bias_only records -1 (no category used)."""
     n = len(resid)
     if callable(cfg.selector):
         cats = [int(c) for c in torch.as_tensor(cfg.selector(resid)).reshape(-1)]
@@ -100,14 +103,17 @@ def _vectors(cfg: HybridConfig, resid: torch.Tensor, gen: torch.Generator) -> tu
     source = cfg.random_matrix if cfg.ablation == "random_vector" else cfg.matrix
     vecs = []
     for c in cats:
-        if cfg.ablation == "bias_only":
+        if c < 0:
+            vecs.append(torch.zeros(cfg.matrix.shape[1]))
+        elif cfg.ablation == "bias_only":
             vecs.append(cfg.bias.float().clone())
         else:
             vecs.append(source[c] + (cfg.bias.float() if cfg.bias is not None else 0.0))
     if cfg.ablation == "random_vector_per_step":
         rnd = torch.randn((n, cfg.matrix.shape[1]), generator=gen)
         vecs = [r / r.norm() * v.norm() for r, v in zip(rnd, vecs, strict=True)]
-    return cats, vecs
+    recorded = [-2 if c < 0 else (-1 if cfg.ablation == "bias_only" else c) for c in cats]
+    return recorded, vecs
 
 
 def _guardrail(cfg: HybridConfig, logprobs: torch.Tensor, unsteered: int, cands: list[int], draw: int | None) -> int:
@@ -219,4 +225,4 @@ def hybrid_generate_reference(
 
     return HybridResult(toks, texts, grid(gated_log, torch.bool), grid(steered_log, torch.bool),
                         grid(cat_log, torch.long), grid(coef_log, torch.float32), cfg.names, lengths, cfg.mode,
-                        close is not None)
+                        close is not None, cfg.ablation)

@@ -86,6 +86,7 @@ def run_study(
     think_close: str | None = "</think>",
     answer_prompt: str = PAPER_ANSWER_PROMPT,
     no_guardrail_coefficient: float = NO_GUARDRAIL_COEFFICIENT,
+    selector_variants: dict[str, object] | None = None,
 ) -> dict:
     """Accuracy of base, thinking and the hybrid (and each ablation), gap recovered, tokens steered.
 
@@ -96,6 +97,8 @@ def run_study(
     problems (default `prompts`): its greedy run and its side of the hybrid read them (`hybrid_generate`).
     think_close / answer_prompt: the reasoning phase of mode paper (`lens.hybrid.region`).
     no_guardrail_coefficient: the fixed coefficient of the no_guardrail ablation (must be in `coefficients`).
+    selector_variants: {run name: selector}, one more run each in mode paper without ablation, reported
+    beside the hybrid (e.g. ``live_only``: the taxonomy's argmax over the latents with a category).
     """
     t_prompts = list(prompts if thinking_prompts is None else thinking_prompts)
     if len(t_prompts) != len(prompts):
@@ -115,12 +118,13 @@ def run_study(
     out = {"site": site, "read_site": read_site or site, "n": len(prompts), "coefficients": list(coefficients),
            "no_guardrail_coefficient": no_guardrail_coefficient,
            "base": accuracy(b).as_dict(), "thinking": accuracy(t).as_dict(), "runs": {}}
-    runs = [(ab, "paper", ab) for ab in ablations] + ([("unsteered_allowed", "unsteered_allowed", "none")]
-                                                     if unsteered_allowed else [])
-    for name, mode, ab in runs:
+    runs = [(ab, "paper", ab, selector) for ab in ablations]
+    runs += [(name, "paper", "none", sel) for name, sel in (selector_variants or {}).items()]
+    runs += [("unsteered_allowed", "unsteered_allowed", "none", selector)] if unsteered_allowed else []
+    for name, mode, ab, sel in runs:
         say(f"hybrid ({name})")
         cfg = HybridConfig(site, categories, bias=bias, coefficients=coefficients, ablation=ab, seed=seed,
-                           selector=selector, mode=mode, read_site=read_site, think_close=think_close,
+                           selector=sel, mode=mode, read_site=read_site, think_close=think_close,
                            answer_prompt=answer_prompt,
                            no_guardrail_coefficient=no_guardrail_coefficient)
         texts, steered, gated, use, region = [], 0, 0, {}, False

@@ -109,7 +109,8 @@ def run(
     out = run_study(base, thinking, prompts, is_correct, site, bias, cats, coefficients=coefficients,
                     ablations=ablations, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
                     selector=pick, progress=say, thinking_prompts=t_prompts, read_site=read_site,
-                    no_guardrail_coefficient=no_guardrail_coefficient)
+                    no_guardrail_coefficient=no_guardrail_coefficient,
+                    selector_variants={"live_only": pick.variant(live_only=True)})
     out["vectors"] = {**info, "norm_frac": norm_frac, "categories": list(cats), "selector": "taxonomy",
                       "n_traces": len(traces), "n_sentences": n_sent, "trace_prompts": where}
     return out

@@ -7,7 +7,9 @@ Two selectors pick the category vector at a gated step (``taxonomy`` by default,
   latent per category is fitted on the THINKING model's step vectors at the READ layer
   (``saes.taxonomy``), each category vector is the BASE model's one-vs-rest mean over the steps of that
   category at the STEER layer, and at a gated step the argmax of the SAE's raw encoder output on the
-  thinking model's residual (read layer) picks the category, as the paper's code does.
+  thinking model's residual (read layer) over ALL latents picks the category, as the paper's code does (a
+  latent no step fell into has no vector: that step steers with nothing). The argmax over the latents
+  with a category only is run beside it as ``runs.live_only``.
 
 The hybrid runs in mode paper with the organism's own markers: the thinking model closes its reasoning
 with ``</think>`` and the base is then given ``</think>A:`` (the organism's "Final answer:").
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -41,14 +44,43 @@ def raw_latents(sae, x: torch.Tensor) -> torch.Tensor:
     return x @ s.W_enc + s.b_enc
 
 
+@dataclass
+class TaxonomySelector:
+    """Category index per thinking residual [batch, d]: the argmax of the taxonomy SAE's raw encoder output.
+
+    Over all latents (the paper's hybrid_eval.py), a latent without a category (no step fell into it)
+    giving -1, which the hybrid steers with nothing; live_only: the argmax over the latents with a category.
+    Indices are into the categories, i.e. the live latents in latent order."""
+
+    sae: object
+    centre: torch.Tensor
+    normalise: Callable
+    live: list[int]
+    live_only: bool = False
+
+    def __call__(self, resid: torch.Tensor) -> torch.Tensor:
+        raw = raw_latents(self.sae, self.normalise(resid.float().cpu(), self.centre))
+        if self.live_only:
+            return raw[:, self.live].argmax(-1)
+        index = torch.full((raw.shape[-1],), -1, dtype=torch.long)
+        index[self.live] = torch.arange(len(self.live))
+        return index[raw.argmax(-1).cpu()]
+
+    def variant(self, live_only: bool) -> TaxonomySelector:
+        """The same SAE and categories with the other argmax."""
+        return replace(self, live_only=live_only)
+
+
 def taxonomy_selector(
     thinking: Model, traces: Sequence[dict], site: str, *, n_categories: int = 5, seed: int = 0,
-) -> tuple[list[str], Callable[[torch.Tensor], torch.Tensor], dict]:
+    live_only: bool = False,
+) -> tuple[list[str], TaxonomySelector, dict]:
     """(category name of every labelled step, selector, info) from a taxonomy SAE on the thinking model's steps.
 
-    Categories are named ``c{latent}:{majority step label}``; latents that no step falls into are
-    dropped and never selected. The selector maps thinking residuals [batch, d] to indices into
-    ``info["taxonomy"]["categories"]`` (the live categories in latent order).
+    Categories are named ``c{latent}:{majority step label}``; latents that no step falls into get none
+    (``info["taxonomy"]["dead_latents"]``). The selector (`TaxonomySelector`, the paper's argmax over all
+    latents unless live_only) maps thinking residuals [batch, d] to indices into
+    ``info["taxonomy"]["categories"]`` (the live categories in latent order), -1 for a dead latent.
     """
     try:
         from saes.taxonomy import fit_taxonomy, normalise, purity, span_vectors
@@ -63,14 +95,11 @@ def taxonomy_selector(
     majority = {c: Counter(lab for a, lab in zip(assigned, labels, strict=True) if a == c).most_common(1)[0][0]
                 for c in live}
     names = {c: f"c{c}:{majority[c]}" if majority[c] else f"c{c}" for c in live}  # unlabelled steps: c{latent}
-    order = torch.tensor(live)
-
-    def select(resid: torch.Tensor) -> torch.Tensor:
-        """Argmax of the raw encoder output over the live latents = index into the live categories."""
-        return raw_latents(tax.sae, normalise(resid.float().cpu(), tax.centre))[:, order].argmax(-1)
-
+    select = TaxonomySelector(tax.sae, tax.centre, normalise, live, live_only)
     info = {"taxonomy": {**purity(assigned, labels), "n_sentences": len(assigned), "n_categories": n_categories,
                          "categories": {names[c]: assigned.count(c) for c in live},
+                         "dead_latents": [c for c in range(n_categories) if c not in live],
+                         "argmax": "live latents" if live_only else "all latents",
                          "top_sentences": {names[c]: [t["text"] for t in top] for c, top in
                                            tax.top_sentences(3).items() if c in names}}}
     return [names[c] for c in assigned], select, info
@@ -104,10 +133,11 @@ def run(
     say("labelled thinking traces")
     traces = O.labelled_traces(thinking)
     think_prompts, direct_prompts = O.marker_contrast()
-    step_names, pick, tinfo = None, "nearest", {}
+    step_names, pick, tinfo, variants = None, "nearest", {}, None
     if selector == "taxonomy":
         say("taxonomy SAE on the thinking model's steps")
         step_names, pick, tinfo = taxonomy_selector(thinking, traces, read_site)
+        variants = {"live_only": pick.variant(live_only=True)}
     bias, cats, info = category_vectors(base, traces, site, think_prompts, direct_prompts, norm_frac=norm_frac,
                                         step_labels=step_names)
     if step_names is not None:  # in the selector's index order
@@ -117,6 +147,6 @@ def run(
     out = run_study(base, thinking, prompts, O.checker(answers), site, bias, cats, coefficients=coefficients,
                     ablations=ablations, max_new_tokens=max_new_tokens, selector=pick, progress=say,
                     read_site=read_site, answer_prompt=ANSWER_PROMPT,
-                    no_guardrail_coefficient=no_guardrail_coefficient)
+                    no_guardrail_coefficient=no_guardrail_coefficient, selector_variants=variants)
     out["vectors"] = {**info, "norm_frac": norm_frac, "categories": list(cats), "selector": selector}
     return out
