@@ -55,7 +55,7 @@ def test_real_task_sets_run_the_unsupervised_hybrid_and_train_an_sae_without_one
     assert hyb["status"] == "ok", hyb.get("reason")
     assert hyb["n"] == 16 and set(hyb["runs"]) == {"none", "bias_only", "random_category", "random_vector",
                                                     "random_guardrail", "no_guardrail", "random_vector_per_step",
-                                                    "unsteered_allowed"}
+                                                    "unsteered_allowed", "live_only"}
     vec = hyb["vectors"]
     assert vec["selector"] == "taxonomy" and vec["n_traces"] == 16 and "disjoint" in vec["trace_prompts"]
     assert len(vec["categories"]) >= 2 and set(vec["taxonomy"]["top_sentences"]) == set(vec["categories"])
