@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -34,13 +36,13 @@ model = lens.load_model("organism:thinking")
 site = "blocks.2.hook_resid_post"
 rng = random.Random(0)
 texts = [C.thinking_text(C.random_problem(rng, rng.randint(3, 6)), None, rng, verify=rng.random() < 0.5)
-         for _ in range(400)]
+         for _ in range(200)]
 folder = lens.capture_to_disk(model, texts, [site], "from:1", out=work / "capture", progress=False)
 print(folder.summary()["rows"], "rows captured")
 
 # %%
-result = lens.train_sae(folder, work / "sae", TrainConfig(architecture="topk", expansion=4, k=8,
-                                                         total_rows=300_000))
+cfg = TrainConfig(architecture="topk", expansion=4, k=8, total_rows=100_000)
+result = lens.train_sae(folder, work / "sae", cfg, progress=False)
 sae = result.load(model)
 print(result)
 
