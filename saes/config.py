@@ -3,23 +3,71 @@
 `TrainConfig` holds everything a run needs besides the activations (architecture, width,
 sparsity, optimiser, buffer, checkpoints). It is plain data: saved with every checkpoint and
 compared on resume, so a resumed run cannot silently continue with other settings.
+
+The architecture is any name in sae_lens's training-class registry (`sae_lens.register_sae_training_class`;
+`registered_architectures()` lists them: standard, gated, topk, abstopk, jumprelu, batchtopk,
+matryoshka_batchtopk, matching_pursuit in sae_lens 6, plus any a user registers before training). The
+registered config class gets the width, device and normalisation, every `TrainConfig` sparsity setting it
+has a field for (`k`, `l1_coefficient`, `l0_coefficient`, `jumprelu_init_threshold`), and
+`TrainConfig.options` for its other fields (e.g. `matryoshka_widths`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import copy
+import dataclasses
+import json
+import typing
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from lens.errors import LensError, check_number
 
-ARCHITECTURES = ("topk", "batchtopk", "jumprelu", "standard")
+SHARED_SETTINGS = ("k", "l1_coefficient", "l0_coefficient", "jumprelu_init_threshold")
+"""`TrainConfig` fields handed to every registered config class that has a field of the same name."""
+
+LENS_SET = ("d_in", "d_sae", "device", "dtype", "metadata", "normalize_activations")
+"""Config-class fields lens fills from the data and `TrainConfig` (not settable through `options`)."""
+
+
+def registered_architectures() -> tuple[str, ...]:
+    """Names of the SAE architectures sae_lens can train (its training-class registry), sorted."""
+    import sae_lens  # noqa: F401  (importing sae_lens registers its built-in architectures)
+    from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY
+
+    return tuple(sorted(SAE_TRAINING_CLASS_REGISTRY))
+
+
+def training_classes(architecture: str) -> tuple[type, type]:
+    """sae_lens's (training SAE class, training config class) registered as `architecture`.
+
+    An unregistered name raises a LensError listing the registered ones."""
+    import sae_lens  # noqa: F401
+    from sae_lens.registry import get_sae_training_class
+
+    try:
+        return get_sae_training_class(architecture)
+    except (KeyError, TypeError):
+        raise LensError(f"unknown SAE architecture {architecture!r}; use one of "
+                        f"{', '.join(registered_architectures())} (sae_lens's training registry)") from None
+
+
+def config_fields(architecture: str) -> dict[str, Any]:
+    """Field name -> type of the training config class registered as `architecture`."""
+    cfg_cls = training_classes(architecture)[1]
+    try:
+        hints = typing.get_type_hints(cfg_cls)
+    except Exception:  # an annotation that does not resolve here: fall back to the raw ones
+        hints = {}
+    return {f.name: hints.get(f.name, f.type) for f in dataclasses.fields(cfg_cls)}
 
 
 @dataclass
 class TrainConfig:
     """Settings of one SAE training run.
 
-    architecture: "topk" | "batchtopk" | "jumprelu" | "standard" (L1), all sae_lens training SAEs.
+    architecture: a name in sae_lens's training registry (`registered_architectures()`): "topk",
+        "batchtopk", "jumprelu", "standard" (L1), "gated", "matryoshka_batchtopk", ...
     d_sae: number of latents; None means `expansion * d_in`.
     k: active latents per row (topk) or on average per row (batchtopk).
     l1_coefficient: sparsity weight of the standard SAE; l0_coefficient: of the JumpReLU SAE.
@@ -29,6 +77,9 @@ class TrainConfig:
     normalize: "none" or "expected_average_only_in" (scale rows to norm sqrt(d_in) while
         training; the factor is folded into the weights at the end).
     checkpoint_every: optimiser steps between checkpoints (0: only at the end).
+    options: further fields of the architecture's sae_lens config class, by name (JSON values), e.g.
+        {"matryoshka_widths": [64, 256]} or {"aux_loss_coefficient": 0.5}; names the class lacks, and
+        the ones lens fills (`LENS_SET`, `SHARED_SETTINGS`), are refused.
     sparse_decode: topk and batchtopk: decode each training batch from its active latents
         (`saes.sparse_decode`; the same step as sae_lens's dense one up to float rounding, about
         d_sae / k times less decoder work); False runs sae_lens's training classes as they are.
@@ -55,11 +106,15 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     sparse_decode: bool = True
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        """Refuse settings no run can use: each number finite and in its range, k within d_sae when given."""
-        if self.architecture not in ARCHITECTURES:
-            raise LensError(f"unknown SAE architecture {self.architecture!r}; use one of {', '.join(ARCHITECTURES)}")
+        """Refuse settings no run can use: an architecture sae_lens has not registered, options its config
+        class lacks, each number finite and in its range, k within d_sae when given."""
+        if not isinstance(self.architecture, str):
+            raise LensError(f"architecture must be a name, got {self.architecture!r}")
+        known = config_fields(self.architecture)
+        self._check_options(known)
         for name in ("expansion", "k", "total_rows", "batch_size", "buffer_rows", "dead_feature_window",
                      "feature_sampling_window"):
             check_number(name, getattr(self, name), 1, integer=True)
@@ -79,10 +134,25 @@ class TrainConfig:
         if self.d_sae is not None:
             self.check_width(1)
 
+    def _check_options(self, known: dict[str, Any]) -> None:
+        if not isinstance(self.options, dict):
+            raise LensError(f"options must be a dict of {self.architecture} config fields, got {self.options!r}")
+        settable = sorted(set(known) - set(LENS_SET) - set(SHARED_SETTINGS))
+        for name in self.options:
+            if name in LENS_SET or name in SHARED_SETTINGS:
+                raise LensError(f"option {name!r} is set by lens (TrainConfig.{name} or the data), not by options")
+            if name not in known:
+                raise LensError(f"option {name!r} is not a setting of the {self.architecture} SAE; its settings: "
+                                f"{', '.join(settable) or 'none'}")
+        try:
+            json.dumps(self.options)
+        except (TypeError, ValueError) as e:
+            raise LensError(f"options must be JSON values (they are saved with every checkpoint): {e}") from None
+
     def check_width(self, d_in: int) -> None:
-        """Refuse a k larger than the SAE's width on `d_in`-dimensional rows (topk, batchtopk)."""
+        """Refuse a k larger than the SAE's width on `d_in`-dimensional rows (architectures with a k)."""
         width = self.width(d_in)
-        if self.architecture in ("topk", "batchtopk") and self.k > width:
+        if "k" in config_fields(self.architecture) and self.k > width:
             how = "as given" if self.d_sae else f"= expansion {self.expansion} x d_in {d_in}"
             raise LensError(f"k ({self.k}) is larger than d_sae ({width} {how}); lower k or widen the SAE "
                             "(--k, --expansion, --d-sae)")
@@ -95,7 +165,7 @@ class TrainConfig:
         return self.total_rows // self.batch_size
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return asdict(self)  # options: deep-copied JSON values
 
     @classmethod
     def from_json(cls, d: dict) -> TrainConfig:
@@ -109,40 +179,49 @@ class TrainConfig:
         return [k for k in a if k not in skip and a[k] != b[k]]
 
 
+def _coerce(value: Any, kind: Any) -> Any:
+    """`value` as the config field's type where it is a plain number type (batchtopk's k is a float)."""
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _sparse_decode_class(cls: type) -> type | None:
+    """lens's sparse-decode subclass of sae_lens's TopK / BatchTopK training class, if `cls` is one of those."""
+    from .sparse_decode import SparseDecodeBatchTopKTrainingSAE, SparseDecodeTopKTrainingSAE
+
+    for sparse in (SparseDecodeTopKTrainingSAE, SparseDecodeBatchTopKTrainingSAE):
+        if sparse.__bases__[0] is cls:
+            return sparse
+    return None
+
+
 def training_sae(cfg: TrainConfig, d_in: int, metadata: dict[str, Any] | None = None):
-    """A fresh sae_lens training SAE of `cfg.architecture` (seeded by `cfg.seed`)."""
+    """A fresh sae_lens training SAE of `cfg.architecture` (seeded by `cfg.seed`), from sae_lens's registry.
+
+    A setting the config class refuses (e.g. matryoshka widths that do not increase) raises a LensError."""
     import torch
-    from sae_lens import (
-        BatchTopKTrainingSAE,
-        BatchTopKTrainingSAEConfig,
-        JumpReLUTrainingSAE,
-        JumpReLUTrainingSAEConfig,
-        StandardTrainingSAE,
-        StandardTrainingSAEConfig,
-        TopKTrainingSAE,
-        TopKTrainingSAEConfig,
-    )
     from sae_lens.saes.sae import SAEMetadata
 
+    sae_cls, cfg_cls = training_classes(cfg.architecture)
+    known = config_fields(cfg.architecture)
     cfg.check_width(d_in)
-    common = dict(d_in=d_in, d_sae=cfg.width(d_in), device=cfg.device, dtype="float32",
-                  normalize_activations=cfg.normalize)
+    kwargs: dict[str, Any] = dict(d_in=d_in, d_sae=cfg.width(d_in), device=cfg.device, dtype="float32",
+                                  normalize_activations=cfg.normalize)
+    for name in SHARED_SETTINGS:
+        if name in known:
+            kwargs[name] = _coerce(getattr(cfg, name), known[name])
+    kwargs.update({name: _coerce(copy.deepcopy(value), known[name]) for name, value in cfg.options.items()})  # sae_lens
+    # may extend a list it is given (matryoshka widths); the copy keeps cfg.options as saved
+    if cfg.sparse_decode:
+        sae_cls = _sparse_decode_class(sae_cls) or sae_cls
     torch.manual_seed(cfg.seed)
-    if cfg.architecture == "topk":
-        from .sparse_decode import SparseDecodeTopKTrainingSAE
-
-        cls = SparseDecodeTopKTrainingSAE if cfg.sparse_decode else TopKTrainingSAE
-        sae = cls(TopKTrainingSAEConfig(k=cfg.k, **common))
-    elif cfg.architecture == "batchtopk":
-        from .sparse_decode import SparseDecodeBatchTopKTrainingSAE
-
-        cls = SparseDecodeBatchTopKTrainingSAE if cfg.sparse_decode else BatchTopKTrainingSAE
-        sae = cls(BatchTopKTrainingSAEConfig(k=float(cfg.k), **common))
-    elif cfg.architecture == "jumprelu":
-        sae = JumpReLUTrainingSAE(JumpReLUTrainingSAEConfig(
-            l0_coefficient=cfg.l0_coefficient, jumprelu_init_threshold=cfg.jumprelu_init_threshold, **common))
-    else:
-        sae = StandardTrainingSAE(StandardTrainingSAEConfig(l1_coefficient=cfg.l1_coefficient, **common))
+    try:
+        sae = sae_cls(cfg_cls(**kwargs))
+    except (ValueError, TypeError, AssertionError) as e:
+        why = (str(e).splitlines() or [""])[0][:200]
+        raise LensError(f"sae_lens refused the {cfg.architecture} settings ({type(e).__name__}: {why}); "
+                        "change them in TrainConfig (options for the architecture's own fields)") from None
     if metadata:
         sae.cfg.metadata = SAEMetadata(**{**sae.cfg.metadata.to_dict(), **metadata})
     return sae

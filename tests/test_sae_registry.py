@@ -1,0 +1,103 @@
+"""Every SAE architecture in sae_lens's training registry trains through lens, checkpoints, resumes and loads
+back; unknown names and options are refused with what is known (tiny, CPU, offline)."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+import warnings  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from lens.errors import LensError  # noqa: E402
+from saes.config import TrainConfig, registered_architectures, training_sae  # noqa: E402
+from saes.io import load_sae  # noqa: E402
+from saes.train import train_sae  # noqa: E402
+
+SITE = "blocks.1.hook_resid_post"
+TINY = dict(d_sae=32, k=4, total_rows=768, batch_size=64, buffer_rows=256, checkpoint_every=4, lr=1e-2)
+# Settings an architecture cannot train without (sae_lens gives no default); every other architecture
+# trains on lens's defaults alone.
+REQUIRED_OPTIONS = {"matryoshka_batchtopk": {"matryoshka_widths": [8, 32]}}
+ARCHS = registered_architectures()
+
+
+def test_the_registry_holds_sae_lens_builtins():
+    assert {"standard", "topk", "batchtopk", "jumprelu", "gated", "matryoshka_batchtopk"} <= set(ARCHS)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_each_registered_architecture_trains_resumes_and_loads(tmp_path, arch):
+    from sae_lens import SAE
+
+    x = torch.randn(1024, 16, generator=torch.Generator().manual_seed(0))
+    cfg = TrainConfig(architecture=arch, options=REQUIRED_OPTIONS.get(arch, {}), **TINY)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # sae_lens's notes on its own defaults
+        full = train_sae(x, tmp_path / "full", cfg, site=SITE, progress=False, log_every=1)
+        part = train_sae(x, tmp_path / "resumed", cfg, site=SITE, progress=False, log_every=1, stop_after=5)
+        assert part.steps == 5 and (tmp_path / "resumed" / "checkpoints" / "latest.json").exists()
+        done = train_sae(x, tmp_path / "resumed", cfg, site=SITE, progress=False, log_every=1)
+    assert full.steps == cfg.total_steps == 12 and done.resumed_from == 5 and done.steps == 12
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in full.log)
+    ours = load_sae(full.path)
+    assert ours.site == SITE and ours.d_in == 16 and ours.d_sae == 32
+    assert ours.meta["train"]["architecture"] == arch
+    theirs = SAE.load_from_disk(str(full.path))  # sae_lens reads the folder too
+    with torch.no_grad():
+        rec = ours.reconstruct(x[:32])
+        assert rec.shape == (32, 16) and torch.isfinite(rec).all()
+        assert torch.allclose(theirs.decode(theirs.encode(x[:32])), rec, atol=1e-5)
+    a, b = ours.sae.state_dict(), load_sae(done.path).sae.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:  # interrupted + resumed = uninterrupted
+        assert torch.allclose(a[k], b[k], atol=1e-5), (arch, k)
+    assert cfg.options == REQUIRED_OPTIONS.get(arch, {})  # sae_lens's edits to its config do not leak back
+
+
+def test_a_newly_registered_architecture_trains_with_no_lens_change(tmp_path, monkeypatch):
+    from sae_lens import StandardTrainingSAE, StandardTrainingSAEConfig
+    from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY
+
+    monkeypatch.setitem(SAE_TRAINING_CLASS_REGISTRY, "my_l1", (StandardTrainingSAE, StandardTrainingSAEConfig))
+    assert "my_l1" in registered_architectures()
+    cfg = TrainConfig(architecture="my_l1", l1_coefficient=0.25, **TINY)
+    assert training_sae(cfg, 16).cfg.l1_coefficient == 0.25  # lens's shared settings reach its config
+    res = train_sae(torch.randn(512, 16), tmp_path / "sae", cfg, site=SITE, progress=False)
+    assert load_sae(res.path).d_sae == 32
+
+
+def test_unknown_architecture_lists_the_registered_ones():
+    with pytest.raises(LensError, match="unknown SAE architecture 'gated2'") as e:
+        TrainConfig(architecture="gated2")
+    for arch in ARCHS:
+        assert arch in str(e.value)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # sae_lens notes the matryoshka widths it extends
+def test_options_reach_the_config_class_and_bad_ones_are_refused():
+    cfg = TrainConfig(architecture="topk", d_sae=32, k=4, options={"aux_loss_coefficient": 0.5})
+    assert training_sae(cfg, 16).cfg.aux_loss_coefficient == 0.5
+    sae = training_sae(TrainConfig(architecture="batchtopk", d_sae=32, k=4), 16)
+    assert sae.cfg.k == 4.0 and isinstance(sae.cfg.k, float)  # batchtopk's k is a float in sae_lens
+    with pytest.raises(LensError, match="not a setting of the topk SAE; its settings: .*aux_loss_coefficient"):
+        TrainConfig(architecture="topk", options={"matryoshka_widths": [8]})
+    with pytest.raises(LensError, match="set by lens"):
+        TrainConfig(architecture="topk", options={"k": 3})
+    with pytest.raises(LensError, match="JSON values"):
+        TrainConfig(architecture="topk", options={"aux_loss_coefficient": torch.tensor(0.5)})
+    bad = TrainConfig(architecture="matryoshka_batchtopk", d_sae=32, k=4, options={"matryoshka_widths": [16, 8]})
+    with pytest.raises(LensError, match="sae_lens refused the matryoshka_batchtopk settings"):
+        training_sae(bad, 16)
+    with pytest.raises(LensError, match="larger than d_sae"):
+        TrainConfig(architecture="matryoshka_batchtopk", d_sae=4, k=8)
+
+
+def test_options_are_part_of_the_settings_compared_on_resume():
+    a = TrainConfig(architecture="topk", options={"aux_loss_coefficient": 0.5})
+    b = TrainConfig(architecture="topk", options={"aux_loss_coefficient": 0.25})
+    assert a.differs(b) == ["options"] and not a.differs(TrainConfig.from_json(a.to_json()))
+    assert TrainConfig.from_json({k: v for k, v in a.to_json().items() if k != "options"}).options == {}
