@@ -164,6 +164,10 @@ def ship_verifier(src: str | Path, result: dict, table_md: str, dest: Path = MOD
         info = json.loads((src / n / "training.json").read_text())
         out = dest / n
         if out.exists():
+            from lens.outputs import is_lens_model
+
+            if not is_lens_model(out):  # only a model lens trained is replaced
+                raise ValueError(f"{out} is not a lens-trained model folder; not replacing it")
             shutil.rmtree(out)
         shutil.copytree(src / n, out, ignore=shutil.ignore_patterns("README.md"))
         (out / "README.md").write_text(verifier_card(n, info, table_md))

@@ -103,13 +103,14 @@ def train_cft(model: Any, examples: Sequence[dict], out: str | Path, cfg: CFTCon
     import torch
     from trl import SFTConfig, SFTTrainer
 
-    from ..outputs import atomic_folder
+    from ..outputs import atomic_folder, check_output
     from .grpo import plain_weights
 
     cfg = cfg or CFTConfig()
     if not examples:
         raise LensError("no critique examples to train on")
     out = Path(out)
+    check_output(out, "model", overwrite=True)  # a plain file, another artifact or a user's folder is refused
     say = log or (lambda *_: None)
     hf = plain_weights(copy.deepcopy(model.hf))
     tok = model.tokenizer
