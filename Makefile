@@ -7,7 +7,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export WANDB_MODE ?= disabled
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test lint reproduce demo bench
+.PHONY: install test lint reproduce demo bench results
 
 install: $(VENV)/.installed
 
@@ -32,3 +32,7 @@ demo: install
 
 bench: install
 	$(PY) benchmarks/run.py
+
+# docs/results.md from the committed result files (tests/test_results_page.py checks it is current)
+results: install
+	$(PY) experiments/results_page.py

@@ -11,6 +11,7 @@
 Prints a table; runs in a few minutes on 2 CPU cores.
 
     python experiments/minimal_signal.py [--models-dir DIR] [--n 200] [--json out.json]
+    python experiments/minimal_signal.py --parts a --lr 2e-4 --steps 4,16 --append --json out.json   # more rows
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import copy
 import json
 import random
 import time
+from pathlib import Path
 
 import torch
 
@@ -157,6 +159,9 @@ def main() -> None:
     ap.add_argument("--steps", default="2,4,16", help="fine-tuning steps for one-example activation")
     ap.add_argument("--lr", type=float, default=5e-4, help="learning rate for one-example activation")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    ap.add_argument("--append", action="store_true",
+                    help="keep the rows already in the --json file (a row of the same experiment and model is "
+                         "replaced by this run's)")
     args = ap.parse_args()
     t0 = time.time()
     steps = tuple(int(x) for x in args.steps.split(",") if x.strip())
@@ -179,8 +184,26 @@ def main() -> None:
     Console().print(t)
     print(f"took {time.time() - t0:.0f} s")
     if args.json:
+        rows = table
+        if args.append and Path(args.json).is_file():
+            rows = merge_rows(json.loads(Path(args.json).read_text()), table)
         with open(args.json, "w") as f:
-            json.dump(table, f, indent=2)
+            json.dump(rows, f, indent=2)
+
+
+def merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
+    """`old` with each row of the same (experiment, model) as a row of `new` replaced in place; the other new rows
+    go after the last row of their part ("(a)", "(b)", "(c)"), or at the end."""
+    merged = list(old)
+    for row in new:
+        same = [i for i, r in enumerate(merged) if (r["experiment"], r["model"]) == (row["experiment"], row["model"])]
+        if same:
+            merged[same[0]] = row
+            continue
+        part = row["experiment"].split(")")[0] + ")" if row["experiment"].startswith("(") else None
+        after = [i for i, r in enumerate(merged) if part and r["experiment"].startswith(part)]
+        merged.insert(after[-1] + 1 if after else len(merged), row)
+    return merged
 
 
 if __name__ == "__main__":

@@ -1,0 +1,416 @@
+"""Write docs/results.md, the results page, from the JSON result files committed in the repository.
+
+Every table on the page is computed here from one JSON file, under the command that writes that file; no
+number is typed into the page. The output depends on the JSON files only (no clock, no machine), so running
+it twice gives the same bytes; tests/test_results_page.py checks that the committed page equals a fresh run.
+
+    python experiments/results_page.py                 # (re)write docs/results.md   (make results)
+    python experiments/results_page.py --out FILE      # write elsewhere
+    python experiments/results_page.py --check         # exit 1 when docs/results.md is not up to date
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / "docs" / "results.md"
+
+
+# --- formatting ----------------------------------------------------------------------------------------
+
+
+def fixed(v: float | Decimal, digits: int, sign: bool = False) -> str:
+    """`v` to `digits` decimals, halves rounded away from zero (0.625 -> 0.63), from its shortest decimal form."""
+    d = v if isinstance(v, Decimal) else Decimal(repr(float(v)))
+    q = d.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP)
+    if q == 0:
+        q = abs(q)  # no "-0.0"
+    return f"{q:{'+' if sign else ''}.{digits}f}"
+
+
+def pct(v: float | None, digits: int = 1) -> str:
+    return "n/a" if v is None else fixed(Decimal(repr(float(v))) * 100, digits) + "%"
+
+
+def points(share: float) -> str:
+    """A share as signed percentage points (0.94 -> +94.0)."""
+    return fixed(Decimal(repr(float(share))) * 100, 1, sign=True)
+
+
+def ci_pct(lo: float, hi: float) -> str:
+    return f"[{pct(lo)[:-1]}, {pct(hi)[:-1]}]"
+
+
+def num(v: Any, digits: int = 3) -> str:
+    """A plain number: integers as they are, floats to `digits` significant places."""
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return f"{v:.{digits}g}"
+
+
+def yes_no(v: bool | None) -> str:
+    return "" if v is None else ("yes" if v else "**no**")
+
+
+def table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def slug(title: str) -> str:
+    """The anchor mkdocs (Python-Markdown's toc) gives a heading."""
+    s = re.sub(r"[^\w\s-]", "", title).strip().lower()
+    return re.sub(r"[-\s]+", "-", s)
+
+
+def provenance(data: Any) -> str:
+    """The date / lens version / run time the JSON itself records, if any."""
+    if not isinstance(data, dict):
+        return ""
+    meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
+    parts = [f"{label} {data.get(key, meta.get(key))}" for key, label in (("date", "date"), ("lens_version", "lens"))
+             if isinstance(data.get(key, meta.get(key)), str)]
+    metrics = data.get("metrics") if isinstance(data.get("metrics"), dict) else {}
+    seconds = data.get("seconds", metrics.get("eval_seconds"))
+    if isinstance(seconds, (int, float)):
+        parts.append(f"run time {fixed(seconds, 0)} s")
+    return "; ".join(parts)
+
+
+# --- one renderer per result file ---------------------------------------------------------------------
+
+
+def organism_properties(d: dict) -> str:
+    from lens.organism.evaluate import markdown_table  # the model cards' table, so both read alike
+
+    return markdown_table(d)
+
+
+HYBRID_LABELS = {
+    "none": "hybrid",
+    "bias_only": "ablation: bias only",
+    "random_category": "ablation: random category",
+    "random_vector": "ablation: random vector (fixed per category, bias kept)",
+    "random_guardrail": "ablation: random guardrail",
+    "no_guardrail": "ablation: no guardrail",
+    "random_vector_per_step": "extra: random vector per step, replacing the bias",
+    "unsteered_allowed": "hybrid, unsteered token allowed",
+    "live_only": "hybrid, argmax over the latents with a category",
+}
+
+
+def hybrid(d: dict) -> str:
+    def acc(e: dict) -> str:
+        return f"{pct(e['value'])} {ci_pct(e['lo'], e['hi'])}"
+
+    rows = [["base", "-", acc(d["base"]), "-", "-", "-"], ["thinking", "-", acc(d["thinking"]), "-", "-", "-"]]
+    for key, r in d["runs"].items():
+        label = HYBRID_LABELS.get(key, key)
+        if key == "no_guardrail" and "no_guardrail_coefficient" in d:
+            label += f" (coefficient {d['no_guardrail_coefficient']})"
+        rows.append([f"{label} (`{key}`)", r.get("mode", "-"), acc(r["accuracy"]),
+                     f"{pct(r['gap_recovered'])} {ci_pct(*r['gap_ci'])}",
+                     pct(r["fraction_steered"]), pct(r["fraction_gated"])])
+    e = d["base"]
+    v = d.get("vectors", {})
+    coefs = d.get("coefficients") or []
+    settings = [f"{d['n']} held-out problems", f"steer site `{d['site']}`",
+                f"read site `{d.get('read_site', d['site'])}`", f"selector `{v.get('selector', '-')}`"]
+    if coefs:
+        settings.append(f"coefficients {coefs[0]}..{coefs[-1]} ({len(coefs)})")
+    if "norm_frac" in v:
+        settings.append(f"vectors at {v['norm_frac']} x the residual norm")
+    tax = v.get("taxonomy")
+    if isinstance(tax, dict) and "purity" in tax:
+        settings.append(f"taxonomy purity {fixed(tax['purity'], 3)} "
+                        f"(majority baseline {fixed(tax['majority_baseline'], 3)})")
+    return "\n".join([
+        "; ".join(settings) + f". Accuracy with {e['method'].capitalize()} {pct(e['ci'], 0)} intervals, gap "
+        "recovered with a paired-bootstrap interval; tokens steered and gated as shares of the generated tokens.",
+        "",
+        table(["run", "mode", "accuracy", "gap recovered", "tokens steered", "tokens gated"], rows),
+    ])
+
+
+def minimal_signal(rows: list[dict]) -> str:
+    out = []
+    for r in rows:
+        traces = r.get("train_traces")
+        if traces is None:
+            traces = "-"
+        elif r.get("right_share") and traces:
+            traces = f"{traces}, {pct(r['right_share'], 0)} right"
+        out.append([r["experiment"], r["model"], traces, pct(r["greedy_acc"]), pct(r["think_rate"]),
+                    pct(r["forced_acc"])])
+    return table(["experiment", "model", "training traces", "held-out greedy acc", "thinking rate",
+                  "forced-thinking acc"], out)
+
+
+def rl_study(d: dict) -> str:
+    models = d["models"]
+    names = list(models)
+    rows = []
+    for exp in d["experiments"]:
+        runs = [models[m]["runs"].get(exp, {}) for m in names]
+        first = next((r for r in runs if r.get("status") == "done"), {})
+        problems = " / ".join(str(r.get("n_problems", "-")) for r in runs)
+        cells = []
+        for r in runs:
+            if r.get("status") != "done":
+                cells.append(r.get("status", "-"))
+            else:
+                cells.append(f"{pct(r['before'])} -> {pct(r['after'])} (thinking {pct(r['thinking_after'], 0)})")
+        rows.append([exp, first.get("reward", "-"), problems, *cells])
+    parts = [f"{d['n_heldout']} held-out problems (greedy), {d['n_train']} training problems, "
+             f"{d['config']['steps']} GRPO steps per run; problems listed per model ({', '.join(names)}).", "",
+             table(["experiment", "reward", "training problems", *[f"{m}: before -> after" for m in names]], rows)]
+    pk = {m: models[m].get("pass_at_k") for m in names if models[m].get("pass_at_k")}
+    if pk:
+        ks = list(next(iter(pk.values()))["before"])
+        parts += ["", f"pass@k on {d.get('pass_k_n', '-')} held-out problems, before -> after 1-shot RLVR:", "",
+                  table(["k", *names], [[k, *[f"{pct(pk[m]['before'][k])} -> {pct(pk[m]['after'][k])}" for m in pk]]
+                                        for k in ks])]
+    if d.get("targets"):
+        parts += ["", table(["target", "value", "met"],
+                            [[t["target"], f"{points(t['value'])} points", yes_no(t["ok"])] for t in d["targets"]])]
+    return "\n".join(parts)
+
+
+def cft(d: dict) -> str:
+    models = list(d["before"])
+
+    def cells(s: dict[str, dict]) -> list[str]:
+        out = []
+        for m in models:
+            out += [pct(s[m]["forced_thinking_accuracy"]), pct(s[m]["greedy_accuracy"]),
+                    pct(s[m]["forced_shares"].get("verification"))]
+        return out
+
+    header = ["problem", "critiques"]
+    for m in models:
+        header += [f"{m} forced-thinking acc", f"{m} greedy acc", f"{m} verification share (forced)"]
+    rows = [["before", "-", *cells(d["before"])]]
+    rows += [[f"`{r['problem']['prompt'].split(':', 1)[1].split('=')[0]}`", r["n_critiques"], *cells(r["after"])]
+             for r in d["runs"]]
+    rec = d.get("recipe", {})
+    return "\n".join([f"Base `{d['base']}`, control `{d['control']}`; {d['eval_n']} held-out problems, greedy; "
+                      f"{rec.get('epochs', '-')} epochs at lr {rec.get('lr', '-')}.", "", table(header, rows)])
+
+
+def _steer_rows(d: dict) -> list[list[Any]]:
+    rows = []
+    for r in d["steer_check"]:
+        ci = r.get("accuracy_ci")
+        acc = fixed(r["accuracy"], 2) + (f" [{fixed(ci[0], 2)}, {fixed(ci[1], 2)}]" if ci else "")
+        what = {"baseline": "base, unsteered", "reference": "reference, unsteered"}.get(r["kind"], r["kind"])
+        if r["kind"] == "reference":
+            what += f" ({r['model']})" if r.get("model") else f" ({r.get('instruction', '')})"
+        rows.append([what, r.get("feature") if r.get("feature") is not None else "-",
+                     fixed(r["alpha"], 1) if r.get("alpha") else "-", acc, f"{fixed(r['reasoning_rate'], 2)}",
+                     f"{fixed(r['tokens_mean'], 1)}", yes_no(r.get("first_step_only"))])
+    return rows
+
+
+def _sae_line(d: dict) -> str:
+    s = d["sae"]
+    e = s["evals"]
+    sp = e.get("spliced", {})
+    parts = [f"SAE: {s['architecture']}, d_sae {s['d_sae']:,} on `{s['site']}` of `{s['model']}`",
+             f"{e['rows']:,} rows evaluated", f"explained variance {fixed(e['explained_variance'], 3)}",
+             f"L0 {num(e['l0'])}", f"dead {fixed(e['dead_fraction'], 2)}", f"dense {fixed(e['dense_fraction'], 3)}"]
+    if sp:
+        parts.append(f"spliced in: CE {fixed(sp['ce_clean'], 3)} -> {fixed(sp['ce_sae'], 3)} (zero-ablation "
+                     f"{fixed(sp['ce_zero'], 2)}), CE recovered {fixed(sp['ce_recovered'], 3)}, KL recovered "
+                     f"{fixed(sp['kl_recovered'], 3)}")
+    return "; ".join(parts) + "."
+
+
+def _ranking(d: dict, top: int) -> str:
+    return table(["rank", "feature", "mean diff", "AUROC", "fires on pos", "fires on neg", "effect size"],
+                 [[i + 1, r["feature"], *(fixed(r[k], 2) for k in ("mean_diff", "auroc", "freq_pos", "freq_neg",
+                                                                   "effect_size"))]
+                  for i, r in enumerate(d["ranking"][:top])])
+
+
+STEER_HEADER = ["run", "feature", "alpha", "accuracy [95% CI]", "thinking / reasoning format", "new tokens",
+                "one touch at P-1"]
+
+
+def first_step_organism(d: dict) -> str:
+    c = d["contrast"]
+    top = len(d.get("verdicts", {}).get("top5", [])) or 5
+    parts = [_sae_line(d), "",
+             f"Ranking: {c['pos']} ({c['n_pos']}) vs {c['neg']} ({c['n_neg']}), at `{c['select']}`; the top {top}:",
+             "", _ranking(d, top), "",
+             f"Steer-check on {d['n_heldout']} held-out problems (greedy); alphas "
+             f"{', '.join(fixed(a, 1) for a in d['alphas'])} (mean residual norm at P-1: {fixed(d['resid_norm'], 1)}); "
+             f"random controls drawn from: {d.get('random_pool', '-')}:", "",
+             table(STEER_HEADER, _steer_rows(d))]
+    v = d.get("verdicts")
+    if v:
+        parts += ["", table(["verdict", "value"], [[k, _verdict(x)] for k, x in v.items()])]
+    taxes = [(k, d[k]) for k in ("taxonomy", "taxonomy_generated") if isinstance(d.get(k), dict)]
+    if taxes:
+        parts += ["", "Sentence taxonomy (`run_taxonomy_organism`):", "",
+                  table(["traces", "model", "site", "traces / sentences", "categories", "purity", "majority baseline",
+                         "labels with their own category"],
+                        [[t["source"], f"`{t['model']}`", f"`{t['site']}`", f"{t['n_traces']} / {t['n_sentences']}",
+                          t["n_categories"], f"{fixed(t['purity'], 3)}", f"{fixed(t['majority_baseline'], 3)}",
+                          ", ".join(t.get("labels_with_own_category", []))] for _, t in taxes])]
+    return "\n".join(parts)
+
+
+def _verdict(x: Any) -> str:
+    if isinstance(x, list):
+        return ", ".join(str(i) for i in x)
+    if isinstance(x, bool):
+        return yes_no(x)
+    return num(x)
+
+
+def first_step_smollm2(d: dict) -> str:
+    m = d["model"]
+    return "\n".join([
+        f"Model `{m['spec']}` ({m['n_layers']} layers, width {m['d_model']}, {m['dtype']}).", "",
+        _sae_line(d), "", "Ranking, chain-of-thought vs direct-answer instruction, last prompt token; the top 5:",
+        "", _ranking(d, 5), "",
+        f"Steer-check on {d['n_eval']} eval problems (greedy); alphas {', '.join(fixed(a, 1) for a in d['alphas'])} "
+        f"(mean residual norm at P-1: {fixed(d['resid_norm'], 1)}):", "",
+        table(STEER_HEADER, _steer_rows(d)),
+    ])
+
+
+# --- the page ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    source: str  # path of the JSON, relative to the repository root
+    commands: tuple[str, ...]  # what writes that JSON, in order
+    render: Callable[[Any], str]
+    guide: str = ""  # the guide page that explains the measurement
+
+
+SECTIONS: tuple[Section, ...] = (
+    Section("Organism pair: measured properties", "lens/organism/models/eval.json",
+            ("lens organism eval --json > lens/organism/models/eval.json",),
+            organism_properties, "organism.md#measured-properties"),
+    Section("Verifier pair: measured properties", "lens/organism/models/verifier_eval.json",
+            ("lens organism eval --pair verifier --json > lens/organism/models/verifier_eval.json",),
+            organism_properties, "organism.md#the-second-pair-organismverifier-base-organismverifier-thinking"),
+    Section("Finding 2: the hybrid, taxonomy selector", "docs/hybrid_organism_n150.json",
+            ("lens hybrid --n 150 --json > docs/hybrid_organism_n150.json",), hybrid,
+            "hybrid.md"),
+    Section("Finding 2: the hybrid, nearest-category selector", "docs/hybrid_organism_n150_nearest.json",
+            ("lens hybrid --n 150 --selector nearest --json > docs/hybrid_organism_n150_nearest.json",), hybrid,
+            "hybrid.md"),
+    Section("Finding 3: minimal signal, supervised", "experiments/minimal_signal_results.json",
+            ("python experiments/minimal_signal.py --json experiments/minimal_signal_results.json",
+             "python experiments/minimal_signal.py --parts a --lr 2e-4 --steps 4,16 --append "
+             "--json experiments/minimal_signal_results.json",
+             "python experiments/minimal_signal.py --parts a --lr 5e-5 --steps 4,16 --append "
+             "--json experiments/minimal_signal_results.json"),
+            minimal_signal, "organism.md#minimal-signal-experiments"),
+    Section("Finding 3: RL with verifiable rewards", "experiments/rl_minimal_signal_results.json",
+            ("python experiments/rl_minimal_signal.py --json experiments/rl_minimal_signal_results.json",),
+            rl_study, "rl.md#the-organism-experiments"),
+    Section("Finding 3: critique fine-tuning on one problem", "experiments/cft_one_problem_results.json",
+            ("python experiments/cft_one_problem.py --problems 0,1,2 --json experiments/cft_one_problem_results.json",),
+            cft, "rl.md#critique-fine-tuning-on-one-problem-lens-rl-cft"),
+    Section("Finding 5: first-step trigger on the organism", "docs/results/first_step_trigger_organism.json",
+            ("python experiments/first_step_trigger.py --json docs/results/first_step_trigger_organism.json",),
+            first_step_organism, "saes.md#lens-find-feature"),
+    Section("Finding 5: first-step trigger on SmolLM2-135M-Instruct", "docs/results/first_step_trigger_smollm2.json",
+            ("python experiments/first_step_trigger_smollm2.py --json docs/results/first_step_trigger_smollm2.json",),
+            first_step_smollm2, "saes.md#lens-find-feature"),
+)
+
+INTRO = """\
+# Results
+
+<!-- Generated by `make results` (python experiments/results_page.py) from the JSON files named below.
+     Do not edit: change or re-run the experiment, then regenerate. -->
+
+Every table on this page is computed by `python experiments/results_page.py` (`make results`) from a JSON
+result file committed in the repository; each section names its file and, above its tables, the command
+that writes that file. Re-run the command, then `make results`, and the page follows;
+`tests/test_results_page.py` fails when the page and the files disagree. The guide pages explain what each
+experiment measures and how; the numbers live here.
+
+Everything below runs on the bundled organism (a controlled testbed, not evidence about real LLMs: see
+[The bundled organism](organism.md)) unless a section names other weights. Findings 1 and 4 (pass@k,
+CoT-decoding) have no committed result file: `lens reproduce` measures them into its own report folder
+([Reproducing the findings](reproduce.md)); the organism's pass@k is among its measured properties.
+Speed measurements are on [Benchmarks](benchmarks.md).
+"""
+
+
+def render(root: Path = ROOT) -> str:
+    lines = [INTRO, "| section | result file |", "|---|---|"]
+    for s in SECTIONS:
+        lines.append(f"| [{s.title}](#{slug(s.title)}) | `{s.source}` |")
+    for s in SECTIONS:
+        data = json.loads((root / s.source).read_text())
+        lines += ["", f"## {s.title}", "", f"Result file: `{s.source}`"
+                  + (f" (recorded: {provenance(data)})" if provenance(data) else "") + "."
+                  + (f" What it measures: [{s.guide.split('#')[0]}]({s.guide})." if s.guide else ""), ""]
+        lines += ["```bash", *s.commands, "```", "", s.render(data).rstrip()]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def sources(root: Path = ROOT) -> list[Path]:
+    return [root / s.source for s in SECTIONS]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=PAGE, help="where to write the page (default docs/results.md)")
+    ap.add_argument("--check", action="store_true", help="write nothing; exit 1 when --out differs from a fresh run")
+    args = ap.parse_args(argv)
+    missing = [str(p.relative_to(ROOT)) for p in sources() if not p.is_file()]
+    if missing:
+        print(f"missing result files: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    text = render()
+    if args.check:
+        current = args.out.read_text(encoding="utf-8") if args.out.is_file() else None
+        if current != text:
+            print(f"{args.out} is not up to date: run `make results`", file=sys.stderr)
+            return 1
+        return 0
+    write_atomic(args.out, text)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
