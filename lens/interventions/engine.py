@@ -22,6 +22,7 @@ from jaxtyping import Bool, Float, Int
 from ..errors import LensError
 from ..hooks import add_hook
 from ..models import Model
+from .ops import apply_op
 from .spec import Intervention
 
 
@@ -150,22 +151,6 @@ def _call_state(args, kwargs, h: Steering, fixed_prompt_len) -> CallState:
     return CallState(h.calls - h.first_call, positions, valid, h.prompt_len, h.sequences - 1)
 
 
-def _apply(iv: Intervention, hidden: torch.Tensor, mask: torch.Tensor, vec: torch.Tensor,
-           scale: torch.Tensor | float, everywhere: bool = False) -> torch.Tensor:
-    if iv.op == "add" and everywhere:
-        return hidden + (vec if isinstance(scale, float) and scale == 1.0 else scale * vec)
-    m = mask[..., None].to(hidden.dtype)
-    if iv.op == "add":
-        return hidden + m * (vec if isinstance(scale, float) and scale == 1.0 else scale * vec)
-    if iv.op == "set":
-        return hidden + m * (scale * vec - hidden)
-    unit = vec / vec.norm(dim=-1, keepdim=True)
-    proj = (hidden * unit).sum(-1, keepdim=True)
-    if iv.op == "project_out":
-        return hidden - m * proj * unit
-    return hidden + m * (scale - proj) * unit  # clamp the projection to `scale`
-
-
 #: which input (prompt index) each row of the forward calls in flight holds, when a caller reorders or splits its
 #: inputs into batches (`lens.generate` sorts prompts by length); None: row b of a call is input b
 _BATCH_ROWS: ContextVar[tuple[int, ...] | None] = ContextVar("lens_batch_rows", default=None)
@@ -256,10 +241,8 @@ def _site_fn(h: Steering, items: list[Intervention]):
                     continue
             else:  # deciding on the host would wait for the accelerator at every call; the masked form is exact
                 every = False
-            if every and iv.op == "add" and vec.dim() == 1 and isinstance(scale, float) and scale == 1:
-                new = out + vec  # every slot, constant vector: the common steering case
-            else:
-                new = _apply(iv, out, mask, vec, scale, everywhere=every and vec.dim() == 1)
+            # every slot, constant vector, add (the common steering case): no mask to multiply by
+            new = apply_op(iv.op, out, vec, scale, None if every and iv.op == "add" and vec.dim() == 1 else mask)
             if h.log.enabled:
                 h.log.add(st.step, iv.name or iv.source or iv.op, iv.site, mask, st.positions, (new - out).detach(),
                           st.sequence)

@@ -4,9 +4,9 @@ The same spec (site, op, vector, scale, where) becomes edits of a layer's input 
 generation trace, step by step. Positions are lens's: on a left-padded batch, absolute position p of row b is
 its p-th real token (pads are never touched) and Where counts from each row's own prompt length, exactly as
 the engine (`lens.interventions.steer`) reads them from the position ids Hugging Face's ``generate`` passes.
-Which slots each step touches is worked out here, before the trace; the trace body itself holds only tensor
-arithmetic on precomputed masks and vectors, so the same body can run on NDIF (``remote=True``, a pass-through
-to nnsight, not tested here).
+Which slots each step touches is worked out here, before the trace; the trace body itself holds only the ops
+(`lens.interventions.ops.apply_op`, which imports torch only and is shipped by value) on precomputed masks and
+vectors, so the same body can run on NDIF (``remote=True``, a pass-through to nnsight, not tested here).
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from ...errors import LensError
 from ...families import family_of
 from ...models import Model
 from ...sites import Site
+from .. import ops
 from ..engine import _per_row
+from ..ops import apply_op
 from ..spec import Intervention
 
 _NEVER_REACHED = ".*was never reached.*"  # nnsight's warning when generation ends before a planned step
@@ -67,9 +69,9 @@ def envoy(lm: Any, model: Model, site: str | Site) -> tuple[Any, str]:
     return walk(layer, sub), "output"
 
 
-#: one intervention at one call: (op, slots it touches [batch, seq, 1] bool, vector [d] / [batch, 1|seq, d], scale);
+#: one intervention at one call: (op, slots it touches [batch, seq] bool, vector [d] / [batch, 1|seq, d], scale);
 #: a plain tuple, so that a trace sent to NDIF carries nothing but tensors and builtins
-Edit = tuple[str, Bool[torch.Tensor, "batch seq 1"], Float[torch.Tensor, "*rows d_model"], float]
+Edit = tuple[str, Bool[torch.Tensor, "batch seq"], Float[torch.Tensor, "*rows d_model"], float]
 
 
 @dataclass
@@ -120,7 +122,7 @@ def plan(lm: Any, model: Model, interventions: list[Intervention],
             vec = iv.vector.detach().cpu()
             if vec.dim() > 1:
                 vec = _per_row(iv, vec, pos, batch)
-            groups.setdefault(iv.site, []).append((iv.op, hit[..., None], vec, float(iv.scale)))
+            groups.setdefault(iv.site, []).append((iv.op, hit, vec, float(iv.scale)))
             rows, slots = hit.nonzero(as_tuple=True)
             out.records += [{"row": r, "step": step, "position": p, "site": iv.site}
                             for r, p in zip(rows.tolist(), pos[rows, slots].tolist(), strict=True)]
@@ -166,6 +168,10 @@ def generate_planned(
 ) -> Int[torch.Tensor, "batch total"]:
     """`generate_nnsight` with its `plan` made already (the caller keeps the plan's records)."""
     steps = todo.steps
+    if remote:  # the server has no lens: the ops travel with the trace, as source
+        from nnsight import register
+
+        register(ops)
     if "generation_config" not in generate_kwargs:
         generate_kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False, **generate_kwargs}
     with warnings.catch_warnings():
@@ -176,17 +182,8 @@ def generate_planned(
                     for env, attr, edits in steps[step]:
                         out = env.output if attr == "output" else env.input
                         h = out[0] if isinstance(out, tuple) else out
-                        for op, hit, vec, scale in edits:  # the engine's arithmetic (engine._apply), op by op
-                            m = hit.to(h.device, h.dtype)
-                            v = vec.to(h.device, h.dtype)
-                            if op == "add":
-                                h = h + m * (v * scale)
-                            elif op == "set":
-                                h = h + m * (scale * v - h)
-                            else:
-                                unit = v / v.norm(dim=-1, keepdim=True)
-                                proj = (h * unit).sum(-1, keepdim=True)
-                                h = h - m * proj * unit if op == "project_out" else h + m * (scale - proj) * unit
+                        for op, hit, vec, scale in edits:
+                            h = apply_op(op, h, vec.to(h.device, h.dtype), scale, hit.to(h.device))
                         new = (h, *out[1:]) if isinstance(out, tuple) else h
                         if attr == "output":
                             env.output = new

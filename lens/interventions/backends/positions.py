@@ -1,4 +1,4 @@
-"""Slot selection shared by the backends: which slots of a call an intervention touches, and the ops."""
+"""Slot selection shared by the backends: which slots of a call an intervention touches."""
 
 from __future__ import annotations
 
@@ -21,16 +21,3 @@ def slots(iv: Intervention, positions: torch.Tensor, prompt_len: int) -> list[in
         raise LensError("per-example and per-position vectors run on the lens engine only (lens.steer)")
     mask = iv.where.mask(positions[None], torch.tensor([prompt_len]))[0]
     return mask.nonzero().flatten().tolist()
-
-
-def apply_op(iv: Intervention, h: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
-    """The op on the selected slots h [batch, n, d] (out of place)."""
-    if iv.op == "add":
-        return h + iv.scale * vec
-    if iv.op == "set":
-        return (iv.scale * vec).expand_as(h).clone()
-    unit = vec / vec.norm()
-    proj = (h * unit).sum(-1, keepdim=True)
-    if iv.op == "project_out":
-        return h - proj * unit
-    return h + (iv.scale - proj) * unit

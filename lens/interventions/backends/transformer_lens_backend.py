@@ -13,8 +13,9 @@ from collections.abc import Callable
 import torch
 
 from ...sites import Site
+from ..ops import apply_op
 from ..spec import Intervention
-from .positions import apply_op, slots
+from .positions import slots
 
 
 class _Tracker:
@@ -44,7 +45,7 @@ def transformer_lens_hooks(interventions: list[Intervention], prompt_len: int) -
                 return act
             act = act.clone()
             i = torch.tensor(idx, device=act.device)
-            act[:, i] = apply_op(iv, act[:, i], iv.vector.to(act.device, act.dtype))
+            act[:, i] = apply_op(iv.op, act[:, i], iv.vector.to(act.device, act.dtype), iv.scale)
             return act
 
         hooks.append((site, fn))
