@@ -10,6 +10,12 @@ matryoshka_batchtopk, matching_pursuit in sae_lens 6, plus any a user registers 
 registered config class gets the width, device and normalisation, every `TrainConfig` sparsity setting it
 has a field for (`k`, `l1_coefficient`, `l0_coefficient`, `jumprelu_init_threshold`), and
 `TrainConfig.options` for its other fields (e.g. `matryoshka_widths`).
+
+Creating a `TrainConfig` checks only what needs no sae_lens (numbers, option names lens fills, JSON values), so
+modules can hold configs without importing sae_lens (seconds). `TrainConfig.validate()` checks the rest against
+the registry (a registered architecture, options its config class has, k within d_sae); `train_sae`,
+`training_sae` and `lens sae train` call it before anything is written, so an architecture a user registers
+after creating the config trains too.
 """
 
 from __future__ import annotations
@@ -78,8 +84,8 @@ class TrainConfig:
         training; the factor is folded into the weights at the end).
     checkpoint_every: optimiser steps between checkpoints (0: only at the end).
     options: further fields of the architecture's sae_lens config class, by name (JSON values), e.g.
-        {"matryoshka_widths": [64, 256]} or {"aux_loss_coefficient": 0.5}; names the class lacks, and
-        the ones lens fills (`LENS_SET`, `SHARED_SETTINGS`), are refused.
+        {"matryoshka_widths": [64, 256]} or {"aux_loss_coefficient": 0.5}; the ones lens fills (`LENS_SET`,
+        `SHARED_SETTINGS`) are refused on creation, names the class lacks by `validate`.
     sparse_decode: topk and batchtopk: decode each training batch from its active latents
         (`saes.sparse_decode`; the same step as sae_lens's dense one up to float rounding, about
         d_sae / k times less decoder work); False runs sae_lens's training classes as they are.
@@ -109,12 +115,12 @@ class TrainConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        """Refuse settings no run can use: an architecture sae_lens has not registered, options its config
-        class lacks, each number finite and in its range, k within d_sae when given."""
+        """Refuse settings no run can use that are known without sae_lens: a non-name architecture, options
+        that are not a dict of JSON values or that lens fills, each number finite and in its range.
+        `validate` checks the rest against sae_lens's registry."""
         if not isinstance(self.architecture, str):
             raise LensError(f"architecture must be a name, got {self.architecture!r}")
-        known = config_fields(self.architecture)
-        self._check_options(known)
+        self._check_option_values()
         for name in ("expansion", "k", "total_rows", "batch_size", "buffer_rows", "dead_feature_window",
                      "feature_sampling_window"):
             check_number(name, getattr(self, name), 1, integer=True)
@@ -131,23 +137,33 @@ class TrainConfig:
             raise LensError(f"buffer_rows ({self.buffer_rows}) must be at least 2 x batch_size ({self.batch_size})")
         if self.normalize not in ("none", "expected_average_only_in"):
             raise LensError(f"normalize must be 'none' or 'expected_average_only_in', got {self.normalize!r}")
-        if self.d_sae is not None:
-            self.check_width(1)
 
-    def _check_options(self, known: dict[str, Any]) -> None:
+    def _check_option_values(self) -> None:
         if not isinstance(self.options, dict):
             raise LensError(f"options must be a dict of {self.architecture} config fields, got {self.options!r}")
-        settable = sorted(set(known) - set(LENS_SET) - set(SHARED_SETTINGS))
         for name in self.options:
+            if not isinstance(name, str):
+                raise LensError(f"option names must be strings, got {name!r}")
             if name in LENS_SET or name in SHARED_SETTINGS:
                 raise LensError(f"option {name!r} is set by lens (TrainConfig.{name} or the data), not by options")
-            if name not in known:
-                raise LensError(f"option {name!r} is not a setting of the {self.architecture} SAE; its settings: "
-                                f"{', '.join(settable) or 'none'}")
         try:
             json.dumps(self.options)
         except (TypeError, ValueError) as e:
             raise LensError(f"options must be JSON values (they are saved with every checkpoint): {e}") from None
+
+    def validate(self) -> TrainConfig:
+        """Check the settings against sae_lens's training registry (imports sae_lens): the architecture is
+        registered (else a LensError lists the registered ones), every option is a field of its config class,
+        and k is within d_sae when d_sae is given. Returns self."""
+        known = config_fields(self.architecture)
+        settable = sorted(set(known) - set(LENS_SET) - set(SHARED_SETTINGS))
+        for name in self.options:
+            if name not in known:
+                raise LensError(f"option {name!r} is not a setting of the {self.architecture} SAE; its settings: "
+                                f"{', '.join(settable) or 'none'}")
+        if self.d_sae is not None:
+            self.check_width(1)
+        return self
 
     def check_width(self, d_in: int) -> None:
         """Refuse a k larger than the SAE's width on `d_in`-dimensional rows (architectures with a k)."""
@@ -203,6 +219,7 @@ def training_sae(cfg: TrainConfig, d_in: int, metadata: dict[str, Any] | None = 
     import torch
     from sae_lens.saes.sae import SAEMetadata
 
+    cfg.validate()
     sae_cls, cfg_cls = training_classes(cfg.architecture)
     known = config_fields(cfg.architecture)
     cfg.check_width(d_in)

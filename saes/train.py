@@ -166,7 +166,7 @@ def train_sae(
     """
     from lens import distributed
 
-    cfg = cfg or TrainConfig()
+    cfg = (cfg or TrainConfig()).validate()  # the architecture and options against sae_lens's registry
     out = Path(out)
     src_path = Path(source) if isinstance(source, (str, Path)) else getattr(source, "path", None)
     r = distributed.ranks()

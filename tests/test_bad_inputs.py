@@ -534,7 +534,7 @@ def test_library_callers_get_the_same_checks(tiny):
     for bad in ({"lr": float("nan")}, {"k": 64, "d_sae": 32}, {"batch_size": 0}, {"checkpoint_every": -1},
                 {"l1_coefficient": float("inf")}, {"expansion": 0}):
         with pytest.raises(LensError):
-            TrainConfig(**bad)
+            TrainConfig(**bad).validate()  # k against d_sae: checked against sae_lens's registry by validate
     with pytest.raises(LensError, match="larger than d_sae"):
         TrainConfig(k=600).check_width(64)  # expansion 8 x 64 = 512 latents
     for bad in ({"prompt": 5, "completion": None}, {"prompt": "a", "completion": None}, {"text": None}, "a\ud800"):

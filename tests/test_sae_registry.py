@@ -70,11 +70,37 @@ def test_a_newly_registered_architecture_trains_with_no_lens_change(tmp_path, mo
     assert load_sae(res.path).d_sae == 32
 
 
-def test_unknown_architecture_lists_the_registered_ones():
+def test_unknown_architecture_lists_the_registered_ones(tmp_path):
+    cfg = TrainConfig(architecture="gated2")  # plain data until validated against the registry
     with pytest.raises(LensError, match="unknown SAE architecture 'gated2'") as e:
-        TrainConfig(architecture="gated2")
+        cfg.validate()
     for arch in ARCHS:
         assert arch in str(e.value)
+    with pytest.raises(LensError, match="unknown SAE architecture 'gated2'"):
+        train_sae(torch.randn(64, 16), tmp_path / "sae", cfg, progress=False)
+    assert not (tmp_path / "sae").exists()  # refused before anything is written
+
+
+def test_a_config_made_before_its_architecture_is_registered_trains(tmp_path, monkeypatch):
+    from sae_lens import StandardTrainingSAE, StandardTrainingSAEConfig
+    from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY
+
+    cfg = TrainConfig(architecture="my_late_l1", **TINY)
+    monkeypatch.setitem(SAE_TRAINING_CLASS_REGISTRY, "my_late_l1", (StandardTrainingSAE, StandardTrainingSAEConfig))
+    assert train_sae(torch.randn(512, 16), tmp_path / "sae", cfg, site=SITE, progress=False).steps == 12
+
+
+def test_making_a_config_does_not_import_sae_lens():
+    import subprocess
+    import sys
+
+    code = ("import sys; from saes.config import TrainConfig; "
+            "import saes.ondemand, lens.studies.find_feature_organism; "
+            "TrainConfig(architecture='matryoshka_batchtopk', options={'matryoshka_widths': [8]}); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sae_lens', 'transformer_lens')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert r.stdout.strip() == "[]", r.stdout[-500:]
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # sae_lens notes the matryoshka widths it extends
@@ -84,7 +110,7 @@ def test_options_reach_the_config_class_and_bad_ones_are_refused():
     sae = training_sae(TrainConfig(architecture="batchtopk", d_sae=32, k=4), 16)
     assert sae.cfg.k == 4.0 and isinstance(sae.cfg.k, float)  # batchtopk's k is a float in sae_lens
     with pytest.raises(LensError, match="not a setting of the topk SAE; its settings: .*aux_loss_coefficient"):
-        TrainConfig(architecture="topk", options={"matryoshka_widths": [8]})
+        TrainConfig(architecture="topk", options={"matryoshka_widths": [8]}).validate()
     with pytest.raises(LensError, match="set by lens"):
         TrainConfig(architecture="topk", options={"k": 3})
     with pytest.raises(LensError, match="JSON values"):
@@ -93,7 +119,9 @@ def test_options_reach_the_config_class_and_bad_ones_are_refused():
     with pytest.raises(LensError, match="sae_lens refused the matryoshka_batchtopk settings"):
         training_sae(bad, 16)
     with pytest.raises(LensError, match="larger than d_sae"):
-        TrainConfig(architecture="matryoshka_batchtopk", d_sae=4, k=8)
+        TrainConfig(architecture="matryoshka_batchtopk", d_sae=4, k=8).validate()
+    with pytest.raises(LensError, match="not a setting of the topk SAE"):  # training_sae validates too
+        training_sae(TrainConfig(architecture="topk", d_sae=32, k=4, options={"matryoshka_widths": [8]}), 16)
 
 
 def test_options_are_part_of_the_settings_compared_on_resume():

@@ -150,7 +150,7 @@ def test_registry_needs_the_hub():
 
 def test_bad_config_is_refused():
     with pytest.raises(LensError, match="unknown SAE architecture"):
-        TrainConfig(architecture="gated2")
+        TrainConfig(architecture="gated2").validate()
     with pytest.raises(LensError, match="buffer_rows"):
         TrainConfig(batch_size=1024, buffer_rows=1024)
 

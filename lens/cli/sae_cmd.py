@@ -68,6 +68,7 @@ def train(
                       l0_coefficient=l0, lr=lr, total_rows=total_rows, batch_size=batch_size, buffer_rows=buffer_rows,
                       normalize=normalize, checkpoint_every=checkpoint_every, seed=seed, sparse_decode=sparse_decode,
                       device=str(load_options(ctx).get("device", "cpu")))  # `lens --device cuda sae train ...`
+    cfg.validate()  # the architecture and its options against sae_lens's registry, before any data is read
     if (capture is None) == (model is None):
         raise LensError("give --capture DIR (a capture folder) or --model SPEC with --inputs FILE and --site "
                         "(activations streamed from the model), not both")
