@@ -267,10 +267,9 @@ def require_safetensors(folder: str | Path, spec: str | None = None) -> None:
                         "unpickles weights (that can run code); save the adapter again with safetensors")
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or os.environ.get(
-        "TRANSFORMERS_OFFLINE", "0"
-    ) not in ("", "0")
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub is switched off (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE set, not to 0)."""
+    return any(os.environ.get(k, "0") not in ("", "0") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 DTYPES = ("float32", "bfloat16", "float16", "float64")
@@ -370,7 +369,7 @@ def load_model(
                 f"{_convert_hint(spec)}; if the hub is offline, download the safetensors weights first"
             ) from None
         if source == "hub":
-            how = "the hub is offline (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set)" if _offline() else (
+            how = "the hub is offline (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set)" if hub_offline() else (
                 "it is not in the local cache and the hub could not be reached"
             )
             raise LensError(

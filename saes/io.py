@@ -23,6 +23,7 @@ from jaxtyping import Float
 
 from lens.artifacts import base_metadata, read_json, write_json
 from lens.errors import LensError
+from lens.models import hub_offline
 from lens.outputs import atomic_folder, file_mode
 from lens.sites import Site
 
@@ -170,10 +171,6 @@ def update_meta(path: str | Path, **fields: Any) -> None:
     write_json(p, meta)
 
 
-def _offline() -> bool:
-    return any(os.environ.get(k, "0") not in ("", "0") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
 def load_sae(source: str | Path | Dictionary, model=None, site: str | Site | None = None, *,
              device: str = "cpu", strict_model: bool = False) -> Dictionary:
     """Load an SAE from a folder, or from the sae_lens registry as "RELEASE/ID" or "sae_lens:RELEASE:ID".
@@ -209,7 +206,7 @@ def load_sae(source: str | Path | Dictionary, model=None, site: str | Site | Non
             else:
                 raise LensError(f"SAE {text} is neither a folder nor a registry name (RELEASE/ID or "
                                 "sae_lens:RELEASE:ID)")
-            if _offline():
+            if hub_offline():
                 raise LensError(f"SAE {text} comes from the sae_lens registry, which needs the hub, and the hub is "
                                 "offline (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE); download it elsewhere and pass "
                                 "its folder")
