@@ -336,10 +336,10 @@ SECTIONS: tuple[Section, ...] = (
             cft, "rl.md#critique-fine-tuning-on-one-problem-lens-rl-cft"),
     Section("Finding 5: first-step trigger on the organism", "docs/results/first_step_trigger_organism.json",
             ("python experiments/first_step_trigger.py --json docs/results/first_step_trigger_organism.json",),
-            first_step_organism, "saes.md#lens-find-feature"),
+            first_step_organism, "saes.md#on-the-organism"),
     Section("Finding 5: first-step trigger on SmolLM2-135M-Instruct", "docs/results/first_step_trigger_smollm2.json",
             ("python experiments/first_step_trigger_smollm2.py --json docs/results/first_step_trigger_smollm2.json",),
-            first_step_smollm2, "saes.md#lens-find-feature"),
+            first_step_smollm2, "saes.md#on-smollm2-135m-instruct"),
 )
 
 INTRO = """\

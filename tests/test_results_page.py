@@ -58,7 +58,17 @@ def test_guide_links_to_the_results_page_resolve():
     headings = {page.slug(h) for h in re.findall(r"^## (.+)$", (ROOT / "docs" / "results.md").read_text(), re.M)}
     links = [(p.name, a) for p in (ROOT / "docs").glob("*.md")
              for a in re.findall(r"\(results\.md#([^)]+)\)", p.read_text())]
+    assert links, "the guide pages link to the results page"
     assert [x for x in links if x[1] not in headings] == []
+
+
+def test_results_page_links_to_the_guides_resolve():
+    """mkdocs --strict checks pages, not anchors: each section's link to its guide must name a heading there."""
+    for s in page.SECTIONS:
+        guide, _, anchor = s.guide.partition("#")
+        text = (ROOT / "docs" / guide).read_text()
+        assert not anchor or anchor in {page.slug(h.replace("`", "")) for h in re.findall(r"^#+ (.+)$", text, re.M)}, \
+            s.guide
 
 
 def test_formatting_rounds_halves_up():
