@@ -7,8 +7,15 @@ all-reduces the gradients to their mean over ranks before sae_lens clips them an
 rank applies the update of the mean loss over the whole global batch, which is what one process
 computes (the losses of topk, jumprelu and standard SAEs are means over rows). `sync_stats` then
 merges the dead-latent bookkeeping (latents that fired on any rank, firing counts summed) so the
-next step's dead mask and AuxK loss are the global ones. BatchTopK chooses its latents over the whole
-batch, which no rank sees, so it is refused.
+next step's dead mask and AuxK loss are the global ones.
+
+That is exact for architectures whose loss is a mean over rows of per-row terms and whose training state is
+their parameters: topk, abstopk, standard, gated, jumprelu and matching_pursuit (each trained by two gloo
+processes equals one process to ~1e-7). BatchTopK and the architectures built on it (matryoshka_batchtopk, and
+any registered subclass) choose their latents over the whole batch and keep a running threshold
+(`topk_threshold`, a buffer) from each batch's smallest active value; a rank sees only its share, and DDP
+copies rank 0's buffers to the others, so they are refused (`check_parallel`), as is any SAE with buffers
+(`check_state`: training state that all-reducing gradients does not merge).
 """
 
 from __future__ import annotations
@@ -19,15 +26,35 @@ from jaxtyping import Float
 from lens.distributed import Ranks
 from lens.errors import LensError
 
+PARALLEL_FIX = ("train it in one process (lens sae train without torchrun / accelerate launch), or pick an "
+                "architecture that trains data-parallel: topk, abstopk, jumprelu, standard, gated, matching_pursuit")
+
 
 def check_parallel(architecture: str, batch_size: int, r: Ranks) -> None:
-    """Refuse settings a data-parallel run cannot train like one process (with the fix)."""
-    if architecture == "batchtopk":
-        raise LensError("batchtopk picks its latents over the whole batch, which no single process sees; train "
-                        "it in one process, or use --arch topk under torchrun")
+    """Refuse settings a data-parallel run cannot train like one process (with the fix): a BatchTopK-family
+    architecture (its training class is sae_lens's BatchTopKTrainingSAE or a subclass), a batch that does not
+    split into equal shares."""
+    from sae_lens.saes.batchtopk_sae import BatchTopKTrainingSAE
+
+    from .config import training_classes
+
+    if r.world > 1 and issubclass(training_classes(architecture)[0], BatchTopKTrainingSAE):
+        raise LensError(f"{architecture} cannot train data-parallel across {r.world} processes: it picks its "
+                        "latents over the whole batch and keeps a running threshold from each batch, and a "
+                        f"process sees only its share; {PARALLEL_FIX}")
     if batch_size % r.world:
         raise LensError(f"batch_size ({batch_size}) must be a multiple of the number of processes ({r.world}) so "
                         "each takes an equal share of every batch; change --batch-size or --nproc-per-node")
+
+
+def check_state(sae, architecture: str) -> None:
+    """Refuse an SAE that keeps training state in buffers (e.g. a running threshold): each process would update
+    it from its own share, and all-reducing gradients does not merge it."""
+    names = [name for name, _ in sae.named_buffers()]
+    if names:
+        raise LensError(f"{architecture} cannot train data-parallel: its SAE keeps training state outside its "
+                        f"parameters ({', '.join(names)}) that each process would update from its own share; "
+                        f"{PARALLEL_FIX}")
 
 
 def share(batch: Float[torch.Tensor, "batch d_in"], r: Ranks) -> Float[torch.Tensor, "share d_in"]:

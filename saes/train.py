@@ -281,6 +281,10 @@ def _train(source, out: Path, cfg: TrainConfig, *, site, model, resume, progress
         _warn_outliers(source, site)
     settle_heap()  # lens.heap: buffers of every step reused, not re-faulted
     sae = training_sae(cfg, src.d_in, {"hook_name": site, "model_name": (model or {}).get("spec")})
+    if r.parallel:
+        from .ddp import check_state
+
+        check_state(sae, cfg.architecture)  # before any checkpoint is read or step taken
     if init_decoder is not None:
         if tuple(init_decoder.shape) != tuple(sae.W_dec.shape):
             raise LensError(f"init_decoder must be {tuple(sae.W_dec.shape)}, got {tuple(init_decoder.shape)}")

@@ -99,6 +99,55 @@ def test_parallel_settings_refused_and_shares_cover_the_batch():
     assert torch.equal(torch.cat([share(batch, Ranks(r, 3)) for r in range(3)]), batch)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # sae_lens notes on its own defaults (matching_pursuit)
+def test_architectures_with_batch_wide_state_are_refused_data_parallel(tmp_path, monkeypatch):
+    # BatchTopK and what is built on it pick latents over the whole batch and keep a running threshold (a
+    # buffer) that each process would update from its own share; every other built-in trains like one process.
+    from sae_lens import StandardTrainingSAE, StandardTrainingSAEConfig
+    from sae_lens.registry import SAE_TRAINING_CLASS_REGISTRY
+    from sae_lens.saes.matryoshka_batchtopk_sae import (
+        MatryoshkaBatchTopKTrainingSAE,
+        MatryoshkaBatchTopKTrainingSAEConfig,
+    )
+
+    from saes.config import registered_architectures, training_sae
+    from saes.ddp import check_state
+
+    class MyMatryoshka(MatryoshkaBatchTopKTrainingSAE):
+        pass
+
+    class RunningMeanSAE(StandardTrainingSAE):  # a user's architecture with state outside its parameters
+        def __init__(self, cfg, use_error_term=False):
+            super().__init__(cfg, use_error_term)
+            self.register_buffer("running_mean", torch.zeros(cfg.d_in))
+
+    monkeypatch.setitem(SAE_TRAINING_CLASS_REGISTRY, "my_matryoshka",
+                        (MyMatryoshka, MatryoshkaBatchTopKTrainingSAEConfig))
+    monkeypatch.setitem(SAE_TRAINING_CLASS_REGISTRY, "my_ema", (RunningMeanSAE, StandardTrainingSAEConfig))
+    refused = {"batchtopk", "matryoshka_batchtopk", "my_matryoshka"}
+    for arch in registered_architectures():
+        if arch in refused:
+            with pytest.raises(LensError, match=f"{arch} cannot train data-parallel across 2 processes: .*train it in "
+                                                "one process"):
+                check_parallel(arch, 64, Ranks(1, 2))
+            check_parallel(arch, 64, Ranks(0, 1))  # one process: nothing to refuse
+        else:
+            check_parallel(arch, 64, Ranks(0, 2))
+            if arch != "my_ema":
+                check_state(training_sae(TrainConfig(architecture=arch, d_sae=32, k=4), 16), arch)
+    with pytest.raises(LensError, match=r"my_ema cannot train data-parallel: .*\(running_mean\).*one process"):
+        check_state(training_sae(TrainConfig(architecture="my_ema", d_sae=32), 16), "my_ema")
+
+    # train_sae under a launcher's environment refuses before the process group or the output folder
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    cfg = TrainConfig(architecture="matryoshka_batchtopk", d_sae=32, k=4, total_rows=128, batch_size=64,
+                      buffer_rows=128, options={"matryoshka_widths": [8, 32]})
+    with pytest.raises(LensError, match="matryoshka_batchtopk cannot train data-parallel"):
+        train_sae(torch.randn(256, 16), tmp_path / "sae", cfg, progress=False)
+    assert not (tmp_path / "sae").exists()
+
+
 TEXTS = [f"row {i}: the quick brown fox {'jumps ' * (i % 4)}over {i * 7} lazy dogs." for i in range(40)]
 CFG = dict(expansion=2, k=4, batch_size=64, buffer_rows=256, checkpoint_every=5, dead_feature_window=4,
            normalize="expected_average_only_in")
