@@ -35,6 +35,11 @@ SHARED_SETTINGS = ("k", "l1_coefficient", "l0_coefficient", "jumprelu_init_thres
 LENS_SET = ("d_in", "d_sae", "device", "dtype", "metadata", "normalize_activations")
 """Config-class fields lens fills from the data and `TrainConfig` (not settable through `options`)."""
 
+BUILTIN_ARCHITECTURES = ("abstopk", "batchtopk", "gated", "jumprelu", "matching_pursuit", "matryoshka_batchtopk",
+                         "standard", "topk")
+"""The architectures sae_lens registers itself (`registered_architectures()` without a user's; a test keeps the
+two equal), named without importing sae_lens, e.g. in `lens sae train --help`."""
+
 
 def registered_architectures() -> tuple[str, ...]:
     """Names of the SAE architectures sae_lens can train (its training-class registry), sorted."""
@@ -144,8 +149,13 @@ class TrainConfig:
         for name in self.options:
             if not isinstance(name, str):
                 raise LensError(f"option names must be strings, got {name!r}")
-            if name in LENS_SET or name in SHARED_SETTINGS:
-                raise LensError(f"option {name!r} is set by lens (TrainConfig.{name} or the data), not by options")
+            if name in SHARED_SETTINGS:
+                flag = {"k": "--k", "l1_coefficient": "--l1", "l0_coefficient": "--l0"}.get(name)
+                raise LensError(f"option {name!r} is set by lens from TrainConfig.{name}"
+                                f"{f' ({flag} in lens sae train)' if flag else ''}, not by options")
+            if name in LENS_SET:
+                raise LensError(f"option {name!r} is set by lens from the data and TrainConfig (d_sae / expansion, "
+                                "device, normalize), not by options")
         try:
             json.dumps(self.options)
         except (TypeError, ValueError) as e:
@@ -237,8 +247,8 @@ def training_sae(cfg: TrainConfig, d_in: int, metadata: dict[str, Any] | None = 
         sae = sae_cls(cfg_cls(**kwargs))
     except (ValueError, TypeError, AssertionError) as e:
         why = (str(e).splitlines() or [""])[0][:200]
-        raise LensError(f"sae_lens refused the {cfg.architecture} settings ({type(e).__name__}: {why}); "
-                        "change them in TrainConfig (options for the architecture's own fields)") from None
+        raise LensError(f"sae_lens refused the {cfg.architecture} settings ({type(e).__name__}: {why}); change "
+                        "them (its own fields: TrainConfig.options, --option in lens sae train)") from None
     if metadata:
         sae.cfg.metadata = SAEMetadata(**{**sae.cfg.metadata.to_dict(), **metadata})
     return sae

@@ -129,3 +129,82 @@ def test_options_are_part_of_the_settings_compared_on_resume():
     b = TrainConfig(architecture="topk", options={"aux_loss_coefficient": 0.25})
     assert a.differs(b) == ["options"] and not a.differs(TrainConfig.from_json(a.to_json()))
     assert TrainConfig.from_json({k: v for k, v in a.to_json().items() if k != "options"}).options == {}
+
+
+def test_the_static_list_of_builtins_is_the_registry():
+    from saes.config import BUILTIN_ARCHITECTURES
+
+    assert set(BUILTIN_ARCHITECTURES) == set(ARCHS) and list(BUILTIN_ARCHITECTURES) == sorted(BUILTIN_ARCHITECTURES)
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory):
+    from lens.capture_folder import capture_to_disk
+    from lens.tiny import tiny_model
+
+    torch.manual_seed(0)
+    texts = [f"row {i}: the quick brown fox jumps over {i * 7} lazy dogs." for i in range(12)]
+    return capture_to_disk(tiny_model("llama", n_layers=2, d_model=16), texts, [SITE], "all", batch_size=4,
+                           out=tmp_path_factory.mktemp("cap") / "cap", progress=False).path
+
+
+def _train_cli(monkeypatch, capsys, capture, out, *argv):
+    from tests.helpers import run_cli
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return run_cli(monkeypatch, capsys, ["sae", "train", "-c", capture, "-o", out, "--d-sae", "32", "--k", "4",
+                                             "--total-rows", "128", "--batch-size", "32", "--buffer-rows", "64",
+                                             "--checkpoint-every", "0", "--json", *argv])
+
+
+def test_cli_help_lists_every_registered_architecture(monkeypatch, capsys):
+    from tests.helpers import run_cli
+
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = run_cli(monkeypatch, capsys, ["sae", "train", "--help"])
+    assert code == 0 and "--option" in out and "--import" in out
+    for arch in ARCHS:
+        assert arch in out, arch
+
+
+def test_cli_options_reach_the_architecture(tmp_path, monkeypatch, capsys, capture):
+    import json
+
+    code, out, err = _train_cli(monkeypatch, capsys, capture, tmp_path / "sae", "--arch", "matryoshka_batchtopk",
+                                "--option", "matryoshka_widths=[8, 32]", "--option", "use_matryoshka_aux_loss=true",
+                                "--option", "aux_loss_coefficient=0.5", "--option", "apply_b_dec_to_input=false")
+    assert code == 0, err
+    train = json.loads((tmp_path / "sae" / "lens.json").read_text())["train"]
+    assert train["architecture"] == "matryoshka_batchtopk" and json.loads(out)["d_sae"] == 32
+    assert train["options"] == {"matryoshka_widths": [8, 32], "use_matryoshka_aux_loss": True,
+                                "aux_loss_coefficient": 0.5, "apply_b_dec_to_input": False}  # JSON values
+    code, _, err = _train_cli(monkeypatch, capsys, capture, tmp_path / "mp", "--arch", "matching_pursuit",
+                              "--option", "max_iterations=3")
+    assert code == 0, err
+    assert json.loads((tmp_path / "mp" / "cfg.json").read_text())["architecture"] == "matching_pursuit"
+
+
+def test_cli_trains_an_architecture_a_user_module_registers(tmp_path, monkeypatch, capsys, capture):
+    import sys
+
+    import sae_lens.registry
+
+    # the user's module registers into a copy of the registry, restored after the test
+    registry = dict(sae_lens.registry.SAE_TRAINING_CLASS_REGISTRY)
+    monkeypatch.setattr(sae_lens.registry, "SAE_TRAINING_CLASS_REGISTRY", registry)
+    (tmp_path / "my_lens_arch.py").write_text(
+        "from sae_lens import StandardTrainingSAE, StandardTrainingSAEConfig, register_sae_training_class\n"
+        "register_sae_training_class('my_cli_l1', StandardTrainingSAE, StandardTrainingSAEConfig)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        code, _, err = _train_cli(monkeypatch, capsys, capture, tmp_path / "sae", "--arch", "my_cli_l1")
+        assert code == 2 and "--arch 'my_cli_l1' is not in sae_lens's training registry" in err
+        code, out, err = _train_cli(monkeypatch, capsys, capture, tmp_path / "sae", "--import", "my_lens_arch",
+                                    "--arch", "my_cli_l1", "--l1", "0.25", "--option", "lp_norm=2")
+        assert code == 0, err
+    finally:
+        sys.modules.pop("my_lens_arch", None)
+    train = load_sae(tmp_path / "sae").meta["train"]
+    assert train["architecture"] == "my_cli_l1" and train["l1_coefficient"] == 0.25
+    assert train["options"] == {"lp_norm": 2} and "my_cli_l1" in registry

@@ -2,14 +2,56 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
+
+from saes.config import BUILTIN_ARCHITECTURES
 
 from .common import console, emit_json, load_options, table
 from .validate import choice, fraction, non_negative, non_negative_float, positive, positive_float
 
 app = typer.Typer(help="Train, evaluate and describe SAEs (sae_lens architectures and format).", no_args_is_help=True)
+
+OPTION_FORM = ("use KEY=VALUE, a field of the architecture's sae_lens config class and its value as JSON "
+               "(e.g. matryoshka_widths=[64,256], aux_loss_coefficient=0.5, use_matryoshka_aux_loss=true) or "
+               "else a string")
+
+
+def parse_options(items: list[str] | None) -> dict:
+    """`--option KEY=VALUE` items as TrainConfig.options: each VALUE parsed as JSON when it is JSON, else kept
+    as a string. A malformed item or a key given twice raises a LensError."""
+    from ..errors import LensError
+
+    options: dict = {}
+    for item in items or []:
+        key, eq, text = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise LensError(f"--option {item!r}: {OPTION_FORM}")
+        if key in options:
+            raise LensError(f"--option {key} is given twice; give each option once")
+        try:
+            options[key] = json.loads(text)
+        except ValueError:
+            options[key] = text
+    return options
+
+
+def import_modules(modules: list[str] | None) -> None:
+    """Import each `--import` module (e.g. one that registers an SAE architecture with sae_lens)."""
+    import importlib
+
+    from ..errors import LensError
+
+    for module in modules or []:
+        try:
+            importlib.import_module(module)
+        except Exception as e:  # the user's module: any failure to import it is theirs to fix
+            why = (str(e).splitlines() or [""])[0][:200]
+            raise LensError(f"--import {module}: cannot import it ({type(e).__name__}: {why}); give a module on "
+                            "the Python path (e.g. PYTHONPATH=. for one in this folder)") from None
 
 
 @app.command("train")
@@ -25,12 +67,23 @@ def train(
     out: Path = typer.Option(..., "--out", "-o", help="SAE folder (resumed when it holds an interrupted run)"),
     site: str = typer.Option(None, help="site to train on (default: the capture's only site; required with "
                                         "--model)"),
-    architecture: str = typer.Option("topk", "--arch", help="topk | batchtopk | jumprelu | standard",
-                                     callback=choice("topk", "batchtopk", "jumprelu", "standard")),
+    architecture: str = typer.Option(
+        "topk", "--arch",
+        help=f"SAE architecture, a name in sae_lens's training registry: {' | '.join(BUILTIN_ARCHITECTURES)}, "
+             "or one a module given with --import registers"),
+    option: list[str] = typer.Option(
+        None, "--option", metavar="KEY=VALUE",
+        help="a setting of the architecture's sae_lens config class (repeatable); VALUE is read as JSON when it "
+             "is JSON, else as a string: --option matryoshka_widths=[64,256] --option aux_loss_coefficient=0.5"),
+    imports: list[str] = typer.Option(
+        None, "--import", metavar="MODULE",
+        help="import this Python module first (repeatable), e.g. one that calls "
+             "sae_lens.register_sae_training_class to add an architecture"),
     expansion: int = typer.Option(8, help="d_sae = expansion x d_in (unless --d-sae)", callback=positive),
     d_sae: int = typer.Option(None, help="number of latents", callback=positive),
-    k: int = typer.Option(16, help="active latents per row (topk, batchtopk); at most d_sae", callback=positive),
-    l1: float = typer.Option(5.0, help="L1 coefficient (standard)", callback=non_negative_float),
+    k: int = typer.Option(16, help="active latents per row (topk, abstopk) or on average per row (batchtopk, "
+                                   "matryoshka_batchtopk); at most d_sae", callback=positive),
+    l1: float = typer.Option(5.0, help="L1 coefficient (standard, gated)", callback=non_negative_float),
     l0: float = typer.Option(1.0, help="L0 coefficient (jumprelu)", callback=non_negative_float),
     lr: float = typer.Option(1e-3, help="learning rate (> 0)", callback=positive_float),
     total_rows: int = typer.Option(200_000, help="training rows (the capture is re-read in epochs)",
@@ -54,7 +107,7 @@ def train(
     """Train an SAE on a capture folder or on a model's activations streamed as it runs over --inputs;
     shows progress, checkpoints, resumes when re-run. Under torchrun / accelerate launch the training is
     data-parallel (each process its share of every batch) and rank 0 reports."""
-    from saes.config import TrainConfig
+    from saes.config import TrainConfig, registered_architectures
     from saes.evals import evaluate
     from saes.io import load_sae
     from saes.stream import head_rows
@@ -64,11 +117,16 @@ def train(
     from ..distributed import ranks
     from ..errors import LensError
 
+    options = parse_options(option)
+    import_modules(imports)
+    if architecture not in (known := registered_architectures()):
+        raise LensError(f"--arch {architecture!r} is not in sae_lens's training registry; use one of "
+                        f"{', '.join(known)}, or --import a module that registers it")
     cfg = TrainConfig(architecture=architecture, d_sae=d_sae, expansion=expansion, k=k, l1_coefficient=l1,
                       l0_coefficient=l0, lr=lr, total_rows=total_rows, batch_size=batch_size, buffer_rows=buffer_rows,
                       normalize=normalize, checkpoint_every=checkpoint_every, seed=seed, sparse_decode=sparse_decode,
-                      device=str(load_options(ctx).get("device", "cpu")))  # `lens --device cuda sae train ...`
-    cfg.validate()  # the architecture and its options against sae_lens's registry, before any data is read
+                      options=options, device=str(load_options(ctx).get("device", "cpu")))  # `lens --device cuda ...`
+    cfg.validate()  # the options against the architecture's config class, before any data is read
     if (capture is None) == (model is None):
         raise LensError("give --capture DIR (a capture folder) or --model SPEC with --inputs FILE and --site "
                         "(activations streamed from the model), not both")
