@@ -8,6 +8,7 @@ are passed explicitly so that padded rows compute exactly what unpadded rows com
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -153,24 +154,38 @@ def fit_context(model: Model, ids: list, offsets: list, too_long: str, first_ind
                       + (f" and {len(cut) - 10} more" if len(cut) > 10 else ""), stacklevel=3)
 
 
+def pad_rows(rows: Sequence[Sequence[int]], pad_id: int, side: str = "right", device: torch.device | str = "cpu",
+             ) -> tuple[Int[torch.Tensor, "batch seq"], Int[torch.Tensor, "batch seq"]]:
+    """Rows of token ids padded on `side` to the longest: (input_ids with `pad_id` in pad slots,
+    attention_mask with 1 on real tokens), on `device`."""
+    lengths = [len(r) for r in rows]
+    width = max(lengths)
+    n = torch.tensor(lengths)[:, None]
+    slots = torch.arange(width)[None, :]
+    real = (slots >= width - n) if side == "left" else (slots < n)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    input_ids[real] = flat_ids(rows)  # row-major order of the mask = token order
+    return input_ids.to(device), real.long().to(device)
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device | str = "cpu",
+             ) -> tuple[Int[torch.Tensor, "batch seq"], Int[torch.Tensor, "batch seq"]]:
+    """`pad_rows` on the left, as generation feeds Hugging Face's ``generate``."""
+    return pad_rows(rows, pad_id, "left", device)
+
+
 def pad(model: Model, ids: list, offsets: list, side: str) -> Batch:
     """Pad rows of token ids into a Batch (pad token, mask, absolute positions); ids outside the
     vocabulary raise."""
     tok = model.tokenizer
     lengths = [len(r) for r in ids]
     width = max(lengths)
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-    n = torch.tensor(lengths)[:, None]
-    slots = torch.arange(width)[None, :]
-    mask = (slots >= width - n) if side == "left" else (slots < n)
-    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    flat = flat_ids(ids)
+    input_ids, mask = pad_rows(ids, tok.pad_token_id if tok.pad_token_id is not None else 0, side)
+    flat = input_ids[mask.bool()]
     vocab = model.vocab_size
     if flat.numel() and int(flat.max()) >= vocab:
         bad = int(torch.searchsorted(torch.tensor(lengths).cumsum(0), int((flat >= vocab).nonzero()[0]), right=True))
         raise LensError(f"input {bad} of the batch: token id {int(flat.max())} is outside the model's vocabulary "
                         f"of {vocab}; were these ids made by another tokenizer?")
-    input_ids[mask] = flat  # row-major order of the mask = token order
     pads = [width - k for k in lengths] if side == "left" else [0] * len(ids)
-    mask = mask.long()
     return Batch(input_ids, mask, positions_from_mask(mask), offsets, lengths, pads, side)

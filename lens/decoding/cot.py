@@ -35,6 +35,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..batching import left_pad
 from ..errors import LensError
 from ..evaluation.answers import Extractor, get_extractor, normalise, to_number
 from ..evaluation.behaviours import looks_like_reasoning
@@ -48,7 +49,6 @@ from .generate import (
     eos_ids,
     generate,
     generation_config,
-    left_pad,
     pad_id_of,
 )
 from .loop import returned_cache

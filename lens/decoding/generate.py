@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 
+from ..batching import left_pad
 from ..errors import LensError
 from ..interventions.engine import batch_rows
 from .loop import decode_loop
@@ -166,20 +167,6 @@ def encode_prompts(model: Any, prompts: Sequence[Prompt], add_special_tokens: bo
         if not out[-1]:
             raise LensError(f"prompt {len(out) - 1} is empty after tokenization; give at least one token")
     return out
-
-
-def left_pad(
-    rows: Sequence[Sequence[int]], pad_id: int, device: torch.device | str = "cpu"
-) -> tuple[Int[Tensor, "batch seq"], Int[Tensor, "batch seq"]]:
-    """Left-padded ``input_ids`` and ``attention_mask`` of token-id rows."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        if len(r):
-            ids[i, width - len(r) :] = torch.tensor(list(r), dtype=torch.long)
-            mask[i, width - len(r) :] = 1
-    return ids.to(device), mask.to(device)
 
 
 def eos_ids(model: Any, eos_token_id: int | Sequence[int] | None | str = "default") -> list[int]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..batching import left_pad
 from ..interventions.backends.nnsight_backend import generate_planned, language_model, plan
 from ..interventions.engine import batch_rows
 from ..interventions.spec import Intervention
@@ -24,7 +25,6 @@ from .generate import (
     eos_ids,
     finish,
     generation_config,
-    left_pad,
     pad_id_of,
 )
 
