@@ -8,6 +8,7 @@ import torch
 
 from lens import LensError
 from lens.hybrid import ALL_ABLATIONS, MODES, HybridConfig, hybrid_generate, hybrid_generate_reference
+from lens.hybrid.config import Draws, draw_seed
 from lens.hybrid.decide import choose, select_vectors
 from lens.hybrid.region import Region
 from lens.tiny import tiny_model
@@ -95,7 +96,7 @@ def test_choose_follows_the_modes_and_ablations():
     unsteered, cands = torch.tensor([1, 0]), [torch.tensor([2, 2]), torch.tensor([3, 3])]
     gated = torch.tensor([True, True])
     cfg = lambda mode, ab="none": _cfg(tiny_model("llama", n_layers=2), ab, mode=mode)  # noqa: E731
-    g = torch.Generator().manual_seed(0)
+    g = Draws.at(0, [0, 1], 0)
     tok, pick = choose(cfg("paper"), think, unsteered, cands, gated, g)
     assert tok.tolist() == [2, 2] and pick.tolist() == [0, 0]  # steered only; tie (rows 2 = 3) -> first coefficient
     tok, pick = choose(cfg("unsteered_allowed"), think, unsteered, cands, gated, g)
@@ -107,8 +108,8 @@ def test_choose_follows_the_modes_and_ablations():
                                                coefficients=(0.1, 0.2))
     tok, pick = choose(cfg("unsteered_allowed", "no_guardrail"), think, unsteered, cands, gated, g)
     assert pick.tolist() == [1, 1]
-    picks = {tuple(choose(cfg("paper", "random_guardrail"), think, unsteered, cands, gated, g)[1].tolist())
-             for _ in range(40)}
+    picks = {tuple(choose(cfg("paper", "random_guardrail"), think, unsteered, cands, gated,
+                          Draws.at(0, [0, 1], step))[1].tolist()) for step in range(40)}
     assert all(p in (0, 1) for row in picks for p in row) and len(picks) > 1
     tok, pick = choose(cfg("paper"), think, unsteered, cands, torch.tensor([False, True]), g)
     assert tok[0] == 1 and pick[0] == -1  # ungated rows keep the base's token
@@ -118,14 +119,14 @@ def test_random_vector_is_fixed_per_category_with_equal_norm_and_bias_kept():
     model = tiny_model("llama", n_layers=2)
     cfg = _cfg(model, "random_vector")
     resid = torch.randn(6, model.d_model)
-    idx, vec = select_vectors(cfg, resid, torch.Generator().manual_seed(0))
-    idx2, vec2 = select_vectors(_cfg(model, "random_vector"), resid, torch.Generator().manual_seed(9))
+    idx, vec = select_vectors(cfg, resid, Draws.at(0, range(6), 0))
+    idx2, vec2 = select_vectors(_cfg(model, "random_vector"), resid, Draws.at(9, range(6), 5))
     assert torch.equal(idx, idx2) and torch.equal(vec, vec2)  # fixed by the config's seed, not drawn per step
     torch.testing.assert_close(vec - cfg.bias, cfg.random_matrix[idx])
     torch.testing.assert_close(cfg.random_matrix.norm(dim=-1), cfg.matrix.norm(dim=-1))
     cos = torch.nn.functional.cosine_similarity(cfg.random_matrix, cfg.matrix, dim=-1)
     assert cos.abs().max() < 0.5
-    _, vb = select_vectors(_cfg(model, "bias_only"), resid, torch.Generator())
+    _, vb = select_vectors(_cfg(model, "bias_only"), resid, Draws.at(0, range(6), 0))
     torch.testing.assert_close(vb, cfg.bias.expand_as(vb))
 
 
@@ -192,6 +193,41 @@ def test_padded_batch_equals_rows_alone(pair):
     for i, p in enumerate(PROMPTS):
         alone = hybrid_generate(base, thinking, [p], _cfg(base), max_new_tokens=8)
         assert alone.tokens[0] == together.tokens[i]
+
+
+def test_draws_are_per_row_and_step_never_per_batch():
+    """Each row draws from its own generator, seeded by (seed, row, step, kind): the same draw in any batch."""
+    d = Draws.at(5, [3, 0, 7], 2)
+    for kind, draw in (("random_category", lambda x: x.ints("random_category", 1000)),
+                       ("random_guardrail", lambda x: x.ints("random_guardrail", 1000)),
+                       ("random_vector_per_step", lambda x: x.normal("random_vector_per_step", 8))):
+        got = draw(d)
+        for i, row in enumerate((3, 0, 7)):
+            assert torch.equal(draw(Draws.at(5, [row], 2))[0], got[i]), kind
+    assert len({draw_seed(5, r, s, k) for r in range(4) for s in range(4) for k in ("random_category",
+                                                                                   "random_guardrail")}) == 32
+    assert Draws.at(5, [], 0).normal("random_vector_per_step", 8).shape == (0, 8)
+    assert not torch.equal(d.ints("random_category", 1000), Draws.at(5, [3, 0, 7], 3).ints("random_category", 1000))
+
+
+@pytest.mark.parametrize("ablation", ["random_category", "random_guardrail", "random_vector_per_step"])
+def test_random_ablations_give_each_prompt_the_same_run_in_any_batch(pair, ablation):
+    """A prompt's random draws follow its index (``rows``), not its batch: the prompts split over two calls
+    (as two processes or another batch size would) run as in one call, and the reference draws the same."""
+    base, thinking = pair
+    together = hybrid_generate(base, thinking, PROMPTS, _cfg(base, ablation), max_new_tokens=10)
+    first = hybrid_generate(base, thinking, PROMPTS[:1], _cfg(base, ablation), max_new_tokens=10)
+    rest = hybrid_generate(base, thinking, PROMPTS[1:], _cfg(base, ablation), max_new_tokens=10, rows=[1, 2])
+    assert together.steered.any()
+    assert first.tokens + rest.tokens == together.tokens
+    for part, at in ((first, slice(0, 1)), (rest, slice(1, 3))):
+        steps = part.category.shape[1]
+        assert torch.equal(part.category, together.category[at, :steps])
+        assert torch.equal(part.coefficient, together.coefficient[at, :steps])
+    ref = hybrid_generate_reference(base, thinking, PROMPTS[1:], _cfg(base, ablation), max_new_tokens=10, rows=[1, 2])
+    assert ref.tokens == rest.tokens and torch.equal(ref.category, rest.category)
+    with pytest.raises(LensError, match="2 row indices for 3 prompts"):
+        hybrid_generate(base, thinking, PROMPTS, _cfg(base, ablation), max_new_tokens=2, rows=[0, 1])
 
 
 def test_same_model_never_steers_and_equals_greedy(pair):

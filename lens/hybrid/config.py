@@ -22,16 +22,21 @@ does without its guardrail: it steers with the first coefficient of its list, wh
 (in mode ``unsteered_allowed``: the largest, as lens did)). EXTRA_ABLATIONS are lens's earlier ones
 (``random_vector_per_step``: a fresh random vector each step, of the norm of category + bias, replacing both).
 
-Random draws: one ``torch.Generator`` seeded with ``seed`` per generation; at every step where some row is
-gated, in this order: ``random_category`` one category per row (``randint``), ``random_vector_per_step``
-one [batch, d_model] ``randn``, ``random_guardrail`` one coefficient index per row (``randint``). The
-KV-cached loop and the reference draw the same, so their choices agree.
+Random draws (`Draws`): each row's draw at a step comes from its own ``torch.Generator``, seeded by (``seed``,
+the row's prompt index, the step, the draw's kind), so it does not depend on the other rows of its batch,
+on the batch size or on how many processes share the prompts: ``random_category`` one category
+(``randint``), ``random_vector_per_step`` one [d_model] ``randn``, ``random_guardrail`` one coefficient
+index (``randint``). The prompt index is the row's place in the call unless given (`hybrid_generate`'s
+``rows``; the study passes each prompt's index in its task set). The KV-cached loop and the reference
+draw the same, so their choices agree.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from jaxtyping import Float
 
@@ -120,3 +125,51 @@ class HybridConfig:
     def check(self, d_model: int) -> None:
         if self.matrix.shape[1] != d_model:
             raise LensError(f"category vectors have width {self.matrix.shape[1]}, the models {d_model}")
+
+
+#: the kinds of random draw, each with its own stream (the fourth number of a draw's seed)
+DRAW_KINDS = {"random_category": 1, "random_vector_per_step": 2, "random_guardrail": 3}
+
+
+def draw_seed(seed: int, row: int, step: int, kind: str) -> int:
+    """The seed of one row's draw of `kind` at `step` (a hash of the four numbers, 63 bits)."""
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(row), int(step), DRAW_KINDS[kind]])
+    return int(state.generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def draw_rows(rows: Sequence[int] | None, n: int) -> tuple[int, ...]:
+    """The prompt index of each of n rows, seeding its random draws (default 0..n-1)."""
+    if rows is None:
+        return tuple(range(n))
+    rows = tuple(int(r) for r in rows)
+    if len(rows) != n:
+        raise LensError(f"{len(rows)} row indices for {n} prompts")
+    return rows
+
+
+@dataclass(frozen=True)
+class Draws:
+    """The hybrid's random draws at one step: row i's from its own generator, seeded by
+    (seed, rows[i], step, kind) (`draw_seed`), never by the batch it sits in."""
+
+    seed: int
+    rows: tuple[int, ...]
+    step: int
+
+    @classmethod
+    def at(cls, seed: int, rows: Sequence[int], step: int) -> Draws:
+        return cls(int(seed), tuple(int(r) for r in rows), int(step))
+
+    def _gen(self, row: int, kind: str) -> torch.Generator:
+        return torch.Generator().manual_seed(draw_seed(self.seed, row, self.step, kind))
+
+    def ints(self, kind: str, high: int) -> torch.Tensor:
+        """One integer in [0, high) per row ([rows], long)."""
+        return torch.tensor([int(torch.randint(high, (1,), generator=self._gen(r, kind))) for r in self.rows],
+                            dtype=torch.long)
+
+    def normal(self, kind: str, width: int) -> torch.Tensor:
+        """One standard Gaussian vector of `width` per row ([rows, width], float32)."""
+        if not self.rows:
+            return torch.zeros(0, width)
+        return torch.stack([torch.randn(width, generator=self._gen(r, kind)) for r in self.rows])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from jaxtyping import Float, Int
 
-from .config import NO_CATEGORY, NO_VECTOR, HybridConfig
+from .config import NO_CATEGORY, NO_VECTOR, Draws, HybridConfig
 
 
 def gate_rows(cfg: HybridConfig, base_logits: torch.Tensor, think_logits: torch.Tensor) -> torch.Tensor:
@@ -19,7 +19,7 @@ def gate_rows(cfg: HybridConfig, base_logits: torch.Tensor, think_logits: torch.
 
 
 def select_vectors(
-    cfg: HybridConfig, think_resid: Float[torch.Tensor, "batch d"], gen: torch.Generator
+    cfg: HybridConfig, think_resid: Float[torch.Tensor, "batch d"], draws: Draws
 ) -> tuple[Int[torch.Tensor, " batch"], Float[torch.Tensor, "batch d"]]:
     """(category recorded per row, steering vector per row) under the configured selector and ablation.
 
@@ -33,7 +33,7 @@ def select_vectors(
         cos = torch.nn.functional.normalize(think_resid.float(), dim=-1) @ torch.nn.functional.normalize(m, dim=-1).T
         idx = cos.argmax(-1)
     if cfg.ablation == "random_category":
-        idx = torch.randint(len(cfg.names), idx.shape, generator=gen).to(idx.device)
+        idx = draws.ints("random_category", len(cfg.names)).to(idx.device)
     if cfg.ablation == "random_vector":  # the paper's: fixed per category, same norm, bias kept (below)
         m = cfg.random_matrix.to(think_resid.device)
     has = idx >= 0
@@ -44,7 +44,7 @@ def select_vectors(
         vec = vec + cfg.bias.to(vec.device).float()
     vec = vec * has[:, None]
     if cfg.ablation == "random_vector_per_step":  # lens's earlier one: replaces category and bias
-        rnd = torch.randn(vec.shape, generator=gen).to(vec.device)
+        rnd = draws.normal("random_vector_per_step", vec.shape[-1]).to(vec.device)
         vec = rnd / rnd.norm(dim=-1, keepdim=True) * vec.norm(dim=-1, keepdim=True)
     recorded = torch.where(has, idx if cfg.ablation != "bias_only" else torch.full_like(idx, NO_CATEGORY), NO_VECTOR)
     return recorded, vec
@@ -52,7 +52,7 @@ def select_vectors(
 
 def choose(
     cfg: HybridConfig, think_logprobs: torch.Tensor, unsteered: torch.Tensor, candidates: list[torch.Tensor],
-    gated: torch.Tensor, gen: torch.Generator,
+    gated: torch.Tensor, draws: Draws,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(chosen token per row, chosen coefficient index per row; -1 = unsteered).
 
@@ -67,7 +67,7 @@ def choose(
     tokens = steered if paper else torch.cat([unsteered[:, None], steered], dim=-1)
     off = 0 if paper else 1
     if cfg.ablation == "random_guardrail":
-        pick = torch.randint(len(candidates), unsteered.shape, generator=gen) + off
+        pick = draws.ints("random_guardrail", len(candidates)) + off
     elif cfg.ablation == "no_guardrail":
         pick = torch.full_like(unsteered, cfg.no_guardrail_index if paper else len(candidates))
     else:

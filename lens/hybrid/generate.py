@@ -21,6 +21,8 @@ not expose its tensors).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from ..batching import encode
@@ -30,6 +32,7 @@ from ..hooks import hooks
 from ..interventions import Intervention, Where, steer
 from ..models import Model
 from .common import HybridConfig, HybridResult, StepLog, choose, gate_rows, select_vectors
+from .config import Draws, draw_rows
 from .region import Region
 
 
@@ -136,11 +139,14 @@ def hybrid_generate(
     max_new_tokens: int = 64,
     eos_token_id: int | None = None,
     thinking_prompts: list[str] | None = None,
+    rows: Sequence[int] | None = None,
 ) -> HybridResult:
     """Generate greedily from `base`, steered where the gate fires (see module docstring).
 
     thinking_prompts: the thinking model's own prompts (e.g. its chat template), one per prompt;
     default `prompts`. See `thinking_side` for how ids pass between two models with other specials.
+    rows: each prompt's index in its task set (default 0..n-1): it seeds the prompt's random draws
+    (`lens.hybrid.config.Draws`), so a prompt draws the same in any batch.
     """
     cfg.check(base.d_model)
     dev = base.device
@@ -150,8 +156,8 @@ def hybrid_generate(
     t_fill = thinking.tokenizer.pad_token_id if thinking.tokenizer.pad_token_id is not None else 0
     t_ids, t_mask = t_ids.to(thinking.device), t_mask.to(thinking.device)
     eos = eos_token_id if eos_token_id is not None else base.tokenizer.eos_token_id
-    gen = torch.Generator().manual_seed(cfg.seed)
     n = len(prompts)
+    rows = draw_rows(rows, n)
     log = StepLog(n, max_new_tokens, cfg.coefficients, eos)
     region = Region(cfg, base, thinking, n, eos)
     resid: dict[str, torch.Tensor] = {}
@@ -176,7 +182,8 @@ def hybrid_generate(
             gated = gate_rows(cfg, b_logits, t_logits) & ~log.done.to(dev) & region.allowed(t_top_raw).to(dev)
             token = unsteered
             if bool(gated.any()):
-                cat, vec = select_vectors(cfg, resid["h"], gen)
+                draws = Draws.at(cfg.seed, rows, k)
+                cat, vec = select_vectors(cfg, resid["h"], draws)
                 t_logp = t_logits.log_softmax(-1)
                 cands = []
                 variants = [_last_kv(b_cache)]  # position q unsteered, then once per coefficient
@@ -187,7 +194,8 @@ def hybrid_generate(
                     cands.append(logits_c.argmax(-1).to(dev))
                     if variants[0] is not None:
                         variants.append(_last_kv(b_cache))
-                token, pick = choose(cfg, t_logp.cpu(), unsteered.cpu(), [c.cpu() for c in cands], gated.cpu(), gen)
+                token, pick = choose(cfg, t_logp.cpu(), unsteered.cpu(), [c.cpu() for c in cands], gated.cpu(),
+                                     draws)
                 token = token.to(dev)
                 # variant of position q to keep: 0 = unsteered (mode paper, or not steered), i = coefficient i - 1
                 keep = pick + 1 if cfg.mode == "unsteered_allowed" else torch.zeros_like(pick)

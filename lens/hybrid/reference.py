@@ -7,7 +7,8 @@ under each ablation, the candidate sweep, the guardrail (strict `>` over the coe
 reasoning phase (no steering at or after the thinking model's end-of-reasoning marker, the base's EOS
 replaced by the thinking model's token inside it, the answer prompt forced after it). Shared with the
 cached path: the configuration (`HybridConfig`, including its fixed random vectors), the pair's
-`TokenMap`, tokenisation, and the order of the random draws (`lens.hybrid.config`).
+`TokenMap`, tokenisation, and the random draws (`lens.hybrid.config.Draws`: per row, seeded by the
+row's prompt index and the step).
 
 Mode paper: each candidate is a full forward with coefficient x vector added at the newest position
 only, no past steering replayed (hybrid_eval.py's revert). Mode unsteered_allowed: past steering choices
@@ -16,13 +17,15 @@ are replayed at their positions on every recompute, as the cached loop keeps the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from ..batching import token_rows
 from ..hooks import hooks
 from ..models import Model
 from .common import HybridResult
-from .config import HybridConfig
+from .config import Draws, HybridConfig, draw_rows
 
 
 def _forward(model: Model, rows: list[list[int]], site=None, adds=None, read_site=None) -> tuple:
@@ -86,12 +89,11 @@ def _gate(cfg: HybridConfig, b_logits: torch.Tensor, t_logits: torch.Tensor) -> 
     return out
 
 
-def _vectors(cfg: HybridConfig, resid: torch.Tensor, gen: torch.Generator) -> tuple[list[int], list[torch.Tensor]]:
+def _vectors(cfg: HybridConfig, resid: torch.Tensor, draws: Draws) -> tuple[list[int], list[torch.Tensor]]:
     """(category recorded per row, steering vector per row): the selector's pick, then the ablation.
 
     A pick of -1 (a latent without a vector, the paper's missing key) steers with nothing, recorded -2;
     bias_only records -1 (no category used)."""
-    n = len(resid)
     if callable(cfg.selector):
         cats = [int(c) for c in torch.as_tensor(cfg.selector(resid)).reshape(-1)]
     else:  # nearest: the category direction with the highest cosine to the thinking residual
@@ -99,7 +101,7 @@ def _vectors(cfg: HybridConfig, resid: torch.Tensor, gen: torch.Generator) -> tu
         units = m / m.norm(dim=-1, keepdim=True).clamp(min=1e-12)
         cats = [int((units @ (h / h.norm().clamp(min=1e-12))).argmax()) for h in resid.float()]
     if cfg.ablation == "random_category":
-        cats = torch.randint(len(cfg.names), (n,), generator=gen).tolist()
+        cats = draws.ints("random_category", len(cfg.names)).tolist()
     source = cfg.random_matrix if cfg.ablation == "random_vector" else cfg.matrix
     vecs = []
     for c in cats:
@@ -110,7 +112,7 @@ def _vectors(cfg: HybridConfig, resid: torch.Tensor, gen: torch.Generator) -> tu
         else:
             vecs.append(source[c] + (cfg.bias.float() if cfg.bias is not None else 0.0))
     if cfg.ablation == "random_vector_per_step":
-        rnd = torch.randn((n, cfg.matrix.shape[1]), generator=gen)
+        rnd = draws.normal("random_vector_per_step", cfg.matrix.shape[1])
         vecs = [r / r.norm() * v.norm() for r, v in zip(rnd, vecs, strict=True)]
     recorded = [-2 if c < 0 else (-1 if cfg.ablation == "bias_only" else c) for c in cats]
     return recorded, vecs
@@ -133,17 +135,19 @@ def _guardrail(cfg: HybridConfig, logprobs: torch.Tensor, unsteered: int, cands:
 
 def hybrid_generate_reference(
     base: Model, thinking: Model, prompts: list[str], cfg: HybridConfig, max_new_tokens: int = 64,
-    eos_token_id: int | None = None, thinking_prompts: list[str] | None = None,
+    eos_token_id: int | None = None, thinking_prompts: list[str] | None = None, rows: Sequence[int] | None = None,
 ) -> HybridResult:
-    """Same decisions as `hybrid_generate`, recomputing both models over the whole sequence each step."""
+    """Same decisions as `hybrid_generate`, recomputing both models over the whole sequence each step.
+
+    rows: each prompt's index (seeds its random draws), as `hybrid_generate`'s."""
     cfg.check(base.d_model)
     n = len(prompts)
+    ids = draw_rows(rows, n)
     t_texts = list(thinking_prompts if thinking_prompts is not None else prompts)
     b_rows = [list(r) for r in token_rows(base, list(prompts), offsets=False)[0]]
     t_rows = [list(r) for r in token_rows(thinking, t_texts, offsets=False)[0]]
     table, to_thinking = _base_to_thinking(base, thinking)
     eos = eos_token_id if eos_token_id is not None else base.tokenizer.eos_token_id
-    gen = torch.Generator().manual_seed(cfg.seed)
     coefs = list(cfg.coefficients)
     # the reasoning phase (mode paper): the thinking model's one-token end-of-reasoning marker
     close_ids = (thinking.tokenizer.encode(cfg.think_close, add_special_tokens=False)
@@ -170,19 +174,20 @@ def hybrid_generate_reference(
             out = list(unsteered)
             steered, cat_row, coef_row = [False] * n, [-1] * n, [0.0] * n
             if any(gated):
-                cats, vecs = _vectors(cfg, resid, gen)
+                draws = Draws.at(cfg.seed, ids, k)
+                cats, vecs = _vectors(cfg, resid, draws)
                 last = [len(row) - 1 for row in b_rows]
                 cands = []
                 for c in coefs:
                     adds = [kept[r] + ([(last[r], c * vecs[r])] if gated[r] else []) for r in range(n)]
                     cands.append(_forward(base, b_rows, cfg.site, adds)[0].argmax(-1).tolist())
-                draws = (torch.randint(len(coefs), (n,), generator=gen).tolist()
+                picks = (draws.ints("random_guardrail", len(coefs)).tolist()
                          if cfg.ablation == "random_guardrail" else [None] * n)
                 logprobs = t_logits.log_softmax(-1)
                 for r in range(n):
                     if not gated[r]:
                         continue
-                    pick = _guardrail(cfg, logprobs[r], unsteered[r], [cand[r] for cand in cands], draws[r])
+                    pick = _guardrail(cfg, logprobs[r], unsteered[r], [cand[r] for cand in cands], picks[r])
                     cat_row[r] = cats[r]
                     if pick >= 0:
                         out[r], steered[r], coef_row[r] = cands[pick][r], True, coefs[pick]
