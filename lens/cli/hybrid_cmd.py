@@ -8,6 +8,19 @@ from .common import console, emit_json, table
 from .validate import check_layer, choice, non_negative, positive, positive_float
 
 
+def parse_grid(text: str) -> tuple[float, ...]:
+    """Scales from "0,0.5,1": non-negative numbers, at least one."""
+    from ..errors import LensError
+
+    try:
+        grid = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        grid = ()
+    if not grid or any(not g >= 0 or g == float("inf") for g in grid):
+        raise LensError(f"--calibration-grid {text!r}: give comma-separated non-negative numbers, e.g. 0,0.5,1,2,3")
+    return grid
+
+
 def hybrid_cmd(
     ctx: typer.Context,
     base: str = typer.Option("organism:base", "--base"),
@@ -34,6 +47,12 @@ def hybrid_cmd(
         0.5, "--no-guardrail-coefficient", callback=positive_float,
         help="the coefficient the no_guardrail ablation steers with (hybrid_token.py's first, 0.5); one of the "
              "sweep 0.1..1.0"),
+    calibrate: int = typer.Option(0, "--calibrate", callback=non_negative,
+                                  help="organism pairs: rescale the bias and each category vector by the factor of "
+                                       "--calibration-grid under which the hybrid is most accurate on this many "
+                                       "training problems (disjoint from the held-out set); 0: no calibration"),
+    calibration_grid: str = typer.Option("0,0.5,1,2,3", "--calibration-grid",
+                                         help="comma-separated scales tried by --calibrate"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Accuracy of base, thinking and hybrid, gap recovered, fraction of tokens steered, and the ablations.
@@ -51,6 +70,10 @@ def hybrid_cmd(
                         "question/answer rows)")
     if not organism and selector != "taxonomy":
         raise LensError("on other pairs the categories come from the taxonomy; drop --selector")
+    if not organism and calibrate:
+        raise LensError("--calibrate runs on the bundled organism pairs only (it tunes on their training "
+                        "problems); drop it for other pairs")
+    grid = parse_grid(calibration_grid)
     b, t = load_both(ctx, base, thinking)
     check_layer("--layer", layer, b.n_layers)
     check_layer("--read-layer", read_layer, t.n_layers)
@@ -59,7 +82,8 @@ def hybrid_cmd(
 
         res = hybrid_organism.run(b, t, n=n, layer=layer, read_layer=read_layer, norm_frac=norm_frac, selector=selector,
                                   max_new_tokens=max_new_tokens, progress=say,
-                                  no_guardrail_coefficient=no_guardrail_coefficient)
+                                  no_guardrail_coefficient=no_guardrail_coefficient, calibrate=calibrate,
+                                  calibration_grid=grid)
     else:
         from ..studies import hybrid_generic
         from ..studies.reproduce import Sizes, setup
@@ -81,3 +105,8 @@ def hybrid_cmd(
               "gap_recovered": v["gap_recovered"], "steered": v["fraction_steered"], "gated": v["fraction_gated"]}
              for k, v in res["runs"].items()]
     console.print(table(f"hybrid on {n} held-out problems, {res['site']}", rows))
+    cal = res.get("vectors", {}).get("calibration")
+    if cal:
+        scales = ", ".join(f"{k} x{v:g}" for k, v in cal["category_scales"].items())
+        console.print(f"calibrated on {cal['n']} training problems: bias x{cal['bias_scale']:g}, {scales}",
+                      markup=False)

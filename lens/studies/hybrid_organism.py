@@ -24,7 +24,8 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..errors import LensError
-from ..hybrid.config import ALL_ABLATIONS, NO_GUARDRAIL_COEFFICIENT, PAPER_COEFFICIENTS
+from ..hybrid.calibrate import DEFAULT_GRID, calibrate_scales
+from ..hybrid.config import ALL_ABLATIONS, NO_GUARDRAIL_COEFFICIENT, PAPER_COEFFICIENTS, HybridConfig
 from ..hybrid.study import category_vectors, run_study
 from ..models import Model
 from . import organism_inputs as O
@@ -119,11 +120,16 @@ def run(
     max_new_tokens: int = 100,
     selector: str = "taxonomy",
     progress: Callable[[str], None] | None = None,
+    calibrate: int = 0,
+    calibration_grid: tuple[float, ...] = DEFAULT_GRID,
 ) -> dict:
     """Category vectors from the thinking model's labelled traces, then base/thinking/hybrid on n held-out problems.
 
     layer: the steer layer (default 1); read_layer: where the thinking model is read for the category
-    (the taxonomy's layer; default `layer`)."""
+    (the taxonomy's layer; default `layer`). calibrate: when > 0, the bias and each category vector are
+    rescaled by the factor of `calibration_grid` under which the hybrid is most accurate on that many
+    training problems (disjoint from the held-out set; `lens.hybrid.calibrate`), before every run; the
+    chosen scales and every score tried are in ``vectors.calibration``."""
     if selector not in SELECTORS:
         raise LensError(f"unknown selector {selector!r}; use one of {', '.join(SELECTORS)}")
     layer = 1 if layer is None else layer  # where the organism's T-minus-D direction is causal (lens organism eval)
@@ -131,7 +137,7 @@ def run(
     read_site = site if read_layer is None else f"blocks.{read_layer}.hook_resid_post"
     say = progress or (lambda _m: None)
     say("labelled thinking traces")
-    traces = O.labelled_traces(thinking)
+    traces = O.labelled_traces(thinking, max_new_tokens=max(110, max_new_tokens))
     think_prompts, direct_prompts = O.marker_contrast()
     step_names, pick, tinfo, variants = None, "nearest", {}, None
     if selector == "taxonomy":
@@ -144,9 +150,19 @@ def run(
         cats = {name: cats[name] for name in tinfo["taxonomy"]["categories"]}
     info.update(tinfo)
     prompts, answers = O.heldout(n)
+    calibration = None
+    if calibrate:
+        say(f"calibrating vector scales on {calibrate} training problems")
+        dev_prompts, dev_answers = O.dev_problems(calibrate)
+        cfg = HybridConfig(site, cats, bias=bias, coefficients=coefficients, selector=pick, read_site=read_site,
+                           answer_prompt=ANSWER_PROMPT)
+        calibration = calibrate_scales(base, thinking, dev_prompts, O.checker(dev_answers), cfg,
+                                       grid=calibration_grid, max_new_tokens=max_new_tokens, progress=say)
+        bias, cats = calibration.apply(bias, cats)
     out = run_study(base, thinking, prompts, O.checker(answers), site, bias, cats, coefficients=coefficients,
                     ablations=ablations, max_new_tokens=max_new_tokens, selector=pick, progress=say,
                     read_site=read_site, answer_prompt=ANSWER_PROMPT,
                     no_guardrail_coefficient=no_guardrail_coefficient, selector_variants=variants)
-    out["vectors"] = {**info, "norm_frac": norm_frac, "categories": list(cats), "selector": selector}
+    out["vectors"] = {**info, "norm_frac": norm_frac, "categories": list(cats), "selector": selector,
+                      "calibration": None if calibration is None else calibration.as_dict()}
     return out

@@ -34,6 +34,21 @@ def train_problems(n: int, seed: int = 4242, n_operands: int = 5) -> list[C.Prob
     return [C.random_problem(rng, n_operands) for _ in range(n)]
 
 
+def dev_problems(n: int, seed: int = 31337) -> tuple[list[str], list[int]]:
+    """n training problems for tuning (prompts, answers): their own seed, none equal to a held-out problem."""
+    from ..organism import load_heldout
+
+    held = {r["prompt"] for r in load_heldout()}
+    rng = random.Random(seed)
+    prompts, answers = [], []
+    while len(prompts) < n:
+        p = C.random_problem(rng, 5)
+        if p.prompt() not in held:
+            prompts.append(p.prompt())
+            answers.append(p.answer)
+    return prompts, answers
+
+
 def marker_contrast(n: int = 128, seed: int = 777) -> tuple[list[str], list[str]]:
     """Prompts with the think marker T and the same problems with the direct marker D."""
     probs = train_problems(n, seed)
