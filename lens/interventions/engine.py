@@ -20,7 +20,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 
 from ..errors import LensError
-from ..hooks import add_hook
+from ..hooks import add_hook, call_positions
 from ..models import Model
 from .ops import apply_op
 from .spec import Intervention
@@ -117,32 +117,16 @@ class Steering:
 
 
 def _call_state(args, kwargs, h: Steering, fixed_prompt_len) -> CallState:
-    x = kwargs.get("input_ids")
-    if x is None:
-        x = args[0] if args else kwargs.get("inputs_embeds")
-    if x is None:
-        raise LensError("steer: the forward call has neither input_ids nor inputs_embeds")
-    batch, t = x.shape[0], x.shape[1]
-    mask = kwargs.get("attention_mask")
-    pos_ids = kwargs.get("position_ids")
-    cache = kwargs.get("past_key_values")
-    if cache is None:
-        cache = kwargs.get("cache")
-    past = int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
-    valid = mask[:, -t:].bool() if mask is not None and mask.dim() == 2 else None
-    if pos_ids is not None and pos_ids.dim() == 2:  # what the model itself is told (HF generate sets it)
-        positions = pos_ids if pos_ids.shape[0] == batch else pos_ids.expand(batch, t)
-    elif valid is not None:  # only when the caller did not pass position ids
-        positions = (mask.long().cumsum(-1) - 1)[:, -t:]
-        if past == 0:
-            positions = positions.clamp(min=0)
-    else:
-        positions = (past + torch.arange(t, device=x.device)).expand(batch, t)
+    try:
+        positions, valid, past = call_positions(args, kwargs)
+    except LensError as e:
+        raise LensError(f"steer: {e}") from None
+    batch = positions.shape[0]
     if past == 0:  # a fresh sequence (a prompt pass, or a full recompute): steps count from here
         h.sequences += 1
         h.first_call = h.calls
         if fixed_prompt_len is not None:
-            plen = torch.as_tensor(fixed_prompt_len, device=x.device).long().reshape(batch)
+            plen = torch.as_tensor(fixed_prompt_len, device=positions.device).long().reshape(batch)
         elif valid is None:  # the prompt pass processes the whole prompt
             plen = positions.amax(-1) + 1
         else:
