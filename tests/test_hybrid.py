@@ -257,15 +257,18 @@ def test_config_errors():
 
 def test_taxonomy_selector_on_the_organism():
     """The taxonomy SAE's argmax latent picks categories; the study runs with it end to end."""
+    from lens.hybrid import selectors
     from lens.hybrid.study import category_vectors
     from lens.models import load_model
     from lens.studies import hybrid_organism as H
     from lens.studies import organism_inputs as O
 
+    assert (H.taxonomy_selector, H.TaxonomySelector, H.raw_latents) == (
+        selectors.taxonomy_selector, selectors.TaxonomySelector, selectors.raw_latents)  # still importable there
     base, thinking = load_model("organism:base"), load_model("organism:thinking")
     site = "blocks.1.hook_resid_post"
     traces = O.labelled_traces(thinking, n=24)
-    step_names, select, info = H.taxonomy_selector(thinking, traces, site)
+    step_names, select, info = selectors.taxonomy_selector(thinking, traces, site)
     _, cats, _ = category_vectors(base, traces, site, ["Q:T:12+3=?\n"], ["Q:D:12+3=?\n"], step_labels=step_names)
     assert set(cats) == set(info["taxonomy"]["categories"]) and len(cats) >= 2
     assert all(v.shape == (base.d_model,) for v in cats.values())

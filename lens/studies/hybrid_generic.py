@@ -21,10 +21,10 @@ from collections.abc import Callable, Sequence
 from ..decoding.generate import generate
 from ..errors import LensError
 from ..hybrid.config import ALL_ABLATIONS, NO_GUARDRAIL_COEFFICIENT, PAPER_COEFFICIENTS
+from ..hybrid.selectors import taxonomy_selector
 from ..hybrid.study import category_vectors, run_study
 from ..models import Model
 from ..selection import SENTENCE_RE
-from .hybrid_organism import taxonomy_selector
 
 
 def sentence_traces(prompts: Sequence[str], completions: Sequence[str]) -> list[dict]:
