@@ -2,15 +2,19 @@
 
     python benchmarks/distributed.py --job capture [--texts 3000] [--procs 2] [--repeats 3]
     python benchmarks/distributed.py --job sampling [--problems 64] [--samples 8] [--procs 2] [--repeats 3]
+    python benchmarks/distributed.py --job hybrid [--problems 32] [--procs 2] [--repeats 3]
 
 capture: every resid_post of a tiny random Llama (4 layers, width 128) for `--texts` inputs, to disk.
 sampling: `sampling_study.run` (seeded samples, pass@k, behaviour rates) of the bundled organism's base
 model on `--problems` sums of 2-6 numbers x `--samples` samples (100 new tokens at most, 32 rows a
 batch), split across the ranks inside `lens.distributed.data_parallel()`.
+hybrid: `hybrid_organism.run` (taxonomy selector, every ablation, live_only and unsteered_allowed) on the
+first `--problems` held-out problems, 8 prompts a batch; the vectors (traces, taxonomy SAE) are built
+whole on every rank, the batches of every run are split (`hybrid.study.run_study`).
 
 Each job runs once in one process and once under `torchrun --nproc-per-node N` (gloo); the printed
 time is the job's own wall time (the slowest rank's, between barriers; process start-up and model
-loading left out); the sampling job also checks that both runs give the same result. Median of
+loading left out); the sampling and hybrid jobs also check that both runs give the same result. Median of
 `--repeats` runs, and the speed-up.
 """
 
@@ -70,6 +74,24 @@ if r.main:
                       "pass_at_1": res["pass_at_k"]["base"]["1"]["value"]}))
 """
 
+_HYBRID = """
+import hashlib, json, sys, time, torch
+torch.set_num_threads(1)
+from lens.distributed import barrier, data_parallel
+from lens.models import load_model
+from lens.studies import hybrid_organism
+base, thinking = load_model("organism:base"), load_model("organism:thinking")
+with data_parallel() as r:
+    barrier()
+    t0 = time.perf_counter()
+    res = hybrid_organism.run(base, thinking, n=int(sys.argv[2]), batch_size=8)
+    barrier()
+if r.main:
+    digest = hashlib.sha256(json.dumps(res, sort_keys=True).encode()).hexdigest()[:16]
+    print(json.dumps({"seconds": time.perf_counter() - t0, "result": digest,
+                      "hybrid_accuracy": res["hybrid"]["accuracy"]["value"]}))
+"""
+
 
 def _run(cmd: list[str], out: Path, args: list[str]) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
@@ -81,17 +103,19 @@ def _run(cmd: list[str], out: Path, args: list[str]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--job", choices=("capture", "sampling"), default="capture")
+    ap.add_argument("--job", choices=("capture", "sampling", "hybrid"), default="capture")
     ap.add_argument("--texts", type=int, default=3000, help="capture: inputs")
-    ap.add_argument("--problems", type=int, default=64, help="sampling: problems")
+    ap.add_argument("--problems", type=int, default=None, help="sampling (default 64) / hybrid (default 32): problems")
     ap.add_argument("--samples", type=int, default=8, help="sampling: samples per problem")
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
+    a.problems = a.problems or (32 if a.job == "hybrid" else 64)
     work = Path(tempfile.mkdtemp(prefix="lens-bench-"))
     job = work / "job.py"
-    job.write_text(_CAPTURE if a.job == "capture" else _SAMPLING)
-    args = [str(a.texts)] if a.job == "capture" else [str(a.problems), str(a.samples)]
+    job.write_text({"capture": _CAPTURE, "sampling": _SAMPLING, "hybrid": _HYBRID}[a.job])
+    args = {"capture": [str(a.texts)], "sampling": [str(a.problems), str(a.samples)],
+            "hybrid": [str(a.problems)]}[a.job]
     one, many = [], []
     try:
         for _ in range(a.repeats):
@@ -101,13 +125,15 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     s1, sn = statistics.median(r["seconds"] for r in one), statistics.median(r["seconds"] for r in many)
-    size = {"texts": a.texts} if a.job == "capture" else {"problems": a.problems, "samples": a.samples}
+    size = {"capture": {"texts": a.texts}, "sampling": {"problems": a.problems, "samples": a.samples},
+            "hybrid": {"problems": a.problems}}[a.job]
     out = {"job": a.job, **size, "procs": a.procs, "one_process_s": round(s1, 2),
            f"{a.procs}_processes_s": round(sn, 2), "speedup": round(s1 / sn, 2),
            "runs_one": [round(r["seconds"], 2) for r in one], "runs_many": [round(r["seconds"], 2) for r in many]}
-    if a.job == "sampling":  # the data-parallel result must be the one-process result
+    if a.job in ("sampling", "hybrid"):  # the data-parallel result must be the one-process result
         out["same_result"] = len({r["result"] for r in one + many}) == 1
-        out["pass_at_1"] = one[0]["pass_at_1"]
+        key = "pass_at_1" if a.job == "sampling" else "hybrid_accuracy"
+        out[key] = one[0][key]
     print(json.dumps(out))
 
 

@@ -390,6 +390,45 @@ def capture(
     return Activations.concat(parts)
 
 
+def capture_shared(
+    model: Model,
+    inputs: Iterable,
+    sites: Iterable[str | Site] | str | Site,
+    select: Selection | str = AllTokens(),
+    *,
+    data_parallel: bool | None = None,
+    batch_size: int = 8,
+    **kw,
+) -> Activations:
+    """`capture`, its inputs shared among the launcher's ranks (`lens.distributed`): each rank captures one
+    contiguous block of whole batches (the batches one process forms) and every rank returns all the rows,
+    in input order, bit for bit one process's (example numbers too). data_parallel: True (split when
+    launched with several processes), False (never: `capture`), None (inside a `data_parallel()` block)."""
+    from .distributed import all_gather_json, all_gather_rows, block, sharing
+
+    r = sharing(data_parallel)
+    if r is None:
+        return capture(model, inputs, sites, select, batch_size=batch_size, **kw)
+    items = list(inputs)
+    if not items:
+        raise LensError("no inputs to capture; the input list or file is empty")
+    mine = block(len(items), r, align=batch_size)
+    site_list, _, dtype = capture_args(model, sites, select, batch_size, kw.get("dtype", torch.float32),
+                                       kw.get("too_long", "error"))
+    if len(mine):
+        part = capture(model, items[mine.start : mine.stop], site_list, select, batch_size=batch_size, **kw)
+        part.example = part.example + mine.start
+    else:  # fewer batches than ranks: this one has none
+        empty = torch.zeros(0, dtype=torch.long)
+        part = Activations({s.name: torch.zeros(0, model.d_model, dtype=dtype) for s in site_list}, empty, empty,
+                           empty, empty, [], model.facts())
+    told = all_gather_json([part.labels, part.n_tokens])
+    return Activations({s.name: all_gather_rows(part.acts[s.name]) for s in site_list},  # same order on every rank
+                       **{k: all_gather_rows(v) for k, v in part.meta_tensors().items()},
+                       labels=[lab for labels, _ in told for lab in labels], model=part.model,
+                       n_tokens=sum(n for _, n in told))
+
+
 def _warn_outliers(parts: list[Activations]) -> None:
     """Warn (`lens.outliers.OutlierWarning`) when some rows' norms dwarf the median (e.g. the first token)."""
     from .outliers import NormOutliers

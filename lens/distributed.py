@@ -9,7 +9,9 @@ batches a single process would (rows come out equal, bit for bit).
 Jobs other than capture (sampling, CoT-decoding, the steer-check, `lens reproduce`) split their
 units of work with `strided`, inside a `data_parallel()` block or when asked with
 ``data_parallel=True``, and share the results with `gather_indexed` (JSON in byte tensors through
-``all_gather``): every rank ends with the whole result, in input order, equal to one process's.
+``all_gather``): every rank ends with the whole result, in input order, equal to one process's. The
+hybrid study shares its batches the same way; `lens diff` shares its parameters (`strided`) and its
+captures (`capture_memory.capture_shared`: contiguous blocks of whole batches, rows through `all_gather_rows`).
 """
 
 from __future__ import annotations
@@ -41,11 +43,16 @@ class Ranks:
         return self.world > 1
 
 
+_ALONE: ContextVar[bool] = ContextVar("lens_alone", default=False)
+
+
 def ranks() -> Ranks:
     """The running job's (rank, world size): from torch.distributed when initialised, else the launcher's
-    RANK / WORLD_SIZE environment variables, else (0, 1)."""
+    RANK / WORLD_SIZE environment variables, else (0, 1); (0, 1) inside an `alone()` block."""
     import torch.distributed as dist
 
+    if _ALONE.get():
+        return Ranks()
     if dist.is_available() and dist.is_initialized():
         return Ranks(dist.get_rank(), dist.get_world_size())
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
@@ -88,6 +95,20 @@ def block(n: int, r: Ranks, align: int = 1) -> range:
 def part_name(r: Ranks) -> str:
     """The sub-folder of a shared output that rank r writes (e.g. `part-001-of-004`)."""
     return f"part-{r.rank:03d}-of-{r.world:03d}"
+
+
+@contextmanager
+def alone() -> Iterator[None]:
+    """Within this block this process works as if launched alone: `ranks()` is (0, 1), so what lens runs
+    there (SAE training, `sharing`, ...) runs whole in this process and meets no other rank.
+
+    For small work that every rank repeats with the same result, e.g. the hybrid's taxonomy SAE: trained
+    data-parallel, its weights would equal one process's only to float tolerance."""
+    token = _ALONE.set(True)
+    try:
+        yield
+    finally:
+        _ALONE.reset(token)
 
 
 # ------------------------------------------------------------------------------------------ shared work
@@ -150,6 +171,27 @@ def all_gather_json(obj: Any) -> list[Any]:
     bufs = [torch.empty_like(buf) for _ in sizes]
     dist.all_gather(bufs, buf)
     return [json.loads(b[: int(s)].cpu().numpy().tobytes().decode("utf-8")) for b, s in zip(bufs, sizes, strict=True)]
+
+
+def all_gather_rows(rows: Any) -> Any:
+    """Every rank's tensor [n_r, ...] (n_r may differ; same trailing shape and dtype on every rank), concatenated
+    in rank order, bit for bit (the tensor itself in one process). On the current CUDA device under nccl,
+    returned on `rows`'s device."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return rows
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    n = torch.tensor([rows.shape[0]], dtype=torch.long, device=device)
+    sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, n)
+    width = max(int(s) for s in sizes)
+    buf = torch.zeros((width, *rows.shape[1:]), dtype=rows.dtype, device=device)
+    buf[: rows.shape[0]] = rows.to(device)
+    bufs = [torch.empty_like(buf) for _ in sizes]
+    dist.all_gather(bufs, buf)
+    return torch.cat([b[: int(s)] for b, s in zip(bufs, sizes, strict=True)]).to(rows.device)
 
 
 def gather_indexed(local: dict[int, Any]) -> dict[int, Any]:

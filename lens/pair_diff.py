@@ -5,6 +5,10 @@
 (RL is reported to touch 5-30% of parameters). `activation_diff` reports, per site, the mean
 residual difference between the two models on the same inputs and its cosine with a reasoning
 direction of the base model: does tuning move along a direction the base already had?
+
+Under a launcher (`lens.distributed`, inside a `data_parallel()` block or with ``data_parallel=True``) the
+ranks share the work: each measures every world-th parameter of the weight diff and captures its block of
+the inputs, and every rank ends with the whole result, equal to one process's (sums formed in the same order).
 """
 
 from __future__ import annotations
@@ -14,34 +18,43 @@ from collections.abc import Iterable
 
 import torch
 
-from .capture_memory import capture
+from .capture_memory import capture_shared
 from .errors import LensError
 from .families import family_of
 from .models import Model
 
 
-def weight_diff(base: Model, tuned: Model, atol: float = 1e-6, rtol: float = 1e-3) -> list[dict]:
-    """Per group (layer index, or "other" for embeddings, final norm, head): relative change, fraction changed."""
+def weight_diff(base: Model, tuned: Model, atol: float = 1e-6, rtol: float = 1e-3,
+                data_parallel: bool | None = None) -> list[dict]:
+    """Per group (layer index, or "other" for embeddings, final norm, head): relative change, fraction changed.
+
+    data_parallel: under a launcher each rank measures every world-th parameter; the groups are summed
+    from all of them, in the state dict's order, on every rank (see the module docstring)."""
+    from .distributed import gather_indexed, sharing, strided
+
     a, b = base.hf.state_dict(), tuned.hf.state_dict()
     if a.keys() != b.keys():
         missing = sorted(set(a) ^ set(b))[:5]
         raise LensError(f"{base.spec} and {tuned.spec} have different parameters (e.g. {missing}); not a pair")
     layers = family_of(base.family).layers
     pat = re.compile(re.escape(layers) + r"\.(\d+)\.")
-    groups: dict[str, list[float]] = {}
-    for name, wa in a.items():
-        wb = b[name]
-        if wa.shape != wb.shape:
-            raise LensError(f"parameter {name} has shape {tuple(wa.shape)} vs {tuple(wb.shape)}")
-        m = pat.search(name)
-        key = f"layer {int(m.group(1)):02d}" if m else "other"
-        wa, wb = wa.float(), wb.float()
+    names = list(a)
+    for name in names:
+        if a[name].shape != b[name].shape:
+            raise LensError(f"parameter {name} has shape {tuple(a[name].shape)} vs {tuple(b[name].shape)}")
+    r = sharing(data_parallel)
+    local = {}
+    for i in range(len(names)) if r is None else strided(len(names), r):  # this rank's parameters
+        wa, wb = a[names[i]].float(), b[names[i]].float()
         d = wb - wa
-        g = groups.setdefault(key, [0.0, 0.0, 0.0, 0.0])
-        g[0] += float(d.pow(2).sum())
-        g[1] += float(wa.pow(2).sum())
-        g[2] += float((d.abs() > atol + rtol * wa.abs()).sum())
-        g[3] += wa.numel()
+        local[i] = [float(d.pow(2).sum()), float(wa.pow(2).sum()), float((d.abs() > atol + rtol * wa.abs()).sum()),
+                    wa.numel()]
+    groups: dict[str, list[float]] = {}
+    for i, stats in (local if r is None else gather_indexed(local)).items():  # every parameter, in order
+        m = pat.search(names[i])
+        g = groups.setdefault(f"layer {int(m.group(1)):02d}" if m else "other", [0.0, 0.0, 0.0, 0.0])
+        for j, v in enumerate(stats):
+            g[j] += v
     return [{"group": k, "relative_change": (v[0] ** 0.5) / max(v[1] ** 0.5, 1e-12),
              "fraction_changed": v[2] / v[3], "parameters": int(v[3])} for k, v in sorted(groups.items())]
 
@@ -53,11 +66,14 @@ def activation_diff(
     sites: list[str],
     select: str = "last_prompt",
     directions: dict[str, torch.Tensor] | None = None,
+    data_parallel: bool | None = None,
 ) -> list[dict]:
-    """Per site: |mean(tuned - base)|, its ratio to the base residual norm, cosine with `directions[site]`."""
+    """Per site: |mean(tuned - base)|, its ratio to the base residual norm, cosine with `directions[site]`.
+
+    data_parallel: under a launcher each rank captures its block of the inputs (`capture_shared`)."""
     items = list(inputs)
-    ra = capture(base, items, sites, select, progress=False)
-    rb = capture(tuned, items, sites, select, progress=False)
+    ra = capture_shared(base, items, sites, select, progress=False, data_parallel=data_parallel)
+    rb = capture_shared(tuned, items, sites, select, progress=False, data_parallel=data_parallel)
     rows = []
     for s in sites:
         diff = (rb[s] - ra[s]).mean(0)

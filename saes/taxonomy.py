@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from jaxtyping import Float, Int
 
+from lens.distributed import alone
 from lens.errors import LensError
 
 from .config import TrainConfig
@@ -77,7 +78,8 @@ def fit_taxonomy(x: Float[torch.Tensor, "n d"], n_categories: int = 5, *, k: int
     scratch = tempfile.TemporaryDirectory(prefix="lens-taxonomy-") if out is None else None
     try:
         folder = Path(out) if out is not None else Path(scratch.name) / "sae"
-        res = train_sae(xn, folder, cfg, progress=progress, init_decoder=farthest_points(xn, n_categories, seed))
+        with alone():  # under a launcher every rank trains the same small SAE whole (none shares its batches)
+            res = train_sae(xn, folder, cfg, progress=progress, init_decoder=farthest_points(xn, n_categories, seed))
         d = load_sae(res.path)  # read into memory: the scratch folder can go
     finally:
         if scratch is not None:

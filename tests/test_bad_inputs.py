@@ -304,8 +304,9 @@ CASES = [
     ("steer-corrupt-model", ["steer", "-m", "{TRUNC_MODEL}", "-p", "Q:1+1=?\n", "--direction", "{DIRECTION}"],
      "trunc_model"),
     # --- lens hybrid ---
-    ("hybrid-n-0", ["hybrid", "--n", "0"], "--n must be a positive integer"),
+    ("hybrid-n-0", ["hybrid", "--n", "0"], "--n/--problems must be a positive integer"),
     ("hybrid-n-negative", ["hybrid", "--n", "-3"], "--n"),
+    ("hybrid-batch-size-0", ["hybrid", "--batch-size", "0"], "--batch-size must be a positive integer"),
     ("hybrid-norm-frac-0", ["hybrid", "--norm-frac", "0"], "--norm-frac"),
     ("hybrid-norm-frac-nan", ["hybrid", "--norm-frac", "nan"], "--norm-frac"),
     ("hybrid-layer-negative", ["hybrid", "--layer", "-1"], "--layer"),

@@ -17,21 +17,28 @@ def diff_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Per layer: relative weight change, fraction of parameters changed, activation shift and its
-    cosine with the base model's own reasoning direction (T-marked minus D-marked prompts)."""
-    from ..capture_memory import capture
+    cosine with the base model's own reasoning direction (T-marked minus D-marked prompts).
+    Under torchrun / accelerate launch the ranks share the parameters and the inputs; rank 0 alone reports
+    (the result equals one process's)."""
+    from ..capture_memory import capture_shared
     from ..directions import diff_of_means
+    from ..distributed import init
     from ..pair_diff import activation_diff, weight_diff
     from ..studies.organism_inputs import marker_contrast, train_problems
     from .common import load_both
 
+    main = init().main  # under a launcher: join the job first, so `--device cuda` is each rank's own GPU
     b, t = load_both(ctx, base, thinking)
     check_layer("--layer", layer, b.n_layers)
     sites = [f"blocks.{i}.hook_resid_post" for i in range(b.n_layers)]
     tp, dp = marker_contrast()
-    a, c = capture(b, tp, sites, "last_prompt", progress=False), capture(b, dp, sites, "last_prompt", progress=False)
+    a, c = (capture_shared(b, p, sites, "last_prompt", progress=False, data_parallel=True) for p in (tp, dp))
     dirs = {s: diff_of_means(a, c, s).vector for s in sites}
     prompts = [p.prompt() for p in train_problems(128, seed=99)]
-    res = {"weights": weight_diff(b, t), "activations": activation_diff(b, t, prompts, sites, directions=dirs)}
+    res = {"weights": weight_diff(b, t, data_parallel=True),
+           "activations": activation_diff(b, t, prompts, sites, directions=dirs, data_parallel=True)}
+    if not main:  # rank 0 reports for the whole job
+        return
     if as_json:
         emit_json(res)
         return

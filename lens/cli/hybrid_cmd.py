@@ -25,7 +25,8 @@ def hybrid_cmd(
     ctx: typer.Context,
     base: str = typer.Option("organism:base", "--base"),
     thinking: str = typer.Option("organism:thinking", "--thinking"),
-    n: int = typer.Option(100, help="held-out problems", callback=positive),
+    n: int = typer.Option(100, "--n", "--problems", help="held-out problems; under torchrun write --problems "
+                          "(torchrun reads --n as one of its own options)", callback=positive),
     layer: int = typer.Option(None, "--layer", "--steer-layer",
                               help="steering layer (default 1 on the organism, where its reasoning direction acts; "
                                    "else the middle layer)", callback=non_negative),
@@ -53,12 +54,17 @@ def hybrid_cmd(
                                        "training problems (disjoint from the held-out set); 0: no calibration"),
     calibration_grid: str = typer.Option("0,0.5,1,2,3", "--calibration-grid",
                                          help="comma-separated scales tried by --calibrate"),
+    batch_size: int = typer.Option(None, "--batch-size", callback=positive,
+                                   help="prompts per batch of every run (default 64 on the organism, 16 on other "
+                                        "pairs); under torchrun / accelerate launch the ranks share the batches"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Accuracy of base, thinking and hybrid, gap recovered, fraction of tokens steered, and the ablations.
 
     On the bundled organism the category vectors come from its labelled traces; on other pairs
     (--base, --thinking, --tasks) from an unsupervised taxonomy of the thinking model's sentences.
+    Under torchrun / accelerate launch each rank runs its share of every run's batches and rank 0 alone
+    reports (the result equals one process's).
     """
     from ..errors import LensError
     from .common import load_both
@@ -74,6 +80,11 @@ def hybrid_cmd(
         raise LensError("--calibrate runs on the bundled organism pairs only (it tunes on their training "
                         "problems); drop it for other pairs")
     grid = parse_grid(calibration_grid)
+    from ..distributed import init
+
+    main = init().main  # under a launcher: join the job first, so `--device cuda` is each rank's own GPU
+    say = say if main else None
+    sized = {} if batch_size is None else {"batch_size": batch_size}
     b, t = load_both(ctx, base, thinking)
     check_layer("--layer", layer, b.n_layers)
     check_layer("--read-layer", read_layer, t.n_layers)
@@ -83,7 +94,7 @@ def hybrid_cmd(
         res = hybrid_organism.run(b, t, n=n, layer=layer, read_layer=read_layer, norm_frac=norm_frac, selector=selector,
                                   max_new_tokens=max_new_tokens, progress=say,
                                   no_guardrail_coefficient=no_guardrail_coefficient, calibrate=calibrate,
-                                  calibration_grid=grid)
+                                  calibration_grid=grid, data_parallel=True, **sized)
     else:
         from ..studies import hybrid_generic
         from ..studies.reproduce import Sizes, setup
@@ -94,8 +105,10 @@ def hybrid_cmd(
                                  layer=layer, read_layer=read_layer, norm_frac=norm_frac,
                                  max_new_tokens=max_new_tokens, progress=say,
                                  thinking_prompts=s.thinking_prompts or None,
-                                 no_guardrail_coefficient=no_guardrail_coefficient)
+                                 no_guardrail_coefficient=no_guardrail_coefficient, data_parallel=True, **sized)
         res["prompt_templates"] = s.templates
+    if not main:  # rank 0 reports for the whole job
+        return
     if as_json:
         emit_json(res)
         return

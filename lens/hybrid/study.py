@@ -87,6 +87,7 @@ def run_study(
     answer_prompt: str = PAPER_ANSWER_PROMPT,
     no_guardrail_coefficient: float = NO_GUARDRAIL_COEFFICIENT,
     selector_variants: dict[str, object] | None = None,
+    data_parallel: bool | None = None,
 ) -> dict:
     """Accuracy of base, thinking and the hybrid (and each ablation), gap recovered, tokens steered.
 
@@ -99,7 +100,15 @@ def run_study(
     no_guardrail_coefficient: the fixed coefficient of the no_guardrail ablation (must be in `coefficients`).
     selector_variants: {run name: selector}, one more run each in mode paper without ablation, reported
     beside the hybrid (e.g. ``live_only``: the taxonomy's argmax over the latents with a category).
+    data_parallel: under a launcher (`lens.distributed`), each rank runs every world-th batch of prompts
+    (the batches one process forms) of the greedy runs and of every hybrid run; the per-batch results
+    reach every rank in input order and the metrics are formed from them once, so the result equals one
+    process's. True: split when launched with several processes; False: never; None: inside a
+    `lens.distributed.data_parallel()` block. Random draws follow each prompt's index
+    (`lens.hybrid.config.Draws`), never its rank or batch.
     """
+    from ..distributed import gather_indexed, sharing, strided
+
     t_prompts = list(prompts if thinking_prompts is None else thinking_prompts)
     if len(t_prompts) != len(prompts):
         raise LensError(f"{len(t_prompts)} thinking prompts for {len(prompts)} prompts")
@@ -111,9 +120,15 @@ def run_study(
     def score(texts: list[str]) -> list[float]:
         return [float(is_correct(i, t)) for i, t in enumerate(texts)]
 
+    shared = sharing(data_parallel)
+    starts = list(range(0, len(prompts), batch_size))
+    mine = starts if shared is None else [starts[b] for b in strided(len(starts), shared)]
+    split = shared is not None
     say("greedy base / thinking")
-    b_texts = [s.text for s in generate(base, list(prompts), max_new_tokens, batch_size=batch_size).samples]
-    t_texts = [s.text for s in generate(thinking, t_prompts, max_new_tokens, batch_size=batch_size).samples]
+    b_texts = [s.text for s in generate(base, list(prompts), max_new_tokens, batch_size=batch_size,
+                                        data_parallel=split).samples]
+    t_texts = [s.text for s in generate(thinking, t_prompts, max_new_tokens, batch_size=batch_size,
+                                        data_parallel=split).samples]
     b, t = score(b_texts), score(t_texts)
     out = {"site": site, "read_site": read_site or site, "n": len(prompts), "coefficients": list(coefficients),
            "no_guardrail_coefficient": no_guardrail_coefficient,
@@ -127,18 +142,23 @@ def run_study(
                            selector=sel, mode=mode, read_site=read_site, think_close=think_close,
                            answer_prompt=answer_prompt,
                            no_guardrail_coefficient=no_guardrail_coefficient)
-        texts, steered, gated, use, region = [], 0, 0, {}, False
-        n_tok = 0
-        for i in range(0, len(prompts), batch_size):
+        local = {}
+        for i in mine:  # this rank's batches (all of them in one process)
             chunk = list(prompts[i : i + batch_size])
             res = hybrid_generate(base, thinking, chunk, cfg, max_new_tokens=max_new_tokens,
-                                  thinking_prompts=t_prompts[i : i + batch_size])
-            texts += res.texts
-            n_tok += res.n_tokens()  # exact integer counts; the fractions are formed once, in float64
-            steered += res.n_steered()
-            gated += res.n_gated()
-            region |= res.think_region
-            for k, v in res.category_use().items():
+                                  thinking_prompts=t_prompts[i : i + batch_size], rows=range(i, i + len(chunk)))
+            local[i // batch_size] = [res.texts, res.n_tokens(), res.n_steered(), res.n_gated(), res.think_region,
+                                      list(res.category_use().items())]
+        texts, steered, gated, use, region = [], 0, 0, {}, False
+        n_tok = 0
+        for part in (gather_indexed(local) if split else local).values():  # every batch, in input order
+            part_texts, part_tok, part_steered, part_gated, part_region, part_use = part
+            texts += part_texts
+            n_tok += part_tok  # exact integer counts; the fractions are formed once, in float64
+            steered += part_steered
+            gated += part_gated
+            region |= part_region
+            for k, v in part_use:
                 use[k] = use.get(k, 0) + v
         h = score(texts)
         gap = gap_recovered(b, h, t, seed=seed)

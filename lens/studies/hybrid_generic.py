@@ -60,6 +60,7 @@ def run(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
     thinking_prompts: Sequence[str] | None = None,
+    data_parallel: bool | None = None,
 ) -> dict:
     """Unsupervised category vectors from the thinking model's traces, then the hybrid study.
 
@@ -69,8 +70,11 @@ def run(
     prompts for the same problems as `prompts` (default `prompts`): it answers and is read on those,
     while the base reads its own prompt followed by the thinking model's completion. layer: the steer
     layer (default the middle one); read_layer: the taxonomy's layer, where the category is read (default
-    `layer`).
+    `layer`). data_parallel: under a launcher the ranks share the thinking model's traces and every run's
+    batches (`run_study`); the taxonomy and the vectors are fitted whole on every rank.
     """
+    from ..distributed import sharing
+
     n = len(prompts) if n is None else n
     t_all = list(prompts if thinking_prompts is None else thinking_prompts)
     if len(t_all) != len(prompts):
@@ -92,7 +96,8 @@ def run(
     read_site = site if read_layer is None else f"blocks.{read_layer}.hook_resid_post"
     say = progress or (lambda _m: None)
     say(f"thinking-model traces on {len(trace_prompts)} prompts")
-    gens = generate(thinking, t_trace, max_new_tokens, batch_size=batch_size).samples
+    gens = generate(thinking, t_trace, max_new_tokens, batch_size=batch_size,
+                    data_parallel=sharing(data_parallel) is not None).samples
     completions = [g.text for g in gens]
     traces = sentence_traces(t_trace, completions)  # the thinking model's prompts: the taxonomy reads these
     b_traces = sentence_traces(list(trace_prompts), completions)  # the base's prompts: category vectors
@@ -110,7 +115,7 @@ def run(
                     ablations=ablations, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
                     selector=pick, progress=say, thinking_prompts=t_prompts, read_site=read_site,
                     no_guardrail_coefficient=no_guardrail_coefficient,
-                    selector_variants={"live_only": pick.variant(live_only=True)})
+                    selector_variants={"live_only": pick.variant(live_only=True)}, data_parallel=data_parallel)
     out["vectors"] = {**info, "norm_frac": norm_frac, "categories": list(cats), "selector": "taxonomy",
                       "n_traces": len(traces), "n_sentences": n_sent, "trace_prompts": where}
     return out

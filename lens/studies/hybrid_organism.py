@@ -49,6 +49,8 @@ def run(
     progress: Callable[[str], None] | None = None,
     calibrate: int = 0,
     calibration_grid: tuple[float, ...] = DEFAULT_GRID,
+    batch_size: int = 64,
+    data_parallel: bool | None = None,
 ) -> dict:
     """Category vectors from the thinking model's labelled traces, then base/thinking/hybrid on n held-out problems.
 
@@ -56,7 +58,9 @@ def run(
     (the taxonomy's layer; default `layer`). calibrate: when > 0, the bias and each category vector are
     rescaled by the factor of `calibration_grid` under which the hybrid is most accurate on that many
     training problems (disjoint from the held-out set; `lens.hybrid.calibrate`), before every run; the
-    chosen scales and every score tried are in ``vectors.calibration``."""
+    chosen scales and every score tried are in ``vectors.calibration``. batch_size: prompts per hybrid
+    batch. data_parallel: under a launcher the ranks share every run's batches (`run_study`); the traces,
+    taxonomy, vectors and calibration run whole on every rank."""
     if selector not in SELECTORS:
         raise LensError(f"unknown selector {selector!r}; use one of {', '.join(SELECTORS)}")
     layer = 1 if layer is None else layer  # where the organism's T-minus-D direction is causal (lens organism eval)
@@ -89,7 +93,8 @@ def run(
     out = run_study(base, thinking, prompts, O.checker(answers), site, bias, cats, coefficients=coefficients,
                     ablations=ablations, max_new_tokens=max_new_tokens, selector=pick, progress=say,
                     read_site=read_site, answer_prompt=ANSWER_PROMPT,
-                    no_guardrail_coefficient=no_guardrail_coefficient, selector_variants=variants)
+                    no_guardrail_coefficient=no_guardrail_coefficient, selector_variants=variants,
+                    batch_size=batch_size, data_parallel=data_parallel)
     out["vectors"] = {**info, "norm_frac": norm_frac, "categories": list(cats), "selector": selector,
                       "calibration": None if calibration is None else calibration.as_dict()}
     return out

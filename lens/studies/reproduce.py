@@ -627,10 +627,11 @@ def reproduce(
     out_dir must be new, empty or a report folder (replaced only with ``overwrite=True``, keeping the
     user's other files there); the three files are written as one atomic step at the end, and a second
     run into the same folder meanwhile is refused.
-    Under `torchrun` / `accelerate launch` every rank runs this call: sampling, CoT-decoding and the
-    steer-check split their work across the ranks (`lens.distributed.data_parallel`), the other parts
-    run whole on every rank, and rank 0 alone writes the report (equal to one process's apart from
-    timings); the other ranks return the steps' results without ``meta``.
+    Under `torchrun` / `accelerate launch` every rank runs this call: sampling, CoT-decoding, the
+    steer-check, the hybrid's runs and the model-pair diff split their work across the ranks
+    (`lens.distributed.data_parallel`), the other parts run whole on every rank, and rank 0 alone writes
+    the report (equal to one process's apart from timings); the other ranks return the steps' results
+    without ``meta``.
     """
 
 

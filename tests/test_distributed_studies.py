@@ -1,0 +1,121 @@
+"""`lens hybrid` and `lens diff` under torchrun (2 CPU processes, gloo): rank 0's JSON equals one process's,
+and the work was split (each rank ran its own share of the prompts / inputs)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1",
+       "LENS_DIST_BACKEND": "gloo"}
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+
+# the lens CLI, recording what this rank ran: the hybrid's prompt indices and the inputs it captured
+_CLI = """
+import json, os, sys
+import lens.capture_memory as CM
+import lens.hybrid.study as S
+
+out, seen = sys.argv[1], {"hybrid_rows": [], "captured": 0}
+gen, cap = S.hybrid_generate, CM.capture
+
+def counted_gen(*a, **kw):
+    seen["hybrid_rows"] += list(kw["rows"])
+    return gen(*a, **kw)
+
+def counted_cap(model, inputs, *a, **kw):
+    inputs = list(inputs)
+    seen["captured"] += len(inputs)
+    return cap(model, inputs, *a, **kw)
+
+S.hybrid_generate, CM.capture = counted_gen, counted_cap
+sys.argv = ["lens", *sys.argv[2:]]
+from lens.cli.main import main
+try:
+    main()
+finally:
+    with open(os.path.join(out, f"rank-{os.environ.get('RANK', '0')}.json"), "w") as f:
+        json.dump(seen, f)
+"""
+
+
+def _organism() -> None:
+    from lens.organism import bundled_path
+
+    if not (bundled_path("base") / "config.json").exists():
+        pytest.skip("the bundled organism is not built yet (lens organism train)")
+
+
+def _run(tmp_path, name: str, args: list[str], procs: int) -> tuple[str, list[dict]]:
+    """(stdout, what each rank ran) of `lens ARGS`, in one process or under torchrun."""
+    job, out = tmp_path / "cli.py", tmp_path / name
+    job.write_text(_CLI)
+    out.mkdir()
+    cmd = [sys.executable, str(job)] if procs == 1 else [*TORCHRUN, str(job)]
+    r = subprocess.run([*cmd, str(out), *args], env=ENV, capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout, [json.loads((out / f"rank-{i}.json").read_text()) for i in range(procs)]
+
+
+def test_two_process_hybrid_cli_equals_one_process(tmp_path):
+    """`lens hybrid --problems 8 --json` (every ablation, live_only, unsteered_allowed) on 2 ranks: the same JSON,
+    each prompt of every run on one rank only (batches of 3: rank 0 runs batches 0 and 2, rank 1 batch 1)."""
+    _organism()
+    args = ["hybrid", "--problems", "8", "--batch-size", "3", "--json"]
+    one, (whole,) = _run(tmp_path, "one", args, 1)
+    two, (r0, r1) = _run(tmp_path, "two", args, 2)
+    assert one == two and two.count('"runs"') == 1  # one report, from rank 0
+    res = json.loads(one)
+    assert res["n"] == 8 and len(res["runs"]) == 9 and res["runs"]["random_category"]["category_use"]
+    runs = len(res["runs"])
+    assert whole["hybrid_rows"] == list(range(8)) * runs
+    assert r0["hybrid_rows"] == [0, 1, 2, 6, 7] * runs and r1["hybrid_rows"] == [3, 4, 5] * runs
+
+
+def test_two_process_diff_cli_equals_one_process(tmp_path):
+    """`lens diff --json` on 2 ranks: the same JSON; each rank captured half of the inputs."""
+    _organism()
+    one, (whole,) = _run(tmp_path, "one", ["diff", "--json"], 1)
+    two, (r0, r1) = _run(tmp_path, "two", ["diff", "--json"], 2)
+    assert one == two and two.count('"weights"') == 1
+    assert whole["captured"] == 4 * 128 and r0["captured"] == r1["captured"] == 2 * 128
+
+
+_CAPTURE = """
+import json, torch
+torch.set_num_threads(1)
+from lens.capture_memory import capture, capture_shared
+from lens.distributed import data_parallel
+from lens.tiny import tiny_model
+
+model = tiny_model("llama")
+texts = [f"sentence {i} here. and another one {i}. " * (1 + i % 3) for i in range(13)]
+sites = ["blocks.1.hook_resid_post", "blocks.3.hook_resid_post"]
+with data_parallel() as r:
+    got = {"sentences": capture_shared(model, texts, sites, "sentences", batch_size=4, progress=False),
+           "few": capture_shared(model, texts[:5], sites, "last_prompt", batch_size=8, progress=False)}  # rank 1: none
+alone = {"sentences": capture(model, texts, sites, "sentences", batch_size=4, progress=False),
+         "few": capture(model, texts[:5], sites, "last_prompt", batch_size=8, progress=False)}
+same = {k: all(torch.equal(got[k][s], alone[k][s]) for s in sites) and got[k].labels == alone[k].labels
+        and got[k].n_tokens == alone[k].n_tokens
+        and all(torch.equal(a, b) for a, b in zip(got[k].meta_tensors().values(), alone[k].meta_tensors().values()))
+        for k in got}
+print(json.dumps({"rank": r.rank, "same": same, "rows": len(got["sentences"])}))
+"""
+
+
+def test_capture_shared_equals_capture_on_every_rank(tmp_path):
+    """`capture_shared` under 2 ranks: every rank holds capture()'s rows, example numbers, positions and labels,
+    also when one rank has no batch."""
+    job = tmp_path / "cap.py"
+    job.write_text(_CAPTURE)
+    r = subprocess.run([*TORCHRUN, str(job)], env=ENV, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = sorted((json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")), key=lambda d: d["rank"])
+    assert [d["rank"] for d in lines] == [0, 1]
+    assert all(d["same"] == {"sentences": True, "few": True} and d["rows"] > 13 for d in lines)
