@@ -39,7 +39,7 @@ def _accuracy(outs: list[str], answers: list[int]) -> float:
 
 
 def evaluate_verifier(
-    models_dir: str | Path | None = None, n: int = 500, samples: int = 8, sample_problems: int = 200, seed: int = 0,
+    models_dir: str | Path | None = None, n: int = 500, samples: int = 16, sample_problems: int = 200, seed: int = 0,
     log=None,
 ) -> dict:
     """Metrics and properties of the verifier pair (``{"metrics": ..., "properties": [...]}``)."""
