@@ -197,14 +197,15 @@ torch.set_num_threads(1)
 from lens.studies.reproduce import Sizes, reproduce
 sizes = Sizes(n=12, samples=4, hybrid_n=12, cot_n=8, k=4, feature_n=8, n_contrast=32, top_features=1, n_random=1,
               feature_pages=2, batch_size=16)
-reproduce(sys.argv[1], sizes=sizes, progress=False)
+reproduce(sys.argv[1], sizes=sizes, progress=False, steps=("sampling", "hybrid", "cot", "feature", "diff"))
 """
 _TIMING = {"started", "timings_s", "wall_s", "cpu_s", "out_dir", "report_bytes"}
 
 
 @pytest.mark.slow
 def test_two_process_reproduce_report_equals_one_process(tmp_path):
-    """`lens reproduce` (all five steps, organism) under torchrun: rank 0's report equals one process's but timings."""
+    """`lens reproduce` (the five steps that run under a launcher: rl is skipped there; organism) under torchrun:
+    rank 0's report equals one process's but timings; the hybrid and the diff split their work too."""
     from lens.organism import bundled_path
 
     if not (bundled_path("base") / "config.json").exists():
@@ -217,7 +218,7 @@ def test_two_process_reproduce_report_equals_one_process(tmp_path):
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
     for res in (a, b):
-        assert res["sampling"]["status"] == res["cot"]["status"] == res["feature"]["status"] == "ok"
+        assert all(res[k]["status"] == "ok" for k in ("sampling", "hybrid", "cot", "feature", "diff"))
     assert {k: v for k, v in a["meta"].items() if k not in _TIMING} == {k: v for k, v in b["meta"].items()
                                                                          if k not in _TIMING}
     for key in a.keys() - {"meta"}:
