@@ -43,6 +43,7 @@ OWN_FILES: dict[str, tuple[str, ...]] = {
             ".cfg.json.*.tmp", ".lens.json.*.tmp", LOCK_NAME),
     "direction": ("direction.json", "direction.safetensors", LOCK_NAME),
     "interventions": ("spec.json", "vectors.safetensors", LOCK_NAME),
+    "vectors": ("vectors.json", "bias", "category-*", LOCK_NAME),
     "report": ("index.html", "results.json", "results.md", ".index.html.*", ".results.*", LOCK_NAME),
     "organism": ("base", "thinking", "control", "verifier-base", "verifier-thinking", ".ckpt", "card.md", LOCK_NAME),
     "rl": ("rl_log.json", ".rl_log.json.*", "checkpoint-*", "final", ".final.lens-tmp-*", "README.md", LOCK_NAME),
@@ -51,7 +52,7 @@ OWN_FILES: dict[str, tuple[str, ...]] = {
               "merges.txt", "training.json", "adapter_*", LOCK_NAME),
 }
 NAMES = {"capture": "capture folder", "sae": "SAE folder", "direction": "direction folder",
-         "interventions": "intervention folder",
+         "interventions": "intervention folder", "vectors": "hybrid vectors folder",
          "report": "report folder", "organism": "organism folder", "model": "model folder",
          "rl": "RL run folder"}
 
@@ -125,6 +126,8 @@ def kind_of(path: Path) -> str | None:
         return "direction"
     if _json(path / "spec.json").get("kind") == "interventions":
         return "interventions"
+    if _json(path / "vectors.json").get("kind") == "hybrid vectors":
+        return "vectors"
     if _json(path / "rl_log.json").get("format") == "lens-rl/1":
         return "rl"
     if "meta" in _json(path / "results.json") and _is_lens_html(path / "index.html"):

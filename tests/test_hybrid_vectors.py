@@ -1,0 +1,79 @@
+"""The hybrid's vectors: step pairs, optimised vectors that fit the thinking model's steps, saved and reused."""
+
+import pytest
+import torch
+
+from lens.errors import LensError
+from lens.hybrid.vectors import load_vectors, optimised_vectors, save_vectors, step_pairs, vectors_folder
+from lens.outputs import kind_of
+
+TRACES = [{"prompt": "Q:1+2+3=?\n", "completion": "<think>1+2+3=3+3=6</think>A:6",
+           "spans": [[17, 23, "restate"], [23, 27, "computation"], [27, 29, "computation"]]},
+          {"prompt": "Q:4+5=?\n", "completion": "<think>4+5=9</think>A:9", "spans": [[15, 18, "restate"]]}]
+SITE = "blocks.1.hook_resid_post"
+
+
+def test_step_pairs_split_each_trace_at_its_steps():
+    pairs = step_pairs(TRACES)
+    full = TRACES[0]["prompt"] + TRACES[0]["completion"]
+    assert pairs["computation"] == [(full[:23], full[23:27]), (full[:27], full[27:29])]
+    assert [t for _, t in pairs["restate"]] == [full[17:23], "4+5"]
+    relabelled = step_pairs(TRACES, ["a", "b", "a", "b"])
+    assert sorted(relabelled) == ["a", "b"] and len(relabelled["a"]) == 2
+    assert step_pairs(TRACES, max_pairs=1, seed=3) == step_pairs(TRACES, max_pairs=1, seed=3)
+    assert all(len(v) == 1 for v in step_pairs(TRACES, max_pairs=1).values())
+    with pytest.raises(LensError, match="3 step labels for 4"):
+        step_pairs(TRACES, ["a", "b", "c"])
+
+
+@pytest.fixture(scope="module")
+def organism():
+    from lens.models import load_model
+
+    return load_model("organism:base")
+
+
+def test_optimised_vectors_lower_the_loss_of_the_thinking_steps(organism):
+    bias, cats, info = optimised_vectors(organism, TRACES * 2, SITE, steps=6, lr=0.1, batch_size=4)
+    assert set(cats) == {"restate", "computation"} and bias.shape == (organism.d_model,)
+    for name, (before, after) in info["loss"].items():
+        assert after < before, name
+    assert info["n_pairs"] == {"computation": 4, "restate": 4}
+
+
+def test_vectors_are_saved_once_and_reused(organism, tmp_path):
+    made = []
+
+    def make():
+        made.append(1)
+        return torch.ones(organism.d_model), {"x": torch.full((organism.d_model,), 2.0)}, {"method": "means"}
+
+    folder = tmp_path / "vec"
+    b1, c1, i1 = vectors_folder(folder, organism, SITE, "means", ["x"], make)
+    assert i1["vectors_folder"] == "saved" and kind_of(folder) == "vectors"
+    b2, c2, i2 = vectors_folder(folder, organism, SITE, "means", ["x"], make)
+    assert i2["vectors_folder"] == "loaded" and len(made) == 1
+    assert torch.equal(b1, b2) and torch.equal(c1["x"], c2["x"])
+    for method, site, names, what in (("optimised", SITE, ["x"], "method"), ("means", "blocks.0.hook_resid_post",
+                                                                              ["x"], "site"),
+                                      ("means", SITE, ["y"], "categories")):
+        with pytest.raises(LensError, match=what):
+            load_vectors(folder, organism, site, method, names)
+
+
+def test_vectors_of_another_model_or_a_users_folder_are_refused(organism, tmp_path):
+    from lens.tiny import tiny_model
+
+    other = tiny_model("llama", n_layers=2, d_model=organism.d_model)
+    folder = tmp_path / "vec"
+    save_vectors(folder, other, SITE, "means", torch.ones(organism.d_model), {"x": torch.ones(organism.d_model)}, {})
+    with pytest.raises(LensError, match="not on"):
+        load_vectors(folder, organism, SITE, "means", ["x"])
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(LensError):
+        save_vectors(mine, organism, SITE, "means", torch.ones(organism.d_model), {}, {})
+    assert (mine / "notes.txt").read_text() == "keep" and sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    with pytest.raises(LensError, match="unknown vector method"):
+        vectors_folder(None, organism, SITE, "pca", [], lambda: None)
