@@ -41,6 +41,22 @@ def test_optimised_vectors_lower_the_loss_of_the_thinking_steps(organism):
     assert info["n_pairs"] == {"computation": 4, "restate": 4}
 
 
+def test_hybrid_vectors_means_in_the_selectors_order_through_a_folder(organism, tmp_path):
+    from lens.hybrid.vectors import hybrid_vectors
+
+    think, direct = ["Q:1+2=?\nT:"] * 2, ["Q:1+2=?\nD:"] * 2
+    labels = ["b", "a", "a", "b"]
+    b1, c1, i1 = hybrid_vectors(organism, TRACES, SITE, think, direct, step_labels=labels, order=["b", "a"],
+                                folder=tmp_path / "v")
+    assert list(c1) == ["b", "a"] and i1["method"] == "means" and i1["vectors_folder"] == "saved"
+    b2, c2, i2 = hybrid_vectors(organism, TRACES, SITE, think, direct, step_labels=labels, order=["b", "a"],
+                                folder=tmp_path / "v")
+    assert i2["vectors_folder"] == "loaded" and torch.equal(b1, b2) and list(c2) == ["b", "a"]
+    assert all(torch.equal(c1[k], c2[k]) for k in c1)
+    with pytest.raises(LensError, match="no labelled step"):
+        hybrid_vectors(organism, TRACES, SITE, think, direct, step_labels=labels, order=["a", "b", "c"])
+
+
 def test_vectors_are_saved_once_and_reused(organism, tmp_path):
     made = []
 
@@ -77,3 +93,25 @@ def test_vectors_of_another_model_or_a_users_folder_are_refused(organism, tmp_pa
     assert (mine / "notes.txt").read_text() == "keep" and sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
     with pytest.raises(LensError, match="unknown vector method"):
         vectors_folder(None, organism, SITE, "pca", [], lambda: None)
+
+
+def test_lens_hybrid_optimised_vectors_are_kept_and_reused(capsys, monkeypatch, tmp_path):
+    import json
+
+    from tests.helpers import run_cli
+
+    args = ["hybrid", "--n", "3", "--max-new-tokens", "40", "--vectors", "optimised", "--vector-steps", "2",
+            "--vectors-dir", tmp_path / "vec", "--json"]
+    code, out, err = run_cli(monkeypatch, capsys, args)
+    assert code == 0, err
+    first = json.loads(out)
+    assert first["vectors"]["method"] == "optimised" and first["vectors"]["vectors_folder"] == "saved"
+    assert kind_of(tmp_path / "vec") == "vectors"
+    code, out, err = run_cli(monkeypatch, capsys, args)
+    second = json.loads(out)
+    assert code == 0 and second["vectors"]["vectors_folder"] == "loaded"
+    assert second["runs"] == first["runs"]  # the same vectors give the same study
+    (tmp_path / "file").write_text("mine")
+    code, _, err = run_cli(monkeypatch, capsys, [*args[:-3], "--vectors-dir", tmp_path / "file", "--json"])
+    assert code != 0 and "--vectors-dir" in err and "Traceback" not in err
+    assert (tmp_path / "file").read_text() == "mine"

@@ -54,6 +54,14 @@ def hybrid_cmd(
                                        "training problems (disjoint from the held-out set); 0: no calibration"),
     calibration_grid: str = typer.Option("0,0.5,1,2,3", "--calibration-grid",
                                          help="comma-separated scales tried by --calibrate"),
+    vectors: str = typer.Option("means", "--vectors", callback=choice("means", "optimised"),
+                                help="means: difference of means (the paper's second version); optimised: trained "
+                                     "so the steered base predicts the thinking model's steps (its first)"),
+    vector_steps: int = typer.Option(60, "--vector-steps", callback=positive,
+                                     help="--vectors optimised: Adam steps per vector"),
+    vectors_dir: str = typer.Option(None, "--vectors-dir",
+                                    help="keep the vectors here as direction artifacts; a later run on the same "
+                                         "base, site, method and categories loads them"),
     batch_size: int = typer.Option(None, "--batch-size", callback=positive,
                                    help="prompts per batch of every run (default 64 on the organism, 16 on other "
                                         "pairs); under torchrun / accelerate launch the ranks share the batches"),
@@ -80,6 +88,10 @@ def hybrid_cmd(
         raise LensError("--calibrate runs on the bundled organism pairs only (it tunes on their training "
                         "problems); drop it for other pairs")
     grid = parse_grid(calibration_grid)
+    if vectors_dir is not None:
+        from ..outputs import check_output
+
+        check_output(vectors_dir, "vectors", resumable=True, flag="--vectors-dir")
     from ..distributed import init
 
     main = init().main  # under a launcher: join the job first, so `--device cuda` is each rank's own GPU
@@ -94,7 +106,8 @@ def hybrid_cmd(
         res = hybrid_organism.run(b, t, n=n, layer=layer, read_layer=read_layer, norm_frac=norm_frac, selector=selector,
                                   max_new_tokens=max_new_tokens, progress=say,
                                   no_guardrail_coefficient=no_guardrail_coefficient, calibrate=calibrate,
-                                  calibration_grid=grid, data_parallel=True, **sized)
+                                  calibration_grid=grid, data_parallel=True, vectors=vectors,
+                                  vectors_dir=vectors_dir, vector_steps=vector_steps, **sized)
     else:
         from ..studies import hybrid_generic
         from ..studies.reproduce import Sizes, setup
@@ -105,7 +118,8 @@ def hybrid_cmd(
                                  layer=layer, read_layer=read_layer, norm_frac=norm_frac,
                                  max_new_tokens=max_new_tokens, progress=say,
                                  thinking_prompts=s.thinking_prompts or None,
-                                 no_guardrail_coefficient=no_guardrail_coefficient, data_parallel=True, **sized)
+                                 no_guardrail_coefficient=no_guardrail_coefficient, data_parallel=True,
+                                 vectors=vectors, vectors_dir=vectors_dir, vector_steps=vector_steps, **sized)
         res["prompt_templates"] = s.templates
     if not main:  # rank 0 reports for the whole job
         return

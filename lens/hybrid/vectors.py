@@ -117,13 +117,56 @@ def load_vectors(folder: str | Path, base: Model, site: str, method: str,
 def vectors_folder(folder: str | Path | None, base: Model, site: str, method: str, categories: Sequence[str],
                    make) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
     """`make()` -> (bias, categories, info), loaded from `folder` when it holds them, else made and saved there
-    (no folder: just made). info gains ``vectors_folder``: "loaded", "saved" or None."""
+    (no folder: just made; under a launcher rank 0 saves). info gains ``vectors_folder``: "loaded", "saved" or
+    None."""
     if method not in METHODS:
         raise LensError(f"unknown vector method {method!r}; use one of {', '.join(METHODS)}")
     if folder is not None and (Path(folder) / MANIFEST).is_file():
         bias, cats, info = load_vectors(folder, base, site, method, categories)
         return bias, cats, {**info, "vectors_folder": "loaded"}
+    from ..distributed import ranks
+
     bias, cats, info = make()
-    if folder is not None:
+    if folder is not None and ranks().rank == 0:  # under a launcher every rank makes them; rank 0 writes
         save_vectors(folder, base, site, method, bias, cats, info)
     return bias, cats, {**info, "vectors_folder": None if folder is None else "saved"}
+
+
+def hybrid_vectors(
+    base: Model,
+    traces: Sequence[dict],
+    site: str,
+    think_prompts: Sequence,
+    direct_prompts: Sequence,
+    *,
+    method: str = "means",
+    norm_frac: float = 0.5,
+    step_labels: Sequence[str] | None = None,
+    order: Sequence[str] | None = None,
+    folder: str | Path | None = None,
+    steps: int = 60,
+    seed: int = 0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
+    """(bias, {category: vector} in `order`, info) by `method`, through `folder` when given (`vectors_folder`).
+
+    means: `lens.hybrid.study.category_vectors` (norm_frac x the residual norm; think_prompts/direct_prompts
+    give the bias); optimised: `optimised_vectors` (`steps` Adam steps each). step_labels: one category per
+    labelled step (default the spans' labels); order: the category order (default sorted)."""
+    labels = list(step_labels) if step_labels is not None else [s[2] for t in traces for s in t["spans"]]
+    names = list(order) if order is not None else sorted({lab for lab in labels if lab})
+
+    def make():
+        if method == "optimised":
+            bias, cats, info = optimised_vectors(base, traces, site, labels, steps=steps, seed=seed)
+        else:
+            from .study import category_vectors
+
+            bias, cats, info = category_vectors(base, traces, site, think_prompts, direct_prompts,
+                                                norm_frac=norm_frac, step_labels=labels)
+            info = {"method": "means", **info}
+        missing = [n for n in names if n not in cats]
+        if missing:
+            raise LensError(f"no labelled step for categor{'y' if len(missing) == 1 else 'ies'} {missing}")
+        return bias, {n: cats[n] for n in names}, info
+
+    return vectors_folder(folder, base, site, method, names, make)

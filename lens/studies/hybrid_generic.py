@@ -22,7 +22,8 @@ from ..decoding.generate import generate
 from ..errors import LensError
 from ..hybrid.config import ALL_ABLATIONS, NO_GUARDRAIL_COEFFICIENT, PAPER_COEFFICIENTS
 from ..hybrid.selectors import taxonomy_selector
-from ..hybrid.study import category_vectors, run_study
+from ..hybrid.study import run_study
+from ..hybrid.vectors import hybrid_vectors
 from ..models import Model
 from ..selection import SENTENCE_RE
 
@@ -61,6 +62,9 @@ def run(
     progress: Callable[[str], None] | None = None,
     thinking_prompts: Sequence[str] | None = None,
     data_parallel: bool | None = None,
+    vectors: str = "means",
+    vectors_dir: str | None = None,
+    vector_steps: int = 60,
 ) -> dict:
     """Unsupervised category vectors from the thinking model's traces, then the hybrid study.
 
@@ -71,7 +75,9 @@ def run(
     while the base reads its own prompt followed by the thinking model's completion. layer: the steer
     layer (default the middle one); read_layer: the taxonomy's layer, where the category is read (default
     `layer`). data_parallel: under a launcher the ranks share the thinking model's traces and every run's
-    batches (`run_study`); the taxonomy and the vectors are fitted whole on every rank.
+    batches (`run_study`); the taxonomy and the vectors are fitted whole on every rank. vectors: "means" or
+    "optimised" (`lens.hybrid.vectors`, `vector_steps` Adam steps each); vectors_dir: a folder keeping them for
+    later runs.
     """
     from ..distributed import sharing
 
@@ -107,9 +113,11 @@ def run(
                         "raise --hybrid-n or --max-new-tokens")
     say(f"taxonomy SAE on {n_sent} sentences")
     step_names, pick, tinfo = taxonomy_selector(thinking, traces, read_site, n_categories=n_categories, seed=seed)
-    bias, cats, info = category_vectors(base, b_traces, site, think_prompts, direct_prompts, norm_frac=norm_frac,
-                                        step_labels=step_names)
-    cats = {name: cats[name] for name in tinfo["taxonomy"]["categories"]}  # in the selector's index order
+    say(f"category vectors ({vectors})")
+    bias, cats, info = hybrid_vectors(base, b_traces, site, think_prompts, direct_prompts, method=vectors,
+                                      norm_frac=norm_frac, step_labels=step_names, seed=seed, folder=vectors_dir,
+                                      steps=vector_steps,
+                                      order=list(tinfo["taxonomy"]["categories"]))  # in the selector's index order
     info.update(tinfo)
     out = run_study(base, thinking, prompts, is_correct, site, bias, cats, coefficients=coefficients,
                     ablations=ablations, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,

@@ -25,7 +25,8 @@ from ..hybrid.config import ALL_ABLATIONS, NO_GUARDRAIL_COEFFICIENT, PAPER_COEFF
 from ..hybrid.selectors import TaxonomySelector as TaxonomySelector
 from ..hybrid.selectors import raw_latents as raw_latents
 from ..hybrid.selectors import taxonomy_selector
-from ..hybrid.study import category_vectors, run_study
+from ..hybrid.study import run_study
+from ..hybrid.vectors import hybrid_vectors
 from ..models import Model
 from . import organism_inputs as O
 
@@ -49,6 +50,9 @@ def run(
     progress: Callable[[str], None] | None = None,
     calibrate: int = 0,
     calibration_grid: tuple[float, ...] = DEFAULT_GRID,
+    vectors: str = "means",
+    vectors_dir: str | None = None,
+    vector_steps: int = 60,
     batch_size: int = 64,
     data_parallel: bool | None = None,
 ) -> dict:
@@ -58,7 +62,10 @@ def run(
     (the taxonomy's layer; default `layer`). calibrate: when > 0, the bias and each category vector are
     rescaled by the factor of `calibration_grid` under which the hybrid is most accurate on that many
     training problems (disjoint from the held-out set; `lens.hybrid.calibrate`), before every run; the
-    chosen scales and every score tried are in ``vectors.calibration``. batch_size: prompts per hybrid
+    chosen scales and every score tried are in ``vectors.calibration``. vectors: "means" (difference of
+    means, the paper's second version) or "optimised" (its first; `lens.hybrid.vectors`); vectors_dir: a
+    folder that keeps them as direction artifacts and gives them back to later runs; vector_steps: Adam
+    steps per optimised vector. batch_size: prompts per hybrid
     batch. data_parallel: under a launcher the ranks share every run's batches (`run_study`); the traces,
     taxonomy, vectors and calibration run whole on every rank."""
     if selector not in SELECTORS:
@@ -75,10 +82,11 @@ def run(
         say("taxonomy SAE on the thinking model's steps")
         step_names, pick, tinfo = taxonomy_selector(thinking, traces, read_site)
         variants = {"live_only": pick.variant(live_only=True)}
-    bias, cats, info = category_vectors(base, traces, site, think_prompts, direct_prompts, norm_frac=norm_frac,
-                                        step_labels=step_names)
-    if step_names is not None:  # in the selector's index order
-        cats = {name: cats[name] for name in tinfo["taxonomy"]["categories"]}
+    say(f"category vectors ({vectors})")
+    order = list(tinfo["taxonomy"]["categories"]) if step_names is not None else None  # the selector's order
+    bias, cats, info = hybrid_vectors(base, traces, site, think_prompts, direct_prompts, method=vectors,
+                                      norm_frac=norm_frac, step_labels=step_names, order=order, folder=vectors_dir,
+                                      steps=vector_steps)
     info.update(tinfo)
     prompts, answers = O.heldout(n)
     calibration = None
