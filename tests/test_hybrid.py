@@ -287,3 +287,48 @@ def test_taxonomy_selector_on_the_organism():
                for name in res["vectors"]["categories"])
     with pytest.raises(LensError, match="unknown selector"):
         H.run(base, thinking, n=4, selector="magic")
+
+
+@pytest.mark.parametrize("ablation", ["none", "random_category", "random_guardrail"])
+def test_all_positions_candidates_equal_full_recompute(pair, ablation):
+    """steer_positions="all" (hybrid_token.py): each candidate is a full forward steered at every position; the
+    KV-cached loop (base cache untouched by the sweep) equals the reference, on a padded batch, and differs from
+    the newest-position nudge."""
+    base, thinking = pair
+    fast = hybrid_generate(base, thinking, PROMPTS, _cfg(base, ablation, 0.5, steer_positions="all"),
+                           max_new_tokens=10)
+    ref = hybrid_generate_reference(base, thinking, PROMPTS, _cfg(base, ablation, 0.5, steer_positions="all"),
+                                    max_new_tokens=10)
+    assert fast.tokens == ref.tokens
+    assert torch.equal(fast.gated, ref.gated) and torch.equal(fast.steered, ref.steered)
+    assert torch.equal(fast.category, ref.category) and torch.equal(fast.coefficient, ref.coefficient)
+    assert fast.steered.any() and torch.equal(fast.steered, fast.gated)
+    if ablation == "none":
+        newest = hybrid_generate(base, thinking, PROMPTS, _cfg(base, ablation, 0.5), max_new_tokens=10)
+        assert newest.tokens != fast.tokens
+
+
+def test_all_positions_with_the_organisms_reasoning_phase_equals_reference():
+    from lens.models import load_model
+    from lens.studies import organism_inputs as O
+
+    thinking = load_model("organism:thinking")
+    prompts, _ = O.heldout(3)
+    g = torch.Generator().manual_seed(0)
+    cats = {f"c{i}": torch.randn(thinking.d_model, generator=g) for i in range(2)}
+
+    def cfg():
+        return HybridConfig(SITE, cats, coefficients=(0.5, 1.0), gate="kl", kl_threshold=-1.0,
+                            answer_prompt="</think>A:", steer_positions="all")
+
+    fast = hybrid_generate(thinking, thinking, prompts, cfg(), max_new_tokens=40)
+    ref = hybrid_generate_reference(thinking, thinking, prompts, cfg(), max_new_tokens=40)
+    assert fast.think_region and fast.tokens == ref.tokens and torch.equal(fast.steered, ref.steered)
+
+
+def test_steer_positions_are_checked(pair):
+    base, _ = pair
+    with pytest.raises(LensError, match="unknown steer_positions"):
+        _cfg(base, steer_positions="every")
+    with pytest.raises(LensError, match="mode paper only"):
+        _cfg(base, mode="unsteered_allowed", steer_positions="all")

@@ -43,6 +43,8 @@ from jaxtyping import Float
 from ..errors import LensError
 
 MODES = ("paper", "unsteered_allowed")
+#: where a candidate is steered: the newest position (hybrid_eval.py) or every position (hybrid_token.py)
+STEER_POSITIONS = ("newest", "all")
 ABLATIONS = ("none", "bias_only", "random_category", "random_vector", "random_guardrail", "no_guardrail")
 EXTRA_ABLATIONS = ("random_vector_per_step",)
 ALL_ABLATIONS = ABLATIONS + EXTRA_ABLATIONS
@@ -73,6 +75,10 @@ class HybridConfig:
     think_close: the thinking model's end-of-reasoning marker (mode paper; used when its tokenizer
         encodes it as one token, else there is no reasoning-phase handling). answer_prompt: the text the
         base is given when the thinking model closes its reasoning.
+    steer_positions: "newest" (hybrid_eval.py's default: a candidate is the base re-run at its newest
+        position with coefficient x vector added there, the cache keeping it unsteered) or "all"
+        (hybrid_token.py's default, ``--token_windows [1]``: a candidate is a full forward of the whole
+        sequence, prompt included, with coefficient x vector added at every position; mode paper only).
     """
 
     site: str
@@ -89,6 +95,7 @@ class HybridConfig:
     think_close: str | None = "</think>"
     answer_prompt: str = PAPER_ANSWER_PROMPT
     no_guardrail_coefficient: float = NO_GUARDRAIL_COEFFICIENT
+    steer_positions: str = "newest"
     names: list[str] = field(init=False)
     no_guardrail_index: int = field(init=False)
     matrix: torch.Tensor = field(init=False)
@@ -101,6 +108,11 @@ class HybridConfig:
             raise LensError(f"unknown ablation {self.ablation!r}; use one of {', '.join(ALL_ABLATIONS)}")
         if self.mode not in MODES:
             raise LensError(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
+        if self.steer_positions not in STEER_POSITIONS:
+            raise LensError(f"unknown steer_positions {self.steer_positions!r}; use one of "
+                            f"{', '.join(STEER_POSITIONS)}")
+        if self.steer_positions == "all" and self.mode != "paper":
+            raise LensError("steer_positions 'all' (hybrid_token.py's candidates) runs in mode paper only")
         if self.gate not in ("disagree", "kl"):
             raise LensError(f"unknown gate {self.gate!r}; use disagree or kl")
         if self.ablation == "bias_only" and self.bias is None:

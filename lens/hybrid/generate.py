@@ -85,6 +85,12 @@ def _forward(model: Model, ids, mask, cache):
     return out.logits[:, -1].float(), returned_cache(out)
 
 
+def _full_forward(model: Model, ids, mask):
+    """Logits at the last position of a forward over the whole sequence, no cache."""
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    return model.hf(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).logits[:, -1].float()
+
+
 def thinking_side(base: Model, thinking: Model, prompts: list[str], thinking_prompts: list[str] | None = None,
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, dict[int, list[int]]]:
     """(thinking ids, thinking mask, step table or None, several-id feeds) for a hybrid run.
@@ -167,7 +173,7 @@ def hybrid_generate(
 
     iv = Intervention(cfg.site, torch.zeros(base.d_model), where=Where.on_gate("hybrid"), source="hybrid")
     b_cache, t_cache = _rollback_cache(), None
-    step_ids, t_step = ids, t_ids
+    step_ids, t_step, full_ids = ids, t_ids, ids
     with torch.no_grad(), steer(base, [iv], record=False) as handle, hooks(thinking, {cfg.read_site: keep_last}):
         gate = handle.gates["hybrid"]
         for k in range(max_new_tokens):
@@ -186,31 +192,41 @@ def hybrid_generate(
                 cat, vec = select_vectors(cfg, resid["h"], draws)
                 t_logp = t_logits.log_softmax(-1)
                 cands = []
-                variants = [_last_kv(b_cache)]  # position q unsteered, then once per coefficient
-                for c in cfg.coefficients:
-                    _drop_last(b_cache)
-                    gate.set(gated, vec, torch.full((n,), float(c)))
-                    logits_c, b_cache = _forward(base, step_ids[:, -1:], mask, b_cache)
-                    cands.append(logits_c.argmax(-1).to(dev))
+                if cfg.steer_positions == "all":  # hybrid_token.py: one full forward per coefficient, steered at
+                    for c in cfg.coefficients:  # every position; the base's own cache is not touched
+                        gate.set(gated, vec, torch.full((n,), float(c)), everywhere=True)
+                        cands.append(_full_forward(base, full_ids, mask).argmax(-1).to(dev))
+                    gate.clear()
+                    token, pick = choose(cfg, t_logp.cpu(), unsteered.cpu(), [c.cpu() for c in cands], gated.cpu(),
+                                         draws)
+                    token = token.to(dev)
+                else:
+                    variants = [_last_kv(b_cache)]  # position q unsteered, then once per coefficient
+                    for c in cfg.coefficients:
+                        _drop_last(b_cache)
+                        gate.set(gated, vec, torch.full((n,), float(c)))
+                        logits_c, b_cache = _forward(base, step_ids[:, -1:], mask, b_cache)
+                        cands.append(logits_c.argmax(-1).to(dev))
+                        if variants[0] is not None:
+                            variants.append(_last_kv(b_cache))
+                    token, pick = choose(cfg, t_logp.cpu(), unsteered.cpu(), [c.cpu() for c in cands], gated.cpu(),
+                                         draws)
+                    token = token.to(dev)
+                    # variant of position q to keep: 0 = unsteered (mode paper, or not steered), i = coefficient i - 1
+                    keep = pick + 1 if cfg.mode == "unsteered_allowed" else torch.zeros_like(pick)
+                    held = torch.where(gated.cpu(), len(cands), 0)  # what the cache holds after the sweep
                     if variants[0] is not None:
-                        variants.append(_last_kv(b_cache))
-                token, pick = choose(cfg, t_logp.cpu(), unsteered.cpu(), [c.cpu() for c in cands], gated.cpu(),
-                                     draws)
-                token = token.to(dev)
-                # variant of position q to keep: 0 = unsteered (mode paper, or not steered), i = coefficient i - 1
-                keep = pick + 1 if cfg.mode == "unsteered_allowed" else torch.zeros_like(pick)
-                held = torch.where(gated.cpu(), len(cands), 0)  # what the cache holds after the sweep
-                if variants[0] is not None:
-                    _write_last_kv(b_cache, variants, keep.to(dev))
-                elif not torch.equal(keep, held):  # re-run position q with each row's kept coefficient
-                    _drop_last(b_cache)
-                    coef = torch.where(keep > 0, log.coefs[(keep - 1).clamp(min=0)], torch.zeros(n))
-                    gate.set((keep > 0).to(dev), vec, coef.to(dev))
-                    _forward(base, step_ids[:, -1:], mask, b_cache)
+                        _write_last_kv(b_cache, variants, keep.to(dev))
+                    elif not torch.equal(keep, held):  # re-run position q with each row's kept coefficient
+                        _drop_last(b_cache)
+                        coef = torch.where(keep > 0, log.coefs[(keep - 1).clamp(min=0)], torch.zeros(n))
+                        gate.set((keep > 0).to(dev), vec, coef.to(dev))
+                        _forward(base, step_ids[:, -1:], mask, b_cache)
                 log.steer(k, gated.cpu(), pick, cat.cpu())
             token, feed = region.apply(k, token.cpu(), t_logits.argmax(-1).cpu(), t_top_raw, log.done)
             token = log.advance(k, gated.cpu(), token).to(dev)
             step_ids = token[:, None]
+            full_ids = torch.cat([full_ids, step_ids], dim=1)
             t_step, t_new = thinking_step(token, feed, table, feeds, t_fill)
             t_step = t_step.to(thinking.device)
             mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=dev)], dim=1)

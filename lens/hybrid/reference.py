@@ -11,7 +11,8 @@ cached path: the configuration (`HybridConfig`, including its fixed random vecto
 row's prompt index and the step).
 
 Mode paper: each candidate is a full forward with coefficient x vector added at the newest position
-only, no past steering replayed (hybrid_eval.py's revert). Mode unsteered_allowed: past steering choices
+only, no past steering replayed (hybrid_eval.py's revert), or at every position of the sequence with
+``steer_positions="all"`` (hybrid_token.py). Mode unsteered_allowed: past steering choices
 are replayed at their positions on every recompute, as the cached loop keeps them in its cache.
 """
 
@@ -178,8 +179,10 @@ def hybrid_generate_reference(
                 cats, vecs = _vectors(cfg, resid, draws)
                 last = [len(row) - 1 for row in b_rows]
                 cands = []
+                # hybrid_eval.py steers the newest position; hybrid_token.py every position of the sequence
+                spots = [list(range(len(b_rows[r]))) if cfg.steer_positions == "all" else [last[r]] for r in range(n)]
                 for c in coefs:
-                    adds = [kept[r] + ([(last[r], c * vecs[r])] if gated[r] else []) for r in range(n)]
+                    adds = [kept[r] + ([(i, c * vecs[r]) for i in spots[r]] if gated[r] else []) for r in range(n)]
                     cands.append(_forward(base, b_rows, cfg.site, adds)[0].argmax(-1).tolist())
                 picks = (draws.ints("random_guardrail", len(coefs)).tolist()
                          if cfg.ablation == "random_guardrail" else [None] * n)

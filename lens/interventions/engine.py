@@ -53,8 +53,9 @@ class CallState:
 class Gate:
     """A run-time switch for `Where.on_gate(name)` interventions.
 
-    rows: which batch rows steer at the current call (at their newest position only);
-    vectors: optional per-row replacement vectors [batch, d_model]; scales: optional per-row scales.
+    rows: which batch rows steer at the current call (at their newest position only, or at every real
+    position when `everywhere`); vectors: optional per-row replacement vectors [batch, d_model]; scales:
+    optional per-row scales.
     `fired` keeps every (row, absolute position) where it applied, for replay and reports (when the
     `steer` block records).
     """
@@ -63,12 +64,14 @@ class Gate:
     vectors: Float[torch.Tensor, "batch d_model"] | None = None
     scales: Float[torch.Tensor, " batch"] | None = None
     fired: list[tuple[int, int]] = field(default_factory=list)
+    everywhere: bool = False
 
-    def set(self, rows, vectors=None, scales=None) -> None:
-        self.rows, self.vectors, self.scales = rows, vectors, scales
+    def set(self, rows, vectors=None, scales=None, everywhere: bool = False) -> None:
+        self.rows, self.vectors, self.scales, self.everywhere = rows, vectors, scales, everywhere
 
     def clear(self) -> None:
         self.rows = self.vectors = self.scales = None
+        self.everywhere = False
 
 
 @dataclass
@@ -204,8 +207,11 @@ def _site_fn(h: Steering, items: list[Intervention]):
                 if gate.rows is None:
                     continue
                 real = st.real()
-                newest = st.positions == torch.where(real, st.positions, -1).amax(-1, keepdim=True)
-                mask = newest & real & gate.rows.to(hidden.device)[:, None]
+                if gate.everywhere:
+                    mask = real & gate.rows.to(hidden.device)[:, None]
+                else:
+                    newest = st.positions == torch.where(real, st.positions, -1).amax(-1, keepdim=True)
+                    mask = newest & real & gate.rows.to(hidden.device)[:, None]
                 if gate.vectors is not None:
                     vec = gate.vectors.to(hidden.device, hidden.dtype)[:, None, :]
                 if gate.scales is not None:
