@@ -63,3 +63,13 @@ def test_calibration_on_the_organism_finds_that_the_bias_matters(capsys, monkeyp
         scores = {t["scale"]: t["accuracy"] for t in cal["tried"] if t["vector"] == name}
         assert scores[scale] == max(scores.values())
         assert scale == 1.0 or scores[scale] > scores[1.0]
+
+
+def test_lens_hybrid_all_positions_runs_and_says_so(capsys, monkeypatch):
+    code, out, err = run_cli(monkeypatch, capsys, ["hybrid", "--n", "3", "--max-new-tokens", "30", "--steer-positions",
+                                                   "all", "--json"])
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["steer_positions"] == "all" and res["runs"]["none"]["fraction_steered"] > 0
+    code, _, err = run_cli(monkeypatch, capsys, ["hybrid", "--steer-positions", "every"])
+    assert code != 0 and "Traceback" not in err

@@ -57,6 +57,9 @@ def hybrid_cmd(
     vectors: str = typer.Option("means", "--vectors", callback=choice("means", "optimised"),
                                 help="means: difference of means (the paper's second version); optimised: trained "
                                      "so the steered base predicts the thinking model's steps (its first)"),
+    steer_positions: str = typer.Option("newest", "--steer-positions", callback=choice("newest", "all"),
+                                        help="newest: a candidate nudges the newest position (hybrid_eval.py); "
+                                             "all: a full forward steered at every position (hybrid_token.py)"),
     vector_steps: int = typer.Option(60, "--vector-steps", callback=positive,
                                      help="--vectors optimised: Adam steps per vector"),
     vectors_dir: str = typer.Option(None, "--vectors-dir",
@@ -107,7 +110,8 @@ def hybrid_cmd(
                                   max_new_tokens=max_new_tokens, progress=say,
                                   no_guardrail_coefficient=no_guardrail_coefficient, calibrate=calibrate,
                                   calibration_grid=grid, data_parallel=True, vectors=vectors,
-                                  vectors_dir=vectors_dir, vector_steps=vector_steps, **sized)
+                                  vectors_dir=vectors_dir, vector_steps=vector_steps,
+                                  steer_positions=steer_positions, **sized)
     else:
         from ..studies import hybrid_generic
         from ..studies.reproduce import Sizes, setup
@@ -119,7 +123,8 @@ def hybrid_cmd(
                                  max_new_tokens=max_new_tokens, progress=say,
                                  thinking_prompts=s.thinking_prompts or None,
                                  no_guardrail_coefficient=no_guardrail_coefficient, data_parallel=True,
-                                 vectors=vectors, vectors_dir=vectors_dir, vector_steps=vector_steps, **sized)
+                                 vectors=vectors, vectors_dir=vectors_dir, vector_steps=vector_steps,
+                                 steer_positions=steer_positions, **sized)
         res["prompt_templates"] = s.templates
     if not main:  # rank 0 reports for the whole job
         return

@@ -88,6 +88,7 @@ def run_study(
     no_guardrail_coefficient: float = NO_GUARDRAIL_COEFFICIENT,
     selector_variants: dict[str, object] | None = None,
     data_parallel: bool | None = None,
+    steer_positions: str = "newest",
 ) -> dict:
     """Accuracy of base, thinking and the hybrid (and each ablation), gap recovered, tokens steered.
 
@@ -98,6 +99,8 @@ def run_study(
     problems (default `prompts`): its greedy run and its side of the hybrid read them (`hybrid_generate`).
     think_close / answer_prompt: the reasoning phase of mode paper (`lens.hybrid.region`).
     no_guardrail_coefficient: the fixed coefficient of the no_guardrail ablation (must be in `coefficients`).
+    steer_positions: where the mode-paper runs steer a candidate ("newest" or "all", `HybridConfig`); the
+    unsteered_allowed run always steers the newest position.
     selector_variants: {run name: selector}, one more run each in mode paper without ablation, reported
     beside the hybrid (e.g. ``live_only``: the taxonomy's argmax over the latents with a category).
     data_parallel: under a launcher (`lens.distributed`), each rank runs every world-th batch of prompts
@@ -131,7 +134,7 @@ def run_study(
                                         data_parallel=split).samples]
     b, t = score(b_texts), score(t_texts)
     out = {"site": site, "read_site": read_site or site, "n": len(prompts), "coefficients": list(coefficients),
-           "no_guardrail_coefficient": no_guardrail_coefficient,
+           "no_guardrail_coefficient": no_guardrail_coefficient, "steer_positions": steer_positions,
            "base": accuracy(b).as_dict(), "thinking": accuracy(t).as_dict(), "runs": {}}
     runs = [(ab, "paper", ab, selector) for ab in ablations]
     runs += [(name, "paper", "none", sel) for name, sel in (selector_variants or {}).items()]
@@ -140,8 +143,8 @@ def run_study(
         say(f"hybrid ({name})")
         cfg = HybridConfig(site, categories, bias=bias, coefficients=coefficients, ablation=ab, seed=seed,
                            selector=sel, mode=mode, read_site=read_site, think_close=think_close,
-                           answer_prompt=answer_prompt,
-                           no_guardrail_coefficient=no_guardrail_coefficient)
+                           answer_prompt=answer_prompt, no_guardrail_coefficient=no_guardrail_coefficient,
+                           steer_positions=steer_positions if mode == "paper" else "newest")
         local = {}
         for i in mine:  # this rank's batches (all of them in one process)
             chunk = list(prompts[i : i + batch_size])

@@ -53,6 +53,7 @@ def run(
     vectors: str = "means",
     vectors_dir: str | None = None,
     vector_steps: int = 60,
+    steer_positions: str = "newest",
     batch_size: int = 64,
     data_parallel: bool | None = None,
 ) -> dict:
@@ -65,7 +66,8 @@ def run(
     chosen scales and every score tried are in ``vectors.calibration``. vectors: "means" (difference of
     means, the paper's second version) or "optimised" (its first; `lens.hybrid.vectors`); vectors_dir: a
     folder that keeps them as direction artifacts and gives them back to later runs; vector_steps: Adam
-    steps per optimised vector. batch_size: prompts per hybrid
+    steps per optimised vector. steer_positions: "newest" (hybrid_eval.py) or "all" (hybrid_token.py; a full
+    forward per candidate), `HybridConfig`. batch_size: prompts per hybrid
     batch. data_parallel: under a launcher the ranks share every run's batches (`run_study`); the traces,
     taxonomy, vectors and calibration run whole on every rank."""
     if selector not in SELECTORS:
@@ -94,14 +96,15 @@ def run(
         say(f"calibrating vector scales on {calibrate} training problems")
         dev_prompts, dev_answers = O.dev_problems(calibrate)
         cfg = HybridConfig(site, cats, bias=bias, coefficients=coefficients, selector=pick, read_site=read_site,
-                           answer_prompt=ANSWER_PROMPT)
+                           answer_prompt=ANSWER_PROMPT, steer_positions=steer_positions)
         calibration = calibrate_scales(base, thinking, dev_prompts, O.checker(dev_answers), cfg,
                                        grid=calibration_grid, max_new_tokens=max_new_tokens, progress=say)
         bias, cats = calibration.apply(bias, cats)
     out = run_study(base, thinking, prompts, O.checker(answers), site, bias, cats, coefficients=coefficients,
                     ablations=ablations, max_new_tokens=max_new_tokens, selector=pick, progress=say,
                     read_site=read_site, answer_prompt=ANSWER_PROMPT,
-                    no_guardrail_coefficient=no_guardrail_coefficient, selector_variants=variants,
+                    no_guardrail_coefficient=no_guardrail_coefficient, steer_positions=steer_positions,
+                    selector_variants=variants,
                     batch_size=batch_size, data_parallel=data_parallel)
     out["vectors"] = {**info, "norm_frac": norm_frac, "categories": list(cats), "selector": selector,
                       "calibration": None if calibration is None else calibration.as_dict()}
