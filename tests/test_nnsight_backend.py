@@ -191,3 +191,112 @@ def test_cli_remote_refused(capsys, monkeypatch, tmp_path, folder, args, message
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("lens: error:") and message in lines[0], err
     assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def _weightless(folder, dest):
+    """A copy of the model folder without its weights file: config and tokenizer only."""
+    import shutil
+
+    dest.mkdir()
+    for f in folder.iterdir():
+        if f.is_file() and not f.name.endswith(".safetensors"):
+            shutil.copy(f, dest / f.name)
+    return dest
+
+
+def test_remote_model_loads_no_weights(tmp_path, folder):
+    """`remote_model`: nnsight's meta build from the config and tokenizer (the folder has no weights to read) and a
+    lens Model over the same module: sites, width, vocabulary and facts work; every tensor is meta."""
+    from lens.interventions.backends.nnsight_backend import envoy, remote_model
+    from lens.sites import all_sites
+
+    path = _weightless(folder, tmp_path / "remote")
+    lm, m = remote_model(str(path))
+    tensors = {**dict(m.hf.named_parameters()), **dict(m.hf.named_buffers())}
+    assert tensors and all(t.is_meta for t in tensors.values()) and not lm.dispatched
+    assert lm._module is m.hf and m.fingerprint == f"remote:{path}"
+    assert (m.n_layers, m.d_model, m.vocab_size, m.causal) == (2, 64, len(m.tokenizer), True)
+    assert m.facts()["fingerprint"] == f"remote:{path}" and len(all_sites(m)) == 2
+    assert envoy(lm, m, "blocks.1.hook_resid_post")[0]._module is m.hf.model.layers[1]
+    assert lm.tokenizer.padding_side == "left" and m.tokenizer is not lm.tokenizer
+
+
+@pytest.fixture
+def remote(monkeypatch, tmp_path, folder):
+    """`--remote` on a local folder standing for a hub id: lens builds from a weightless copy (so any local weight
+    load fails); nnsight's remote backend is replaced by a stand-in for NDIF that records the call and runs the
+    trace in-process on the real weights, put into the copy only then (the server holds them, lens never does)."""
+    import shutil
+
+    from nnsight.modeling.mixins.remotable import Remotable
+
+    import lens.models
+    from lens.interventions.backends import nnsight_backend
+
+    path = _weightless(folder, tmp_path / "remote")
+    state = {"calls": [], "models": []}
+    resolve, build = lens.models._resolve_spec, nnsight_backend.remote_model
+    monkeypatch.setattr(lens.models, "_resolve_spec",
+                        lambda spec: ("hub", spec, None) if spec == str(path) else resolve(spec))
+
+    def built(repo_id):
+        lm, m = build(repo_id)
+        assert all(t.is_meta for t in m.hf.state_dict().values()) and not lm.dispatched
+        state["models"].append(m)
+        return lm, m
+
+    def ndif(self, remote, blocking, job_id, verbose):
+        state["calls"].append(remote)
+        if not (path / "model.safetensors").exists():
+            shutil.copy(folder / "model.safetensors", path / "model.safetensors")
+        return None  # no backend: nnsight runs the trace here, dispatching the weights as the server would
+
+    monkeypatch.setattr(nnsight_backend, "remote_model", built)
+    monkeypatch.setattr(Remotable, "_remote_backend", ndif)
+    state["path"] = path
+    return state
+
+
+def test_cli_steer_remote(capsys, monkeypatch, folder, remote):
+    """`lens steer --backend nnsight --remote`: no weights loaded by lens, every generation a remote one (remote=True
+    reaches nnsight's trace), and the same JSON as the local nnsight backend."""
+    args = ["steer", "--spec", folder.parent / "spec", "-p", "Q:12+34=?", "-p", "hi", "--max-new-tokens", NEW,
+            "--backend", "nnsight", "--json"]
+    code, out, err = run_cli(monkeypatch, capsys, [args[0], "-m", folder, *args[1:]])
+    assert code == 0, err
+    code2, out2, err2 = run_cli(monkeypatch, capsys, [args[0], "-m", remote["path"], *args[1:], "--remote"])
+    assert code2 == 0, err2
+    assert remote["calls"] == [True, True] and len(remote["models"]) == 1  # plain and steered
+    assert all(t.is_meta for t in remote["models"][0].hf.state_dict().values())  # still: NDIF ran the weights
+    assert json.loads(out2) == json.loads(out)
+
+
+def test_cli_capture_remote(capsys, monkeypatch, tmp_path, folder, remote):
+    """`lens capture --backend nnsight --remote`: every batch a remote trace, shards marked nnsight-remote, the rows
+    the local nnsight backend writes; lens's model stays on the meta device."""
+    from lens.capture_folder import open_capture
+
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text("".join(json.dumps(t) + "\n" for t in TEXTS))
+    got = []
+    for spec, extra in ((folder, []), (remote["path"], ["--remote"])):
+        out = tmp_path / f"out-{len(got)}"
+        code, text, err = run_cli(monkeypatch, capsys, ["capture", "-m", spec, "-i", inputs, "-s",
+                                                        "blocks.0.hook_resid_pre,blocks.1.hook_resid_post",
+                                                        "--batch-size", 3, "-o", out, "--backend", "nnsight",
+                                                        "--json", *extra])
+        assert code == 0, err
+        got.append((json.loads(text), open_capture(out).load()))
+    (s1, a), (s2, b) = got
+    assert remote["calls"] == [True, True] and s1["backends"] == ["nnsight"] and s2["backends"] == ["nnsight-remote"]
+    assert all(t.is_meta for t in remote["models"][0].hf.state_dict().values())
+    for key in ("example", "start", "end", "token_id"):
+        assert torch.equal(getattr(a, key), getattr(b, key))
+    for site in a.sites:
+        torch.testing.assert_close(b[site], a[site], rtol=0, atol=1e-5)
+
+
+def test_cli_remote_refuses_placement(capsys, monkeypatch, remote):
+    code, out, err = run_cli(monkeypatch, capsys, ["--device", "cpu", "steer", "-m", remote["path"], "--direction",
+                                                   remote["path"], "-p", "hi", "--backend", "nnsight", "--remote"])
+    assert code == 2 and "drop --device" in err and remote["calls"] == [] and not remote["models"], err

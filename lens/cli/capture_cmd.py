@@ -43,7 +43,7 @@ def capture_cmd(
     from ..errors import LensError
     from ..selection import parse_select
     from ..sites import all_sites
-    from .common import check_backend, check_templatable, load, templated
+    from .common import check_backend, check_templatable, load_backend, templated
     from .validate import iter_inputs
 
     check_backend(backend, remote, model)
@@ -60,15 +60,14 @@ def capture_cmd(
         total += 1
     if total == 0:
         raise LensError(f"input file {inputs} is empty; write one JSON object per line")
-    m = load(ctx, model)
+    m, lm = load_backend(ctx, model, backend, remote)  # --remote: no weights here (a meta module), NDIF runs them
     site_list = [s.name for s in all_sites(m)] if sites == "all" else [s for s in sites.split(",") if s.strip()]
     forward = None
-    if backend == "nnsight":
+    if lm is not None:
         from ..capture_memory import check_sites
-        from ..interventions.backends.nnsight_backend import language_model
         from ..interventions.backends.nnsight_capture import nnsight_forward
 
-        forward = nnsight_forward(language_model(m), m, check_sites(m, site_list), remote)
+        forward = nnsight_forward(lm, m, check_sites(m, site_list), remote)
     folder = capture_to_disk(m, templated(iter_inputs(inputs), template, m), site_list, select, out=out,
                              batch_size=batch_size, dtype=dtype, shard_rows=shard_rows, progress=not as_json,
                              total=total, overwrite=overwrite, too_long=too_long, forward=forward,

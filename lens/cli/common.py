@@ -144,8 +144,8 @@ def check_templatable(n: int, item) -> None:
 
 BACKEND_HELP = ("lens (default: lens's own hooks) or nnsight (the same work as edits and reads inside nnsight traces, "
                 "left-padded batches)")
-REMOTE_HELP = ("with --backend nnsight: run the model on NDIF (nnsight's remote=True, a hub model only; a pass-through "
-               "to nnsight, not tested by lens)")
+REMOTE_HELP = ("with --backend nnsight: run the model on NDIF (nnsight's remote=True, a hub model only; no weights "
+               "load here, only its config and tokenizer; a pass-through to nnsight, not tested by lens)")
 
 
 def check_backend(backend: str, remote: bool, spec: str) -> None:
@@ -162,3 +162,33 @@ def check_backend(backend: str, remote: bool, spec: str) -> None:
     if source != "hub":
         raise LensError(f"--remote runs Hugging Face hub models on NDIF; {spec} is a {source} model: drop --remote "
                         "or pass a hub id")
+
+
+def load_backend(ctx: typer.Context | None, spec: str, backend: str, remote: bool):
+    """(lens `Model`, nnsight model or None) for `--backend`/`--remote`: lens loads the weights (`load`) and, for
+    nnsight, wraps them; with --remote nothing is loaded here but the config and tokenizer (nnsight builds the
+    module on the meta device, NDIF runs it: `nnsight_backend.remote_model`), and the placement options
+    (--device, --dtype, --device-map) are refused, since they place weights that are not here."""
+    from ..errors import LensError
+
+    if not remote:
+        m = load(ctx, spec)
+        if backend != "nnsight":
+            return m, None
+        from ..interventions.backends.nnsight_backend import language_model
+
+        return m, language_model(m)
+    from ..errors import check_text
+    from ..interventions.backends.nnsight_backend import remote_model
+
+    check_text("the model spec", spec)
+    placed = sorted(load_options(ctx))
+    if placed:
+        raise LensError("--remote runs the model on NDIF, whose deployment places it; drop "
+                        + ", ".join(f"--{k.replace('_', '-')}" for k in placed))
+    try:
+        lm, m = remote_model(spec)
+    except OSError as e:
+        raise LensError(f"--remote needs {spec}'s config and tokenizer here (the weights stay on NDIF) and cannot "
+                        f"read them: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from None
+    return m, lm

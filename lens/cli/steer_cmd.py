@@ -66,13 +66,14 @@ def parse_metric(text: str | None):
     raise LensError(f"--metric {text!r}: use regex:PATTERN or py:MODULE:FUNCTION")
 
 
-def nnsight_runner(model, prompts: list[str], max_new_tokens: int, remote: bool):
+def nnsight_runner(model, prompts: list[str], max_new_tokens: int, remote: bool, lm=None):
     """`lens steer`'s run(interventions) -> (texts, fired) through nnsight: every prompt in left-padded batches,
-    fired records as the lens engine logs each prompt run alone."""
+    fired records as the lens engine logs each prompt run alone. lm: the nnsight model (None: one over
+    `model`'s weights)."""
     from ..decoding.nnsight_generate import generate_nnsight_prompts
     from ..interventions.backends.nnsight_backend import language_model
 
-    lm = language_model(model)
+    lm = language_model(model) if lm is None else lm
 
     def run(items) -> tuple[list[str], list[dict]]:
         gen, fired = generate_nnsight_prompts(model, prompts, max_new_tokens, items, lm=lm, remote=remote)
@@ -119,21 +120,21 @@ def steer_cmd(
     from ..errors import LensError
     from ..interventions import steer
     from ..interventions.spec import describe, load_interventions
-    from .common import check_backend, load, templated
+    from .common import check_backend, load_backend, templated
 
     if (direction is None) == (spec is None):
         raise LensError("give exactly one of --direction DIR or --spec DIR")
     check_backend(backend, remote, model)
     at = parse_where(where) if direction is not None else None  # a bad --where fails before the model loads
     shows = parse_metric(metric)
-    m = load(ctx, model)
+    m, lm = load_backend(ctx, model, backend, remote)  # --remote: no weights here (a meta module), NDIF runs them
     if spec is not None:
         ivs = load_interventions(spec, m)
     else:
         ivs = [load_direction(direction, m).intervention(scale, op, at, unit=unit)]
     prompts = list(templated([p.replace("\\n", "\n") for p in prompt], template, m))
     check_fits(m, prompts, "--prompt", max_new_tokens, "--max-new-tokens")
-    nnsight_run = nnsight_runner(m, prompts, max_new_tokens, remote) if backend == "nnsight" else None
+    nnsight_run = nnsight_runner(m, prompts, max_new_tokens, remote, lm) if backend == "nnsight" else None
     plain = (nnsight_run([])[0] if nnsight_run is not None else
              [s.text for s in generate(m, prompts, max_new_tokens).samples])
 

@@ -6,7 +6,8 @@ its p-th real token (pads are never touched) and Where counts from each row's ow
 the engine (`lens.interventions.steer`) reads them from the position ids Hugging Face's ``generate`` passes.
 Which slots each step touches is worked out here, before the trace; the trace body itself holds only the ops
 (`lens.interventions.ops.apply_op`, which imports torch only and is shipped by value) on precomputed masks and
-vectors, so the same body can run on NDIF (``remote=True``, a pass-through to nnsight, not tested here).
+vectors, so the same body can run on NDIF (``remote=True``, a pass-through to nnsight, not tested here), with the
+model built by `remote_model` (nnsight's meta build from the hub config: no weights here).
 """
 
 from __future__ import annotations
@@ -40,6 +41,24 @@ def language_model(model: Model) -> Any:
     from nnsight.modeling.transformers import TransformersModel
 
     return TransformersModel(model.hf, task="text-generation", tokenizer=copy.deepcopy(model.tokenizer))
+
+
+def remote_model(repo_id: str) -> tuple[Any, Model]:
+    """(nnsight model, lens `Model`) for a run on NDIF: no weights are loaded here.
+
+    nnsight's `TransformersModel(repo_id, task="text-generation")`, not dispatched, builds the module tree on the
+    meta device from the checkpoint's config (shapes and dtypes, no storage) and loads the tokenizer; its remote
+    traces name the model by `repo_id` (nnsight's model key), and NDIF runs them on the weights it holds. The
+    lens `Model` wraps the same meta module, for the family layout, sites, width, vocabulary and planning; its
+    fingerprint is ``remote:<repo_id>`` (there are no values to hash). Both get their own copy of the tokenizer
+    (nnsight sets its copy to pad on the left). Running the meta module here fails; pass ``remote=True``.
+    """
+    from nnsight.modeling.transformers import TransformersModel
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(repo_id)
+    lm = TransformersModel(repo_id, task="text-generation", tokenizer=copy.deepcopy(tokenizer))
+    return lm, Model(hf=lm._module, tokenizer=tokenizer, spec=repo_id, source="hub", fingerprint=f"remote:{repo_id}")
 
 
 def site_order(site: str | Site) -> tuple[int, int]:
