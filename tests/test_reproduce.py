@@ -148,9 +148,22 @@ def test_organism_smoke(tmp_path):
     assert set(rl) == {"base", "control"} and set(rl["base"]["runs"]) == {"one_shot", "format"}
     assert [c["step"] for c in rl["base"]["runs"]["one_shot"]["curve"]] == [0, 2, 4, 6]
     assert set(rl["control"]["pass_at_k"]["after"]) == {"1", "2", "4"} and res["rl"]["targets"]
-    shift = rl["base"]["diff"]["activations"]  # where 1-shot RLVR moved the base, per layer
-    assert len(shift) == 4 and all(-1 <= a["cosine_with_direction"] <= 1 for a in shift)
+    for name in ("base", "control"):  # where each run moved its start model, per layer
+        assert set(rl[name]["diffs"]) == {"one_shot", "format"}
+        for d in rl[name]["diffs"].values():
+            shift = d["activations"]
+            assert len(shift) == 4 and all(-1 <= a["cosine_with_direction"] <= 1 for a in shift)
     assert "RL with verifiable" in (tmp_path / "index.html").read_text()
     if res["hybrid"]["status"] == "ok":  # the organism's known answer: the hybrid closes most of the gap
         assert res["hybrid"]["hybrid"]["gap_recovered"] > 0.5
         assert res["hybrid"]["runs"]["random_vector_per_step"]["gap_recovered"] < 0.5  # nothing without the bias
+
+
+@pytest.mark.parametrize("args, message", [(["--organism", "nope"], "the bundled pairs are sums, verifier"),
+                                           (["--organism", "verifier", "--base", "organism:control"],
+                                            "drop --base/--thinking")])
+def test_organism_option_is_checked(capsys, monkeypatch, tmp_path, args, message):
+    from tests.helpers import run_cli
+
+    code, _, err = run_cli(monkeypatch, capsys, ["reproduce", "--out", tmp_path / "r", *args])
+    assert code != 0 and message in err and "Traceback" not in err and not (tmp_path / "r").exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from .common import console, emit_json, load_both, table
-from .validate import check_layer, non_negative, number, positive, positive_float
+from .validate import check_layer, choice, non_negative, number, positive, positive_float
 
 
 def reproduce_cmd(
@@ -14,12 +14,18 @@ def reproduce_cmd(
     base: str = typer.Option("organism:base", "--base", help="base model spec"),
     thinking: str = typer.Option("organism:thinking", "--thinking", help="post-trained model spec"),
     tasks: str = typer.Option("organism", "--tasks", help="organism | gsm8k | math500 | path.jsonl"),
+    organism: str = typer.Option(None, "--organism", help="a bundled pair by name: sums (organism:base / "
+                                 "organism:thinking, the default) or verifier (organism:verifier-base / "
+                                 "organism:verifier-thinking, traces up to 220 tokens); sets --base and --thinking"),
     n: int = typer.Option(None, "--n", "--problems", help="problems (sampling; caps the other steps' counts too); "
                           "under torchrun write --problems (torchrun reads --n as one of its own options)",
                           callback=positive),
     samples: int = typer.Option(None, "--samples", help="samples per problem for pass@k", callback=positive),
     seed: int = typer.Option(0, "--seed", callback=non_negative),
     hybrid_n: int = typer.Option(None, "--hybrid-n", help="problems for the hybrid", callback=positive),
+    hybrid_vectors: str = typer.Option(None, "--hybrid-vectors", callback=choice("means", "optimised"),
+                                       help="the hybrid's vectors: means (difference of means, the default) or "
+                                            "optimised (the hybrid paper's first version)"),
     cot_n: int = typer.Option(None, "--cot-n", help="problems for CoT-decoding", callback=positive),
     k: int = typer.Option(None, "--k", help="CoT-decoding branches", callback=positive),
     feature_n: int = typer.Option(None, "--feature-n", help="problems for the feature steer-check",
@@ -60,8 +66,19 @@ def reproduce_cmd(
     from ..errors import LensError
     from ..studies.reproduce import STEPS, Sizes, reproduce
 
+    if organism is not None:
+        from ..organism import PAIRS
+
+        if organism not in PAIRS:
+            raise LensError(f"--organism {organism!r}: the bundled pairs are {', '.join(PAIRS)}")
+        if (base, thinking) != ("organism:base", "organism:thinking"):
+            raise LensError("--organism names both models; drop --base/--thinking (or --organism)")
+        base, thinking = (f"organism:{name}" for name in PAIRS[organism][:2])
+        if organism == "verifier" and max_new_tokens is None:
+            max_new_tokens = 220  # its checked traces run longer than the first pair's
     sizes = Sizes().use_sampling(sampling)
-    for name, value in (("hybrid_n", hybrid_n), ("cot_n", cot_n), ("k", k), ("feature_n", feature_n),
+    for name, value in (("hybrid_n", hybrid_n), ("hybrid_vectors", hybrid_vectors),
+                        ("cot_n", cot_n), ("k", k), ("feature_n", feature_n),
                         ("feature_pages", feature_pages), ("max_new_tokens", max_new_tokens),
                         ("temperature", temperature), ("top_p", top_p), ("layer", layer),
                         ("sae_texts", sae_texts)):

@@ -43,6 +43,7 @@ class Sizes:
     n: int = 64                  # problems for sampling (1)
     samples: int = 16            # samples per problem (1)
     hybrid_n: int = 64           # problems for the hybrid (2)
+    hybrid_vectors: str = "means"  # the hybrid's vectors: means or optimised (lens.hybrid.vectors) (2)
     cot_n: int = 64              # problems for CoT-decoding (4)
     k: int = 10                  # CoT-decoding branches (4)
     feature_n: int = 64          # problems for the steer-check (5)
@@ -211,12 +212,12 @@ def run_steps(base, thinking, s: Setup, sizes: Sizes, *, seed: int, steps, sae: 
             res = hybrid_generic.run(base, thinking, s.prompts, s.is_correct, s.think_prompts, s.direct_prompts,
                                      n=sizes.hybrid_n, layer=sizes.layer, max_new_tokens=sizes.max_new_tokens,
                                      batch_size=min(sizes.batch_size, 64), seed=seed, progress=say,
-                                     thinking_prompts=s.thinking_prompts or None)
+                                     thinking_prompts=s.thinking_prompts or None, vectors=sizes.hybrid_vectors)
             return {"status": "ok", **res}
         from . import hybrid_organism
 
         res = hybrid_organism.run(base, thinking, n=sizes.hybrid_n, layer=sizes.layer,
-                                  max_new_tokens=sizes.max_new_tokens, progress=say)
+                                  max_new_tokens=sizes.max_new_tokens, progress=say, vectors=sizes.hybrid_vectors)
         return {"status": "ok", **res}
 
     def cot() -> dict:
