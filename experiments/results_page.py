@@ -186,10 +186,53 @@ def rl_study(d: dict) -> str:
         parts += ["", f"pass@k on {d.get('pass_k_n', '-')} held-out problems, before -> after 1-shot RLVR:", "",
                   table(["k", *names], [[k, *[f"{pct(pk[m]['before'][k])} -> {pct(pk[m]['after'][k])}" for m in pk]]
                                         for k in ks])]
+    if any(models[m].get("diffs") for m in names):
+        parts += ["", *rl_diffs(d)]
     if d.get("targets"):
         parts += ["", table(["target", "value", "met"],
                             [[t["target"], f"{points(t['value'])} points", yes_no(t["ok"])] for t in d["targets"]])]
     return "\n".join(parts)
+
+
+def rl_diffs(d: dict) -> list[str]:
+    """Where each run's final checkpoint differs from its start (`lens diff`), one row per experiment and model."""
+    models = d["models"]
+    names = [m for m in models if models[m].get("diffs")]
+    layers = next(iter(models[names[0]]["diffs"].values()))["activations"]
+    n = d.get("diff_prompts", {"reasoning": "-", "direct": "-", "neutral": "-"})
+    span = f"layers {layers[0]['site'].split('.')[1]}..{layers[-1]['site'].split('.')[1]}"
+
+    def by_layer(vals: list[str]) -> str:
+        return " / ".join(vals)
+
+    rows = []
+    for exp in d["experiments"]:
+        for m in names:
+            diff = models[m]["diffs"].get(exp)
+            if diff is None:
+                rows.append([exp, m, models[m]["runs"].get(exp, {}).get("status", "-"), "-", "-", "-"])
+                continue
+            top = max(diff["weights"], key=lambda w: w["relative_change"])
+            if top["relative_change"] == 0:
+                rows.append([exp, m, "unchanged", pct(0), "-", "-"])
+                continue
+            changed = sum(w["fraction_changed"] * w["parameters"] for w in diff["weights"])
+            acts = diff["activations"]
+            rows.append([exp, m, f"{top['group']}: {pct(top['relative_change'], 2)}",
+                         pct(changed / sum(w["parameters"] for w in diff["weights"])),
+                         by_layer([pct(a["relative"]) for a in acts]),
+                         by_layer([fixed(a["cosine_with_direction"], 2, sign=True) for a in acts])])
+    auroc = "; ".join(f"{m} {by_layer([fixed(r['auroc'], 2) for r in models[m]['direction']])}"
+                      for m in names if models[m].get("direction"))
+    return [f"`lens diff` of each run's final checkpoint against its start model: the layer group with the largest "
+            "relative weight change (Frobenius norm of the change over that of the start weights) and the share of "
+            f"all parameters changed beyond `lens.pair_diff.weight_diff`'s tolerance; on the first {n['neutral']} "
+            "held-out prompts (last prompt token), the mean activation shift as a share of the residual norm and its "
+            f"cosine with the start model's reasoning direction (mean over {n['reasoning']} T-marker prompts minus "
+            f"mean over {n['direct']} D-marker prompts), {span}. The direction's held-out AUROC by layer "
+            f"(0.5 is chance): {auroc}.", "",
+            table(["experiment", "model", "largest weight change", "parameters changed",
+                   f"mean shift / residual norm, {span}", f"cosine with the reasoning direction, {span}"], rows)]
 
 
 def cft(d: dict) -> str:

@@ -1,6 +1,8 @@
 """Finding 3 with real RL on the organism: 1-shot RLVR, full-set RLVR and spurious rewards (format,
 random, incorrect label) on the base and on the control (pretrained without thinking traces), through
-TRL's GRPO (`lens.rl`); pass@k to 256 before and after 1-shot RLVR; the issue's targets checked.
+TRL's GRPO (`lens.rl`); pass@k to 256 before and after 1-shot RLVR; `lens diff` of each run's final
+checkpoint against its start (per-layer weight change, activation shift and its cosine with the start
+model's reasoning direction: T-marker vs D-marker prompts); the issue's targets checked.
 
     python experiments/rl_minimal_signal.py [--out runs/rl-study] [--steps 60] [--json results.json]
 
@@ -51,9 +53,11 @@ def main() -> None:
         if pk:
             print(f"{name:8s} pass@k before/after 1-shot: " +
                   ", ".join(f"k={k}: {pk['before'][k]:.1%}/{pk['after'][k]:.1%}" for k in pk["before"]))
-        for a in (row.get("diff") or {}).get("activations", []):
-            print(f"{name:8s} 1-shot shift at {a.get('site')}: cosine with the base's direction "
-                  f"{a.get('cosine_with_direction', float('nan')):+.2f}")
+        for exp, d in row.get("diffs", {}).items():
+            top = max(d["weights"], key=lambda w: w["relative_change"])
+            cos = " ".join(f"{a.get('cosine_with_direction', float('nan')):+.2f}" for a in d["activations"])
+            print(f"{name:8s} {exp:10s} largest weight change: {top['group']} ({top['relative_change']:.2%}); "
+                  f"activation shift's cosine with the start model's reasoning direction by layer: {cos}")
     for t_ in res["targets"]:
         print(("ok   " if t_["ok"] else "MISS ") + f"{t_['target']}: {t_['value']:+.1%}")
     if args.json:

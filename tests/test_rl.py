@@ -179,6 +179,36 @@ def test_output_folder_of_other_files_is_refused(tmp_path, tiny_run_inputs):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
 
 
+def test_study_diffs_every_finished_checkpoint_against_its_start(tmp_path, tiny_run_inputs, monkeypatch):
+    from lens.studies import rl_study
+    from lens.studies.organism_inputs import marker_contrast
+
+    monkeypatch.setattr(rl_study, "incorrect_labelled", lambda *a, **k: [])  # the model is never wrong: skipped
+    probs, held = tiny_run_inputs
+    contrast = marker_contrast(8)
+    res = rl_study.run_rl_study({"base": "organism:base"}, tmp_path, heldout=held, train=probs,
+                                experiments=("one_shot", "format", "incorrect"),
+                                cfg=small(steps=2, eval_every=2), pass_k=0, contrast=contrast, say=lambda m: None)
+    row = res["models"]["base"]
+    assert row["runs"]["incorrect"]["status"] == "skipped"
+    assert set(row["diffs"]) == {"one_shot", "format"}  # each finished run, none for the skipped one
+    import lens
+
+    base = lens.load_model("organism:base")
+    for exp, d in row["diffs"].items():
+        assert set(d) == {"weights", "activations"}
+        layers = [w for w in d["weights"] if w["group"].startswith("layer")]
+        assert len(layers) == base.n_layers and max(w["relative_change"] for w in layers) > 0, exp
+        assert [a["site"] for a in d["activations"]] == [f"blocks.{i}.hook_resid_post" for i in range(base.n_layers)]
+        assert all(-1 <= a["cosine_with_direction"] <= 1 for a in d["activations"])
+    assert len(row["direction"]) == base.n_layers and all(0 <= r["auroc"] <= 1 for r in row["direction"])
+    json.dumps(res)  # the study's numbers go to a JSON file as they are
+    none = rl_study.run_rl_study({"base": "organism:base"}, tmp_path, heldout=held, train=probs,
+                                 experiments=("one_shot",), cfg=small(steps=2, eval_every=2), pass_k=0,
+                                 say=lambda m: None)  # the finished run again, no contrast: no diff
+    assert "diffs" not in none["models"]["base"] and none["models"]["base"]["runs"]["one_shot"]["status"] == "done"
+
+
 def lens_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lens.cli.main", *args], capture_output=True, text=True, env=ENV,
                           timeout=300)

@@ -110,8 +110,9 @@ def diff_page(report: Report, step: Mapping | None) -> Page:
 def rl_page(report: Report, step: Mapping | None) -> Page:
     page = report.page("3. RL with verifiable and spurious rewards", id="rl",
                        lead="GRPO (TRL) on the base and on the control, which never saw a thinking trace: held-out "
-                            "greedy accuracy against training step for each reward, and pass@k before and after "
-                            "1-shot RLVR.")
+                            "greedy accuracy against training step for each reward, pass@k before and after "
+                            "1-shot RLVR, and where each run's final checkpoint differs from its start (activation "
+                            "shift by layer and its cosine with the start model's reasoning direction).")
     if _skipped(page, step):
         return page
     for name, m in step.get("models", {}).items():
@@ -132,11 +133,16 @@ def rl_page(report: Report, step: Mapping | None) -> Page:
                     for k, v in pk[when].items()]
             page.figure(F.sweep(rows, "k", "v", "model", f"{name}: pass@k before and after 1-shot RLVR", "k",
                                 "pass@k (%)", dashed=[f"{name} before"]), height=380)
-        diff = (m.get("diff") or {}).get("activations")
-        if diff:
-            page.figure(F.per_layer(diff, {"cosine_with_direction": "cosine(shift, base's reasoning direction)",
-                                           "relative": "|shift| / |residual|"},
-                                    f"{name}: activation shift after 1-shot RLVR, by layer", "value"), height=360)
+        diffs = m.get("diffs") or {}
+        if diffs:
+            sites = [a["site"] for a in next(iter(diffs.values()))["activations"]]
+            for key, what in (("cosine_with_direction", "cosine of the activation shift with the start model's "
+                                                        "reasoning direction"),
+                              ("relative", "|activation shift| / |residual|")):
+                rows = [{"site": s, **{exp: d["activations"][i].get(key, float("nan")) for exp, d in diffs.items()}}
+                        for i, s in enumerate(sites)]
+                page.figure(F.per_layer(rows, {exp: exp for exp in diffs}, f"{name}: {what}, each run's final "
+                                        "checkpoint vs its start, by layer", "value"), height=360)
     page.table(list(step.get("targets", [])), caption="targets on the organism")
     return page
 

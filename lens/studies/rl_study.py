@@ -3,7 +3,9 @@ spurious rewards (format, random, incorrect label), each through ``lens.rl.train
 
 For each model: the untrained held-out numbers; for each experiment the run's curves (held-out greedy
 accuracy, training accuracy and thinking-format rate vs step) and its lift; pass@k at k = 1..``pass_k``
-before and after 1-shot RLVR; and the issue's targets checked on the numbers. Runs live in
+before and after 1-shot RLVR; given a contrast, where each run's final checkpoint differs from its start
+(`lens diff`'s per-layer weight change and activation shift, with the shift's cosine to the start model's
+reasoning direction); and the issue's targets checked on the numbers. Runs live in
 ``out/<model>/<experiment>/`` (``lens rl`` folders), so an interrupted study resumes where it stopped.
 """
 
@@ -52,9 +54,11 @@ def run_rl_study(models: Mapping[str, Any], out: str | Path, *, heldout: Sequenc
                  say: Callable[[str], None] = print) -> dict:
     """Every experiment on every model (name -> spec or ``lens.Model``); returns the study's numbers.
 
-    contrast: (reasoning prompts, direct prompts) for the base's own reasoning direction; when given, each
-    1-shot RLVR model is compared with its start (`lens diff`'s numbers: per-layer weight change, and the
-    activation shift on held-out prompts with its cosine to that direction).
+    contrast: (reasoning prompts, direct prompts) for the start model's own reasoning direction; when given,
+    every finished run's final checkpoint is compared with its start (`checkpoint_diffs`: per-layer weight
+    change, and the activation shift on held-out prompts with its cosine to that direction), stored as
+    ``models[name]["diffs"][experiment]`` (with the start model's direction AUROC per layer as
+    ``models[name]["direction"]``; the prompt counts as ``diff_prompts``).
     """
     from ..models import Model, load_model
 
@@ -67,6 +71,9 @@ def run_rl_study(models: Mapping[str, Any], out: str | Path, *, heldout: Sequenc
     res: dict = {"config": asdict(cfg), "experiments": list(experiments), "n_train": len(train),
                  "n_heldout": min(len(heldout), cfg.eval_n), "pass_k": pass_k, "pass_k_n": pass_k_n,
                  "models": {}, "papers": PAPERS}
+    neutral = [p["prompt"] for p in heldout[:64]]
+    if contrast is not None:
+        res["diff_prompts"] = {"reasoning": len(contrast[0]), "direct": len(contrast[1]), "neutral": len(neutral)}
     for name, spec in models.items():
         m = spec if isinstance(spec, Model) else load_model(spec)
         row: dict = {"spec": m.spec, "runs": {}}
@@ -87,13 +94,9 @@ def run_rl_study(models: Mapping[str, Any], out: str | Path, *, heldout: Sequenc
             log = train_rl(m, problems, heldout, reward, cfg, out / name / exp, say=say)
             runs[exp] = log
             row["runs"][exp] = summary(log)
-        if "one_shot" in runs and contrast is not None:
-            from . import diff_study
-
-            say(f"== rl {name}: where 1-shot RLVR changed the model (weights, activations along the base's direction)")
-            d = diff_study.run(m, load_model(runs["one_shot"]["final"]), contrast[0], contrast[1],
-                               [p["prompt"] for p in heldout[:64]], seed=cfg.seed)
-            row["diff"] = {"weights": d["weights"], "activations": d["activations"]}
+        if contrast is not None:
+            row.update(checkpoint_diffs(m, runs, contrast, neutral, seed=cfg.seed,
+                                        say=lambda msg, name=name: say(f"== rl {name}: {msg}")))
         if "one_shot" in runs and pass_k > 0:
             say(f"== rl {name}: pass@k to {pass_k}, before and after 1-shot RLVR")
             trained = load_model(runs["one_shot"]["final"])
@@ -103,6 +106,31 @@ def run_rl_study(models: Mapping[str, Any], out: str | Path, *, heldout: Sequenc
         res["models"][name] = row
     res["targets"] = targets(res)
     return res
+
+
+def checkpoint_diffs(start: Any, runs: Mapping[str, dict], contrast: tuple[Sequence[str], Sequence[str]],
+                     neutral: Sequence[str], *, seed: int = 0, say: Callable[[str], None] = print) -> dict:
+    """`lens diff` of every finished run's final checkpoint against ``start``, the model it trained from.
+
+    Returns ``{"diffs": {experiment: {"weights", "activations"}}, "direction": separability}``: per layer
+    group the relative weight change and the fraction of parameters changed; per layer the mean activation
+    shift on ``neutral`` prompts, its size relative to the residual and its cosine with the start model's
+    reasoning direction (mean over ``contrast[0]`` minus mean over ``contrast[1]``), whose held-out AUROC
+    per layer is ``direction``. Runs that did not finish have no entry. Empty when no run finished.
+    """
+    from ..models import load_model
+    from . import diff_study
+
+    diffs: dict[str, dict] = {}
+    direction = None
+    for exp, log in runs.items():
+        if log.get("status") != "done" or not log.get("final"):
+            continue
+        say(f"where {exp} changed the model (weights, activations along the start model's reasoning direction)")
+        d = diff_study.run(start, load_model(log["final"]), contrast[0], contrast[1], neutral, seed=seed)
+        diffs[exp] = {"weights": d["weights"], "activations": d["activations"]}
+        direction = d["separability"]
+    return {"diffs": diffs, "direction": direction} if diffs else {}
 
 
 def summary(log: dict) -> dict:
