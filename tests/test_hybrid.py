@@ -150,6 +150,14 @@ def test_region_suppresses_eos_then_forces_the_answer_prompt():
     assert not off.active and Region(cfg, _stub({"ANS": [1]}), _stub({"</think>": [4, 5]}), 2, 2).active is False
 
 
+def _always_gated(model, **kw):
+    """A config factory with two random categories and a gate that always fires, the organism's answer marker."""
+    g = torch.Generator().manual_seed(0)
+    cats = {f"c{i}": torch.randn(model.d_model, generator=g) for i in range(2)}
+    return lambda: HybridConfig(SITE, cats, coefficients=(0.5, 1.0), gate="kl", kl_threshold=-1.0,
+                                answer_prompt="</think>A:", **kw)
+
+
 def test_paper_mode_on_the_organism_equals_reference_with_its_reasoning_phase():
     """The organism's thinking model closes with its one-token `</think>`: steering stops there, the base
     is given the organism's answer marker, and the KV-cached loop equals the full-recompute port. (The
@@ -159,12 +167,7 @@ def test_paper_mode_on_the_organism_equals_reference_with_its_reasoning_phase():
 
     thinking = load_model("organism:thinking")
     prompts, answers = O.heldout(3)
-    g = torch.Generator().manual_seed(0)
-    cats = {f"c{i}": torch.randn(thinking.d_model, generator=g) for i in range(2)}
-
-    def cfg():
-        return HybridConfig(SITE, cats, coefficients=(0.5, 1.0), gate="kl", kl_threshold=-1.0,
-                            answer_prompt="</think>A:")
+    cfg = _always_gated(thinking)
 
     fast = hybrid_generate(thinking, thinking, prompts, cfg(), max_new_tokens=60)
     ref = hybrid_generate_reference(thinking, thinking, prompts, cfg(), max_new_tokens=60)
@@ -314,12 +317,7 @@ def test_all_positions_with_the_organisms_reasoning_phase_equals_reference():
 
     thinking = load_model("organism:thinking")
     prompts, _ = O.heldout(3)
-    g = torch.Generator().manual_seed(0)
-    cats = {f"c{i}": torch.randn(thinking.d_model, generator=g) for i in range(2)}
-
-    def cfg():
-        return HybridConfig(SITE, cats, coefficients=(0.5, 1.0), gate="kl", kl_threshold=-1.0,
-                            answer_prompt="</think>A:", steer_positions="all")
+    cfg = _always_gated(thinking, steer_positions="all")
 
     fast = hybrid_generate(thinking, thinking, prompts, cfg(), max_new_tokens=40)
     ref = hybrid_generate_reference(thinking, thinking, prompts, cfg(), max_new_tokens=40)
