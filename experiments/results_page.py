@@ -136,6 +136,11 @@ def hybrid(d: dict) -> str:
         settings.append(f"coefficients {coefs[0]}..{coefs[-1]} ({len(coefs)})")
     if "norm_frac" in v:
         settings.append(f"vectors at {v['norm_frac']} x the residual norm")
+    cal = v.get("calibration")
+    if isinstance(cal, dict):
+        scales = ", ".join(f"{k} x{fixed(x, 1)}" for k, x in cal["category_scales"].items())
+        settings.append(f"scales calibrated on {cal['n']} training problems: bias x{fixed(cal['bias_scale'], 1)}, "
+                        f"{scales}")
     tax = v.get("taxonomy")
     if isinstance(tax, dict) and "purity" in tax:
         settings.append(f"taxonomy purity {fixed(tax['purity'], 3)} "
@@ -364,6 +369,15 @@ SECTIONS: tuple[Section, ...] = (
     Section("Finding 2: the hybrid, nearest-category selector", "docs/hybrid_organism_n150_nearest.json",
             ("lens hybrid --n 150 --selector nearest --json > docs/hybrid_organism_n150_nearest.json",), hybrid,
             "hybrid.md"),
+    Section("Finding 2: the hybrid on the verifier pair", "docs/hybrid_verifier_n150.json",
+            ("lens hybrid --base organism:verifier-base --thinking organism:verifier-thinking --n 150 "
+             "--max-new-tokens 220 --json > docs/hybrid_verifier_n150.json",), hybrid,
+            "organism.md#the-second-pair-organismverifier-base-organismverifier-thinking"),
+    Section("Finding 2: the hybrid on the verifier pair, calibrated scales",
+            "docs/hybrid_verifier_n150_calibrated.json",
+            ("lens hybrid --base organism:verifier-base --thinking organism:verifier-thinking --n 150 "
+             "--max-new-tokens 220 --calibrate 60 --json > docs/hybrid_verifier_n150_calibrated.json",), hybrid,
+            "organism.md#the-second-pair-organismverifier-base-organismverifier-thinking"),
     Section("Finding 3: minimal signal, supervised", "experiments/minimal_signal_results.json",
             ("python experiments/minimal_signal.py --json experiments/minimal_signal_results.json",
              "python experiments/minimal_signal.py --parts a --lr 2e-4 --steps 4,16 --append "
