@@ -145,7 +145,7 @@ def check_templatable(n: int, item) -> None:
 BACKEND_HELP = ("lens (default: lens's own hooks) or nnsight (the same work as edits and reads inside nnsight traces, "
                 "left-padded batches)")
 REMOTE_HELP = ("with --backend nnsight: run the model on NDIF (nnsight's remote=True, a hub model only; no weights "
-               "load here, only its config and tokenizer; a pass-through to nnsight, not tested by lens)")
+               "load here, only its config and tokenizer; a pass through to nnsight, not tested by lens)")
 
 
 def check_backend(backend: str, remote: bool, spec: str) -> None:

@@ -51,7 +51,7 @@ def hybrid_cmd(
     calibrate: int = typer.Option(0, "--calibrate", callback=non_negative,
                                   help="organism pairs: rescale the bias and each category vector by the factor of "
                                        "--calibration-grid under which the hybrid is most accurate on this many "
-                                       "training problems (disjoint from the held-out set); 0: no calibration"),
+                                       "training problems, none of them in the held out set; 0: no calibration"),
     calibration_grid: str = typer.Option("0,0.5,1,2,3", "--calibration-grid",
                                          help="comma-separated scales tried by --calibrate"),
     vectors: str = typer.Option("means", "--vectors", callback=choice("means", "optimised"),

@@ -14,9 +14,8 @@ def reproduce_cmd(
     base: str = typer.Option("organism:base", "--base", help="base model spec"),
     thinking: str = typer.Option("organism:thinking", "--thinking", help="post-trained model spec"),
     tasks: str = typer.Option("organism", "--tasks", help="organism | gsm8k | math500 | path.jsonl"),
-    organism: str = typer.Option(None, "--organism", help="a bundled pair by name: sums (organism:base / "
-                                 "organism:thinking, the default) or verifier (organism:verifier-base / "
-                                 "organism:verifier-thinking, traces up to 220 tokens); sets --base and --thinking"),
+    organism: str = typer.Option(None, "--organism", help="a bundled pair by name: sums (the default pair) or "
+                                 "verifier (its checked traces run up to 220 tokens); sets --base and --thinking"),
     n: int = typer.Option(None, "--n", "--problems", help="problems (sampling; caps the other steps' counts too); "
                           "under torchrun write --problems (torchrun reads --n as one of its own options)",
                           callback=positive),
