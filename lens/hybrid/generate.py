@@ -226,7 +226,8 @@ def hybrid_generate(
             token, feed = region.apply(k, token.cpu(), t_logits.argmax(-1).cpu(), t_top_raw, log.done)
             token = log.advance(k, gated.cpu(), token).to(dev)
             step_ids = token[:, None]
-            full_ids = torch.cat([full_ids, step_ids], dim=1)
+            if cfg.steer_positions == "all":  # only the all-positions candidates re-read the whole sequence
+                full_ids = torch.cat([full_ids, step_ids], dim=1)
             t_step, t_new = thinking_step(token, feed, table, feeds, t_fill)
             t_step = t_step.to(thinking.device)
             mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=dev)], dim=1)
