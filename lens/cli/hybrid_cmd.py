@@ -11,14 +11,13 @@ from .validate import check_layer, choice, non_negative, positive, positive_floa
 def parse_grid(text: str) -> tuple[float, ...]:
     """Scales from "0,0.5,1": non-negative numbers, at least one."""
     from ..errors import LensError
+    from ..hybrid.calibrate import check_grid
 
     try:
-        grid = tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        grid = ()
-    if not grid or any(not g >= 0 or g == float("inf") for g in grid):
-        raise LensError(f"--calibration-grid {text!r}: give comma-separated non-negative numbers, e.g. 0,0.5,1,2,3")
-    return grid
+        return check_grid([float(x) for x in text.split(",") if x.strip()])
+    except (ValueError, LensError):
+        raise LensError(f"--calibration-grid {text!r}: give comma-separated non-negative numbers, "
+                        "e.g. 0,0.5,1,2,3") from None
 
 
 def hybrid_cmd(

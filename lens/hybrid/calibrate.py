@@ -48,6 +48,14 @@ class Calibration:
                 "grid": list(self.grid), "tried": list(self.tried)}
 
 
+def check_grid(grid: Sequence[float]) -> tuple[float, ...]:
+    """The grid as floats; refuses an empty one and any scale that is negative, NaN or infinite."""
+    grid = tuple(float(g) for g in grid)
+    if not grid or any(not 0 <= g < float("inf") for g in grid):
+        raise LensError(f"calibration grid {grid}: give non-negative scales, e.g. 0,0.5,1,2,3")
+    return grid
+
+
 def _best(scores: dict[float, float]) -> float:
     return min(scores, key=lambda s: (-scores[s], abs(s - 1.0), s))
 
@@ -69,9 +77,7 @@ def calibrate_scales(
 
     `is_correct(i, completion)` grades prompt i. The config's own vectors are the scale-1 starting point; the
     returned `Calibration.apply` gives the scaled vectors to build the evaluation config from."""
-    grid = tuple(float(g) for g in grid)
-    if not grid or any(g < 0 or g != g for g in grid):
-        raise LensError(f"calibration grid {grid}: give non-negative scales, e.g. 0,0.5,1,2,3")
+    grid = check_grid(grid)
     if not prompts:
         raise LensError("calibration needs development prompts (none given)")
     t_prompts = list(prompts if thinking_prompts is None else thinking_prompts)
