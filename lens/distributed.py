@@ -16,6 +16,7 @@ captures (`capture_memory.capture_shared`: contiguous blocks of whole batches, r
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 from collections.abc import Iterator
@@ -74,7 +75,16 @@ def init() -> Ranks:
         if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:  # "cuda" means this rank's own GPU
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
         dist.init_process_group(backend=os.environ.get("LENS_DIST_BACKEND", backend))
+        atexit.register(_leave)  # a group left alive at exit can abort the process ("terminate called ...")
     return ranks()
+
+
+def _leave() -> None:
+    """Leave the process group at interpreter exit, if it is still open."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def barrier() -> None:
