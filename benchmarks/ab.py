@@ -25,7 +25,8 @@ runs). --prompts and --new-tokens change a hybrid choice's sizes. One torch thre
 each and their ratio (and the ratio of the fastest rounds), by wall clock and by this process's CPU time
 (one thread: the CPU time leaves out the moments other jobs on a shared machine held the core). The hybrid
 choices also print the fraction of generated tokens where the gate fired; a step runs the 10-coefficient
-candidate sweep (10 more base forwards) when the gate fires on any row of the batch.
+candidate sweep (10 more base forwards) when the gate fires on any row of the batch. --json-out PATH also
+writes every round's times, the medians, the ratios and the gate's rates as JSON (benchmarks/record.py).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
+
+from benchmarks.record import add_json_out, write_json  # noqa: E402
 
 CHOICES = ["capture", "capture-nomask", "steering", "hybrid", "hybrid-reference", "hybrid-smollm2",
            "hybrid-reference-smollm2"]
@@ -145,6 +148,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--prompts", type=int, default=None, help="hybrid choices: prompts (default per choice)")
     ap.add_argument("--new-tokens", type=int, default=None, help="hybrid choices: new tokens (default per choice)")
+    add_json_out(ap)
     args = ap.parse_args()
     torch.set_num_threads(1)
     LAST.clear()
@@ -165,8 +169,14 @@ def main() -> None:
             wall[k].append(time.perf_counter() - t0)
             cpu[k].append(time.process_time() - c0)
             gc.enable()
+    out: dict = {"what": args.what, "rounds": args.rounds, "steps": steps}
+    if args.what.startswith("hybrid"):
+        n, new = HYBRID_SIZES[args.what]
+        out.update(prompts=args.prompts or n, new_tokens=args.new_tokens or new)
     for clock, times in (("wall", wall), ("cpu", cpu)):
         a, b = statistics.median(times[0]), statistics.median(times[1])
+        out[clock] = {"baseline_s": times[0], "lens_s": times[1], "baseline_median_s": a, "lens_median_s": b,
+                      "lens_time_vs_baseline": b / a, "fastest_lens_time_vs_baseline": min(times[1]) / min(times[0])}
         line = (f"{args.what} ({clock} clock): baseline {a * 1e3:.1f} ms, lens {b * 1e3:.1f} ms, "
                 f"lens time / baseline {b / a:.3f}")
         if steps:
@@ -174,9 +184,13 @@ def main() -> None:
         print(line + f"; fastest rounds: lens / baseline {min(times[1]) / min(times[0]):.3f}")
     if "result" in LAST:
         r = LAST["result"]
+        out.update(gate_fired=r.fraction_gated(), steered=r.fraction_steered(),
+                   sweep_steps=r.gated.any(0).float().mean().item())
         print(f"{args.what}: gate fired on {r.fraction_gated():.1%} of tokens, steered {r.fraction_steered():.1%} "
               f"({len(r.tokens)} prompts x {steps} tokens); the candidate sweep ran on "
               f"{r.gated.any(0).float().mean().item():.1%} of steps")
+    if args.json_out:
+        write_json(args.json_out, out)
 
 
 if __name__ == "__main__":

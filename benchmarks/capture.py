@@ -148,8 +148,9 @@ def capture_rows(model: Model, n_texts: int = 64, batch_size: int = 8, repeats: 
     runs = _all_times([fn for _, fn in rows], repeats)
     med, fast = [statistics.median(t) for t in runs], [min(t) for t in runs]
     return [{"method": name, "seconds": round(m, 4), "tokens_per_s": round(n_tokens / m),
-             "time_vs_bare": round(m / med[0], 3), "fastest_vs_bare": round(f / fast[0], 3)}
-            for (name, _), m, f in zip(rows, med, fast, strict=True)]
+             "time_vs_bare": round(m / med[0], 3), "fastest_vs_bare": round(f / fast[0], 3),
+             "runs_s": [round(x, 4) for x in t]}
+            for (name, _), m, f, t in zip(rows, med, fast, runs, strict=True)]
 
 
 def hooked_transformer(model: Model):

@@ -1,6 +1,6 @@
 """Data-parallel jobs: N processes under torchrun vs one process, one torch thread each.
 
-    python benchmarks/distributed.py --job capture [--texts 3000] [--procs 2] [--repeats 3]
+    python benchmarks/distributed.py --job capture [--texts 3000] [--procs 2] [--repeats 3] [--json-out PATH]
     python benchmarks/distributed.py --job sampling [--problems 64] [--samples 8] [--procs 2] [--repeats 3]
     python benchmarks/distributed.py --job hybrid [--problems 32] [--procs 2] [--repeats 3]
 
@@ -31,6 +31,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.record import add_json_out, write_json  # noqa: E402
 
 _CAPTURE = """
 import json, sys, time, torch
@@ -109,6 +112,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=8, help="sampling: samples per problem")
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    add_json_out(ap)
     a = ap.parse_args()
     a.problems = a.problems or (32 if a.job == "hybrid" else 64)
     work = Path(tempfile.mkdtemp(prefix="lens-bench-"))
@@ -135,6 +139,8 @@ def main() -> None:
         key = "pass_at_1" if a.job == "sampling" else "hybrid_accuracy"
         out[key] = one[0][key]
     print(json.dumps(out))
+    if a.json_out:
+        write_json(a.json_out, out)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """GRPO through `lens rl` vs calling TRL's GRPOTrainer directly with the same settings.
 
-    python benchmarks/rl.py [--model organism:base] [--steps 30] [--repeats 2]
+    python benchmarks/rl.py [--model organism:base] [--steps 30] [--repeats 2] [--json-out PATH]
 
 Both train the same model on the same one organism problem (1-shot RLVR, correct reward, 8 generations
 x 2 prompts per step, 120 new tokens at most, lr 3e-5, seed 0), alternated in one process, one torch
@@ -27,6 +27,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
+
+from benchmarks.record import add_json_out, write_json  # noqa: E402
 
 
 def direct(model_spec: str, problem: dict, cfg, out: Path) -> tuple[float, float]:
@@ -75,6 +77,7 @@ def main() -> None:
     ap.add_argument("--model", default="organism:base")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=2)
+    add_json_out(ap)
     args = ap.parse_args()
     import torch
 
@@ -107,8 +110,10 @@ def main() -> None:
                                        "lens": statistics.median(tokens["lens"]) / med["lens"]},
            "ratio_lens_vs_direct_steps": med["direct"] / med["lens"],
            "ratio_lens_with_evals_vs_direct_steps": med["direct"] / med["lens_with_evals"],
-           "seconds": rows}
+           "seconds": rows, "completion_tokens": tokens}
     print(json.dumps(out, indent=1))
+    if args.json_out:
+        write_json(args.json_out, out)
 
 
 if __name__ == "__main__":

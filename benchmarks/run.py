@@ -1,6 +1,6 @@
 """Run every benchmark and print tables (markdown) with ratios against the peers, measured in this run.
 
-Usage: python benchmarks/run.py [--sizes tiny,smollm2] [--texts 64] [--json]
+Usage: python benchmarks/run.py [--sizes tiny,smollm2] [--texts 64] [--json] [--json-out PATH]
        python benchmarks/run.py --device cuda --sizes smollm2-arch,qwen1.5b-arch   (a GPU; bfloat16)
 """
 
@@ -20,11 +20,12 @@ import torch  # noqa: E402
 
 from benchmarks.capture import capture_rows, disk_memory  # noqa: E402
 from benchmarks.models import SIZES, bench_model  # noqa: E402
+from benchmarks.record import add_json_out, write_json  # noqa: E402
 from benchmarks.steering import hybrid_rows, organism_configs, random_configs, steering_rows  # noqa: E402
 
 
 def _table(rows: list[dict]) -> str:
-    keys = list(rows[0])
+    keys = [k for k in rows[0] if not isinstance(rows[0][k], list)]  # every run's times: in the JSON only
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
     return "\n".join(lines)
@@ -43,12 +44,14 @@ def main() -> None:
     ap.add_argument("--hybrid-tokens", type=int, default=64, help="new tokens per prompt in the hybrid rows")
     ap.add_argument("--new-tokens", type=int, default=64, help="new tokens per steered generation")
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--json-out", default=None, help="also write the results as JSON to this file")
+    add_json_out(ap)
     ap.add_argument("--only", default="capture,steering,hybrid", help="which tables to run")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("LENS_BENCH_THREADS", "1")))  # 1: robust to a busy machine
     dtype = getattr(torch, args.dtype) if args.dtype else None
-    results = {"threads": torch.get_num_threads(), "torch": torch.__version__, "device": args.device, "sizes": {}}
+    results = {"threads": torch.get_num_threads(), "torch": torch.__version__, "device": args.device,
+               "texts": args.texts, "repeats": args.repeats, "new_tokens": args.new_tokens,
+               "hybrid_tokens": args.hybrid_tokens, "sizes": {}}
     if args.device != "cpu" and torch.cuda.is_available():
         results["gpu"] = torch.cuda.get_device_name()
     only = set(args.only.split(","))
@@ -104,7 +107,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(results, indent=2))
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(results, indent=2))
+        write_json(args.json_out, results)
 
 
 if __name__ == "__main__":

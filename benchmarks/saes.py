@@ -14,7 +14,7 @@
 2. find-feature: `rank_features` over two conditions of N rows each, at N and 10 N, in fresh
    subprocesses: rows x features scored per second and peak RSS (memory must not grow with N).
 
-    python benchmarks/saes.py [--rows 200000] [--d-model 128|576] [--equal-malloc] [--json]
+    python benchmarks/saes.py [--rows 200000] [--d-model 128|576] [--equal-malloc] [--json] [--json-out PATH]
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 import torch  # noqa: E402
+
+from benchmarks.record import add_json_out, write_json  # noqa: E402
 
 
 def make_capture(out: Path, n_texts: int = 400, d_model: int = 128) -> Path:
@@ -213,6 +215,7 @@ def main() -> None:
     ap.add_argument("--equal-malloc", action="store_true",
                     help="run every training child with the same glibc heap settings (no trimming)")
     ap.add_argument("--json", action="store_true")
+    add_json_out(ap)
     args = ap.parse_args()
     if args.equal_malloc:
         os.environ["LENS_BENCH_EQUAL_MALLOC"] = "1"
@@ -245,7 +248,10 @@ def main() -> None:
             r["rounds_rows_per_s"] = [round(x) for x in every[fn]]
     ff = find_feature_rows(args.rank_rows)
     result = {"threads": torch.get_num_threads(), "d_in": args.d_model, "capture_rows": n_cap,
-              "train_rows": n_train, "training": rows, "find_feature": ff}
+              "train_rows": n_train, "repeats": args.repeats, "equal_malloc": args.equal_malloc, "training": rows,
+              "find_feature": ff}
+    if args.json_out:
+        write_json(args.json_out, result)
     if args.json:
         print(json.dumps(result, indent=2))
         return

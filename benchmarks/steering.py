@@ -90,11 +90,13 @@ def steering_rows(model: Model, batch: int = 4, new_tokens: int = 64, repeats: i
         rows.append(("nnsight generate + same intervention", nn))
     except Exception as e:  # noqa: BLE001
         print(f"nnsight row skipped: {e}", file=sys.stderr)
-    from benchmarks.capture import interleaved_times
+    from benchmarks.capture import _all_times
 
-    times = interleaved_times([fn for _, fn in rows], repeats)
+    runs = _all_times([fn for _, fn in rows], repeats)
+    times = [statistics.median(t) for t in runs]
     return [{"method": name, "new_tokens_per_s": round(batch * new_tokens / sec, 1),
-             "speed_vs_hf": round(times[0] / sec, 3)} for (name, _), sec in zip(rows, times, strict=True)]
+             "speed_vs_hf": round(times[0] / sec, 3), "runs_s": [round(x, 4) for x in t]}
+            for (name, _), sec, t in zip(rows, times, runs, strict=True)]
 
 
 def hybrid_rows(base: Model, thinking: Model, prompts: list[str], new_tokens: int = 48, repeats: int = 1,
