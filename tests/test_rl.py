@@ -232,3 +232,21 @@ def test_cli_errors_are_one_line(tmp_path):
     got = lens_cli("rl", "train", str(notok), "--out", str(tmp_path / "r"))
     assert got.returncode != 0 and "tokenizer" in got.stderr and "Traceback" not in got.stderr
     assert len(got.stderr.strip().splitlines()) == 1, got.stderr
+
+
+def test_cli_completion_budget_fits_the_verifier_pairs_longer_traces(monkeypatch, capsys, tmp_path):
+    """The verifier pair's checked traces run to ~175 tokens: `lens rl train` gives them 220 unless told otherwise."""
+    import lens.rl
+    from tests.helpers import run_cli
+
+    seen: list[int] = []
+
+    def stop(model, problems, heldout, reward, cfg, out, **kw):
+        seen.append(cfg.max_completion_length)
+        raise LensError("stopped before training")
+
+    monkeypatch.setattr(lens.rl, "train_rl", stop)
+    for argv in (["organism:verifier-base"], ["organism:base"], ["organism:verifier-base", "--max-new-tokens", "64"]):
+        code, _, err = run_cli(monkeypatch, capsys, ["rl", "train", *argv, "--out", tmp_path / "r"])
+        assert code == 2 and "stopped before training" in err
+    assert seen == [220, 120, 64]

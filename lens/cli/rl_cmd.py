@@ -68,7 +68,9 @@ def train_cmd(
     lr: float = typer.Option(3e-5, "--lr", callback=positive_float),
     generations: int = typer.Option(8, help="completions per prompt (GRPO's group)", callback=positive),
     prompts_per_step: int = typer.Option(2, "--prompts-per-step", callback=positive),
-    max_new_tokens: int = typer.Option(120, "--max-new-tokens", callback=positive),
+    max_new_tokens: int = typer.Option(None, "--max-new-tokens", callback=positive,
+                                       help="completion budget in tokens (default 220 for the verifier pair, whose "
+                                            "checked traces run long; 120 for other models)"),
     num_iterations: int = typer.Option(1, "--num-iterations",
                                        help="optimisation passes per batch of generations (>1: clipping acts)",
                                        callback=positive),
@@ -115,6 +117,10 @@ def train_cmd(
         pid = one_shot_by_variance(accuracy_history(prev), train)[0]
         index = next(i for i, p in enumerate(train) if p["id"] == pid)
     problems = pick(train, regime, k=few, index=index)
+    if max_new_tokens is None:
+        from ..rl.data import completion_length
+
+        max_new_tokens = completion_length(model)
     cfg = RLConfig(steps=steps, learning_rate=lr, num_generations=generations, prompts_per_step=prompts_per_step,
                    max_completion_length=max_new_tokens, num_iterations=num_iterations, beta=beta,
                    entropy_coef=entropy_coef, eval_every=eval_every, eval_n=eval_n, eval_samples=eval_samples,

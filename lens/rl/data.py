@@ -44,6 +44,21 @@ def organism_train_problems(n: int = 512, seed: int = 7, n_operands: int = 5) ->
     return out
 
 
+#: completion budget of ``lens rl train`` by default; the verifier pair's checked traces need more
+DEFAULT_COMPLETION_LENGTH = 120
+VERIFIER_COMPLETION_LENGTH = 220
+
+
+def completion_length(spec: str) -> int:
+    """Default completion budget for model ``spec``: 220 tokens for the verifier pair (``organism:verifier-*``:
+    its traces with checks and corrected rewrites run to about 175 tokens, so 120 would cut the longest,
+    checked ones and reward them 0), 120 for every other model."""
+    from ..organism import VERIFIER_NAMES
+
+    name = spec.split(":", 1)[1] if spec.startswith("organism:") else None
+    return VERIFIER_COMPLETION_LENGTH if name in VERIFIER_NAMES else DEFAULT_COMPLETION_LENGTH
+
+
 def from_tasks(tasks: Sequence[Task], prompts: Sequence[str] | None = None) -> list[dict]:
     """Problems from ``Task`` records (``prompts``: the templated prompt of each, default the question)."""
     if not tasks:
