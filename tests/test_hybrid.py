@@ -179,15 +179,50 @@ def test_paper_mode_on_the_organism_equals_reference_with_its_reasoning_phase():
         assert thinking.tokenizer.decode(toks[at:]).startswith(f"</think>A:{answers[r]}")
 
 
-def test_cache_fallback_without_kv_access_equals_reference(pair, monkeypatch):
-    """Caches that hide their tensors take the re-run path; it gives the same tokens."""
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kv_access", [True, False])
+def test_sequential_sweep_fallback_equals_reference(pair, monkeypatch, mode, kv_access):
+    """Caches whose layers cannot be copied take the one-coefficient-at-a-time sweep on the base's own cache
+    (kept variants written back, or re-run when the cache hides its tensors too); same tokens."""
     import lens.hybrid.generate as G
 
     base, thinking = pair
-    monkeypatch.setattr(G, "_last_kv", lambda cache: None)
-    fast = hybrid_generate(base, thinking, PROMPTS, _cfg(base), max_new_tokens=10)
-    ref = hybrid_generate_reference(base, thinking, PROMPTS, _cfg(base), max_new_tokens=10)
-    assert fast.tokens == ref.tokens and fast.steered.any()
+    monkeypatch.setattr(G, "plain_layers", lambda cache: False)
+    if not kv_access:
+        monkeypatch.setattr(G, "_last_kv", lambda cache: None)
+    fast = hybrid_generate(base, thinking, PROMPTS, _cfg(base, mode=mode), max_new_tokens=10)
+    ref = hybrid_generate_reference(base, thinking, PROMPTS, _cfg(base, mode=mode), max_new_tokens=10)
+    assert fast.tokens == ref.tokens and fast.steered.any() and torch.equal(fast.coefficient, ref.coefficient)
+
+
+@pytest.mark.parametrize(("mode", "positions"), [("paper", "newest"), ("unsteered_allowed", "newest"),
+                                                 ("paper", "all")])
+def test_candidate_batch_changes_calls_not_tokens(pair, mode, positions):
+    """Every (gated row, coefficient) candidate of a step runs in one base forward when candidate_batch allows
+    (else in chunks): the tokens, choices and coefficients are those of one candidate per forward, and a step
+    whose gate fires costs one more base forward instead of one per coefficient."""
+    base, thinking = pair
+    runs = {}
+    for size in (1, 4, 64):
+        calls: list[int] = []
+        h = base.hf.register_forward_pre_hook(lambda m, a, kw, calls=calls: calls.append(kw["input_ids"].shape[0]),
+                                              with_kwargs=True)
+        try:
+            cfg = _cfg(base, mode=mode, steer_positions=positions, candidate_batch=size)
+            runs[size] = hybrid_generate(base, thinking, PROMPTS, cfg, max_new_tokens=10), calls
+        finally:
+            h.remove()
+    (one, c1), (four, c4), (all_, c64) = runs[1], runs[4], runs[64]
+    for other in (four, all_):
+        assert other.tokens == one.tokens and torch.equal(other.steered, one.steered)
+        assert torch.equal(other.coefficient, one.coefficient) and torch.equal(other.category, one.category)
+    per_step = [int(g) for g in one.gated.sum(0) if g]  # gated rows at each step whose gate fired
+    n_cand = 3 * sum(per_step)  # three coefficients in _cfg
+    assert per_step and n_cand > len(per_step)
+    steps = len(c1) - n_cand  # one unsteered base forward per step, besides one call per candidate at size 1
+    assert set(c1) == {len(PROMPTS), 1}
+    assert len(c64) == steps + len(per_step) and sorted(c64).count(len(PROMPTS)) >= steps
+    assert len(c4) == steps + sum(-(-3 * g // 4) for g in per_step)
 
 
 def test_padded_batch_equals_rows_alone(pair):

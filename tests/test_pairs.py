@@ -126,7 +126,7 @@ def test_hybrid_runs_on_mapped_pair_and_matches_reference(qwen_pair):
 
 
 class _Force:
-    """Raise one logit of a model where the newest position is a given one, per row: {row: (position, id)}.
+    """Raise one logit of a model where the newest position is a given one, per input: {input: (position, id)}.
 
     Positions are absolute (the forward's position_ids), so the KV-cached loop and the full recompute see
     the same forcing; every forward's input ids are recorded."""
@@ -141,9 +141,12 @@ class _Force:
         self.inputs.append(kwargs["input_ids"].cpu())
 
     def post(self, module, args, out):
-        for r, (p, i) in self.at.items():
-            if self.pos[r] == p:
-                out.logits[r, -1, i] += 1e4
+        from lens.interventions.engine import current_batch_rows
+
+        rows = current_batch_rows() or tuple(range(len(self.pos)))  # the hybrid's candidate rows name their input
+        for b, r in enumerate(rows):
+            if r in self.at and self.pos[b] == self.at[r][0]:
+                out.logits[b, -1, self.at[r][1]] += 1e4
         return out
 
     def remove(self):

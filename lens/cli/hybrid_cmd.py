@@ -59,6 +59,9 @@ def hybrid_cmd(
     steer_positions: str = typer.Option("newest", "--steer-positions", callback=choice("newest", "all"),
                                         help="newest: a candidate nudges the newest position (hybrid_eval.py); "
                                              "all: a full forward steered at every position (hybrid_token.py)"),
+    candidate_batch: int = typer.Option(32, "--candidate-batch", callback=positive,
+                                        help="the most sweep candidates (gated prompt x coefficient) in one base "
+                                             "forward; lower it if the sweep runs out of memory (same tokens)"),
     vector_steps: int = typer.Option(60, "--vector-steps", callback=positive,
                                      help="--vectors optimised: Adam steps per vector"),
     vectors_dir: str = typer.Option(None, "--vectors-dir",
@@ -110,7 +113,7 @@ def hybrid_cmd(
                                   no_guardrail_coefficient=no_guardrail_coefficient, calibrate=calibrate,
                                   calibration_grid=grid, data_parallel=True, vectors=vectors,
                                   vectors_dir=vectors_dir, vector_steps=vector_steps,
-                                  steer_positions=steer_positions, **sized)
+                                  steer_positions=steer_positions, candidate_batch=candidate_batch, **sized)
     else:
         from ..studies import hybrid_generic
         from ..studies.reproduce import Sizes, setup
@@ -123,7 +126,7 @@ def hybrid_cmd(
                                  thinking_prompts=s.thinking_prompts or None,
                                  no_guardrail_coefficient=no_guardrail_coefficient, data_parallel=True,
                                  vectors=vectors, vectors_dir=vectors_dir, vector_steps=vector_steps,
-                                 steer_positions=steer_positions, **sized)
+                                 steer_positions=steer_positions, candidate_batch=candidate_batch, **sized)
         res["prompt_templates"] = s.templates
     if not main:  # rank 0 reports for the whole job
         return

@@ -79,6 +79,9 @@ class HybridConfig:
         position with coefficient x vector added there, the cache keeping it unsteered) or "all"
         (hybrid_token.py's default, ``--token_windows [1]``: a candidate is a full forward of the whole
         sequence, prompt included, with coefficient x vector added at every position; mode paper only).
+    candidate_batch: the most (gated row, coefficient) candidates run in one base forward; each newest-position
+        candidate holds a copy of its row's KV cache, so this bounds the sweep's extra memory. The tokens do not
+        depend on it.
     """
 
     site: str
@@ -96,6 +99,7 @@ class HybridConfig:
     answer_prompt: str = PAPER_ANSWER_PROMPT
     no_guardrail_coefficient: float = NO_GUARDRAIL_COEFFICIENT
     steer_positions: str = "newest"
+    candidate_batch: int = 32
     names: list[str] = field(init=False)
     no_guardrail_index: int = field(init=False)
     matrix: torch.Tensor = field(init=False)
@@ -113,6 +117,8 @@ class HybridConfig:
                             f"{', '.join(STEER_POSITIONS)}")
         if self.steer_positions == "all" and self.mode != "paper":
             raise LensError("steer_positions 'all' (hybrid_token.py's candidates) runs in mode paper only")
+        if not isinstance(self.candidate_batch, int) or self.candidate_batch < 1:
+            raise LensError(f"candidate_batch must be a positive integer, got {self.candidate_batch!r}")
         if self.gate not in ("disagree", "kl"):
             raise LensError(f"unknown gate {self.gate!r}; use disagree or kl")
         if self.ablation == "bias_only" and self.bias is None:

@@ -7,7 +7,9 @@ k; for k = 0 that is the last prompt position P - 1):
    the thinking model is still reasoning: `region`) are candidates;
 3. a selector picks a category vector from the thinking model's residual at `read_site`, position q;
 4. for each coefficient the base's newest position q is re-run with coefficient x vector added at
-   `site` (the cache is cropped by one token first), giving one candidate token per coefficient;
+   `site` on a copy of the row's cache up to q - 1, giving one candidate token per coefficient; all the
+   step's (row, coefficient) candidates run as one batched forward (`lens.hybrid.candidates`, at most
+   `candidate_batch` rows per forward);
 5. the guardrail picks a candidate (`decide.choose`); the base cache is then left holding position q
    unsteered (mode paper: the steering is a one-step nudge, as the paper's hybrid_eval.py reverts it)
    or the chosen variant (mode unsteered_allowed): each variant's keys/values at q are kept and the
@@ -15,8 +17,9 @@ k; for k = 0 that is the last prompt position P - 1):
    (base EOS suppressed, answer prompt forced); both models advance with the token.
 Each model reads its own prompt; the base's tokens reach the thinking model through the pair's
 token map (`thinking_side`). No full recompute: each step costs one forward of each model, plus
-n_coef base forwards of a single position when the gate fires (one more where the cache type does
-not expose its tensors).
+one batched base forward of a single position per `candidate_batch` candidates when the gate fires
+(where the cache does not expose its tensors, the sweep runs one coefficient at a time on the base's
+own cache instead).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from ..errors import LensError
 from ..hooks import hooks
 from ..interventions import Intervention, Where, steer
 from ..models import Model
+from .candidates import plain_layers, sweep, write_kept
 from .common import HybridConfig, HybridResult, StepLog, choose, gate_rows, select_vectors
 from .config import Draws, draw_rows
 from .region import Region
@@ -137,6 +141,35 @@ def thinking_step(token: torch.Tensor, feed: torch.Tensor, table: torch.Tensor |
     return ids, mask
 
 
+def _sequential_sweep(base: Model, cfg: HybridConfig, gate, b_cache, gated, vec, step_ids, mask, t_logp, unsteered,
+                      draws, coefs) -> tuple[torch.Tensor, torch.Tensor, object]:
+    """The newest-position sweep one coefficient at a time, on the base's own cache (cropped and re-run), for a
+    cache whose layers `lens.hybrid.candidates.sweep` cannot copy; leaves position q holding the kept variant."""
+    n, dev = gated.shape[0], gated.device
+    cands, variants = [], [_last_kv(b_cache)]  # position q unsteered, then once per coefficient
+    for c in cfg.coefficients:
+        _drop_last(b_cache)
+        gate.set(gated, vec, torch.full((n,), float(c)))
+        logits_c, b_cache = _forward(base, step_ids[:, -1:], mask, b_cache)
+        cands.append(logits_c.argmax(-1).to(dev))
+        if variants[0] is not None:
+            variants.append(_last_kv(b_cache))
+    gate.clear()
+    token, pick = choose(cfg, t_logp.cpu(), unsteered.cpu(), [c.cpu() for c in cands], gated.cpu(), draws)
+    # variant of position q to keep: 0 = unsteered (mode paper, or not steered), i = coefficient i - 1
+    keep = pick + 1 if cfg.mode == "unsteered_allowed" else torch.zeros_like(pick)
+    held = torch.where(gated.cpu(), len(cands), 0)  # what the cache holds after the sweep
+    if variants[0] is not None:
+        _write_last_kv(b_cache, variants, keep.to(dev))
+    elif not torch.equal(keep, held):  # re-run position q with each row's kept coefficient
+        _drop_last(b_cache)
+        coef = torch.where(keep > 0, coefs[(keep - 1).clamp(min=0)], torch.zeros(n))
+        gate.set((keep > 0).to(dev), vec, coef.to(dev))
+        _, b_cache = _forward(base, step_ids[:, -1:], mask, b_cache)
+        gate.clear()
+    return token, pick, b_cache
+
+
 def hybrid_generate(
     base: Model,
     thinking: Model,
@@ -191,37 +224,24 @@ def hybrid_generate(
                 draws = Draws.at(cfg.seed, rows, k)
                 cat, vec = select_vectors(cfg, resid["h"], draws)
                 t_logp = t_logits.log_softmax(-1)
-                cands = []
-                if cfg.steer_positions == "all":  # hybrid_token.py: one full forward per coefficient, steered at
-                    for c in cfg.coefficients:  # every position; the base's own cache is not touched
-                        gate.set(gated, vec, torch.full((n,), float(c)), everywhere=True)
-                        cands.append(_full_forward(base, full_ids, mask).argmax(-1).to(dev))
-                    gate.clear()
+                if cfg.steer_positions == "all":  # hybrid_token.py: a full forward of the sequence per candidate,
+                    cands, _ = sweep(gate, lambda i, m, _c: (_full_forward(base, i, m), None),  # steered everywhere
+                                     gated, vec, cfg.coefficients, full_ids, mask, unsteered, cfg.candidate_batch)
                     token, pick = choose(cfg, t_logp.cpu(), unsteered.cpu(), [c.cpu() for c in cands], gated.cpu(),
                                          draws)
-                    token = token.to(dev)
+                elif plain_layers(b_cache):  # position q re-run per candidate on copies of the cache up to q - 1
+                    keep_kv = cfg.mode == "unsteered_allowed"
+                    cands, cand_kv = sweep(gate, lambda i, m, c: _forward(base, i, m, c), gated, vec,
+                                           cfg.coefficients, step_ids[:, -1:], mask, unsteered, cfg.candidate_batch,
+                                           cache=b_cache, keep_kv=keep_kv)
+                    token, pick = choose(cfg, t_logp.cpu(), unsteered.cpu(), [c.cpu() for c in cands], gated.cpu(),
+                                         draws)
+                    if keep_kv:  # the chosen variant of position q stays in the cache (the base's is unsteered)
+                        write_kept(b_cache, cand_kv, gated, pick + 1, len(cfg.coefficients))
                 else:
-                    variants = [_last_kv(b_cache)]  # position q unsteered, then once per coefficient
-                    for c in cfg.coefficients:
-                        _drop_last(b_cache)
-                        gate.set(gated, vec, torch.full((n,), float(c)))
-                        logits_c, b_cache = _forward(base, step_ids[:, -1:], mask, b_cache)
-                        cands.append(logits_c.argmax(-1).to(dev))
-                        if variants[0] is not None:
-                            variants.append(_last_kv(b_cache))
-                    token, pick = choose(cfg, t_logp.cpu(), unsteered.cpu(), [c.cpu() for c in cands], gated.cpu(),
-                                         draws)
-                    token = token.to(dev)
-                    # variant of position q to keep: 0 = unsteered (mode paper, or not steered), i = coefficient i - 1
-                    keep = pick + 1 if cfg.mode == "unsteered_allowed" else torch.zeros_like(pick)
-                    held = torch.where(gated.cpu(), len(cands), 0)  # what the cache holds after the sweep
-                    if variants[0] is not None:
-                        _write_last_kv(b_cache, variants, keep.to(dev))
-                    elif not torch.equal(keep, held):  # re-run position q with each row's kept coefficient
-                        _drop_last(b_cache)
-                        coef = torch.where(keep > 0, log.coefs[(keep - 1).clamp(min=0)], torch.zeros(n))
-                        gate.set((keep > 0).to(dev), vec, coef.to(dev))
-                        _forward(base, step_ids[:, -1:], mask, b_cache)
+                    token, pick, b_cache = _sequential_sweep(base, cfg, gate, b_cache, gated, vec, step_ids, mask,
+                                                             t_logp, unsteered, draws, log.coefs)
+                token = token.to(dev)
                 log.steer(k, gated.cpu(), pick, cat.cpu())
             token, feed = region.apply(k, token.cpu(), t_logits.argmax(-1).cpu(), t_top_raw, log.done)
             token = log.advance(k, gated.cpu(), token).to(dev)

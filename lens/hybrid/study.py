@@ -89,6 +89,7 @@ def run_study(
     selector_variants: dict[str, object] | None = None,
     data_parallel: bool | None = None,
     steer_positions: str = "newest",
+    candidate_batch: int = 32,
 ) -> dict:
     """Accuracy of base, thinking and the hybrid (and each ablation), gap recovered, tokens steered.
 
@@ -100,7 +101,8 @@ def run_study(
     think_close / answer_prompt: the reasoning phase of mode paper (`lens.hybrid.region`).
     no_guardrail_coefficient: the fixed coefficient of the no_guardrail ablation (must be in `coefficients`).
     steer_positions: where the mode-paper runs steer a candidate ("newest" or "all", `HybridConfig`); the
-    unsteered_allowed run always steers the newest position.
+    unsteered_allowed run always steers the newest position. candidate_batch: the most sweep candidates per
+    base forward (`HybridConfig`; memory only, the tokens do not depend on it).
     selector_variants: {run name: selector}, one more run each in mode paper without ablation, reported
     beside the hybrid (e.g. ``live_only``: the taxonomy's argmax over the latents with a category).
     data_parallel: under a launcher (`lens.distributed`), each rank runs every world-th batch of prompts
@@ -144,7 +146,8 @@ def run_study(
         cfg = HybridConfig(site, categories, bias=bias, coefficients=coefficients, ablation=ab, seed=seed,
                            selector=sel, mode=mode, read_site=read_site, think_close=think_close,
                            answer_prompt=answer_prompt, no_guardrail_coefficient=no_guardrail_coefficient,
-                           steer_positions=steer_positions if mode == "paper" else "newest")
+                           steer_positions=steer_positions if mode == "paper" else "newest",
+                           candidate_batch=candidate_batch)
         local = {}
         for i in mine:  # this rank's batches (all of them in one process)
             chunk = list(prompts[i : i + batch_size])

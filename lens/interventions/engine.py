@@ -154,6 +154,11 @@ def batch_rows(indices: Sequence[int]) -> Iterator[None]:
         _BATCH_ROWS.reset(token)
 
 
+def current_batch_rows() -> tuple[int, ...] | None:
+    """The input index of each row of the forward calls in flight (`batch_rows`), or None: row b is input b."""
+    return _BATCH_ROWS.get()
+
+
 def _per_row(iv: Intervention, vec: torch.Tensor, positions: torch.Tensor, batch: int) -> torch.Tensor:
     """A per-example [inputs, d] or per-position [inputs, n, d] vector laid out on the call's slots [batch, seq|1, d].
 

@@ -66,6 +66,7 @@ def run(
     vectors_dir: str | None = None,
     vector_steps: int = 60,
     steer_positions: str = "newest",
+    candidate_batch: int = 32,
 ) -> dict:
     """Unsupervised category vectors from the thinking model's traces, then the hybrid study.
 
@@ -78,7 +79,8 @@ def run(
     `layer`). data_parallel: under a launcher the ranks share the thinking model's traces and every run's
     batches (`run_study`); the taxonomy and the vectors are fitted whole on every rank. vectors: "means" or
     "optimised" (`lens.hybrid.vectors`, `vector_steps` Adam steps each); vectors_dir: a folder keeping them for
-    later runs. steer_positions: "newest" or "all" (`HybridConfig`).
+    later runs. steer_positions: "newest" or "all" (`HybridConfig`); candidate_batch: sweep candidates per base
+    forward (`HybridConfig`).
     """
     from ..distributed import sharing
 
@@ -124,7 +126,8 @@ def run(
                     ablations=ablations, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
                     selector=pick, progress=say, thinking_prompts=t_prompts, read_site=read_site,
                     no_guardrail_coefficient=no_guardrail_coefficient,
-                    steer_positions=steer_positions, selector_variants={"live_only": pick.variant(live_only=True)},
+                    steer_positions=steer_positions, candidate_batch=candidate_batch,
+                    selector_variants={"live_only": pick.variant(live_only=True)},
                     data_parallel=data_parallel)
     out["vectors"] = {**info, "norm_frac": norm_frac, "categories": list(cats), "selector": "taxonomy",
                       "n_traces": len(traces), "n_sentences": n_sent, "trace_prompts": where}

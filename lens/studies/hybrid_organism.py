@@ -54,6 +54,7 @@ def run(
     vectors_dir: str | None = None,
     vector_steps: int = 60,
     steer_positions: str = "newest",
+    candidate_batch: int = 32,
     batch_size: int = 64,
     data_parallel: bool | None = None,
 ) -> dict:
@@ -67,9 +68,9 @@ def run(
     means, the paper's second version) or "optimised" (its first; `lens.hybrid.vectors`); vectors_dir: a
     folder that keeps them as direction artifacts and gives them back to later runs; vector_steps: Adam
     steps per optimised vector. steer_positions: "newest" (hybrid_eval.py) or "all" (hybrid_token.py; a full
-    forward per candidate), `HybridConfig`. batch_size: prompts per hybrid
-    batch. data_parallel: under a launcher the ranks share every run's batches (`run_study`); the traces,
-    taxonomy, vectors and calibration run whole on every rank."""
+    forward per candidate), `HybridConfig`. candidate_batch: sweep candidates per base forward. batch_size:
+    prompts per hybrid batch. data_parallel: under a launcher the ranks share every run's batches (`run_study`);
+    the traces, taxonomy, vectors and calibration run whole on every rank."""
     if selector not in SELECTORS:
         raise LensError(f"unknown selector {selector!r}; use one of {', '.join(SELECTORS)}")
     layer = 1 if layer is None else layer  # where the organism's T-minus-D direction is causal (lens organism eval)
@@ -96,7 +97,8 @@ def run(
         say(f"calibrating vector scales on {calibrate} training problems")
         dev_prompts, dev_answers = O.dev_problems(calibrate)
         cfg = HybridConfig(site, cats, bias=bias, coefficients=coefficients, selector=pick, read_site=read_site,
-                           answer_prompt=ANSWER_PROMPT, steer_positions=steer_positions)
+                           answer_prompt=ANSWER_PROMPT, steer_positions=steer_positions,
+                           candidate_batch=candidate_batch)
         calibration = calibrate_scales(base, thinking, dev_prompts, O.checker(dev_answers), cfg,
                                        grid=calibration_grid, max_new_tokens=max_new_tokens, progress=say)
         bias, cats = calibration.apply(bias, cats)
@@ -104,7 +106,7 @@ def run(
                     ablations=ablations, max_new_tokens=max_new_tokens, selector=pick, progress=say,
                     read_site=read_site, answer_prompt=ANSWER_PROMPT,
                     no_guardrail_coefficient=no_guardrail_coefficient, steer_positions=steer_positions,
-                    selector_variants=variants,
+                    candidate_batch=candidate_batch, selector_variants=variants,
                     batch_size=batch_size, data_parallel=data_parallel)
     out["vectors"] = {**info, "norm_frac": norm_frac, "categories": list(cats), "selector": selector,
                       "calibration": None if calibration is None else calibration.as_dict()}
