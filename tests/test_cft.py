@@ -82,3 +82,35 @@ def test_cli_cft_refuses_a_user_folder_and_bad_critiques(monkeypatch, capsys, tm
     code, _, err = run_cli(monkeypatch, capsys, ["rl", "cft", "organism:base", "--out", tmp_path / "o",
                                                  "--critiques", bad])
     assert code == 2 and len(err.strip().splitlines()) == 1 and "line 1" in err
+
+
+def test_experiment_rlvr_arm_beside_cft_on_a_tiny_configuration(tmp_path):
+    """experiments/cft_one_problem.py's 1-shot RLVR arm: GRPO on the one problem for the base and the control,
+    scored like CFT (held-out, forced thinking, trace shares, the training problem), written atomically."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "cft_one_problem.py"
+    spec = importlib.util.spec_from_file_location("experiments_cft_one_problem", path)
+    exp = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = exp
+    spec.loader.exec_module(exp)
+    out = tmp_path / "res.json"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the script runs; tiny matrices gain nothing from more, and lose on a loaded machine
+    try:
+        res = exp.main(["--base", "organism:verifier-base", "--arms", "rlvr", "--problems", "1", "--eval-n", "4",
+                        "--train-samples", "4", "--rl-steps", "2", "--rl-eval-every", "1", "--rl-generations", "2",
+                        "--max-new-tokens", "64", "--reference", "", "--json", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(res))
+    assert [p.name for p in tmp_path.iterdir()] == ["res.json"]  # a temporary file, then renamed
+    (run,) = res["runs"]
+    assert "after" not in run and set(run["rlvr"]) == set(run["before_train_problem"]) == {"base", "control"}
+    for name, got in run["rlvr"].items():
+        assert [e["step"] for e in got["rl"]["evals"]] == [0, 1, 2], name
+        assert 0 <= got["greedy_accuracy"] <= 1 and 0 <= got["train_problem"]["sampled_accuracy"] <= 1
+        assert set(got["greedy_shares"]) == set(got["forced_shares"]) and got["rl"]["steps"] == 2
+    assert res["recipe"]["rl"]["max_completion_length"] == 64 and res["arm_seconds"].keys() == {"rlvr"}

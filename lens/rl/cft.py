@@ -148,7 +148,9 @@ def train_cft(model: Any, examples: Sequence[dict], out: str | Path, cfg: CFTCon
 
 def organism_scores(model: Any, heldout: Sequence[dict], max_new_tokens: int = 220, batch_size: int = 64) -> dict:
     """Greedy held-out accuracy and thinking rate, accuracy forced into the thinking format, and the behaviour
-    shares of the forced traces (``lens.organism.behaviours.trace_stats``) of an organism ``model`` (``lens.Model``).
+    shares of the forced traces and of the greedy completions that think (``lens.organism.behaviours.trace_stats``:
+    ``*_shares`` are fractions of steps, ``*_traces_with`` fractions of traces holding a step of each kind) of an
+    organism ``model`` (``lens.Model``).
     """
     from ..decoding import generate
     from ..organism import corpus as C
@@ -163,9 +165,12 @@ def organism_scores(model: Any, heldout: Sequence[dict], max_new_tokens: int = 2
     def acc(texts: list[str]) -> float:
         return sum(C.parse_answer(t) == a for t, a in zip(texts, answers, strict=True)) / max(1, len(texts))
 
-    stats = trace_stats(forced)
+    stats, greedy = trace_stats(forced), trace_stats(plain)
     return {"n": len(prompts), "greedy_accuracy": acc(plain),
             "thinking_rate": sum(map(C.is_thinking, plain)) / max(1, len(plain)),
             "forced_thinking_accuracy": acc(forced), "forced_shares": stats["share"],
+            "forced_traces_with": stats["traces_with"],
             "forced_checks_right": stats["checks_right"],
-            "forced_backtracks_after_error": stats["backtracks_after_error"]}
+            "forced_backtracks_after_error": stats["backtracks_after_error"],
+            "greedy_traces": greedy["n_traces"], "greedy_shares": greedy["share"],
+            "greedy_traces_with": greedy["traces_with"]}
