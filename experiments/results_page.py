@@ -241,24 +241,60 @@ def rl_diffs(d: dict) -> list[str]:
 
 
 def cft(d: dict) -> str:
+    """One-problem CFT beside 1-shot RLVR on the same problems: one row per model and training (none, CFT or
+    RLVR on one problem), and the RLVR runs' held-out curves."""
     models = list(d["before"])
-
-    def cells(s: dict[str, dict]) -> list[str]:
-        out = []
-        for m in models:
-            out += [pct(s[m]["forced_thinking_accuracy"]), pct(s[m]["greedy_accuracy"]),
-                    pct(s[m]["forced_shares"].get("verification"))]
-        return out
-
-    header = ["problem", "critiques"]
-    for m in models:
-        header += [f"{m} forced-thinking acc", f"{m} greedy acc", f"{m} verification share (forced)"]
-    rows = [["before", "-", *cells(d["before"])]]
-    rows += [[f"`{r['problem']['prompt'].split(':', 1)[1].split('=')[0]}`", r["n_critiques"], *cells(r["after"])]
-             for r in d["runs"]]
     rec = d.get("recipe", {})
-    return "\n".join([f"Base `{d['base']}`, control `{d['control']}`; {d['eval_n']} held-out problems, greedy; "
-                      f"{rec.get('epochs', '-')} epochs at lr {rec.get('lr', '-')}.", "", table(header, rows)])
+    rl = rec.get("rl", {})
+
+    def problem(r: dict) -> str:
+        return f"`{r['problem']['prompt'].split(':', 1)[1].split('=')[0]}`"
+
+    def cells(s: dict, train: str = "-") -> list[str]:
+        return [pct(s["greedy_accuracy"]), pct(s.get("thinking_rate")), pct(s["forced_thinking_accuracy"]),
+                pct(s["forced_shares"].get("verification")),
+                pct((s.get("forced_traces_with") or {}).get("verification")),
+                pct(s["greedy_shares"].get("verification")) if s.get("greedy_traces") else "-", train]
+
+    def train_acc(r: dict, m: str, key: str) -> str:
+        before = (r.get("before_train_problem") or {}).get(m)
+        after = r[key][m].get("train_problem")
+        if not after:
+            return "-"
+        return (f"{pct(before['sampled_accuracy'])} -> " if before else "") + pct(after["sampled_accuracy"])
+
+    header = ["model", "training", "problem", "held-out greedy acc", "thinking format (greedy)",
+              "forced-thinking acc", "verification share (forced)", "forced traces with a check",
+              "verification share (greedy traces)", "training problem acc (T=1), before -> after"]
+    rows = []
+    for m in models:
+        rows.append([m, "none", "-", *cells(d["before"][m])])
+        for arm, key in (("CFT", "after"), ("1-shot RLVR", "rlvr")):
+            rows += [[m, arm + (f" ({r['n_critiques']} critiques)" if key == "after" else ""), problem(r),
+                      *cells(r[key][m], train_acc(r, m, key))] for r in d["runs"] if key in r]
+    if "reference" in d:
+        rows.append([f"`{d['reference']['model']}`", "none (made by selection)", "-", *cells(d["reference"]["scores"])])
+    lines = [f"Base `{d['base']}`, control `{d['control']}`; {d['eval_n']} held-out problems, greedy; forced thinking: "
+             "the prompt ends with `<think>`. CFT: "
+             f"{rec.get('epochs', '-')} epochs at lr {rec.get('lr', '-')} on critiques of the base's distinct wrong "
+             "solutions of the problem (the same critiques for both models)."]
+    if any("rlvr" in r for r in d["runs"]):
+        lines[0] += (f" 1-shot RLVR: GRPO with the correct reward on the problem alone, {rl.get('steps')} steps at "
+                     f"lr {rl.get('learning_rate')}, {rl.get('prompts_per_step')} x {rl.get('num_generations')} "
+                     f"completions of up to {rl.get('max_completion_length')} tokens per step, seed {rl.get('seed')}.")
+    if rec.get("train_samples"):
+        lines[0] += f" Training problem acc: {rec['train_samples']} samples at T=1."
+    lines += ["", table(header, rows)]
+    curves = [(r, m, r["rlvr"][m]["rl"]) for r in d["runs"] if "rlvr" in r for m in models]
+    if curves:
+        steps = [e["step"] for e in curves[0][2]["evals"]]
+        lines += ["", "1-shot RLVR, held-out greedy accuracy (thinking-format rate) by step, and the training "
+                  f"accuracy of the last {rl.get('eval_every')} steps' samples:", "",
+                  table(["problem", "model", *[f"step {s}" for s in steps], "training acc, last steps"],
+                        [[problem(r), m, *[f"{pct(e['heldout_accuracy'])} ({pct(e['thinking_rate'], 0)})"
+                                           for e in c["evals"]], pct(c["final_train_accuracy"])]
+                         for r, m, c in curves])]
+    return "\n".join(lines)
 
 
 def _steer_rows(d: dict) -> list[list[Any]]:
@@ -388,9 +424,10 @@ SECTIONS: tuple[Section, ...] = (
     Section("Finding 3: RL with verifiable rewards", "experiments/rl_minimal_signal_results.json",
             ("python experiments/rl_minimal_signal.py --json experiments/rl_minimal_signal_results.json",),
             rl_study, "rl.md#the-organism-experiments"),
-    Section("Finding 3: critique fine-tuning on one problem", "experiments/cft_one_problem_results.json",
+    Section("Finding 3: critique fine-tuning and 1-shot RLVR on one problem",
+            "experiments/cft_one_problem_results.json",
             ("python experiments/cft_one_problem.py --problems 0,1,2 --json experiments/cft_one_problem_results.json",),
-            cft, "rl.md#critique-fine-tuning-on-one-problem-lens-rl-cft"),
+            cft, "rl.md#one-problem-cft-beside-1-shot-rlvr"),
     Section("Finding 5: first-step trigger on the organism", "docs/results/first_step_trigger_organism.json",
             ("python experiments/first_step_trigger.py --json docs/results/first_step_trigger_organism.json",),
             first_step_organism, "saes.md#on-the-organism"),
