@@ -119,14 +119,14 @@ def test_random_vector_is_fixed_per_category_with_equal_norm_and_bias_kept():
     model = tiny_model("llama", n_layers=2)
     cfg = _cfg(model, "random_vector")
     resid = torch.randn(6, model.d_model)
-    idx, vec = select_vectors(cfg, resid, Draws.at(0, range(6), 0))
-    idx2, vec2 = select_vectors(_cfg(model, "random_vector"), resid, Draws.at(9, range(6), 5))
+    idx, vec, _ = select_vectors(cfg, resid, Draws.at(0, range(6), 0))
+    idx2, vec2, _ = select_vectors(_cfg(model, "random_vector"), resid, Draws.at(9, range(6), 5))
     assert torch.equal(idx, idx2) and torch.equal(vec, vec2)  # fixed by the config's seed, not drawn per step
     torch.testing.assert_close(vec - cfg.bias, cfg.random_matrix[idx])
     torch.testing.assert_close(cfg.random_matrix.norm(dim=-1), cfg.matrix.norm(dim=-1))
     cos = torch.nn.functional.cosine_similarity(cfg.random_matrix, cfg.matrix, dim=-1)
     assert cos.abs().max() < 0.5
-    _, vb = select_vectors(_cfg(model, "bias_only"), resid, Draws.at(0, range(6), 0))
+    _, vb, _ = select_vectors(_cfg(model, "bias_only"), resid, Draws.at(0, range(6), 0))
     torch.testing.assert_close(vb, cfg.bias.expand_as(vb))
 
 
@@ -365,3 +365,48 @@ def test_steer_positions_are_checked(pair):
         _cfg(base, steer_positions="every")
     with pytest.raises(LensError, match="mode paper only"):
         _cfg(base, mode="unsteered_allowed", steer_positions="all")
+
+
+OTHER_SITES = {"c1": "blocks.0.hook_resid_post", "c2": "blocks.2.hook_resid_post"}
+
+
+def _sited_cfg(model, ablation="none", mode="paper", **kw):
+    """_cfg's categories (scale 8), c1 and c2 steered at layers 0 and 2 (each with its own bias), c0 at SITE."""
+    one = _cfg(model, ablation, 8.0, mode=mode, **kw)
+    g = torch.Generator().manual_seed(5)
+    biases = {s: torch.randn(model.d_model, generator=g) for s in OTHER_SITES.values()}
+    return HybridConfig(SITE, one.categories, bias=one.bias, ablation=ablation, mode=mode,
+                        coefficients=one.coefficients, category_sites=OTHER_SITES, site_biases=biases, **kw)
+
+
+@pytest.mark.parametrize(("mode", "ablation", "positions"), [
+    ("paper", "none", "newest"), ("paper", "bias_only", "newest"), ("paper", "random_vector", "newest"),
+    ("paper", "random_category", "newest"), ("unsteered_allowed", "none", "newest"), ("paper", "none", "all")])
+def test_per_category_steer_sites_equal_full_recompute(pair, mode, ablation, positions):
+    """Each category steered at its own layer with that layer's bias (the paper's best layer per category): the
+    KV-cached loop equals the reference on a padded batch, and the sites matter."""
+    base, thinking = pair
+    fast = hybrid_generate(base, thinking, PROMPTS, _sited_cfg(base, ablation, mode, steer_positions=positions),
+                           max_new_tokens=10)
+    ref = hybrid_generate_reference(base, thinking, PROMPTS, _sited_cfg(base, ablation, mode,
+                                                                        steer_positions=positions), max_new_tokens=10)
+    assert fast.tokens == ref.tokens and fast.steered.any()
+    assert torch.equal(fast.steered, ref.steered) and torch.equal(fast.coefficient, ref.coefficient)
+    assert torch.equal(fast.category, ref.category)
+    if ablation == "none":
+        used = set(fast.category[fast.steered].tolist())
+        assert used & {1, 2}, "the case must steer a category at another site"
+        same_site = hybrid_generate(base, thinking, PROMPTS, _cfg(base, ablation, 8.0, mode=mode,
+                                                                  steer_positions=positions), max_new_tokens=10)
+        assert same_site.tokens != fast.tokens or not torch.equal(same_site.coefficient, fast.coefficient)
+
+
+def test_per_category_sites_are_checked(pair):
+    base, _ = pair
+    one = _cfg(base)
+    with pytest.raises(LensError, match="does not have"):
+        HybridConfig(SITE, one.categories, bias=one.bias, category_sites={"c9": SITE})
+    with pytest.raises(LensError, match="site_biases"):
+        HybridConfig(SITE, one.categories, bias=one.bias, category_sites=OTHER_SITES)
+    cfg = HybridConfig(SITE, one.categories, category_sites=OTHER_SITES)  # no bias: no site biases needed
+    assert cfg.sites == [SITE, *sorted(OTHER_SITES.values())] and cfg.site_index.tolist() == [0, 1, 2]

@@ -1,6 +1,7 @@
 """Calibrated vector scales: chosen on training problems by the hybrid's own accuracy, ties kept at 1."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -73,3 +74,58 @@ def test_lens_hybrid_all_positions_runs_and_says_so(capsys, monkeypatch):
     assert res["steer_positions"] == "all" and res["runs"]["none"]["fraction_steered"] > 0
     code, _, err = run_cli(monkeypatch, capsys, ["hybrid", "--steer-positions", "every"])
     assert code != 0 and "Traceback" not in err
+
+
+def test_apply_takes_each_category_from_its_chosen_site():
+    alt = {"blocks.2.hook_resid_post": (torch.full((3,), 5.0), {"a": torch.full((3,), 7.0), "b": torch.ones(3)})}
+    cal = Calibration(2.0, {"a": 0.5, "b": 1.0}, n=4, grid=(0.5, 1.0, 2.0),
+                      category_sites={"a": "blocks.2.hook_resid_post"})
+    bias, cats = cal.apply(torch.ones(3), {"a": torch.ones(3), "b": torch.full((3,), 4.0)}, alt)
+    assert torch.equal(cats["a"], torch.full((3,), 3.5)) and torch.equal(cats["b"], torch.full((3,), 4.0))
+    assert torch.equal(cal.site_biases(alt)["blocks.2.hook_resid_post"], torch.full((3,), 10.0))
+    assert Calibration(1.0, {"a": 1.0}, n=1, grid=(1.0,)).site_biases(alt) is None
+
+
+def test_each_category_moves_to_the_site_and_scale_that_score_best(monkeypatch):
+    """A fake hybrid that is right only when category a steers at layer 2 at scale 2 and b stays at its site:
+    the search finds exactly that, tries every (site, scale) of each category, and keeps b's site on ties."""
+    import lens.hybrid.calibrate as C
+
+    site, other = "blocks.1.hook_resid_post", "blocks.2.hook_resid_post"
+    a1, a2, b1, b2 = (torch.full((2,), float(v)) for v in (1, 10, 3, 30))
+    seen = []
+
+    def fake(base, thinking, prompts, cfg, **kw):
+        seen.append(cfg)
+        where = cfg.category_sites or {}
+        right = where.get("a") == other and torch.equal(cfg.categories["a"], a2 * 2) and "b" not in where
+        assert where.get("a") != other or torch.equal(cfg.site_biases[other], torch.full((2,), 9.0))
+        return SimpleNamespace(texts=["yes" if right else "no"] * len(prompts))
+
+    monkeypatch.setattr(C, "hybrid_generate", fake)
+    cfg = HybridConfig(site, {"a": a1, "b": b1}, bias=torch.ones(2))
+    cal = calibrate_scales(None, None, ["p", "q"], lambda i, t: t == "yes", cfg, grid=(1.0, 2.0),
+                           alternatives={other: (torch.full((2,), 9.0), {"a": a2, "b": b2})})
+    assert cal.category_sites == {"a": other} and cal.category_scales == {"a": 2.0, "b": 1.0}
+    a_tries = {(t["site"], t["scale"]) for t in cal.tried if t["vector"] == "a"}
+    assert a_tries == {(site, 1.0), (site, 2.0), (other, 1.0), (other, 2.0)}
+    assert {t["site"] for t in cal.tried if t["vector"] == "b"} == {site, other}
+    with pytest.raises(Exception, match="must cover"):
+        calibrate_scales(None, None, ["p"], lambda i, t: True, cfg, alternatives={other: (None, {"a": a2})})
+
+
+def test_lens_hybrid_calibration_layers(capsys, monkeypatch):
+    code, out, err = run_cli(monkeypatch, capsys, ["hybrid", "--n", "3", "--calibrate", "4", "--calibration-grid",
+                                                   "1", "--calibration-layers", "2", "--max-new-tokens", "40",
+                                                   "--json"])
+    assert code == 0, err
+    res = json.loads(out)
+    cal = res["vectors"]["calibration"]
+    assert {t["site"] for t in cal["tried"] if t["vector"] != "bias"} == {"blocks.1.hook_resid_post",
+                                                                           "blocks.2.hook_resid_post"}
+    assert res["category_sites"] == cal["category_sites"]
+    for bad, message in ((["--calibration-layers", "2"], "--calibrate"),
+                         (["--calibrate", "2", "--calibration-layers", "9"], "--calibration-layers"),
+                         (["--calibrate", "2", "--calibration-layers", "x"], "--calibration-layers")):
+        code, _, err = run_cli(monkeypatch, capsys, ["hybrid", "--n", "2", *bad])
+        assert code != 0 and message in err and "Traceback" not in err

@@ -20,6 +20,21 @@ def parse_grid(text: str) -> tuple[float, ...]:
                         "e.g. 0,0.5,1,2,3") from None
 
 
+def parse_layers(text: str | None) -> tuple[int, ...] | None:
+    """Layers from "1,2,3" (None when not given)."""
+    from ..errors import LensError
+
+    if text is None:
+        return None
+    try:
+        layers = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        layers = ()
+    if not layers or min(layers) < 0:
+        raise LensError(f"--calibration-layers {text!r}: give comma-separated layer numbers, e.g. 1,2,3")
+    return layers
+
+
 def hybrid_cmd(
     ctx: typer.Context,
     base: str = typer.Option("organism:base", "--base"),
@@ -53,6 +68,10 @@ def hybrid_cmd(
                                        "training problems, none of them in the held out set; 0: no calibration"),
     calibration_grid: str = typer.Option("0,0.5,1,2,3", "--calibration-grid",
                                          help="comma-separated scales tried by --calibrate"),
+    calibration_layers: str = typer.Option(None, "--calibration-layers",
+                                           help="with --calibrate: other steer layers each category may move to "
+                                                "(comma separated); each category keeps the layer and scale under "
+                                                "which the hybrid is most accurate on the training problems"),
     vectors: str = typer.Option("means", "--vectors", callback=choice("means", "optimised"),
                                 help="means: difference of means (the paper's second version); optimised: trained "
                                      "so the steered base predicts the thinking model's steps (its first)"),
@@ -93,6 +112,9 @@ def hybrid_cmd(
         raise LensError("--calibrate runs on the bundled organism pairs only (it tunes on their training "
                         "problems); drop it for other pairs")
     grid = parse_grid(calibration_grid)
+    cal_layers = parse_layers(calibration_layers)
+    if cal_layers and not calibrate:
+        raise LensError("--calibration-layers is tried by the calibration; give --calibrate N as well")
     if vectors_dir is not None:
         from ..outputs import check_output
 
@@ -105,13 +127,16 @@ def hybrid_cmd(
     b, t = load_both(ctx, base, thinking)
     check_layer("--layer", layer, b.n_layers)
     check_layer("--read-layer", read_layer, t.n_layers)
+    for other in cal_layers or ():
+        check_layer("--calibration-layers", other, b.n_layers)
     if organism:
         from ..studies import hybrid_organism
 
         res = hybrid_organism.run(b, t, n=n, layer=layer, read_layer=read_layer, norm_frac=norm_frac, selector=selector,
                                   max_new_tokens=max_new_tokens, progress=say,
                                   no_guardrail_coefficient=no_guardrail_coefficient, calibrate=calibrate,
-                                  calibration_grid=grid, data_parallel=True, vectors=vectors,
+                                  calibration_grid=grid, calibration_layers=cal_layers, data_parallel=True,
+                                  vectors=vectors,
                                   vectors_dir=vectors_dir, vector_steps=vector_steps,
                                   steer_positions=steer_positions, candidate_batch=candidate_batch, **sized)
     else:

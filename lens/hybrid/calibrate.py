@@ -8,6 +8,11 @@ config: mode, selector, coefficient sweep, reasoning phase) is most accurate on 
 must not overlap the prompts it is evaluated on. Coordinate search: the bias first (categories at scale 1),
 then each category in turn with the others at their chosen scale. Ties go to the scale closest to 1, then to
 the smaller one, so a flat objective leaves the vectors as they were.
+
+With vectors at other steer sites (``alternatives``: the same categories and bias read at other layers), each
+category's search also tries each of those sites, so every category gets its own (layer, scale), as the
+paper's second method keeps a best layer per category; a category at another site adds the bias of that
+site, at the bias's chosen scale. Ties between sites go to the config's own site, then to the order given.
 """
 
 from __future__ import annotations
@@ -28,24 +33,40 @@ DEFAULT_GRID = (0.0, 0.5, 1.0, 2.0, 3.0)
 
 @dataclass
 class Calibration:
-    """Chosen scales and every (vector, scale, development accuracy) tried."""
+    """Chosen scales (and steer sites) and every (vector, site, scale, development accuracy) tried."""
 
     bias_scale: float
     category_scales: dict[str, float]
     n: int
     grid: tuple[float, ...]
     tried: list[dict] = field(default_factory=list)
+    #: categories steered at a site other than the config's, with that site (empty: all at the config's site)
+    category_sites: dict[str, str] = field(default_factory=dict)
 
     def apply(
-        self, bias: torch.Tensor | None, categories: dict[str, torch.Tensor]
+        self, bias: torch.Tensor | None, categories: dict[str, torch.Tensor],
+        alternatives: dict[str, tuple[torch.Tensor | None, dict[str, torch.Tensor]]] | None = None,
     ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
-        """The bias and category vectors multiplied by their chosen scales."""
+        """The bias and category vectors multiplied by their chosen scales, each category's taken from its chosen
+        site (`alternatives`, as given to `calibrate_scales`); `site_biases` gives the biases of those sites."""
+        alt = alternatives or {}
         return (None if bias is None else bias * self.bias_scale,
-                {k: v * self.category_scales.get(k, 1.0) for k, v in categories.items()})
+                {k: (alt[self.category_sites[k]][1][k] if k in self.category_sites else v)
+                 * self.category_scales.get(k, 1.0) for k, v in categories.items()})
+
+    def site_biases(
+        self, alternatives: dict[str, tuple[torch.Tensor | None, dict[str, torch.Tensor]]] | None,
+    ) -> dict[str, torch.Tensor] | None:
+        """{site: bias there at the chosen bias scale} for the sites categories moved to (None if none moved)."""
+        used = {s for s in self.category_sites.values()}
+        if not used or alternatives is None or any(alternatives[s][0] is None for s in used):
+            return None
+        return {s: alternatives[s][0] * self.bias_scale for s in sorted(used)}
 
     def as_dict(self) -> dict:
-        return {"bias_scale": self.bias_scale, "category_scales": dict(self.category_scales), "n": self.n,
-                "grid": list(self.grid), "tried": list(self.tried)}
+        return {"bias_scale": self.bias_scale, "category_scales": dict(self.category_scales),
+                "category_sites": dict(self.category_sites), "n": self.n, "grid": list(self.grid),
+                "tried": list(self.tried)}
 
 
 def check_grid(grid: Sequence[float]) -> tuple[float, ...]:
@@ -72,25 +93,45 @@ def calibrate_scales(
     thinking_prompts: Sequence[str] | None = None,
     batch_size: int = 64,
     progress: Callable[[str], None] | None = None,
+    alternatives: dict[str, tuple[torch.Tensor | None, dict[str, torch.Tensor]]] | None = None,
 ) -> Calibration:
     """Scales for `config`'s bias and categories that maximise the hybrid's accuracy on development `prompts`.
 
     `is_correct(i, completion)` grades prompt i. The config's own vectors are the scale-1 starting point; the
-    returned `Calibration.apply` gives the scaled vectors to build the evaluation config from."""
+    returned `Calibration.apply` gives the scaled vectors to build the evaluation config from.
+    alternatives: {other steer site: (bias there, {category: vector there})}: each category's search also
+    tries those sites (module docstring)."""
     grid = check_grid(grid)
+    if config.category_sites:
+        raise LensError("calibration starts from every category at the config's steer site; give the other sites "
+                        "as alternatives instead of category_sites")
+    alt = {s: v for s, v in (alternatives or {}).items() if s != config.site}
+    for s, (b_alt, c_alt) in alt.items():
+        if set(c_alt) != set(config.categories) or (config.bias is not None and b_alt is None):
+            raise LensError(f"vectors at {s} must cover the categories {sorted(config.categories)} and the bias; "
+                            f"got {sorted(c_alt)}{'' if b_alt is not None else ' and no bias'}")
+    sites = [config.site, *alt]
     if not prompts:
         raise LensError("calibration needs development prompts (none given)")
     t_prompts = list(prompts if thinking_prompts is None else thinking_prompts)
     say = progress or (lambda _m: None)
     bias_scale, scales = 1.0, dict.fromkeys(config.categories, 1.0)
+    where = dict.fromkeys(config.categories, config.site)
     tried: list[dict] = []
     memo: dict[tuple, float] = {}
 
-    def accuracy(b: float, cats: dict[str, float]) -> float:
-        key = (b, *sorted(cats.items()))
+    def vector(name: str, site: str) -> torch.Tensor:
+        return config.categories[name] if site == config.site else alt[site][1][name]
+
+    def accuracy(b: float, cats: dict[str, float], at: dict[str, str]) -> float:
+        key = (b, *sorted(cats.items()), *sorted(at.items()))
         if key not in memo:
+            moved = {k: s for k, s in at.items() if s != config.site}
             cfg = replace(config, bias=None if config.bias is None else config.bias * b,
-                          categories={k: v * cats[k] for k, v in config.categories.items()})
+                          categories={k: vector(k, at[k]) * cats[k] for k in config.categories},
+                          category_sites=moved or None,
+                          site_biases=None if config.bias is None or not moved else
+                          {s: alt[s][0] * b for s in set(moved.values())})
             right = 0
             for i in range(0, len(prompts), batch_size):
                 res = hybrid_generate(base, thinking, list(prompts[i: i + batch_size]), cfg,
@@ -102,15 +143,21 @@ def calibrate_scales(
     if config.bias is not None:
         scores = {}
         for g in grid:
-            scores[g] = accuracy(g, scales)
-            tried.append({"vector": "bias", "scale": g, "accuracy": scores[g]})
+            scores[g] = accuracy(g, scales, where)
+            tried.append({"vector": "bias", "site": config.site, "scale": g, "accuracy": scores[g]})
         bias_scale = _best(scores)
         say(f"calibration: bias x{bias_scale} ({scores[bias_scale]:.3f})")
     for name in config.categories:
-        scores = {}
-        for g in grid:
-            scores[g] = accuracy(bias_scale, {**scales, name: g})
-            tried.append({"vector": name, "scale": g, "accuracy": scores[g]})
-        scales[name] = _best(scores)
-        say(f"calibration: {name} x{scales[name]} ({scores[scales[name]]:.3f})")
-    return Calibration(bias_scale, scales, len(prompts), grid, tried)
+        best: tuple | None = None  # (accuracy, site, scale): sites in order, the config's first; strict > keeps it
+        for site in sites:
+            scores = {}
+            for g in grid:
+                scores[g] = accuracy(bias_scale, {**scales, name: g}, {**where, name: site})
+                tried.append({"vector": name, "site": site, "scale": g, "accuracy": scores[g]})
+            g = _best(scores)
+            if best is None or scores[g] > best[0]:
+                best = (scores[g], site, g)
+        acc, where[name], scales[name] = best
+        say(f"calibration: {name} at {where[name]} x{scales[name]} ({acc:.3f})")
+    moved = {k: s for k, s in where.items() if s != config.site}
+    return Calibration(bias_scale, scales, len(prompts), grid, tried, moved)

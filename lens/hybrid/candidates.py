@@ -41,13 +41,27 @@ def rows_cache(cache, rows: Int[torch.Tensor, " k"]):
     return out
 
 
+def set_gates(gates: list[Gate], rows: Bool[torch.Tensor, " batch"], vectors: Float[torch.Tensor, "batch d"],
+              scales: Float[torch.Tensor, " batch"], sites: Int[torch.Tensor, " batch"], everywhere: bool = False,
+              ) -> None:
+    """Open gate i (steer site i of `HybridConfig.sites`) on the rows that steer there."""
+    for i, gate in enumerate(gates):
+        gate.set(rows & (sites.to(rows.device) == i), vectors, scales, everywhere=everywhere)
+
+
+def clear_gates(gates: list[Gate]) -> None:
+    for gate in gates:
+        gate.clear()
+
+
 def _chunks(total: int, size: int) -> Iterator[slice]:
     for start in range(0, total, size):
         yield slice(start, min(start + size, total))
 
 
 def sweep(
-    gate: Gate,
+    gates: list[Gate],
+    sites: Int[torch.Tensor, " batch"],
     forward: Callable[[torch.Tensor, torch.Tensor, object], tuple[torch.Tensor, object]],
     gated: Bool[torch.Tensor, " batch"],
     vectors: Float[torch.Tensor, "batch d"],
@@ -63,8 +77,9 @@ def sweep(
 
     cache None: all-positions candidates, `ids`/`mask` the whole sequence, the vector added at every real
     position. Else newest-position candidates on a copy of `cache` without its newest position, `ids` the
-    newest token [batch, 1] and `mask` the whole sequence's mask. `forward(ids, mask, cache)` returns
-    (last-position logits, cache). Rows the gate did not pick keep `unsteered` in every candidate list.
+    newest token [batch, 1] and `mask` the whole sequence's mask. gates: one per steer site; sites: each
+    row's. `forward(ids, mask, cache)` returns (last-position logits, cache). Rows the gate did not pick keep
+    `unsteered` in every candidate list.
     keep_kv (newest-position only): also return, per layer, the keys and values each candidate wrote at the
     newest position, candidate (gated row g, coefficient j) at index g * len(coefficients) + j.
     """
@@ -81,14 +96,15 @@ def sweep(
     for part in _chunks(len(row_of), max(1, int(candidate_batch))):
         r = row_of[part]
         ones = torch.ones(len(r), dtype=torch.bool, device=vectors.device)
-        gate.set(ones, vectors[r.to(vectors.device)], coef[part], everywhere=cache is None)
+        set_gates(gates, ones, vectors[r.to(vectors.device)], coef[part], sites[r.to(sites.device)],
+                  everywhere=cache is None)
         sub = None if cache is None else rows_cache(cache, r)
         with batch_rows([outer[i] for i in r.tolist()]):  # per-example hooks see each candidate's own input
             logits, sub = forward(ids[r.to(ids.device)], mask[r.to(mask.device)], sub)
         found.append(logits.argmax(-1).to(tokens.device))
         if keep_kv and sub is not None:
             kv.append([(la.keys[:, :, -1:], la.values[:, :, -1:]) for la in sub.layers])
-    gate.clear()
+    clear_gates(gates)
     if found:
         tokens[picked.to(tokens.device)] = torch.cat(found).view(len(picked), n_coef)
     cand_kv = None

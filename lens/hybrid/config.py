@@ -60,11 +60,15 @@ PAPER_ANSWER_PROMPT = "\n\nFinal answer: "  # hybrid_eval.py's base-side transit
 class HybridConfig:
     """How the hybrid decides, per generated token, whether and how to steer the base model.
 
-    site: the STEER site, where category vectors are added to the base model.
+    site: the STEER site, where category vectors are added to the base model (each category's, unless
+        `category_sites` names another).
     read_site: where the thinking model's residual is read to pick the category (the taxonomy SAE's
         layer); default `site`.
     categories: name -> vector [d_model] (e.g. one-vs-rest or optimised directions).
-    bias: optional general vector added together with the category vector.
+    bias: optional general vector added together with the category vector (at `site`).
+    category_sites: optional {category name: steer site} for categories steered elsewhere than `site` (the
+        paper's second version: a best layer per category); the rest steer at `site`. site_biases: {site: the
+        bias there} for each of those other sites when `bias` is given (a category adds the bias of its own site).
     coefficients: scales tried when the gate fires (default the paper's sweep 0.1..1.0).
     gate: "disagree" (greedy tokens differ) or "kl" (KL(thinking || base) > kl_threshold).
     selector: "nearest" (category direction with the highest cosine to the thinking residual) or a
@@ -100,10 +104,15 @@ class HybridConfig:
     no_guardrail_coefficient: float = NO_GUARDRAIL_COEFFICIENT
     steer_positions: str = "newest"
     candidate_batch: int = 32
+    category_sites: dict[str, str] | None = None
+    site_biases: dict[str, Float[torch.Tensor, " d_model"]] | None = None
     names: list[str] = field(init=False)
     no_guardrail_index: int = field(init=False)
     matrix: torch.Tensor = field(init=False)
     random_matrix: torch.Tensor = field(init=False)
+    sites: list[str] = field(init=False)
+    site_index: torch.Tensor = field(init=False)
+    bias_matrix: torch.Tensor | None = field(init=False)
 
     def __post_init__(self) -> None:
         if not self.categories:
@@ -136,9 +145,29 @@ class HybridConfig:
         self.read_site = self.read_site or self.site
         self.names = list(self.categories)
         self.matrix = torch.stack([self.categories[n].float() for n in self.names])
+        self._steer_sites()
         g = torch.Generator().manual_seed(self.seed)
         rnd = torch.randn(self.matrix.shape, generator=g)  # the paper's random_vector: fixed per category
         self.random_matrix = rnd / rnd.norm(dim=-1, keepdim=True) * self.matrix.norm(dim=-1, keepdim=True)
+
+    def _steer_sites(self) -> None:
+        """`sites` (distinct steer sites, `site` first), `site_index` (each category's, [categories]) and
+        `bias_matrix` (the bias at each of `sites`, [sites, d_model], or None without a bias)."""
+        where = dict(self.category_sites or {})
+        unknown = sorted(set(where) - set(self.names))
+        if unknown:
+            raise LensError(f"category_sites names categories the hybrid does not have: {unknown}; its categories "
+                            f"are {self.names}")
+        self.sites = [self.site] + sorted({s for s in where.values() if s != self.site})
+        self.site_index = torch.tensor([self.sites.index(where.get(n, self.site)) for n in self.names])
+        self.bias_matrix = None
+        if self.bias is not None:
+            biases = {**(self.site_biases or {}), self.site: self.bias}
+            missing = [s for s in self.sites if s not in biases]
+            if missing:
+                raise LensError(f"categories steer at {missing} but the bias is only given at "
+                                f"{sorted(biases)}; pass site_biases with the bias at each of those sites")
+            self.bias_matrix = torch.stack([biases[s].float() for s in self.sites])
 
     def check(self, d_model: int) -> None:
         if self.matrix.shape[1] != d_model:

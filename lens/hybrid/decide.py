@@ -20,12 +20,14 @@ def gate_rows(cfg: HybridConfig, base_logits: torch.Tensor, think_logits: torch.
 
 def select_vectors(
     cfg: HybridConfig, think_resid: Float[torch.Tensor, "batch d"], draws: Draws
-) -> tuple[Int[torch.Tensor, " batch"], Float[torch.Tensor, "batch d"]]:
-    """(category recorded per row, steering vector per row) under the configured selector and ablation.
+) -> tuple[Int[torch.Tensor, " batch"], Float[torch.Tensor, "batch d"], Int[torch.Tensor, " batch"]]:
+    """(category recorded per row, steering vector per row, steer site per row: an index into `cfg.sites`)
+    under the configured selector and ablation.
 
     The selector's -1 (a latent without a category vector) steers with nothing, bias included, whatever the
     ablation (as the paper's missing key), and is recorded as NO_VECTOR; under bias_only a row with a
-    category steers with the bias alone and is recorded as NO_CATEGORY; otherwise the category index."""
+    category steers with the bias alone and is recorded as NO_CATEGORY; otherwise the category index. A row
+    steers at its category's site (`HybridConfig.category_sites`) with the bias of that site."""
     m = cfg.matrix.to(think_resid.device)
     if callable(cfg.selector):
         idx = torch.as_tensor(cfg.selector(think_resid), device=think_resid.device).long()
@@ -38,16 +40,18 @@ def select_vectors(
         m = cfg.random_matrix.to(think_resid.device)
     has = idx >= 0
     vec = m[idx.clamp(min=0)]
+    site = cfg.site_index.to(idx.device)[idx.clamp(min=0)]
+    bias = None if cfg.bias_matrix is None else cfg.bias_matrix.to(vec.device)[site.to(vec.device)]
     if cfg.ablation == "bias_only":
-        vec = cfg.bias.to(vec.device).float().expand_as(vec).clone()
-    elif cfg.bias is not None:
-        vec = vec + cfg.bias.to(vec.device).float()
+        vec = bias.clone()
+    elif bias is not None:
+        vec = vec + bias
     vec = vec * has[:, None]
     if cfg.ablation == "random_vector_per_step":  # lens's earlier one: replaces category and bias
         rnd = draws.normal("random_vector_per_step", vec.shape[-1]).to(vec.device)
         vec = rnd / rnd.norm(dim=-1, keepdim=True) * vec.norm(dim=-1, keepdim=True)
     recorded = torch.where(has, idx if cfg.ablation != "bias_only" else torch.full_like(idx, NO_CATEGORY), NO_VECTOR)
-    return recorded, vec
+    return recorded, vec, site
 
 
 def choose(

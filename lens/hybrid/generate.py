@@ -7,9 +7,9 @@ k; for k = 0 that is the last prompt position P - 1):
    the thinking model is still reasoning: `region`) are candidates;
 3. a selector picks a category vector from the thinking model's residual at `read_site`, position q;
 4. for each coefficient the base's newest position q is re-run with coefficient x vector added at
-   `site` on a copy of the row's cache up to q - 1, giving one candidate token per coefficient; all the
-   step's (row, coefficient) candidates run as one batched forward (`lens.hybrid.candidates`, at most
-   `candidate_batch` rows per forward);
+   the category's steer site (`site`, or its own in `category_sites`) on a copy of the row's cache up
+   to q - 1, giving one candidate token per coefficient; all the step's (row, coefficient) candidates
+   run as one batched forward (`lens.hybrid.candidates`, at most `candidate_batch` rows per forward);
 5. the guardrail picks a candidate (`decide.choose`); the base cache is then left holding position q
    unsteered (mode paper: the steering is a one-step nudge, as the paper's hybrid_eval.py reverts it)
    or the chosen variant (mode unsteered_allowed): each variant's keys/values at q are kept and the
@@ -34,7 +34,7 @@ from ..errors import LensError
 from ..hooks import hooks
 from ..interventions import Intervention, Where, steer
 from ..models import Model
-from .candidates import plain_layers, sweep, write_kept
+from .candidates import clear_gates, plain_layers, set_gates, sweep, write_kept
 from .common import HybridConfig, HybridResult, StepLog, choose, gate_rows, select_vectors
 from .config import Draws, draw_rows
 from .region import Region
@@ -141,20 +141,20 @@ def thinking_step(token: torch.Tensor, feed: torch.Tensor, table: torch.Tensor |
     return ids, mask
 
 
-def _sequential_sweep(base: Model, cfg: HybridConfig, gate, b_cache, gated, vec, step_ids, mask, t_logp, unsteered,
-                      draws, coefs) -> tuple[torch.Tensor, torch.Tensor, object]:
+def _sequential_sweep(base: Model, cfg: HybridConfig, gates, sites, b_cache, gated, vec, step_ids, mask, t_logp,
+                      unsteered, draws, coefs) -> tuple[torch.Tensor, torch.Tensor, object]:
     """The newest-position sweep one coefficient at a time, on the base's own cache (cropped and re-run), for a
     cache whose layers `lens.hybrid.candidates.sweep` cannot copy; leaves position q holding the kept variant."""
     n, dev = gated.shape[0], gated.device
     cands, variants = [], [_last_kv(b_cache)]  # position q unsteered, then once per coefficient
     for c in cfg.coefficients:
         _drop_last(b_cache)
-        gate.set(gated, vec, torch.full((n,), float(c)))
+        set_gates(gates, gated, vec, torch.full((n,), float(c)), sites)
         logits_c, b_cache = _forward(base, step_ids[:, -1:], mask, b_cache)
         cands.append(logits_c.argmax(-1).to(dev))
         if variants[0] is not None:
             variants.append(_last_kv(b_cache))
-    gate.clear()
+    clear_gates(gates)
     token, pick = choose(cfg, t_logp.cpu(), unsteered.cpu(), [c.cpu() for c in cands], gated.cpu(), draws)
     # variant of position q to keep: 0 = unsteered (mode paper, or not steered), i = coefficient i - 1
     keep = pick + 1 if cfg.mode == "unsteered_allowed" else torch.zeros_like(pick)
@@ -164,9 +164,9 @@ def _sequential_sweep(base: Model, cfg: HybridConfig, gate, b_cache, gated, vec,
     elif not torch.equal(keep, held):  # re-run position q with each row's kept coefficient
         _drop_last(b_cache)
         coef = torch.where(keep > 0, coefs[(keep - 1).clamp(min=0)], torch.zeros(n))
-        gate.set((keep > 0).to(dev), vec, coef.to(dev))
+        set_gates(gates, (keep > 0).to(dev), vec, coef.to(dev), sites)
         _, b_cache = _forward(base, step_ids[:, -1:], mask, b_cache)
-        gate.clear()
+        clear_gates(gates)
     return token, pick, b_cache
 
 
@@ -204,13 +204,14 @@ def hybrid_generate(
     def keep_last(h: torch.Tensor) -> None:
         resid["h"] = h[:, -1].detach()
 
-    iv = Intervention(cfg.site, torch.zeros(base.d_model), where=Where.on_gate("hybrid"), source="hybrid")
+    ivs = [Intervention(s, torch.zeros(base.d_model), where=Where.on_gate(f"hybrid:{i}"), source="hybrid")
+           for i, s in enumerate(cfg.sites)]  # one gate per steer site
     b_cache, t_cache = _rollback_cache(), None
     step_ids, t_step, full_ids = ids, t_ids, ids
-    with torch.no_grad(), steer(base, [iv], record=False) as handle, hooks(thinking, {cfg.read_site: keep_last}):
-        gate = handle.gates["hybrid"]
+    with torch.no_grad(), steer(base, ivs, record=False) as handle, hooks(thinking, {cfg.read_site: keep_last}):
+        gates = [handle.gates[f"hybrid:{i}"] for i in range(len(cfg.sites))]
         for k in range(max_new_tokens):
-            gate.clear()
+            clear_gates(gates)
             b_logits, b_cache = _forward(base, step_ids, mask, b_cache)
             t_logits, t_cache = _forward(thinking, t_step, t_mask, t_cache)
             b_logits, t_logits = b_logits.to(dev), t_logits.to(dev)  # lm heads may sit on other devices
@@ -222,16 +223,16 @@ def hybrid_generate(
             token = unsteered
             if bool(gated.any()):
                 draws = Draws.at(cfg.seed, rows, k)
-                cat, vec = select_vectors(cfg, resid["h"], draws)
+                cat, vec, sites = select_vectors(cfg, resid["h"], draws)
                 t_logp = t_logits.log_softmax(-1)
-                if cfg.steer_positions == "all":  # hybrid_token.py: a full forward of the sequence per candidate,
-                    cands, _ = sweep(gate, lambda i, m, _c: (_full_forward(base, i, m), None),  # steered everywhere
+                if cfg.steer_positions == "all":  # hybrid_token.py: a full forward per candidate, steered at
+                    cands, _ = sweep(gates, sites, lambda i, m, _c: (_full_forward(base, i, m), None),  # every position
                                      gated, vec, cfg.coefficients, full_ids, mask, unsteered, cfg.candidate_batch)
                     token, pick = choose(cfg, t_logp.cpu(), unsteered.cpu(), [c.cpu() for c in cands], gated.cpu(),
                                          draws)
                 elif plain_layers(b_cache):  # position q re-run per candidate on copies of the cache up to q - 1
                     keep_kv = cfg.mode == "unsteered_allowed"
-                    cands, cand_kv = sweep(gate, lambda i, m, c: _forward(base, i, m, c), gated, vec,
+                    cands, cand_kv = sweep(gates, sites, lambda i, m, c: _forward(base, i, m, c), gated, vec,
                                            cfg.coefficients, step_ids[:, -1:], mask, unsteered, cfg.candidate_batch,
                                            cache=b_cache, keep_kv=keep_kv)
                     token, pick = choose(cfg, t_logp.cpu(), unsteered.cpu(), [c.cpu() for c in cands], gated.cpu(),
@@ -239,8 +240,8 @@ def hybrid_generate(
                     if keep_kv:  # the chosen variant of position q stays in the cache (the base's is unsteered)
                         write_kept(b_cache, cand_kv, gated, pick + 1, len(cfg.coefficients))
                 else:
-                    token, pick, b_cache = _sequential_sweep(base, cfg, gate, b_cache, gated, vec, step_ids, mask,
-                                                             t_logp, unsteered, draws, log.coefs)
+                    token, pick, b_cache = _sequential_sweep(base, cfg, gates, sites, b_cache, gated, vec, step_ids,
+                                                             mask, t_logp, unsteered, draws, log.coefs)
                 token = token.to(dev)
                 log.steer(k, gated.cpu(), pick, cat.cpu())
             token, feed = region.apply(k, token.cpu(), t_logits.argmax(-1).cpu(), t_top_raw, log.done)

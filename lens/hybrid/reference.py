@@ -29,10 +29,10 @@ from .common import HybridResult
 from .config import Draws, HybridConfig, draw_rows
 
 
-def _forward(model: Model, rows: list[list[int]], site=None, adds=None, read_site=None) -> tuple:
+def _forward(model: Model, rows: list[list[int]], adds=None, read_site=None) -> tuple:
     """(logits at each row's last token [n, vocab], residual at `read_site` there or None) of a full forward.
 
-    rows are unpadded; they are left-padded here. adds[row] = [(index into the row, vector)], added at `site`."""
+    rows are unpadded; they are left-padded here. adds[row] = [(site, index into the row, vector)]."""
     width = max(len(r) for r in rows)
     pad = [width - len(r) for r in rows]
     fill = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
@@ -41,19 +41,23 @@ def _forward(model: Model, rows: list[list[int]], site=None, adds=None, read_sit
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     read: dict = {}
 
-    def add(h):
-        h = h.clone()
-        for r, items in enumerate(adds):
-            for i, v in items:
-                h[r, pad[r] + i] = h[r, pad[r] + i] + v.to(h.device, h.dtype)
-        return h
+    def add_at(site: str):
+        def add(h):
+            h = h.clone()
+            for r, items in enumerate(adds):
+                for s, i, v in items:
+                    if s == site:
+                        h[r, pad[r] + i] = h[r, pad[r] + i] + v.to(h.device, h.dtype)
+            return h
+
+        return add
 
     def keep(h):
         read["h"] = h[:, -1].detach().float().cpu()
 
     fns = {}
-    if adds is not None and any(adds):
-        fns[site] = add
+    for site in {s for items in adds or [] for s, _, _ in items}:
+        fns[site] = add_at(site)
     if read_site is not None:
         fns[read_site] = keep
     dev = model.device
@@ -90,11 +94,13 @@ def _gate(cfg: HybridConfig, b_logits: torch.Tensor, t_logits: torch.Tensor) -> 
     return out
 
 
-def _vectors(cfg: HybridConfig, resid: torch.Tensor, draws: Draws) -> tuple[list[int], list[torch.Tensor]]:
-    """(category recorded per row, steering vector per row): the selector's pick, then the ablation.
+def _vectors(cfg: HybridConfig, resid: torch.Tensor, draws: Draws) -> tuple[list[int], list[torch.Tensor], list[str]]:
+    """(category recorded per row, steering vector per row, steer site per row): the selector's pick, then the
+    ablation.
 
     A pick of -1 (a latent without a vector, the paper's missing key) steers with nothing, recorded -2;
-    bias_only records -1 (no category used)."""
+    bias_only records -1 (no category used). A category steers at its own site (`category_sites`, else `site`)
+    with the bias given for that site."""
     if callable(cfg.selector):
         cats = [int(c) for c in torch.as_tensor(cfg.selector(resid)).reshape(-1)]
     else:  # nearest: the category direction with the highest cosine to the thinking residual
@@ -104,19 +110,22 @@ def _vectors(cfg: HybridConfig, resid: torch.Tensor, draws: Draws) -> tuple[list
     if cfg.ablation == "random_category":
         cats = draws.ints("random_category", len(cfg.names)).tolist()
     source = cfg.random_matrix if cfg.ablation == "random_vector" else cfg.matrix
+    where = cfg.category_sites or {}
+    sites = [where.get(cfg.names[c], cfg.site) if c >= 0 else cfg.site for c in cats]
+    biases = {**(cfg.site_biases or {}), cfg.site: cfg.bias}
     vecs = []
-    for c in cats:
+    for c, s in zip(cats, sites, strict=True):
         if c < 0:
             vecs.append(torch.zeros(cfg.matrix.shape[1]))
         elif cfg.ablation == "bias_only":
-            vecs.append(cfg.bias.float().clone())
+            vecs.append(biases[s].float().clone())
         else:
-            vecs.append(source[c] + (cfg.bias.float() if cfg.bias is not None else 0.0))
+            vecs.append(source[c] + (biases[s].float() if cfg.bias is not None else 0.0))
     if cfg.ablation == "random_vector_per_step":
         rnd = draws.normal("random_vector_per_step", cfg.matrix.shape[1])
         vecs = [r / r.norm() * v.norm() for r, v in zip(rnd, vecs, strict=True)]
     recorded = [-2 if c < 0 else (-1 if cfg.ablation == "bias_only" else c) for c in cats]
-    return recorded, vecs
+    return recorded, vecs, sites
 
 
 def _guardrail(cfg: HybridConfig, logprobs: torch.Tensor, unsteered: int, cands: list[int], draw: int | None) -> int:
@@ -158,10 +167,10 @@ def hybrid_generate_reference(
     inside, queue, closed = [True] * n, [[] for _ in range(n)], [False] * n
     gated_log, steered_log, cat_log, coef_log, tokens = [], [], [], [], [[] for _ in range(n)]
     done, lengths = [False] * n, [max_new_tokens] * n
-    kept: list[list] = [[] for _ in range(n)]  # mode unsteered_allowed: (index, vector) replayed every step
+    kept: list[list] = [[] for _ in range(n)]  # mode unsteered_allowed: (site, index, vector) replayed every step
     with torch.no_grad():
         for k in range(max_new_tokens):
-            b_logits, _ = _forward(base, b_rows, cfg.site, kept)
+            b_logits, _ = _forward(base, b_rows, kept)
             t_logits, resid = _forward(thinking, t_rows, read_site=cfg.read_site)
             t_top_own = t_logits.argmax(-1).tolist()  # in the thinking model's ids (its marker)
             if table is not None:
@@ -176,14 +185,15 @@ def hybrid_generate_reference(
             steered, cat_row, coef_row = [False] * n, [-1] * n, [0.0] * n
             if any(gated):
                 draws = Draws.at(cfg.seed, ids, k)
-                cats, vecs = _vectors(cfg, resid, draws)
+                cats, vecs, sites = _vectors(cfg, resid, draws)
                 last = [len(row) - 1 for row in b_rows]
                 cands = []
                 # hybrid_eval.py steers the newest position; hybrid_token.py every position of the sequence
                 spots = [list(range(len(b_rows[r]))) if cfg.steer_positions == "all" else [last[r]] for r in range(n)]
                 for c in coefs:
-                    adds = [kept[r] + ([(i, c * vecs[r]) for i in spots[r]] if gated[r] else []) for r in range(n)]
-                    cands.append(_forward(base, b_rows, cfg.site, adds)[0].argmax(-1).tolist())
+                    adds = [kept[r] + ([(sites[r], i, c * vecs[r]) for i in spots[r]] if gated[r] else [])
+                            for r in range(n)]
+                    cands.append(_forward(base, b_rows, adds)[0].argmax(-1).tolist())
                 picks = (draws.ints("random_guardrail", len(coefs)).tolist()
                          if cfg.ablation == "random_guardrail" else [None] * n)
                 logprobs = t_logits.log_softmax(-1)
@@ -195,7 +205,7 @@ def hybrid_generate_reference(
                     if pick >= 0:
                         out[r], steered[r], coef_row[r] = cands[pick][r], True, coefs[pick]
                         if cfg.mode == "unsteered_allowed":
-                            kept[r].append((last[r], coefs[pick] * vecs[r]))
+                            kept[r].append((sites[r], last[r], coefs[pick] * vecs[r]))
             feed = [None] * n
             for r in range(n):  # the reasoning phase (hybrid_eval.py's think-region state machine)
                 if close is None or done[r] or not (inside[r] or queue[r]):

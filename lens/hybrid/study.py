@@ -90,6 +90,8 @@ def run_study(
     data_parallel: bool | None = None,
     steer_positions: str = "newest",
     candidate_batch: int = 32,
+    category_sites: dict[str, str] | None = None,
+    site_biases: dict[str, torch.Tensor] | None = None,
 ) -> dict:
     """Accuracy of base, thinking and the hybrid (and each ablation), gap recovered, tokens steered.
 
@@ -102,7 +104,8 @@ def run_study(
     no_guardrail_coefficient: the fixed coefficient of the no_guardrail ablation (must be in `coefficients`).
     steer_positions: where the mode-paper runs steer a candidate ("newest" or "all", `HybridConfig`); the
     unsteered_allowed run always steers the newest position. candidate_batch: the most sweep candidates per
-    base forward (`HybridConfig`; memory only, the tokens do not depend on it).
+    base forward (`HybridConfig`; memory only, the tokens do not depend on it). category_sites / site_biases:
+    categories steered at other sites than `site`, and the bias at each of those (`HybridConfig`).
     selector_variants: {run name: selector}, one more run each in mode paper without ablation, reported
     beside the hybrid (e.g. ``live_only``: the taxonomy's argmax over the latents with a category).
     data_parallel: under a launcher (`lens.distributed`), each rank runs every world-th batch of prompts
@@ -137,6 +140,7 @@ def run_study(
     b, t = score(b_texts), score(t_texts)
     out = {"site": site, "read_site": read_site or site, "n": len(prompts), "coefficients": list(coefficients),
            "no_guardrail_coefficient": no_guardrail_coefficient, "steer_positions": steer_positions,
+           "category_sites": dict(category_sites or {}),
            "base": accuracy(b).as_dict(), "thinking": accuracy(t).as_dict(), "runs": {}}
     runs = [(ab, "paper", ab, selector) for ab in ablations]
     runs += [(name, "paper", "none", sel) for name, sel in (selector_variants or {}).items()]
@@ -147,7 +151,8 @@ def run_study(
                            selector=sel, mode=mode, read_site=read_site, think_close=think_close,
                            answer_prompt=answer_prompt, no_guardrail_coefficient=no_guardrail_coefficient,
                            steer_positions=steer_positions if mode == "paper" else "newest",
-                           candidate_batch=candidate_batch)
+                           candidate_batch=candidate_batch, category_sites=category_sites,
+                           site_biases=site_biases)
         local = {}
         for i in mine:  # this rank's batches (all of them in one process)
             chunk = list(prompts[i : i + batch_size])

@@ -34,6 +34,11 @@ SELECTORS = ("nearest", "taxonomy")
 ANSWER_PROMPT = "</think>A:"  # the organism's answer marker after its trace (lens/organism/corpus.py)
 
 
+def check_layer(model: Model, layer: int) -> None:
+    if not 0 <= layer < model.n_layers:
+        raise LensError(f"calibration layer {layer} is not a layer of the base (0..{model.n_layers - 1})")
+
+
 def run(
     base: Model,
     thinking: Model,
@@ -50,6 +55,7 @@ def run(
     progress: Callable[[str], None] | None = None,
     calibrate: int = 0,
     calibration_grid: tuple[float, ...] = DEFAULT_GRID,
+    calibration_layers: tuple[int, ...] | None = None,
     vectors: str = "means",
     vectors_dir: str | None = None,
     vector_steps: int = 60,
@@ -64,7 +70,9 @@ def run(
     (the taxonomy's layer; default `layer`). calibrate: when > 0, the bias and each category vector are
     rescaled by the factor of `calibration_grid` under which the hybrid is most accurate on that many
     training problems (disjoint from the held-out set; `lens.hybrid.calibrate`), before every run; the
-    chosen scales and every score tried are in ``vectors.calibration``. vectors: "means" (difference of
+    chosen scales and every score tried are in ``vectors.calibration``. calibration_layers: other steer layers
+    the calibration may move each category to (its vectors and the bias are made there as at `layer`), so each
+    category gets its own (layer, scale), as the paper's best layer per category. vectors: "means" (difference of
     means, the paper's second version) or "optimised" (its first; `lens.hybrid.vectors`); vectors_dir: a
     folder that keeps them as direction artifacts and gives them back to later runs; vector_steps: Adam
     steps per optimised vector. steer_positions: "newest" (hybrid_eval.py) or "all" (hybrid_token.py; a full
@@ -92,21 +100,35 @@ def run(
                                       steps=vector_steps)
     info.update(tinfo)
     prompts, answers = O.heldout(n)
-    calibration = None
+    calibration, category_sites, site_biases = None, None, None
+    if calibration_layers and not calibrate:
+        raise LensError("calibration layers are tried by the calibration; give --calibrate N as well")
     if calibrate:
         say(f"calibrating vector scales on {calibrate} training problems")
         dev_prompts, dev_answers = O.dev_problems(calibrate)
+        alternatives = {}
+        for other in sorted(set(calibration_layers or ()) - {layer}):
+            check_layer(base, other)
+            say(f"category vectors at layer {other} ({vectors})")
+            o_bias, o_cats, _ = hybrid_vectors(base, traces, f"blocks.{other}.hook_resid_post", think_prompts,
+                                               direct_prompts, method=vectors, norm_frac=norm_frac,
+                                               step_labels=step_names, order=order, steps=vector_steps)
+            alternatives[f"blocks.{other}.hook_resid_post"] = (o_bias, o_cats)
         cfg = HybridConfig(site, cats, bias=bias, coefficients=coefficients, selector=pick, read_site=read_site,
                            answer_prompt=ANSWER_PROMPT, steer_positions=steer_positions,
                            candidate_batch=candidate_batch)
         calibration = calibrate_scales(base, thinking, dev_prompts, O.checker(dev_answers), cfg,
-                                       grid=calibration_grid, max_new_tokens=max_new_tokens, progress=say)
-        bias, cats = calibration.apply(bias, cats)
+                                       grid=calibration_grid, max_new_tokens=max_new_tokens, progress=say,
+                                       alternatives=alternatives)
+        site_biases = calibration.site_biases(alternatives)
+        bias, cats = calibration.apply(bias, cats, alternatives)
+        category_sites = calibration.category_sites or None
     out = run_study(base, thinking, prompts, O.checker(answers), site, bias, cats, coefficients=coefficients,
                     ablations=ablations, max_new_tokens=max_new_tokens, selector=pick, progress=say,
                     read_site=read_site, answer_prompt=ANSWER_PROMPT,
                     no_guardrail_coefficient=no_guardrail_coefficient, steer_positions=steer_positions,
-                    candidate_batch=candidate_batch, selector_variants=variants,
+                    candidate_batch=candidate_batch, selector_variants=variants, category_sites=category_sites,
+                    site_biases=site_biases,
                     batch_size=batch_size, data_parallel=data_parallel)
     out["vectors"] = {**info, "norm_frac": norm_frac, "categories": list(cats), "selector": selector,
                       "calibration": None if calibration is None else calibration.as_dict()}
