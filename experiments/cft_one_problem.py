@@ -146,18 +146,11 @@ def rl_summary(log: dict, cfg: RLConfig) -> dict:
 
 
 def write_json(path: str | os.PathLike, result: dict) -> None:
-    """``result`` as JSON at ``path``: a temporary file in the same folder, then renamed (a killed run leaves the
-    previous file whole)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``result`` as JSON at ``path``, atomically (`lens.artifacts.write_json`: a killed run leaves the previous
+    file whole)."""
+    from lens.artifacts import write_json as atomic_json
+
+    atomic_json(path, result)
 
 
 def summary(result: dict) -> dict:
