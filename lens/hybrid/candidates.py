@@ -103,7 +103,8 @@ def sweep(
             logits, sub = forward(ids[r.to(ids.device)], mask[r.to(mask.device)], sub)
         found.append(logits.argmax(-1).to(tokens.device))
         if keep_kv and sub is not None:
-            kv.append([(la.keys[:, :, -1:], la.values[:, :, -1:]) for la in sub.layers])
+            kv.append([(la.keys[:, :, -1:].clone(), la.values[:, :, -1:].clone())  # copies: each chunk's cache
+                       for la in sub.layers])  # is freed before the next one is built
     clear_gates(gates)
     if found:
         tokens[picked.to(tokens.device)] = torch.cat(found).view(len(picked), n_coef)
