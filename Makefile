@@ -33,6 +33,8 @@ demo: install
 bench: install
 	$(PY) benchmarks/run.py
 
-# docs/results.md from the committed result files (tests/test_results_page.py checks it is current)
+# docs/results.md and docs/benchmarks.md from the committed result files (tests/test_results_page.py checks
+# both are current)
 results: install
 	$(PY) experiments/results_page.py
+	$(PY) benchmarks/page.py

@@ -25,8 +25,9 @@ runs). --prompts and --new-tokens change a hybrid choice's sizes. One torch thre
 each and their ratio (and the ratio of the fastest rounds), by wall clock and by this process's CPU time
 (one thread: the CPU time leaves out the moments other jobs on a shared machine held the core). The hybrid
 choices also print the fraction of generated tokens where the gate fired; a step runs the 10-coefficient
-candidate sweep (one more batched base forward, `lens.hybrid.candidates`) when the gate fires on any row. --json-out PATH also
-writes every round's times, the medians, the ratios and the gate's rates as JSON (benchmarks/record.py).
+candidate sweep (one more batched base forward, `lens.hybrid.candidates`) when the gate fires on any row.
+--json-out PATH also writes every round's times, the medians, the ratios and the gate's rates as JSON
+(benchmarks/record.py).
 """
 
 from __future__ import annotations
