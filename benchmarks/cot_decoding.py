@@ -92,8 +92,12 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--prompts", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (default 1: two threads on two shared cores oversubscribe them and the "
+                         "timings then measure the contention)")
     add_json_out(ap)
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     from lens.tiny import tiny_model
 
     rows = []
