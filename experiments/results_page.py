@@ -141,6 +141,7 @@ def hybrid(d: dict) -> str:
         scales = ", ".join(f"{k} x{fixed(x, 1)}" for k, x in cal["category_scales"].items())
         settings.append(f"scales calibrated on {cal['n']} training problems: bias x{fixed(cal['bias_scale'], 1)}, "
                         f"{scales}")
+    layers = calibration_layers(cal) if isinstance(cal, dict) else ""
     tax = v.get("taxonomy")
     if isinstance(tax, dict) and "purity" in tax:
         settings.append(f"taxonomy purity {fixed(tax['purity'], 3)} "
@@ -150,7 +151,24 @@ def hybrid(d: dict) -> str:
         "recovered with a paired-bootstrap interval; tokens steered and gated as shares of the generated tokens.",
         "",
         table(["run", "mode", "accuracy", "gap recovered", "tokens steered", "tokens gated"], rows),
+        *(["", layers] if layers else []),
     ])
+
+
+def calibration_layers(cal: dict) -> str:
+    """When the calibration tried several steer layers: each category's best development accuracy per layer."""
+    sites = sorted({t["site"] for t in cal["tried"] if "site" in t and t["vector"] != "bias"})
+    if len(sites) < 2:
+        return ""
+    rows = []
+    for name in cal["category_scales"]:
+        best = {s: max(t["accuracy"] for t in cal["tried"] if t["vector"] == name and t["site"] == s) for s in sites}
+        chosen = cal.get("category_sites", {}).get(name, sites[0] if name not in cal.get("category_sites", {}) else "")
+        rows.append([name, *(pct(best[s]) for s in sites), f"`{chosen}` x{fixed(cal['category_scales'][name], 1)}"])
+    return "\n".join([f"Calibration over steer layers: each category's best development accuracy over the scale grid "
+                      f"at each layer tried ({cal['n']} training problems; a category at another layer adds that "
+                      "layer's bias), and the (layer, scale) kept:", "",
+                      table(["category", *(f"`{s}`" for s in sites), "kept"], rows)])
 
 
 def minimal_signal(rows: list[dict]) -> str:
@@ -414,6 +432,12 @@ SECTIONS: tuple[Section, ...] = (
             ("lens hybrid --base organism:verifier-base --thinking organism:verifier-thinking --n 150 "
              "--max-new-tokens 220 --calibrate 60 --json > docs/hybrid_verifier_n150_calibrated.json",), hybrid,
             "organism.md#the-second-pair-organismverifier-base-organismverifier-thinking"),
+    Section("Finding 2: the hybrid on the verifier pair, calibrated layers and scales",
+            "docs/hybrid_verifier_n150_layers.json",
+            ("lens hybrid --base organism:verifier-base --thinking organism:verifier-thinking --n 150 "
+             "--max-new-tokens 220 --calibrate 60 --calibration-grid 0,1,2,3 --calibration-layers 1,2,3 --json "
+             "> docs/hybrid_verifier_n150_layers.json",), hybrid,
+            "hybrid.md#the-papers-rules-and-lenss-modes"),
     Section("Finding 3: minimal signal, supervised", "experiments/minimal_signal_results.json",
             ("python experiments/minimal_signal.py --json experiments/minimal_signal_results.json",
              "python experiments/minimal_signal.py --parts a --lr 2e-4 --steps 4,16 --append "
