@@ -21,7 +21,6 @@ import platform
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -94,17 +93,10 @@ def document(results: Any, argv: list[str] | None = None) -> dict[str, Any]:
 
 def write_json(path: str | os.PathLike, results: Any, argv: list[str] | None = None) -> dict[str, Any]:
     """Write `results` with the command line, date and machine facts to `path`, atomically; return the document."""
+    from lens.artifacts import write_text  # atomic: a reader sees the old file or the new one
+
     doc = document(results, argv)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(json.dumps(doc, indent=1) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(path, json.dumps(doc, indent=1) + "\n")
     print(f"wrote {path}", file=sys.stderr)
     return doc
 
