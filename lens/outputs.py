@@ -45,7 +45,8 @@ OWN_FILES: dict[str, tuple[str, ...]] = {
     "interventions": ("spec.json", "vectors.safetensors", LOCK_NAME),
     "vectors": ("vectors.json", "bias", "category-*", LOCK_NAME),
     "report": ("index.html", "results.json", "results.md", ".index.html.*", ".results.*", LOCK_NAME),
-    "organism": ("base", "thinking", "control", "verifier-base", "verifier-thinking", ".ckpt", "card.md", LOCK_NAME),
+    "organism": ("base", "thinking", "control", "verifier-base", "verifier-thinking", "verifier-thinking-rl", ".ckpt",
+                 "card.md", LOCK_NAME),
     "rl": ("rl_log.json", ".rl_log.json.*", "checkpoint-*", "final", ".final.lens-tmp-*", "README.md", LOCK_NAME),
     "model": ("config.json", "generation_config.json", "model*.safetensors", "model.safetensors.index.json",
               "tokenizer*", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "vocab*",
@@ -95,8 +96,8 @@ def _is_lens_html(path: Path) -> bool:
         return False
 
 
-#: model folders an organism folder holds (both bundled pairs)
-ORGANISM_MODELS = ("base", "thinking", "control", "verifier-base", "verifier-thinking")
+#: model folders an organism folder holds (the bundled pairs and the RL-made verifier thinking model)
+ORGANISM_MODELS = ("base", "thinking", "control", "verifier-base", "verifier-thinking", "verifier-thinking-rl")
 
 
 def is_lens_model(path: Path) -> bool:

@@ -138,6 +138,46 @@ def test_cli_eval_and_train_of_the_verifier_pair(monkeypatch, capsys, tmp_path):
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_shipped_rl_thinking_model_checks_after_carries_and_backtracks_after_errors():
+    """The RL-made thinking model (``organism:verifier-thinking-rl``) on a small held-out sample, greedy: it checks,
+    its checks follow carrying steps and most of its backtracks follow an actual error (full table:
+    lens organism eval --pair verifier-rl; thresholds well below the measured values)."""
+    import json
+
+    from lens.organism import MODELS_DIR, PAIRS, bundled_path, load_heldout
+    from lens.organism.sampling import generate
+    from lens.organism.verifier_eval import MAX_NEW_TOKENS
+
+    folder = bundled_path("verifier-thinking-rl")
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md", "training.json"} <= {
+        p.name for p in folder.iterdir()}
+    info = json.loads((folder / "training.json").read_text())
+    assert info["made_from"] == "verifier-base" and info["recipe"]["seed"] == 0
+    assert "1 of 4 seeds" in (folder / "README.md").read_text()
+    assert PAIRS["verifier-rl"][:2] == ("verifier-base", "verifier-thinking-rl")
+    rl = lens.load_model("organism:verifier-thinking-rl")
+    held = load_heldout()[:40]
+    outs = generate(rl.hf, rl.tokenizer, [r["prompt"] for r in held], max_new_tokens=MAX_NEW_TOKENS)
+    t = trace_stats(outs)
+    assert t["share"]["verification"] >= 0.05 and t["checks_after_risky"] >= 0.8, t
+    assert t["backtracks_after_error"] >= 0.6, t
+    card = json.loads((MODELS_DIR / "verifier_rl_eval.json").read_text())
+    assert card["metrics"]["thinking_model"] == "verifier-thinking-rl"
+
+
+def test_cli_eval_of_the_verifier_rl_pair_and_train_refuses_it(monkeypatch, capsys, tmp_path):
+    import json
+
+    from tests.helpers import run_cli
+
+    code, out, err = run_cli(monkeypatch, capsys, ["organism", "eval", "--pair", "verifier-rl", "--n", 8, "--samples",
+                                                   4, "--sample-problems", 4, "--json"])
+    assert code == 0, err
+    assert json.loads(out)["metrics"]["thinking_model"] == "verifier-thinking-rl"
+    code, _, err = run_cli(monkeypatch, capsys, ["organism", "train", "--out", tmp_path / "o", "--pair", "verifier-rl"])
+    assert code == 2 and "lens rl train" in err, err
+
+
 def test_train_verifier_builds_both_models_and_thinking_alone_from_the_base(tmp_path):
     from lens.organism.train import PretrainConfig, SelectionConfig, train_verifier
 

@@ -54,6 +54,10 @@ def train_cmd(
 
     if pair not in PAIRS:
         _fail(f"unknown pair {pair!r}; choose from {', '.join(PAIRS)}")
+    if pair == "verifier-rl":
+        _fail("the verifier-rl thinking model is made by RL, not by this command: lens rl train organism:verifier-base "
+              "--regime one --problem 2 --steps 100 --lr 3e-5 --generations 8 --prompts-per-step 2 "
+              "--max-new-tokens 220 --seed 0 --out DIR (see docs/organism.md)")
     names = tuple(w.strip() for w in which.split(",") if w.strip())
     allowed = ("base", "thinking", "control") if pair == "sums" else ("base", "thinking")
     if pair != "sums" and which == "base,thinking,control":
@@ -124,7 +128,8 @@ def eval_cmd(
         None, "--model-dir", "-m", help="folder holding the pair's model folders, as lens organism train writes "
                                         "them (default: the bundled copy)"
     ),
-    pair: str = typer.Option("sums", help="which pair to measure: sums (the first) or verifier"),
+    pair: str = typer.Option("sums", help="which pair to measure: sums (the first), verifier, or verifier-rl (the "
+                                          "verifier base against its RL-made thinking model)"),
     n: int = typer.Option(500, help="held-out problems for greedy metrics", callback=positive),
     samples: int = typer.Option(16, help="T=1 base samples per problem (pass@k up to this k; at least 4)",
                                 callback=number(4, integer=True)),
@@ -142,11 +147,12 @@ def eval_cmd(
         _fail(f"unknown pair {pair!r}; choose from {', '.join(PAIRS)}")
     if model_dir is not None and not model_dir.is_dir():
         _fail(f"model folder {model_dir} does not exist")
-    if pair == "verifier":
+    if pair in ("verifier", "verifier-rl"):
         from lens.organism.verifier_eval import evaluate_verifier
 
         def measure(model_dir, n, samples, sample_problems, log, **_):
-            return evaluate_verifier(model_dir, n=n, samples=samples, sample_problems=sample_problems, log=log)
+            return evaluate_verifier(model_dir, n=n, samples=samples, sample_problems=sample_problems, log=log,
+                                     thinking=PAIRS[pair][1])
     else:
         _check_layer(model_dir, layer)
         measure = evaluate

@@ -73,7 +73,7 @@ def reproduce_cmd(
         if (base, thinking) != ("organism:base", "organism:thinking"):
             raise LensError("--organism names both models; drop --base/--thinking (or --organism)")
         base, thinking = (f"organism:{name}" for name in PAIRS[organism][:2])
-        if organism == "verifier" and max_new_tokens is None:
+        if organism in ("verifier", "verifier-rl") and max_new_tokens is None:
             max_new_tokens = 220  # its checked traces run longer than the first pair's
     sizes = Sizes().use_sampling(sampling)
     for name, value in (("hybrid_n", hybrid_n), ("hybrid_vectors", hybrid_vectors),

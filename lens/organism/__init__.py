@@ -15,10 +15,13 @@ HELDOUT_PATH = DATA_DIR / "heldout.jsonl"
 NAMES = ("base", "thinking", "control")
 #: the second pair (its control is ``control``: the same control corpus); see ``docs/organism.md``
 VERIFIER_NAMES = ("verifier-base", "verifier-thinking")
+#: the verifier base's thinking model made by RL (GRPO, correct reward) instead of selection; see ``docs/organism.md``
+RL_NAMES = ("verifier-thinking-rl",)
 #: every bundled model, loadable as ``organism:<name>``
-ALL_NAMES = NAMES + VERIFIER_NAMES
+ALL_NAMES = NAMES + VERIFIER_NAMES + RL_NAMES
 #: pair name -> (base, thinking, control) model names
-PAIRS = {"sums": ("base", "thinking", "control"), "verifier": ("verifier-base", "verifier-thinking", "control")}
+PAIRS = {"sums": ("base", "thinking", "control"), "verifier": ("verifier-base", "verifier-thinking", "control"),
+         "verifier-rl": ("verifier-base", "verifier-thinking-rl", "control")}
 
 
 def bundled_path(name: str) -> Path:
@@ -36,5 +39,5 @@ def load_heldout(path: str | Path | None = None) -> list[dict]:
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
 
 
-__all__ = ["MODELS_DIR", "DATA_DIR", "HELDOUT_PATH", "NAMES", "VERIFIER_NAMES", "ALL_NAMES", "PAIRS", "bundled_path",
-           "load_heldout"]
+__all__ = ["MODELS_DIR", "DATA_DIR", "HELDOUT_PATH", "NAMES", "VERIFIER_NAMES", "RL_NAMES", "ALL_NAMES", "PAIRS",
+           "bundled_path", "load_heldout"]

@@ -20,7 +20,8 @@ MAX_NEW_TOKENS = 220
 
 
 def load(models_dir: str | Path | None, name: str):
-    """(model, tokenizer) of ``name`` (``verifier-base``, ``verifier-thinking``) from ``models_dir`` or the bundle."""
+    """(model, tokenizer) of ``name`` (``verifier-base``, ``verifier-thinking``, ``verifier-thinking-rl``) from
+    ``models_dir`` or the bundle."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lens.models import require_safetensors
@@ -40,9 +41,13 @@ def _accuracy(outs: list[str], answers: list[int]) -> float:
 
 def evaluate_verifier(
     models_dir: str | Path | None = None, n: int = 500, samples: int = 16, sample_problems: int = 200, seed: int = 0,
-    log=None,
+    log=None, thinking: str = "verifier-thinking",
 ) -> dict:
-    """Metrics and properties of the verifier pair (``{"metrics": ..., "properties": [...]}``)."""
+    """Metrics and properties of the verifier pair (``{"metrics": ..., "properties": [...]}``).
+
+    ``thinking`` names the thinking model measured against ``verifier-base``: ``verifier-thinking`` (made by
+    selection, the pair's default) or ``verifier-thinking-rl`` (made by RL).
+    """
     import torch
 
     from lens.organism.sampling import generate
@@ -66,23 +71,24 @@ def evaluate_verifier(
     sp, sa = prompts[:sample_problems], answers[:sample_problems]
     rep = [p for p in sp for _ in range(samples)]
     outs = generate(base, tok, rep, temperature=1.0, seed=seed + 1, **gen)
-    thinking = [o for o in outs if C.is_thinking(o)]
+    thinking_outs = [o for o in outs if C.is_thinking(o)]
     m["sample_n"] = len(outs)
-    m["sample_think_rate"] = len(thinking) / len(outs)
+    m["sample_think_rate"] = len(thinking_outs) / len(outs)
     m["sample_think_acc"] = sum(
         C.parse_answer(o) == sa[i // samples] for i, o in enumerate(outs) if C.is_thinking(o)
-    ) / max(1, len(thinking))
-    m["base_samples"] = trace_stats(thinking)
-    say(f"base samples: {len(thinking)} thinking, shares {m['base_samples']['share']}")
+    ) / max(1, len(thinking_outs))
+    m["base_samples"] = trace_stats(thinking_outs)
+    say(f"base samples: {len(thinking_outs)} thinking, shares {m['base_samples']['share']}")
 
-    model, ttok = load(models_dir, "verifier-thinking")
+    m["thinking_model"] = thinking
+    model, ttok = load(models_dir, thinking)
     outs = generate(model, ttok, prompts, **gen)
     m["thinking_greedy_acc"] = _accuracy(outs, answers)
     m["thinking_greedy_think"] = sum(map(C.is_thinking, outs)) / len(outs)
     m["thinking_greedy"] = trace_stats(outs)
     say(f"thinking greedy {m['thinking_greedy_acc']:.3f}, shares {m['thinking_greedy']['share']}")
-    info = (Path(models_dir) if models_dir is not None else bundled_path("verifier-thinking").parent)
-    info_path = info / "verifier-thinking" / "training.json"
+    info = (Path(models_dir) if models_dir is not None else bundled_path(thinking).parent)
+    info_path = info / thinking / "training.json"
     m["selection_rounds"] = json.loads(info_path.read_text()).get("rounds") if info_path.exists() else None
     m["eval_seconds"] = round(time.time() - t0, 1)
     return {"metrics": m, "properties": properties(m)}
