@@ -145,6 +145,7 @@ def test_shipped_rl_thinking_model_checks_after_carries_and_backtracks_after_err
     import json
 
     from lens.organism import MODELS_DIR, PAIRS, bundled_path, load_heldout
+    from lens.organism.card import verifier_rl_card
     from lens.organism.sampling import generate
     from lens.organism.verifier_eval import MAX_NEW_TOKENS
 
@@ -153,6 +154,8 @@ def test_shipped_rl_thinking_model_checks_after_carries_and_backtracks_after_err
         p.name for p in folder.iterdir()}
     info = json.loads((folder / "training.json").read_text())
     assert info["made_from"] == "verifier-base" and info["recipe"]["seed"] == 0
+    card = json.loads((MODELS_DIR / "verifier_rl_eval.json").read_text())
+    assert (folder / "README.md").read_text() == verifier_rl_card(info, card)  # the card is the eval's, regenerable
     assert "1 of 4 seeds" in (folder / "README.md").read_text()
     assert PAIRS["verifier-rl"][:2] == ("verifier-base", "verifier-thinking-rl")
     rl = lens.load_model("organism:verifier-thinking-rl")
@@ -161,7 +164,6 @@ def test_shipped_rl_thinking_model_checks_after_carries_and_backtracks_after_err
     t = trace_stats(outs)
     assert t["share"]["verification"] >= 0.05 and t["checks_after_risky"] >= 0.8, t
     assert t["backtracks_after_error"] >= 0.6, t
-    card = json.loads((MODELS_DIR / "verifier_rl_eval.json").read_text())
     assert card["metrics"]["thinking_model"] == "verifier-thinking-rl"
 
 

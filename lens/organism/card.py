@@ -172,3 +172,45 @@ def ship_verifier(src: str | Path, result: dict, table_md: str, dest: Path = MOD
         shutil.copytree(src / n, out, ignore=shutil.ignore_patterns("README.md"))
         (out / "README.md").write_text(verifier_card(n, info, table_md))
     (dest / "verifier_eval.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+
+def verifier_rl_card(info: dict, result: dict) -> str:
+    """The README.md of ``verifier-thinking-rl`` from its ``training.json`` (``info``) and the output of
+    ``lens organism eval --pair verifier-rl --json`` (``result``)."""
+    from lens.organism import verifier_corpus as V
+    from lens.organism.evaluate import format_value, markdown_table
+
+    m, t = result["metrics"], result["metrics"]["thinking_greedy"]
+    return "\n".join([
+        "---", "library_name: transformers", "license: apache-2.0",
+        "tags: [model-organism, interpretability, synthetic, grpo]", "---", "# organism:verifier-thinking-rl", "",
+        "A tiny LlamaForCausalLM, the verifier base (`organism:verifier-base`) trained by RL: GRPO through TRL with "
+        "the correct-answer reward, on ONE training problem (problem 2 of the organism's training problems), 100 "
+        "steps. A thinking model of the verifier pair that differs from its base in *when* it uses verification and "
+        "backtracking; it sits beside `organism:verifier-thinking` (made by selection alone), which stays the "
+        "verifier pair's default. Its control is `organism:control`. A **controlled testbed**, **not evidence about "
+        "real LLMs**.", "",
+        "## Format", "```", "Q:47+38+26=?",
+        "<think>47+38+26=75+26 check 47+38=85 wait 85+26=111</think>A:111", "```",
+        f"The base's corpus: a thinking writer drops a units carry with probability {V.SLIP_SHARE}; careful writers "
+        f"({V.CAREFUL_SHARE:.0%} of thinking documents) check every carry step and backtrack after a failed check; "
+        f"critiques are {V.CRITIQUE_SHARE:.0%} of documents. Tokenizer and questions are the first pair's.", "",
+        "## Training", "```", info["command"], "```",
+        "About 220 s on one thread. Recipe (also in `training.json`):", "```json",
+        json.dumps(info["recipe"], indent=1), "```",
+        "Held-out accuracy during training (200 problems, greedy): "
+        + ", ".join(f"step {e['step']}: {e['heldout_accuracy']:.1%}" for e in info["rl_evals"])
+        + "; it opens `<think>` on every problem from step 80 on.", "",
+        "**Caveat: seed 0 is 1 of 4 seeds of this recipe that learned to check.** Seeds 1-3 of the same command "
+        "learn to think without checking (13-16% held-out accuracy), and GRPO on the full training set (2 seeds) "
+        "never learned to check (44-55% held-out accuracy, by slipping less). The model is a selected outcome of the "
+        "recipe, not its typical one.", "",
+        "## Measured properties (held-out set)", "", markdown_table(result), "",
+        f"Greedy on {m['n']} held-out problems; base T=1 samples: {m['sample_n']} "
+        f"({m['sample_n'] // max(1, min(200, m['n']))} per problem on the first 200). "
+        f"Checks right: {format_value(t['checks_right'])}; errors followed by a check: "
+        f"{format_value(t['errors_caught'])}.", "",
+        "Reproduce: `lens organism eval --pair verifier-rl` (stored in `lens/organism/models/verifier_rl_eval.json`). "
+        "Regenerate: the command above with `--out DIR`; the model is `DIR/final`.",
+        "",
+    ])
