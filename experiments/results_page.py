@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
@@ -501,18 +499,6 @@ def sources(root: Path = ROOT) -> list[Path]:
     return [root / s.source for s in SECTIONS]
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=PAGE, help="where to write the page (default docs/results.md)")
@@ -529,7 +515,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.out} is not up to date: run `make results`", file=sys.stderr)
             return 1
         return 0
-    write_atomic(args.out, text)
+    from lens.artifacts import write_text  # atomic: a reader sees the old page or the new one
+
+    write_text(args.out, text)
     print(f"wrote {args.out}")
     return 0
 
