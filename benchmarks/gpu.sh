@@ -48,6 +48,6 @@ bench() {  # name timeout args...
   step "$t" "$name.md" python3 benchmarks/run.py --device cuda --json-out "$OUT/$name.json" "$@"
 }
 bench qwen15b_arch 160 --sizes qwen1.5b-arch --only "$ONLY" --repeats 5
-bench hybrid 180 --sizes smollm2-arch --only hybrid --repeats 1 --hybrid-tokens 24
+bench hybrid 180 --sizes smollm2-arch --only hybrid --repeats 1 --hybrid-tokens 24 --hybrid-ref-prompts 4
 bench smollm2_arch 130 --sizes smollm2-arch --only "$ONLY" --repeats 5
 echo "gpu.sh done in $((SECONDS - START)) s"

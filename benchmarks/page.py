@@ -2,9 +2,10 @@
 
 Each CPU table is computed here from the JSON that one benchmark command wrote (`--json-out`, see
 benchmarks/record.py), under that command as the file records it; no CPU number is typed into the page. The
-GPU section is fixed text: its tables come from `bash benchmarks/gpu.sh` on a GPU machine and are not
-regenerated here. The output depends on the JSON files only, so two runs give the same bytes;
-tests/test_results_page.py checks that the committed page equals a fresh run.
+GPU section (benchmarks/page_gpu.py) comes from `bash benchmarks/gpu.sh` on a GPU machine: its latest
+tables from the JSON in docs/results/benchmarks/gpu/, older rows as fixed text. The output depends on the
+JSON files only, so two runs give the same bytes; tests/test_results_page.py checks that the committed page
+equals a fresh run.
 
     python benchmarks/page.py                 # (re)write docs/benchmarks.md   (also: make results)
     python benchmarks/page.py --out FILE      # write elsewhere
@@ -18,6 +19,9 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.page_gpu import GPU_FILES, gpu_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "benchmarks.md"
@@ -520,121 +524,15 @@ def distributed_section(data: dict[str, dict]) -> str:
     ])
 
 
-GPU = """\
-## GPU rows (one NVIDIA H100 80GB), 2026-11-26: produced by `bash benchmarks/gpu.sh`, not regenerated here
-
-This section is fixed text in `benchmarks/page.py`: its numbers were printed by `bash benchmarks/gpu.sh`
-on a GPU machine (no JSON was written; this project's CPU machine cannot re-run them), and they stay as
-they were measured until `benchmarks/gpu.sh` is run again on a GPU.
-
-```bash
-bash benchmarks/gpu.sh                               # run 1: capture + steering tables, then the hybrid
-ONLY=capture HYBRID_TIMEOUT=230 bash benchmarks/gpu.sh   # run 2: capture tables and the hybrid
-# by hand, any size:  python benchmarks/run.py --device cuda --sizes smollm2-arch,qwen1.5b-arch
-```
-
-Peers on a GPU machine with no package index: download their wheels here into `.whl/` (git-ignored;
-`benchmarks/gpu.sh` installs them to /tmp/site), e.g. for Python 3.12:
-`pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .whl
-transformer-lens==3.9.0 better-abc fancy-einsum beartype typeguard datasets==5.2.0 dill multiprocess
-nnsight==0.8.1 greenlet pydantic pydantic-core annotated-types typing-inspection websocket-client
-zstandard truststore platformdirs` (13 MB; sae_lens was not carried).
-
-The GPU machine has no hub access, so the models are random weights at real shapes, in bfloat16:
-`smollm2-arch` (SmolLM2-135M's configuration: 30 layers, width 576) and `qwen1.5b-arch` (Qwen2.5-1.5B's,
-the papers' base model: 28 layers, width 1536, vocabulary 151,936), with the character tokenizer (so a
-text of 100-140 characters is 100-140 tokens). A model costs the same per token whatever its weights.
-torch 2.11.0+cu130, transformers 5.17.0 (the machine's), transformer-lens 3.9.0 and nnsight 0.8.1
-(carried as wheels; `benchmarks/gpu.sh` installs whatever sits in `.whl/`). Before the tables,
-`tests/test_gpu.py` passed on the GPU both times (12 tests: capture on the GPU = on the CPU, left and
-right padding, rows kept on the GPU, streamed to disk; KV-cache steering = full recompute on a padded
-batch with and without the log; a model split by `device_map` between cuda:0 (embedding, layers 0-1)
-and the CPU (layers 2-3, head) captures, steers and runs the hybrid exactly like the model on one
-device; the hybrid on the GPU, on the split model and with the pair on two devices = the reference;
-bfloat16 end to end).
-
-### Capture of every `resid_post` on the GPU
-
-64 texts (7,722 tokens), batch 8; median of 5 rounds. Run 2 is commit 80784a5 (rows copied to the host
-on a side stream, finiteness flags per batch); run 1 was the working tree just before it (the same
-engine; rows copied on the compute stream; never committed on its own). The bare forward itself moved
-0.17 -> 0.20 s between the two runs (two different machines):
-
-| method (time vs bare HF forward) | smollm2-arch run 1 | run 2 | qwen1.5b-arch run 1 | run 2 |
-|---|---|---|---|---|
-| bare HF forward (token ids on the GPU) | 1.0 (0.168 s) | 1.0 (0.208 s) | 1.0 (0.174 s) | 1.0 (0.201 s) |
-| lens capture, token ids, rows to CPU memory | 1.254 | 1.418 | 1.252 | 1.422 |
-| lens capture, token ids, rows kept on the GPU (`device="cuda"`) | 1.184 | 1.373 | 1.086 | 1.430 |
-| lens capture, token ids, to disk | 4.133 | 4.028 | 7.292 | 9.029 |
-| HF tokenize + forward (texts) | 1.205 | 1.297 | 1.559 | 1.415 |
-| lens capture, texts, memory | 1.301 | 1.688 | 1.450 | 1.494 |
-| TransformerLens Bridge run_with_cache | 2.519 | 2.494 | 2.417 | 2.448 |
-| TransformerLens HookedTransformer run_with_cache | 2.922 | 2.873 | 2.752 | 2.621 |
-| nnsight trace (save every layer) | 1.321 | 1.652 | 1.211 | 1.282 |
-
-### Steered generation on the GPU
-
-Batch 4, 64 new tokens, one `add` at the middle layer on every generated position (run 1;
-`speed_vs_hf`, higher is better):
-
-| method | smollm2-arch | qwen1.5b-arch |
-|---|---|---|
-| plain HF generate | 1.0 (197.5 tokens/s) | 1.0 (201.0 tokens/s) |
-| lens steer | **1.034** | **1.004** |
-| TransformerLens Bridge generate + same hook | 0.459 | 0.473 |
-| nnsight generate + same intervention | 0.944 | 0.873 |
-
-### The hybrid on the GPU
-
-A random pair of `smollm2-arch` models (16 prompts, 24 new tokens, run 2), measured before paper mode
-became the hybrid's default. Two random models disagree on every token, so the gate fires on 100% of
-tokens: the worst case, each token costing both models' step plus three single-position base forwards:
-
-| method | new tokens/s | ratio to plain base generate |
-|---|---|---|
-| plain base generate | 621.6 | 1.0 |
-| lens hybrid (KV caches) | 128.3 | 0.206 |
-| reference style (full recompute, one prompt at a time, as the paper's code) | 7.0 | 0.011 |
-| full recompute, batched | 125.6 | 0.202 |
-| lens hybrid / reference style | | **18.4x** |
-
-### Reading
-
-- Steering: lens is at HF generate's speed on the GPU (1.00-1.03x); the engine makes no host syncs
-  there (positions and masks stay on the device; `record=False`). TransformerLens's Bridge runs at
-  0.46-0.47x, nnsight at 0.87-0.94x.
-- Capture: lens (1.09-1.69x the bare forward) and nnsight (1.21-1.65x) are the fastest ways to read
-  every layer on the GPU; TransformerLens takes 2.4-2.9x. lens misses the <= 1.03x target there. Both model
-  sizes ran at the same tokens/s (~40k), and so did steered generation (~200 tokens/s): at batch 8 the
-  H100 waits on the host's kernel launches, so everything lens does per batch on the host shows. The
-  bare forward's inputs sit on the GPU before timing starts; lens's inputs (and "HF tokenize +
-  forward"'s) were copied each batch from pageable memory, a copy that waits for the device to go idle
-  and so stops the host from queueing the next batch early. Commit 019b561 (after these runs) sends
-  inputs, positions and row indices through pinned memory without that wait and gathers selected rows
-  once per batch; it has not been measured on a GPU and `tests/test_gpu.py` last ran on 80784a5.
-- To disk: bound by the disk. Every `resid_post` in float32 is 28 x 1536 x 4 B = 172 KB per token for
-  the 1.5B shape: 1.33 GB per run, written (and fsynced) at 0.8-1.05 GB/s, against a forward that reads
-  44k tokens/s (7.6 GB/s of activations). Capture fewer sites or `dtype=bfloat16` (half the bytes);
-  the disk-vs-memory target (>= 0.9x) is for the CPU, where the forward is the bottleneck.
-- Hybrid: 18x the paper-style reference. On a GPU at this size the batched full recompute costs no more
-  than the cached hybrid (the GPU is idle either way at 24 tokens); the KV cache pays off as sequences
-  grow (the recompute is quadratic) and on the CPU (the batched full recompute rows of the hybrid
-  section). This gate-always-fires case misses the 0.35x-of-plain target (0.21x; the bound is
-  1 / (2 + 3 coefficient forwards) of a step of both models, ~0.2).
-- Not run on the GPU: SAE training against the sae_lens runner (sae_lens and its dependencies were not
-  on the machine).
-"""
-
-
 def render(root: Path = ROOT) -> str:
     data = load(root)
     parts = [INTRO, machine_note(data), capture_section(data), steering_section(data), hybrid_section(data),
-             cot_section(data), sae_section(data), rl_section(data), distributed_section(data), GPU]
+             cot_section(data), sae_section(data), rl_section(data), distributed_section(data), gpu_section(root)]
     return "\n\n".join(p.strip("\n") for p in parts) + "\n"
 
 
 def sources(root: Path = ROOT) -> list[Path]:
-    return [root / FOLDER / n for n in FILES]
+    return [root / FOLDER / n for n in FILES] + [root / FOLDER / n for n in GPU_FILES]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--texts", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--hybrid-tokens", type=int, default=64, help="new tokens per prompt in the hybrid rows")
+    ap.add_argument("--hybrid-ref-prompts", type=int, default=None,
+                    help="time the one-prompt-at-a-time reference on this many prompts only (default all 16)")
     ap.add_argument("--new-tokens", type=int, default=64, help="new tokens per steered generation")
     ap.add_argument("--json", action="store_true")
     add_json_out(ap)
@@ -55,6 +57,11 @@ def main() -> None:
     if args.device != "cpu" and torch.cuda.is_available():
         results["gpu"] = torch.cuda.get_device_name()
     only = set(args.only.split(","))
+
+    def save() -> None:  # after every table, so a run cut short keeps what it measured
+        if args.json_out:
+            write_json(args.json_out, results)
+
     for size in args.sizes.split(","):
         model = bench_model(size, args.device, dtype)
         res = results["sizes"].setdefault(size, {"model": repr(model)})
@@ -65,6 +72,7 @@ def main() -> None:
             if args.device == "cpu" and size in ("tiny", "smollm2"):  # peak host RSS of a CPU capture
                 spec = "tiny" if size == "tiny" else "smollm2-135m-instruct"
                 mem = res["disk_capture_memory"] = {f"{k}x": disk_memory(spec, args.texts * k) for k in (1, 10)}
+            save()
             if not args.json:
                 print(f"\n## capture, {size} on {args.device}: {model!r}, {args.texts} texts, batch 8, "
                       "every resid_post\n")
@@ -74,6 +82,7 @@ def main() -> None:
                           f"10x inputs {mem['10x']['peak_mib']:.0f} MiB")
         if "steering" in only:
             res["steering"] = steering_rows(model, new_tokens=args.new_tokens, repeats=args.repeats)
+            save()
             if not args.json:
                 print(f"\n## steered generation, {size} on {args.device}: batch 4, {args.new_tokens} new tokens, "
                       "add at one layer every step\n")
@@ -100,14 +109,15 @@ def main() -> None:
         if label.startswith("organism"):
             configs = {**organism_configs(base, thinking), **random_configs(base)}
         results["hybrid"] = {"pair": label, "rows": hybrid_rows(base, thinking, prompts, new_tokens=args.hybrid_tokens,
-                                                                repeats=args.repeats, configs=configs)}
+                                                                repeats=args.repeats, configs=configs,
+                                                                each_prompts=args.hybrid_ref_prompts)}
         if not args.json:
             print(f"\n## hybrid, {label}: 16 prompts, {args.hybrid_tokens} new tokens each\n")
             print(_table(results["hybrid"]["rows"]))
+    results["complete"] = True
+    save()
     if args.json:
         print(json.dumps(results, indent=2))
-    if args.json_out:
-        write_json(args.json_out, results)
 
 
 if __name__ == "__main__":

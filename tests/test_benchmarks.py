@@ -30,6 +30,9 @@ def test_steering_and_hybrid_rows():
     names = [r["method"] for r in hyb]
     assert any("one prompt at a time" in n for n in names) and any("batched" in n for n in names)
     assert all(r["ratio_to_plain"] > 0 for r in hyb)
+    one = hybrid_rows(model, thinking, ["Q:1+2=?\n", "Q:3+4=?\n"], new_tokens=4, configs=random_configs(model),
+                      each_prompts=1)
+    assert any("one prompt at a time" in r["method"] and "first 1 prompts" in r["method"] for r in one)
 
 
 def test_random_weight_shapes_and_the_ab_script(capsys, monkeypatch):

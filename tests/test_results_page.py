@@ -140,3 +140,19 @@ def test_record_writes_the_command_the_machine_and_the_results_atomically(tmp_pa
     assert doc["command"] == "python benchmarks/ab.py capture --json-out 'a b.json'"
     assert doc["results"] == {"x": [1.5, 2.5]} and doc["machine"]["cpu_count"] >= 1
     assert doc["date"].endswith("Z") and doc["machine"]["torch_threads"] >= 1
+
+
+def test_gpu_section_is_built_from_its_json(tmp_path):
+    import shutil
+
+    shutil.copytree(ROOT / bench.FOLDER, tmp_path / bench.FOLDER)
+    assert sorted(p.relative_to(ROOT / bench.FOLDER).as_posix()
+                  for p in (ROOT / bench.FOLDER / "gpu").glob("*.json")) == sorted(bench.GPU_FILES)
+    name = tmp_path / bench.FOLDER / bench.GPU_FILES[0]
+    d = json.loads(name.read_text())
+    rows = d["results"]["sizes"]["qwen1.5b-arch"]["capture"]
+    kept = next(r for r in rows if r["method"] == "lens capture, token ids (kept on cuda)")
+    assert f"| lens capture, token ids (kept on cuda) | {kept['time_vs_bare']} (" in bench.render()
+    kept["time_vs_bare"] = 9.876
+    name.write_text(json.dumps(d))
+    assert "| lens capture, token ids (kept on cuda) | 9.876 (" in bench.render(tmp_path)
