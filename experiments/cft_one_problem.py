@@ -17,12 +17,18 @@ traces (`lens.organism.behaviours.trace_stats`); on the training problem itself,
 accuracy of `--train-samples` samples at T=1. `--reference` (the verifier thinking model, made by selection) is
 measured once, untrained, as the level the behaviour reaches when it is selected for.
 
-    python experiments/cft_one_problem.py [--problems 0,1,2] [--arms cft,rlvr] [--rl-steps 100] [--json out.json]
+    python experiments/cft_one_problem.py [--problems 0,1,2] [--arms cft,rlvr] [--rl-steps 100] [--rl-seeds 0,1,2,3]
+                                          [--out RUNS] [--json out.json]
+
+With several `--rl-seeds`, each model is trained once per seed on each problem (`rlvr_seeds`: every seed's
+scores); the first seed's run is the one reported in full (`rlvr`, with its held-out curve). Runs kept in
+`--out` are reused when the command runs again.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -58,6 +64,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max-new-tokens", type=int, default=220,
                     help="completion budget everywhere (the verifier pair's checked traces run to about 175 tokens)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rl-seeds", default=None,
+                    help="1-shot RLVR: seeds, one run each (default --seed); the first is the run reported in full")
     ap.add_argument("--out", default=None,
                     help="keep the RL runs here (resumed when rerun); default a temporary folder")
     ap.add_argument("--json", default=None, help="write the results here (atomically)")
@@ -81,6 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["reference"] = {"model": args.reference, "scores": organism_scores(lens.load_model(args.reference), held,
                                                                           args.max_new_tokens)}
         print(f"reference {args.reference}: {_line(result['reference']['scores'])}", file=sys.stderr)
+    rl_seeds = [int(x) for x in (args.rl_seeds or str(args.seed)).split(",") if x.strip()]
     problems = [int(x) for x in args.problems.split(",")]
     train = organism_train_problems(max(problems) + 1)
     seconds = {arm: 0.0 for arm in arms}
@@ -103,14 +112,19 @@ def main(argv: list[str] | None = None) -> dict:
                 seconds["cft"] += time.time() - t
             if "rlvr" in arms:
                 t = time.time()
-                run["rlvr"] = {}
+                run["rlvr"], run["rlvr_seeds"] = {}, {}
                 for name, m in models.items():
-                    log = train_rl(m, [one], held, "correct", rl_cfg, runs_dir / f"rlvr-{name}-{i}",
-                                   say=lambda msg, n=name, k=i: print(f"  {n} rlvr {k}: {msg}", file=sys.stderr))
-                    got = scores(lens.load_model(log["final"]), held, one, args)
-                    got["rl"] = rl_summary(log, rl_cfg)
-                    run["rlvr"][name] = got
-                    print(f"problem {i} 1-shot RLVR ({rl_cfg.steps} steps) {name} after: {_line(got)}", file=sys.stderr)
+                    for seed in rl_seeds:
+                        cfg = dataclasses.replace(rl_cfg, seed=seed)
+                        log = train_rl(m, [one], held, "correct", cfg, runs_dir / f"rlvr-{name}-{i}-seed{seed}",
+                                       say=lambda msg, n=name, k=i: print(f"  {n} rlvr {k}: {msg}", file=sys.stderr))
+                        got = scores(lens.load_model(log["final"]), held, one, args)
+                        got["rl"] = rl_summary(log, cfg)
+                        run["rlvr_seeds"].setdefault(name, []).append({"seed": seed, **_short(got)})
+                        if seed == rl_seeds[0]:
+                            run["rlvr"][name] = got
+                        print(f"problem {i} 1-shot RLVR ({cfg.steps} steps, seed {seed}) {name} after: {_line(got)}",
+                              file=sys.stderr)
                 seconds["rlvr"] += time.time() - t
             result["runs"].append(run)
     result["arm_seconds"] = {k: round(v, 1) for k, v in seconds.items()}
@@ -160,7 +174,9 @@ def summary(result: dict) -> dict:
     out["runs"] = [{"problem": r["problem"]["prompt"].strip(),
                     **({"n_critiques": r["n_critiques"], "cft": {k: _short(v) for k, v in r["after"].items()}}
                        if "after" in r else {}),
-                    **({"rlvr": {k: _short(v) for k, v in r["rlvr"].items()}} if "rlvr" in r else {})}
+                    **({"rlvr": {k: _short(v) for k, v in r["rlvr"].items()}} if "rlvr" in r else {}),
+                    **({"rlvr_seeds": r["rlvr_seeds"]} if len(next(iter(r.get("rlvr_seeds", {}).values()), [])) > 1
+                       else {})}
                    for r in result["runs"]]
     out["seconds"] = result["seconds"]
     return out

@@ -102,7 +102,7 @@ def test_experiment_rlvr_arm_beside_cft_on_a_tiny_configuration(tmp_path):
     try:
         res = exp.main(["--base", "organism:verifier-base", "--arms", "rlvr", "--problems", "1", "--eval-n", "4",
                         "--train-samples", "4", "--rl-steps", "2", "--rl-eval-every", "1", "--rl-generations", "2",
-                        "--max-new-tokens", "64", "--reference", "", "--json", str(out)])
+                        "--max-new-tokens", "64", "--reference", "", "--rl-seeds", "0,1", "--json", str(out)])
     finally:
         torch.set_num_threads(threads)
     assert json.loads(out.read_text()) == json.loads(json.dumps(res))
@@ -114,3 +114,7 @@ def test_experiment_rlvr_arm_beside_cft_on_a_tiny_configuration(tmp_path):
         assert 0 <= got["greedy_accuracy"] <= 1 and 0 <= got["train_problem"]["sampled_accuracy"] <= 1
         assert set(got["greedy_shares"]) == set(got["forced_shares"]) and got["rl"]["steps"] == 2
     assert res["recipe"]["rl"]["max_completion_length"] == 64 and res["arm_seconds"].keys() == {"rlvr"}
+    for name, runs in run["rlvr_seeds"].items():  # one run per seed; the first is the one reported in full
+        assert [r["seed"] for r in runs] == [0, 1], name
+        assert runs[0] == {"seed": 0, **exp._short(run["rlvr"][name])}
+    assert exp.summary(res)["runs"][0]["rlvr_seeds"] == run["rlvr_seeds"]
