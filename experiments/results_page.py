@@ -508,18 +508,9 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"missing result files: {', '.join(missing)}", file=sys.stderr)
         return 2
-    text = render()
-    if args.check:
-        current = args.out.read_text(encoding="utf-8") if args.out.is_file() else None
-        if current != text:
-            print(f"{args.out} is not up to date: run `make results`", file=sys.stderr)
-            return 1
-        return 0
-    from lens.artifacts import write_text  # atomic: a reader sees the old page or the new one
+    from lens.artifacts import write_generated  # atomic: a reader sees the old page or the new one
 
-    write_text(args.out, text)
-    print(f"wrote {args.out}")
-    return 0
+    return write_generated(args.out, render(), check=args.check, remedy="run `make results`")
 
 
 if __name__ == "__main__":

@@ -76,6 +76,25 @@ def write_text(path: str | Path, text: str) -> None:
     _atomic_replace(Path(path), w)
 
 
+def write_generated(path: str | Path, text: str, *, check: bool = False, remedy: str = "regenerate it") -> int:
+    """Write a generated file (a docs page made from result files) atomically, or with `check` compare only.
+
+    Returns 0 (written, or up to date) or 1 (`check` and the file differs: one line on stderr says `remedy`).
+    """
+    import sys
+
+    path = Path(path)
+    if check:
+        current = path.read_text(encoding="utf-8") if path.is_file() else None
+        if current != text:
+            print(f"{path} is not up to date: {remedy}", file=sys.stderr)
+            return 1
+        return 0
+    write_text(path, text)
+    print(f"wrote {path}")
+    return 0
+
+
 def strict_json(obj: Any) -> Any:
     """`obj` with NaN and +-inf floats replaced by None, so the JSON written is standard (readable by jq,
     JavaScript, ...): e.g. a gap recovered of 0/0 when base and thinking score the same."""
