@@ -86,6 +86,9 @@ def hybrid_cmd(
     vectors_dir: str = typer.Option(None, "--vectors-dir",
                                     help="keep the vectors here as direction artifacts; a later run on the same "
                                          "base, site, method and categories loads them"),
+    categories: int = typer.Option(5, "--categories", callback=positive,
+                                   help="other pairs: reasoning categories of the taxonomy (latents of its SAE; the "
+                                        "paper's Table 1 used 15)"),
     batch_size: int = typer.Option(None, "--batch-size", callback=positive,
                                    help="prompts per batch of every run (default 64 on the organism, 16 on other "
                                         "pairs); under torchrun / accelerate launch the ranks share the batches"),
@@ -146,7 +149,7 @@ def hybrid_cmd(
         s = setup(tasks, b, Sizes(n=1, hybrid_n=n, cot_n=1, feature_n=1), template or "user_assistant",
                   thinking=t, thinking_template=thinking_template)  # each model prompted through its own template
         res = hybrid_generic.run(b, t, s.prompts, s.is_correct, s.think_prompts, s.direct_prompts, n=n,
-                                 layer=layer, read_layer=read_layer, norm_frac=norm_frac,
+                                 layer=layer, read_layer=read_layer, norm_frac=norm_frac, n_categories=categories,
                                  max_new_tokens=max_new_tokens, progress=say,
                                  thinking_prompts=s.thinking_prompts or None,
                                  no_guardrail_coefficient=no_guardrail_coefficient, data_parallel=True,
