@@ -310,6 +310,16 @@ def cft(d: dict) -> str:
                         [[problem(r), m, *[f"{pct(e['heldout_accuracy'])} ({pct(e['thinking_rate'], 0)})"
                                            for e in c["evals"]], pct(c["final_train_accuracy"])]
                          for r, m, c in curves])]
+    seeded = [(r, m, r["rlvr_seeds"][m]) for r in d["runs"] if len(next(iter(r.get("rlvr_seeds", {}).values()), [])) > 1
+              for m in models]
+    if seeded:
+        seeds = [x["seed"] for x in seeded[0][2]]
+        lines += ["", "1-shot RLVR, one run per seed (the same recipe; the runs above are seed "
+                  f"{seeds[0]}'s): held-out greedy accuracy (verification share of the forced traces) and the mean "
+                  "over seeds:", "",
+                  table(["problem", "model", *[f"seed {x}" for x in seeds], "mean"],
+                        [[problem(r), m, *[f"{pct(x['greedy'])} ({pct(x['verification'], 0)})" for x in runs],
+                          pct(sum(x["greedy"] for x in runs) / len(runs))] for r, m, runs in seeded])]
     return "\n".join(lines)
 
 
@@ -452,7 +462,8 @@ SECTIONS: tuple[Section, ...] = (
             rl_study, "rl.md#the-organism-experiments"),
     Section("Finding 3: critique fine-tuning and 1-shot RLVR on one problem",
             "experiments/cft_one_problem_results.json",
-            ("python experiments/cft_one_problem.py --problems 0,1,2 --json experiments/cft_one_problem_results.json",),
+            ("python experiments/cft_one_problem.py --problems 0,1,2 --rl-seeds 0,1,2,3 "
+             "--json experiments/cft_one_problem_results.json",),
             cft, "rl.md#one-problem-cft-beside-1-shot-rlvr"),
     Section("Finding 5: first-step trigger on the organism", "docs/results/first_step_trigger_organism.json",
             ("python experiments/first_step_trigger.py --json docs/results/first_step_trigger_organism.json",),
