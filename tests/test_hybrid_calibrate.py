@@ -129,3 +129,29 @@ def test_lens_hybrid_calibration_layers(capsys, monkeypatch):
                          (["--calibrate", "2", "--calibration-layers", "x"], "--calibration-layers")):
         code, _, err = run_cli(monkeypatch, capsys, ["hybrid", "--n", "2", *bad])
         assert code != 0 and message in err and "Traceback" not in err
+
+
+def test_lens_hybrid_force_thinking_opens_every_prompt_for_both_models(capsys, monkeypatch):
+    """--force-thinking: the runs' prompts (and so both models' inputs) end with the think tag; the base run is
+    the base in its thinking format. Refused on pairs other than the organism's."""
+    import lens.studies.hybrid_organism as H
+    from lens.organism import corpus as C
+
+    seen = {}
+    real = H.run_study
+
+    def spy(base, thinking, prompts, *a, **kw):
+        seen["prompts"] = list(prompts)
+        return real(base, thinking, prompts, *a, **kw)
+
+    monkeypatch.setattr(H, "run_study", spy)
+    code, out, err = run_cli(monkeypatch, capsys, ["hybrid", "--n", "3", "--max-new-tokens", "30", "--force-thinking",
+                                                   "--json"])
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["force_thinking"] is True
+    assert len(seen["prompts"]) == 3 and all(p.endswith(C.THINK_OPEN) and p.count(C.THINK_OPEN) == 1
+                                             for p in seen["prompts"])
+    code, _, err = run_cli(monkeypatch, capsys, ["hybrid", "--base", "organism:base", "--thinking", "organism:thinking",
+                                                 "--tasks", "gsm8k", "--force-thinking"])
+    assert code != 0 and "--force-thinking" in err and "Traceback" not in err

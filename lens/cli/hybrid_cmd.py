@@ -86,6 +86,9 @@ def hybrid_cmd(
     vectors_dir: str = typer.Option(None, "--vectors-dir",
                                     help="keep the vectors here as direction artifacts; a later run on the same "
                                          "base, site, method and categories loads them"),
+    force_thinking: bool = typer.Option(False, "--force-thinking",
+                                        help="organism pairs: both models' prompts end with the think tag, so the "
+                                             "gap is over the base's own reasoning and the hybrid steers inside it"),
     categories: int = typer.Option(5, "--categories", callback=positive,
                                    help="other pairs: reasoning categories of the taxonomy (latents of its SAE; the "
                                         "paper's Table 1 used 15)"),
@@ -114,6 +117,9 @@ def hybrid_cmd(
     if not organism and calibrate:
         raise LensError("--calibrate runs on the bundled organism pairs only (it tunes on their training "
                         "problems); drop it for other pairs")
+    if not organism and force_thinking:
+        raise LensError("--force-thinking runs on the bundled organism pairs only; on other pairs give the "
+                        "thinking model's prompt with --thinking-template")
     grid = parse_grid(calibration_grid)
     cal_layers = parse_layers(calibration_layers)
     if cal_layers and not calibrate:
@@ -136,6 +142,7 @@ def hybrid_cmd(
         from ..studies import hybrid_organism
 
         res = hybrid_organism.run(b, t, n=n, layer=layer, read_layer=read_layer, norm_frac=norm_frac, selector=selector,
+                                  force_thinking=force_thinking,
                                   max_new_tokens=max_new_tokens, progress=say,
                                   no_guardrail_coefficient=no_guardrail_coefficient, calibrate=calibrate,
                                   calibration_grid=grid, calibration_layers=cal_layers, data_parallel=True,

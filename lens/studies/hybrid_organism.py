@@ -28,6 +28,7 @@ from ..hybrid.selectors import taxonomy_selector
 from ..hybrid.study import run_study
 from ..hybrid.vectors import hybrid_vectors
 from ..models import Model
+from ..organism import corpus as C
 from . import organism_inputs as O
 
 SELECTORS = ("nearest", "taxonomy")
@@ -63,6 +64,7 @@ def run(
     candidate_batch: int = 32,
     batch_size: int = 64,
     data_parallel: bool | None = None,
+    force_thinking: bool = False,
 ) -> dict:
     """Category vectors from the thinking model's labelled traces, then base/thinking/hybrid on n held-out problems.
 
@@ -78,7 +80,10 @@ def run(
     steps per optimised vector. steer_positions: "newest" (hybrid_eval.py) or "all" (hybrid_token.py; a full
     forward per candidate), `HybridConfig`. candidate_batch: sweep candidates per base forward. batch_size:
     prompts per hybrid batch. data_parallel: under a launcher the ranks share every run's batches (`run_study`);
-    the traces, taxonomy, vectors and calibration run whole on every rank."""
+    the traces, taxonomy, vectors and calibration run whole on every rank. force_thinking: every prompt of the
+    runs and of the calibration ends with the think-open tag, for both models (the base in its thinking format,
+    as the paper's thinking template opens the reasoning): the gap is then the thinking model's over the base's
+    own reasoning, and the hybrid steers inside the reasoning only."""
     if selector not in SELECTORS:
         raise LensError(f"unknown selector {selector!r}; use one of {', '.join(SELECTORS)}")
     layer = 1 if layer is None else layer  # where the organism's T-minus-D direction is causal (lens organism eval)
@@ -99,13 +104,16 @@ def run(
                                       norm_frac=norm_frac, step_labels=step_names, order=order, folder=vectors_dir,
                                       steps=vector_steps)
     info.update(tinfo)
+    prefill = C.THINK_OPEN if force_thinking else ""
     prompts, answers = O.heldout(n)
+    prompts = [p + prefill for p in prompts]
     calibration, category_sites, site_biases = None, None, None
     if calibration_layers and not calibrate:
         raise LensError("calibration layers are tried by the calibration; give --calibrate N as well")
     if calibrate:
         say(f"calibrating vector scales on {calibrate} training problems")
         dev_prompts, dev_answers = O.dev_problems(calibrate)
+        dev_prompts = [p + prefill for p in dev_prompts]
         alternatives = {}
         for other in sorted(set(calibration_layers or ()) - {layer}):
             check_layer(base, other)
@@ -130,6 +138,7 @@ def run(
                     candidate_batch=candidate_batch, selector_variants=variants, category_sites=category_sites,
                     site_biases=site_biases,
                     batch_size=batch_size, data_parallel=data_parallel)
+    out["force_thinking"] = force_thinking
     out["vectors"] = {**info, "norm_frac": norm_frac, "categories": list(cats), "selector": selector,
                       "calibration": None if calibration is None else calibration.as_dict()}
     return out
