@@ -100,8 +100,14 @@ def farthest_points(x: Float[torch.Tensor, "n d"], m: int, seed: int = 0) -> Flo
     return x[idx].clone()
 
 
-def purity(categories: Sequence[int], labels: Sequence[str]) -> dict:
-    """Purity, per-label best-category recall, and each category's label counts."""
+def purity(categories: Sequence[int], labels: Sequence[str], same: dict[str, str] | None = None) -> dict:
+    """Purity, per-label best-category recall, and each category's label counts.
+
+    same: labels counted as another one (e.g. ``{"error": "computation"}``: a slip is the computation that went
+    wrong, not a behaviour of its own); the result then reads the merged labels.
+    """
+    if same:
+        labels = [same.get(lab, lab) for lab in labels]
     cats = [int(c) for c in categories]
     if len(cats) != len(labels) or not cats:
         raise LensError("purity needs one label per sentence")
@@ -117,6 +123,13 @@ def purity(categories: Sequence[int], labels: Sequence[str]) -> dict:
             "category_mix": {str(c): dict(cnt) for c, cnt in sorted(mix.items())},
             "labels_with_own_category": sorted(set(majority.values())),
             "majority_baseline": totals.most_common(1)[0][1] / len(cats)}
+
+
+def behaviour_purity(categories: Sequence[int], labels: Sequence[str], same: dict[str, str]) -> dict:
+    """`purity` with the labels of `same` merged: purity, majority baseline, each category's majority label."""
+    p = purity(categories, labels, same)
+    keys = ("purity", "majority_baseline", "labels_with_own_category", "category_majority")
+    return {**{k: p[k] for k in keys}, "merged": dict(same)}
 
 
 def span_vectors(model, traces: Sequence[dict], site: str, batch_size: int = 32):

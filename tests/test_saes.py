@@ -194,3 +194,15 @@ def test_registry_path_with_the_hub_stubbed(tmp_path, monkeypatch):
     assert calls == [("my-release", "blocks.1.hook_resid_post", "cpu")] * 2
     with pytest.raises(LensError, match="site"):
         load_sae("my-release/x", site="blocks.0.hook_resid_post")
+
+
+def test_behaviour_purity_merges_the_given_labels():
+    """A slip is counted as the computation it is: a category holding computations and slips is pure once merged."""
+    from saes.taxonomy import behaviour_purity, purity
+
+    cats = [0, 0, 0, 0, 1, 1]
+    labels = ["computation", "computation", "error", "error", "verification", "verification"]
+    assert purity(cats, labels)["purity"] == 4 / 6
+    b = behaviour_purity(cats, labels, {"error": "computation"})
+    assert b["purity"] == 1.0 and b["majority_baseline"] == 4 / 6 and b["merged"] == {"error": "computation"}
+    assert b["labels_with_own_category"] == ["computation", "verification"]

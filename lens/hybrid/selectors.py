@@ -60,17 +60,19 @@ class TaxonomySelector:
 
 def taxonomy_selector(
     thinking: Model, traces: Sequence[dict], site: str, *, n_categories: int = 5, seed: int = 0,
-    live_only: bool = False,
+    live_only: bool = False, same: dict[str, str] | None = None,
 ) -> tuple[list[str], TaxonomySelector, dict]:
     """(category name of every labelled step, selector, info) from a taxonomy SAE on the thinking model's steps.
 
     Categories are named ``c{latent}:{majority step label}``; latents that no step falls into get none
     (``info["taxonomy"]["dead_latents"]``). The selector (`TaxonomySelector`, the paper's argmax over all
     latents unless live_only) maps thinking residuals [batch, d] to indices into
-    ``info["taxonomy"]["categories"]`` (the live categories in latent order), -1 for a dead latent.
+    ``info["taxonomy"]["categories"]`` (the live categories in latent order), -1 for a dead latent. same: step
+    labels merged for ``info["taxonomy"]["behaviour_purity"]`` (`saes.taxonomy.purity`); categories keep the
+    labels' own names.
     """
     try:
-        from saes.taxonomy import fit_taxonomy, normalise, purity, span_vectors
+        from saes.taxonomy import behaviour_purity, fit_taxonomy, normalise, purity, span_vectors
     except ImportError as e:  # pragma: no cover - saes ships with lens
         raise LensError(f"the taxonomy selector needs the saes package ({e}); use --selector nearest") from e
     x, labels, texts = span_vectors(thinking, traces, site)
@@ -87,6 +89,7 @@ def taxonomy_selector(
                          "categories": {names[c]: assigned.count(c) for c in live},
                          "dead_latents": [c for c in range(n_categories) if c not in live],
                          "argmax": "live latents" if live_only else "all latents",
+                         **({"behaviour_purity": behaviour_purity(assigned, labels, same)} if same else {}),
                          "top_sentences": {names[c]: [t["text"] for t in top] for c, top in
                                            tax.top_sentences(3).items() if c in names}}}
     return [names[c] for c in assigned], select, info

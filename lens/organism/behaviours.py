@@ -15,6 +15,9 @@ from lens.organism import corpus as C
 
 _CHECK = re.compile(r"check (\d+)\+(\d+)=(\d+)")
 KINDS = ("restate", "computation", "error", "verification", "backtrack")
+#: the behaviour each step kind belongs to, where it is not its own: a slip ("error") is a computation that went
+#: wrong (the arithmetic decides the label; the model did nothing else), so behaviour purity merges the two
+BEHAVIOUR_OF = {"error": "computation"}
 
 
 def _carries(a: int, b: int) -> bool:

@@ -29,6 +29,7 @@ from ..hybrid.study import run_study
 from ..hybrid.vectors import hybrid_vectors
 from ..models import Model
 from ..organism import corpus as C
+from ..organism.behaviours import BEHAVIOUR_OF
 from . import organism_inputs as O
 
 SELECTORS = ("nearest", "taxonomy")
@@ -96,7 +97,7 @@ def run(
     step_names, pick, tinfo, variants = None, "nearest", {}, None
     if selector == "taxonomy":
         say("taxonomy SAE on the thinking model's steps")
-        step_names, pick, tinfo = taxonomy_selector(thinking, traces, read_site)
+        step_names, pick, tinfo = taxonomy_selector(thinking, traces, read_site, same=BEHAVIOUR_OF)
         variants = {"live_only": pick.variant(live_only=True)}
     say(f"category vectors ({vectors})")
     order = list(tinfo["taxonomy"]["categories"]) if step_names is not None else None  # the selector's order

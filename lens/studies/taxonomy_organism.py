@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from saes.taxonomy import corpus_traces, fit_taxonomy, purity, span_vectors
+from saes.taxonomy import behaviour_purity, corpus_traces, fit_taxonomy, purity, span_vectors
 
 from ..errors import LensError
 from ..models import Model, load_model
+from ..organism.behaviours import BEHAVIOUR_OF
 
 
 def run_taxonomy_organism(thinking=None, *, layer: int | None = None, n_traces: int = 200,
@@ -31,4 +32,5 @@ def run_taxonomy_organism(thinking=None, *, layer: int | None = None, n_traces: 
     return {"site": site, "model": m.spec, "source": source, "n_traces": len(traces), "n_sentences": int(x.shape[0]),
             "n_categories": n_categories,
             "k": k, **purity(tax.categories.tolist(), labels),
+            "behaviour_purity": behaviour_purity(tax.categories.tolist(), labels, BEHAVIOUR_OF),
             "top_sentences": {str(c): v for c, v in tax.top_sentences(per_category).items()}}
