@@ -132,8 +132,12 @@ def hybrid(d: dict) -> str:
                 f"read site `{d.get('read_site', d['site'])}`", f"selector `{v.get('selector', '-')}`"]
     if coefs:
         settings.append(f"coefficients {coefs[0]}..{coefs[-1]} ({len(coefs)})")
-    if "norm_frac" in v:
+    if v.get("method") == "optimised":
+        settings.append(f"optimised vectors ({v.get('steps')} Adam steps each)")
+    elif "norm_frac" in v:
         settings.append(f"vectors at {v['norm_frac']} x the residual norm")
+    if d.get("force_thinking"):
+        settings.append("both models' prompts end with the think tag (`--force-thinking`)")
     cal = v.get("calibration")
     if isinstance(cal, dict):
         scales = ", ".join(f"{k} x{fixed(x, 1)}" for k, x in cal["category_scales"].items())
@@ -144,6 +148,11 @@ def hybrid(d: dict) -> str:
     if isinstance(tax, dict) and "purity" in tax:
         settings.append(f"taxonomy purity {fixed(tax['purity'], 3)} "
                         f"(majority baseline {fixed(tax['majority_baseline'], 3)})")
+        b = tax.get("behaviour_purity")
+        if b:
+            merged = ", ".join(f"{k} as {x}" for k, x in b["merged"].items())
+            settings.append(f"behaviour purity {fixed(b['purity'], 3)} ({merged}; majority baseline "
+                            f"{fixed(b['majority_baseline'], 3)})")
     return "\n".join([
         "; ".join(settings) + f". Accuracy with {e['method'].capitalize()} {pct(e['ci'], 0)} intervals, gap "
         "recovered with a paired-bootstrap interval; tokens steered and gated as shares of the generated tokens.",
@@ -450,6 +459,17 @@ SECTIONS: tuple[Section, ...] = (
              "--max-new-tokens 220 --calibrate 60 --calibration-grid 0,1,2,3 --calibration-layers 1,2,3 --json "
              "> docs/hybrid_verifier_n150_layers.json",), hybrid,
             "hybrid.md#the-papers-rules-and-lenss-modes"),
+    Section("Finding 2: the hybrid on the verifier pair with the RL-made thinking model, optimised vectors",
+            "docs/hybrid_verifier_rl_n150_forced_optimised.json",
+            ("lens hybrid --base organism:verifier-base --thinking organism:verifier-thinking-rl --n 150 "
+             "--max-new-tokens 220 --vectors optimised --force-thinking --json "
+             "> docs/hybrid_verifier_rl_n150_forced_optimised.json",), hybrid,
+            "organism.md#the-hybrid-on-the-rl-made-pair"),
+    Section("Finding 2: the hybrid on the verifier pair with the RL-made thinking model, difference of means",
+            "docs/hybrid_verifier_rl_n150_forced.json",
+            ("lens hybrid --base organism:verifier-base --thinking organism:verifier-thinking-rl --n 150 "
+             "--max-new-tokens 220 --force-thinking --json > docs/hybrid_verifier_rl_n150_forced.json",), hybrid,
+            "organism.md#the-hybrid-on-the-rl-made-pair"),
     Section("Finding 3: minimal signal, supervised", "experiments/minimal_signal_results.json",
             ("python experiments/minimal_signal.py --json experiments/minimal_signal_results.json",
              "python experiments/minimal_signal.py --parts a --lr 2e-4 --steps 4,16 --append "
