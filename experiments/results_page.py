@@ -162,6 +162,32 @@ def hybrid(d: dict) -> str:
     ])
 
 
+def hybrid_steerable(d: dict) -> str:
+    """Teacher-forced: at the base's disagreements with the thinking model's trace, which vectors make the base
+    write the thinking model's token (experiments/hybrid_steerable.py)."""
+    scales = [f"{s:g}" for s in d["scales"]]
+    rows = []
+    for method, kinds in d["methods"].items():
+        for kind in ("<think>", "space", "digit", "other"):
+            k = kinds.get(kind)
+            if not k:
+                continue
+            n = k["positions"]
+
+            def share(what: str, k=k, n=n) -> str:
+                return " / ".join(pct(k.get(f"{what} x{s}", 0) / n, 0) for s in scales)
+
+            rows.append([method, f"`{kind}`" if kind == "<think>" else kind, n, share("selected"), share("any"),
+                         share("bias")])
+    return "\n".join([
+        f"`{d['thinking']}`'s greedy traces on {d['n']} held-out problems, read by `{d['base']}`; vectors at "
+        f"`{d['site']}` as `lens hybrid` makes them, categories {', '.join(d['categories'])}. At each position "
+        "where the base's next token differs from the trace's, the share of positions where some coefficient of "
+        f"the hybrid's sweep times scale {' / '.join(scales)} makes the base write the trace's token:", "",
+        table(["vectors", "thinking model's token", "positions", "selected category + bias",
+               "any category + bias", "bias alone"], rows)])
+
+
 def calibration_layers(cal: dict) -> str:
     """When the calibration tried several steer layers: each category's best development accuracy per layer."""
     sites = sorted({t["site"] for t in cal["tried"] if "site" in t and t["vector"] != "bias"})
@@ -470,6 +496,10 @@ SECTIONS: tuple[Section, ...] = (
             ("lens hybrid --base organism:verifier-base --thinking organism:verifier-thinking-rl --n 150 "
              "--max-new-tokens 220 --force-thinking --json > docs/hybrid_verifier_rl_n150_forced.json",), hybrid,
             "organism.md#the-hybrid-on-the-rl-made-pair"),
+    Section("Finding 2: which of the thinking model's tokens the hybrid's vectors reach",
+            "docs/results/hybrid_steerable_verifier_rl.json",
+            ("python experiments/hybrid_steerable.py --json docs/results/hybrid_steerable_verifier_rl.json",),
+            hybrid_steerable, "organism.md#the-hybrid-on-the-rl-made-pair"),
     Section("Finding 3: minimal signal, supervised", "experiments/minimal_signal_results.json",
             ("python experiments/minimal_signal.py --json experiments/minimal_signal_results.json",
              "python experiments/minimal_signal.py --parts a --lr 2e-4 --steps 4,16 --append "

@@ -1,5 +1,7 @@
 """The hybrid's vectors: step pairs, optimised vectors that fit the thinking model's steps, saved and reused."""
 
+import json
+
 import pytest
 import torch
 
@@ -115,3 +117,28 @@ def test_lens_hybrid_optimised_vectors_are_kept_and_reused(capsys, monkeypatch, 
     code, _, err = run_cli(monkeypatch, capsys, [*args[:-3], "--vectors-dir", tmp_path / "file", "--json"])
     assert code != 0 and "--vectors-dir" in err and "Traceback" not in err
     assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_hybrid_steerable_experiment_counts_disagreements(tmp_path):
+    """experiments/hybrid_steerable.py on a few traces: every disagreement is counted once per kind, each share is
+    a count of those positions, and the JSON is written."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "hybrid_steerable.py"
+    spec = importlib.util.spec_from_file_location("experiments_hybrid_steerable", path)
+    exp = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = exp
+    spec.loader.exec_module(exp)
+    out = tmp_path / "s.json"
+    res = exp.main(["--n", "2", "--vectors", "means", "--scales", "1,3", "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(res))
+    kinds = res["methods"]["means"]
+    assert kinds and "<think>" in kinds  # the verifier base never opens the reasoning on its own
+    assert kinds["<think>"]["positions"] == 2
+    for k in kinds.values():
+        n = k["positions"]
+        assert sum(v for key, v in k.items() if key.startswith("selected:")) == n
+        assert all(0 <= k.get(f"{w} x{s}", 0) <= n for w in ("selected", "any", "bias") for s in ("1", "3"))
+        assert k.get("selected x1", 0) <= k.get("any x1", 0) + k.get("bias x1", 0)  # selected: a category or none
