@@ -40,6 +40,25 @@ def smollm2():
     return load_model("smollm2-135m-instruct")
 
 
+@pytest.fixture(scope="session")
+def script():
+    """A loader of the repository's scripts as modules: script("experiments/cft_one_problem.py")."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+
+    def load(relative: str):
+        name = relative.removesuffix(".py").replace("/", "_")
+        spec = importlib.util.spec_from_file_location(name, root / relative)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # a dataclass looks its module up there
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked slow run only with LENS_SLOW=1 (CI sets it when they fit its time)."""
     if os.environ.get("LENS_SLOW") == "1":

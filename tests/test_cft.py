@@ -84,18 +84,10 @@ def test_cli_cft_refuses_a_user_folder_and_bad_critiques(monkeypatch, capsys, tm
     assert code == 2 and len(err.strip().splitlines()) == 1 and "line 1" in err
 
 
-def test_experiment_rlvr_arm_beside_cft_on_a_tiny_configuration(tmp_path):
+def test_experiment_rlvr_arm_beside_cft_on_a_tiny_configuration(tmp_path, script):
     """experiments/cft_one_problem.py's 1-shot RLVR arm: GRPO on the one problem for the base and the control,
     scored like CFT (held-out, forced thinking, trace shares, the training problem), written atomically."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "experiments" / "cft_one_problem.py"
-    spec = importlib.util.spec_from_file_location("experiments_cft_one_problem", path)
-    exp = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = exp
-    spec.loader.exec_module(exp)
+    exp = script("experiments/cft_one_problem.py")
     out = tmp_path / "res.json"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the script runs; tiny matrices gain nothing from more, and lose on a loaded machine

@@ -119,18 +119,10 @@ def test_lens_hybrid_optimised_vectors_are_kept_and_reused(capsys, monkeypatch, 
     assert (tmp_path / "file").read_text() == "mine"
 
 
-def test_hybrid_steerable_experiment_counts_disagreements(tmp_path):
+def test_hybrid_steerable_experiment_counts_disagreements(tmp_path, script):
     """experiments/hybrid_steerable.py on a few traces: every disagreement is counted once per kind, each share is
     a count of those positions, and the JSON is written."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "experiments" / "hybrid_steerable.py"
-    spec = importlib.util.spec_from_file_location("experiments_hybrid_steerable", path)
-    exp = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = exp
-    spec.loader.exec_module(exp)
+    exp = script("experiments/hybrid_steerable.py")
     out = tmp_path / "s.json"
     res = exp.main(["--n", "2", "--vectors", "means", "--scales", "1,3", "--json", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(res))
