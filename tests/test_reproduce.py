@@ -167,3 +167,29 @@ def test_organism_option_is_checked(capsys, monkeypatch, tmp_path, args, message
 
     code, _, err = run_cli(monkeypatch, capsys, ["reproduce", "--out", tmp_path / "r", *args])
     assert code != 0 and message in err and "Traceback" not in err and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("extra, vectors, forced", [([], "optimised", True),
+                                                    (["--hybrid-vectors", "means", "--no-hybrid-force-thinking"],
+                                                     "means", False)])
+def test_verifier_pairs_run_the_hybrid_with_optimised_vectors_inside_forced_thinking(capsys, monkeypatch, tmp_path,
+                                                                                      extra, vectors, forced):
+    """--organism verifier-rl: the hybrid step defaults to optimised vectors and forced thinking (the setting in
+    which the pair's hybrid closes the gap, docs/organism.md); both can be turned back."""
+    import lens.studies.reproduce as R
+    from lens.errors import LensError
+    from tests.helpers import run_cli
+
+    seen = {}
+
+    def fake(out, **kw):
+        seen.update(kw)
+        raise LensError("stopped by the test")
+
+    monkeypatch.setattr(R, "reproduce", fake)
+    code, _, err = run_cli(monkeypatch, capsys, ["reproduce", "--out", tmp_path / "r", "--organism", "verifier-rl",
+                                                 "--steps", "hybrid", *extra])
+    assert code != 0 and "stopped by the test" in err
+    assert seen["base"].spec == "organism:verifier-base" and seen["thinking"].spec == "organism:verifier-thinking-rl"
+    assert seen["sizes"].hybrid_vectors == vectors and seen["sizes"].hybrid_force_thinking is forced
+    assert seen["sizes"].max_new_tokens == 220

@@ -15,7 +15,8 @@ def reproduce_cmd(
     thinking: str = typer.Option("organism:thinking", "--thinking", help="post-trained model spec"),
     tasks: str = typer.Option("organism", "--tasks", help="organism | gsm8k | math500 | path.jsonl"),
     organism: str = typer.Option(None, "--organism", help="a bundled pair by name: sums (the default pair) or "
-                                 "verifier (its checked traces run up to 220 tokens); sets --base and --thinking"),
+                                 "verifier or verifier-rl (checked traces up to 220 tokens; the hybrid with "
+                                 "optimised vectors inside forced thinking); sets --base and --thinking"),
     n: int = typer.Option(None, "--n", "--problems", help="problems (sampling; caps the other steps' counts too); "
                           "under torchrun write --problems (torchrun reads --n as one of its own options)",
                           callback=positive),
@@ -24,7 +25,11 @@ def reproduce_cmd(
     hybrid_n: int = typer.Option(None, "--hybrid-n", help="problems for the hybrid", callback=positive),
     hybrid_vectors: str = typer.Option(None, "--hybrid-vectors", callback=choice("means", "optimised"),
                                        help="the hybrid's vectors: means (difference of means, the default) or "
-                                            "optimised (the hybrid paper's first version)"),
+                                            "optimised (the hybrid paper's first version; the verifier pairs' "
+                                            "default)"),
+    hybrid_force_thinking: bool = typer.Option(None, "--hybrid-force-thinking/--no-hybrid-force-thinking",
+                                               help="organism pairs: the hybrid's prompts end with the think tag "
+                                                    "for both models (the verifier pairs' default)"),
     cot_n: int = typer.Option(None, "--cot-n", help="problems for CoT-decoding", callback=positive),
     k: int = typer.Option(None, "--k", help="CoT-decoding branches", callback=positive),
     feature_n: int = typer.Option(None, "--feature-n", help="problems for the feature steer-check",
@@ -75,8 +80,12 @@ def reproduce_cmd(
         base, thinking = (f"organism:{name}" for name in PAIRS[organism][:2])
         if organism in ("verifier", "verifier-rl") and max_new_tokens is None:
             max_new_tokens = 220  # its checked traces run longer than the first pair's
+        if organism in ("verifier", "verifier-rl"):  # the gap is over the base's own reasoning: steer inside it,
+            hybrid_vectors = hybrid_vectors or "optimised"  # with the vectors that reach a check (docs/organism.md)
+            hybrid_force_thinking = True if hybrid_force_thinking is None else hybrid_force_thinking
     sizes = Sizes().use_sampling(sampling)
     for name, value in (("hybrid_n", hybrid_n), ("hybrid_vectors", hybrid_vectors),
+                        ("hybrid_force_thinking", hybrid_force_thinking),
                         ("cot_n", cot_n), ("k", k), ("feature_n", feature_n),
                         ("feature_pages", feature_pages), ("max_new_tokens", max_new_tokens),
                         ("temperature", temperature), ("top_p", top_p), ("layer", layer),

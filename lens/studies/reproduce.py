@@ -44,6 +44,7 @@ class Sizes:
     samples: int = 16            # samples per problem (1)
     hybrid_n: int = 64           # problems for the hybrid (2)
     hybrid_vectors: str = "means"  # the hybrid's vectors: means or optimised (lens.hybrid.vectors) (2)
+    hybrid_force_thinking: bool = False  # organism pairs: both models' prompts end with the think tag (2)
     cot_n: int = 64              # problems for CoT-decoding (4)
     k: int = 10                  # CoT-decoding branches (4)
     feature_n: int = 64          # problems for the steer-check (5)
@@ -217,7 +218,8 @@ def run_steps(base, thinking, s: Setup, sizes: Sizes, *, seed: int, steps, sae: 
         from . import hybrid_organism
 
         res = hybrid_organism.run(base, thinking, n=sizes.hybrid_n, layer=sizes.layer,
-                                  max_new_tokens=sizes.max_new_tokens, progress=say, vectors=sizes.hybrid_vectors)
+                                  max_new_tokens=sizes.max_new_tokens, progress=say, vectors=sizes.hybrid_vectors,
+                                  force_thinking=sizes.hybrid_force_thinking)
         return {"status": "ok", **res}
 
     def cot() -> dict:
