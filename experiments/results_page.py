@@ -496,6 +496,12 @@ SECTIONS: tuple[Section, ...] = (
             ("lens hybrid --base organism:verifier-base --thinking organism:verifier-thinking-rl --n 150 "
              "--max-new-tokens 220 --force-thinking --json > docs/hybrid_verifier_rl_n150_forced.json",), hybrid,
             "organism.md#the-hybrid-on-the-rl-made-pair"),
+    Section("Finding 2: the hybrid on the verifier pair (selection-made thinking model), optimised vectors",
+            "docs/hybrid_verifier_n150_forced_optimised.json",
+            ("lens hybrid --base organism:verifier-base --thinking organism:verifier-thinking --n 150 "
+             "--max-new-tokens 220 --vectors optimised --force-thinking --json "
+             "> docs/hybrid_verifier_n150_forced_optimised.json",), hybrid,
+            "organism.md#the-hybrid-on-the-rl-made-pair"),
     Section("Finding 2: which of the thinking model's tokens the hybrid's vectors reach",
             "docs/results/hybrid_steerable_verifier_rl.json",
             ("python experiments/hybrid_steerable.py --json docs/results/hybrid_steerable_verifier_rl.json",),
