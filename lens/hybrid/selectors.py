@@ -68,7 +68,7 @@ def taxonomy_selector(
     (``info["taxonomy"]["dead_latents"]``). The selector (`TaxonomySelector`, the paper's argmax over all
     latents unless live_only) maps thinking residuals [batch, d] to indices into
     ``info["taxonomy"]["categories"]`` (the live categories in latent order), -1 for a dead latent. same: step
-    labels merged for ``info["taxonomy"]["behaviour_purity"]`` (`saes.taxonomy.purity`); categories keep the
+    labels merged for ``info["taxonomy"]["behaviour_purity"]`` (`saes.taxonomy.behaviour_purity`); categories keep the
     labels' own names.
     """
     try:
