@@ -80,10 +80,19 @@ def init() -> Ranks:
 
 
 def _leave() -> None:
-    """Leave the process group at interpreter exit, if it is still open."""
+    """Leave the process group at interpreter exit, if it is still open: on gloo the ranks first meet (a
+    monitored barrier, bounded), so no rank tears its group down while another still has work queued on it
+    (a rank once aborted at exit with "terminate called without an active exception")."""
+    import datetime
+
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if dist.get_backend() == "gloo":
+            try:
+                dist.monitored_barrier(timeout=datetime.timedelta(seconds=120))
+            except Exception:  # noqa: BLE001 - a rank that failed or left: leave anyway
+                pass
         dist.destroy_process_group()
 
 
