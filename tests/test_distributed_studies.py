@@ -87,7 +87,7 @@ def test_two_process_diff_cli_equals_one_process(tmp_path):
 
 
 _CAPTURE = """
-import json, torch
+import json, os, torch
 torch.set_num_threads(1)
 from lens.capture_memory import capture, capture_shared
 from lens.distributed import data_parallel
@@ -105,8 +105,18 @@ same = {k: all(torch.equal(got[k][s], alone[k][s]) for s in sites) and got[k].la
         and got[k].n_tokens == alone[k].n_tokens
         and all(torch.equal(a, b) for a, b in zip(got[k].meta_tensors().values(), alone[k].meta_tensors().values()))
         for k in got}
-print(json.dumps({"rank": r.rank, "same": same, "rows": len(got["sentences"])}))
+os.write(1, (json.dumps({"rank": r.rank, "same": same, "rows": len(got["sentences"])}) + "\\n").encode())  # one write
 """
+
+
+def _objects(text: str) -> list[dict]:
+    """Every JSON object printed in `text`, wherever the ranks' lines met."""
+    dec, out, i = json.JSONDecoder(), [], text.find("{")
+    while i >= 0:
+        obj, end = dec.raw_decode(text, i)
+        out.append(obj)
+        i = text.find("{", end)
+    return out
 
 
 def test_capture_shared_equals_capture_on_every_rank(tmp_path):
@@ -116,6 +126,6 @@ def test_capture_shared_equals_capture_on_every_rank(tmp_path):
     job.write_text(_CAPTURE)
     r = subprocess.run([*TORCHRUN, str(job)], env=ENV, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
-    lines = sorted((json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")), key=lambda d: d["rank"])
+    lines = sorted(_objects(r.stdout), key=lambda d: d["rank"])
     assert [d["rank"] for d in lines] == [0, 1]
     assert all(d["same"] == {"sentences": True, "few": True} and d["rows"] > 13 for d in lines)
