@@ -34,6 +34,7 @@ from lens.hybrid.selectors import taxonomy_selector
 from lens.hybrid.vectors import hybrid_vectors
 from lens.organism import load_heldout
 from lens.organism.behaviours import BEHAVIOUR_OF
+from lens.sites import resolve
 from lens.studies import organism_inputs as O
 
 
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     prompts = [r["prompt"] for r in held]
     texts = [row[0] for row in generate(think, prompts, args.max_new_tokens).texts()]
     tok = think.tokenizer
-    block = base.hf.model.layers[args.layer]
+    block, _ = resolve(base, site)  # the module whose output is the site (a LensError names a bad layer)
     result: dict = {"base": args.base, "thinking": args.thinking, "site": site, "n": len(prompts), "scales": scales,
                     "coefficients": list(PAPER_COEFFICIENTS), "categories": order, "methods": {}}
     for method in [m.strip() for m in args.vectors.split(",") if m.strip()]:

@@ -161,7 +161,9 @@ def test_organism_smoke(tmp_path):
 
 @pytest.mark.parametrize("args, message", [(["--organism", "nope"], "the bundled pairs are sums, verifier"),
                                            (["--organism", "verifier", "--base", "organism:control"],
-                                            "drop --base/--thinking")])
+                                            "drop --base/--thinking"),
+                                           (["--tasks", "gsm8k", "--hybrid-force-thinking"],
+                                            "--hybrid-force-thinking runs on the bundled organism pairs only")])
 def test_organism_option_is_checked(capsys, monkeypatch, tmp_path, args, message):
     from tests.helpers import run_cli
 

@@ -92,6 +92,9 @@ def reproduce_cmd(
                         ("sae_texts", sae_texts)):
         if value is not None:
             setattr(sizes, name, value)
+    if tasks.lower() != "organism" and hybrid_force_thinking:
+        raise LensError("--hybrid-force-thinking runs on the bundled organism pairs only; on other pairs give the "
+                        "thinking model's prompt with --thinking-template")
     if tasks.lower() != "organism" and max_new_tokens is None:
         sizes.max_new_tokens = 512
     chosen = tuple(x.strip() for x in steps.split(",") if x.strip())
