@@ -5,10 +5,12 @@
 # docs/results/benchmarks/gpu/ and `python benchmarks/page.py` puts them on docs/benchmarks.md.
 # On a machine with no package index, put the peers' wheels in .whl/ first (docs/benchmarks.md, "GPU rows",
 # lists them); they are installed to /tmp/site.
-# ONLY=capture (or steering) limits the two size tables; DEADLINE=S stops starting steps S seconds after the
-# start and cuts each step's timeout to what is left (steps run in order of importance).
+# ONLY=capture (or steering) limits the two size tables; PARTS picks the steps and their order (default
+# tests,sae,qwen,hybrid,smollm2); DEADLINE=S stops starting steps S seconds after the start and cuts each
+# step's timeout to what is left.
 set -u
 ONLY=${ONLY:-capture,steering}
+PARTS=${PARTS:-tests,sae,qwen,hybrid,smollm2}
 OUT=${OUT:-gpu-out}
 DEADLINE=${DEADLINE:-100000}
 START=$SECONDS
@@ -37,17 +39,23 @@ step() {  # timeout log command...: runs the command for at most min(timeout, ti
   if [ "$t" -lt 20 ]; then echo "skipped (deadline): $*" | tee "$OUT/$log"; return; fi
   timeout "$t" "$@" 2>&1 | tee "$OUT/$log"
 }
-step 120 gpu_tests.log python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py
-for arch in topk batchtopk; do  # the SAE training step, sparse decode vs SAELens's dense step (needs sae_lens)
-  step 60 "sae_step_$arch.md" python3 benchmarks/sae_step_ab.py --device cuda --arch "$arch" --d-model 1536 \
-    --rounds 6 --steps 10 --json-out "$OUT/sae_step_$arch.json"
-done
 bench() {  # name timeout args...
   local name=$1 t=$2
   shift 2
   step "$t" "$name.md" python3 benchmarks/run.py --device cuda --json-out "$OUT/$name.json" "$@"
 }
-bench qwen15b_arch 160 --sizes qwen1.5b-arch --only "$ONLY" --repeats 5
-bench hybrid 180 --sizes smollm2-arch --only hybrid --repeats 1 --hybrid-tokens 24 --hybrid-ref-prompts 4
-bench smollm2_arch 130 --sizes smollm2-arch --only "$ONLY" --repeats 5
+for part in ${PARTS//,/ }; do
+  case $part in
+    tests) step 120 gpu_tests.log python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py ;;
+    sae)  # the SAE training step, sparse decode vs SAELens's dense step (needs sae_lens)
+      for arch in topk batchtopk; do
+        step 60 "sae_step_$arch.md" python3 benchmarks/sae_step_ab.py --device cuda --arch "$arch" --d-model 1536 \
+          --rounds 6 --steps 10 --json-out "$OUT/sae_step_$arch.json"
+      done ;;
+    qwen) bench qwen15b_arch 160 --sizes qwen1.5b-arch --only "$ONLY" --repeats 5 ;;
+    hybrid) bench hybrid 180 --sizes smollm2-arch --only hybrid --repeats 1 --hybrid-tokens 24 --hybrid-ref-prompts 4 ;;
+    smollm2) bench smollm2_arch 130 --sizes smollm2-arch --only "$ONLY" --repeats 5 ;;
+    *) echo "unknown part: $part (tests, sae, qwen, hybrid, smollm2)" ;;
+  esac
+done
 echo "gpu.sh done in $((SECONDS - START)) s"
