@@ -139,7 +139,7 @@ def machine_note(data: dict[str, dict]) -> str:
             f"on loaded cores: other jobs shared the machine (1-minute load average between {min(loads):.1f} and "
             f"{max(loads):.1f} at the runs' starts and ends), and every benchmark ran under `nice -n 5`. Read "
             f"ratios measured in the same run, not absolute numbers: the tiny model's bare forward alone took "
-            f"{min(bare):.3f}-{max(bare):.3f} s over the 40 rounds of one run. GPU rows: one NVIDIA H100 80GB "
+            f"{min(bare):.3f}-{max(bare):.3f} s over the 40 rounds of one run. GPU rows: one NVIDIA H200, and older ones from an H100 "
             "(last section). Models: \"tiny\" is a random Llama with 4 layers and width 128; SmolLM2 is "
             "SmolLM2-135M-Instruct (30 layers, width 576, real weights from the GGUF); the organism is the "
             "bundled base/thinking pair.")

@@ -12,7 +12,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = "docs/results/benchmarks"
 #: the GPU files the page reads, under FOLDER
-GPU_FILES = ("gpu/capture_h200.json",)
+GPU_FILES = ("gpu/capture_h200.json", "gpu/runs_h200.json", "gpu/hybrid_h200.json", "gpu/sae_step_topk_h200.json",
+             "gpu/sae_step_batchtopk_h200.json", "gpu/steering_h200_run1_qwen15b_arch.json",
+             "gpu/steering_h200_run2_qwen15b_arch.json", "gpu/steering_h200_run1_smollm2_arch.json",
+             "gpu/steering_h200_run2_smollm2_arch.json", "gpu/steering_h200_run3_smollm2_arch.json")
+#: the steered-generation runs, per size, in the order they ran
+STEERING = {"qwen1.5b-arch": ("run1", "run2"), "smollm2-arch": ("run1", "run2", "run3")}
 
 HOW = """\
 ## GPU rows: produced by `bash benchmarks/gpu.sh` on a GPU machine, not regenerated here
@@ -23,8 +28,9 @@ the whole run); every table's JSON goes to `$OUT`. Copy it to `docs/results/benc
 `python benchmarks/page.py`.
 
 ```bash
-OUT=gpu-out DEADLINE=540 bash benchmarks/gpu.sh      # everything, in order of importance
+OUT=gpu-out DEADLINE=540 bash benchmarks/gpu.sh      # everything: tests, SAE step, qwen, hybrid, smollm2
 ONLY=capture bash benchmarks/gpu.sh                  # the capture tables only (ONLY=steering likewise)
+PARTS=hybrid,tests bash benchmarks/gpu.sh            # some steps only, in the order given
 # by hand, any size:  python benchmarks/run.py --device cuda --sizes smollm2-arch,qwen1.5b-arch --json-out F
 ```
 
@@ -34,8 +40,10 @@ Peers on a GPU machine with no package index: download their wheels here into `.
 transformer-lens==3.9.0 better-abc fancy-einsum beartype typeguard datasets==5.2.0 dill multiprocess
 nnsight==0.8.1 greenlet pydantic pydantic-core annotated-types typing-inspection websocket-client
 zstandard truststore platformdirs sae-lens==6.54.12 simple-parsing docstring-parser tenacity python-dotenv`
-(14 MB). sae_lens also imports wandb at import time: add wandb and its dependencies, or the SAE tests skip
-and the SAE step A/B fails.
+(14 MB). sae_lens also imports wandb at import time: add wandb and its dependencies (`pip download
+--only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64
+--platform any wandb==0.31.0`, leaving out what transformers already brings: about 22 MB), or the SAE tests
+skip and the SAE step A/B fails.
 
 The GPU machine has no hub access, so the models are random weights at real shapes, in bfloat16:
 `smollm2-arch` (SmolLM2-135M's configuration: 30 layers, width 576) and `qwen1.5b-arch` (Qwen2.5-1.5B's,
@@ -145,8 +153,53 @@ def h200_capture(d: dict) -> str:
     return "\n".join(lines)
 
 
-def h200_section(d: dict) -> str:
+def _load(root: Path, name: str) -> dict:
+    return json.loads((root / FOLDER / "gpu" / name).read_text())
+
+
+def steering_table(root: Path) -> tuple[str, dict[str, list[float]]]:
+    """Steered generation, speed vs plain HF generate, one column per (size, run); and lens steer's ratios."""
+    cols = [(size, run, _load(root, f"steering_h200_{run}_{size.replace('.', '').replace('-', '_')}.json"))
+            for size, runs in STEERING.items() for run in runs]
+    methods = [r["method"] for r in cols[0][2]["results"]["sizes"][cols[0][0]]["steering"]]
+    lines = ["| method (speed vs plain HF generate) | " + " | ".join(f"{s} {r}" for s, r, _ in cols) + " |",
+             "|---|" + "---|" * len(cols)]
+    lens_steer: dict[str, list[float]] = {}
+    for m in methods:
+        cells = []
+        for size, _, d in cols:
+            r = _pick(d["results"]["sizes"][size]["steering"], m)
+            plain = m == "plain HF generate"
+            cells.append(f"1.0 ({r['new_tokens_per_s']} tokens/s)" if plain else str(r["speed_vs_hf"]))
+            if m.startswith("lens steer (every"):
+                lens_steer.setdefault(size, []).append(r["speed_vs_hf"])
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines), lens_steer
+
+
+def hybrid_table(d: dict) -> str:
+    lines = ["| method | new tokens/s | ratio to plain base generate |", "|---|---|---|"]
+    lines += [f"| {r['method']} | {r['new_tokens_per_s']} | {r['ratio_to_plain']} |"
+              for r in d["results"]["hybrid"]["rows"]]
+    return "\n".join(lines)
+
+
+def sae_table(root: Path) -> tuple[str, list[float]]:
+    lines = ["| SAE | d_in x d_sae | SAELens dense step, rows/s | lens sparse decode, rows/s | speed-up (median) |",
+             "|---|---|---|---|---|"]
+    ups = []
+    for arch in ("topk", "batchtopk"):
+        r = _load(root, f"sae_step_{arch}_h200.json")["results"]["rows"][0]
+        ups.append(round(r["speedup_median"], 2))
+        lines.append(f"| {arch} | {r['d_in']} x {r['d_sae']} | {r['dense_rows_per_s']:,.0f} | "
+                     f"{r['sparse_rows_per_s']:,.0f} | {ups[-1]}x |")
+    return "\n".join(lines), ups
+
+
+def h200_section(d: dict, root: Path = ROOT) -> str:
     m, t, res = d["machine"], d["tests"], d["results"]
+    runs = _load(root, "runs_h200.json")
+    tests_log = (root / FOLDER / "gpu" / runs["tests"]["log"]).read_text().strip().splitlines()[-1]
     q = res["sizes"]["qwen1.5b-arch"]["capture"]
     s = res["sizes"]["smollm2-arch"]["capture"]
     bare, disk = _pick(q, "bare HF forward (token ids)"), _pick(q, "lens capture, token ids (to disk)")
@@ -156,23 +209,55 @@ def h200_section(d: dict) -> str:
     mem = [_pick(x, "lens capture, token ids (memory)")["time_vs_bare"] for x in (q, s)]
     nn = [_pick(x, "nnsight trace (save every layer)")["time_vs_bare"] for x in (q, s)]
     tl = [r["time_vs_bare"] for x in (q, s) for r in x if r["method"].startswith("TransformerLens")]
+    steer, lens_steer = steering_table(root)
+    hyb = _load(root, "hybrid_h200.json")
+    hrows = hyb["results"]["hybrid"]["rows"]
+    sae, ups = sae_table(root)
+    s1 = _load(root, "steering_h200_run1_qwen15b_arch.json")
     return "\n".join([
-        f"### Latest run: one {m['gpu']}, {d['date'][:10]}, commit {d['commit']}", "",
+        f"### Latest rows: one {m['gpu']}, {d['date'][:10]}", "",
+        "Capture (commit 17bbb55):", "",
         "```bash", d["command"], "```", "",
-        f"- `{FOLDER}/{GPU_FILES[0]}`: torch {m['torch']}, transformers {m['transformers']}, transformer-lens "
-        f"{m['transformer-lens']}, nnsight {m['nnsight']}, sae-lens {m['sae-lens']}; {m['cpu_count']} cores, "
-        f"{m['torch_threads']} torch threads; models in {m['dtype']}.",
-        f"- Source: {d['source']}.",
-        f"- `{t['command']}`: {t['passed']} passed, {t['skipped']} skipped ({t['skipped_why']}).",
-        "- Not measured in this run: steered generation, the hybrid and the SAE step A/B (the steering tables "
-        "ran past their step limits; the hybrid's reference, one prompt at a time with the paper's "
-        "10-coefficient sweep, ran past 245 s: `--hybrid-ref-prompts 4` now times it on 4 prompts). The H100 "
-        "rows below stand for them.", "",
+        f"Steered generation, the hybrid, the SAE step and the tests ({runs['note']}):", "",
+        "```bash", *[r["command"] for r in runs["runs"]], "```", "",
+        f"- Capture: `{FOLDER}/{GPU_FILES[0]}`: torch {m['torch']}, transformers {m['transformers']}, "
+        f"transformer-lens {m['transformer-lens']}, nnsight {m['nnsight']}, sae-lens {m['sae-lens']}; "
+        f"{m['cpu_count']} cores, {m['torch_threads']} torch threads; models in {m['dtype']}. Source: {d['source']}.",
+        f"- Steering, hybrid, SAE step: the JSON `benchmarks/run.py` and `benchmarks/sae_step_ab.py` wrote "
+        f"(`{FOLDER}/gpu/*_h200*.json`; torch {s1['machine']['torch']}, Python {s1['machine']['python']}); "
+        f"{runs['runs'][1]['cut']}.",
+        f"- `{runs['tests']['command']}`: {tests_log} (every test, the SAE ones included; the capture run's: "
+        f"{t['passed']} passed, {t['skipped']} skipped, {t['skipped_why']}).", "",
         "#### Capture of every `resid_post` on the GPU", "",
         f"{res['texts']} texts ({tokens:,} tokens), batch {res['batch']}; median of {res['repeats']} round-robin "
         "rounds, fastest round in brackets:", "",
         h200_capture(d), "",
+        "#### Steered generation", "",
+        f"Batch 4, {s1['results']['new_tokens']} new tokens, one `add` at the middle layer on every generated "
+        f"position; median of {s1['results']['repeats']} rounds per run, each run a fresh process:", "",
+        steer, "",
+        "#### The hybrid", "",
+        f"{hyb['results']['hybrid']['pair']}, 16 prompts, {hyb['results']['hybrid_tokens']} new tokens, paper "
+        "mode (the 10-coefficient sweep batched as one forward per gated step). Two random models disagree on "
+        "every token, so the gate fires on every token: the worst case.", "",
+        hybrid_table(hyb), "",
+        "#### SAE training step", "",
+        "One optimiser step on a batch of activations, median of 6 rounds of 10 steps:", "",
+        sae, "",
         "#### Reading (H200 rows)", "",
+        f"- Steering: lens steer runs at {min(lens_steer['qwen1.5b-arch'])}-{max(lens_steer['qwen1.5b-arch'])}x "
+        f"plain HF generate at the 1.5B shape and {min(lens_steer['smollm2-arch'])}-"
+        f"{max(lens_steer['smollm2-arch'])}x at SmolLM2's over the runs: at batch 4 the GPU waits on the host "
+        "(plain generate makes about 200 tokens/s whatever the shape), so a run's ratio moves by +-10% with the "
+        "host's load; read the spread, not one run.",
+        f"- Hybrid: {_pick(hrows, 'plain base generate')['new_tokens_per_s']} tokens/s plain; the cached hybrid "
+        f"{hrows[1]['ratio_to_plain']}x of it when the gate fires on every token, {hrows[4]['ratio_to_plain']}x "
+        f"the paper-style reference one prompt at a time and {hrows[5]['ratio_to_plain']}x the batched full "
+        "recompute at 24 tokens (the recompute is quadratic: the cache pays off as sequences grow). Each gated "
+        "step runs both models, then the sweep's 10 coefficients per gated row as one base forward on copies of "
+        "the rows' KV caches.",
+        f"- SAE step: lens's sparse decode trains at {ups[0]}x / {ups[1]}x SAELens's dense step (TopK / "
+        "BatchTopK) at the 1.5B width.",
         f"- Capture with the rows kept on the GPU costs {kept[0]}x / {kept[1]}x the bare forward (qwen1.5b-arch / "
         f"smollm2-arch), at the <= 1.03x target for the 1.5B shape; copied to CPU memory {mem[0]}x / {mem[1]}x "
         f"(H100, before the pinned-memory copies: 1.42x both). nnsight takes {nn[0]}x / {nn[1]}x, "
@@ -191,4 +276,4 @@ def h200_section(d: dict) -> str:
 def gpu_section(root: Path = ROOT) -> str:
     """The whole GPU section: how to run, the latest JSON-backed run, the older fixed rows."""
     d = json.loads((root / FOLDER / GPU_FILES[0]).read_text())
-    return "\n\n".join(p.strip("\n") for p in (HOW, h200_section(d), H100, H100_READING))
+    return "\n\n".join(p.strip("\n") for p in (HOW, h200_section(d, root), H100, H100_READING))

@@ -155,4 +155,15 @@ def test_gpu_section_is_built_from_its_json(tmp_path):
     assert f"| lens capture, token ids (kept on cuda) | {kept['time_vs_bare']} (" in bench.render()
     kept["time_vs_bare"] = 9.876
     name.write_text(json.dumps(d))
-    assert "| lens capture, token ids (kept on cuda) | 9.876 (" in bench.render(tmp_path)
+    steer = tmp_path / bench.FOLDER / "gpu" / "steering_h200_run2_smollm2_arch.json"
+    s = json.loads(steer.read_text())
+    s["results"]["sizes"]["smollm2-arch"]["steering"][1]["speed_vs_hf"] = 7.654
+    steer.write_text(json.dumps(s))
+    sae = tmp_path / bench.FOLDER / "gpu" / "sae_step_topk_h200.json"
+    a = json.loads(sae.read_text())
+    a["results"]["rows"][0]["speedup_median"] = 5.4321
+    sae.write_text(json.dumps(a))
+    page = bench.render(tmp_path)
+    assert "| lens capture, token ids (kept on cuda) | 9.876 (" in page
+    assert "| 7.654 |" in page and "-7.654x at SmolLM2's" in page  # the table and the reading follow the JSON
+    assert "| 5.43x |" in page and "trains at 5.43x" in page
