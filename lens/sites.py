@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -79,7 +79,9 @@ def site_names(model: Model) -> list[str]:
     return [Site(layer, k).name for layer in range(model.n_layers) for k in kinds]
 
 
-def _get(root: torch.nn.Module, dotted: str) -> torch.nn.Module:
+def walk(root: Any, dotted: str) -> Any:
+    """The object at a dotted path below `root` ("model.layers.3": attributes, digits index), on an HF model or
+    on nnsight's envoys of one."""
     obj = root
     for part in dotted.split("."):
         obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
@@ -88,11 +90,13 @@ def _get(root: torch.nn.Module, dotted: str) -> torch.nn.Module:
 
 def decoder_layers(model: Model) -> torch.nn.ModuleList:
     """The model's list of decoder layers."""
-    return _get(model.hf, family_of(model.family).layers)
+    return walk(model.hf, family_of(model.family).layers)
 
 
-def resolve(model: Model, site: str | Site) -> tuple[torch.nn.Module, str]:
-    """The module a site lives on and whether it is read at its input ("pre") or output ("post").
+def site_path(model: Model, site: str | Site) -> tuple[str, str]:
+    """(the dotted path of the module a site lives on, from the HF model, e.g. "model.layers.3.mlp"; "pre" when
+    the site is read at that module's input, "post" at its output). Walked on the HF model by `resolve` and on
+    nnsight's envoys by the nnsight backend.
 
     Raises a LensError naming the valid range for a layer out of range, and the nearest valid
     names for an unknown site.
@@ -107,12 +111,20 @@ def resolve(model: Model, site: str | Site) -> tuple[torch.nn.Module, str]:
             f"layer {s.layer} is out of range for {model.spec} ({model.n_layers} layers: 0..{model.n_layers - 1})"
         )
     fam = family_of(model.family)
-    layer = decoder_layers(model)[s.layer]
-    if s.kind == "hook_resid_pre":
-        return layer, "pre"
-    if s.kind == "hook_resid_post":
-        return layer, "post"
+    layer = f"{fam.layers}.{s.layer}"
+    if s.kind in ("hook_resid_pre", "hook_resid_post"):
+        return layer, "pre" if s.kind == "hook_resid_pre" else "post"
     sub = fam.attn_out if s.kind == "hook_attn_out" else fam.mlp_out
     if sub is None:
         raise LensError(f"family {fam.name} does not expose {s.kind}; use hook_resid_pre/hook_resid_post")
-    return _get(layer, sub), "post"
+    return f"{layer}.{sub}", "post"
+
+
+def resolve(model: Model, site: str | Site) -> tuple[torch.nn.Module, str]:
+    """The module a site lives on and whether it is read at its input ("pre") or output ("post").
+
+    Raises a LensError naming the valid range for a layer out of range, and the nearest valid
+    names for an unknown site.
+    """
+    path, side = site_path(model, site)
+    return walk(model.hf, path), side

@@ -22,9 +22,8 @@ from jaxtyping import Bool, Float, Int
 
 from ...capture_memory import KIND_ORDER
 from ...errors import LensError
-from ...families import family_of
 from ...models import Model
-from ...sites import Site
+from ...sites import Site, site_path, walk
 from .. import ops
 from ..engine import _per_row
 from ..ops import apply_op
@@ -69,23 +68,8 @@ def site_order(site: str | Site) -> tuple[int, int]:
 
 def envoy(lm: Any, model: Model, site: str | Site) -> tuple[Any, str]:
     """The nnsight envoy a site lives on and whether it is read at its "input" (resid_pre) or "output"."""
-    s = Site.parse(site)
-    fam = family_of(model.family)
-
-    def walk(obj: Any, dotted: str) -> Any:
-        for part in dotted.split("."):
-            obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
-        return obj
-
-    layer = walk(lm, fam.layers)[s.layer]
-    if s.kind == "hook_resid_post":
-        return layer, "output"
-    if s.kind == "hook_resid_pre":
-        return layer, "input"
-    sub = fam.attn_out if s.kind == "hook_attn_out" else fam.mlp_out
-    if sub is None:
-        raise LensError(f"family {fam.name} does not expose {s.kind}; use hook_resid_pre/hook_resid_post")
-    return walk(layer, sub), "output"
+    path, side = site_path(model, site)
+    return walk(lm, path), "input" if side == "pre" else "output"
 
 
 #: one intervention at one call: (op, slots it touches [batch, seq] bool, vector [d] / [batch, 1|seq, d], scale);
