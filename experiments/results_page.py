@@ -397,6 +397,47 @@ STEER_HEADER = ["run", "feature", "alpha", "accuracy [95% CI]", "thinking / reas
                 "one touch at P-1"]
 
 
+def rl_run(d: dict) -> str:
+    """`lens rl train --json`: held-out accuracy, thinking rate and training accuracy at each evaluation."""
+    rows = [[e["step"], pct(e["heldout_accuracy"]), e["n"], pct(e["thinking_rate"]), fixed(e["mean_tokens"], 1),
+             "-" if e["train_accuracy"] is None else pct(e["train_accuracy"])] for e in d["evals"]]
+    return "\n".join([
+        f"`{d['model']}`, reward `{d['reward']}`, {d['n_problems']} training problem(s), {d['steps']} steps; "
+        f"training {fixed(d['train_seconds'], 0)} s:", "",
+        table(["step", "held-out accuracy (greedy)", "held-out problems", "thinking rate", "mean new tokens",
+               "training accuracy (mean over the steps since the last evaluation)"], rows)])
+
+
+def pass_at_k(d: dict) -> str:
+    """`lens reproduce --steps sampling --json`: pass@k of both models with their CIs, and reflection in samples."""
+    meta, r = d["meta"], d["sampling"]
+    pk = r["pass_at_k"]
+    rows = [[k, f"{pct(pk['base'][k]['value'])} {ci_pct(pk['base'][k]['lo'], pk['base'][k]['hi'])}",
+             f"{pct(pk['thinking'][k]['value'])} {ci_pct(pk['thinking'][k]['lo'], pk['thinking'][k]['hi'])}"]
+            for k in map(str, r["ks"])]
+    cross = r.get("crossover_k")
+    near = next((int(k) for k in map(str, r["ks"]) if pk["thinking"][k]["value"] - pk["base"][k]["value"] < 1e-3),
+                None)
+    refl = r["reflection"][r["reflection_detector"]]
+    det = refl["detector"]
+    beh = [[f"`{meta['models'][m]['spec']}`", pct(b["reflection_rate"]), pct(b["accuracy_if_reflective"]),
+            pct(b["accuracy_if_not_reflective"]), pct(r["behaviour"][m]["thinking_rate"]),
+            fixed(r["tokens"][m]["mean"], 1)]
+           for m, b in ((m, refl["models"][m]) for m in ("base", "thinking"))]
+    return "\n".join([
+        f"`{meta['base']}` against `{meta['thinking']}`: {r['n']} held-out problems x {r['samples']} samples "
+        f"(temperature {fixed(r['temperature'], 1)}, top-p {fixed(r['top_p'], 2)}, up to {r['max_new_tokens']} new "
+        "tokens); unbiased pass@k with bootstrap 95% intervals over problems:", "",
+        table(["k", "base", "thinking"], rows), "",
+        f"Smallest k at which the base's pass@k reaches the thinking model's: "
+        f"{cross if cross is not None else 'none up to ' + str(r['ks'][-1])} (within 0.1 point: "
+        f"{near if near is not None else 'none'}).", "",
+        f"Reflection in the samples ({det['name']} detector, {det['match']} match of "
+        f"{', '.join(det['keywords'])}):", "",
+        table(["model", "samples that reflect", "accuracy when they do", "accuracy when not", "samples that think",
+               "mean new tokens"], beh)])
+
+
 def first_step_organism(d: dict) -> str:
     c = d["contrast"]
     top = len(d.get("verdicts", {}).get("top5", [])) or 5
@@ -464,6 +505,13 @@ SECTIONS: tuple[Section, ...] = (
             "lens/organism/models/verifier_rl_eval.json",
             ("lens organism eval --pair verifier-rl --json > lens/organism/models/verifier_rl_eval.json",),
             organism_properties, "organism.md#an-rl-made-thinking-model-organismverifier-thinking-rl"),
+    Section("Finding 1: pass@k on the organism pair", "docs/results/passk_organism.json",
+            ("lens reproduce --steps sampling --samples 256 --n 32 --out REPORT --json "
+             "> docs/results/passk_organism.json",), pass_at_k, "reproduce.md"),
+    Section("Finding 1: pass@k on the verifier pair with the RL-made thinking model",
+            "docs/results/passk_verifier_rl.json",
+            ("lens reproduce --organism verifier-rl --steps sampling --samples 256 --n 32 --out REPORT --json "
+             "> docs/results/passk_verifier_rl.json",), pass_at_k, "organism.md#the-hybrid-on-the-rl-made-pair"),
     Section("Finding 2: the hybrid, taxonomy selector", "docs/hybrid_organism_n150.json",
             ("lens hybrid --n 150 --json > docs/hybrid_organism_n150.json",), hybrid,
             "hybrid.md"),
@@ -521,6 +569,11 @@ SECTIONS: tuple[Section, ...] = (
             ("python experiments/cft_one_problem.py --problems 0,1,2 --rl-seeds 0,1,2,3 "
              "--json experiments/cft_one_problem_results.json",),
             cft, "rl.md#one-problem-cft-beside-1-shot-rlvr"),
+    Section("Finding 3: 1-shot RLVR with a LoRA adapter on SmolLM2-135M-Instruct", "docs/results/rl_smollm2_lora.json",
+            ("lens rl train smollm2-135m-instruct --tasks experiments/data/smollm2_problems.jsonl --lora-r 8 "
+             "--steps 20 --eval-every 10 --eval-n 24 --eval-samples 0 --generations 4 --prompts-per-step 2 "
+             "--max-new-tokens 64 --lr 1e-4 --out OUT --json > docs/results/rl_smollm2_lora.json",),
+            rl_run, "rl.md#real-weights"),
     Section("Finding 5: first-step trigger on the organism", "docs/results/first_step_trigger_organism.json",
             ("python experiments/first_step_trigger.py --json docs/results/first_step_trigger_organism.json",),
             first_step_organism, "saes.md#on-the-organism"),
@@ -542,9 +595,9 @@ that writes that file. Re-run the command, then `make results`, and the page fol
 experiment measures and how; the numbers live here.
 
 Everything below runs on the bundled organism (a controlled testbed, not evidence about real LLMs: see
-[The bundled organism](organism.md)) unless a section names other weights. Findings 1 and 4 (pass@k,
-CoT-decoding) have no committed result file: `lens reproduce` measures them into its own report folder
-([Reproducing the findings](reproduce.md)); the organism's pass@k is among its measured properties.
+[The bundled organism](organism.md)) unless a section names other weights. Finding 4 (CoT-decoding) has no
+committed result file: `lens reproduce` measures it into its own report folder
+([Reproducing the findings](reproduce.md)).
 Speed measurements are on [Benchmarks](benchmarks.md).
 """
 

@@ -1,8 +1,17 @@
-"""Helpers shared by several test files: the CLI run in-process, and steered HF generation."""
+"""Helpers shared by several test files: the CLI run in-process, steered HF generation, and 2-process torchrun."""
 
+import os
 import sys
 
+import pytest
 import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: the environment of a torchrun job in the tests: offline, one thread, gloo, the repository importable
+TORCHRUN_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": ROOT,
+                "OMP_NUM_THREADS": "1", "LENS_DIST_BACKEND": "gloo"}
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+needs_distributed = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 
 
 def run_cli(monkeypatch, capsys, argv) -> tuple[int, str, str]:

@@ -13,12 +13,10 @@ import torch
 
 from lens.capture_folder import open_capture
 from lens.distributed import Ranks, block, part_name
+from tests.helpers import TORCHRUN, needs_distributed
+from tests.helpers import TORCHRUN_ENV as ENV
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1",
-       "LENS_DIST_BACKEND": "gloo"}
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+pytestmark = needs_distributed
 
 _JOB = """
 import sys, time, torch

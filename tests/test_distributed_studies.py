@@ -2,18 +2,15 @@
 and the work was split (each rank ran its own share of the prompts / inputs)."""
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
-import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1",
-       "LENS_DIST_BACKEND": "gloo"}
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+from tests.helpers import TORCHRUN, needs_distributed
+from tests.helpers import TORCHRUN_ENV as ENV
+
+pytestmark = needs_distributed
 
 # the lens CLI, recording what this rank ran: the hybrid's prompt indices and the inputs it captured
 _CLI = """
