@@ -394,7 +394,7 @@ def generate(
     return_top2: bool = False,
     add_special_tokens: bool = True,
     backend: str = "lens",
-    data_parallel: bool = False,
+    data_parallel: bool | None = False,
 ) -> Generation:
     """Complete every prompt ``n`` times; batched, left-padded, with the KV cache.
 
@@ -408,7 +408,9 @@ def generate(
     return_top2: record p(top-1), p(top-2) of the raw distribution at every generated position.
     backend: ``"lens"`` (`decode_loop`, the default) or ``"hf"`` (``model.hf.generate``); same tokens.
     data_parallel: under a launcher (`lens.distributed`), each rank decodes every world-th batch and
-        all ranks return every sample, equal to one process's (hooks see only their rank's rows).
+        all ranks return every sample, equal to one process's (hooks see only their rank's rows). True: split
+        when launched with several processes; False (default): never; None: inside a
+        `lens.distributed.data_parallel()` block.
     """
     if backend not in ("lens", "hf"):
         raise LensError(f"unknown decoding backend {backend!r}; use 'lens' or 'hf'")

@@ -11,6 +11,7 @@ to cost one forward per coefficient).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 
 import torch
@@ -31,14 +32,56 @@ def plain_layers(cache) -> bool:
 
 
 def rows_cache(cache, rows: Int[torch.Tensor, " k"]):
-    """A new DynamicCache holding `rows` of `cache` (a row may repeat), every position but the newest."""
+    """A new DynamicCache holding `rows` of `cache` (a row may repeat), every position but the newest.
+
+    Its layers (`_RowsLayer`) copy the rows once, when the candidates' newest position arrives, straight into
+    the tensor attention reads (a plain DynamicLayer would copy the rows, then concatenate the new position onto
+    that copy: twice the bytes, which is most of a sweep's cost on long sequences)."""
     from transformers import DynamicCache
 
     out = DynamicCache()
-    for i, la in enumerate(cache.layers):
-        idx = rows.to(la.keys.device)
-        out.update(la.keys[idx, :, :-1], la.values[idx, :, :-1], i)
+    ids, counts = torch.unique_consecutive(rows.cpu(), return_counts=True)
+    ends = counts.cumsum(0).tolist()
+    runs = [(end - c, end, int(r)) for r, c, end in zip(ids.tolist(), counts.tolist(), ends, strict=True)]
+    out.layers = [_RowsLayer(la.keys, la.values, runs, len(rows)) for la in cache.layers]
     return out
+
+
+@functools.cache
+def _rows_layer_class() -> type:
+    from transformers.cache_utils import DynamicLayer
+
+    class RowsLayer(DynamicLayer):
+        """A candidate cache layer: rows of a source layer's keys/values up to q - 1, filled on the first update."""
+
+        def __init__(self, keys: torch.Tensor, values: torch.Tensor, runs: list[tuple[int, int, int]], n: int):
+            super().__init__()
+            self._src, self._runs, self._n = (keys, values), runs, n
+            self.device, self.is_initialized = keys.device, True
+            self.dtype = keys.dtype
+            self.keys = keys[:1, :, :-1].expand(n, -1, -1, -1)  # views: the shape and length the model reads
+            self.values = values[:1, :, :-1].expand(n, -1, -1, -1)
+
+        def _fill(self, src: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+            s = src.shape[-2] - 1
+            out = new.new_empty(self._n, src.shape[1], s + new.shape[-2], src.shape[-1])
+            for start, end, row in self._runs:  # a row's candidates in one broadcast copy
+                out[start:end, :, :s] = src[row : row + 1, :, :s]
+            out[:, :, s:] = new
+            return out
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+            if self._src is None:  # a later step: an ordinary dynamic layer
+                return super().update(key_states, value_states, *args, **kwargs)
+            self.keys, self.values = self._fill(self._src[0], key_states), self._fill(self._src[1], value_states)
+            self._src = None
+            return self.keys, self.values
+
+    return RowsLayer
+
+
+def _RowsLayer(keys, values, runs, n):  # noqa: N802 - the class is built on first use (transformers imported late)
+    return _rows_layer_class()(keys, values, runs, n)
 
 
 def set_gates(gates: list[Gate], rows: Bool[torch.Tensor, " batch"], vectors: Float[torch.Tensor, "batch d"],

@@ -145,7 +145,9 @@ def run_study(
     runs = [(ab, "paper", ab, selector) for ab in ablations]
     runs += [(name, "paper", "none", sel) for name, sel in (selector_variants or {}).items()]
     runs += [("unsteered_allowed", "unsteered_allowed", "none", selector)] if unsteered_allowed else []
-    for name, mode, ab, sel in runs:
+    local: dict[int, list] = {}  # (run, batch) -> this rank's results, gathered once after every run
+    n_batches = len(starts)
+    for r_i, (name, mode, ab, sel) in enumerate(runs):
         say(f"hybrid ({name})")
         cfg = HybridConfig(site, categories, bias=bias, coefficients=coefficients, ablation=ab, seed=seed,
                            selector=sel, mode=mode, read_site=read_site, think_close=think_close,
@@ -153,17 +155,18 @@ def run_study(
                            steer_positions=steer_positions if mode == "paper" else "newest",
                            candidate_batch=candidate_batch, category_sites=category_sites,
                            site_biases=site_biases)
-        local = {}
         for i in mine:  # this rank's batches (all of them in one process)
             chunk = list(prompts[i : i + batch_size])
             res = hybrid_generate(base, thinking, chunk, cfg, max_new_tokens=max_new_tokens,
                                   thinking_prompts=t_prompts[i : i + batch_size], rows=range(i, i + len(chunk)))
-            local[i // batch_size] = [res.texts, res.n_tokens(), res.n_steered(), res.n_gated(), res.think_region,
-                                      list(res.category_use().items())]
+            local[r_i * n_batches + i // batch_size] = [res.texts, res.n_tokens(), res.n_steered(), res.n_gated(),
+                                                        res.think_region, list(res.category_use().items())]
+    every = gather_indexed(local) if split else local  # one exchange: the ranks wait for each other once
+    for r_i, (name, mode, ab, _sel) in enumerate(runs):
         texts, steered, gated, use, region = [], 0, 0, {}, False
         n_tok = 0
-        for part in (gather_indexed(local) if split else local).values():  # every batch, in input order
-            part_texts, part_tok, part_steered, part_gated, part_region, part_use = part
+        for b_i in range(n_batches):  # every batch, in input order
+            part_texts, part_tok, part_steered, part_gated, part_region, part_use = every[r_i * n_batches + b_i]
             texts += part_texts
             n_tok += part_tok  # exact integer counts; the fractions are formed once, in float64
             steered += part_steered

@@ -80,11 +80,11 @@ def run(
     folder that keeps them as direction artifacts and gives them back to later runs; vector_steps: Adam
     steps per optimised vector. steer_positions: "newest" (hybrid_eval.py) or "all" (hybrid_token.py; a full
     forward per candidate), `HybridConfig`. candidate_batch: sweep candidates per base forward. batch_size:
-    prompts per hybrid batch. data_parallel: under a launcher the ranks share every run's batches (`run_study`);
-    the traces, taxonomy, vectors and calibration run whole on every rank. force_thinking: every prompt of the
-    runs and of the calibration ends with the think-open tag, for both models (the base in its thinking format,
-    as the paper's thinking template opens the reasoning): the gap is then the thinking model's over the base's
-    own reasoning, and the hybrid steers inside the reasoning only."""
+    prompts per hybrid batch. data_parallel: under a launcher the ranks share the thinking model's traces and
+    every run's batches (`run_study`); the taxonomy, vectors and calibration run whole on every rank.
+    force_thinking: every prompt of the runs and of the calibration ends with the think-open tag, for both
+    models (the base in its thinking format, as the paper's thinking template opens the reasoning): the gap is
+    then the thinking model's over the base's own reasoning, and the hybrid steers inside the reasoning only."""
     if selector not in SELECTORS:
         raise LensError(f"unknown selector {selector!r}; use one of {', '.join(SELECTORS)}")
     layer = 1 if layer is None else layer  # where the organism's T-minus-D direction is causal (lens organism eval)
@@ -92,7 +92,7 @@ def run(
     read_site = site if read_layer is None else f"blocks.{read_layer}.hook_resid_post"
     say = progress or (lambda _m: None)
     say("labelled thinking traces")
-    traces = O.labelled_traces(thinking, max_new_tokens=max(110, max_new_tokens))
+    traces = O.labelled_traces(thinking, max_new_tokens=max(110, max_new_tokens), data_parallel=data_parallel)
     think_prompts, direct_prompts = O.marker_contrast()
     step_names, pick, tinfo, variants = None, "nearest", {}, None
     if selector == "taxonomy":
