@@ -535,7 +535,7 @@ def distributed_section(data: dict[str, dict]) -> str:
         "cores that other jobs share: each process gets a core only when the other jobs leave one free, so a",
         "ratio measures the machine's spare capacity as much as lens (the runs of one row spread by up to 40%);",
         "on idle cores it approaches the process count. The hybrid study builds its taxonomy SAE and vectors whole",
-        "on every rank (about 1.2 s of the one-process time at 32 problems), so its ratio rises with the problems.",
+        "on every rank (a fixed cost, paid once per rank), so its ratio rises with the problems.",
     ])
 
 
