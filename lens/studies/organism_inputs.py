@@ -56,11 +56,11 @@ def marker_contrast(n: int = 128, seed: int = 777) -> tuple[list[str], list[str]
 
 
 def labelled_traces(thinking: Model, n: int = 128, seed: int = 4242, max_new_tokens: int = 110,
-                    data_parallel: bool | None = None) -> list[dict]:
+                    data_parallel: bool | None = False) -> list[dict]:
     """The thinking model's greedy traces on training problems, with step spans labelled by the arithmetic.
 
-    data_parallel: as `lens.generate`'s (default: inside a `lens.distributed.data_parallel()` block); when the
-    ranks share the decoding, every rank still gets every trace."""
+    data_parallel: as `lens.generate`'s (default: never split); when the ranks share the decoding, every rank
+    still gets every trace."""
     probs = train_problems(n, seed)
     prompts = [p.prompt() for p in probs]
     outs = generate(thinking, prompts, max_new_tokens, batch_size=64, data_parallel=data_parallel).samples
