@@ -397,6 +397,25 @@ STEER_HEADER = ["run", "feature", "alpha", "accuracy [95% CI]", "thinking / reas
                 "one touch at P-1"]
 
 
+def cot_decoding(d: dict) -> str:
+    """`lens reproduce --steps cot --json`: accuracy of greedy and CoT-decoding, and branch confidence by kind."""
+    meta, r = d["meta"], d["cot"]
+    rows = (("greedy", "greedy"), ("CoT-decoding, most confident branch", "cot"),
+            ("CoT-decoding, confidence summed per answer", "cot_sum"),
+            ("any branch right (oracle)", "oracle_any_branch"))
+    acc = [[label, f"{pct(r[key]['value'])} {ci_pct(r[key]['lo'], r[key]['hi'])}"] for label, key in rows]
+    by = r["by_reasoning"]
+    kinds = [[kind.replace("_", "-"), by[kind]["n"], fixed(by[kind]["mean_confidence"], 4),
+              pct(by[kind]["share_of_best"])] for kind in ("reasoning", "non_reasoning")]
+    return "\n".join([
+        f"`{meta['base']}`, {r['n']} held-out problems, {r['k']} branches at the first step, greedy after, up to "
+        f"{r['max_new_tokens']} new tokens; Wilson 95% intervals:", "",
+        table(["decoding", "accuracy"], acc), "",
+        "Branches by whether they reason (confidence: the mean top-1 minus top-2 probability over the answer's "
+        "tokens):", "",
+        table(["branches", "count", "mean confidence", "most confident branch of its problem"], kinds)])
+
+
 def rl_run(d: dict) -> str:
     """`lens rl train --json`: held-out accuracy, thinking rate and training accuracy at each evaluation."""
     rows = [[e["step"], pct(e["heldout_accuracy"]), e["n"], pct(e["thinking_rate"]), fixed(e["mean_tokens"], 1),
@@ -512,6 +531,13 @@ SECTIONS: tuple[Section, ...] = (
             "docs/results/passk_verifier_rl.json",
             ("lens reproduce --organism verifier-rl --steps sampling --samples 256 --n 32 --out REPORT --json "
              "> docs/results/passk_verifier_rl.json",), pass_at_k, "organism.md#the-hybrid-on-the-rl-made-pair"),
+    Section("Finding 4: CoT-decoding on the organism pair", "docs/results/cot_organism.json",
+            ("lens reproduce --steps cot --out REPORT --json > docs/results/cot_organism.json",), cot_decoding,
+            "decoding.md"),
+    Section("Finding 4: CoT-decoding on the verifier base", "docs/results/cot_verifier_rl.json",
+            ("lens reproduce --organism verifier-rl --steps cot --out REPORT --json "
+             "> docs/results/cot_verifier_rl.json",),
+            cot_decoding, "organism.md#the-hybrid-on-the-rl-made-pair"),
     Section("Finding 2: the hybrid, taxonomy selector", "docs/hybrid_organism_n150.json",
             ("lens hybrid --n 150 --json > docs/hybrid_organism_n150.json",), hybrid,
             "hybrid.md"),
@@ -600,9 +626,9 @@ that writes that file. Re-run the command, then `make results`, and the page fol
 experiment measures and how; the numbers live here.
 
 Everything below runs on the bundled organism (a controlled testbed, not evidence about real LLMs: see
-[The bundled organism](organism.md)) unless a section names other weights. Finding 4 (CoT-decoding) has no
-committed result file: `lens reproduce` measures it into its own report folder
-([Reproducing the findings](reproduce.md)).
+[The bundled organism](organism.md)) unless a section names other weights. `lens reproduce` measures every
+finding into its own report folder ([Reproducing the findings](reproduce.md)); the sections below keep the
+runs whose numbers the guides cite.
 Speed measurements are on [Benchmarks](benchmarks.md).
 """
 
