@@ -75,6 +75,10 @@ def main(argv: list[str] | None = None) -> dict:
         tp, dp = O.marker_contrast()
         bias, cats, _ = hybrid_vectors(base, traces, site, tp, dp, method=method, step_labels=names, order=order)
         mat = torch.stack([cats[c] for c in order])
+        # every (category or -1 for the bias alone, scale, coefficient) candidate: the same at every position
+        tags = [(c, s) for c in range(-1, len(order)) for s in scales for _ in PAPER_COEFFICIENTS]
+        vecs = torch.stack([a * s * (bias + (mat[c] if c >= 0 else 0))
+                            for c in range(-1, len(order)) for s in scales for a in PAPER_COEFFICIENTS])
         kinds: dict[str, Counter] = {}
         for p, t in zip(prompts, texts, strict=True):
             n_prompt = len(tok(p).input_ids)
@@ -87,9 +91,6 @@ def main(argv: list[str] | None = None) -> dict:
                 if int(base_next[q]) == want:
                     continue
                 sel = int(torch.as_tensor(pick(resid[q:q + 1].float()))[0])
-                tags = [(c, s) for c in range(-1, len(order)) for s in scales for _ in PAPER_COEFFICIENTS]
-                vecs = torch.stack([a * s * (bias + (mat[c] if c >= 0 else 0))
-                                    for c in range(-1, len(order)) for s in scales for a in PAPER_COEFFICIENTS])
 
                 def add(_m, _i, out, vecs=vecs, q=q):
                     h = (out[0] if isinstance(out, tuple) else out).clone()

@@ -34,7 +34,7 @@ def plain_layers(cache) -> bool:
 def rows_cache(cache, rows: Int[torch.Tensor, " k"]):
     """A new DynamicCache holding `rows` of `cache` (a row may repeat), every position but the newest.
 
-    Its layers (`_RowsLayer`) copy the rows once, when the candidates' newest position arrives, straight into
+    Its layers (`_rows_layer_class`) copy the rows once, when the candidates' newest position arrives, straight into
     the tensor attention reads (a plain DynamicLayer would copy the rows, then concatenate the new position onto
     that copy: twice the bytes, which is most of a sweep's cost on long sequences)."""
     from transformers import DynamicCache
@@ -43,7 +43,8 @@ def rows_cache(cache, rows: Int[torch.Tensor, " k"]):
     ids, counts = torch.unique_consecutive(rows.cpu(), return_counts=True)
     ends = counts.cumsum(0).tolist()
     runs = [(end - c, end, int(r)) for r, c, end in zip(ids.tolist(), counts.tolist(), ends, strict=True)]
-    out.layers = [_RowsLayer(la.keys, la.values, runs, len(rows)) for la in cache.layers]
+    layer = _rows_layer_class()  # built on first use: transformers is imported late
+    out.layers = [layer(la.keys, la.values, runs, len(rows)) for la in cache.layers]
     return out
 
 
@@ -58,7 +59,6 @@ def _rows_layer_class() -> type:
             super().__init__()
             self._src, self._runs, self._n = (keys, values), runs, n
             self.device, self.is_initialized = keys.device, True
-            self.dtype = keys.dtype
             self.keys = keys[:1, :, :-1].expand(n, -1, -1, -1)  # views: the shape and length the model reads
             self.values = values[:1, :, :-1].expand(n, -1, -1, -1)
 
@@ -78,10 +78,6 @@ def _rows_layer_class() -> type:
             return self.keys, self.values
 
     return RowsLayer
-
-
-def _RowsLayer(keys, values, runs, n):  # noqa: N802 - the class is built on first use (transformers imported late)
-    return _rows_layer_class()(keys, values, runs, n)
 
 
 def set_gates(gates: list[Gate], rows: Bool[torch.Tensor, " batch"], vectors: Float[torch.Tensor, "batch d"],
