@@ -83,9 +83,13 @@ def _write_last_kv(cache, variants: list[list[tuple[torch.Tensor, torch.Tensor]]
 
 
 def _forward(model: Model, ids, mask, cache):
+    """(last-position logits as float, the cache) of one cached forward; the LM head runs on the last position
+    only where the model takes ``logits_to_keep`` (the prompt's forward would otherwise project every position)."""
     pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]
-    out = model.hf(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                   **{forward_kwargs(type(model.hf))[0]: cache})
+    cache_arg, keeps_logits = forward_kwargs(type(model.hf))
+    extra = {"logits_to_keep": 1} if keeps_logits else {}
+    out = model.hf(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{cache_arg: cache},
+                   **extra)
     return out.logits[:, -1].float(), returned_cache(out)
 
 
