@@ -11,7 +11,6 @@ it twice gives the same bytes; tests/test_results_page.py checks that the commit
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -651,17 +650,10 @@ def sources(root: Path = ROOT) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=PAGE, help="where to write the page (default docs/results.md)")
-    ap.add_argument("--check", action="store_true", help="write nothing; exit 1 when --out differs from a fresh run")
-    args = ap.parse_args(argv)
-    missing = [str(p.relative_to(ROOT)) for p in sources() if not p.is_file()]
-    if missing:
-        print(f"missing result files: {', '.join(missing)}", file=sys.stderr)
-        return 2
-    from lens.artifacts import write_generated  # atomic: a reader sees the old page or the new one
+    from lens.artifacts import generated_page_main  # atomic: a reader sees the old page or the new one
 
-    return write_generated(args.out, render(), check=args.check, remedy="run `make results`")
+    return generated_page_main(argv, description=__doc__.split("\n")[0], default=PAGE, sources=sources(),
+                               render=render, root=ROOT, what="result", remedy="run `make results`")
 
 
 if __name__ == "__main__":

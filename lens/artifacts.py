@@ -95,6 +95,27 @@ def write_generated(path: str | Path, text: str, *, check: bool = False, remedy:
     return 0
 
 
+def generated_page_main(argv: list[str] | None, *, description: str, default: Path, sources: list[Path],
+                        render, root: Path, what: str, remedy: str) -> int:
+    """The command line of a script that makes a docs page from result files: ``[--out PATH] [--check]``.
+
+    Exit 2 with one line naming the `sources` that are missing (paths shown relative to `root`), else the
+    return of `write_generated` for ``render()`` (0 written or up to date, 1 ``--check`` found it stale)."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--out", type=Path, default=default,
+                    help=f"where to write the page (default {default.relative_to(root)})")
+    ap.add_argument("--check", action="store_true", help="write nothing; exit 1 when --out differs from a fresh run")
+    args = ap.parse_args(argv)
+    missing = [str(p.relative_to(root)) for p in sources if not p.is_file()]
+    if missing:
+        print(f"missing {what} files: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    return write_generated(args.out, render(), check=args.check, remedy=remedy)
+
+
 def strict_json(obj: Any) -> Any:
     """`obj` with NaN and +-inf floats replaced by None, so the JSON written is standard (readable by jq,
     JavaScript, ...): e.g. a gap recovered of 0/0 when base and thinking score the same."""
