@@ -2,7 +2,8 @@
 
 `load_model(spec)` accepts
 - a hub id such as `Qwen/Qwen2.5-Math-1.5B` (needs the hub or a filled local cache),
-- a local Hugging Face folder,
+- a local Hugging Face folder, or a PEFT LoRA adapter folder (e.g. a `lens rl train --lora-r` checkpoint),
+  merged into the base it names,
 - a `.gguf` file (dequantized through transformers; needs the `gguf` package),
 - a bundled name: `organism:base`, `organism:thinking`, `organism:control` (the first pair), `organism:verifier-base`,
   `organism:verifier-thinking` (the second pair, whose control is `organism:control`),
@@ -43,7 +44,8 @@ class Model:
 
     hf: the Hugging Face causal-LM module (kept as loaded; `lens` never wraps or swaps its layers).
     tokenizer: its (fast) tokenizer.
-    spec: what the user asked for; source: "hub", "folder", "gguf", "bundled" or "object".
+    spec: what the user asked for; source: "hub", "folder", "gguf", "bundled", "adapter" (a PEFT adapter
+        merged into its base) or "object".
     fingerprint: a short hash of parameter names, shapes and sampled values: two loads of the same
         weights agree, different weights almost surely differ.
     """
@@ -224,6 +226,8 @@ def _resolve_spec(spec: str) -> tuple[str, Path | str, str | None]:
             raise LensError(f"GGUF file {spec} does not exist")
         return "gguf", path.parent, path.name
     if path.is_dir():
+        if not (path / "config.json").exists() and (path / "adapter_config.json").exists():
+            return "adapter", path, None
         if not (path / "config.json").exists():
             raise LensError(f"{spec} is a folder without config.json; point at a Hugging Face model folder")
         return "folder", path, None
@@ -311,6 +315,57 @@ def _check_device(device: str | torch.device, what: str = "device", hint: str = 
     return device
 
 
+#: written by `lens rl train --lora-r` into each adapter checkpoint: the lens spec and fingerprint of its base
+ADAPTER_BASE_FILE = "lens_adapter.json"
+
+
+def _load_adapter(spec: str, folder: Path, **load: Any) -> Model:
+    """A PEFT LoRA adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``, e.g. a LoRA RL
+    checkpoint) as one model: its base loaded as `load_model` loads any spec, the adapter merged into it.
+
+    The base is the spec in `ADAPTER_BASE_FILE` when the folder has one (its fingerprint must match: the base
+    must not have changed since training), else the adapter config's ``base_model_name_or_path``."""
+    if not (folder / "adapter_model.safetensors").is_file():
+        pickled = (folder / "adapter_model.bin").is_file()
+        raise LensError(f"{spec} has adapter_config.json but no adapter_model.safetensors"
+                        + ("; its adapter_model.bin is a pickle, which lens never loads (that can run code)" if pickled
+                           else "") + "; save the adapter again with safetensors")
+    recorded = folder / ADAPTER_BASE_FILE
+    try:
+        info = json.loads(recorded.read_text()) if recorded.is_file() else {}
+        base_spec = info.get("base") or json.loads((folder / "adapter_config.json").read_text()).get(
+            "base_model_name_or_path")
+    except (ValueError, AttributeError) as e:
+        raise LensError(f"{spec}: cannot read its adapter description ({e}); save the adapter again") from None
+    if not base_spec:
+        raise LensError(f"{spec} is a PEFT adapter that does not name its base model (base_model_name_or_path); "
+                        "load the base and apply the adapter with peft yourself")
+    if importlib.util.find_spec("peft") is None:
+        raise LensError(f"{spec} is a PEFT adapter; loading it needs peft: pip install 'peft>=0.17,<1'")
+    try:
+        base = load_model(str(base_spec), **load)
+    except LensError as e:
+        raise LensError(f"{spec} is a PEFT adapter of {base_spec}, which cannot be loaded: {e}") from None
+    if info.get("fingerprint") and info["fingerprint"] != base.fingerprint:
+        raise LensError(f"{spec} was trained on {base_spec} with weights fingerprint {info['fingerprint']}, but "
+                        f"{base_spec} now loads with fingerprint {base.fingerprint}: the base changed; load the "
+                        "run's merged model (its final/ folder) or the original base")
+    import warnings
+
+    from peft import PeftModel
+
+    with warnings.catch_warnings():  # peft calls methods transformers has renamed (FutureWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        hf = PeftModel.from_pretrained(base.hf, str(folder)).merge_and_unload()
+    hf.eval()
+    tok = base.tokenizer
+    if (folder / "tokenizer_config.json").is_file():
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(folder))
+    return Model(hf=hf, tokenizer=tok, spec=spec, source="adapter", extra={"base": str(base_spec)})
+
+
 def load_model(
     spec: str,
     device: str | torch.device | None = None,
@@ -337,6 +392,8 @@ def load_model(
                      fingerprint=m.fingerprint)
     dtype, device = check_placement(dtype, device, device_map)
     source, where, gguf = _resolve_spec(spec)
+    if source == "adapter":
+        return _load_adapter(spec, Path(where), device=device, dtype=dtype, device_map=device_map, **hf_kwargs)
     kwargs: dict[str, Any] = {"dtype": dtype or torch.float32}
     if hf_kwargs.get("use_safetensors", True) is not True:
         raise LensError(f"use_safetensors={hf_kwargs['use_safetensors']!r} is not supported: lens loads model "

@@ -169,6 +169,32 @@ def test_resume_after_a_kill_gives_the_same_log_and_weights(tmp_path, tiny_run_i
         assert m(["Q:12+30=?\n"])[0].shape[-1] == base.vocab_size
 
 
+def test_lora_checkpoints_load_merged_into_their_base(tmp_path, tiny_run_inputs):
+    import lens
+    from lens.models import ADAPTER_BASE_FILE
+    from lens.rl import train_rl
+
+    train_rl("organism:base", *tiny_run_inputs, "correct", small(steps=2, eval_every=1, lora_r=4), out=tmp_path / "r",
+             say=lambda m: None)
+    ckpt = tmp_path / "r" / "checkpoint-2"
+    assert (ckpt / "adapter_model.safetensors").is_file() and not (ckpt / "config.json").exists()
+    base, final = lens.load_model("organism:base"), lens.load_model(str(tmp_path / "r" / "final"))
+    m = lens.load_model(str(ckpt))  # the adapter merged into the base its lens_adapter.json names
+    assert m.source == "adapter" and m.extra["base"] == "organism:base"
+    got, want, start = m.hf.state_dict(), final.hf.state_dict(), base.hf.state_dict()
+    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in got)  # the last checkpoint = final
+    assert any(not torch.equal(got[k], start[k]) for k in got)  # and it is trained
+    assert lens.load_model(str(tmp_path / "r" / "checkpoint-1")).fingerprint not in (m.fingerprint, base.fingerprint)
+
+    info = json.loads((ckpt / ADAPTER_BASE_FILE).read_text())
+    (ckpt / ADAPTER_BASE_FILE).write_text(json.dumps({**info, "fingerprint": "0000"}))
+    with pytest.raises(LensError, match="the base changed"):
+        lens.load_model(str(ckpt))
+    (ckpt / "adapter_model.safetensors").unlink()
+    with pytest.raises(LensError, match="no adapter_model.safetensors"):
+        lens.load_model(str(ckpt))
+
+
 def test_output_folder_of_other_files_is_refused(tmp_path, tiny_run_inputs):
     from lens.rl import train_rl
 
@@ -219,10 +245,12 @@ def test_cli_errors_are_one_line(tmp_path):
     assert both.returncode != 0 and "--regime one" in both.stderr and "Traceback" not in both.stderr
     bad = lens_cli("rl", "train", "--out", str(tmp_path / "r"), "--reward", "corect")
     assert bad.returncode != 0 and "unknown reward 'corect'" in bad.stderr and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
     rows = tmp_path / "noanswer.jsonl"
     rows.write_text(json.dumps({"question": "1+1?"}) + "\n")
     got = lens_cli("rl", "train", "--out", str(tmp_path / "r"), "--tasks", str(rows), "--heldout", str(rows))
     assert got.returncode != 0 and "no answer field" in got.stderr and "Traceback" not in got.stderr
+    assert len(got.stderr.strip().splitlines()) == 1, got.stderr
     from lens.organism import bundled_path
 
     notok = tmp_path / "no-tokenizer"

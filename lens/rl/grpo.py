@@ -3,9 +3,10 @@
 ``train_rl(model, problems, heldout, reward, cfg, out)`` trains with GRPO (TRL's loop: lens adds no
 policy-gradient code), logs held-out greedy accuracy, pass@k, thinking-format rate and response length
 every ``cfg.eval_every`` steps to ``out/rl_log.json``, keeps Trainer checkpoints (``out/checkpoint-N``:
-ordinary HF model folders with the tokenizer, plus optimizer and RNG state) and writes the trained
-model to ``out/final``. Run again with the same arguments it resumes from the last checkpoint (the log
-is cut back to that step and rewritten from there); a finished run is returned as it is.
+ordinary HF model folders with the tokenizer, plus optimizer and RNG state; with LoRA the adapter and its
+base's spec, which ``lens.load_model`` merges) and writes the trained model to ``out/final``. Run again with
+the same arguments it resumes from the last checkpoint (the log is cut back to that step and rewritten from
+there); a finished run is returned as it is.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..artifacts import write_json
 from ..errors import LensError, check_number
 from ..evaluation.behaviours import ThinkingFormat
+from ..models import ADAPTER_BASE_FILE
 from .evaluate import evaluate_policy
 from .log import cut_to, differences, ids_hash, new_log, read_log, write_log
 from .rewards import RewardContext, correct, get_reward
@@ -148,6 +151,10 @@ def _callback(log: dict, out: Path, reward: TrlReward, model_of: Callable[[], An
         def on_save(self, args, state, control, **kw):
             if state.is_world_process_zero:
                 write_log(out, log)
+                ckpt = out / f"checkpoint-{state.global_step}"
+                if cfg.lora_r > 0 and (ckpt / "adapter_config.json").is_file():  # load_model merges it into this
+                    write_json(ckpt / ADAPTER_BASE_FILE, {"base": log["meta"]["model"],
+                                                          "fingerprint": log["meta"]["fingerprint"]})
 
     return LogCallback()
 
