@@ -30,8 +30,8 @@ FOLDER = "docs/results/benchmarks"
 FILES = (
     "ab_capture.json", "ab_capture_nomask.json", "run_tiny.json", "run_smollm2.json", "ab_steering.json",
     "ab_hybrid.json", "ab_hybrid_reference.json", "ab_hybrid_smollm2.json", "ab_hybrid_smollm2_1prompt.json",
-    "run_hybrid_64.json", "cot_decoding.json", "saes_128.json",
-    "saes_576.json", "sae_step_128.json", "sae_step_576.json", "rl.json", "distributed_capture.json",
+    "ab_hybrid_reference_smollm2.json", "run_hybrid_64.json", "run_hybrid_256.json", "cot_decoding.json",
+    "saes_128.json", "saes_576.json", "sae_step_128.json", "sae_step_576.json", "rl.json", "distributed_capture.json",
     "distributed_sampling.json", "distributed_hybrid.json", "distributed_hybrid_100.json",
 )
 #: the data-parallel rows: file -> what the job is
@@ -280,13 +280,15 @@ def hybrid_section(data: dict[str, dict]) -> str:
     sm, sm1 = data["ab_hybrid_smollm2.json"]["results"], data["ab_hybrid_smollm2_1prompt.json"]["results"]
     labels = {
         "ab_hybrid.json": "organism: paper-mode hybrid vs plain greedy generation of the base",
-        "ab_hybrid_reference.json": "organism: paper-mode hybrid (KV cache) vs the paper-style full-recompute "
-                                    "loop, same decisions",
+        "ab_hybrid_reference.json": "organism: paper-mode hybrid (KV cache) vs the full-recompute loop run as one "
+                                    "batch, same decisions",
         "ab_hybrid_smollm2.json": "SmolLM2 pair: paper-mode hybrid vs plain greedy generation of the base",
         "ab_hybrid_smollm2_1prompt.json": "the same, one prompt",
-        "ab_hybrid_reference_smollm2.json": "SmolLM2 pair: paper-mode hybrid (KV cache) vs the paper-style "
-                                            "full-recompute loop, same decisions",
+        "ab_hybrid_reference_smollm2.json": "SmolLM2 pair: paper-mode hybrid (KV cache) vs the full-recompute "
+                                            "loop run as one batch, same decisions",
     }
+    paper_style = min(x["ratio_to_plain"] for x in data["run_hybrid_256.json"]["results"]["hybrid"]["rows"]
+                      if "reference-style (one at a time)" in x["method"])
     rows = []
     for n in names:
         d = data[n]
@@ -298,6 +300,8 @@ def hybrid_section(data: dict[str, dict]) -> str:
         ok_w, ok_c = speed >= target, cpu >= target
         verdict = ("met" if ok_w and ok_c else "met by CPU time, not by the wall clock" if ok_c else
                    "met by the wall clock, not by CPU time" if ok_w else "**not met**")
+        if n == "ab_hybrid_reference.json":  # the paper's loop runs one prompt at a time: a batched recompute is
+            verdict += f"; one prompt at a time, as the paper's code: {f(paper_style, 1)}x (table below)"  # stricter
         rows.append([labels[n], f"{r['prompts']} x {r['new_tokens']}", r["rounds"],
                      f"**{f(speed, 1 if ref else 3)}x** ({ms(w['lens_median_s'])} vs {ms(w['baseline_median_s'])}); "
                      f"CPU time {f(cpu, 1 if ref else 3)}x",
@@ -306,7 +310,9 @@ def hybrid_section(data: dict[str, dict]) -> str:
     return "\n".join([
         "## The hybrid (issues 4, 15)", "",
         "Targets (issue 15): the paper-mode hybrid >= 0.4x the speed of plain base generation (each step runs",
-        "both models, so 0.5x is the limit) and >= 10x the paper-style full-recompute loop at 256 new tokens.",
+        "both models, so 0.5x is the limit) and >= 10x the paper-style full-recompute loop at 256 new tokens",
+        "(the paper's code recomputes the whole sequence for one problem at a time; the rows below also compare",
+        "with the same loop run as one batch, a stricter baseline).",
         "Earlier target (issue 4): >= 0.35x plain and >= 10x the reference style.", "",
         "The hybrid runs the paper's rules by default (steered candidates only once the gate fires, a",
         "10-coefficient sweep, think region; `docs/hybrid.md`). Each step runs both models, plus, where the gate",
@@ -356,7 +362,7 @@ def hybrid_section(data: dict[str, dict]) -> str:
 
 def hybrid_run_tables(data: dict[str, dict]) -> str:
     parts = []
-    for n in ("run_hybrid_64.json",):
+    for n in ("run_hybrid_64.json", "run_hybrid_256.json"):
         r = data[n]["results"]
         rows = [[x["method"], "" if x["new_tokens_per_s"] == "" else f(x["new_tokens_per_s"], 1),
                  f"**{f(x['ratio_to_plain'], 2)}x**" if " / " in x["method"] else f(x["ratio_to_plain"], 3)]

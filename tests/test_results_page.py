@@ -46,6 +46,16 @@ def test_check_flag(tmp_path):
     assert page.main(["--out", str(stale), "--check"]) == 0
 
 
+def test_missing_sources_exit_2_naming_them(tmp_path, capsys):
+    from lens.artifacts import generated_page_main
+
+    out = tmp_path / "page.md"
+    code = generated_page_main(["--out", str(out)], description="d", default=out, sources=[tmp_path / "gone.json"],
+                               render=lambda: "page\n", root=tmp_path, what="result", remedy="r")
+    assert code == 2 and not out.exists()
+    assert capsys.readouterr().err.strip() == "missing result files: gone.json"
+
+
 def test_each_table_is_headed_by_its_command():
     text = (ROOT / "docs" / "results.md").read_text()
     for s in page.SECTIONS:
