@@ -16,7 +16,8 @@ Directions
 Interventions and decoding
     Intervention(site, vector, op, scale, where), Where, steer(model, interventions) (a context manager)
     generate(model, prompts, max_new_tokens), cot_decode(model, prompts)
-    hybrid_generate(base, thinking, prompts, config), HybridConfig
+    hybrid_generate(base, thinking, prompts, config), HybridConfig; the package lens.hybrid (the paper's
+    reference loop, ablations, modes)
 SAEs (the sibling package `saes`, imported on first use)
     train_sae(source, out, cfg), load_sae(source, model, site), rank_features(sae, pos, neg)
 
@@ -58,7 +59,11 @@ _LAZY: dict[str, tuple[str, str]] = {
     "rank_features": ("saes.search", "rank_features"),
 }
 
-__all__ = ["LensError", "Model", "Site", "add_hook", "hooks", "load_model", "load_pair", "__version__", *_LAZY]
+#: subpackages reachable as attributes after `import lens` (imported on first use)
+_PACKAGES = ("hybrid",)
+
+__all__ = ["LensError", "Model", "Site", "add_hook", "hooks", "load_model", "load_pair", "__version__", *_LAZY,
+           *_PACKAGES]
 
 
 def __getattr__(name: str) -> Any:
@@ -68,6 +73,8 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(module), attr)
         globals()[name] = value  # cached: the next lookup finds it directly
         return value
+    if name in _PACKAGES:
+        return importlib.import_module(f"lens.{name}")  # importing it binds lens.<name>
     raise AttributeError(f"module 'lens' has no attribute {name!r}")
 
 

@@ -179,7 +179,7 @@ class CaptureFolder:
         """Everything in memory (for small captures)."""
         return Activations.concat(list(self))
 
-    def __getitem__(self, site: str | Site) -> Float[torch.Tensor, "rows d_model"]:
+    def __getitem__(self, site: str | Site | tuple[str, int]) -> Float[torch.Tensor, "rows d_model"]:
         name = Site.parse(site).name
         if name not in self.sites:
             raise LensError(f"site {name} is not in capture {self.path}; it holds {', '.join(self.sites)}")

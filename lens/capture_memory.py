@@ -57,11 +57,25 @@ class Activations:
     model: dict = field(default_factory=dict)
     n_tokens: int = 0  # tokens run through the model to produce these rows
 
-    def __getitem__(self, site: str | Site) -> Float[torch.Tensor, "rows d_model"]:
+    def __getitem__(self, site: str | Site | tuple[str, int]) -> Float[torch.Tensor, "rows d_model"]:
+        """The rows of one site: ``acts["blocks.3.hook_resid_post"]``, ``acts["resid_post.3"]`` or
+        ``acts["resid_post", 3]``."""
         name = Site.parse(site).name
         if name not in self.acts:
             raise LensError(f"site {name} was not captured; captured: {', '.join(self.acts)}")
         return self.acts[name]
+
+    def layers(self, kind: str = "resid_post") -> list[int]:
+        """The layers captured at hook kind `kind` (with or without ``hook_``), ascending."""
+        full = Site.kind_name(kind)
+        return sorted(s.layer for s in map(Site.parse, self.acts) if s.kind == full)
+
+    def stack(self, kind: str = "resid_post") -> Float[torch.Tensor, "layers rows d_model"]:
+        """Every captured layer of one hook kind as one tensor, layers ascending (`layers(kind)` names them)."""
+        found = self.layers(kind)
+        if not found:
+            raise LensError(f"no {Site.kind_name(kind)} site was captured; captured: {', '.join(self.acts)}")
+        return torch.stack([self[kind, layer] for layer in found])
 
     @property
     def sites(self) -> list[str]:

@@ -41,14 +41,31 @@ class Site:
     def name(self) -> str:
         return f"blocks.{self.layer}.{self.kind}"
 
+    @staticmethod
+    def kind_name(kind: str) -> str:
+        """A hook kind with or without its ``hook_`` prefix (``resid_post`` -> ``hook_resid_post``), checked."""
+        full = kind if kind.startswith("hook_") else f"hook_{kind}"
+        if full not in KINDS:
+            near = closest(kind, [k[5:] for k in KINDS])
+            hint = f"; did you mean {near[0]}?" if near else ""
+            raise LensError(f"unknown hook kind {kind!r}{hint} Use one of {', '.join(k[5:] for k in KINDS)}")
+        return full
+
     def __str__(self) -> str:
         return self.name
 
     @classmethod
-    def parse(cls, name: str | Site) -> Site:
-        """Parse `blocks.{L}.hook_*`; also accepts `resid_post.L` style shorthands like `resid_post.3`."""
+    def parse(cls, name: str | Site | tuple[str, int]) -> Site:
+        """Parse `blocks.{L}.hook_*`; also accepts `resid_post.L` style shorthands like `resid_post.3`, and a
+        (kind, layer) pair such as ``("resid_post", 3)`` (so ``acts["resid_post", 3]`` reads a site)."""
         if isinstance(name, Site):
             return name
+        if isinstance(name, tuple):
+            if len(name) != 2 or not isinstance(name[0], str) or isinstance(name[1], bool) \
+                    or not isinstance(name[1], int):
+                raise LensError(f"cannot read site {name!r}; a pair is (kind, layer), e.g. ('resid_post', 3)")
+            kind = cls.kind_name(name[0])
+            return cls(name[1], kind)
         text = name.strip()
         m = _SITE_RE.match(text)
         if m is None:

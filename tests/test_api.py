@@ -31,6 +31,31 @@ def test_every_verb_is_reachable_from_one_import_and_listed_in_help():
         lens.nope  # noqa: B018
 
 
+def test_lens_hybrid_is_the_hybrid_package_after_one_import():
+    code = "import lens; print(lens.hybrid.__name__, lens.hybrid.hybrid_generate is lens.hybrid_generate)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["lens.hybrid", "True"]
+    assert "hybrid" in dir(lens) and "lens.hybrid" in lens.__doc__
+
+
+def test_activations_by_kind_and_layer_and_stacked(organism):
+    sites = ["blocks.0.hook_resid_post", "blocks.2.hook_resid_post", "blocks.1.hook_resid_post",
+             "blocks.1.hook_mlp_out"]
+    acts = lens.capture(organism, TEXTS, sites, "last", progress=False)
+    assert acts.layers() == [0, 1, 2] and acts.layers("hook_mlp_out") == [1]
+    assert torch.equal(acts["resid_post", 2], acts["blocks.2.hook_resid_post"])
+    assert torch.equal(acts["mlp_out", 1], acts["blocks.1.hook_mlp_out"])
+    stacked = acts.stack("resid_post")
+    assert stacked.shape == (3, len(TEXTS), organism.d_model)
+    assert all(torch.equal(stacked[i], acts["resid_post", i]) for i in range(3))
+    with pytest.raises(LensError, match="did you mean resid_post"):
+        acts["resid_psot", 1]  # noqa: B018
+    with pytest.raises(LensError, match="no hook_attn_out site was captured"):
+        acts.stack("attn_out")
+    with pytest.raises(LensError, match="a pair is \\(kind, layer\\)"):
+        acts["resid_post", "1"]  # noqa: B018
+
+
 def test_import_lens_does_not_import_saes_or_the_studies():
     code = "import sys, lens; print(sorted(m for m in sys.modules if m == 'saes' or m.startswith('lens.studies')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
