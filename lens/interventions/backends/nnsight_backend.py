@@ -32,11 +32,21 @@ from ..spec import Intervention
 _NEVER_REACHED = ".*was never reached.*"  # nnsight's warning when generation ends before a planned step
 
 
+def require_nnsight() -> None:
+    """Raise a LensError naming the fix when nnsight (an optional dependency) is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("nnsight") is None:
+        raise LensError("the nnsight backend needs nnsight, an optional dependency: "
+                        "pip install 'reasoning-lens[nnsight]'")
+
+
 def language_model(model: Model) -> Any:
     """An nnsight `TransformersModel` over `model`'s own weights (no copy), with a copy of its tokenizer.
 
     nnsight sets its tokenizer to pad on the left; the copy keeps lens's tokenizer as it was.
     """
+    require_nnsight()
     from nnsight.modeling.transformers import TransformersModel
 
     return TransformersModel(model.hf, task="text-generation", tokenizer=copy.deepcopy(model.tokenizer))
@@ -52,6 +62,7 @@ def remote_model(repo_id: str) -> tuple[Any, Model]:
     fingerprint is ``remote:<repo_id>`` (there are no values to hash). Both get their own copy of the tokenizer
     (nnsight sets its copy to pad on the left). Running the meta module here fails; pass ``remote=True``.
     """
+    require_nnsight()
     from nnsight.modeling.transformers import TransformersModel
     from transformers import AutoTokenizer
 
