@@ -133,6 +133,11 @@ class CaptureFolder:
         return list(self.manifest["sites"])
 
     @property
+    def model(self) -> dict:
+        """The facts of the model the rows came from (spec, fingerprint, family, widths), as `Activations.model`."""
+        return dict(self.manifest["model"])
+
+    @property
     def n_rows(self) -> int:
         return int(self.manifest["n_rows"])
 

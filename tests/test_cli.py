@@ -89,6 +89,38 @@ def test_directions_steer_diff(capsys, monkeypatch, tmp_path, folder):
     assert all(r["relative_change"] == 0 for r in json.loads(out)["weights"])
 
 
+def test_directions_make_from_capture_folders_equals_from_jsonl(capsys, monkeypatch, tmp_path, folder):
+    sets = {name: tmp_path / f"{name}.jsonl" for name in ("pos", "neg")}
+    for name, mark in (("pos", "T"), ("neg", "D")):
+        sets[name].write_text("".join(json.dumps(f"Q:{mark}:{i}+{i}=?\n") + "\n" for i in range(10, 20)))
+        code, _, _ = run(capsys, monkeypatch, "capture", "-m", folder, "-i", sets[name], "-s",
+                         "blocks.0.hook_resid_post,blocks.1.hook_resid_post,blocks.1.hook_mlp_out", "--select",
+                         "last_prompt", "-o", tmp_path / f"cap_{name}", "--json")
+        assert code == 0
+    code, out, _ = run(capsys, monkeypatch, "directions", "make", "-m", folder, "--pos", sets["pos"], "--neg",
+                       sets["neg"], "--json")
+    from_jsonl = json.loads(out)
+    code, out, err = run(capsys, monkeypatch, "directions", "make", "--pos", tmp_path / "cap_pos", "--neg",
+                         tmp_path / "cap_neg", "-o", tmp_path / "dir", "--json")
+    assert code == 0, err
+    from_folders = json.loads(out)
+    assert from_folders["model"] == str(folder) and from_folders["chosen_site"] == from_jsonl["chosen_site"]
+    assert [r["site"] for r in from_folders["layers"]] == [r["site"] for r in from_jsonl["layers"]]  # resid_post only
+    for a, b in zip(from_folders["layers"], from_jsonl["layers"], strict=True):
+        assert a["auroc"] == pytest.approx(b["auroc"]) and a["norm"] == pytest.approx(b["norm"], rel=1e-5)
+    code, out, _ = run(capsys, monkeypatch, "directions", "inspect", tmp_path / "dir", "--json")
+    assert json.loads(out)["model"]["spec"] == str(folder)  # the direction records the folders' model
+    for args, message in (
+        (["--pos", tmp_path / "cap_pos", "--neg", sets["neg"]], "both as capture folders, or both as JSONL"),
+        (["--pos", tmp_path / "cap_pos", "--neg", tmp_path / "cap_neg", "--template", "chat"], "drop --template"),
+        (["--pos", tmp_path / "cap_pos", "--neg", tmp_path / "cap_neg", "--select", "all"], "drop --select"),
+        (["--pos", tmp_path / "cap_pos", "--neg", tmp_path / "cap_neg", "--layer", 5], "layers 0, 1"),
+        (["-m", "organism:base", "--pos", tmp_path / "cap_pos", "--neg", tmp_path / "cap_neg"], "drop --model"),
+    ):
+        code, _, err = run(capsys, monkeypatch, "directions", "make", *args)
+        assert code != 0 and message in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_hybrid_on_another_pair_with_a_task_file(capsys, monkeypatch, tmp_path, folder):
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text("".join(json.dumps({"question": f"What is {i} plus {i}?", "answer": str(2 * i)}) + "\n"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from ..errors import LensError
 from .common import TEMPLATE_HELP, console, emit_json, table
 from .validate import check_layer, choice, non_negative
 
@@ -18,12 +19,49 @@ def _inputs(path: Path | None, default: list):
     return default if path is None else read_inputs(path)
 
 
+def _folders(ctx: typer.Context, pos: Path | None, neg: Path | None, model: str, template: str | None,
+             select: str) -> tuple:
+    """(pos folder, neg folder, the resid_post sites both hold in layer order, model spec, selection) for
+    `make` on two capture folders, refused with one line when they cannot be compared."""
+    from ..capture_folder import open_capture
+    from ..sites import Site
+
+    if pos is None or neg is None or not (pos.is_dir() and neg.is_dir()):
+        raise LensError("give --pos and --neg both as capture folders, or both as JSONL files")
+    if template is not None:
+        raise LensError("--template formats prompts; capture folders hold activations already (drop --template)")
+    a, b = open_capture(pos), open_capture(neg)
+    for f in (a, b):
+        if not f.complete:
+            raise LensError(f"capture folder {f.path} is not complete; re-run the same `lens capture` to finish it")
+    if a.model.get("fingerprint") != b.model.get("fingerprint"):
+        raise LensError(f"--pos was captured from {a.model.get('spec')} and --neg from {b.model.get('spec')} (other "
+                        "weights); capture both from one model")
+    def given(name: str) -> bool:  # typed on the command line (typer's or click's ParameterSource)
+        return getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
+
+    if given("model") and model != a.model.get("spec"):
+        raise LensError(f"--model {model}: the capture folders were made from {a.model.get('spec')}; drop --model "
+                        "or capture again")
+    if a.manifest["select"] != b.manifest["select"]:
+        raise LensError(f"--pos selected {a.manifest['select']!r} and --neg {b.manifest['select']!r}; capture both "
+                        "with one selection")
+    if given("select") and select != a.manifest["select"]:
+        raise LensError(f"--select {select}: the capture folders hold {a.manifest['select']!r} rows; drop --select")
+    sites = sorted(Site.parse(s) for s in set(a.sites) & set(b.sites) if Site.parse(s).kind == "hook_resid_post")
+    if not sites:
+        raise LensError("the two capture folders share no resid_post site; capture blocks.<L>.hook_resid_post")
+    return a, b, [s.name for s in sites], a.model.get("spec"), a.manifest["select"]
+
+
 @app.command("make")
 def make(
     ctx: typer.Context,
     model: str = typer.Option("organism:base", "--model", "-m"),
-    pos: Path = typer.Option(None, help="JSONL of the positive set (default: organism prompts marked T)"),
-    neg: Path = typer.Option(None, help="JSONL of the negative set (default: organism prompts marked D)"),
+    pos: Path = typer.Option(None, help="JSONL of the positive set, or a capture folder of its activations "
+                                        "(default: organism prompts marked T)"),
+    neg: Path = typer.Option(None, help="JSONL of the negative set, or a capture folder of its activations "
+                                        "(default: organism prompts marked D)"),
     layer: int = typer.Option(None, help="layer of the saved direction (default: the most separable)",
                               callback=non_negative),
     select: str = typer.Option("last_prompt", help="token selection (see lens capture --help)"),
@@ -34,7 +72,10 @@ def make(
     template: str = typer.Option(None, "--template", help=TEMPLATE_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Difference of means pos - neg at every layer; report AUROC per layer; save one layer's direction."""
+    """Difference of means pos - neg at every layer; report AUROC per layer; save one layer's direction.
+
+    --pos and --neg are JSONL inputs (captured here at every resid_post) or, both, capture folders (`lens
+    capture -o`) of the same model: their rows are used as they are, at every resid_post site both hold."""
     from ..capture_memory import capture
     from ..directions import diff_of_means, separability_by_layer
     from ..outputs import check_output
@@ -45,31 +86,38 @@ def make(
         check_output(out, "direction", overwrite=overwrite)
 
     parse_select(select)  # bad inputs and options fail before the model loads
-    p_given, n_given = _inputs(pos, None), _inputs(neg, None)
-    m = load(ctx, model)
-    check_layer("--layer", layer, m.n_layers)
-    t_prompts, d_prompts = [], []
-    if pos is None or neg is None:
-        from ..studies.organism_inputs import marker_contrast
+    if any(p is not None and p.is_dir() for p in (pos, neg)):
+        a, b, sites, spec, select = _folders(ctx, pos, neg, model, template, select)
+        if layer is not None and f"blocks.{layer}.hook_resid_post" not in sites:
+            raise LensError(f"--layer {layer}: the capture folders hold resid_post at layers "
+                            f"{', '.join(s.split('.')[1] for s in sites)}")
+    else:
+        p_given, n_given = _inputs(pos, None), _inputs(neg, None)
+        m = load(ctx, model)
+        check_layer("--layer", layer, m.n_layers)
+        t_prompts, d_prompts = [], []
+        if pos is None or neg is None:
+            from ..studies.organism_inputs import marker_contrast
 
-        t_prompts, d_prompts = marker_contrast()
-    p_items = t_prompts if p_given is None else list(templated(p_given, template, m))
-    n_items = d_prompts if n_given is None else list(templated(n_given, template, m))
-    sites = [f"blocks.{i}.hook_resid_post" for i in range(m.n_layers)]
-    a = capture(m, p_items, sites, select, progress=False, too_long=too_long)
-    b = capture(m, n_items, sites, select, progress=False, too_long=too_long)
+            t_prompts, d_prompts = marker_contrast()
+        p_items = t_prompts if p_given is None else list(templated(p_given, template, m))
+        n_items = d_prompts if n_given is None else list(templated(n_given, template, m))
+        sites = [f"blocks.{i}.hook_resid_post" for i in range(m.n_layers)]
+        a = capture(m, p_items, sites, select, progress=False, too_long=too_long)
+        b = capture(m, n_items, sites, select, progress=False, too_long=too_long)
+        spec = m.spec
     rows = separability_by_layer(a, b, sites)
     best = max(rows, key=lambda r: r["auroc"])["site"] if layer is None else f"blocks.{layer}.hook_resid_post"
     d = diff_of_means(a, b, best, name="reasoning")
     d.info["select"] = select
     if out is not None:
         d.save(out, overwrite=overwrite)
-    result = {"model": m.spec, "layers": rows, "chosen_site": best, "norm": d.norm,
+    result = {"model": spec, "layers": rows, "chosen_site": best, "norm": d.norm,
               "mean_resid_norm": d.info["mean_resid_norm"], "saved": str(out) if out else None}
     if as_json:
         emit_json(result)
     else:
-        console.print(table(f"separability of pos - neg on {m.spec} ({select})", rows))
+        console.print(table(f"separability of pos - neg on {spec} ({select})", rows))
         console.print(f"chosen {best}: |v|={d.norm:.3f} (mean residual norm {d.info['mean_resid_norm']:.3f})"
                       + (f", saved to {out}" if out else ""))
 
