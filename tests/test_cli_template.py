@@ -34,3 +34,33 @@ def test_template_refuses_token_ids_and_spans(monkeypatch, capsys, tmp_path):
     code, _, err = run_cli(monkeypatch, capsys, ["capture", "-i", ids, "-o", tmp_path / "c", "--template", "plain",
                                                  "--sites", "blocks.1.hook_resid_post"])
     assert code == 2 and "not to token ids" in err and len(err.strip().splitlines()) == 1
+
+
+def test_sae_train_and_eval_template_equal_the_templated_text(monkeypatch, capsys, tmp_path):
+    raw, full = tmp_path / "raw.jsonl", tmp_path / "full.jsonl"
+    qs = [f"{10 + i}+{20 + i}" for i in range(24)]
+    raw.write_text("".join(json.dumps({"text": q}) + "\n" for q in qs))
+    full.write_text("".join(json.dumps({"text": f"Q:{q}=?\n"}) + "\n" for q in qs))
+    common = ["-m", "organism:base", "--site", "blocks.1.hook_resid_post", "--expansion", "2", "--k", "4",
+              "--total-rows", "256", "--batch-size", "64", "--buffer-rows", "128", "--json"]
+    code, out, err = run_cli(monkeypatch, capsys, ["sae", "train", "-i", raw, "-o", tmp_path / "a", "--template",
+                                                   TEMPLATE.replace("\\n", "\n"), *common])
+    assert code == 0, err
+    code, out2, err = run_cli(monkeypatch, capsys, ["sae", "train", "-i", full, "-o", tmp_path / "b", *common])
+    assert code == 0, err
+    from safetensors.torch import load_file
+
+    a, b = (load_file(next((tmp_path / n).glob("*.safetensors"))) for n in ("a", "b"))
+    import torch
+
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # the same rows, the same SAE
+    evals = []
+    for texts, extra in ((raw, ["--template", TEMPLATE.replace("\\n", "\n")]), (full, [])):
+        code, out, err = run_cli(monkeypatch, capsys, ["sae", "eval", tmp_path / "a", "-m", "organism:base",
+                                                       "--texts", texts, *extra, "--json"])
+        assert code == 0, err
+        evals.append(json.loads(out)["spliced"])
+    assert evals[0] == evals[1]
+    code, _, err = run_cli(monkeypatch, capsys, ["sae", "eval", tmp_path / "a", "--texts", raw, "--template",
+                                                 "plain"])
+    assert code == 2 and "--model" in err and len(err.strip().splitlines()) == 1

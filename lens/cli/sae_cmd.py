@@ -9,7 +9,7 @@ import typer
 
 from saes.config import BUILTIN_ARCHITECTURES
 
-from .common import console, emit_json, load_options, table
+from .common import TEMPLATE_HELP, console, emit_json, load_options, table
 from .validate import choice, fraction, non_negative, non_negative_float, positive, positive_float
 
 app = typer.Typer(help="Train, evaluate and describe SAEs (sae_lens architectures and format).", no_args_is_help=True)
@@ -102,6 +102,7 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="replace a finished SAE (or another run's checkpoints) at --out; "
                                         "your other files there are kept"),
+    template: str = typer.Option(None, "--template", help=TEMPLATE_HELP + " (with --model and --inputs)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Train an SAE on a capture folder or on a model's activations streamed as it runs over --inputs;
@@ -133,6 +134,8 @@ def train(
     if capture is not None:
         if inputs is not None:
             raise LensError("--inputs goes with --model (streamed training); --capture already holds the rows")
+        if template is not None:
+            raise LensError("--template formats --inputs for --model; a --capture folder holds activations already")
         cfg.check_width(open_capture(capture).d_model)  # --k against d_sae, before anything is written
         source = capture
     else:
@@ -140,7 +143,7 @@ def train(
 
         from ..outputs import check_output
         from ..selection import parse_select
-        from .common import load
+        from .common import load, templated
         from .validate import iter_inputs
 
         if inputs is None or site is None:
@@ -151,7 +154,11 @@ def train(
             raise LensError(f"input file {inputs} is empty; write one JSON object per line")
         m = load(ctx, model)
         cfg.check_width(m.d_model)
-        source = model_source(m, inputs, site, select, batch_size=forward_batch)
+        if template is not None:  # each epoch re-reads the file and formats it again (the hash names the result)
+            source = model_source(m, lambda: templated(iter_inputs(inputs), template, m), site, select,
+                                  batch_size=forward_batch)
+        else:
+            source = model_source(m, inputs, site, select, batch_size=forward_batch)
     res = train_sae(source, out, cfg, site=site, progress=not as_json, overwrite=overwrite)
     if not ranks().main:  # under torchrun: rank 0 reports for the whole job
         return
@@ -174,6 +181,7 @@ def eval_cmd(
     texts: Path = typer.Option(None, help="JSONL of texts for the spliced metrics"),
     dense_threshold: float = typer.Option(0.1, help="a latent firing on more than this share of rows is dense",
                                           callback=fraction),
+    template: str = typer.Option(None, "--template", help=TEMPLATE_HELP + " (the --texts, with --model)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Explained variance, L0, dead/dense fractions; with --model and --texts, CE loss and KL recovered."""
@@ -182,13 +190,16 @@ def eval_cmd(
 
     from ..errors import LensError
     from ..selection import Example
-    from .common import load
+    from .common import load, templated
     from .validate import check_fits, read_inputs
 
     if capture is None and (model is None or texts is None):
         raise LensError("give --capture DIR, or --model and --texts FILE, or both")
-    items = [Example.of(x).text for x in read_inputs(texts, "--texts file")] if texts else None
+    if template is not None and (model is None or texts is None):
+        raise LensError("--template formats the --texts for --model; give both")
+    rows = read_inputs(texts, "--texts file") if texts else None
     m = load(ctx, model) if model else None
+    items = [Example.of(x).text for x in templated(rows, template, m)] if rows is not None else None
     d = load_sae(sae, m)
     if m is not None and items:
         check_fits(m, items, "--texts input")
