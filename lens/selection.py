@@ -200,6 +200,26 @@ class LastPromptToken(Selection):
 
 
 @dataclass(frozen=True)
+class FirstGeneratedToken(Selection):
+    """The first completion token: the position right after the last prompt token (P, where
+    `LastPromptToken` is P-1), as `Where.first_generated_token()` names it in generation. Needs inputs
+    with a prompt and a completion."""
+
+    @property
+    def spec(self) -> str:
+        return "first_generated_token"
+
+    def groups(self, ex, offsets):
+        if ex.prompt_chars is None:
+            raise LensError("first_generated_token needs inputs with a prompt and a completion "
+                            '({"prompt": ..., "completion": ...}); use last_prompt_token for the prompt\'s last token')
+        last = LastPromptToken().groups(ex, offsets)[0].positions[0]
+        if last + 1 >= len(offsets):
+            raise LensError(f"the completion of {ex.text[:40]!r} covers no token after the prompt")
+        return [Group((last + 1,))]
+
+
+@dataclass(frozen=True)
 class Positions(Selection):
     """Absolute positions; negative ones count from the end (-1 = last token)."""
 
@@ -314,16 +334,19 @@ class Sentences(Selection):
 
 
 def parse_select(text: str | Selection) -> Selection:
-    """Parse a CLI selection: all | from:N | last_prompt | positions:0,5,-1 | last[:N] | spans[:tokens] |
-    regex:PAT | regex-mean:PAT | sentences[:PAT]. `from:1` is every token but the first (see `FromPosition`)."""
+    """Parse a CLI selection: all | from:N | last_prompt (= last_prompt_token) | first_generated_token |
+    positions:0,5,-1 | last[:N] | spans[:tokens] | regex:PAT | regex-mean:PAT | sentences[:PAT]. `from:1` is every
+    token but the first (see `FromPosition`)."""
     if isinstance(text, Selection):
         return text
     name, _, arg = text.partition(":")
     try:
         if name == "all":
             return AllTokens()
-        if name == "last_prompt":
+        if name in ("last_prompt", "last_prompt_token"):
             return LastPromptToken()
+        if name == "first_generated_token":
+            return FirstGeneratedToken()
         if name == "from":
             if not arg.strip():
                 raise ValueError("give the first position to keep, e.g. from:1 (every token but the first)")
@@ -351,6 +374,6 @@ def parse_select(text: str | Selection) -> Selection:
     except (ValueError, re.error) as e:
         raise LensError(f"bad selection {text!r}: {e}") from None
     raise LensError(
-        f"unknown selection {text!r}; use all, from:N, last_prompt, positions:0,5,-1, last[:N], spans, "
-        "regex:PATTERN or sentences"
+        f"unknown selection {text!r}; use all, from:N, last_prompt (= last_prompt_token), first_generated_token, "
+        "positions:0,5,-1, last[:N], spans, regex:PATTERN or sentences"
     )

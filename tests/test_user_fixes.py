@@ -161,6 +161,23 @@ def test_steer_check_at_the_first_generated_token(tiny):
         steer_check(m, d, [3], prompts, lambda i, t: False, alphas=(1.0,), where=Where.generated(0, 2))
 
 
+def test_capture_selections_named_like_the_positions(tiny):
+    from lens.errors import LensError
+
+    assert parse_select("last_prompt_token") == parse_select("last_prompt")
+    tiny = tiny("llama")
+    items = [{"prompt": "Q:12+34=?\n", "completion": "A:46"}, {"prompt": "Q:5=?\n", "completion": "<think>5"}]
+    last = capture(tiny, items, SITE, "last_prompt_token", progress=False)
+    first = capture(tiny, items, SITE, "first_generated_token", progress=False)
+    assert (first.start == last.start + 1).all()  # P and P-1 of each example
+    whole = capture(tiny, items, SITE, "all", progress=False)
+    for i in range(len(items)):
+        row = whole[SITE][(whole.example == i) & (whole.start == first.start[i])]
+        torch.testing.assert_close(first[SITE][i], row[0])
+    with pytest.raises(LensError, match="needs inputs with a prompt and a completion"):
+        capture(tiny, ["no split here"], SITE, "first_generated_token", progress=False)
+
+
 def test_cli_steer_where_names():
     from lens.cli.steer_cmd import parse_where
     from lens.errors import LensError

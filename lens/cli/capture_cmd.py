@@ -18,8 +18,9 @@ def capture_cmd(
     ),
     sites: str = typer.Option("all", "--sites", "-s",
                               help="comma-separated sites (blocks.L.hook_resid_post) or 'all' resid_post"),
-    select: str = typer.Option("all", help="all | from:N (from:1 skips the first token) | last_prompt | "
-                                           "positions:0,-1 | last:N | spans | regex:P | sentences"),
+    select: str = typer.Option("all", help="all | from:N (from:1 skips the first token) | last_prompt (= "
+                                           "last_prompt_token, P-1) | first_generated_token (P) | positions:0,-1 | "
+                                           "last:N | spans | regex:P | sentences"),
     out: Path = typer.Option(..., "--out", "-o", help="capture folder (resumed when it holds a partial run)"),
     batch_size: int = typer.Option(8, help="inputs per forward pass", callback=positive),
     dtype: str = typer.Option("float32", help="dtype of the stored activations: float32, bfloat16 or float16 "

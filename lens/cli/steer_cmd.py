@@ -12,8 +12,8 @@ from .validate import check_fits, choice, finite, non_negative, positive, valid_
 
 
 def parse_where(text: str):
-    """first_step | last_prompt_token | first_generated_token | all | prompt | prompt_last:N |
-    generated:START:STOP | positions:0,5"""
+    """last_prompt_token | first_generated_token | first_step (= last_prompt_token) | all | prompt |
+    prompt_last:N | generated:START:STOP | positions:0,5"""
     from ..errors import LensError
     from ..interventions import Where
 
@@ -32,7 +32,7 @@ def parse_where(text: str):
             return Where.absolute(*[int(x) for x in arg.split(",")])
     except ValueError as e:
         raise LensError(f"bad --where {text!r}: {e}") from None
-    raise LensError(f"unknown --where {text!r}; use first_step, last_prompt_token, first_generated_token, all, "
+    raise LensError(f"unknown --where {text!r}; use last_prompt_token, first_generated_token, first_step, all, "
                     "prompt, prompt_last:N, generated:A:B, positions:0,5")
 
 
@@ -93,9 +93,10 @@ def steer_cmd(
     unit: bool = typer.Option(False, help="use the direction's unit vector (scale is then a norm)"),
     op: str = typer.Option("add", help="add | set | project_out | clamp",
                            callback=choice("add", "set", "project_out", "clamp")),
-    where: str = typer.Option("first_step", help="first_step (= last_prompt_token: position P-1, whose forward "
-                              "produces the first generated token) | first_generated_token (position P) | all | "
-                              "prompt | prompt_last:N | generated:A:B | positions:0,5"),
+    where: str = typer.Option("last_prompt_token", help="last_prompt_token (position P-1, whose forward produces "
+                              "the first generated token; first_step is the same position under He et al.'s name) | "
+                              "first_generated_token (position P) | all | prompt | prompt_last:N | generated:A:B | "
+                              "positions:0,5"),
     max_new_tokens: int = typer.Option(64, callback=positive),
     random_control: int = typer.Option(0, "--random-control", callback=non_negative,
                                        help="also steer with N random directions of the same norm (same site, op, "
