@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from ..distributed import Ranks, gather_indexed, sharing, strided
+from .samples import Sample
 
 
 def my_batches(starts: list[int], flag: bool | None) -> tuple[list[int], Ranks | None]:
@@ -33,8 +34,6 @@ def tensor_back(v: list | None, width: int) -> torch.Tensor | None:
 
 def gather_samples(results: dict[tuple[int, int], Any], per_prompt: int) -> dict[tuple[int, int], Any]:
     """Every rank's `{(prompt, sample): Sample}` merged on every rank (sample index < `per_prompt`)."""
-    from .generate import Sample
-
     local = {i * per_prompt + j: [s.text, s.token_ids, s.n_new_tokens, s.finish_reason, tensor_json(s.top2)]
              for (i, j), s in results.items()}
     out = {}
