@@ -146,11 +146,3 @@ def span_vectors(model, traces: Sequence[dict], site: str, batch_size: int = 32)
         a, b = ids[s][0], ids[e - 1][1]
         texts.append(full[a:b])
     return acts[site], list(acts.labels), texts
-
-
-def corpus_traces(n: int = 200, seed: int = 99) -> list[dict]:
-    """Thinking documents of the organism corpus with their labelled step spans (generator ground truth)."""
-    from lens.organism import corpus as C
-
-    docs = [d for d in C.generate_corpus(20 * n, seed=seed) if d.thinking][:n]
-    return [{"text": d.text, "spans": [[st.start, st.end, st.kind] for st in d.steps]} for d in docs]

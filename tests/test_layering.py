@@ -24,7 +24,7 @@ ALLOWED = {
     "lens.rl": {"lens.decoding", "lens.evaluation", "lens.organism"},
     # saes: the taxonomy selector (lens.hybrid.selectors) fits a saes taxonomy, imported inside the function only
     "lens.hybrid": {"lens.decoding", "lens.directions", "lens.evaluation", "lens.interventions", "saes"},
-    "saes": {"lens.decoding", "lens.evaluation", "lens.interventions", "lens.organism"},
+    "saes": {"lens.decoding", "lens.evaluation", "lens.interventions"},
     "lens.dashboards": set(),
     "lens.studies": {"lens.dashboards", "lens.decoding", "lens.directions", "lens.evaluation", "lens.hybrid",
                      "lens.interventions", "lens.organism", "lens.rl", "saes"},

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from saes.taxonomy import behaviour_purity, corpus_traces, fit_taxonomy, purity, span_vectors
+from saes.taxonomy import behaviour_purity, fit_taxonomy, purity, span_vectors
 
 from ..errors import LensError
 from ..models import Model, load_model
 from ..organism.behaviours import BEHAVIOUR_OF
+
+
+def corpus_traces(n: int = 200, seed: int = 99) -> list[dict]:
+    """Thinking documents of the organism corpus with their labelled step spans (generator ground truth)."""
+    from ..organism import corpus as C
+
+    docs = [d for d in C.generate_corpus(20 * n, seed=seed) if d.thinking][:n]
+    return [{"text": d.text, "spans": [[st.start, st.end, st.kind] for st in d.steps]} for d in docs]
 
 
 def run_taxonomy_organism(thinking=None, *, layer: int | None = None, n_traces: int = 200,
