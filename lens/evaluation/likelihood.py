@@ -20,6 +20,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..batching import pad_rows
 from ..errors import LensError
 
 
@@ -71,13 +72,7 @@ def continuation_logprobs(
     model.hf.eval()
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        width = max(len(a) + len(b) for a, b in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for r, (a, b) in enumerate(chunk):
-            seq = a + b
-            ids[r, : len(seq)] = torch.tensor(seq)
-            mask[r, : len(seq)] = 1
+        ids, mask = pad_rows([a + b for a, b in chunk], pad, "right")
         with torch.no_grad():
             logits = model.hf(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
         for r, (a, b) in enumerate(chunk):

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..batching import encode
+from ..batching import encode, left_pad
 from ..decoding.loop import forward_kwargs, returned_cache
 from ..errors import LensError
 from ..hooks import hooks
@@ -140,9 +140,7 @@ def thinking_step(token: torch.Tensor, feed: torch.Tensor, table: torch.Tensor |
     width = max(len(r) for r in rows)
     if width == 1:
         return one[:, None], torch.ones(len(rows), 1, dtype=torch.long, device=token.device)
-    ids = torch.tensor([[fill] * (width - len(r)) + r for r in rows], device=token.device)
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=token.device)
-    return ids, mask
+    return left_pad(rows, fill, token.device)
 
 
 def _sequential_sweep(base: Model, cfg: HybridConfig, gates, sites, b_cache, gated, vec, step_ids, mask, t_logp,

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..batching import token_rows
+from ..batching import left_pad, token_rows
 from ..hooks import hooks
 from ..models import Model
 from .common import HybridResult
@@ -36,8 +36,7 @@ def _forward(model: Model, rows: list[list[int]], adds=None, read_site=None) -> 
     width = max(len(r) for r in rows)
     pad = [width - len(r) for r in rows]
     fill = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    ids = torch.tensor([[fill] * p + r for p, r in zip(pad, rows, strict=True)])
-    mask = torch.tensor([[0] * p + [1] * len(r) for p, r in zip(pad, rows, strict=True)])
+    ids, mask = left_pad(rows, fill)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     read: dict = {}
 
