@@ -133,7 +133,11 @@ def test_direction_arithmetic_and_apply_equal_the_interventions_they_stand_for(o
     both = lens.Directions([d1, d3])
     with both.apply(m, 0.5, where):
         got = lens.generate(m, prompts, max_new_tokens=20).texts()
-    with lens.steer(m, [d1.intervention(0.5, where=where), d3.intervention(0.5, where=where)]):
+    iv = d1.intervention(0.5, where, op="project_out")  # how much, then where, as Intervention and apply order them
+    assert (iv.site, iv.scale, iv.where, iv.op) == (a1, 0.5, where, "project_out")
+    with pytest.raises(TypeError):
+        d1.intervention(0.5, where, "add")  # the op only by name
+    with lens.steer(m, [d1.intervention(0.5, where), d3.intervention(0.5, where)]):
         want = lens.generate(m, prompts, max_new_tokens=20).texts()
     assert got == want and both.sites == [a1, a3] and torch.equal((both * 2)[a3].vector, 2 * d3.vector)
     with pytest.raises(LensError, match="two directions at"):

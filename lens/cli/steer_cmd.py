@@ -132,7 +132,7 @@ def steer_cmd(
     if spec is not None:
         ivs = load_interventions(spec, m)
     else:
-        ivs = [load_direction(direction, m).intervention(scale, op, at, unit=unit)]
+        ivs = [load_direction(direction, m).intervention(scale, at, op=op, unit=unit)]
     prompts = list(templated([p.replace("\\n", "\n") for p in prompt], template, m))
     check_fits(m, prompts, "--prompt", max_new_tokens, "--max-new-tokens")
     nnsight_run = nnsight_runner(m, prompts, max_new_tokens, remote, lm) if backend == "nnsight" else None

@@ -58,8 +58,9 @@ class Direction:
                 stacklevel=2,
             )
 
-    def intervention(self, scale: float = 1.0, op: str = "add", where=None, unit: bool = False):
-        """An Intervention that applies this direction (raw vector, or unit vector with `unit=True`)."""
+    def intervention(self, scale: float = 1.0, where=None, *, op: str = "add", unit: bool = False):
+        """An Intervention that applies this direction (raw vector, or unit vector with `unit=True`): how much,
+        then where, as `apply` and `lens.Intervention` order them; the op by name."""
         from ..interventions import Intervention, Where
 
         vec = self.unit() if unit else self.vector
@@ -72,7 +73,7 @@ class Direction:
         from ..interventions import steer
 
         self.check(model)
-        with steer(model, self.intervention(scale, op, where, unit)) as handle:
+        with steer(model, self.intervention(scale, where, op=op, unit=unit)) as handle:
             yield handle
 
     def _other(self, other: Direction, sign: str) -> torch.Tensor:
@@ -161,7 +162,7 @@ class Directions:
         return len(self.by_site)
 
     def interventions(self, scale: float = 1.0, where=None, *, op: str = "add", unit: bool = False) -> list:
-        return [d.intervention(scale, op, where, unit) for d in self.by_site.values()]
+        return [d.intervention(scale, where, op=op, unit=unit) for d in self.by_site.values()]
 
     @contextmanager
     def apply(self, model, scale: float = 1.0, where=None, *, op: str = "add", unit: bool = False) -> Iterator:
