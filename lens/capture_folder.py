@@ -15,9 +15,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import time
 from collections.abc import Iterable, Iterator
-from contextlib import nullcontext
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -26,22 +24,12 @@ import torch
 from jaxtyping import Float
 
 from .artifacts import base_metadata, load_tensors, read_json, save_tensors, write_json
-from .capture_memory import (
-    META_KEYS,
-    Activations,
-    Forward,
-    ProgressBar,
-    batches,
-    capture_batch,
-    capture_every,
-    examples_hash,
-    reading,
-)
+from .capture_memory import META_KEYS, Activations, Forward, ProgressBar, capture_parts, examples_hash
 from .errors import LensError, check_number
 from .models import Model
 from .outliers import NormOutliers
 from .outputs import LOCK_NAME, check_output, is_own, writer_lock
-from .selection import AllTokens, Example, Selection, to_examples
+from .selection import Example, Selection, to_examples
 from .sites import Site
 
 FORMAT = "lens-capture/1"
@@ -402,27 +390,16 @@ def _stream(model: Model, inputs: Iterable, sites: list[Site], select: Selection
         pending, pending_rows, ex_pending = [], 0, []
 
     start = index_offset + manifest["n_examples_done"]  # example numbers are global in a data-parallel part
-    if isinstance(select, AllTokens) and forward is None:  # every token: batches straight into preallocated rows
-        for k, group in enumerate(batches(examples, batch_size * 8)):
-            part = capture_every(model, group, sites, batch_size, dtype, padding_side, bar, start + k * batch_size * 8,
-                                 pin=False, too_long=too_long)  # parts wait for the disk: no page-locked memory
-            pending.append(part)
-            ex_pending.extend(group)
-            pending_rows += len(part)
-            if pending_rows >= shard_rows:
-                flush()
-    else:
-        with reading(model, sites) if forward is None else nullcontext({}) as state:  # forward: no lens hooks
-            for k, chunk in enumerate(batches(examples, batch_size)):
-                t0 = time.perf_counter()
-                part = capture_batch(model, chunk, sites, select, start + k * batch_size, dtype, padding_side, state,
-                                     too_long=too_long, forward=forward)
-                pending.append(part)
-                ex_pending.extend(chunk)
-                pending_rows += len(part)
-                bar.update(len(chunk), part.n_tokens, time.perf_counter() - t0)
-                if pending_rows >= shard_rows:
-                    flush()
+    # every token: groups of 8 batches straight into preallocated rows; the parts wait for the disk, so no
+    # page-locked memory
+    for part, chunk in capture_parts(model, examples, sites, select, batch_size=batch_size, dtype=dtype,
+                                     side=padding_side, bar=bar, first_index=start, too_long=too_long,
+                                     forward=forward, every_group=batch_size * 8, pin=False):
+        pending.append(part)
+        ex_pending.extend(chunk)
+        pending_rows += len(part)
+        if pending_rows >= shard_rows:
+            flush()
     flush()
     bar.close()
     if manifest["n_examples_done"] == 0:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
 
@@ -340,6 +340,35 @@ def examples_hash(examples: Iterable[Example], h=None):
     return h
 
 
+def capture_parts(model: Model, examples: Iterable[Example], sites: list[Site], select: Selection, *,
+                  batch_size: int, dtype: torch.dtype, side: str, bar: ProgressBar, first_index: int = 0,
+                  device: torch.device | str = "cpu", too_long: str = "error", forward: Forward | None = None,
+                  every_group: int | None = None, pin: bool = True) -> Iterator[tuple[Activations, list[Example]]]:
+    """The capture loop of `capture` (rows in memory) and `capture_to_disk` (rows to shards): each batch's rows,
+    with the examples they came from, in input order; example numbers start at `first_index`.
+
+    `select` all (and lens's own forward): groups of `every_group` examples (None: all of them at once)
+    through `capture_every`, whose forward passes write straight into preallocated rows; any other
+    selection, or a `forward` of another backend: one forward per `batch_size` examples (`capture_batch`)
+    with the read-only hooks installed once for the whole loop. `bar` counts examples and tokens."""
+    if isinstance(select, AllTokens) and forward is None:
+        group = every_group or None
+        chunks = [list(examples)] if group is None else batches(examples, group)
+        for k, items in enumerate(chunks):
+            if not items:
+                return
+            yield capture_every(model, items, sites, batch_size, dtype, side, bar, first_index + k * (group or 0),
+                                device=device, pin=pin, too_long=too_long), items
+        return
+    with reading(model, sites) if forward is None else nullcontext({}) as state:  # forward: no lens hooks
+        for k, chunk in enumerate(batches(examples, batch_size)):
+            t0 = time.perf_counter()
+            part = capture_batch(model, chunk, sites, select, first_index + k * batch_size, dtype, side, state,
+                                 device, too_long, forward=forward)
+            bar.update(len(chunk), part.n_tokens, time.perf_counter() - t0)
+            yield part, chunk
+
+
 def capture(
     model: Model,
     inputs: Iterable[str | dict | Example | list[int] | torch.Tensor],
@@ -380,23 +409,9 @@ def capture(
         raise LensError("capture() keeps the rows in memory; to write a capture folder use "
                         "lens.capture_to_disk(model, inputs, sites, select, out=FOLDER)")
     bar = ProgressBar(progress, total)
-    if isinstance(select, AllTokens):
-        items = list(to_examples(inputs))
-        if not items:
-            raise LensError("no inputs to capture; the input list or file is empty")
-        acts = capture_every(model, items, site_list, batch_size, dtype, padding_side, bar, device=device,
-                             too_long=too_long)
-        bar.close()
-        _warn_outliers([acts])
-        return acts
-    parts = []
-    with reading(model, site_list) as state:
-        for k, chunk in enumerate(batches(to_examples(inputs), batch_size)):
-            t0 = time.perf_counter()
-            part = capture_batch(model, chunk, site_list, select, k * batch_size, dtype, padding_side, state, device,
-                                 too_long)
-            parts.append(part)
-            bar.update(len(chunk), part.n_tokens, time.perf_counter() - t0)
+    parts = [part for part, _ in capture_parts(model, to_examples(inputs), site_list, select, batch_size=batch_size,
+                                               dtype=dtype, side=padding_side, bar=bar, device=device,
+                                               too_long=too_long)]
     bar.close()
     if not parts:
         raise LensError("no inputs to capture; the input list or file is empty")
