@@ -250,7 +250,7 @@ def test_cli_sae_train_info_and_find_feature(tiny, tmp_path):
     # the first generated token (P, step 1) instead, and a custom behaviour metric
     r = run(app, ["find-feature", "-m", str(folder), "--sae", str(tmp_path / "sae"), "--pos", str(pos), "--neg",
                   str(neg), "--steer-check", "--steer-top", "1", "--n-random", "1", "--alphas", "5",
-                  "--eval", str(ev), "--max-new-tokens", "4", "--steer-at", "first_generated_token",
+                  "--eval", str(ev), "--max-new-tokens", "4", "--where", "first_generated_token",
                   "--metric", "regex:[0-9]", "--json"])
     assert r.exit_code == 0, r.output
     got = json.loads(r.stdout)

@@ -73,10 +73,10 @@ def find_feature_cmd(
                                 callback=choice("mean_diff", "auroc", "effect_size", "freq_diff")),
     steer_check: bool = typer.Option(False, "--steer-check", help="steer the top features at one position "
                                      "per prompt (--steer-at)"),
-    steer_at: str = typer.Option("last_prompt_token", "--steer-at",
-                                 help="steer-check position: last_prompt_token (P-1, whose forward produces the "
-                                      "first generated token; the paper's first step) or first_generated_token "
-                                      "(P, the first generated token itself)",
+    steer_at: str = typer.Option("last_prompt_token", "--steer-at", "--where",
+                                 help="steer-check position (--where, as lens steer names it): last_prompt_token "
+                                      "(P-1, whose forward produces the first generated token; the paper's first "
+                                      "step) or first_generated_token (P, the first generated token itself)",
                                  callback=choice("last_prompt_token", "first_generated_token")),
     steer_top: int = typer.Option(5, help="how many top features to steer-check", callback=positive),
     eval_set: Path = typer.Option(None, "--eval", help="JSONL {prompt, answer} for the steer-check (non-organism)"),
