@@ -351,6 +351,7 @@ def capture_parts(model: Model, examples: Iterable[Example], sites: list[Site], 
     through `capture_every`, whose forward passes write straight into preallocated rows; any other
     selection, or a `forward` of another backend: one forward per `batch_size` examples (`capture_batch`)
     with the read-only hooks installed once for the whole loop. `bar` counts examples and tokens."""
+    device = torch.device(device)
     if isinstance(select, AllTokens) and forward is None:
         group = every_group or None
         chunks = [list(examples)] if group is None else batches(examples, group)

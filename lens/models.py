@@ -323,8 +323,9 @@ def _load_adapter(spec: str, folder: Path, **load: Any) -> Model:
     """A PEFT LoRA adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``, e.g. a LoRA RL
     checkpoint) as one model: its base loaded as `load_model` loads any spec, the adapter merged into it.
 
-    The base is the spec in `ADAPTER_BASE_FILE` when the folder has one (its fingerprint must match: the base
-    must not have changed since training), else the adapter config's ``base_model_name_or_path``."""
+    The base is the spec in `ADAPTER_BASE_FILE` when the folder has one (loaded in the dtype recorded there,
+    and its fingerprint must match: the base must not have changed since training), else the adapter config's
+    ``base_model_name_or_path``; the merged model is then cast to the dtype asked for, if any."""
     if not (folder / "adapter_model.safetensors").is_file():
         pickled = (folder / "adapter_model.bin").is_file()
         raise LensError(f"{spec} has adapter_config.json but no adapter_model.safetensors"
@@ -342,8 +343,9 @@ def _load_adapter(spec: str, folder: Path, **load: Any) -> Model:
                         "load the base and apply the adapter with peft yourself")
     if importlib.util.find_spec("peft") is None:
         raise LensError(f"{spec} is a PEFT adapter; loading it needs peft: pip install 'peft>=0.17,<1'")
+    wanted = load.get("dtype")  # the base loads in the dtype it was trained in (its fingerprint depends on it)
     try:
-        base = load_model(str(base_spec), **load)
+        base = load_model(str(base_spec), **{**load, "dtype": info.get("dtype") or wanted})
     except LensError as e:
         raise LensError(f"{spec} is a PEFT adapter of {base_spec}, which cannot be loaded: {e}") from None
     if info.get("fingerprint") and info["fingerprint"] != base.fingerprint:
@@ -357,12 +359,18 @@ def _load_adapter(spec: str, folder: Path, **load: Any) -> Model:
     with warnings.catch_warnings():  # peft calls methods transformers has renamed (FutureWarning)
         warnings.simplefilter("ignore", FutureWarning)
         hf = PeftModel.from_pretrained(base.hf, str(folder)).merge_and_unload()
+    if wanted is not None:
+        hf = hf.to(wanted)
     hf.eval()
     tok = base.tokenizer
     if (folder / "tokenizer_config.json").is_file():
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(str(folder))
+        try:
+            tok = AutoTokenizer.from_pretrained(str(folder))
+        except (OSError, ValueError) as e:
+            raise LensError(f"{spec}: its tokenizer files cannot be read ({str(e).splitlines()[0][:120]}); save "
+                            "them again or remove them to use the base's tokenizer") from None
     return Model(hf=hf, tokenizer=tok, spec=spec, source="adapter", extra={"base": str(base_spec)})
 
 

@@ -203,7 +203,9 @@ class LastPromptToken(Selection):
 class FirstGeneratedToken(Selection):
     """The first completion token: the position right after the last prompt token (P, where
     `LastPromptToken` is P-1), as `Where.first_generated_token()` names it in generation. Needs inputs
-    with a prompt and a completion."""
+    with a prompt and a completion. Where one token spans the prompt's end and the completion's start,
+    that token is P-1 and this is the one after it (generation tokenises the prompt alone, so its P may
+    differ there)."""
 
     @property
     def spec(self) -> str:

@@ -137,6 +137,8 @@ def test_direction_arithmetic_and_apply_equal_the_interventions_they_stand_for(o
     assert (iv.site, iv.scale, iv.where, iv.op) == (a1, 0.5, where, "project_out")
     with pytest.raises(TypeError):
         d1.intervention(0.5, where, "add")  # the op only by name
+    with pytest.raises(LensError, match="where must be a lens.Where"):
+        d1.intervention(0.5, "project_out")  # an op where the position goes: refused at once, not in a forward
     with lens.steer(m, [d1.intervention(0.5, where), d3.intervention(0.5, where)]):
         want = lens.generate(m, prompts, max_new_tokens=20).texts()
     assert got == want and both.sites == [a1, a3] and torch.equal((both * 2)[a3].vector, 2 * d3.vector)

@@ -45,6 +45,10 @@ def test_without_nnsight_the_backend_says_how_to_install_it(setup, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nnsight" else real(name, *a))
     with pytest.raises(LensError, match=r"pip install 'reasoning-lens\[nnsight\]'"):
         language_model(setup[0])
+    from lens.cli.common import check_backend
+
+    with pytest.raises(LensError, match="optional dependency"):  # the CLI says so before any model loads
+        check_backend("nnsight", False, "organism:base")
 
 
 def test_nnsight_backend_matches_engine(setup):

@@ -110,6 +110,10 @@ def test_directions_make_from_capture_folders_equals_from_jsonl(capsys, monkeypa
         assert a["auroc"] == pytest.approx(b["auroc"]) and a["norm"] == pytest.approx(b["norm"], rel=1e-5)
     code, out, _ = run(capsys, monkeypatch, "directions", "inspect", tmp_path / "dir", "--json")
     assert json.loads(out)["model"]["spec"] == str(folder)  # the direction records the folders' model
+    code, out, err = run(capsys, monkeypatch, "directions", "make", "--pos", tmp_path / "cap_pos", "--neg",
+                         tmp_path / "cap_neg", "--select", "last_prompt_token", "-m", f"{folder}/.", "--json")
+    assert code == 0, err  # the folders' selection and model, named another way
+    assert json.loads(out)["chosen_site"] == from_jsonl["chosen_site"]
     for args, message in (
         (["--pos", tmp_path / "cap_pos", "--neg", sets["neg"]], "both as capture folders, or both as JSONL"),
         (["--pos", tmp_path / "cap_pos", "--neg", tmp_path / "cap_neg", "--template", "chat"], "drop --template"),

@@ -6,6 +6,7 @@ folder; a block preceded by `<!-- no-run: reason -->` is a fragment and is only 
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -43,6 +44,8 @@ def test_python_examples_run(page, tmp_path):
             code.append(block)
     if not code:
         return
+    if "nnsight" in "\n".join(code) and importlib.util.find_spec("nnsight") is None:
+        pytest.skip("this page's examples run nnsight, the optional extra reasoning-lens[nnsight]")
     script = tmp_path / "page.py"
     script.write_text("\n".join(code))
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)

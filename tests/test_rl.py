@@ -185,8 +185,11 @@ def test_lora_checkpoints_load_merged_into_their_base(tmp_path, tiny_run_inputs)
     assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in got)  # the last checkpoint = final
     assert any(not torch.equal(got[k], start[k]) for k in got)  # and it is trained
     assert lens.load_model(str(tmp_path / "r" / "checkpoint-1")).fingerprint not in (m.fingerprint, base.fingerprint)
+    half = lens.load_model(str(ckpt), dtype="bfloat16")  # the base loads as trained (float32), then the merge is cast
+    assert half.dtype == torch.bfloat16 and torch.equal(half.hf.state_dict()[k := next(iter(got))], got[k].bfloat16())
 
     info = json.loads((ckpt / ADAPTER_BASE_FILE).read_text())
+    assert info == {"base": "organism:base", "fingerprint": base.fingerprint, "dtype": "float32"}
     (ckpt / ADAPTER_BASE_FILE).write_text(json.dumps({**info, "fingerprint": "0000"}))
     with pytest.raises(LensError, match="the base changed"):
         lens.load_model(str(ckpt))

@@ -154,6 +154,10 @@ def check_backend(backend: str, remote: bool, spec: str) -> None:
     from ..errors import LensError
     from ..models import _resolve_spec
 
+    if backend == "nnsight":  # before the model loads: the extra may be missing
+        from ..interventions.backends.nnsight_backend import require_nnsight
+
+        require_nnsight()
     if not remote:
         return
     if backend != "nnsight":

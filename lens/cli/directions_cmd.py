@@ -24,6 +24,7 @@ def _folders(ctx: typer.Context, pos: Path | None, neg: Path | None, model: str,
     """(pos folder, neg folder, the resid_post sites both hold in layer order, model spec, selection) for
     `make` on two capture folders, refused with one line when they cannot be compared."""
     from ..capture_folder import open_capture
+    from ..selection import parse_select
     from ..sites import Site
 
     if pos is None or neg is None or not (pos.is_dir() and neg.is_dir()):
@@ -40,13 +41,19 @@ def _folders(ctx: typer.Context, pos: Path | None, neg: Path | None, model: str,
     def given(name: str) -> bool:  # typed on the command line (typer's or click's ParameterSource)
         return getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
 
-    if given("model") and model != a.model.get("spec"):
+    def same_model(spec: str) -> bool:  # a folder named two ways (./m, m) is one model
+        made = str(a.model.get("spec"))
+        if Path(spec).exists() and Path(made).exists():
+            return Path(spec).resolve() == Path(made).resolve()
+        return spec == made
+
+    if given("model") and not same_model(model):
         raise LensError(f"--model {model}: the capture folders were made from {a.model.get('spec')}; drop --model "
                         "or capture again")
     if a.manifest["select"] != b.manifest["select"]:
         raise LensError(f"--pos selected {a.manifest['select']!r} and --neg {b.manifest['select']!r}; capture both "
                         "with one selection")
-    if given("select") and select != a.manifest["select"]:
+    if given("select") and parse_select(select).spec != a.manifest["select"]:
         raise LensError(f"--select {select}: the capture folders hold {a.manifest['select']!r} rows; drop --select")
     sites = sorted(Site.parse(s) for s in set(a.sites) & set(b.sites) if Site.parse(s).kind == "hook_resid_post")
     if not sites:

@@ -195,6 +195,9 @@ class Intervention:
         self.site = Site.parse(self.site).name
         if self.op not in OPS:
             raise LensError(f"unknown op {self.op!r}; use one of {', '.join(OPS)}")
+        if not isinstance(self.where, Where):
+            raise LensError(f"where must be a lens.Where (e.g. Where.last_prompt_token()), got {self.where!r}; an "
+                            "op goes by name (op='project_out')")
         if not isinstance(self.vector, torch.Tensor) or self.vector.dim() not in (1, 2, 3):
             raise LensError("an intervention's vector must be a tensor [d_model], [batch, d_model] or "
                             "[batch, positions, d_model]")

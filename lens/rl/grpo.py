@@ -98,8 +98,17 @@ class TrlReward:
         return out
 
 
+def adapter_base(m: Any, cfg: RLConfig) -> dict | None:
+    """What a LoRA checkpoint records of its base (`ADAPTER_BASE_FILE`): a spec `load_model` can load from any
+    working directory, the weights fingerprint and dtype; None without LoRA or for a model built in Python."""
+    if cfg.lora_r <= 0 or m.source == "object":
+        return None
+    spec = str(Path(m.spec).expanduser().resolve()) if m.source in ("folder", "gguf") else m.spec
+    return {"base": spec, "fingerprint": m.fingerprint, "dtype": str(m.dtype).replace("torch.", "")}
+
+
 def _callback(log: dict, out: Path, reward: TrlReward, model_of: Callable[[], Any], heldout: list[dict],
-              cfg: RLConfig, extractor: str, say: Callable[[str], None]):
+              cfg: RLConfig, extractor: str, say: Callable[[str], None], adapter_base: dict | None = None):
     from transformers import TrainerCallback
 
     class LogCallback(TrainerCallback):
@@ -152,9 +161,8 @@ def _callback(log: dict, out: Path, reward: TrlReward, model_of: Callable[[], An
             if state.is_world_process_zero:
                 write_log(out, log)
                 ckpt = out / f"checkpoint-{state.global_step}"
-                if cfg.lora_r > 0 and (ckpt / "adapter_config.json").is_file():  # load_model merges it into this
-                    write_json(ckpt / ADAPTER_BASE_FILE, {"base": log["meta"]["model"],
-                                                          "fingerprint": log["meta"]["fingerprint"]})
+                if adapter_base is not None and (ckpt / "adapter_config.json").is_file():  # load_model merges it
+                    write_json(ckpt / ADAPTER_BASE_FILE, adapter_base)  # into this base
 
     return LogCallback()
 
@@ -276,7 +284,7 @@ def _run(m, problems, heldout, name, fn, cfg, out, log, resume, extractor, callb
     def model_of() -> Model:
         return Model.from_hf(holder["trainer"].model, tok, spec=f"{m.spec} (training)")
 
-    cb = _callback(log, out, rew, model_of, list(heldout), cfg, extractor, say)
+    cb = _callback(log, out, rew, model_of, list(heldout), cfg, extractor, say, adapter_base(m, cfg))
     import warnings
 
     with warnings.catch_warnings():  # TRL calls methods transformers has renamed (FutureWarning)
