@@ -154,6 +154,7 @@ def test_organism_smoke(tmp_path):
             shift = d["activations"]
             assert len(shift) == 4 and all(-1 <= a["cosine_with_direction"] <= 1 for a in shift)
     assert "RL with verifiable" in (tmp_path / "index.html").read_text()
+    assert any("MATH500 36.0" in p.read_text() for p in tmp_path.rglob("*.html"))  # the RL page's papers' numbers
     if res["hybrid"]["status"] == "ok":  # the organism's known answer: the hybrid closes most of the gap
         assert res["hybrid"]["hybrid"]["gap_recovered"] > 0.5
         assert res["hybrid"]["runs"]["random_vector_per_step"]["gap_recovered"] < 0.5  # nothing without the bias

@@ -115,6 +115,11 @@ def rl_page(report: Report, step: Mapping | None) -> Page:
                             "shift by layer and its cosine with the start model's reasoning direction).")
     if _skipped(page, step):
         return page
+    papers = step.get("papers") or {}
+    if papers:  # what the curves below are to be read against
+        page.table([{"claim": k.replace("_", " "), "the papers' numbers": v} for k, v in papers.items()],
+                   caption="the papers' numbers (Qwen2.5-Math and the other real models; the curves below are the "
+                           "organism's)")
     for name, m in step.get("models", {}).items():
         rows = [{"step": c["step"], "accuracy": c["heldout_accuracy"], "run": exp}
                 for exp, r in m.get("runs", {}).items() for c in r.get("curve", [])]
