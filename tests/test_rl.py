@@ -281,3 +281,20 @@ def test_cli_completion_budget_fits_the_verifier_pairs_longer_traces(monkeypatch
         code, _, err = run_cli(monkeypatch, capsys, ["rl", "train", *argv, "--out", tmp_path / "r"])
         assert code == 2 and "stopped before training" in err
     assert seen == [220, 120, 64]
+
+
+def test_cli_incorrect_reward_labels_itself_and_one_shot_from_a_run(tmp_path):
+    small_run = ["--steps", "2", "--eval-every", "2", "--eval-n", "4", "--eval-samples", "0", "--generations", "2",
+                 "--prompts-per-step", "2", "--max-new-tokens", "40", "--json"]
+    got = lens_cli("rl", "train", "--reward", "incorrect", "--regime", "full", "--n-train", "4", "--out",
+                   str(tmp_path / "inc"), *small_run)
+    assert got.returncode == 0, got.stderr[-2000:]
+    assert "majority-vote wrong answers" in got.stderr
+    log = json.loads((tmp_path / "inc" / "rl_log.json").read_text())
+    assert log["meta"]["reward"] == "incorrect" and 1 <= log["meta"]["n_problems"] <= 4
+    seen = set(log["train_accuracy_by_problem"])
+    one = lens_cli("rl", "train", "--regime", "one", "--one-shot-from", str(tmp_path / "inc"), "--n-train", "4",
+                   "--out", str(tmp_path / "one"), *small_run)
+    assert one.returncode == 0, one.stderr[-2000:]
+    picked = json.loads((tmp_path / "one" / "rl_log.json").read_text())["meta"]["problems"]
+    assert len(picked) == 1 and picked[0] in seen  # chosen from the earlier run's history of its problems

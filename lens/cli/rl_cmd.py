@@ -44,6 +44,23 @@ def problem_sets(model, tasks: str, heldout: str | None, template: str | None, n
     return train, held, "auto"
 
 
+def incorrect_labels(model, problems: list[dict], seed: int, max_new_tokens: int, say) -> list[dict]:
+    """The incorrect-label reward's labels as the spurious-rewards paper makes them: each training problem's
+    majority-vote answer of the model's own samples, the problem kept only where that answer is wrong."""
+    from ..errors import LensError
+    from ..studies.rl_study import incorrect_labelled
+
+    say(f"labelling {len(problems)} training problem(s) with the model's own majority-vote wrong answers "
+        "(reward 'incorrect'; rows that have incorrect_answer keep it)")
+    given = [p for p in problems if p.get("incorrect_answer") not in (None, "")]
+    made = incorrect_labelled(model, [p for p in problems if p not in given], seed=seed,
+                              max_new_tokens=max_new_tokens)
+    if not given and not made:
+        raise LensError("the model's majority answer is right on every training problem, so there is no incorrect "
+                        "label to reward; give --tasks rows with incorrect_answer, or use reward 'wrong'")
+    return given + made
+
+
 @app.command("train")
 def train_cmd(
     ctx: typer.Context,
@@ -95,9 +112,6 @@ def train_cmd(
     from .common import load
 
     get_reward(reward)  # a bad name fails before the model loads
-    if reward == "incorrect" and tasks == "organism":
-        raise LensError("reward 'incorrect' needs incorrect labels (incorrect_answer per row): give --tasks a JSONL "
-                        "that has them, or use reward 'wrong'")
     if one_shot_from is not None and problem is not None:
         raise LensError("give either --problem or --one-shot-from, not both")
     if regime != "one" and (one_shot_from is not None or problem is not None):
@@ -121,11 +135,13 @@ def train_cmd(
         from ..rl.data import completion_length
 
         max_new_tokens = completion_length(model)
+    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if as_json else (lambda msg: console.print(msg))
+    if reward == "incorrect" and any(p.get("incorrect_answer") in (None, "") for p in problems):
+        problems = incorrect_labels(m, problems, seed, max_new_tokens, say)
     cfg = RLConfig(steps=steps, learning_rate=lr, num_generations=generations, prompts_per_step=prompts_per_step,
                    max_completion_length=max_new_tokens, num_iterations=num_iterations, beta=beta,
                    entropy_coef=entropy_coef, eval_every=eval_every, eval_n=eval_n, eval_samples=eval_samples,
                    lora_r=lora_r, seed=seed)
-    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if as_json else (lambda msg: console.print(msg))
     log = train_rl(m, problems, held, reward, cfg, out, extractor=extractor, overwrite=overwrite, say=say)
     summary = summarise(log)
     if as_json:
