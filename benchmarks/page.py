@@ -32,7 +32,7 @@ FILES = (
     "ab_hybrid.json", "ab_hybrid_reference.json", "ab_hybrid_smollm2.json", "ab_hybrid_smollm2_1prompt.json",
     "ab_hybrid_reference_smollm2.json", "run_hybrid_64.json", "run_hybrid_256.json", "cot_decoding.json",
     "saes_128.json", "saes_576.json", "sae_step_128.json", "sae_step_576.json", "rl.json", "distributed_capture.json",
-    "distributed_sampling.json", "distributed_hybrid.json", "distributed_hybrid_100.json",
+    "distributed_sampling.json", "distributed_hybrid.json", "distributed_hybrid_100.json", "sae_stream.json",
 )
 #: the data-parallel rows: file -> what the job is
 DISTRIBUTED = {
@@ -544,10 +544,38 @@ def distributed_section(data: dict[str, dict]) -> str:
     ])
 
 
+def sae_stream_section(data: dict[str, dict]) -> str:
+    r = data["sae_stream.json"]["results"]
+    s = r["stream_vs_capture"]
+    mem = r["stream_memory"]
+    rows = [["capture to disk, then train on the folder",
+             f"{s['capture_s']:.2f} s + {s['train_on_folder_s']:.2f} s = {s['capture_then_train_s']:.2f} s",
+             f"{s['disk_saved_bytes'] / 1e6:.1f} MB capture folder"],
+            ["streamed from the model", f"{s['streamed_s']:.2f} s (**{f(s['stream_speedup'], 2)}x**"
+             + (", same weights bit for bit)" if s["same_weights"] else ", **weights differ**)"), "none"],
+            ["streamed epoch, peak memory, " + " vs ".join(f"{m['texts']:,}" for m in mem) + " inputs ("
+             + " vs ".join(f"{m['rows'] / 1000:.0f}k" for m in mem) + " rows)",
+             " vs ".join(f"{m['peak_rss_mb']:.0f} MB" for m in mem), ""]]
+    rows += [[f"SAE training on the folder, {d['procs']} processes vs 1 (d_sae {d['d_sae']:,})",
+              f"{d[str(d['procs']) + '_processes_train_s']:.2f} s vs {d['one_process_train_s']:.2f} s "
+              f"({f(d['speedup'], 2)}x)", ""] for d in r["data_parallel"]]
+    return "\n".join([
+        "## SAE training at scale: streamed vs capture-then-train (issue 18)", "",
+        recorded(data, "sae_stream.json"), "",
+        f"`{s['model']}`, {s['texts']:,} sums, every token of blocks.1.hook_resid_post ({s['rows']:,} rows, width "
+        f"{s['d_model']}); TopK, k 32, batch 1,024, one epoch, one torch thread per process. The folder is read "
+        f"at {s['folder_read_rows_per_s'] / 1e6:.1f}M rows/s (page cache warm), the forwards give "
+        f"{s['forward_rows_per_s'] / 1e3:.0f}k rows/s:", "",
+        table(["", "time", "disk"], rows), "",
+        f"Target (issue 18): streamed >= 1.0x capture-then-train: {met(s['stream_speedup'] >= 1.0)}.",
+    ])
+
+
 def render(root: Path = ROOT) -> str:
     data = load(root)
     parts = [INTRO, machine_note(data), capture_section(data), steering_section(data), hybrid_section(data),
-             cot_section(data), sae_section(data), rl_section(data), distributed_section(data), gpu_section(root)]
+             cot_section(data), sae_section(data), rl_section(data), distributed_section(data),
+             sae_stream_section(data), gpu_section(root)]
     return "\n\n".join(p.strip("\n") for p in parts) + "\n"
 
 

@@ -18,7 +18,7 @@ SAE: TopK, d_sae = 8 x d_model (part 2: each `--expansion`), k = 32, batch 1024,
 one torch thread per process.
 3. Peak resident memory of a streamed epoch (organism: every token) over JSONL files of `--memory-texts`
    inputs each, in fresh processes: it must not grow with the number of inputs.
-Prints one JSON object.
+Prints one JSON object (`--json-out PATH` also writes it with the run's command, commit and machine).
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks.record import add_json_out, write_json  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -201,6 +203,7 @@ def main() -> None:
                     help="input counts of the streamed-memory rows (part 3)")
     ap.add_argument("--expansion", type=int, nargs="+", default=[8, 32],
                     help="d_sae / d_model of the data-parallel rows (part 2), one row each")
+    add_json_out(ap)
     a = ap.parse_args()
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="lens-sae-stream-"))
@@ -211,6 +214,8 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(row))
+    if a.json_out:
+        write_json(a.json_out, row)
 
 
 if __name__ == "__main__":
