@@ -63,10 +63,12 @@ class Sizes:
     sae_expansion: int = 4       # its latents = expansion x width (TopK)
     sae_k: int = 16              # active latents per token
     sae_rows: int = 60_000       # training rows consumed (the captured tokens, re-read in epochs)
-    rl_steps: int = 60           # GRPO steps per RL run (3, organism: base and control)
+    rl_steps: int = 60           # GRPO steps per RL run (3, organism: base and control; each experiment)
     rl_n: int = 100              # held-out problems each RL evaluation measures
     rl_pass_k: int = 64          # pass@k up to this k before / after 1-shot RLVR (on 40 problems)
-    rl_experiments: tuple[str, ...] = ("one_shot", "format", "random")
+    # the correct reward on the full set first: its per-problem history picks the 1-shot problem (the paper's
+    # variance rule); then 1-shot RLVR and the three spurious rewards
+    rl_experiments: tuple[str, ...] = ("full", "one_shot", "format", "random", "incorrect")
 
     def as_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
