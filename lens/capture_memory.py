@@ -353,13 +353,13 @@ def capture_parts(model: Model, examples: Iterable[Example], sites: list[Site], 
     with the read-only hooks installed once for the whole loop. `bar` counts examples and tokens."""
     device = torch.device(device)
     if isinstance(select, AllTokens) and forward is None:
-        group = every_group or None
-        chunks = [list(examples)] if group is None else batches(examples, group)
+        chunks = batches(examples, every_group) if every_group else [list(examples)]
         for k, items in enumerate(chunks):
             if not items:
                 return
-            yield capture_every(model, items, sites, batch_size, dtype, side, bar, first_index + k * (group or 0),
-                                device=device, pin=pin, too_long=too_long), items
+            yield capture_every(model, items, sites, batch_size, dtype, side, bar,
+                                first_index + k * (every_group or 0), device=device, pin=pin,
+                                too_long=too_long), items
         return
     with reading(model, sites) if forward is None else nullcontext({}) as state:  # forward: no lens hooks
         for k, chunk in enumerate(batches(examples, batch_size)):

@@ -52,8 +52,9 @@ def incorrect_labels(model, problems: list[dict], seed: int, max_new_tokens: int
 
     say(f"labelling {len(problems)} training problem(s) with the model's own majority-vote wrong answers "
         "(reward 'incorrect'; rows that have incorrect_answer keep it)")
-    given = [p for p in problems if p.get("incorrect_answer") not in (None, "")]
-    made = incorrect_labelled(model, [p for p in problems if p not in given], seed=seed,
+    has = [p.get("incorrect_answer") not in (None, "") for p in problems]
+    given = [p for p, h in zip(problems, has, strict=True) if h]
+    made = incorrect_labelled(model, [p for p, h in zip(problems, has, strict=True) if not h], seed=seed,
                               max_new_tokens=max_new_tokens)
     if not given and not made:
         raise LensError("the model's majority answer is right on every training problem, so there is no incorrect "

@@ -108,7 +108,7 @@ def adapter_base(m: Any, cfg: RLConfig) -> dict | None:
 
 
 def _callback(log: dict, out: Path, reward: TrlReward, model_of: Callable[[], Any], heldout: list[dict],
-              cfg: RLConfig, extractor: str, say: Callable[[str], None], adapter_base: dict | None = None):
+              cfg: RLConfig, extractor: str, say: Callable[[str], None], base_record: dict | None = None):
     from transformers import TrainerCallback
 
     class LogCallback(TrainerCallback):
@@ -161,8 +161,8 @@ def _callback(log: dict, out: Path, reward: TrlReward, model_of: Callable[[], An
             if state.is_world_process_zero:
                 write_log(out, log)
                 ckpt = out / f"checkpoint-{state.global_step}"
-                if adapter_base is not None and (ckpt / "adapter_config.json").is_file():  # load_model merges it
-                    write_json(ckpt / ADAPTER_BASE_FILE, adapter_base)  # into this base
+                if base_record is not None and (ckpt / "adapter_config.json").is_file():  # load_model merges it
+                    write_json(ckpt / ADAPTER_BASE_FILE, base_record)  # into this base
 
     return LogCallback()
 
