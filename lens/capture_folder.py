@@ -390,20 +390,26 @@ def _stream(model: Model, inputs: Iterable, sites: list[Site], select: Selection
         pending, pending_rows, ex_pending = [], 0, []
 
     start = index_offset + manifest["n_examples_done"]  # example numbers are global in a data-parallel part
-    # every token: groups of 8 batches straight into preallocated rows; the parts wait for the disk, so no
-    # page-locked memory
-    for part, chunk in capture_parts(model, examples, sites, select, batch_size=batch_size, dtype=dtype,
-                                     side=padding_side, bar=bar, first_index=start, too_long=too_long,
-                                     forward=forward, every_group=batch_size * 8, pin=False):
-        pending.append(part)
-        ex_pending.extend(chunk)
-        pending_rows += len(part)
-        if pending_rows >= shard_rows:
-            flush()
-    flush()
-    bar.close()
-    if manifest["n_examples_done"] == 0:
-        raise LensError("no inputs to capture; the input list or file is empty")
+    try:
+        # every token: groups of 8 batches straight into preallocated rows; the parts wait for the disk, so no
+        # page-locked memory
+        for part, chunk in capture_parts(model, examples, sites, select, batch_size=batch_size, dtype=dtype,
+                                         side=padding_side, bar=bar, first_index=start, too_long=too_long,
+                                         forward=forward, every_group=batch_size * 8, pin=False):
+            pending.append(part)
+            ex_pending.extend(chunk)
+            pending_rows += len(part)
+            if pending_rows >= shard_rows:
+                flush()
+        flush()
+        if manifest["n_examples_done"] == 0:
+            raise LensError("no inputs to capture; the input list or file is empty")
+    except BaseException:
+        if manifest["n_examples_done"] == 0:  # stopped before anything was kept: leave no manifest to resume
+            mpath.unlink(missing_ok=True)  # (the lock then removes a folder it created)
+        raise
+    finally:
+        bar.close()
     manifest["complete"] = True
     write_json(mpath, manifest)
     outliers.warn(f"rows captured to {out}", stacklevel=4)

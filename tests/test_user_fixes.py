@@ -178,6 +178,24 @@ def test_capture_selections_named_like_the_positions(tiny):
         capture(tiny, ["no split here"], SITE, "first_generated_token", progress=False)
 
 
+def test_a_capture_refused_before_its_first_shard_leaves_nothing(tiny, tmp_path):
+    from lens import capture_to_disk
+    from lens.errors import LensError
+
+    tiny = tiny("llama")
+    out = tmp_path / "caps"
+    with pytest.raises(LensError, match="needs inputs with a prompt and a completion"):
+        capture_to_disk(tiny, ["no split here"], SITE, "first_generated_token", out=out, progress=False)
+    assert not out.exists()  # the folder it made is gone: a rerun with another selection needs no --overwrite
+    mine = tmp_path / "mine"
+    mine.mkdir()  # an empty folder the user made stays, with no manifest in it
+    with pytest.raises(LensError, match="needs inputs with a prompt and a completion"):
+        capture_to_disk(tiny, ["no split here"], SITE, "first_generated_token", out=mine, progress=False)
+    assert mine.is_dir() and not (mine / "manifest.json").exists()
+    got = capture_to_disk(tiny, ["no split here"], SITE, "last", out=out, progress=False)
+    assert got.n_rows == 1 and got.complete
+
+
 def test_cli_steer_where_names():
     from lens.cli.steer_cmd import parse_where
     from lens.errors import LensError
