@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -83,11 +85,15 @@ def tiny_run_inputs():
     return organism_train_problems(4), held
 
 
+def small_kw(**kw) -> dict:
+    return {"steps": 4, "eval_every": 2, "eval_n": 6, "eval_samples": 2, "max_completion_length": 72,
+            "keep_checkpoints": 3, **kw}
+
+
 def small(**kw):
     from lens.rl import RLConfig
 
-    return RLConfig(**{"steps": 4, "eval_every": 2, "eval_n": 6, "eval_samples": 2, "max_completion_length": 72,
-                       "keep_checkpoints": 3, **kw})
+    return RLConfig(**small_kw(**kw))
 
 
 def test_the_reward_trl_sees_is_the_named_function(tmp_path, tiny_run_inputs):
@@ -149,6 +155,29 @@ def test_resume_after_a_kill_gives_the_same_log_and_weights(tmp_path, tiny_run_i
 
     assert strip(a) == strip(b) and a["train"] == b["train"]
     assert a["train_accuracy_by_problem"] == b["train_accuracy_by_problem"]
+
+    # a real SIGKILL (no finally, no flush) in another process once checkpoint-2 is on disk, then resume here
+    (tmp_path / "inputs.json").write_text(json.dumps([probs, held]))
+    script = ("import json, sys, torch; from lens.rl import RLConfig, train_rl; "
+              "probs, held = json.load(open(sys.argv[1])); "
+              f"torch.manual_seed(0); train_rl('organism:base', probs, held, 'correct', RLConfig(**{small_kw()!r}), "
+              "out=sys.argv[2], say=lambda m: None)")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "inputs.json"), str(tmp_path / "c")],
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        while not (tmp_path / "c" / "checkpoint-2" / "trainer_state.json").exists():
+            assert proc.poll() is None, f"the run ended before its step-2 checkpoint: {proc.stderr.read()[-500:]}"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    assert json.loads((tmp_path / "c" / "rl_log.json").read_text())["status"] == "running"
+    torch.manual_seed(0)
+    c = train_rl("organism:base", probs, held, "correct", small(), out=tmp_path / "c", **quiet)
+    wc = load_file(tmp_path / "c" / "final" / "model.safetensors")
+    assert all(torch.equal(wa[k], wc[k]) for k in wa)
+    assert strip(a) == strip(c) and a["train"] == c["train"]
     # the same call on a finished run does nothing; other settings are refused
     assert train_rl("organism:base", probs, held, "correct", small(), out=tmp_path / "b", **quiet)["status"] == "done"
     with pytest.raises(LensError, match="other settings"):
