@@ -130,13 +130,18 @@ def test_hybrid_on_another_pair_with_a_task_file(capsys, monkeypatch, tmp_path, 
     tasks.write_text("".join(json.dumps({"question": f"What is {i} plus {i}?", "answer": str(2 * i)}) + "\n"
                              for i in range(40)))
     code, out, _ = run(capsys, monkeypatch, "hybrid", "--base", folder, "--thinking", folder, "--tasks", tasks,
-                       "--n", 16, "--max-new-tokens", 12, "--categories", 3, "--json")
+                       "--n", 16, "--max-new-tokens", 12, "--categories", 3, "--calibrate", 2,
+                       "--calibration-grid", "1", "--json")
     assert code == 0
     res = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     assert res["n"] == 16 and res["vectors"]["selector"] == "taxonomy" and 2 <= len(res["vectors"]["categories"]) <= 3
     assert res["hybrid"]["gap_recovered"] is None  # 0/0 (base = thinking) is written as null, not NaN
     assert res["hybrid"]["fraction_gated"] == 0.0  # one model as base and thinking never disagrees with itself
     assert res["hybrid"]["accuracy"]["value"] == res["base"]["value"]
+    assert res["vectors"]["calibration"]["n"] == 2  # problems 32 and 33: after the evaluated and the traced
+    code, _, err = run(capsys, monkeypatch, "hybrid", "--base", folder, "--thinking", folder, "--tasks", tasks,
+                       "--n", 16, "--calibrate", 9)
+    assert code != 0 and "--calibrate 9 needs 9 problems" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_placement_options_reach_every_loaded_model(capsys, monkeypatch, tmp_path, folder):

@@ -155,3 +155,41 @@ def test_lens_hybrid_force_thinking_opens_every_prompt_for_both_models(capsys, m
     code, _, err = run_cli(monkeypatch, capsys, ["hybrid", "--base", "organism:base", "--thinking", "organism:thinking",
                                                  "--tasks", "gsm8k", "--force-thinking"])
     assert code != 0 and "--force-thinking" in err and "Traceback" not in err
+
+
+def test_calibration_on_another_pair_uses_problems_apart_from_the_evaluated_and_traced(monkeypatch):
+    """Other pairs calibrate on the task set's problems after the evaluated and trace ones, each model through
+    its own prompt; with another layer offered, the evaluation runs what the calibration chose."""
+    import lens.hybrid.calibrate as C
+    from lens.errors import LensError
+    from lens.evaluation.templates import model_prompts
+    from lens.studies import hybrid_generic
+    from lens.tiny import tiny_pair
+
+    base, thinking = tiny_pair("qwen")
+    qs = [f"What is {i} plus {i}?" for i in range(40)]
+    prompts, t_prompts = [f"Q: {q}\nA:" for q in qs], model_prompts(thinking, qs)
+    seen = {}
+    real = C.calibrate_scales
+
+    def spy(b, t, dev, is_correct, cfg, **kw):
+        seen.update(dev=list(dev), t_dev=list(kw["thinking_prompts"]), sites=sorted(kw["alternatives"]))
+        seen["graded"] = [is_correct(i, str(2 * (32 + i))) and not is_correct(i, "0") for i in range(len(dev))]
+        return real(b, t, dev, is_correct, cfg, **kw)
+
+    monkeypatch.setattr(C, "calibrate_scales", spy)
+    answers = [str(2 * i) for i in range(40)]
+    res = hybrid_generic.run(base, thinking, prompts, lambda i, t: t.strip() == answers[i], prompts[:4],
+                             prompts[4:8], n=16, thinking_prompts=t_prompts, layer=1, n_categories=3,
+                             max_new_tokens=10, calibrate=4, calibration_grid=(1.0, 2.0), calibration_layers=(0,),
+                             ablations=("none",))
+    assert seen["dev"] == prompts[32:36] and seen["t_dev"] == t_prompts[32:36]  # 0-15 evaluated, 16-31 traced
+    assert seen["graded"] == [True] * 4  # graded against problems 32..35
+    assert seen["sites"] == ["blocks.0.hook_resid_post"]
+    cal = res["vectors"]["calibration"]
+    assert cal["n"] == 4 and {t["site"] for t in cal["tried"] if t["vector"] != "bias"} == {
+        "blocks.0.hook_resid_post", "blocks.1.hook_resid_post"}
+    assert res["category_sites"] == cal["category_sites"]
+    with pytest.raises(LensError, match="--calibrate 9 needs 9 problems after the 32"):
+        hybrid_generic.run(base, thinking, prompts, lambda i, t: False, prompts[:4], prompts[4:8], n=16,
+                           thinking_prompts=t_prompts, calibrate=9)

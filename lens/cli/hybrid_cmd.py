@@ -63,9 +63,11 @@ def hybrid_cmd(
         help="the coefficient the no_guardrail ablation steers with (hybrid_token.py's first, 0.5); one of the "
              "sweep 0.1..1.0"),
     calibrate: int = typer.Option(0, "--calibrate", callback=non_negative,
-                                  help="organism pairs: rescale the bias and each category vector by the factor of "
+                                  help="rescale the bias and each category vector by the factor of "
                                        "--calibration-grid under which the hybrid is most accurate on this many "
-                                       "training problems, none of them in the held out set; 0: no calibration"),
+                                       "problems apart from the evaluated ones (the organism's training problems; "
+                                       "on other pairs the task set's problems after the evaluated and trace "
+                                       "ones); 0: no calibration"),
     calibration_grid: str = typer.Option("0,0.5,1,2,3", "--calibration-grid",
                                          help="comma-separated scales tried by --calibrate"),
     calibration_layers: str = typer.Option(None, "--calibration-layers",
@@ -114,9 +116,6 @@ def hybrid_cmd(
                         "question/answer rows)")
     if not organism and selector != "taxonomy":
         raise LensError("on other pairs the categories come from the taxonomy; drop --selector")
-    if not organism and calibrate:
-        raise LensError("--calibrate runs on the bundled organism pairs only (it tunes on their training "
-                        "problems); drop it for other pairs")
     if not organism and force_thinking:
         raise LensError("--force-thinking runs on the bundled organism pairs only; on other pairs give the "
                         "thinking model's prompt with --thinking-template")
@@ -153,7 +152,8 @@ def hybrid_cmd(
         from ..studies import hybrid_generic
         from ..studies.reproduce import Sizes, setup
 
-        s = setup(tasks, b, Sizes(n=1, hybrid_n=n, cot_n=1, feature_n=1), template or "user_assistant",
+        # the task set's first n problems are evaluated, the next n give the traces, then --calibrate more
+        s = setup(tasks, b, Sizes(n=2 * n + calibrate, hybrid_n=n, cot_n=1, feature_n=1), template or "user_assistant",
                   thinking=t, thinking_template=thinking_template)  # each model prompted through its own template
         res = hybrid_generic.run(b, t, s.prompts, s.is_correct, s.think_prompts, s.direct_prompts, n=n,
                                  layer=layer, read_layer=read_layer, norm_frac=norm_frac, n_categories=categories,
@@ -161,7 +161,8 @@ def hybrid_cmd(
                                  thinking_prompts=s.thinking_prompts or None,
                                  no_guardrail_coefficient=no_guardrail_coefficient, data_parallel=True,
                                  vectors=vectors, vectors_dir=vectors_dir, vector_steps=vector_steps,
-                                 steer_positions=steer_positions, candidate_batch=candidate_batch, **sized)
+                                 steer_positions=steer_positions, candidate_batch=candidate_batch,
+                                 calibrate=calibrate, calibration_grid=grid, calibration_layers=cal_layers, **sized)
         res["prompt_templates"] = s.templates
     if not main:  # rank 0 reports for the whole job
         return

@@ -161,3 +161,51 @@ def calibrate_scales(
         say(f"calibration: {name} at {where[name]} x{scales[name]} ({acc:.3f})")
     moved = {k: s for k, s in where.items() if s != config.site}
     return Calibration(bias_scale, scales, len(prompts), grid, tried, moved)
+
+
+@dataclass
+class Calibrated:
+    """What a calibration hands the evaluation: its record and the vectors and sites to run with."""
+
+    calibration: Calibration
+    bias: torch.Tensor | None
+    categories: dict[str, torch.Tensor]
+    category_sites: dict[str, str] | None
+    site_biases: dict[str, torch.Tensor] | None
+
+
+def calibrate_vectors(
+    base: Model,
+    thinking: Model,
+    prompts: Sequence[str],
+    is_correct: Callable[[int, str], bool],
+    config: HybridConfig,
+    vectors_at: Callable[[str], tuple[torch.Tensor | None, dict[str, torch.Tensor]]],
+    *,
+    layers: Sequence[int] = (),
+    grid: Sequence[float] = DEFAULT_GRID,
+    max_new_tokens: int = 96,
+    thinking_prompts: Sequence[str] | None = None,
+    batch_size: int = 64,
+    progress: Callable[[str], None] | None = None,
+) -> Calibrated:
+    """`calibrate_scales` with each of `layers` offered as another steer site, and the chosen vectors applied.
+
+    vectors_at(site) makes (bias, categories) at another steer site as the config's were made at its own
+    (`lens.hybrid.vectors.hybrid_vectors`); it is called once per layer of `layers` other than the config's.
+    """
+    say = progress or (lambda _m: None)
+    bad = [layer for layer in layers if not 0 <= layer < base.n_layers]
+    if bad:
+        raise LensError(f"calibration layer {bad[0]} is not a layer of the base (0..{base.n_layers - 1})")
+    alternatives = {}
+    for layer in sorted(set(layers)):
+        site = f"blocks.{layer}.hook_resid_post"
+        if site != config.site:
+            say(f"category vectors at layer {layer}")
+            alternatives[site] = vectors_at(site)
+    cal = calibrate_scales(base, thinking, prompts, is_correct, config, grid=grid, max_new_tokens=max_new_tokens,
+                           thinking_prompts=thinking_prompts, batch_size=batch_size, progress=say,
+                           alternatives=alternatives)
+    bias, cats = cal.apply(config.bias, dict(config.categories), alternatives)
+    return Calibrated(cal, bias, cats, cal.category_sites or None, cal.site_biases(alternatives))

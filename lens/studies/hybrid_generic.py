@@ -20,7 +20,8 @@ from collections.abc import Callable, Sequence
 
 from ..decoding.generate import generate
 from ..errors import LensError
-from ..hybrid.config import ALL_ABLATIONS, NO_GUARDRAIL_COEFFICIENT, PAPER_COEFFICIENTS
+from ..hybrid.calibrate import DEFAULT_GRID, calibrate_vectors
+from ..hybrid.config import ALL_ABLATIONS, NO_GUARDRAIL_COEFFICIENT, PAPER_COEFFICIENTS, HybridConfig
 from ..hybrid.selectors import taxonomy_selector
 from ..hybrid.study import run_study
 from ..hybrid.vectors import hybrid_vectors
@@ -67,6 +68,9 @@ def run(
     vector_steps: int = 60,
     steer_positions: str = "newest",
     candidate_batch: int = 32,
+    calibrate: int = 0,
+    calibration_grid: tuple[float, ...] = DEFAULT_GRID,
+    calibration_layers: tuple[int, ...] | None = None,
 ) -> dict:
     """Unsupervised category vectors from the thinking model's traces, then the hybrid study.
 
@@ -80,7 +84,10 @@ def run(
     batches (`run_study`); the taxonomy and the vectors are fitted whole on every rank. vectors: "means" or
     "optimised" (`lens.hybrid.vectors`, `vector_steps` Adam steps each); vectors_dir: a folder keeping them for
     later runs. steer_positions: "newest" or "all" (`HybridConfig`); candidate_batch: sweep candidates per base
-    forward (`HybridConfig`).
+    forward (`HybridConfig`). calibrate: when > 0, the bias and each category vector are rescaled (and, with
+    `calibration_layers`, each category may move to another steer layer) as the hybrid is most accurate on that
+    many problems of the task set after the evaluated and trace problems (`lens.hybrid.calibrate`); the task set
+    must hold them.
     """
     from ..distributed import sharing
 
@@ -88,14 +95,23 @@ def run(
     t_all = list(prompts if thinking_prompts is None else thinking_prompts)
     if len(t_all) != len(prompts):
         raise LensError(f"{len(t_all)} thinking prompts for {len(prompts)} prompts")
+    used = n  # the task set's problems taken so far (evaluated, then traces): calibration starts after them
     if trace_prompts is not None:
         where, t_trace = "given trace prompts", list(trace_prompts)
     elif len(prompts[n : 2 * n]) >= max(4, n // 2):
         trace_prompts, t_trace = list(prompts[n : 2 * n]), t_all[n : 2 * n]
         where = "the next problems of the task set (disjoint from the evaluated ones)"
+        used += len(trace_prompts)
     else:
         trace_prompts, t_trace = list(prompts[:n]), t_all[:n]
         where = "the evaluated problems (too few others)"
+    if calibration_layers and not calibrate:
+        raise LensError("calibration layers are tried by the calibration; give --calibrate N as well")
+    dev, t_dev = list(prompts[used: used + calibrate]), t_all[used: used + calibrate]
+    if len(dev) < calibrate:
+        raise LensError(f"--calibrate {calibrate} needs {calibrate} problems after the {used} evaluated and trace "
+                        f"problems, but the task set has {len(prompts)}; lower --calibrate or --n, or give a larger "
+                        "task set")
     prompts, t_prompts = list(prompts[:n]), t_all[:n]
     if not think_prompts or not direct_prompts:
         raise LensError("the hybrid's bias needs prompts that ask for reasoning and prompts that ask for a direct "
@@ -122,13 +138,31 @@ def run(
                                       steps=vector_steps,
                                       order=list(tinfo["taxonomy"]["categories"]))  # in the selector's index order
     info.update(tinfo)
+    calibration, category_sites, site_biases = None, None, None
+    if calibrate:
+        say(f"calibrating vector scales on {calibrate} problems apart from the evaluated and trace ones")
+        cfg = HybridConfig(site, cats, bias=bias, coefficients=coefficients, selector=pick, read_site=read_site,
+                           steer_positions=steer_positions, candidate_batch=candidate_batch)
+
+        def vectors_at(other: str):
+            return hybrid_vectors(base, b_traces, other, think_prompts, direct_prompts, method=vectors,
+                                  norm_frac=norm_frac, step_labels=step_names, seed=seed, steps=vector_steps,
+                                  order=list(tinfo["taxonomy"]["categories"]))[:2]
+
+        done = calibrate_vectors(base, thinking, dev, lambda i, text: is_correct(used + i, text), cfg, vectors_at,
+                                 layers=calibration_layers or (), grid=calibration_grid,
+                                 max_new_tokens=max_new_tokens, thinking_prompts=t_dev, batch_size=batch_size,
+                                 progress=say)
+        calibration, bias, cats = done.calibration, done.bias, done.categories
+        category_sites, site_biases = done.category_sites, done.site_biases
     out = run_study(base, thinking, prompts, is_correct, site, bias, cats, coefficients=coefficients,
                     ablations=ablations, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
                     selector=pick, progress=say, thinking_prompts=t_prompts, read_site=read_site,
                     no_guardrail_coefficient=no_guardrail_coefficient,
                     steer_positions=steer_positions, candidate_batch=candidate_batch,
                     selector_variants={"live_only": pick.variant(live_only=True)},
-                    data_parallel=data_parallel)
+                    category_sites=category_sites, site_biases=site_biases, data_parallel=data_parallel)
     out["vectors"] = {**info, "norm_frac": norm_frac, "categories": list(cats), "selector": "taxonomy",
-                      "n_traces": len(traces), "n_sentences": n_sent, "trace_prompts": where}
+                      "n_traces": len(traces), "n_sentences": n_sent, "trace_prompts": where,
+                      "calibration": None if calibration is None else calibration.as_dict()}
     return out

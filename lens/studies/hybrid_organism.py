@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..errors import LensError
-from ..hybrid.calibrate import DEFAULT_GRID, calibrate_scales
+from ..hybrid.calibrate import DEFAULT_GRID, calibrate_vectors
 from ..hybrid.config import ALL_ABLATIONS, NO_GUARDRAIL_COEFFICIENT, PAPER_COEFFICIENTS, HybridConfig
 from ..hybrid.selectors import TaxonomySelector as TaxonomySelector
 from ..hybrid.selectors import raw_latents as raw_latents
@@ -34,11 +34,6 @@ from . import organism_inputs as O
 
 SELECTORS = ("nearest", "taxonomy")
 ANSWER_PROMPT = "</think>A:"  # the organism's answer marker after its trace (lens/organism/corpus.py)
-
-
-def check_layer(model: Model, layer: int) -> None:
-    if not 0 <= layer < model.n_layers:
-        raise LensError(f"calibration layer {layer} is not a layer of the base (0..{model.n_layers - 1})")
 
 
 def run(
@@ -114,24 +109,19 @@ def run(
     if calibrate:
         say(f"calibrating vector scales on {calibrate} training problems")
         dev_prompts, dev_answers = O.dev_problems(calibrate)
-        dev_prompts = [p + prefill for p in dev_prompts]
-        alternatives = {}
-        for other in sorted(set(calibration_layers or ()) - {layer}):
-            check_layer(base, other)
-            say(f"category vectors at layer {other} ({vectors})")
-            o_bias, o_cats, _ = hybrid_vectors(base, traces, f"blocks.{other}.hook_resid_post", think_prompts,
-                                               direct_prompts, method=vectors, norm_frac=norm_frac,
-                                               step_labels=step_names, order=order, steps=vector_steps)
-            alternatives[f"blocks.{other}.hook_resid_post"] = (o_bias, o_cats)
         cfg = HybridConfig(site, cats, bias=bias, coefficients=coefficients, selector=pick, read_site=read_site,
                            answer_prompt=ANSWER_PROMPT, steer_positions=steer_positions,
                            candidate_batch=candidate_batch)
-        calibration = calibrate_scales(base, thinking, dev_prompts, O.checker(dev_answers), cfg,
-                                       grid=calibration_grid, max_new_tokens=max_new_tokens, progress=say,
-                                       alternatives=alternatives)
-        site_biases = calibration.site_biases(alternatives)
-        bias, cats = calibration.apply(bias, cats, alternatives)
-        category_sites = calibration.category_sites or None
+
+        def vectors_at(other: str):
+            return hybrid_vectors(base, traces, other, think_prompts, direct_prompts, method=vectors,
+                                  norm_frac=norm_frac, step_labels=step_names, order=order, steps=vector_steps)[:2]
+
+        done = calibrate_vectors(base, thinking, [p + prefill for p in dev_prompts], O.checker(dev_answers), cfg,
+                                 vectors_at, layers=calibration_layers or (), grid=calibration_grid,
+                                 max_new_tokens=max_new_tokens, progress=say)
+        calibration, bias, cats = done.calibration, done.bias, done.categories
+        category_sites, site_biases = done.category_sites, done.site_biases
     out = run_study(base, thinking, prompts, O.checker(answers), site, bias, cats, coefficients=coefficients,
                     ablations=ablations, max_new_tokens=max_new_tokens, selector=pick, progress=say,
                     read_site=read_site, answer_prompt=ANSWER_PROMPT,
