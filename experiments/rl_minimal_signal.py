@@ -19,7 +19,7 @@ from lens.evaluation.tasks import load_organism
 from lens.rl import RLConfig
 from lens.rl.data import from_tasks
 from lens.studies.organism_inputs import marker_contrast
-from lens.studies.rl_study import EXPERIMENTS, run_rl_study
+from lens.studies.rl_study import CFT, EXPERIMENTS, run_rl_study
 
 
 def main() -> None:
@@ -28,7 +28,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--eval-n", type=int, default=200)
     ap.add_argument("--pass-k", type=int, default=256)
-    ap.add_argument("--experiments", default=",".join(EXPERIMENTS))
+    ap.add_argument("--experiments", default=",".join(EXPERIMENTS),
+                    help=f"comma separated, of {', '.join([*EXPERIMENTS, CFT])}")
     ap.add_argument("--json", default=None, help="also write the study's numbers here")
     args = ap.parse_args()
     import torch

@@ -327,3 +327,50 @@ def test_cli_incorrect_reward_labels_itself_and_one_shot_from_a_run(tmp_path):
     assert one.returncode == 0, one.stderr[-2000:]
     picked = json.loads((tmp_path / "one" / "rl_log.json").read_text())["meta"]["problems"]
     assert len(picked) == 1 and picked[0] in seen  # chosen from the earlier run's history of its problems
+
+
+def test_study_cft_trains_every_model_on_the_first_models_critiques(tmp_path, tiny_run_inputs, monkeypatch):
+    """The cft experiment: critiques sampled once (the first model's wrong solutions of the 1-shot problem) and
+    trained into every model; its before/after evaluations, a diff of its checkpoint, and a rerun that reuses it."""
+    import lens.rl.cft as cft
+    from lens.studies import rl_study
+    from lens.studies.organism_inputs import marker_contrast
+
+    probs, held = tiny_run_inputs
+    calls = {"critiques": 0, "train": 0}
+    real_crit, real_train = cft.organism_critiques, cft.train_cft
+
+    def crit(*a, **k):
+        calls["critiques"] += 1
+        return real_crit(*a, **{**k, "n_samples": 24, "max_solutions": 8})  # fewer than the study's, for time
+
+    def train(*a, **k):
+        calls["train"] += 1
+        return real_train(*a, **k)
+
+    monkeypatch.setattr(cft, "organism_critiques", crit)
+    monkeypatch.setattr(cft, "train_cft", train)
+    models = {"base": "organism:verifier-base", "control": "organism:control"}
+    kw = {"heldout": held, "train": probs, "experiments": ("cft",), "cfg": small(steps=2, eval_every=2),
+          "pass_k": 0, "say": lambda m: None}
+    res = rl_study.run_rl_study(models, tmp_path, contrast=marker_contrast(8), **kw)
+    assert calls == {"critiques": 1, "train": 2}
+    runs = [res["models"][m]["runs"]["cft"] for m in models]
+    assert all(r["status"] == "done" and r["n_problems"] == 1 for r in runs)
+    assert runs[0]["n_critiques"] == runs[1]["n_critiques"] >= 1 and runs[0]["problems"] == [probs[0]["id"]]
+    assert [c["step"] for c in runs[0]["curve"]][0] == 0 and runs[0]["curve"][-1]["step"] > 0
+    assert runs[0]["lift"] == pytest.approx(runs[0]["after"] - runs[0]["before"])
+    assert runs[0]["loss"][1] < runs[0]["loss"][0]  # the critiques were learned
+    assert set(res["models"]["base"]["diffs"]) == {"cft"}
+    assert res["models"]["base"]["diffs"]["cft"]["weights"]
+    again = rl_study.run_rl_study(models, tmp_path, **kw)  # finished folders are reused, not retrained
+    assert calls["train"] == 2 and again["models"]["control"]["runs"]["cft"]["after"] == runs[1]["after"]
+
+    def none(*a, **k):
+        raise LensError("the model produced no wrong solution of 1+1 in 64 samples; pick a harder problem")
+
+    monkeypatch.setattr(cft, "organism_critiques", none)
+    skipped = rl_study.run_rl_study({"base": "organism:base"}, tmp_path / "other", **kw)
+    assert skipped["models"]["base"]["runs"]["cft"] == {
+        "status": "skipped", "reason": "the model produced no wrong solution of 1+1 in 64 samples; pick a harder "
+                                       "problem"}

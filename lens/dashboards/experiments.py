@@ -109,8 +109,9 @@ def diff_page(report: Report, step: Mapping | None) -> Page:
 
 def rl_page(report: Report, step: Mapping | None) -> Page:
     page = report.page("3. RL with verifiable and spurious rewards", id="rl",
-                       lead="GRPO (TRL) on the base and on the control, which never saw a thinking trace: held-out "
-                            "greedy accuracy against training step for each reward, pass@k before and after "
+                       lead="GRPO (TRL) on the base and on the control, which never saw a thinking trace, and "
+                            "one-problem critique fine-tuning (cft, TRL's SFT): held-out "
+                            "greedy accuracy against training step for each run, pass@k before and after "
                             "1-shot RLVR, and where each run's final checkpoint differs from its start (activation "
                             "shift by layer and its cosine with the start model's reasoning direction).")
     if _skipped(page, step):
@@ -125,7 +126,7 @@ def rl_page(report: Report, step: Mapping | None) -> Page:
                 for exp, r in m.get("runs", {}).items() for c in r.get("curve", [])]
         if rows:
             page.figure(F.sweep(rows, "step", "accuracy", "run", f"{name}: held-out greedy accuracy vs step",
-                                "GRPO step", "accuracy (%)"), height=380)
+                                "training step (GRPO; cft: SFT steps)", "accuracy (%)"), height=380)
         train = [{"train": c["train_accuracy"], "accuracy": c["heldout_accuracy"], "run": exp}
                  for exp, r in m.get("runs", {}).items() if exp == "one_shot" for c in r.get("curve", [])]
         if train:

@@ -124,15 +124,25 @@ def train_cft(model: Any, examples: Sequence[dict], out: str | Path, cfg: CFTCon
             data_seed=cfg.seed, use_cpu=not cuda, bf16=False, max_length=cfg.max_length,
             completion_only_loss=True, dataloader_num_workers=0, disable_tqdm=True,
         )
-        data = datasets.Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
-        trainer = SFTTrainer(model=hf, args=args, train_dataset=data, processing_class=tok)
         from transformers.trainer_callback import PrinterCallback
+        from transformers.utils import logging as hf_logging
 
-        trainer.remove_callback(PrinterCallback)  # its per-step dicts would go to stdout (lens prints the losses)
-        with torch.enable_grad():
-            trainer.train()
+        data = datasets.Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
+        bars = hf_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # "Writing model shards", the dataset's preparation bars
+        datasets.disable_progress_bars()
+        try:
+            trainer = SFTTrainer(model=hf, args=args, train_dataset=data, processing_class=tok)
+            trainer.remove_callback(PrinterCallback)  # its per-step dicts would go to stdout (lens prints the losses)
+            with torch.enable_grad():
+                trainer.train()
+            trainer.model.save_pretrained(str(tmp))
+        finally:
+            if bars[0]:
+                hf_logging.enable_progress_bar()
+            if bars[1]:
+                datasets.enable_progress_bars()
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-        trainer.model.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
         import shutil
 

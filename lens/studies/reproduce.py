@@ -67,8 +67,8 @@ class Sizes:
     rl_n: int = 100              # held-out problems each RL evaluation measures
     rl_pass_k: int = 64          # pass@k up to this k before / after 1-shot RLVR (on 40 problems)
     # the correct reward on the full set first: its per-problem history picks the 1-shot problem (the paper's
-    # variance rule); then 1-shot RLVR and the three spurious rewards
-    rl_experiments: tuple[str, ...] = ("full", "one_shot", "format", "random", "incorrect")
+    # variance rule); then 1-shot RLVR, the three spurious rewards and one-problem CFT on the 1-shot problem
+    rl_experiments: tuple[str, ...] = ("full", "one_shot", "format", "random", "incorrect", "cft")
 
     def as_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -549,10 +549,11 @@ def rl_rows(st: dict | None) -> list[dict]:
                 rows.append({"metric": f"{name}: {exp}", "this run": f"skipped: {r['reason']}", "paper": "-"})
                 continue
             paper = papers.get("one_shot") if exp == "one_shot" else papers.get("spurious") if exp in (
-                "format", "random", "incorrect") else "-"
-            rows.append({"metric": f"{name}: {exp} ({r['reward']} reward, {r['n_problems']} problem(s)), held-out "
-                                   "greedy accuracy", "this run": f"{_pct(r['before'])} -> {_pct(r['after'])}",
-                         "paper": paper})
+                "format", "random", "incorrect") else papers.get("cft", "-") if exp == "cft" else "-"
+            what = (f"critiques of {r.get('n_critiques')} wrong solutions of 1 problem, SFT" if exp == "cft" else
+                    f"{r['reward']} reward, {r['n_problems']} problem(s)")
+            rows.append({"metric": f"{name}: {exp} ({what}), held-out greedy accuracy",
+                         "this run": f"{_pct(r['before'])} -> {_pct(r['after'])}", "paper": paper})
         pk = m.get("pass_at_k")
         if pk:
             k = str(max(int(x) for x in pk["before"]))

@@ -1,5 +1,6 @@
 """Finding 3 with real RL on a model pair's base and a control: 1-shot RLVR, full-set RLVR and the
-spurious rewards (format, random, incorrect label), each through ``lens.rl.train_rl`` (TRL's GRPO).
+spurious rewards (format, random, incorrect label), each through ``lens.rl.train_rl`` (TRL's GRPO), and
+one-problem critique fine-tuning on the 1-shot problem (``cft``, TRL's SFT; `cft_run`).
 
 For each model: the untrained held-out numbers; for each experiment the run's curves (held-out greedy
 accuracy, training accuracy and thinking-format rate vs step) and its lift; pass@k at k = 1..``pass_k``
@@ -11,6 +12,9 @@ reasoning direction); and the issue's targets checked on the numbers. Runs live 
 
 from __future__ import annotations
 
+import json
+import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -28,11 +32,16 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
     "random": ("random", "full"),
     "incorrect": ("incorrect", "full"),
 }
+#: one-problem critique fine-tuning (TRL's SFTTrainer, `lens.rl.cft`) on the 1-shot problem, with critiques of the
+#: first model's own wrong solutions (the same critiques for every model)
+CFT = "cft"
 PAPERS = {
     "one_shot": "1-shot RLVR: Qwen2.5-Math-1.5B MATH500 36.0 -> 73.6 (arXiv 2504.20571)",
     "spurious": "random / format / incorrect rewards: +16 to +25 points on Qwen2.5-Math, ~0 on Llama and OLMo "
                 "(arXiv 2506.10947)",
     "pass_k": "RLVR narrows what the base reaches at large k (Yue et al., arXiv 2504.13837)",
+    "cft": "critique fine-tuning on one problem matches 1-shot RLVR: Qwen2.5-Math-7B +15 points on six math "
+           "benchmarks (arXiv 2506.03295)",
 }
 
 
@@ -48,7 +57,7 @@ def incorrect_labelled(model: Any, problems: Sequence[dict], samples: int = 8, s
 
 
 def run_rl_study(models: Mapping[str, Any], out: str | Path, *, heldout: Sequence[dict],
-                 train: Sequence[dict] | None = None, experiments: Sequence[str] = tuple(EXPERIMENTS),
+                 train: Sequence[dict] | None = None, experiments: Sequence[str] = (*EXPERIMENTS, CFT),
                  cfg: RLConfig | None = None, pass_k: int = 256, pass_k_n: int = 40,
                  contrast: tuple[Sequence[str], Sequence[str]] | None = None,
                  say: Callable[[str], None] = print) -> dict:
@@ -62,9 +71,9 @@ def run_rl_study(models: Mapping[str, Any], out: str | Path, *, heldout: Sequenc
     """
     from ..models import Model, load_model
 
-    bad = [e for e in experiments if e not in EXPERIMENTS]
+    bad = [e for e in experiments if e not in EXPERIMENTS and e != CFT]
     if bad:
-        raise LensError(f"unknown RL experiment(s) {bad}: choose from {', '.join(EXPERIMENTS)}")
+        raise LensError(f"unknown RL experiment(s) {bad}: choose from {', '.join([*EXPERIMENTS, CFT])}")
     cfg = cfg or RLConfig()
     train = list(train) if train is not None else organism_train_problems(64)
     out = Path(out)
@@ -74,17 +83,27 @@ def run_rl_study(models: Mapping[str, Any], out: str | Path, *, heldout: Sequenc
     neutral = [p["prompt"] for p in heldout[:64]]
     if contrast is not None:
         res["diff_prompts"] = {"reasoning": len(contrast[0]), "direct": len(contrast[1]), "neutral": len(neutral)}
+    critiques: dict = {}  # the first model's critique examples, reused for every model
     for name, spec in models.items():
         m = spec if isinstance(spec, Model) else load_model(spec)
         row: dict = {"spec": m.spec, "runs": {}}
         runs: dict[str, dict] = {}
         for exp in experiments:
-            reward, regime = EXPERIMENTS[exp]
+            reward, regime = EXPERIMENTS.get(exp, ("critique", "one"))
             problems = list(train)
             if regime == "one":
                 hist = accuracy_history(runs["full"]) if "full" in runs else {}
                 pid = one_shot_by_variance(hist, problems)[0] if hist else problems[0]["id"]
                 problems = [next(p for p in problems if p["id"] == pid)]
+            if exp == CFT:
+                say(f"== rl {name}: one-problem critique fine-tuning ({problems[0]['id']})")
+                log = cft_run(m, problems[0], heldout, cfg, out / name / exp, critiques, say=say)
+                if log.get("status") == "skipped":
+                    row["runs"][exp] = log
+                    continue
+                runs[exp] = log
+                row["runs"][exp] = summary(log)
+                continue
             if reward == "incorrect":
                 problems = incorrect_labelled(m, problems, seed=cfg.seed)
                 if not problems:
@@ -106,6 +125,46 @@ def run_rl_study(models: Mapping[str, Any], out: str | Path, *, heldout: Sequenc
         res["models"][name] = row
     res["targets"] = targets(res)
     return res
+
+
+def cft_run(m: Any, problem: dict, heldout: Sequence[dict], cfg: RLConfig, out: Path, critiques: dict, *,
+            samples: int = 64, max_critiques: int = 32, say: Callable[[str], None] = print) -> dict:
+    """One-problem CFT of ``m`` as a run log `summary` reads: held-out evaluations before (step 0) and after
+    (step = SFT steps), the trained folder ``out/model`` (`lens.rl.cft.train_cft`; reused when complete).
+
+    critiques: ``{problem id: examples}``; the first call samples ``m``'s distinct wrong thinking solutions of
+    ``problem`` (``samples`` at T=1, at most ``max_critiques``) with the organism's critique of each, and later
+    calls (other models) train on the same examples. Skipped (with the reason) when no wrong solution is found.
+    """
+    from ..models import load_model
+    from ..rl.cft import CFTConfig, organism_critiques, train_cft
+
+    if problem["id"] not in critiques:
+        try:
+            critiques[problem["id"]] = organism_critiques(m, problem, n_samples=samples, max_solutions=max_critiques,
+                                                          seed=cfg.seed,
+                                                          max_new_tokens=max(cfg.max_completion_length, 220))
+        except LensError as e:
+            critiques[problem["id"]] = str(e)
+    examples = critiques[problem["id"]]
+    if isinstance(examples, str):
+        return {"status": "skipped", "reason": examples}
+    ccfg = CFTConfig(seed=cfg.seed)
+    folder = out / "model"
+    kw = {"samples": cfg.eval_samples, "max_new_tokens": cfg.max_completion_length, "seed": cfg.seed}
+    t0 = time.time()
+    before = evaluate_policy(m, heldout[: cfg.eval_n], **kw)
+    if not (folder / "training.json").is_file():  # written last, inside the atomic folder: the run finished
+        out.mkdir(parents=True, exist_ok=True)
+        train_cft(m, examples, folder, ccfg, log=say)
+    steps = ccfg.epochs * math.ceil(len(examples) / ccfg.batch_size)
+    after = evaluate_policy(load_model(str(folder)), heldout[: cfg.eval_n], **kw)
+    info = json.loads((folder / "training.json").read_text())
+    return {"status": "done", "final": str(folder), "train_seconds": info.get("seconds"),
+            "meta": {"reward": "critique (SFT)", "n_problems": 1, "problems": [problem["id"]]},
+            "evals": [{**before, "step": 0, "train_accuracy": None}, {**after, "step": steps, "train_accuracy": None}],
+            "n_critiques": len(examples), "loss": [info.get("first_loss"), info.get("last_loss")],
+            "seconds": round(time.time() - t0, 1)}
 
 
 def checkpoint_diffs(start: Any, runs: Mapping[str, dict], contrast: tuple[Sequence[str], Sequence[str]],
@@ -148,7 +207,8 @@ def summary(log: dict) -> dict:
             "lift": last["heldout_accuracy"] - first["heldout_accuracy"],
             "thinking_before": first["thinking_rate"], "thinking_after": last["thinking_rate"],
             "saturated_at": sat, "gain_after_saturation": (after_sat[-1] - after_sat[0]) if after_sat else None,
-            "train_seconds": log.get("train_seconds"), "curve": curve, "folder": log.get("final")}
+            "train_seconds": log.get("train_seconds"), "curve": curve, "folder": log.get("final"),
+            **{k: log[k] for k in ("n_critiques", "loss") if k in log}}
 
 
 def targets(res: dict) -> list[dict]:
