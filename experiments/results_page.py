@@ -459,7 +459,29 @@ def reproduce_run(d: dict) -> str:
         table(["step", "status", "wall s", "CPU s"], rows), "",
         f"Budget (`lens reproduce` on 2 CPU cores): <= 900 s; this run {fixed(m['wall_s'], 0)} s "
         f"({'met' if m['wall_s'] <= 900 else '**not met**'}). The feature step reads the organism's SAE from the "
-        "cache when it is there (a fresh machine trains it first, inside the step)."])
+        "cache when it is there (a fresh machine trains it first, inside the step).", *reproduce_rl(d.get("rl"))])
+
+
+def reproduce_rl(st: dict | None) -> list[str]:
+    """The RL step of a reproduce run: each run's held-out greedy accuracy before -> after, and the targets."""
+    if not isinstance(st, dict) or st.get("status") != "ok":
+        return []
+    rows = []
+    for name, m in st["models"].items():
+        for exp, r in m["runs"].items():
+            if r.get("status") == "skipped":
+                rows.append([name, exp, "skipped", r.get("reason", ""), "-", "-"])
+                continue
+            what = (f"critiques of {r.get('n_critiques')} wrong solutions, SFT" if exp == "cft" else
+                    f"{r['reward']} reward")
+            rows.append([name, exp, what, r["n_problems"], f"{pct(r['before'])} -> {pct(r['after'])}",
+                         f"{pct(r['thinking_before'])} -> {pct(r['thinking_after'])}"])
+    targets = [[t["target"], f"{t['value'] * 100:+.1f} points", "met" if t["ok"] else "**missed**"]
+               for t in st.get("targets", [])]
+    return ["", f"The RL step ({st['config']['steps']} GRPO steps a run, held-out greedy accuracy on "
+                f"{st['n_heldout']} problems):", "",
+            table(["model", "experiment", "signal", "training problems", "held-out accuracy", "thinking rate"],
+                  rows), "", table(["target", "this run", ""], targets)]
 
 
 def pass_at_k(d: dict) -> str:

@@ -350,18 +350,21 @@ def test_study_cft_trains_every_model_on_the_first_models_critiques(tmp_path, ti
 
     monkeypatch.setattr(cft, "organism_critiques", crit)
     monkeypatch.setattr(cft, "train_cft", train)
+    picks = iter([probs[0]["id"], probs[1]["id"]] * 2)  # each model's own 1-shot pick differs
+    monkeypatch.setattr(rl_study, "one_shot_by_variance", lambda hist, problems: [next(picks)])
     models = {"base": "organism:verifier-base", "control": "organism:control"}
-    kw = {"heldout": held, "train": probs, "experiments": ("cft",), "cfg": small(steps=2, eval_every=2),
+    kw = {"heldout": held, "train": probs, "experiments": ("full", "cft"), "cfg": small(steps=2, eval_every=2),
           "pass_k": 0, "say": lambda m: None}
     res = rl_study.run_rl_study(models, tmp_path, contrast=marker_contrast(8), **kw)
     assert calls == {"critiques": 1, "train": 2}
     runs = [res["models"][m]["runs"]["cft"] for m in models]
     assert all(r["status"] == "done" and r["n_problems"] == 1 for r in runs)
-    assert runs[0]["n_critiques"] == runs[1]["n_critiques"] >= 1 and runs[0]["problems"] == [probs[0]["id"]]
+    assert runs[0]["n_critiques"] == runs[1]["n_critiques"] >= 1
+    assert runs[0]["problems"] == runs[1]["problems"] == [probs[0]["id"]]  # the first model's problem for both
     assert [c["step"] for c in runs[0]["curve"]][0] == 0 and runs[0]["curve"][-1]["step"] > 0
     assert runs[0]["lift"] == pytest.approx(runs[0]["after"] - runs[0]["before"])
     assert runs[0]["loss"][1] < runs[0]["loss"][0]  # the critiques were learned
-    assert set(res["models"]["base"]["diffs"]) == {"cft"}
+    assert set(res["models"]["base"]["diffs"]) == {"full", "cft"}
     assert res["models"]["base"]["diffs"]["cft"]["weights"]
     again = rl_study.run_rl_study(models, tmp_path, **kw)  # finished folders are reused, not retrained
     assert calls["train"] == 2 and again["models"]["control"]["runs"]["cft"]["after"] == runs[1]["after"]
@@ -370,7 +373,7 @@ def test_study_cft_trains_every_model_on_the_first_models_critiques(tmp_path, ti
         raise LensError("the model produced no wrong solution of 1+1 in 64 samples; pick a harder problem")
 
     monkeypatch.setattr(cft, "organism_critiques", none)
-    skipped = rl_study.run_rl_study({"base": "organism:base"}, tmp_path / "other", **kw)
+    skipped = rl_study.run_rl_study({"base": "organism:base"}, tmp_path / "other", **{**kw, "experiments": ("cft",)})
     assert skipped["models"]["base"]["runs"]["cft"] == {
         "status": "skipped", "reason": "the model produced no wrong solution of 1+1 in 64 samples; pick a harder "
                                        "problem"}

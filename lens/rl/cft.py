@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -116,7 +117,8 @@ def train_cft(model: Any, examples: Sequence[dict], out: str | Path, cfg: CFTCon
     tok = model.tokenizer
     cuda = next(hf.parameters()).is_cuda
     t0 = time.time()
-    with atomic_folder(out, "model") as tmp:
+    with atomic_folder(out, "model") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TRL's defaults and calls use options transformers renamed
         args = SFTConfig(
             output_dir=str(tmp / ".trainer"), num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
             per_device_train_batch_size=cfg.batch_size, lr_scheduler_type="cosine",

@@ -83,7 +83,7 @@ def run_rl_study(models: Mapping[str, Any], out: str | Path, *, heldout: Sequenc
     neutral = [p["prompt"] for p in heldout[:64]]
     if contrast is not None:
         res["diff_prompts"] = {"reasoning": len(contrast[0]), "direct": len(contrast[1]), "neutral": len(neutral)}
-    critiques: dict = {}  # the first model's critique examples, reused for every model
+    critiques: dict = {}  # the first model's 1-shot problem and critique examples, reused for every model
     for name, spec in models.items():
         m = spec if isinstance(spec, Model) else load_model(spec)
         row: dict = {"spec": m.spec, "runs": {}}
@@ -96,8 +96,9 @@ def run_rl_study(models: Mapping[str, Any], out: str | Path, *, heldout: Sequenc
                 pid = one_shot_by_variance(hist, problems)[0] if hist else problems[0]["id"]
                 problems = [next(p for p in problems if p["id"] == pid)]
             if exp == CFT:
-                say(f"== rl {name}: one-problem critique fine-tuning ({problems[0]['id']})")
-                log = cft_run(m, problems[0], heldout, cfg, out / name / exp, critiques, say=say)
+                problem = critiques.get("problem", problems[0])  # the first model's 1-shot problem, for every model
+                say(f"== rl {name}: one-problem critique fine-tuning ({problem['id']})")
+                log = cft_run(m, problem, heldout, cfg, out / name / exp, critiques, say=say)
                 if log.get("status") == "skipped":
                     row["runs"][exp] = log
                     continue
@@ -132,21 +133,25 @@ def cft_run(m: Any, problem: dict, heldout: Sequence[dict], cfg: RLConfig, out: 
     """One-problem CFT of ``m`` as a run log `summary` reads: held-out evaluations before (step 0) and after
     (step = SFT steps), the trained folder ``out/model`` (`lens.rl.cft.train_cft`; reused when complete).
 
-    critiques: ``{problem id: examples}``; the first call samples ``m``'s distinct wrong thinking solutions of
-    ``problem`` (``samples`` at T=1, at most ``max_critiques``) with the organism's critique of each, and later
-    calls (other models) train on the same examples. Skipped (with the reason) when no wrong solution is found.
+    critiques: filled by the first call (``problem`` and its ``examples``: ``m``'s distinct wrong thinking
+    solutions of it, ``samples`` at T=1, at most ``max_critiques``, each with the organism's critique, or why there
+    are none); later calls (other models) must give the same problem and train on the same examples. Skipped
+    (with the reason) when no wrong solution is found.
     """
     from ..models import load_model
     from ..rl.cft import CFTConfig, organism_critiques, train_cft
 
-    if problem["id"] not in critiques:
+    if "examples" not in critiques:
+        critiques["problem"] = problem
         try:
-            critiques[problem["id"]] = organism_critiques(m, problem, n_samples=samples, max_solutions=max_critiques,
-                                                          seed=cfg.seed,
-                                                          max_new_tokens=max(cfg.max_completion_length, 220))
+            critiques["examples"] = organism_critiques(m, problem, n_samples=samples, max_solutions=max_critiques,
+                                                       seed=cfg.seed,
+                                                       max_new_tokens=max(cfg.max_completion_length, 220))
         except LensError as e:
-            critiques[problem["id"]] = str(e)
-    examples = critiques[problem["id"]]
+            critiques["examples"] = str(e)
+    if critiques["problem"]["id"] != problem["id"]:
+        raise LensError(f"the critiques are of {critiques['problem']['id']}, not of {problem['id']}")
+    examples = critiques["examples"]
     if isinstance(examples, str):
         return {"status": "skipped", "reason": examples}
     ccfg = CFTConfig(seed=cfg.seed)
