@@ -11,7 +11,7 @@ Activations
     run(model, inputs, sites, select)                logits and Activations from one forward
     Activations, hooks(model, {site: fn}), add_hook
 Directions
-    diff_of_means(pos, neg, site), Direction (+, -, * a number; d.apply(model, scale, where) steers inside
+    diff_of_means(site, pos, neg), Direction (+, -, * a number; d.apply(model, scale, where) steers inside
     a with block), Directions (several sites at once), load_direction
 Interventions and decoding
     Intervention(site, vector, op, scale, where), Where, steer(model, interventions) (a context manager)

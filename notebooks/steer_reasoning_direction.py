@@ -37,7 +37,7 @@ think = [p.prompt("T") for p in problems]
 direct = [p.prompt("D") for p in problems]
 pos = lens.capture(model, think, site, "last_prompt", progress=False)
 neg = lens.capture(model, direct, site, "last_prompt", progress=False)
-direction = lens.diff_of_means(pos, neg, site)
+direction = lens.diff_of_means(site, pos, neg)
 print(direction)
 
 # %% [markdown]

@@ -115,9 +115,9 @@ def test_direction_arithmetic_and_apply_equal_the_interventions_they_stand_for(o
     a1, a3 = "blocks.1.hook_resid_post", "blocks.3.hook_resid_post"
     think, direct = ["Q:T:47+38+26=?\n", "Q:T:12+9+40+7=?\n"], ["Q:D:47+38+26=?\n", "Q:D:12+9+40+7=?\n"]
     pos, neg = (lens.capture(m, p, [a1, a3], "last_prompt", progress=False) for p in (think, direct))
-    d1, d3 = lens.diff_of_means(pos, neg, a1), lens.diff_of_means(pos, neg, a3)
+    d1, d3 = lens.diff_of_means(a1, pos, neg), lens.diff_of_means(a3, pos, neg)
     g = torch.Generator().manual_seed(0)
-    r1 = lens.Direction(torch.randn(m.d_model, generator=g), a1, m.facts(), "random")
+    r1 = lens.Direction(a1, torch.randn(m.d_model, generator=g), m.facts(), "random")
     assert torch.equal((d1 + r1).vector, d1.vector + r1.vector) and torch.equal((d1 - r1).vector, d1.vector - r1.vector)
     assert torch.equal((2 * d1).vector, 2 * d1.vector) and torch.equal((-d1 / 2).vector, -0.5 * d1.vector)
     assert (d1 + r1).site == a1 and "+" in (d1 + r1).name

@@ -22,10 +22,10 @@ def _planted(n=200, d=32, seed=0):
 
 def test_diff_of_means_recovers_planted_direction():
     true, pos, neg = _planted()
-    d = diff_of_means(pos, neg, SITE, normalize=True)
+    d = diff_of_means(SITE, pos, neg, normalize=True)
     assert float(d.vector @ true) > 0.9
     assert d.info["n_pos"] == 200 and abs(d.norm - 1) < 1e-5
-    pcs = pca_of_differences(pos, neg, SITE)
+    pcs = pca_of_differences(SITE, pos, neg)
     assert pcs[0].vector.shape == (32,)
 
 
@@ -34,13 +34,13 @@ def test_one_vs_rest_and_auroc():
     centres = torch.eye(8)[:3] * 4
     x = torch.cat([torch.randn(50, 8, generator=g) + c for c in centres])
     labels = ["a"] * 50 + ["b"] * 50 + ["c"] * 50
-    dirs = one_vs_rest({SITE: x}, labels, SITE, normalize=True)
+    dirs = one_vs_rest(SITE, {SITE: x}, labels, normalize=True)
     assert sorted(dirs) == ["a", "b", "c"]
     assert int(dirs["b"].vector.argmax()) == 1
     assert auroc(torch.tensor([3.0, 4.0]), torch.tensor([1.0, 2.0])) == 1.0
     assert auroc(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0])) == 0.5
     with pytest.raises(LensError, match="two labels"):
-        one_vs_rest({SITE: x}, ["a"] * 150, SITE)
+        one_vs_rest(SITE, {SITE: x}, ["a"] * 150)
 
 
 def test_separability_per_layer_on_a_model(tiny):
@@ -49,7 +49,7 @@ def test_separability_per_layer_on_a_model(tiny):
                   [SITE, "blocks.3.hook_resid_post"], "all", progress=False)
     neg = capture(model, ["A:46 is it"] * 6 + ["A:10 done"] * 6, [SITE, "blocks.3.hook_resid_post"], "all",
                   progress=False)
-    rows = separability_by_layer(pos, neg, [SITE, "blocks.3.hook_resid_post"])
+    rows = separability_by_layer([SITE, "blocks.3.hook_resid_post"], pos, neg)
     assert [r["site"] for r in rows] == [SITE, "blocks.3.hook_resid_post"]
     assert all(0.0 <= r["auroc"] <= 1.0 for r in rows)
 
@@ -57,7 +57,7 @@ def test_separability_per_layer_on_a_model(tiny):
 def test_direction_artifact_round_trip_and_checks(tiny, tmp_path):
     model = tiny("llama")
     acts = capture(model, ["Q:1+2=?", "hello"], SITE, "last_prompt", progress=False)
-    d = diff_of_means(acts[SITE][:1], acts[SITE][1:], SITE, name="toy")
+    d = diff_of_means(SITE, acts[SITE][:1], acts[SITE][1:], name="toy")
     d.model = model.facts()
     d.save(tmp_path / "d")
     back = load_direction(tmp_path / "d", model)
@@ -105,3 +105,20 @@ def test_pair_diff_weights_and_activations():
     acts = activation_diff(base, tuned, ["Q:1+2=?", "hello"], ["blocks.0.hook_resid_post", site], directions=d)
     assert acts[0]["mean_diff_norm"] == 0 and acts[1]["mean_diff_norm"] > 0
     assert -1 <= acts[1]["cosine_with_direction"] <= 1
+
+
+def test_the_site_comes_first_and_the_old_order_is_refused_in_one_line():
+    from lens.directions import Direction
+    from lens.errors import LensError
+
+    pos, neg = torch.randn(6, 8) + 1, torch.randn(6, 8)
+    d = diff_of_means(SITE, pos, neg)
+    assert d.site == SITE and torch.allclose(d.vector, pos.mean(0) - neg.mean(0))
+    for call, usage in ((lambda: diff_of_means(pos, neg, SITE), "diff_of_means(site, pos, neg)"),
+                        (lambda: pca_of_differences(pos, neg, SITE), "pca_of_differences(site, pos, neg)"),
+                        (lambda: one_vs_rest(pos, ["a", "b"] * 3, SITE), "one_vs_rest(site, acts, labels)"),
+                        (lambda: separability_by_layer({SITE: pos}, {SITE: neg}, [SITE]), "separability_by_layer"),
+                        (lambda: Direction(d.vector, SITE, {}, "m"), "Direction(site, vector, model, method)")):
+        with pytest.raises(LensError) as e:
+            call()
+        assert usage in str(e.value) and "comes first" in str(e.value) and "\n" not in str(e.value)

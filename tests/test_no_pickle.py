@@ -374,7 +374,7 @@ def test_direction_files_replaced_by_a_pickle_are_refused(evil, tmp_path, target
     from lens.directions import load_direction
     from lens.directions.artifact import Direction
 
-    d = Direction(torch.randn(16), "blocks.0.hook_resid_post", {"spec": "tiny"}, "diff_of_means")
+    d = Direction("blocks.0.hook_resid_post", torch.randn(16), {"spec": "tiny"}, "diff_of_means")
     d.save(tmp_path / "d")
     assert torch.equal(load_direction(tmp_path / "d").vector, d.vector)
     evil.plant(tmp_path / "d" / target)

@@ -132,12 +132,12 @@ def test_edited_manifest_provenance_is_refused(cap):
 
 
 def test_direction_is_one_atomic_step_and_refuses_overwrite(tmp_path):
-    d = Direction(torch.randn(8), SITE, {"spec": "x", "fingerprint": "f"}, "diff_of_means", name="r")
+    d = Direction(SITE, torch.randn(8), {"spec": "x", "fingerprint": "f"}, "diff_of_means", name="r")
     d.save(tmp_path / "d")
     (tmp_path / "d" / "mine.txt").write_text("keep")
     with pytest.raises(LensError, match="--overwrite"):
         d.save(tmp_path / "d")
-    d2 = Direction(torch.randn(8), SITE, {"spec": "x", "fingerprint": "f"}, "diff_of_means", name="r2")
+    d2 = Direction(SITE, torch.randn(8), {"spec": "x", "fingerprint": "f"}, "diff_of_means", name="r2")
     d2.save(tmp_path / "d", overwrite=True)
     assert torch.equal(load_direction(tmp_path / "d").vector, d2.vector)
     assert (tmp_path / "d" / "mine.txt").read_text() == "keep"
@@ -160,7 +160,7 @@ def test_files_follow_the_umask(tiny, tmp_path):
     try:
         cap = capture_to_disk(tiny("llama"), TEXTS, [SITE], "all", out=tmp_path / "cap", progress=False)
         train_sae(cap, tmp_path / "sae", CFG, progress=False)
-        d = Direction(torch.randn(8), SITE, {}, "m")
+        d = Direction(SITE, torch.randn(8), {}, "m")
         d.save(tmp_path / "d")
         for root in (cap.path, tmp_path / "sae", tmp_path / "d"):
             for rel, (_, _, mode) in _tree(root).items():
@@ -214,7 +214,7 @@ def test_only_lens_markers_make_an_artifact(cap, tmp_path):
     with pytest.raises(LensError, match="folder of other files"):
         train_sae(cap, exp, CFG, progress=False, overwrite=True)
     with pytest.raises(LensError, match="folder of other files"):
-        Direction(torch.randn(8), SITE, {}, "m").save(exp, overwrite=True)
+        Direction(SITE, torch.randn(8), {}, "m").save(exp, overwrite=True)
     assert _tree(tmp_path) == before
 
 
@@ -241,7 +241,7 @@ def test_paths_that_cannot_be_replaced_in_one_step_are_refused_early(tmp_path, m
     target = tmp_path / "real"
     target.mkdir()
     (tmp_path / "link").symlink_to(target)
-    Direction(torch.randn(8), SITE, {}, "m").save(tmp_path / "link")  # the folder the link names is written
+    Direction(SITE, torch.randn(8), {}, "m").save(tmp_path / "link")  # the folder the link names is written
     assert (target / "direction.json").is_file() and (tmp_path / "link").is_symlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
 
@@ -252,7 +252,7 @@ def test_two_rename_fallback_is_restored_after_a_kill(tmp_path, monkeypatch):
     import lens.outputs as O
 
     out = tmp_path / "d"
-    Direction(torch.ones(8), SITE, {}, "m", name="old").save(out)
+    Direction(SITE, torch.ones(8), {}, "m", name="old").save(out)
     (out / "mine.txt").write_text("keep")
     monkeypatch.setattr(O, "_exchange", lambda a, b: False)
     real_replace = os.replace
@@ -264,13 +264,13 @@ def test_two_rename_fallback_is_restored_after_a_kill(tmp_path, monkeypatch):
 
     monkeypatch.setattr(O.os, "replace", killed_between)
     with pytest.raises(KeyboardInterrupt):
-        Direction(torch.zeros(8), SITE, {}, "m", name="new").save(out, overwrite=True)
+        Direction(SITE, torch.zeros(8), {}, "m", name="new").save(out, overwrite=True)
     monkeypatch.setattr(O.os, "replace", real_replace)
     assert not out.exists()
     with writer_lock(out, "direction"):  # the next writer restores before anything else
         pass
     assert load_direction(out).name == "old" and (out / "mine.txt").read_text() == "keep"
-    Direction(torch.zeros(8), SITE, {}, "m", name="new").save(out, overwrite=True)
+    Direction(SITE, torch.zeros(8), {}, "m", name="new").save(out, overwrite=True)
     assert load_direction(out).name == "new" and (out / "mine.txt").read_text() == "keep"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
 

@@ -283,7 +283,7 @@ def test_cli_steer_random_control_and_metric(tmp_path, capsys, monkeypatch):
     m.hf.save_pretrained(tmp_path / "m")
     m.tokenizer.save_pretrained(tmp_path / "m")
     vec = torch.randn(m.d_model, generator=torch.Generator().manual_seed(0))
-    Direction(vec, "blocks.1.hook_resid_post", m.facts(), "test").save(tmp_path / "dir")
+    Direction("blocks.1.hook_resid_post", vec, m.facts(), "test").save(tmp_path / "dir")
 
     def run(*args):
         monkeypatch.setattr(sys, "argv", ["lens", *map(str, args)])

@@ -33,7 +33,7 @@ def diff_cmd(
     sites = [f"blocks.{i}.hook_resid_post" for i in range(b.n_layers)]
     tp, dp = marker_contrast()
     a, c = (capture_shared(b, p, sites, "last_prompt", progress=False, data_parallel=True) for p in (tp, dp))
-    dirs = {s: diff_of_means(a, c, s).vector for s in sites}
+    dirs = {s: diff_of_means(s, a, c).vector for s in sites}
     prompts = [p.prompt() for p in train_problems(128, seed=99)]
     res = {"weights": weight_diff(b, t, data_parallel=True),
            "activations": activation_diff(b, t, prompts, sites, directions=dirs, data_parallel=True)}

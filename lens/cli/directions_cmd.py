@@ -113,9 +113,9 @@ def make(
         a = capture(m, p_items, sites, select, progress=False, too_long=too_long)
         b = capture(m, n_items, sites, select, progress=False, too_long=too_long)
         spec = m.spec
-    rows = separability_by_layer(a, b, sites)
+    rows = separability_by_layer(sites, a, b)
     best = max(rows, key=lambda r: r["auroc"])["site"] if layer is None else f"blocks.{layer}.hook_resid_post"
-    d = diff_of_means(a, b, best, name="reasoning")
+    d = diff_of_means(best, a, b, name="reasoning")
     d.info["select"] = select
     if out is not None:
         d.save(out, overwrite=overwrite)

@@ -25,14 +25,17 @@ class Direction:
     info: counts of the token sets, norms, labels and anything else worth keeping.
     """
 
-    vector: Float[torch.Tensor, " d_model"]
     site: str
+    vector: Float[torch.Tensor, " d_model"]
     model: dict
     method: str
     info: dict = field(default_factory=dict)
     name: str = ""
 
     def __post_init__(self) -> None:
+        if isinstance(self.site, torch.Tensor) or not isinstance(self.vector, torch.Tensor):
+            raise LensError("Direction(site, vector, model, method): the site comes first, then the vector tensor "
+                            f"(got {type(self.site).__name__}, {type(self.vector).__name__})")
         self.site = Site.parse(self.site).name
         if not torch.isfinite(self.vector).all():
             raise LensError(f"direction {self.name or self.method} at {self.site} contains NaN or inf")
@@ -87,7 +90,7 @@ class Direction:
         return other.vector.to(self.vector.dtype)
 
     def _derived(self, vector: torch.Tensor, what: str) -> Direction:
-        return Direction(vector, self.site, dict(self.model), "arithmetic", {"expression": what}, what)
+        return Direction(self.site, vector, dict(self.model), "arithmetic", {"expression": what}, what)
 
     def _label(self) -> str:
         return self.name or self.method
@@ -205,7 +208,7 @@ def load_direction(path: str | Path, model=None) -> Direction:
     if "vector" not in tensors or tensors["vector"].dim() != 1 or tensors["vector"].numel() != meta["d_model"] \
             or any(stored.get(k) != meta[k] for k in ("site", "model", "method", "d_model") if k in stored):
         raise LensError(f"{path}: direction.safetensors does not match direction.json; re-create it")
-    d = Direction(tensors["vector"], meta["site"], meta["model"], meta["method"], meta.get("info", {}),
+    d = Direction(meta["site"], tensors["vector"], meta["model"], meta["method"], meta.get("info", {}),
                   meta.get("name", ""))
     if model is not None:
         d.check(model)

@@ -23,12 +23,21 @@ def _facts(*acts) -> dict:
     return {}
 
 
-def diff_of_means(pos, neg, site: str, *, normalize: bool = False, center: bool = False, name: str = "") -> Direction:
+def _site_first(usage: str, site) -> None:
+    """Refuse a call in the old order (the activations first): the site comes first everywhere."""
+    from ..sites import Site
+
+    if not isinstance(site, (str, Site)):
+        raise LensError(f"{usage}: the site comes first, e.g. 'blocks.3.hook_resid_post' (got {type(site).__name__})")
+
+
+def diff_of_means(site: str, pos, neg, *, normalize: bool = False, center: bool = False, name: str = "") -> Direction:
     """mean(pos[site]) - mean(neg[site]); `pos`/`neg` are Activations (or [rows, d] tensors).
 
     center: subtract the pooled mean from each set first (leaves the difference unchanged; kept for
     symmetry with one_vs_rest); normalize: scale to unit norm (the raw norm is kept in info).
     """
+    _site_first("diff_of_means(site, pos, neg)", site)
     a, b = _rows(pos, site), _rows(neg, site)
     if a.shape[1] != b.shape[1]:
         raise LensError(f"the two token sets have different widths ({a.shape[1]} vs {b.shape[1]})")
@@ -41,11 +50,12 @@ def diff_of_means(pos, neg, site: str, *, normalize: bool = False, center: bool 
         vec = vec / max(raw, 1e-12)
     info = {"n_pos": a.shape[0], "n_neg": b.shape[0], "raw_norm": raw,
             "mean_resid_norm": float(torch.cat([a, b]).norm(dim=-1).mean()), "normalized": normalize}
-    return Direction(vec, site, _facts(pos, neg), "diff_of_means", info, name)
+    return Direction(site, vec, _facts(pos, neg), "diff_of_means", info, name)
 
 
-def one_vs_rest(acts, labels: list[str], site: str, *, normalize: bool = False) -> dict[str, Direction]:
+def one_vs_rest(site: str, acts, labels: list[str], *, normalize: bool = False) -> dict[str, Direction]:
     """For each label: mean of its rows minus mean of all other rows (rows labelled "" are ignored)."""
+    _site_first("one_vs_rest(site, acts, labels)", site)
     x = _rows(acts, site)
     if len(labels) != x.shape[0]:
         raise LensError(f"{len(labels)} labels for {x.shape[0]} rows")
@@ -56,17 +66,18 @@ def one_vs_rest(acts, labels: list[str], site: str, *, normalize: bool = False) 
     out = {}
     for i, n in enumerate(names):
         inside, rest = x[lab == i], x[(lab != i) & (lab >= 0)]
-        out[n] = diff_of_means(inside, rest, site, normalize=normalize, name=n)
+        out[n] = diff_of_means(site, inside, rest, normalize=normalize, name=n)
         out[n].method = "one_vs_rest"
         out[n].model = _facts(acts)
     return out
 
 
-def pca_of_differences(pos, neg, site: str, k: int = 1) -> list[Direction]:
+def pca_of_differences(site: str, pos, neg, k: int = 1) -> list[Direction]:
     """Top-k principal directions of paired differences pos[i] - neg[i] (rows must pair up).
 
     Each direction's sign is chosen so the mean difference projects positively onto it.
     """
+    _site_first("pca_of_differences(site, pos, neg)", site)
     a, b = _rows(pos, site), _rows(neg, site)
     if a.shape != b.shape:
         raise LensError(f"PCA of paired differences needs equal row counts ({a.shape[0]} vs {b.shape[0]})")
@@ -79,6 +90,6 @@ def pca_of_differences(pos, neg, site: str, k: int = 1) -> list[Direction]:
         if float(v @ mean) < 0:
             v = -v
         var = float(s[i] ** 2 / s.pow(2).sum()) if s is not None else 1.0
-        out.append(Direction(v, site, _facts(pos, neg), "pca", {"component": i, "explained_variance": var,
+        out.append(Direction(site, v, _facts(pos, neg), "pca", {"component": i, "explained_variance": var,
                                                                    "n_pairs": a.shape[0]}))
     return out

@@ -87,7 +87,7 @@ def _optimise(model, pairs, site, bias, steps, lr, batch_size, seed, name) -> Di
         opt.step()
     with torch.no_grad():
         after = float(target_loss(model, pairs, fixed + _span(site, vec.detach(), "optimised")))
-    return Direction(vec.detach().cpu(), site, model.facts(), "optimised",
+    return Direction(site, vec.detach().cpu(), model.facts(), "optimised",
                      {"loss_before": before, "loss_after": after, "steps": steps, "lr": lr, "n_pairs": len(pairs),
                       "with_bias": bias is not None}, name)
 

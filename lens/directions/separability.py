@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from jaxtyping import Float
 
+from ..errors import LensError
 from .means import diff_of_means
 
 
@@ -23,20 +24,25 @@ def auroc(pos: Float[torch.Tensor, " n"], neg: Float[torch.Tensor, " m"]) -> flo
     return float(u / (n * m))
 
 
-def separability_by_layer(pos, neg, sites: list[str], holdout: float = 0.5, seed: int = 0) -> list[dict]:
+def separability_by_layer(sites: list[str], pos, neg, holdout: float = 0.5, seed: int = 0) -> list[dict]:
     """Per site: the diff-of-means direction fitted on one half, AUROC of projections on the other half.
 
     Returns rows {site, auroc, auroc_train, norm, n_pos, n_neg} so a user can pick the layer.
     """
+    from ..sites import Site
+
+    if not isinstance(sites, (list, tuple)) or not all(isinstance(s, (str, Site)) for s in sites):
+        raise LensError("separability_by_layer(sites, pos, neg): the list of sites comes first "
+                        f"(got {type(sites).__name__})")
     g = torch.Generator().manual_seed(seed)
     rows = []
     for site in sites:
         a, b = pos[site].float(), neg[site].float()
         pa, pb = torch.randperm(len(a), generator=g), torch.randperm(len(b), generator=g)
         ka, kb = max(1, int(len(a) * holdout)), max(1, int(len(b) * holdout))
-        d = diff_of_means(a[pa[:ka]], b[pb[:kb]], site).unit()
+        d = diff_of_means(site, a[pa[:ka]], b[pb[:kb]]).unit()
         test_a, test_b = a[pa[ka:]] if len(a) > ka else a, b[pb[kb:]] if len(b) > kb else b
         rows.append({"site": site, "auroc": auroc(test_a @ d, test_b @ d),
                      "auroc_train": auroc(a[pa[:ka]] @ d, b[pb[:kb]] @ d),
-                     "norm": float(diff_of_means(a, b, site).norm), "n_pos": len(a), "n_neg": len(b)})
+                     "norm": float(diff_of_means(site, a, b).norm), "n_pos": len(a), "n_neg": len(b)})
     return rows

@@ -54,10 +54,10 @@ def category_vectors(
     pos = capture(base, list(bias_pos), site, bias_select, progress=False)
     neg = capture(base, list(bias_neg), site, bias_select, progress=False)
     step_norm = float(steps[site].norm(dim=-1).mean())
-    bias_dir = diff_of_means(pos, neg, site, normalize=True)
+    bias_dir = diff_of_means(site, pos, neg, normalize=True)
     bias_norm = norm_frac * bias_dir.info["mean_resid_norm"]
     cats = {k: d.vector * norm_frac * step_norm
-            for k, d in one_vs_rest(steps, labels, site, normalize=True).items()}
+            for k, d in one_vs_rest(site, steps, labels, normalize=True).items()}
     counts = {k: labels.count(k) for k in cats}
     info = {"step_resid_norm": step_norm, "category_norm": norm_frac * step_norm,
             "bias_resid_norm": bias_dir.info["mean_resid_norm"], "bias_norm": bias_norm, "step_counts": counts}

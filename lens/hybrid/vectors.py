@@ -86,9 +86,9 @@ def save_vectors(folder: str | Path, base: Model, site: str, method: str, bias: 
     facts = base.facts()
     names = list(categories)
     with writer_lock(folder, "vectors"), atomic_folder(folder, "vectors") as tmp:
-        Direction(bias.detach().float().cpu(), site, facts, method, {}, "bias").save(tmp / "bias")
+        Direction(site, bias.detach().float().cpu(), facts, method, {}, "bias").save(tmp / "bias")
         for i, name in enumerate(names):
-            Direction(categories[name].detach().float().cpu(), site, facts, method, {}, name).save(
+            Direction(site, categories[name].detach().float().cpu(), facts, method, {}, name).save(
                 tmp / f"category-{i}")
         write_json(tmp / MANIFEST, {**base_metadata("hybrid vectors"), "method": method, "site": site,
                                     "model": facts, "categories": names, "info": info})

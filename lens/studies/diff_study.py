@@ -43,8 +43,8 @@ def run(
                          data_parallel=data_parallel)
     neg = capture_shared(base, as_items(direct_prompts), sites, "last_prompt", progress=False,
                          data_parallel=data_parallel)
-    sep = separability_by_layer(pos, neg, sites, seed=seed)
-    dirs = {s: diff_of_means(pos, neg, s).vector for s in sites}
+    sep = separability_by_layer(sites, pos, neg, seed=seed)
+    dirs = {s: diff_of_means(s, pos, neg).vector for s in sites}
     say("activation diff on neutral prompts")
     acts = activation_diff(base, tuned, as_items(neutral_prompts), sites, "last_prompt", directions=dirs,
                            data_parallel=data_parallel)
