@@ -405,8 +405,8 @@ def _stream(model: Model, inputs: Iterable, sites: list[Site], select: Selection
         if manifest["n_examples_done"] == 0:
             raise LensError("no inputs to capture; the input list or file is empty")
     except BaseException:
-        if manifest["n_examples_done"] == 0:  # stopped before anything was kept: leave no manifest to resume
-            mpath.unlink(missing_ok=True)  # (the lock then removes a folder it created)
+        if manifest["n_examples_done"] == 0:  # stopped before anything was kept: leave no manifest, no shard
+            _remove_own(out)  # (a shard the manifest does not list yet included; the lock then removes a new folder)
         raise
     finally:
         bar.close()

@@ -314,13 +314,14 @@ def test_hybrid_cli_prompts_each_model_through_its_own_template(qwen_pair, tmp_p
                              for i in range(40)))
     from lens.studies import hybrid_generic
 
-    def fake_run(base, thinking, prompts, *a, thinking_prompts=None, **k):  # the study itself: tested above
-        return {"base_prompt": prompts[0], "thinking_prompt": thinking_prompts[0]}
+    def fake_run(base, thinking, prompts, is_correct, think, direct, thinking_prompts=None, **k):  # tested above
+        return {"base_prompt": prompts[0], "thinking_prompt": thinking_prompts[0], "contrast": [think, direct]}
 
     monkeypatch.setattr(hybrid_generic, "run", fake_run)
     # the base's default is the paper's "User: {q}\nAssistant:" (hybrid_eval.py), the thinking model's its chat template
     cases = (([], "chat", "user_assistant"), (["--thinking-template", "plain"], "plain", "user_assistant"),
-             (["--template", "plain"], "chat", "plain"))
+             (["--template", "plain"], "chat", "plain"), (["--calibrate", "4"], "chat", "user_assistant"))
+    contrasts = []
     for extra, want, base_t in cases:
         monkeypatch.setattr(sys, "argv", ["lens", "hybrid", "--base", str(folders[0]), "--thinking", str(folders[1]),
                                           "--tasks", str(tasks), "--n", "16", "--max-new-tokens", "24", "--json",
@@ -334,6 +335,10 @@ def test_hybrid_cli_prompts_each_model_through_its_own_template(qwen_pair, tmp_p
         assert res["base_prompt"] == ("User: What is 0 plus 0?\nAssistant:" if base_t == "user_assistant"
                                       else "Q: What is 0 plus 0?\nA:")
         assert res["thinking_prompt"].endswith("<｜Assistant｜><think>\n" if want == "chat" else "\nA:")
+        if base_t == "user_assistant" and want == "chat":
+            contrasts.append(res["contrast"])
+    assert contrasts[0] == contrasts[1] and len(contrasts[0][0]) == 32  # --calibrate leaves the bias's prompts as
+    # they were (the first 2n problems), though the task set is read further for its development split
 
 
 def test_r1_style_tokenizer_refuses_ordinary_ids():

@@ -3,6 +3,7 @@ TRL's GRPOTrainer sees, resume after a kill, checkpoints as model folders, and o
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -127,6 +128,27 @@ def test_the_reward_trl_sees_is_the_named_function(tmp_path, tiny_run_inputs):
     assert {p["id"] for _, _, p in seen} <= {p["id"] for p in probs}
 
 
+def _saved(out) -> int:
+    """The step of the last checkpoint whose log was written (0: none yet)."""
+    try:
+        return int(json.loads((out / "rl_log.json").read_text()).get("checkpoint") or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def test_resume_starts_at_the_last_checkpoint_whose_log_was_written(tmp_path):
+    """A kill after Trainer wrote checkpoint-4 but before lens logged it: the resume starts from checkpoint-2 (the
+    newer folder may be half-written, and the log lacks its step's records)."""
+    from lens.rl.grpo import _last_checkpoint
+
+    for step in (2, 4):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{" if step == 4 else "{}")
+    assert _last_checkpoint(tmp_path, 2).name == "checkpoint-2"
+    assert _last_checkpoint(tmp_path, 4).name == "checkpoint-4"
+    assert _last_checkpoint(tmp_path, 0) is None  # no checkpoint was logged: start again
+
+
 def test_resume_after_a_kill_gives_the_same_log_and_weights(tmp_path, tiny_run_inputs):
     from safetensors.torch import load_file
     from transformers import TrainerCallback
@@ -156,7 +178,8 @@ def test_resume_after_a_kill_gives_the_same_log_and_weights(tmp_path, tiny_run_i
     assert strip(a) == strip(b) and a["train"] == b["train"]
     assert a["train_accuracy_by_problem"] == b["train_accuracy_by_problem"]
 
-    # a real SIGKILL (no finally, no flush) in another process once checkpoint-2 is on disk, then resume here
+    # a real SIGKILL (no finally, no flush) in another process once checkpoint-2 and its log are on disk (during step
+    # 3), then resume here
     (tmp_path / "inputs.json").write_text(json.dumps([probs, held]))
     script = ("import json, sys, torch; from lens.rl import RLConfig, train_rl; "
               "probs, held = json.load(open(sys.argv[1])); "
@@ -165,7 +188,7 @@ def test_resume_after_a_kill_gives_the_same_log_and_weights(tmp_path, tiny_run_i
     proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "inputs.json"), str(tmp_path / "c")],
                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        while not (tmp_path / "c" / "checkpoint-2" / "trainer_state.json").exists():
+        while _saved(tmp_path / "c") < 2:
             assert proc.poll() is None, f"the run ended before its step-2 checkpoint: {proc.stderr.read()[-500:]}"
             time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
@@ -332,6 +355,7 @@ def test_cli_incorrect_reward_labels_itself_and_one_shot_from_a_run(tmp_path):
 def test_study_cft_trains_every_model_on_the_first_models_critiques(tmp_path, tiny_run_inputs, monkeypatch):
     """The cft experiment: critiques sampled once (the first model's wrong solutions of the 1-shot problem) and
     trained into every model; its before/after evaluations, a diff of its checkpoint, and a rerun that reuses it."""
+    import lens
     import lens.rl.cft as cft
     from lens.studies import rl_study
     from lens.studies.organism_inputs import marker_contrast
@@ -350,7 +374,7 @@ def test_study_cft_trains_every_model_on_the_first_models_critiques(tmp_path, ti
 
     monkeypatch.setattr(cft, "organism_critiques", crit)
     monkeypatch.setattr(cft, "train_cft", train)
-    picks = iter([probs[0]["id"], probs[1]["id"]] * 2)  # each model's own 1-shot pick differs
+    picks = itertools.cycle([probs[0]["id"], probs[1]["id"]])  # each model's own 1-shot pick differs
     monkeypatch.setattr(rl_study, "one_shot_by_variance", lambda hist, problems: [next(picks)])
     models = {"base": "organism:verifier-base", "control": "organism:control"}
     kw = {"heldout": held, "train": probs, "experiments": ("full", "cft"), "cfg": small(steps=2, eval_every=2),
@@ -368,6 +392,12 @@ def test_study_cft_trains_every_model_on_the_first_models_critiques(tmp_path, ti
     assert res["models"]["base"]["diffs"]["cft"]["weights"]
     again = rl_study.run_rl_study(models, tmp_path, **kw)  # finished folders are reused, not retrained
     assert calls["train"] == 2 and again["models"]["control"]["runs"]["cft"]["after"] == runs[1]["after"]
+    info_path = tmp_path / "control" / "cft" / "model" / "training.json"
+    info = json.loads(info_path.read_text())
+    assert info["fingerprint"] == lens.load_model("organism:control").fingerprint
+    info_path.write_text(json.dumps({**info, "n_examples": info["n_examples"] + 1}))  # trained on other critiques
+    with pytest.raises(LensError, match="holds a CFT model trained from another model or on other critiques"):
+        rl_study.run_rl_study(models, tmp_path, **kw)
 
     def none(*a, **k):
         raise LensError("the model produced no wrong solution of 1+1 in 64 samples; pick a harder problem")

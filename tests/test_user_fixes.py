@@ -178,7 +178,7 @@ def test_capture_selections_named_like_the_positions(tiny):
         capture(tiny, ["no split here"], SITE, "first_generated_token", progress=False)
 
 
-def test_a_capture_refused_before_its_first_shard_leaves_nothing(tiny, tmp_path):
+def test_a_capture_refused_before_its_first_shard_leaves_nothing(tiny, tmp_path, monkeypatch):
     from lens import capture_to_disk
     from lens.errors import LensError
 
@@ -194,6 +194,18 @@ def test_a_capture_refused_before_its_first_shard_leaves_nothing(tiny, tmp_path)
     assert mine.is_dir() and not (mine / "manifest.json").exists()
     got = capture_to_disk(tiny, ["no split here"], SITE, "last", out=out, progress=False)
     assert got.n_rows == 1 and got.complete
+
+    import lens.capture_folder as CF
+
+    def interrupted(path):  # Ctrl-C after the first shard is in place, before the manifest lists it
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(CF, "file_digest", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        capture_to_disk(tiny, ["no split here"], SITE, "last", out=tmp_path / "cut", progress=False)
+    assert not (tmp_path / "cut").exists()  # no orphan shard that would make the folder "other files"
+    monkeypatch.undo()
+    assert capture_to_disk(tiny, ["no split here"], SITE, "last", out=tmp_path / "cut", progress=False).complete
 
 
 def test_cli_steer_where_names():

@@ -155,7 +155,8 @@ def hybrid_cmd(
         # the task set's first n problems are evaluated, the next n give the traces, then --calibrate more
         s = setup(tasks, b, Sizes(n=2 * n + calibrate, hybrid_n=n, cot_n=1, feature_n=1), template or "user_assistant",
                   thinking=t, thinking_template=thinking_template)  # each model prompted through its own template
-        res = hybrid_generic.run(b, t, s.prompts, s.is_correct, s.think_prompts, s.direct_prompts, n=n,
+        contrast = (s.think_prompts[: 2 * n], s.direct_prompts[: 2 * n])  # as without --calibrate: the same bias
+        res = hybrid_generic.run(b, t, s.prompts, s.is_correct, *contrast, n=n,
                                  layer=layer, read_layer=read_layer, norm_frac=norm_frac, n_categories=categories,
                                  max_new_tokens=max_new_tokens, progress=say,
                                  thinking_prompts=s.thinking_prompts or None,
@@ -178,5 +179,5 @@ def hybrid_cmd(
     cal = res.get("vectors", {}).get("calibration")
     if cal:
         scales = ", ".join(f"{k} x{v:g}" for k, v in cal["category_scales"].items())
-        console.print(f"calibrated on {cal['n']} training problems: bias x{cal['bias_scale']:g}, {scales}",
+        console.print(f"calibrated on {cal['n']} development problems: bias x{cal['bias_scale']:g}, {scales}",
                       markup=False)

@@ -150,7 +150,8 @@ def train_cft(model: Any, examples: Sequence[dict], out: str | Path, cfg: CFTCon
 
         shutil.rmtree(tmp / ".trainer", ignore_errors=True)
         info = {"name": "cft", "method": "one-problem critique fine-tuning (TRL SFTTrainer, loss on the critique)",
-                "recipe": asdict(cfg), "n_examples": len(examples), "first_loss": losses[0] if losses else None,
+                "model": model.spec, "fingerprint": model.fingerprint, "recipe": asdict(cfg),
+                "n_examples": len(examples), "first_loss": losses[0] if losses else None,
                 "last_loss": losses[-1] if losses else None, "seconds": round(time.time() - t0, 1),
                 "example": examples[0]}
         (tmp / "training.json").write_text(json.dumps(info, indent=2) + "\n")

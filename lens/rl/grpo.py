@@ -159,6 +159,7 @@ def _callback(log: dict, out: Path, reward: TrlReward, model_of: Callable[[], An
 
         def on_save(self, args, state, control, **kw):
             if state.is_world_process_zero:
+                log["checkpoint"] = state.global_step  # the log now matches this checkpoint: a resume may start here
                 write_log(out, log)
                 ckpt = out / f"checkpoint-{state.global_step}"
                 if base_record is not None and (ckpt / "adapter_config.json").is_file():  # load_model merges it
@@ -199,8 +200,10 @@ def _checkpoints(out: Path) -> list[tuple[int, Path]]:
                   if p.name[len("checkpoint-"):].isdigit() and (p / "trainer_state.json").is_file())
 
 
-def _last_checkpoint(out: Path) -> Path | None:
-    found = _checkpoints(out)
+def _last_checkpoint(out: Path, upto: int) -> Path | None:
+    """The newest checkpoint at or before step ``upto`` (the last one whose log was written: a later folder may be
+    half-written, or hold a step whose records never reached the log)."""
+    found = [(step, p) for step, p in _checkpoints(out) if step <= upto]
     return found[-1][1] if found else None
 
 
@@ -247,7 +250,7 @@ def train_rl(model: Any, problems: Sequence[dict], heldout: Sequence[dict], rewa
         if log["status"] == "done":
             say(f"{out}: this run is complete ({cfg.steps} steps); nothing to do")
             return log
-        resume = _last_checkpoint(out)
+        resume = _last_checkpoint(out, int(log.get("checkpoint") or 0))
         log = cut_to(log, int(resume.name.split("-")[1])) if resume else new_log(meta)
         if resume:
             say(f"resuming {out} from {resume.name}")

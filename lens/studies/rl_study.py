@@ -159,12 +159,20 @@ def cft_run(m: Any, problem: dict, heldout: Sequence[dict], cfg: RLConfig, out: 
     kw = {"samples": cfg.eval_samples, "max_new_tokens": cfg.max_completion_length, "seed": cfg.seed}
     t0 = time.time()
     before = evaluate_policy(m, heldout[: cfg.eval_n], **kw)
-    if not (folder / "training.json").is_file():  # written last, inside the atomic folder: the run finished
+    if (folder / "training.json").is_file():  # in the atomic folder: a finished run, reused if it is this one
+        info = json.loads((folder / "training.json").read_text())
+        mine = {"fingerprint": m.fingerprint, "n_examples": len(examples), "example": examples[0],
+                "recipe": asdict(ccfg)}
+        if any(info.get(k) != v for k, v in mine.items()):
+            raise LensError(f"{folder} holds a CFT model trained from another model or on other critiques; delete it "
+                            "or choose another output folder")
+    else:
         out.mkdir(parents=True, exist_ok=True)
         train_cft(m, examples, folder, ccfg, log=say)
+        info = json.loads((folder / "training.json").read_text())
     steps = ccfg.epochs * math.ceil(len(examples) / ccfg.batch_size)
-    after = evaluate_policy(load_model(str(folder)), heldout[: cfg.eval_n], **kw)
-    info = json.loads((folder / "training.json").read_text())
+    trained = load_model(str(folder), device=m.device, dtype=m.dtype)  # measured where and as the start model was
+    after = evaluate_policy(trained, heldout[: cfg.eval_n], **kw)
     return {"status": "done", "final": str(folder), "train_seconds": info.get("seconds"),
             "meta": {"reward": "critique (SFT)", "n_problems": 1, "problems": [problem["id"]]},
             "evals": [{**before, "step": 0, "train_accuracy": None}, {**after, "step": steps, "train_accuracy": None}],
