@@ -129,7 +129,7 @@ def run_rl_study(models: Mapping[str, Any], out: str | Path, *, heldout: Sequenc
 
 
 def cft_run(m: Any, problem: dict, heldout: Sequence[dict], cfg: RLConfig, out: Path, critiques: dict, *,
-            samples: int = 64, max_critiques: int = 32, say: Callable[[str], None] = print) -> dict:
+            samples: int = 256, max_critiques: int = 64, say: Callable[[str], None] = print) -> dict:
     """One-problem CFT of ``m`` as a run log `summary` reads: held-out evaluations before (step 0) and after
     (step = SFT steps), the trained folder ``out/model`` (`lens.rl.cft.train_cft`; reused when complete).
 
