@@ -462,6 +462,18 @@ def reproduce_run(d: dict) -> str:
         "cache when it is there (a fresh machine trains it first, inside the step).", *reproduce_rl(d.get("rl"))])
 
 
+def rl_step_run(d: dict) -> str:
+    """`lens reproduce --steps rl --json` on a pair: which pair, then the RL step's runs, losses and targets."""
+    st = d["rl"]
+    cft = [[name, st["models"][name]["spec"], r.get("n_critiques"), fixed(r["loss"][0], 2), fixed(r["loss"][1], 2)]
+           for name in st["models"] for r in [st["models"][name]["runs"].get("cft", {})] if r.get("loss")]
+    return "\n".join([f"`{d['meta']['base']}` (control `organism:control`), {fixed(d['meta']['wall_s'], 0)} s on "
+                      f"{d['meta']['torch_threads']} torch threads. The targets are the ones set for the first pair, "
+                      "shown as this pair meets them or not.", *reproduce_rl(st), "",
+                      "One-problem CFT's training loss, first and last step (how familiar each model finds the "
+                      "critique format):", "", table(["model", "spec", "critiques", "first loss", "last loss"], cft)])
+
+
 def reproduce_rl(st: dict | None) -> list[str]:
     """The RL step of a reproduce run: each run's held-out greedy accuracy before -> after, and the targets."""
     if not isinstance(st, dict) or st.get("status") != "ok":
@@ -657,6 +669,11 @@ SECTIONS: tuple[Section, ...] = (
              "--steps 20 --eval-every 10 --eval-n 24 --eval-samples 0 --generations 4 --prompts-per-step 2 "
              "--max-new-tokens 64 --lr 1e-4 --out OUT --json > docs/results/rl_smollm2_lora.json",),
             rl_run, "rl.md#real-weights"),
+    Section("Finding 3: the RL step on the verifier pair (GRPO and one-problem CFT)",
+            "docs/results/rl_verifier_rl.json",
+            ("lens reproduce --organism verifier-rl --steps rl --out REPORT --json "
+             "> docs/results/rl_verifier_rl.json",),
+            rl_step_run, "rl.md#the-organism-experiments"),
     Section("Finding 3: 300 steps of 1-shot RLVR on the organism (post-saturation)",
             "docs/results/rl_postsat_organism.json",
             ("lens rl train organism:base --out OUT --regime one --steps 300 --eval-every 25 --eval-n 200 "
