@@ -462,16 +462,21 @@ def reproduce_run(d: dict) -> str:
         "cache when it is there (a fresh machine trains it first, inside the step).", *reproduce_rl(d.get("rl"))])
 
 
-def rl_step_run(d: dict) -> str:
-    """`lens reproduce --steps rl --json` on a pair: which pair, then the RL step's runs, losses and targets."""
+def reproduce_verifier(d: dict) -> str:
+    """`lens reproduce --organism verifier-rl --json`: every step's time, the hybrid's headline, the RL step and
+    how familiar one-problem CFT's critiques were to each model (its first and last training loss)."""
+    h = d["hybrid"]["runs"]
     st = d["rl"]
     cft = [[name, st["models"][name]["spec"], r.get("n_critiques"), fixed(r["loss"][0], 2), fixed(r["loss"][1], 2)]
            for name in st["models"] for r in [st["models"][name]["runs"].get("cft", {})] if r.get("loss")]
-    return "\n".join([f"`{d['meta']['base']}` (control `organism:control`), {fixed(d['meta']['wall_s'], 0)} s on "
-                      f"{d['meta']['torch_threads']} torch threads. The targets are the ones set for the first pair, "
-                      "shown as this pair meets them or not.", *reproduce_rl(st), "",
-                      "One-problem CFT's training loss, first and last step (how familiar each model finds the "
-                      "critique format):", "", table(["model", "spec", "critiques", "first loss", "last loss"], cft)])
+    return "\n".join([
+        reproduce_run(d), "",
+        f"Hybrid (paper mode, {d['hybrid']['n']} problems): {pct(h['none']['gap_recovered'])} of the gap with "
+        f"{pct(h['none']['fraction_steered'])} of tokens steered; bias only {pct(h['bias_only']['gap_recovered'])}, "
+        f"random category {pct(h['random_category']['gap_recovered'])}. The RL targets above are the ones set for "
+        "the first pair, shown as this pair meets them or not.", "",
+        "One-problem CFT's training loss, first and last step (how familiar each model finds the critique format):",
+        "", table(["model", "spec", "critiques", "first loss", "last loss"], cft)])
 
 
 def reproduce_rl(st: dict | None) -> list[str]:
@@ -669,11 +674,6 @@ SECTIONS: tuple[Section, ...] = (
              "--steps 20 --eval-every 10 --eval-n 24 --eval-samples 0 --generations 4 --prompts-per-step 2 "
              "--max-new-tokens 64 --lr 1e-4 --out OUT --json > docs/results/rl_smollm2_lora.json",),
             rl_run, "rl.md#real-weights"),
-    Section("Finding 3: the RL step on the verifier pair (GRPO and one-problem CFT)",
-            "docs/results/rl_verifier_rl.json",
-            ("lens reproduce --organism verifier-rl --steps rl --out REPORT --json "
-             "> docs/results/rl_verifier_rl.json",),
-            rl_step_run, "rl.md#the-organism-experiments"),
     Section("Finding 3: 300 steps of 1-shot RLVR on the organism (post-saturation)",
             "docs/results/rl_postsat_organism.json",
             ("lens rl train organism:base --out OUT --regime one --steps 300 --eval-every 25 --eval-n 200 "
@@ -682,6 +682,10 @@ SECTIONS: tuple[Section, ...] = (
     Section("lens reproduce on the organism: every step and its time", "docs/results/reproduce_organism.json",
             ("lens reproduce --out REPORT --json > docs/results/reproduce_organism.json",),
             reproduce_run, "reproduce.md"),
+    Section("lens reproduce on the verifier pair with the RL-made thinking model",
+            "docs/results/reproduce_verifier_rl.json",
+            ("lens reproduce --organism verifier-rl --out REPORT --json > docs/results/reproduce_verifier_rl.json",),
+            reproduce_verifier, "organism.md#the-second-pair-organismverifier-base-organismverifier-thinking"),
     Section("Finding 5: first-step trigger on the organism", "docs/results/first_step_trigger_organism.json",
             ("python experiments/first_step_trigger.py --json docs/results/first_step_trigger_organism.json",),
             first_step_organism, "saes.md#on-the-organism"),
