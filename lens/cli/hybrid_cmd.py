@@ -153,10 +153,9 @@ def hybrid_cmd(
         from ..studies.reproduce import Sizes, setup
 
         # the task set's first n problems are evaluated, the next n give the traces, then --calibrate more
-        s = setup(tasks, b, Sizes(n=2 * n + calibrate, hybrid_n=n, cot_n=1, feature_n=1), template or "user_assistant",
+        s = setup(tasks, b, Sizes(n=1, hybrid_n=n, cot_n=1, feature_n=1), template or "user_assistant", extra=calibrate,
                   thinking=t, thinking_template=thinking_template)  # each model prompted through its own template
-        contrast = (s.think_prompts[: 2 * n], s.direct_prompts[: 2 * n])  # as without --calibrate: the same bias
-        res = hybrid_generic.run(b, t, s.prompts, s.is_correct, *contrast, n=n,
+        res = hybrid_generic.run(b, t, s.prompts, s.is_correct, s.think_prompts, s.direct_prompts, n=n,
                                  layer=layer, read_layer=read_layer, norm_frac=norm_frac, n_categories=categories,
                                  max_new_tokens=max_new_tokens, progress=say,
                                  thinking_prompts=s.thinking_prompts or None,

@@ -142,7 +142,7 @@ def run(
     if calibrate:
         say(f"calibrating vector scales on {calibrate} problems apart from the evaluated and trace ones")
         cfg = HybridConfig(site, cats, bias=bias, coefficients=coefficients, selector=pick, read_site=read_site,
-                           steer_positions=steer_positions, candidate_batch=candidate_batch)
+                           steer_positions=steer_positions, candidate_batch=candidate_batch, seed=seed)
 
         def vectors_at(other: str):
             return hybrid_vectors(base, b_traces, other, think_prompts, direct_prompts, method=vectors,

@@ -103,8 +103,11 @@ class Setup:
 
 
 def setup(tasks_name: str, base, sizes: Sizes, template: str | None = None, thinking=None,
-          thinking_template: str | None = None) -> Setup:
+          thinking_template: str | None = None, extra: int = 0) -> Setup:
     """Load the task set and build prompts, checkers and contrast prompts for it.
+
+    extra: problems loaded after the ones the sizes need (e.g. the hybrid's calibration split); the contrast
+    prompts are drawn from the needed ones only, so they do not change with it.
 
     Each model gets its own prompts: the base `template` (default ``plain``, ``identity`` on the
     organism), the thinking model `thinking_template` (default its own chat template when its
@@ -117,7 +120,7 @@ def setup(tasks_name: str, base, sizes: Sizes, template: str | None = None, thin
     organism = str(tasks_name).lower() == "organism"
     # other pairs: the hybrid's taxonomy is fitted on the thinking model's traces of the next hybrid_n problems
     need = max(sizes.n, sizes.hybrid_n * (1 if organism else 2), sizes.cot_n, sizes.feature_n)
-    tasks = load_tasks(tasks_name, limit=need)
+    tasks = load_tasks(tasks_name, limit=need + extra)
     if not tasks:
         raise LensError(f"task set {tasks_name!r} is empty")
     questions = [t.question for t in tasks]
@@ -144,7 +147,7 @@ def setup(tasks_name: str, base, sizes: Sizes, template: str | None = None, thin
         think, direct = O.marker_contrast(sizes.n_contrast)
         return Setup(True, tasks, prompts, extractor, is_correct, answer_ok, C.is_thinking, "organism", think, direct,
                      t_prompts, names, str(tasks_name), tmpl)
-    qs = questions[: sizes.n_contrast]
+    qs = questions[: min(sizes.n_contrast, need)]
     think = apply_template(tmpl, [q + COT_INSTRUCTION for q in qs], base.tokenizer)
     direct = apply_template(tmpl, [q + DIRECT_INSTRUCTION for q in qs], base.tokenizer)
     return Setup(False, tasks, prompts, extractor, is_correct, answer_ok, None, base.family, think, direct,

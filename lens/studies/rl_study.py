@@ -98,7 +98,9 @@ def run_rl_study(models: Mapping[str, Any], out: str | Path, *, heldout: Sequenc
             if exp == CFT:
                 problem = critiques.get("problem", problems[0])  # the first model's 1-shot problem, for every model
                 say(f"== rl {name}: one-problem critique fine-tuning ({problem['id']})")
-                log = cft_run(m, problem, heldout, cfg, out / name / exp, critiques, say=say)
+                start = next((r["evals"][0] for r in runs.values() if r.get("evals") and r["evals"][0]["step"] == 0),
+                             None)  # every run starts from m: a GRPO run's step-0 evaluation is CFT's "before"
+                log = cft_run(m, problem, heldout, cfg, out / name / exp, critiques, before=start, say=say)
                 if log.get("status") == "skipped":
                     row["runs"][exp] = log
                     continue
@@ -129,14 +131,16 @@ def run_rl_study(models: Mapping[str, Any], out: str | Path, *, heldout: Sequenc
 
 
 def cft_run(m: Any, problem: dict, heldout: Sequence[dict], cfg: RLConfig, out: Path, critiques: dict, *,
-            samples: int = 256, max_critiques: int = 64, say: Callable[[str], None] = print) -> dict:
+            samples: int = 256, max_critiques: int = 64, before: dict | None = None,
+            say: Callable[[str], None] = print) -> dict:
     """One-problem CFT of ``m`` as a run log `summary` reads: held-out evaluations before (step 0) and after
     (step = SFT steps), the trained folder ``out/model`` (`lens.rl.cft.train_cft`; reused when complete).
 
     critiques: filled by the first call (``problem`` and its ``examples``: ``m``'s distinct wrong thinking
     solutions of it, ``samples`` at T=1, at most ``max_critiques``, each with the organism's critique, or why there
     are none); later calls (other models) must give the same problem and train on the same examples. Skipped
-    (with the reason) when no wrong solution is found.
+    (with the reason) when no wrong solution is found. before: ``m``'s held-out evaluation at these settings when
+    one was made already (a GRPO run's step 0), else it is made here.
     """
     from ..models import load_model
     from ..rl.cft import CFTConfig, organism_critiques, train_cft
@@ -158,7 +162,7 @@ def cft_run(m: Any, problem: dict, heldout: Sequence[dict], cfg: RLConfig, out: 
     folder = out / "model"
     kw = {"samples": cfg.eval_samples, "max_new_tokens": cfg.max_completion_length, "seed": cfg.seed}
     t0 = time.time()
-    before = evaluate_policy(m, heldout[: cfg.eval_n], **kw)
+    before = before or evaluate_policy(m, heldout[: cfg.eval_n], **kw)
     if (folder / "training.json").is_file():  # in the atomic folder: a finished run, reused if it is this one
         info = json.loads((folder / "training.json").read_text())
         mine = {"fingerprint": m.fingerprint, "n_examples": len(examples), "example": examples[0],
