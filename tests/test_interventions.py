@@ -1,9 +1,11 @@
 """The intervention engine: exact positions under the KV cache, padding, gates, specs on disk."""
 
+from contextlib import contextmanager
+
 import pytest
 import torch
 
-from lens import LensError
+from lens import LensError, load_model
 from lens.interventions import Intervention, Where, steer
 from lens.interventions.spec import load_interventions, save_interventions
 from tests.helpers import generate_steered
@@ -142,24 +144,49 @@ def test_each_prompt_pass_restarts_positions_and_steps(tiny):
     assert [(r["sequence"], r["step"], r["position"]) for r in h.log.records] == [(0, 0, 8), (1, 0, 2)]
 
 
-def test_organism_eval_hook_equals_engine_first_step():
-    """The first-position hook used by `lens organism eval` equals the engine's Where.first_step."""
-    from lens import load_model
-    from lens.organism.sampling import first_position_steering
+def test_organism_eval_steering_equals_a_hand_written_first_step_hook():
+    """`lens organism eval` steers through the engine (Where.first_step); it equals a hand-written hook that adds
+    the vector to decoder layer 1's output at the last position of the prompt pass only (left padding)."""
+    from lens.organism.evaluate import first_step_steering
+    from lens.organism.sampling import generate
 
     model = load_model("organism:base")
     tok = model.tokenizer
-    tok.padding_side = "left"
-    enc = tok(["Q:63+11+48+57+34=?\n", "Q:12+30=?\n"], return_tensors="pt", padding=True)
+    prompts = ["Q:63+11+48+57+34=?\n", "Q:12+30=?\n", "Q:5+7+9=?\n"]
     vec = torch.randn(model.d_model, generator=torch.Generator().manual_seed(0)) * 20
+    calls = []
+
+    def hand(_module, _inputs, output):
+        calls.append(1)
+        if len(calls) > 1:  # the prompt pass only
+            return output
+        hidden = (output[0] if isinstance(output, tuple) else output).clone()
+        hidden[:, -1] += vec
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    @contextmanager
+    def reference():
+        calls.clear()
+        handle = model.hf.model.layers[1].register_forward_hook(hand)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    plain = generate(model.hf, tok, prompts, max_new_tokens=12)
+    a = generate(model.hf, tok, prompts, max_new_tokens=12, hook=reference)
+    b = generate(model.hf, tok, prompts, max_new_tokens=12, hook=first_step_steering(model.hf, tok, 1, vec))
+    assert a == b
+    assert a != plain  # the vector changes what is generated, so the comparison can fail
+    tok.padding_side = "left"
+    enc = tok(prompts, return_tensors="pt", padding=True)
     kw = dict(max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id, output_logits=True,
               return_dict_in_generate=True)
-    with torch.no_grad(), first_position_steering(model.hf, 1, vec):
-        a = model.hf.generate(**enc, **kw)
-    with torch.no_grad(), steer(model, Intervention("blocks.1.hook_resid_post", vec, where=Where.first_step())):
-        b = model.hf.generate(**enc, **kw)
-    assert torch.equal(a.sequences, b.sequences)
-    torch.testing.assert_close(torch.stack(a.logits), torch.stack(b.logits), atol=1e-4, rtol=1e-4)
+    with torch.no_grad(), reference():
+        la = torch.stack(model.hf.generate(**enc, **kw).logits)
+    with torch.no_grad(), first_step_steering(model.hf, tok, 1, vec)():
+        lb = torch.stack(model.hf.generate(**enc, **kw).logits)
+    torch.testing.assert_close(la, lb, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("positions", [(2, 9), tuple(range(0, 24, 2))])

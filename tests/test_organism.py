@@ -172,21 +172,19 @@ def test_forced_thinking_beats_base_greedy(organism):
 
 
 @needs_models
-def test_first_position_steering_touches_one_position(organism):
+def test_first_step_steering_touches_one_position(organism):
     import torch
 
-    from lens.organism.sampling import first_position_steering
+    from lens.organism.evaluate import first_step_steering
 
     model, tok = organism["base"]
     enc = tok(["Q:11+22+33=?\n"], return_tensors="pt")
     with torch.no_grad():
         clean = model(**enc).logits
-        with first_position_steering(model, 1, torch.ones(model.config.hidden_size) * 5):
+        with first_step_steering(model, tok, 1, torch.ones(model.config.hidden_size) * 5)():
             steered = model(**enc).logits
-            again = model(**enc).logits  # a second forward call in the context is not steered
     assert torch.allclose(clean[:, :-1], steered[:, :-1], atol=1e-5)
     assert not torch.allclose(clean[:, -1], steered[:, -1])
-    assert torch.allclose(clean, again, atol=1e-5)
 
 
 def test_train_all_parallel_equals_sequential(tmp_path):

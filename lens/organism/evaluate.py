@@ -1,4 +1,4 @@
-"""Measure every property the organism must have (issue 3), on the committed held-out set.
+"""Measure every property the organism must have, on the committed held-out set.
 
 ``evaluate(models_dir)`` loads ``base``, ``thinking`` and ``control`` from ``models_dir`` (the
 bundled copies when None) and returns a dict with the raw metrics and a list of properties, each
@@ -65,19 +65,39 @@ def direction_prompts(n: int = 256, n_operands: int = 5, seed: int = 777) -> lis
 
 
 def reasoning_direction(model, tok, layer: int, ref_prompts: list[str], scale: float = 0.5):
-    """T-minus-D difference of means at the last prompt token after decoder layer ``layer``.
+    """T-minus-D difference of means at the last prompt token of ``blocks.{layer}.hook_resid_post``
+    (the output of decoder layer ``layer``), read with :func:`lens.capture`.
 
     Rescaled to ``scale`` times the mean residual norm at that site on ``ref_prompts``.
     Returns (vector, residual_norm).
     """
-    from lens.organism.sampling import last_token_residuals
+    from lens import capture
+    from lens.models import Model
+
+    lm = Model.from_hf(model, tok, spec="organism")
+    site = f"blocks.{layer}.hook_resid_post"
+
+    def last_token(prompts: list[str]):
+        return capture(lm, prompts, [site], "last", batch_size=256, progress=False)[site]
 
     probs = direction_prompts()
-    t = last_token_residuals(model, tok, [p.prompt("T") for p in probs], layer)
-    d = last_token_residuals(model, tok, [p.prompt("D") for p in probs], layer)
-    norm = float(last_token_residuals(model, tok, ref_prompts, layer).norm(dim=-1).mean())
+    t = last_token([p.prompt("T") for p in probs])
+    d = last_token([p.prompt("D") for p in probs])
+    norm = float(last_token(ref_prompts).norm(dim=-1).mean())
     diff = t.mean(0) - d.mean(0)
     return diff / diff.norm() * scale * norm, norm
+
+
+def first_step_steering(model, tok, layer: int, vector):
+    """A zero-argument factory of the engine's ``steer`` context that adds ``vector`` to
+    ``blocks.{layer}.hook_resid_post`` at the last prompt token on the prompt pass
+    (``Where.first_step()``): the organism's steering convention, for ``generate(..., hook=...)``."""
+    from lens.interventions import Intervention, Where, steer
+    from lens.models import Model
+
+    lm = Model.from_hf(model, tok, spec="organism")
+    iv = Intervention(f"blocks.{layer}.hook_resid_post", vector, where=Where.first_step())
+    return lambda: steer(lm, iv, record=False)
 
 
 def random_direction(like, seed: int):
@@ -110,7 +130,7 @@ def evaluate(
     """
     import torch
 
-    from lens.organism.sampling import first_position_steering, generate
+    from lens.organism.sampling import generate
 
     torch.set_num_threads(1)  # 1 thread: far faster than 2 when the 2 cores are shared
     say = log or (lambda *_: None)
@@ -156,13 +176,13 @@ def evaluate(
     m["direction_layer"] = layer
     m["direction_scale"] = scale
     m["residual_norm"] = norm
-    outs = generate(base, tok, prompts, hook=lambda: first_position_steering(base, layer, vec))
+    outs = generate(base, tok, prompts, hook=first_step_steering(base, tok, layer, vec))
     m["steer_think"] = _think_rate(outs)
     m["steer_acc"] = _accuracy(outs, answers)
     r_think, r_acc = [], []
     for j in range(n_random):
         rv = random_direction(vec, seed=1000 + j)
-        outs = generate(base, tok, prompts, hook=lambda rv=rv: first_position_steering(base, layer, rv))
+        outs = generate(base, tok, prompts, hook=first_step_steering(base, tok, layer, rv))
         r_think.append(_think_rate(outs))
         r_acc.append(_accuracy(outs, answers))
     m["random_think"] = sum(r_think) / n_random
