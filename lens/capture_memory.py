@@ -343,16 +343,19 @@ def examples_hash(examples: Iterable[Example], h=None):
 def capture_parts(model: Model, examples: Iterable[Example], sites: list[Site], select: Selection, *,
                   batch_size: int, dtype: torch.dtype, side: str, bar: ProgressBar, first_index: int = 0,
                   device: torch.device | str = "cpu", too_long: str = "error", forward: Forward | None = None,
-                  every_group: int | None = None, pin: bool = True) -> Iterator[tuple[Activations, list[Example]]]:
+                  every_group: int | None = None, pin: bool = True,
+                  logits: list | None = None) -> Iterator[tuple[Activations, list[Example]]]:
     """The capture loop of `capture` (rows in memory) and `capture_to_disk` (rows to shards): each batch's rows,
     with the examples they came from, in input order; example numbers start at `first_index`.
 
     `select` all (and lens's own forward): groups of `every_group` examples (None: all of them at once)
     through `capture_every`, whose forward passes write straight into preallocated rows; any other
     selection, or a `forward` of another backend: one forward per `batch_size` examples (`capture_batch`)
-    with the read-only hooks installed once for the whole loop. `bar` counts examples and tokens."""
+    with the read-only hooks installed once for the whole loop. `bar` counts examples and tokens.
+    logits: a list to which each example's logits [tokens, vocab] are appended; the forward passes then run
+    to the end instead of stopping after the deepest site (`lens.run`)."""
     device = torch.device(device)
-    if isinstance(select, AllTokens) and forward is None:
+    if isinstance(select, AllTokens) and forward is None and logits is None:
         chunks = batches(examples, every_group) if every_group else [list(examples)]
         for k, items in enumerate(chunks):
             if not items:
@@ -361,11 +364,12 @@ def capture_parts(model: Model, examples: Iterable[Example], sites: list[Site], 
                                 first_index + k * (every_group or 0), device=device, pin=pin,
                                 too_long=too_long), items
         return
-    with reading(model, sites) if forward is None else nullcontext({}) as state:  # forward: no lens hooks
+    # forward: no lens hooks
+    with reading(model, sites, stop=logits is None) if forward is None else nullcontext({}) as state:
         for k, chunk in enumerate(batches(examples, batch_size)):
             t0 = time.perf_counter()
             part = capture_batch(model, chunk, sites, select, first_index + k * batch_size, dtype, side, state,
-                                 device, too_long, forward=forward)
+                                 device, too_long, logits=logits, forward=forward)
             bar.update(len(chunk), part.n_tokens, time.perf_counter() - t0)
             yield part, chunk
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import torch
 from jaxtyping import Float
 
-from .capture_memory import Activations, batches, capture_batch, check_sites, reading
+from .capture_memory import Activations, ProgressBar, capture_parts, check_sites
 from .errors import LensError, check_number
 from .models import Model
 from .selection import Selection, parse_select, to_examples
@@ -34,11 +34,9 @@ def run(
     site_list = check_sites(model, sites)
     sel = parse_select(select)
     logits: list[torch.Tensor] = []
-    parts = []
-    with reading(model, site_list, stop=False) as state:
-        for k, chunk in enumerate(batches(to_examples(inputs), batch_size)):
-            parts.append(capture_batch(model, chunk, site_list, sel, k * batch_size, dtype, "right", state,
-                                       too_long=too_long, logits=logits))
+    parts = [part for part, _ in capture_parts(model, to_examples(inputs), site_list, sel, batch_size=batch_size,
+                                               dtype=dtype, side="right", bar=ProgressBar(False, None),
+                                               too_long=too_long, logits=logits)]
     if not parts:
         raise LensError("no inputs to run; the input list or file is empty")
     return logits, Activations.concat(parts)

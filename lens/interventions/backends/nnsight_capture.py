@@ -1,7 +1,7 @@
 """Capture through nnsight: `capture_nnsight(lm, model, inputs, sites, select)` returns what `lens.capture` returns.
 
-Each batch is tokenised, left-padded and selected by lens (`lens.capture_memory.capture_batch`: the same
-examples, groups, positions and metadata); only the forward pass runs in an nnsight trace, which saves each
+Each batch is tokenised, left-padded and selected by lens's capture loop (`lens.capture_memory.capture_parts`:
+the same examples, groups, positions and metadata); only the forward pass runs in an nnsight trace, which saves each
 site's hidden states (input of the layer for resid_pre, output otherwise) and stops after the deepest one. The
 attention mask and position ids go in with the ids, so a padded row computes what it computes alone.
 ``remote=True`` is passed to nnsight's trace (NDIF); remote execution is not tested here.
@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ...batching import Batch
-from ...capture_memory import Activations, Forward, _warn_outliers, batches, capture_args, capture_batch
+from ...capture_memory import Activations, Forward, ProgressBar, _warn_outliers, capture_args, capture_parts
 from ...errors import LensError
 from ...models import Model
 from ...selection import AllTokens, Example, Selection, to_examples
@@ -69,9 +69,9 @@ def capture_nnsight(
     """
     site_list, select, dtype = capture_args(model, sites, select, batch_size, dtype, too_long)
     fwd = nnsight_forward(language_model(model) if lm is None else lm, model, site_list, remote)
-    parts = [capture_batch(model, chunk, site_list, select, k * batch_size, dtype, "left", {}, too_long=too_long,
-                           forward=fwd)
-             for k, chunk in enumerate(batches(to_examples(inputs), batch_size))]
+    parts = [part for part, _ in capture_parts(model, to_examples(inputs), site_list, select, batch_size=batch_size,
+                                               dtype=dtype, side="left", bar=ProgressBar(False, None),
+                                               too_long=too_long, forward=fwd)]
     if not parts:
         raise LensError("no inputs to capture; the input list or file is empty")
     _warn_outliers(parts)
