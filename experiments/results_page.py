@@ -674,6 +674,13 @@ SECTIONS: tuple[Section, ...] = (
              "--steps 20 --eval-every 10 --eval-n 24 --eval-samples 0 --generations 4 --prompts-per-step 2 "
              "--max-new-tokens 64 --lr 1e-4 --out OUT --json > docs/results/rl_smollm2_lora.json",),
             rl_run, "rl.md#real-weights"),
+    Section("Finding 3: 1-shot GRPO with the random reward and a LoRA adapter on SmolLM2-135M-Instruct",
+            "docs/results/rl_smollm2_lora_random.json",
+            ("lens rl train smollm2-135m-instruct --tasks experiments/data/smollm2_problems.jsonl --lora-r 8 "
+             "--reward random --steps 20 --eval-every 10 --eval-n 24 --eval-samples 0 --generations 4 "
+             "--prompts-per-step 2 --max-new-tokens 64 --lr 1e-4 --out OUT --json "
+             "> docs/results/rl_smollm2_lora_random.json",),
+            rl_run, "rl.md#real-weights"),
     Section("Finding 3: 300 steps of 1-shot RLVR on the organism (post-saturation)",
             "docs/results/rl_postsat_organism.json",
             ("lens rl train organism:base --out OUT --regime one --steps 300 --eval-every 25 --eval-n 200 "
