@@ -179,7 +179,7 @@ def capture_section(data: dict[str, dict]) -> str:
     peak = lambda s: " and ".join(f"{s['disk_capture_memory'][x]['peak_mib']:.0f} MiB at {x}"  # noqa: E731
                                   for x in ("1x", "10x"))
     return "\n".join([
-        "## Capture of every `resid_post` (issue 2)", "",
+        "## Capture of every `resid_post`", "",
         "Targets: lens capture <= 1.03x the bare forward; to disk >= 0.9x the speed of capture to memory.", "",
         "A right-padded batch (capture's default) runs without a padding mask when the model is causal",
         "(`Model.causal`: the decoder layers' attention; False when a config turns on bidirectional attention):",
@@ -242,7 +242,7 @@ def steering_section(data: dict[str, dict]) -> str:
     small = rows_by_method(data["run_smollm2.json"]["results"]["sizes"]["smollm2"]["steering"])
     lens_row = "lens steer (every generated position; lens.decoding.generate)"
     return "\n".join([
-        "## Steered generation (issue 4)", "",
+        "## Steered generation", "",
         "Target: lens steered generation >= 0.97x the speed of plain HF `generate`.", "",
         "`lens.decoding.generate` runs lens's own KV-cached loop (`lens.decoding.loop.decode_loop`: the forward",
         "calls HF `generate` makes, without its per-call set-up and per-step bookkeeping; same tokens, tested per",
@@ -308,12 +308,12 @@ def hybrid_section(data: dict[str, dict]) -> str:
                      f"{r['gate_fired']:.1%} / {r['sweep_steps']:.1%}", f">= {target}x: {verdict}"])
     org, org_ref = data["ab_hybrid.json"]["results"], data["ab_hybrid_reference.json"]["results"]
     return "\n".join([
-        "## The hybrid (issues 4, 15)", "",
-        "Targets (issue 15): the paper-mode hybrid >= 0.4x the speed of plain base generation (each step runs",
+        "## The hybrid", "",
+        "Targets: the paper-mode hybrid >= 0.4x the speed of plain base generation (each step runs",
         "both models, so 0.5x is the limit) and >= 10x the paper-style full-recompute loop at 256 new tokens",
         "(the paper's code recomputes the whole sequence for one problem at a time; the rows below also compare",
         "with the same loop run as one batch, a stricter baseline).",
-        "Earlier target (issue 4): >= 0.35x plain and >= 10x the reference style.", "",
+        "",
         "The hybrid runs the paper's rules by default (steered candidates only once the gate fires, a",
         "10-coefficient sweep, think region; `docs/hybrid.md`). Each step runs both models, plus, where the gate",
         "fires, one batched base forward over the step's candidates (`lens.hybrid.candidates`); the reference",
@@ -341,7 +341,7 @@ def hybrid_section(data: dict[str, dict]) -> str:
            "(`python benchmarks/ab.py hybrid-reference-smollm2`, tens of minutes) was not re-run for this page."),
         "",
         table(["row", "prompts x new tokens", "rounds", "result", "gate fired (tokens) / sweep (steps)",
-               "target (issue 15)"], rows), "",
+               "target"], rows), "",
         "What the speed depends on:", "",
         "- Against plain generation, a hybrid step costs both models' forward (so 0.5x is the limit) plus, on",
         "  steps where the gate fires on any row, the candidate sweep: every (gated row, coefficient) candidate, 10",
@@ -393,7 +393,7 @@ def cot_section(data: dict[str, dict]) -> str:
     rows = [[r["model"], r["prompts"], r["k"], r["max_new_tokens"], f(r["batched_s"], 2), f(r["sequential_s"], 2),
              f"**{f(r['speedup'], 1)}x**", "yes" if r["same_branches"] else "**no**"] for r in d["results"]["rows"]]
     return "\n".join([
-        "## Decoding and CoT-decoding (issue 6)", "",
+        "## Decoding and CoT-decoding", "",
         "### Batched branches vs sequential generations", "",
         recorded(data, "cot_decoding.json"), "",
         "k branches per prompt decoded as one batch on a shared prompt cache vs k sequential generations, best of",
@@ -448,7 +448,7 @@ def sae_section(data: dict[str, dict]) -> str:
     dense_vs_runner = {n: _train(data[n])[1]["rows_per_s"] / _train(data[n])[3]["rows_per_s"]
                        for n in ("saes_128.json", "saes_576.json") if "rows_per_s" in _train(data[n])[3]}
     return "\n".join([
-        "## SAE training and find-feature (issue 5)", "",
+        "## SAE training and find-feature", "",
         "Target: lens's training >= 1.0x the speed of SAELens's `LanguageModelSAETrainingRunner`.", "",
         "lens's TopK training step decodes from each row's k active latents (`saes/sparse_decode.py`:",
         "`embedding_bag` over the top-k indices, gradients through the selected entries only; the same losses,",
@@ -459,8 +459,7 @@ def sae_section(data: dict[str, dict]) -> str:
         f"### lens vs SAELens (reduced sizes: {r128['repeats']} rounds at d_in 128; {r576['train_rows']:,} rows, "
         f"{r576['repeats']} rounds at d_in 576)", "",
         recorded(data, "saes_128.json", "saes_576.json"), "",
-        "Smaller than the earlier runs of this table (5 rounds; 100,000 rows and 3 rounds at d_in 576), to fit the",
-        "time budget of a loaded machine.", "",
+        "Sizes chosen to fit the time budget of a loaded machine.", "",
         table(["d_in (d_sae), rows", "lens", "lens, dense decode", "`SAETrainer.fit`", "SAELens runner",
                "lens / runner, best (median)"], [row("saes_128.json"), row("saes_576.json")]), "",
         "rows/s, best round; every round: " + rounds("saes_128.json") + ". " + rounds("saes_576.json") + ". "
@@ -501,10 +500,10 @@ def rl_section(data: dict[str, dict]) -> str:
     sp, tp = r["steps_per_s"], r["completion_tokens_per_s"]
     cmd = data["rl.json"]["command"]
     return "\n".join([
-        "## RL: GRPO through `lens rl` (issue 16)", "",
+        "## RL: GRPO through `lens rl`", "",
         "### lens vs TRL's `GRPOTrainer` called directly, organism base", "",
         recorded(data, "rl.json"), "",
-        table(["row", "result", "target (issue 16)"], [
+        table(["row", "result", "target"], [
             [f"`lens.rl.train_rl` vs TRL's `GRPOTrainer` called directly, same settings ({r['model']}, 1-shot, "
              f"{r['steps']} steps, 8 x 2 completions of <= 120 tokens, median of {r['repeats']}), training time "
              "without lens's evaluations",
@@ -532,10 +531,10 @@ def distributed_section(data: dict[str, dict]) -> str:
                      + ("; same result as one process" if r.get("same_result") else "") + ")",
                      f">= 1.8x: {met(r['speedup'] >= 1.8)}"])
     return "\n".join([
-        "## Distributed: data-parallel jobs (issue 18)", "",
+        "## Distributed: data-parallel jobs", "",
         "### 2 processes vs 1 on this machine, one torch thread each", "",
         recorded(data, *DISTRIBUTED), "",
-        table(["row", "result", "target (issue 18)"], rows), "",
+        table(["row", "result", "target"], rows), "",
         f"2 processes on a machine with {data['distributed_capture.json']['machine']['cpu_count']} "
         "cores that other jobs share: each process gets a core only when the other jobs leave one free, so a",
         "ratio measures the machine's spare capacity as much as lens (the runs of one row spread by up to 40%);",
@@ -560,14 +559,14 @@ def sae_stream_section(data: dict[str, dict]) -> str:
               f"{d[str(d['procs']) + '_processes_train_s']:.2f} s vs {d['one_process_train_s']:.2f} s "
               f"({f(d['speedup'], 2)}x)", ""] for d in r["data_parallel"]]
     return "\n".join([
-        "## SAE training at scale: streamed vs capture-then-train (issue 18)", "",
+        "## SAE training at scale: streamed vs capture-then-train", "",
         recorded(data, "sae_stream.json"), "",
         f"`{s['model']}`, {s['texts']:,} sums, every token of blocks.1.hook_resid_post ({s['rows']:,} rows, width "
         f"{s['d_model']}); TopK, k 32, batch 1,024, one epoch, one torch thread per process. The folder is read "
         f"at {s['folder_read_rows_per_s'] / 1e6:.1f}M rows/s (page cache warm), the forwards give "
         f"{s['forward_rows_per_s'] / 1e3:.0f}k rows/s:", "",
         table(["", "time", "disk"], rows), "",
-        f"Target (issue 18): streamed >= 1.0x capture-then-train: {met(s['stream_speedup'] >= 1.0)}.",
+        f"Target: streamed >= 1.0x capture-then-train: {met(s['stream_speedup'] >= 1.0)}.",
     ])
 
 

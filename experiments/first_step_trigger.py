@@ -1,4 +1,4 @@
-"""First-step trigger on the bundled organism (issue 5's experiment; He et al., arXiv 2601.08058 in miniature).
+"""First-step trigger on the bundled organism (finding 5; He et al., arXiv 2601.08058 in miniature).
 
 1. A TopK SAE on the base model's residual after the middle layer, trained on a fresh sample of
    the organism corpus (cached in the user cache after the first run).
@@ -14,7 +14,7 @@
    restate and computation steps and purity there is close to the majority baseline whatever
    the method does).
 
-Targets (issue 5), reported with the numbers whatever they are:
+Targets, reported with the numbers whatever they are:
 - a reasoning-mode feature ranks in the top 5: here, a top-5 feature whose first-step steering
   makes most answers use the thinking format (reasoning_rate >= 0.5);
 - steering that one feature raises base greedy accuracy to within 10 points of the thinking model's;
@@ -39,7 +39,7 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 
 
 def verdicts(res: dict) -> dict:
-    """The issue's targets, checked against a run_find_feature_organism result."""
+    """The targets, checked against a run_find_feature_organism result."""
     rows = res.get("steer_check", [])
     s = res.get("summary", {})
     top5 = [r["feature"] for r in res["ranking"][:5]]

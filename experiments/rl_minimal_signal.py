@@ -2,7 +2,7 @@
 random, incorrect label) on the base and on the control (pretrained without thinking traces), through
 TRL's GRPO (`lens.rl`); pass@k to 256 before and after 1-shot RLVR; `lens diff` of each run's final
 checkpoint against its start (per-layer weight change, activation shift and its cosine with the start
-model's reasoning direction: T-marker vs D-marker prompts); the issue's targets checked.
+model's reasoning direction: T-marker vs D-marker prompts); the targets checked.
 
     python experiments/rl_minimal_signal.py [--out runs/rl-study] [--steps 60] [--json results.json]
 

@@ -11,8 +11,8 @@ unit norm, so a control adds a vector of exactly the same norm. A baseline row (
 optional reference model (e.g. the thinking model, unsteered) are reported alongside.
 
 Every steered run checks the intervention log: each prompt must be touched exactly once, at the
-named position (P-1 at step 0, or P at step 1); the row says so in `only_at_where` (and, under its
-older name, `first_step_only`) and names the position in `where`.
+named position (P-1 at step 0, or P at step 1); the row says so in `only_at_where` (also
+written as `first_step_only`, which saved results files read) and names the position in `where`.
 """
 
 from __future__ import annotations

@@ -147,7 +147,7 @@ def _show(tok: str) -> str:
 
 
 def _steered_at(rows: Sequence[Mapping]) -> str:
-    """Which position a steer-check's rows steered, in words (rows carry `where`; older ones meant P-1)."""
+    """Which position a steer-check's rows steered, in words (from the rows' `where`; rows without one steered P-1)."""
     kinds = {r.get("where") for r in rows if r.get("where")}
     if kinds == {"first_generated_token"}:
         return "the first generated token, position P"

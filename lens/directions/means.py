@@ -24,7 +24,7 @@ def _facts(*acts) -> dict:
 
 
 def _site_first(usage: str, site) -> None:
-    """Refuse a call in the old order (the activations first): the site comes first everywhere."""
+    """Refuse a call with the activations first: the site comes first everywhere."""
     from ..sites import Site
 
     if not isinstance(site, (str, Site)):

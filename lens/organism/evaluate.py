@@ -218,7 +218,7 @@ def evaluate(
 
 
 def properties(m: dict) -> list[dict]:
-    """The issue's properties as rows ``{name, value, target, pass}`` (values are fractions)."""
+    """The organism's properties as rows ``{name, value, target, pass}`` (values are fractions)."""
     steer_gain_acc = m["steer_acc"] - m["base_greedy_acc"]
     rand_gain_acc = m["random_acc"] - m["base_greedy_acc"]
     steer_gain_think = m["steer_think"] - m["base_greedy_think"]

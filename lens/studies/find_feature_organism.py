@@ -1,6 +1,6 @@
 """`lens find-feature` on the bundled organism: train (or reuse) an SAE, rank, steer-check.
 
-`run_find_feature_organism()` is the whole experiment of issue 5 on the organism:
+`run_find_feature_organism()` is the whole first-step feature experiment (finding 5) on the organism:
 1. the SAE: given, or loaded from / trained into the user cache
    (`$LENS_CACHE` or the platform cache dir, `reasoning-lens/saes/organism-<fingerprint>-L<layer>-...`):
    a TopK SAE on the base model's residual (output of the middle layer) over every token of a

@@ -1,6 +1,6 @@
 """The hybrid study with organism defaults (finding 2 in miniature).
 
-Two selectors pick the category vector at a gated step (``taxonomy`` by default, as the issue asks):
+Two selectors pick the category vector at a gated step (``taxonomy`` by default, as the paper does):
 
 * ``nearest``: the category direction with the highest cosine to the thinking model's residual;
 * ``taxonomy``: the hybrid paper's choice (Venhoff et al., arXiv 2510.07364): a TopK SAE with one

@@ -6,7 +6,7 @@ For each model: the untrained held-out numbers; for each experiment the run's cu
 accuracy, training accuracy and thinking-format rate vs step) and its lift; pass@k at k = 1..``pass_k``
 before and after 1-shot RLVR; given a contrast, where each run's final checkpoint differs from its start
 (`lens diff`'s per-layer weight change and activation shift, with the shift's cosine to the start model's
-reasoning direction); and the issue's targets checked on the numbers. Runs live in
+reasoning direction); and the targets checked on the numbers. Runs live in
 ``out/<model>/<experiment>/`` (``lens rl`` folders), so an interrupted study resumes where it stopped.
 """
 
@@ -229,7 +229,7 @@ def summary(log: dict) -> dict:
 
 
 def targets(res: dict) -> list[dict]:
-    """The issue's targets on the organism, each with the measured value and whether it holds."""
+    """The targets on the organism (the papers' claims), each with the measured value and whether it holds."""
     ms = res["models"]
 
     def lift(model: str, exp: str) -> float | None:
