@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import torch
 from jaxtyping import Float
 
-from .capture_memory import Activations, ProgressBar, capture_parts, check_sites
+from .capture_memory import Activations, ProgressBar, _warn_outliers, capture_parts, check_sites
 from .errors import LensError, check_number
 from .models import Model
 from .selection import Selection, parse_select, to_examples
@@ -28,7 +28,7 @@ def run(
     tokens `select` picks) from ONE forward per batch, like TransformerLens's `run_with_cache`.
 
     Inputs, sites and selections are those of `lens.capture`, which returns the same rows (it stops each
-    forward after the deepest site; this one runs to the logits).
+    forward after the deepest site; this one runs to the logits); it warns of outlier rows as capture does.
     """
     check_number("batch_size", batch_size, 1, integer=True)
     site_list = check_sites(model, sites)
@@ -39,4 +39,5 @@ def run(
                                                too_long=too_long, logits=logits)]
     if not parts:
         raise LensError("no inputs to run; the input list or file is empty")
+    _warn_outliers(parts)
     return logits, Activations.concat(parts)

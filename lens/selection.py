@@ -336,7 +336,7 @@ class Sentences(Selection):
 
 
 def parse_select(text: str | Selection) -> Selection:
-    """Parse a CLI selection: all | from:N | last_prompt (= last_prompt_token) | first_generated_token |
+    """Parse a CLI selection: all | from:N | last_prompt_token (= last_prompt = first_step) | first_generated_token |
     positions:0,5,-1 | last[:N] | spans[:tokens] | regex:PAT | regex-mean:PAT | sentences[:PAT]. `from:1` is every
     token but the first (see `FromPosition`)."""
     if isinstance(text, Selection):
@@ -345,7 +345,7 @@ def parse_select(text: str | Selection) -> Selection:
     try:
         if name == "all":
             return AllTokens()
-        if name in ("last_prompt", "last_prompt_token"):
+        if name in ("last_prompt", "last_prompt_token", "first_step") and not arg:
             return LastPromptToken()
         if name == "first_generated_token":
             return FirstGeneratedToken()
@@ -376,6 +376,6 @@ def parse_select(text: str | Selection) -> Selection:
     except (ValueError, re.error) as e:
         raise LensError(f"bad selection {text!r}: {e}") from None
     raise LensError(
-        f"unknown selection {text!r}; use all, from:N, last_prompt (= last_prompt_token), first_generated_token, "
+        f"unknown selection {text!r}; use all, from:N, last_prompt_token (= last_prompt), first_generated_token, "
         "positions:0,5,-1, last[:N], spans, regex:PATTERN or sentences"
     )

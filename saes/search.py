@@ -332,12 +332,14 @@ def prompt_rows(model, prompts: Sequence[str], site: str, select: str = "last_pr
                 batch_size: int = 16) -> Iterator[torch.Tensor]:
     """Rows at `site` for `prompts` (selection `select`), one forward batch at a time (bounded memory)."""
     from lens.capture_memory import capture
+    from lens.selection import LastPromptToken, parse_select
 
     prompts = list(prompts)
     if not prompts:
         raise LensError("an empty prompt set cannot be a condition")
+    whole_prompt = isinstance(parse_select(select), LastPromptToken)
     for i in range(0, len(prompts), batch_size):
-        items = [{"prompt": p, "completion": ""} if select == "last_prompt" else p for p in prompts[i:i + batch_size]]
+        items = [{"prompt": p, "completion": ""} if whole_prompt else p for p in prompts[i:i + batch_size]]
         acts = capture(model, items, [site], select, batch_size=batch_size, progress=False)
         yield acts[site]
 

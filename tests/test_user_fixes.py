@@ -215,8 +215,18 @@ def test_cli_steer_where_names():
     assert parse_where("last_prompt_token").kind == "last_prompt_token"
     assert parse_where("first_generated_token").kind == "first_generated_token"
     assert parse_where("first_step").kind == "first_step"
+    assert parse_where("last_prompt").kind == "last_prompt_token"  # the selection's name works here too
     with pytest.raises(LensError, match="first_generated_token"):
         parse_where("first_token")
+
+
+def test_the_last_prompt_token_has_the_same_names_as_selection_and_as_where():
+    from lens.cli.steer_cmd import parse_where
+    from lens.selection import LastPromptToken, parse_select
+
+    for name in ("last_prompt", "last_prompt_token", "first_step"):
+        assert isinstance(parse_select(name), LastPromptToken), name
+        assert parse_where(name).kind in ("last_prompt_token", "first_step"), name
 
 
 # --- help texts render as written ---

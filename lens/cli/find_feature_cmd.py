@@ -17,6 +17,7 @@ def _condition(model, path: Path, site: str, select: str, too_long: str = "error
     from saes.search import texts_rows
 
     from ..errors import LensError
+    from ..selection import LastPromptToken, parse_select
 
     if path.is_dir():
         from ..capture_folder import CaptureFolder
@@ -25,7 +26,7 @@ def _condition(model, path: Path, site: str, select: str, too_long: str = "error
     if model is None:
         raise LensError(f"{path} is a JSONL of inputs: give --model so they can be run (or pass capture folders)")
     items = list(templated(read_inputs(path), template, model))
-    if select == "last_prompt":
+    if isinstance(parse_select(select), LastPromptToken):  # a bare text is all prompt
         items = [{"prompt": x, "completion": ""} if isinstance(x, str) else x for x in items]
     return texts_rows(model, items, site, select, too_long=too_long)
 

@@ -12,7 +12,7 @@ from .validate import check_fits, choice, finite, non_negative, positive, valid_
 
 
 def parse_where(text: str):
-    """last_prompt_token | first_generated_token | first_step (= last_prompt_token) | all | prompt |
+    """last_prompt_token (= last_prompt = first_step) | first_generated_token | all | prompt |
     prompt_last:N | generated:START:STOP | positions:0,5"""
     from ..errors import LensError
     from ..interventions import Where
@@ -21,6 +21,8 @@ def parse_where(text: str):
     try:
         if name in ("first_step", "last_prompt_token", "first_generated_token") and not arg:
             return Where(name)
+        if name == "last_prompt" and not arg:  # the selection's name for the same position
+            return Where("last_prompt_token")
         if name in ("all", "prompt"):
             return Where(name)
         if name == "prompt_last":
