@@ -91,3 +91,66 @@ def test_bad_shapes_are_refused_with_the_fix(m):
     clean = lens.capture(m, CLEAN, SITE, "last_prompt", progress=False)
     with pytest.raises(LensError, match="missing"):
         Intervention.patch(SITE, clean, [0, 1])
+
+
+def _hand_recompute(m, ids: list[int], adds: dict[str, dict[int, torch.Tensor]]) -> torch.Tensor:
+    """Logits of one unpadded sequence with raw hooks (no lens engine) adding `adds[site][position]` there."""
+    def at(site):
+        def fn(h):
+            h = h.clone()
+            for p, v in adds.get(site, {}).items():
+                if p < h.shape[1]:
+                    h[:, p] += v.to(h.dtype)
+            return h
+        return fn
+
+    with lens.hooks(m, {site: at(site) for site in adds}):
+        (logits,) = m([ids])
+    return logits
+
+
+def _same_tokens_as_hand_recompute(m, seqs, adds_of) -> int:
+    """Each generated sequence's greedy tokens equal a hand-hooked full recompute; returns how many rows the
+    steering changed (so a test can check it did something)."""
+    changed = 0
+    for b, seq in enumerate(seqs):
+        ids, plen = seq["input_ids"], seq["prompt_length"]
+        logits = _hand_recompute(m, ids, adds_of(b, plen))
+        assert logits[plen - 1 : len(ids) - 1].argmax(-1).tolist() == ids[plen:], b
+        span = slice(plen - 1, len(ids) - 1)
+        changed += logits[span].argmax(-1).tolist() != _hand_recompute(m, ids, {})[span].argmax(-1).tolist()
+    return changed
+
+
+PROMPTS = ["Q:12+34+5=?\n", "Q:1+2=?\n", "Q:47+38+26+19=?\n"]  # different lengths: a padded batch
+
+
+def test_per_example_vectors_under_the_kv_cache_equal_a_hand_written_hook(m):
+    vecs = torch.randn(3, m.d_model, generator=torch.Generator().manual_seed(1)) * 3
+    with lens.steer(m, Intervention(SITE, vecs, where=Where.generated(0, 6))):
+        seqs = lens.generate(m, PROMPTS, max_new_tokens=12, batch_size=3).sequences()
+    # Where.generated(0, 6): the positions of generated tokens 0..5, i.e. absolute P .. P + 5
+    assert _same_tokens_as_hand_recompute(m, seqs, lambda b, plen: {SITE: {p: vecs[b] for p in range(plen, plen + 6)}})
+
+
+def test_per_position_vectors_under_the_kv_cache_equal_a_hand_written_hook(m):
+    positions = (3, 9, 12)  # a prompt position of every row, then positions some rows reach only by generating
+    src = torch.randn(3, len(positions), m.d_model, generator=torch.Generator().manual_seed(2)) * 4
+    with lens.steer(m, Intervention(SITE, src, op="add", where=Where.absolute(*positions))):
+        seqs = lens.generate(m, PROMPTS, max_new_tokens=12, batch_size=3).sequences()
+    assert _same_tokens_as_hand_recompute(
+        m, seqs, lambda b, plen: {SITE: {p: src[b, j] for j, p in enumerate(positions)}})
+
+
+def test_direction_apply_over_two_sites_under_the_kv_cache_equals_a_hand_written_hook(m):
+    g = torch.Generator().manual_seed(3)
+    a0, a1 = "blocks.0.hook_resid_post", SITE
+    d0 = lens.Direction(a0, torch.randn(m.d_model, generator=g), m.facts(), "random")
+    d1 = lens.Direction(a1, torch.randn(m.d_model, generator=g), m.facts(), "random")
+    r1 = lens.Direction(a1, torch.randn(m.d_model, generator=g), m.facts(), "random")
+    both = lens.Directions([d0, d1 - r1 * 0.5])
+    with both.apply(m, 4.0, Where.last_prompt_token()):
+        seqs = lens.generate(m, PROMPTS, max_new_tokens=12, batch_size=3).sequences()
+    want = {a0: 4.0 * d0.vector, a1: 4.0 * (d1.vector - 0.5 * r1.vector)}
+    # the last prompt token only, P - 1, in the forward that produces generated token 0
+    assert _same_tokens_as_hand_recompute(m, seqs, lambda b, plen: {s: {plen - 1: v} for s, v in want.items()})
