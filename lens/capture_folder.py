@@ -178,6 +178,20 @@ class CaptureFolder:
             raise LensError(f"site {name} is not in capture {self.path}; it holds {', '.join(self.sites)}")
         return torch.cat([self.site_rows(i, name) for i in range(len(self.manifest["shards"]))])
 
+    def layers(self, kind: str = "resid_post") -> list[int]:
+        """The layers captured at hook kind `kind` (with or without ``hook_``), ascending (as `Activations.layers`)."""
+        full = Site.kind_name(kind)
+        return sorted(s.layer for s in map(Site.parse, self.sites) if s.kind == full)
+
+    def stack(self, kind: str = "resid_post") -> Float[torch.Tensor, "layers rows d_model"]:
+        """Every captured layer of one hook kind as one tensor in memory, layers ascending (as
+        `Activations.stack`; only those sites are read)."""
+        found = self.layers(kind)
+        if not found:
+            raise LensError(f"no {Site.kind_name(kind)} site is in capture {self.path}; "
+                            f"it holds {', '.join(self.sites)}")
+        return torch.stack([self[kind, layer] for layer in found])
+
     def iter_rows(self, site: str | Site, batch_rows: int) -> Iterator[Float[torch.Tensor, "batch d_model"]]:
         """Stream one site's rows in batches of `batch_rows` (views; the last may be shorter), reading
         only that site and holding one shard (plus less than one batch carried over) at a time."""

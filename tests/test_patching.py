@@ -32,6 +32,17 @@ def test_patching_every_position_reproduces_the_clean_logits(m):
         assert (bad - want).abs().max() > 1e-2  # the corruption mattered
 
 
+def test_patch_and_stack_read_a_capture_folder_as_they_read_activations(m, tmp_path):
+    sites = ["blocks.0.hook_resid_post", SITE]
+    mem = lens.capture(m, CLEAN, sites, "positions:1,3,5", progress=False)
+    folder = lens.capture_to_disk(m, CLEAN, sites, "positions:1,3,5", out=tmp_path / "clean", progress=False,
+                                  batch_size=1, shard_rows=3)
+    assert len(folder.manifest["shards"]) > 1  # the patch is gathered across shards
+    a, b = Intervention.patch(SITE, mem, [1, 3, 5]), Intervention.patch(SITE, folder, [1, 3, 5])
+    assert torch.equal(a.vector, b.vector) and a.where == b.where
+    assert torch.equal(folder.stack("resid_post"), mem.stack("resid_post")) and folder.layers() == [0, 1]
+
+
 def test_per_position_patch_equals_a_hand_written_hook_on_a_padded_batch(m):
     texts = ["Q:12+34=?\n", "Q:1+2+3+4+5=?\n", "Q:9=?\n"]  # different lengths: right-padded in one batch
     src = torch.randn(3, 2, m.d_model, generator=torch.Generator().manual_seed(0))

@@ -251,22 +251,30 @@ class Intervention:
     def patch(cls, site: str | Site, acts, positions: Sequence[int], *, name: str = "patch") -> Intervention:
         """Activation patching: set `site` at absolute `positions` of every row to the values captured there.
 
-        acts: an `Activations` with single-token rows of `site` (e.g. `lens.capture(model, clean_texts, site,
-        "positions:3,4")` or "all"): for example b (in input order) and position p_j the row captured at
-        (b, p_j) is used. Run the corrupted inputs (one row per captured example, same order) inside
-        `lens.steer(model, iv)`."""
+        acts: an `Activations` or a capture folder (`lens.open_capture(...)`, read shard by shard) with
+        single-token rows of `site` (e.g. `lens.capture(model, clean_texts, site, "positions:3,4")` or "all"): for
+        example b (in input order) and position p_j the row captured at (b, p_j) is used. Run the corrupted
+        inputs (one row per captured example, same order) inside `lens.steer(model, iv)`."""
         name_ = Site.parse(site).name
-        rows = acts[name_]
-        n = int(acts.example.max()) + 1 if len(acts) else 0
-        index = {(int(e), int(p)): k for k, (e, p, q) in enumerate(zip(acts.example.tolist(), acts.start.tolist(),
-                                                                         acts.end.tolist(), strict=True))
-                 if q == p + 1}
-        missing = [(b, p) for b in range(n) for p in positions if (b, p) not in index]
+        wanted = torch.tensor(sorted({int(p) for p in positions}), dtype=torch.long)
+        found: dict[tuple[int, int], torch.Tensor] = {}
+        n = 0
+        for part in acts if hasattr(acts, "shard") else [acts]:  # a CaptureFolder yields its shards
+            if not len(part):
+                continue
+            n = max(n, int(part.example.max()) + 1)
+            keep = ((part.end == part.start + 1) & torch.isin(part.start, wanted)).nonzero(as_tuple=True)[0]
+            rows = part[name_]
+            for k, e, p in zip(keep.tolist(), part.example[keep].tolist(), part.start[keep].tolist(), strict=True):
+                found[(e, p)] = rows[k]
+        missing = [(b, p) for b in range(n) for p in positions if (b, int(p)) not in found]
         if missing:
             raise LensError(f"patching needs the captured row of every example at every position; missing "
                             f"(example, position) {missing[:5]}; capture with select 'all' or 'positions:...'")
-        take = torch.tensor([[index[(b, p)] for p in positions] for b in range(n)])
-        return cls(name_, rows[take], op="set", where=Where.absolute(*positions), source="patch", name=name)
+        if not n:
+            raise LensError("patching needs captured rows; the activations are empty")
+        vec = torch.stack([torch.stack([found[(b, int(p))] for p in positions]) for b in range(n)])
+        return cls(name_, vec, op="set", where=Where.absolute(*positions), source="patch", name=name)
 
 
 def save_interventions(path: str | Path, items: list[Intervention], model=None, overwrite: bool = False) -> None:
