@@ -154,6 +154,18 @@ def fit_context(model: Model, ids: list, offsets: list, too_long: str, first_ind
                       + (f" and {len(cut) - 10} more" if len(cut) > 10 else ""), stacklevel=3)
 
 
+def pad_id(tokenizer) -> int:
+    """The id lens pads with: the tokenizer's pad token, else its EOS (as `Model` sets it), else 0 (a padded
+    slot is masked or never read, so any id in the vocabulary gives the same real-token results)."""
+    for name in ("pad_token_id", "eos_token_id"):
+        value = getattr(tokenizer, name, None)
+        if isinstance(value, (list, tuple)):
+            value = value[0] if value else None
+        if value is not None:
+            return int(value)
+    return 0
+
+
 def pad_rows(rows: Sequence[Sequence[int]], pad_id: int, side: str = "right", device: torch.device | str = "cpu",
              ) -> tuple[Int[torch.Tensor, "batch seq"], Int[torch.Tensor, "batch seq"]]:
     """Rows of token ids padded on `side` to the longest: (input_ids with `pad_id` in pad slots,
@@ -180,7 +192,7 @@ def pad(model: Model, ids: list, offsets: list, side: str) -> Batch:
     tok = model.tokenizer
     lengths = [len(r) for r in ids]
     width = max(lengths)
-    input_ids, mask = pad_rows(ids, tok.pad_token_id if tok.pad_token_id is not None else 0, side)
+    input_ids, mask = pad_rows(ids, pad_id(tok), side)
     flat = input_ids[mask.bool()]
     vocab = model.vocab_size
     if flat.numel() and int(flat.max()) >= vocab:

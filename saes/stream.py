@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
-from itertools import islice
 from pathlib import Path
 
 import torch
@@ -60,7 +59,7 @@ def model_source(model, inputs, site: str, select="all", *, batch_size: int = 8,
     batch_size: inputs per forward pass. The description names the model's fingerprint, the selection,
     dtype and the inputs' hash: equal descriptions mean equal rows.
     """
-    from lens.capture_memory import capture_batch, check_sites, reading
+    from lens.capture_memory import ProgressBar, capture_parts, check_sites
     from lens.selection import parse_select, to_examples
 
     check_number("batch_size", batch_size, 1, integer=True)
@@ -72,15 +71,13 @@ def model_source(model, inputs, site: str, select="all", *, batch_size: int = 8,
         raise LensError(f"{what}: no inputs to stream; the input list or file is empty")
 
     def chunks() -> Iterator[Float[torch.Tensor, "rows d_in"]]:
-        examples = to_examples(reopen())
-        with reading(model, [parsed]) as state:
-            k = 0
-            while batch := list(islice(examples, batch_size)):
-                acts = capture_batch(model, batch, [parsed], sel, k, dtype, "right", state, too_long=too_long)
-                k += len(batch)
-                rows = acts[parsed.name]
-                if rows.shape[0]:
-                    yield rows
+        # the capture loop of lens.capture, one group of `batch_size` inputs at a time (bounded memory)
+        for part, _ in capture_parts(model, to_examples(reopen()), [parsed], sel, batch_size=batch_size, dtype=dtype,
+                                     side="right", bar=ProgressBar(False, None), too_long=too_long,
+                                     every_group=batch_size, pin=False):
+            rows = part[parsed.name]
+            if rows.shape[0]:
+                yield rows
 
     desc = (f"model {model.spec} ({model.fingerprint}) on {what} (sha256 {digest[:16]}), select {sel.spec}, "
             f"batch {batch_size}, {str(dtype).removeprefix('torch.')}")

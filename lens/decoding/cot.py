@@ -35,7 +35,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..batching import left_pad
+from ..batching import left_pad, pad_id
 from ..errors import LensError
 from ..evaluation.answers import Extractor, get_extractor, normalise, to_number
 from ..evaluation.behaviours import looks_like_reasoning
@@ -49,7 +49,6 @@ from .generate import (
     eos_ids,
     generate,
     generation_config,
-    pad_id_of,
 )
 from .loop import returned_cache
 from .spans import decode, token_char_spans, tokens_in_span
@@ -331,7 +330,7 @@ def cot_decode(
     reasoning = is_reasoning or looks_like_reasoning
     tail = _answer_prompt_ids(model, answer_prompt, answer_max_new_tokens)
     encoded = encode_prompts(model, prompts, add_special_tokens)
-    pad = pad_id_of(model)
+    pad = pad_id(model.tokenizer)
     eos = eos_ids(model, eos_token_id)
     per_call = max(1, batch_size // k)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))

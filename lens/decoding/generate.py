@@ -27,7 +27,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..batching import left_pad
+from ..batching import left_pad, pad_id
 from ..errors import LensError
 from ..interventions.engine import batch_rows
 from .loop import decode_loop
@@ -125,15 +125,6 @@ def eos_ids(model: Any, eos_token_id: int | Sequence[int] | None | str = "defaul
     if isinstance(eos_token_id, int):
         return [eos_token_id]
     return [int(x) for x in eos_token_id]
-
-
-def pad_id_of(model: Any) -> int:
-    pad = getattr(model.tokenizer, "pad_token_id", None)
-    if pad is None:
-        pad = getattr(model.tokenizer, "eos_token_id", None)
-    if pad is None:
-        raise LensError("the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token")
-    return int(pad)
 
 
 # Every GenerationConfig field that changes which tokens HF ``generate`` picks, how it runs the forward
@@ -361,7 +352,7 @@ def generate(
             "use greedy=True for argmax decoding"
         )
     encoded = encode_prompts(model, prompts, add_special_tokens)
-    pad = pad_id_of(model)
+    pad = pad_id(model.tokenizer)
     eos = eos_ids(model, eos_token_id)
     rows = [(i, j) for i in range(len(encoded)) for j in range(1 if greedy else n)]
     order = sorted(range(len(rows)), key=lambda r: len(encoded[rows[r][0]]))

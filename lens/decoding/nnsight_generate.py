@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..batching import left_pad
+from ..batching import left_pad, pad_id
 from ..interventions.backends.nnsight_backend import generate_planned, language_model, plan
 from ..interventions.engine import batch_rows
 from ..interventions.spec import Intervention
@@ -25,7 +25,6 @@ from .generate import (
     eos_ids,
     finish,
     generation_config,
-    pad_id_of,
 )
 
 
@@ -54,7 +53,7 @@ def generate_nnsight_prompts(
     lm = language_model(model) if lm is None else lm
     ivs = list(interventions)
     encoded = encode_prompts(model, prompts)
-    pad, eos = pad_id_of(model), eos_ids(model, eos_token_id)
+    pad, eos = pad_id(model.tokenizer), eos_ids(model, eos_token_id)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     samples: dict[int, Sample] = {}
     fired: dict[int, list[dict]] = {}

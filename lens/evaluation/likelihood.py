@@ -20,7 +20,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..batching import pad_rows
+from ..batching import pad_id, pad_rows
 from ..errors import LensError
 
 
@@ -67,7 +67,7 @@ def continuation_logprobs(
         if not a:
             raise LensError(f"row {i}: the context is empty and the tokenizer added no BOS; give a context")
         rows.append((a, b))
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad = pad_id(tok)
     out: list[Likelihood] = []
     model.hf.eval()
     for start in range(0, len(rows), batch_size):

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..batching import encode, left_pad
+from ..batching import encode, left_pad, pad_id
 from ..decoding.loop import forward_kwargs, returned_cache
 from ..errors import LensError
 from ..hooks import hooks
@@ -194,7 +194,7 @@ def hybrid_generate(
     batch = encode(base, prompts, side="left")
     ids, mask = batch.input_ids.to(dev), batch.attention_mask.to(dev)
     t_ids, t_mask, table, feeds = thinking_side(base, thinking, prompts, thinking_prompts)
-    t_fill = thinking.tokenizer.pad_token_id if thinking.tokenizer.pad_token_id is not None else 0
+    t_fill = pad_id(thinking.tokenizer)
     t_ids, t_mask = t_ids.to(thinking.device), t_mask.to(thinking.device)
     eos = eos_token_id if eos_token_id is not None else base.tokenizer.eos_token_id
     n = len(prompts)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..batching import left_pad, token_rows
+from ..batching import left_pad, pad_id, token_rows
 from ..hooks import hooks
 from ..models import Model
 from .common import HybridResult
@@ -35,7 +35,7 @@ def _forward(model: Model, rows: list[list[int]], adds=None, read_site=None) -> 
     rows are unpadded; they are left-padded here. adds[row] = [(site, index into the row, vector)]."""
     width = max(len(r) for r in rows)
     pad = [width - len(r) for r in rows]
-    fill = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    fill = pad_id(model.tokenizer)
     ids, mask = left_pad(rows, fill)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     read: dict = {}
