@@ -1,7 +1,8 @@
 """The docs build (mkdocs, strict: a broken link or reference fails) and their Python examples run.
 
 Every ```python block of docs/*.md runs, page by page in one namespace and a fresh process, in a scratch
-folder; a block preceded by `<!-- no-run: reason -->` is a fragment and is only compiled.
+folder; a block preceded by `<!-- no-run: reason -->` is a fragment and is only compiled. Every `lens` command in
+the shell blocks of docs/ and README.md is parsed by the CLI (command, options, values), not run.
 """
 
 from __future__ import annotations
@@ -50,3 +51,56 @@ def test_python_examples_run(page, tmp_path):
     script.write_text("\n".join(code))
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+SHELL_BLOCK = re.compile(r"```(?:bash|sh|console)\n(.*?)```", re.S)
+
+
+def shell_lens_commands() -> list[tuple[str, list[str]]]:
+    """(page, argv after `lens`) of every `lens ...` command in the shell blocks of docs/ and README.md (lines joined
+    at backslashes; comments, redirections and the other commands of a pipeline left out)."""
+    import shlex
+
+    out = []
+    for page in [*PAGES, ROOT / "README.md"]:
+        for block in SHELL_BLOCK.findall(page.read_text()):
+            for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+                for part in re.split(r"\s*(?:\||&&|;)\s*", line.split(" #", 1)[0].strip()):
+                    part = re.split(r"\s[12]?>", part.strip())[0]
+                    if part.startswith("lens "):
+                        out.append((page.name, shlex.split(part)[1:]))
+    return out
+
+
+def test_every_lens_command_in_the_docs_parses():
+    """Shell blocks are not run (some take the 15-minute budget); each `lens` command in them must name a command
+    that exists with options it takes and values its checks accept, as the CLI parses them."""
+    import typer
+
+    from lens.cli.main import app
+
+    commands = shell_lens_commands()
+    assert len(commands) >= 40
+    bad = []
+    for page, argv in commands:
+        cmd, rest, path = typer.main.get_command(app), list(argv), ["lens"]
+        try:
+            while hasattr(cmd, "list_commands"):  # a group: its own options, then a subcommand
+                while rest and rest[0].startswith("-"):
+                    opt = rest.pop(0).split("=", 1)
+                    param = next((q for q in cmd.params if opt[0] in getattr(q, "opts", ())), None)
+                    if param is None:
+                        raise ValueError(f"{' '.join(path)} has no option {opt[0]}")
+                    if len(opt) == 1 and not getattr(param, "is_flag", False):
+                        rest.pop(0)  # its value
+                if not rest:
+                    break
+                sub = cmd.get_command(None, rest[0])
+                if sub is None:
+                    raise ValueError(f"no command {' '.join(path)} {rest[0]}")
+                path.append(rest.pop(0))
+                cmd = sub
+            cmd.make_context(" ".join(path), rest)
+        except Exception as e:  # noqa: BLE001 - a click usage error, a validation error, an unknown command
+            bad.append(f"{page}: lens {' '.join(argv)}: {getattr(e, 'format_message', lambda e=e: str(e))()}")
+    assert not bad, "\n".join(bad)
