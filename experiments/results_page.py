@@ -671,7 +671,7 @@ SECTIONS: tuple[Section, ...] = (
             cft, "rl.md#one-problem-cft-beside-1-shot-rlvr"),
     Section("Finding 3: 1-shot RLVR with a LoRA adapter on SmolLM2-135M-Instruct", "docs/results/rl_smollm2_lora.json",
             ("lens rl train smollm2-135m-instruct --tasks experiments/data/smollm2_problems.jsonl --lora-r 8 "
-             "--steps 20 --eval-every 10 --eval-n 24 --eval-samples 0 --generations 4 --prompts-per-step 2 "
+             "--steps 48 --eval-every 16 --eval-n 24 --eval-samples 0 --generations 4 --prompts-per-step 2 "
              "--max-new-tokens 64 --lr 1e-4 --out OUT --json > docs/results/rl_smollm2_lora.json",),
             rl_run, "rl.md#real-weights"),
     Section("Finding 3: 1-shot GRPO with the random reward and a LoRA adapter on SmolLM2-135M-Instruct",
