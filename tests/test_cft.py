@@ -110,3 +110,18 @@ def test_experiment_rlvr_arm_beside_cft_on_a_tiny_configuration(tmp_path, script
         assert [r["seed"] for r in runs] == [0, 1], name
         assert runs[0] == {"seed": 0, **exp._short(run["rlvr"][name])}
     assert exp.summary(res)["runs"][0]["rlvr_seeds"] == run["rlvr_seeds"]
+
+
+def test_cli_cft_applies_the_template_to_the_critiques_prompts(monkeypatch, capsys, tmp_path):
+    crit = tmp_path / "crit.jsonl"
+    crit.write_text("".join(json.dumps({"prompt": f"{a}+{a}", "completion": f" wait, it is {2 * a}"}) + "\n"
+                            for a in (11, 12)))
+    code, out, err = run_cli(monkeypatch, capsys, ["rl", "cft", "organism:base", "--out", tmp_path / "o", "--critiques",
+                                                   crit, "--template", "Q:{question}=?\n", "--epochs", "1",
+                                                   "--eval-n", "0", "--json"])
+    assert code == 0, err
+    info = json.loads((tmp_path / "o" / "training.json").read_text())
+    assert info["example"] == {"prompt": "Q:11+11=?\n", "completion": " wait, it is 22"}
+    code, _, err = run_cli(monkeypatch, capsys, ["rl", "cft", "organism:base", "--out", tmp_path / "p",
+                                                 "--template", "chat"])
+    assert code == 2 and "--template applies to the prompts of --critiques" in err

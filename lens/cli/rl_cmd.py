@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from .common import TEMPLATE_HELP, console, emit_json, table
+from .common import TEMPLATE_HELP, console, emit_json, table, templated
 from .validate import choice, non_negative, positive, positive_float
 
 app = typer.Typer(help="RL with verifiable rewards: GRPO (TRL) with correct, format, random or incorrect rewards",
@@ -201,6 +201,7 @@ def cft_cmd(
     max_new_tokens: int = typer.Option(220, "--max-new-tokens", callback=positive),
     seed: int = typer.Option(0, callback=non_negative),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace a model folder lens wrote at --out"),
+    template: str = typer.Option(None, "--template", help=TEMPLATE_HELP + " (each --critiques prompt)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """One-problem critique fine-tuning (TRL SFT on critiques of varied wrong solutions of one problem)."""
@@ -214,9 +215,14 @@ def cft_cmd(
 
     check_output(out, "model", overwrite=overwrite)
     examples = read_critiques(critiques) if critiques else None
+    if template is not None and examples is None:
+        raise LensError("--template applies to the prompts of --critiques; the organism's critiques are built in its "
+                        "own format")
     m = load(ctx, model)
     if m.tokenizer is None:
         raise LensError(f"{model} has no tokenizer: critique fine-tuning needs one saved with the model")
+    if template is not None:
+        examples = list(templated(examples, template, m))
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if as_json else (lambda msg: console.print(msg))
     one = None
     if examples is None:
