@@ -45,6 +45,8 @@ def train_cmd(
                                   help="pretrain the control in a second process alongside base + thinking"),
     overwrite: bool = typer.Option(False, "--overwrite", help="rebuild models that are already finished in --out "
                                                                "(your other files there are kept)"),
+    as_json: bool = typer.Option(False, "--json", help="print each model's training record as JSON (progress goes "
+                                                      "to stderr)"),
 ) -> None:
     """Regenerate the organism from scratch with a fixed seed (resumes an interrupted run)."""
     import torch
@@ -77,13 +79,20 @@ def train_cmd(
     _check_targets(out, tuple(folder[n] for n in names), overwrite)
     torch.set_num_threads(max(1, threads))
     with writer_lock(out, "organism"):
+        log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if as_json else print
         if pair == "sums":
-            infos = train_all(out, pre=PretrainConfig(steps=steps), which=names, parallel=parallel)
+            infos = train_all(out, pre=PretrainConfig(steps=steps), which=names, parallel=parallel, log=log)
         else:
             from lens.organism.train import train_verifier
 
             torch.set_num_threads(min(2, max(1, threads)) if not parallel else 2)
-            infos = train_verifier(out, pre=PretrainConfig(steps=steps), which=tuple(folder[n] for n in names))
+            infos = train_verifier(out, pre=PretrainConfig(steps=steps), which=tuple(folder[n] for n in names),
+                                   log=log)
+    if as_json:
+        from .common import emit_json
+
+        emit_json({name: {**info, "folder": str(out / name)} for name, info in infos.items()})
+        return
     for name, info in infos.items():
         print(f"{name}: {info.get('train_seconds')} s -> {out / name}")
 
