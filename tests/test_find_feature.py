@@ -236,6 +236,11 @@ def test_cli_sae_train_info_and_find_feature(tiny, tmp_path):
     out = json.loads(r.stdout)
     assert len(out["ranking"]) == 5 and out["contrast"]["n_pos"] == 20
     assert out["ranking"][0]["mean_diff"] >= out["ranking"][-1]["mean_diff"]
+    r = run(app, ["find-feature", "-m", str(folder), "--sae", str(tmp_path / "sae"), "--pos", str(pos), "--neg",
+                  str(neg), "--top", "5", "--exact-limit", "0", "--json"])  # the streamed histogram, bounded
+    hist = json.loads(r.stdout)["ranking"]
+    assert {x["auroc_method"] for x in hist} == {"histogram"}
+    assert {x["auroc_method"] for x in out["ranking"]} == {"exact"}
     ev = tmp_path / "eval.jsonl"
     ev.write_text("\n".join(json.dumps({"prompt": f"Q:{i}+1=?\n", "answer": i + 1}) for i in range(4)))
     r = run(app, ["find-feature", "-m", str(folder), "--sae", str(tmp_path / "sae"), "--pos", str(pos), "--neg",
@@ -289,3 +294,4 @@ def test_control_pool_widens_to_neutral_features_when_too_few_are_alive():
     assert pool == [5, 6] and kind.startswith("alive")
     pool, kind = control_pool(alive=[3, 5], neutral=[1, 5, 9], exclude=[5], n=2)  # only feature 5 alive: it is tested
     assert pool == [1, 9] and "too few" in kind  # never a separating feature (3), never a tested one (5)
+

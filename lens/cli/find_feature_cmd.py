@@ -92,6 +92,10 @@ def find_feature_cmd(
     dashboard: Path = typer.Option(None, "--dashboard", help="write a dashboard page per shown feature to "
                                    "DIR/index.html and link each ranked feature to its page"),
     template: str = typer.Option(None, "--template", help=TEMPLATE_HELP + " (JSONL conditions and --eval prompts)"),
+    exact_limit: int = typer.Option(None, "--exact-limit", help="non-zero activations kept for the exact AUROC "
+                                    "(default: one per 512 bytes of the machine's memory, at least 2^24; 0: always "
+                                    "the streamed histogram, whose error bound each row reports)",
+                                    callback=non_negative),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Rank SAE features by how much more they fire under condition A than B; --steer-check tests them causally.
@@ -105,12 +109,12 @@ def find_feature_cmd(
     with data_parallel() as r:  # under torchrun / accelerate launch: the steer-check's runs split across ranks
         _find_feature(ctx, model, sae, pos, neg, select, too_long, sort_by, top, layer, steer_check, steer_at,
                       steer_top, eval_set, alphas, n, n_random, max_new_tokens, metric, dashboard, as_json, r.main,
-                      template)
+                      template, exact_limit)
 
 
 def _find_feature(ctx, model, sae, pos, neg, select, too_long, sort_by, top, layer, steer_check, steer_at, steer_top,
                   eval_set, alphas, n, n_random, max_new_tokens, metric, dashboard, as_json, main,
-                  template=None) -> None:
+                  template=None, exact_limit=None) -> None:
     from ..distributed import barrier
     from ..errors import LensError
     from ..interventions import Where
@@ -170,7 +174,8 @@ def _find_feature(ctx, model, sae, pos, neg, select, too_long, sort_by, top, lay
     if d.site is None:
         raise LensError(f"SAE {sae} does not record its site")
     r = rank_features(d, _condition(m, pos, d.site, select, too_long, template),
-                      _condition(m, neg, d.site, select, too_long, template), sort_by=sort_by)
+                      _condition(m, neg, d.site, select, too_long, template), sort_by=sort_by,
+                      exact_limit=exact_limit)
     out = {"site": d.site, "sae": d.describe(), "ranking": r.as_dicts(top),
            "contrast": {"pos": str(pos), "neg": str(neg), "select": select, "n_pos": r.n_pos, "n_neg": r.n_neg},
            "ranking_throughput": {"rows_x_features_per_s": r.throughput, "seconds": r.seconds}}
