@@ -71,20 +71,19 @@ def reasoning_direction(model, tok, layer: int, ref_prompts: list[str], scale: f
     Rescaled to ``scale`` times the mean residual norm at that site on ``ref_prompts``.
     Returns (vector, residual_norm).
     """
-    from lens import capture
+    from lens import capture, diff_of_means
     from lens.models import Model
 
     lm = Model.from_hf(model, tok, spec="organism")
     site = f"blocks.{layer}.hook_resid_post"
 
     def last_token(prompts: list[str]):
-        return capture(lm, prompts, [site], "last", batch_size=256, progress=False)[site]
+        return capture(lm, prompts, [site], "last", batch_size=256, progress=False)
 
     probs = direction_prompts()
-    t = last_token([p.prompt("T") for p in probs])
-    d = last_token([p.prompt("D") for p in probs])
-    norm = float(last_token(ref_prompts).norm(dim=-1).mean())
-    diff = t.mean(0) - d.mean(0)
+    diff = diff_of_means(site, last_token([p.prompt("T") for p in probs]),
+                         last_token([p.prompt("D") for p in probs])).vector
+    norm = float(last_token(ref_prompts)[site].norm(dim=-1).mean())
     return diff / diff.norm() * scale * norm, norm
 
 
