@@ -291,6 +291,11 @@ def test_random_like_keeps_everything_but_the_direction():
     assert float(a.vector.norm()) == pytest.approx(float(iv.vector.norm()), rel=1e-6)
     assert (a.site, a.op, a.scale, a.where) == (iv.site, iv.op, iv.scale, iv.where)
     assert abs(float(torch.nn.functional.cosine_similarity(a.vector, iv.vector, dim=0))) < 0.5
+    rows = torch.randn(3, 64, generator=torch.Generator().manual_seed(5)) * torch.tensor([[1.0], [4.0], [9.0]])
+    per = Intervention("blocks.1.hook_resid_post", rows, "add", 1.0, Where.last_prompt_token()).random_like(2)
+    assert per.vector.shape == rows.shape  # one random direction per example, each of that example's norm
+    torch.testing.assert_close(per.vector.norm(dim=-1), rows.norm(dim=-1))
+    assert abs(float(torch.nn.functional.cosine_similarity(per.vector[0], per.vector[1], dim=0))) < 0.5
 
 
 def test_cli_steer_random_control_and_metric(tmp_path, capsys, monkeypatch):

@@ -228,12 +228,12 @@ class Intervention:
 
     def random_like(self, seed: int = 0) -> Intervention:
         """A control: the same site, op, scale and positions with a random direction (Gaussian, seeded)
-        of exactly this vector's norm, so any effect it has is what a vector of that size does anyway."""
-        if self.vector.dim() != 1:
-            raise LensError("random controls are drawn for one vector [d_model]; build them per row yourself")
+        of exactly this vector's norm, so any effect it has is what a vector of that size does anyway. A per-example
+        or per-position vector gets one random direction per row (and position), each of that row's norm."""
         g = torch.Generator().manual_seed(seed)
-        r = torch.randn(self.vector.numel(), generator=g, dtype=torch.float64)
-        r = (r * (float(self.vector.double().norm()) / float(r.norm()))).to(self.vector.dtype)
+        r = torch.randn(tuple(self.vector.shape), generator=g, dtype=torch.float64)
+        want = self.vector.double().cpu().norm(dim=-1, keepdim=True)
+        r = (r * (want / r.norm(dim=-1, keepdim=True))).to(self.vector.dtype)
         return Intervention(self.site, r.to(self.vector.device), self.op, self.scale, self.where,
                             source=f"random (seed {seed}, norm of {self.source or 'the vector'})",
                             name=f"{self.name or 'random'}~{seed}")
