@@ -164,6 +164,19 @@ class CaptureFolder:
             raise LensError(f"capture shard {info['file']} does not match the manifest (site {name}); re-capture")
         return t
 
+    def shard_site(self, i: int, site: str | Site) -> Activations:
+        """Shard i with one site's rows and the row metadata only (the other sites stay on disk)."""
+        name = Site.parse(site).name
+        if name not in self.sites:
+            raise LensError(f"site {name} is not in capture {self.path}; it holds {', '.join(self.sites)}")
+        info = self.manifest["shards"][i]
+        tensors, meta = load_tensors(self._shard_file(info), "capture shard", keys=[name, *META_KEYS])
+        self._provenance(info, meta)
+        if tuple(tensors[name].shape) != (info["rows"], self.d_model):
+            raise LensError(f"capture shard {info['file']} does not match the manifest (site {name}); re-capture")
+        return Activations({name: tensors[name]}, **{k: tensors[k] for k in META_KEYS},
+                           labels=meta.get("labels", [""] * info["rows"]), model=self.manifest["model"])
+
     def __iter__(self) -> Iterator[Activations]:
         for i in range(len(self.manifest["shards"])):
             yield self.shard(i)

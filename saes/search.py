@@ -260,18 +260,6 @@ def _iter_rows(cond, site: str | None, batch_rows: int) -> Iterator[torch.Tensor
     raise LensError(f"cannot read rows from {type(cond).__name__}")
 
 
-def default_exact_limit() -> int:
-    """Non-zero activations `rank_features` keeps for the exact AUROC by default: one per 512 bytes of the machine's
-    physical memory (about 64 bytes each at the peak of the final sort, so an eighth of it), at least 2^24."""
-    import os
-
-    try:
-        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # no sysconf (Windows) or no such name
-        total = 0
-    return max(1 << 24, int(total) // 512)
-
-
 @torch.no_grad()
 def rank_features(
     d: Dictionary,
@@ -284,7 +272,7 @@ def rank_features(
     batch_rows: int = 2048,
     n_bins: int = 96,
     min_freq: float = 0.0,
-    exact_limit: int | None = None,
+    exact_limit: int = 1 << 24,
 ) -> Ranking:
     """Score every feature on `pos` vs `neg` rows and sort (descending) by `sort_by`.
 
@@ -292,9 +280,9 @@ def rank_features(
     iterable of row tensors (e.g. `prompt_rows(...)`). Rows are encoded `batch_rows` at a time.
     min_freq: drop features firing on less than this share of rows in both conditions.
     exact_limit: how many non-zero activations (both conditions together, 8 bytes each) may be kept
-    for the exact AUROC (None: `default_exact_limit()`, from the machine's memory; 0: the histogram always);
-    past it the AUROC is the histogram approximation over `n_bins` bins and each row's `auroc_max_error`
-    bounds its error (`Ranking.auroc_method` says which one ran).
+    for the exact AUROC (the default 2^24 is about 1 GiB at the peak of the final sort; raise it for larger sets
+    that fit in memory; 0: the histogram always); past it the AUROC is the histogram approximation over `n_bins`
+    bins and each row's `auroc_max_error` bounds its error (`Ranking.auroc_method` says which one ran).
     """
     if sort_by not in SORT_KEYS:
         raise LensError(f"sort_by must be one of {', '.join(SORT_KEYS)}, got {sort_by!r}")
@@ -302,7 +290,7 @@ def rank_features(
     edges = default_edges(n_bins)
     acc = {}
     t0 = time.perf_counter()
-    budget = default_exact_limit() if exact_limit is None else int(exact_limit)
+    budget = int(exact_limit)
     for name, cond in (("pos", pos), ("neg", neg)):
         a = FeatureAccumulator(d.d_sae, edges, exact_limit=budget)
         for x in _iter_rows(cond, site, batch_rows):

@@ -161,7 +161,7 @@ def test_diff_takes_its_own_contrast_prompts_template_and_one_layer(capsys, monk
     files = {}
     for name, mark in (("pos", "T"), ("neg", "D")):
         files[name] = tmp_path / f"{name}.jsonl"
-        files[name].write_text("".join(json.dumps(f"Q:{mark}:{a}+{a + 7}=?\n") + "\n" for a in range(10, 26)))
+        files[name].write_text("".join(json.dumps(f"{mark}:{a}+{a + 7}") + "\n" for a in range(10, 26)))
     files["at"] = tmp_path / "at.jsonl"
     files["at"].write_text("".join(json.dumps({"prompt": f"{a}+{a + 3}"}) + "\n" for a in range(30, 42)))
     args = ["diff", "organism:base", "organism:thinking", "--layer", "1", "--prompts", files["at"],
@@ -172,9 +172,18 @@ def test_diff_takes_its_own_contrast_prompts_template_and_one_layer(capsys, monk
     assert [r["site"] for r in got] == ["blocks.1.hook_resid_post"]  # --layer: that layer only
     code, out, _ = run(capsys, monkeypatch, *args, "--pos", files["neg"], "--neg", files["pos"])
     flipped = json.loads(out)["activations"][0]
-    # the direction is the user's reasoning minus direct prompts: swapping them flips the cosine, not the shift
+    # the template made the organism's prompts ("T:10+17" -> "Q:T:10+17=?\n"): the direction is the user's
+    # reasoning minus direct prompts, so swapping the files flips the cosine, not the shift
     assert flipped["cosine_with_direction"] == pytest.approx(-got[0]["cosine_with_direction"], abs=1e-5)
     assert flipped["mean_diff_norm"] == pytest.approx(got[0]["mean_diff_norm"], rel=1e-6)
     assert abs(got[0]["cosine_with_direction"]) > 0.05
+    code, out, _ = run(capsys, monkeypatch, *args)  # the organism's own T/D contrast, the same measured prompts
+    own = json.loads(out)["activations"][0]
+    assert own["mean_diff_norm"] == pytest.approx(got[0]["mean_diff_norm"], rel=1e-6)
+    assert own["cosine_with_direction"] * got[0]["cosine_with_direction"] > 0  # the same direction, up to sampling
     code, out, err = run(capsys, monkeypatch, "diff", "--pos", files["pos"])
     assert code != 0 and "--pos and --neg together" in out + err
+    code, out, err = run(capsys, monkeypatch, "diff", "--template", "chat")
+    assert code != 0 and "--template applies to --pos, --neg and --prompts" in out + err
+    code, out, err = run(capsys, monkeypatch, "diff", "--pos", tmp_path / "missing.jsonl", "--neg", files["neg"])
+    assert code != 0 and "missing.jsonl" in out + err

@@ -183,8 +183,10 @@ def test_first_step_steering_touches_one_position(organism):
         clean = model(**enc).logits
         with first_step_steering(model, tok, 1, torch.ones(model.config.hidden_size) * 5)():
             steered = model(**enc).logits
+            again = model(**enc).logits  # another prompt pass (no cache) in the context: steered the same way
     assert torch.allclose(clean[:, :-1], steered[:, :-1], atol=1e-5)
     assert not torch.allclose(clean[:, -1], steered[:, -1])
+    assert torch.allclose(again, steered, atol=1e-6)
 
 
 def test_train_all_parallel_equals_sequential(tmp_path):

@@ -165,3 +165,9 @@ def test_direction_apply_over_two_sites_under_the_kv_cache_equals_a_hand_written
     want = {a0: 4.0 * d0.vector, a1: 4.0 * (d1.vector - 0.5 * r1.vector)}
     # the last prompt token only, P - 1, in the forward that produces generated token 0
     assert _same_tokens_as_hand_recompute(m, seqs, lambda b, plen: {s: {plen - 1: v} for s, v in want.items()})
+
+
+def test_patch_needs_a_position(m):
+    clean = lens.capture(m, CLEAN, SITE, "all", progress=False)
+    with pytest.raises(LensError, match="at least one position"):
+        Intervention.patch(SITE, clean, [])

@@ -39,17 +39,21 @@ def diff_cmd(
 
     if (pos is None) != (neg is None):
         raise LensError("give --pos and --neg together (reasoning and direct-answer prompts), or neither")
+    if template is not None and pos is None and prompts is None:
+        raise LensError("--template applies to --pos, --neg and --prompts; the organism's default prompts are "
+                        "already in its format")
+    # the files are read (and checked) before any model loads
+    files = {flag: read_inputs(f, flag) for flag, f in (("--pos", pos), ("--neg", neg), ("--prompts", prompts))
+             if f is not None}
     main = init().main  # under a launcher: join the job first, so `--device cuda` is each rank's own GPU
     b, t = load_both(ctx, base, thinking)
     check_layer("--layer", layer, b.n_layers)
     layers = range(b.n_layers) if layer is None else [layer]
     sites = [f"blocks.{i}.hook_resid_post" for i in layers]
-    if pos is None:
-        tp, dp = marker_contrast()
-    else:
-        tp, dp = (list(templated(read_inputs(f, flag), template, b)) for f, flag in ((pos, "--pos"), (neg, "--neg")))
+    given = {flag: list(templated(items, template, b)) for flag, items in files.items()}
+    tp, dp = (given["--pos"], given["--neg"]) if pos is not None else marker_contrast()
     if prompts is not None:
-        neutral = list(templated(read_inputs(prompts, "--prompts"), template, b))
+        neutral = given["--prompts"]
     else:
         neutral = [*tp, *dp] if pos is not None else [p.prompt() for p in train_problems(128, seed=99)]
     a, c = (capture_shared(b, p, sites, "last_prompt_token", progress=False, data_parallel=True) for p in (tp, dp))

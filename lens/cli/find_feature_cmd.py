@@ -92,9 +92,9 @@ def find_feature_cmd(
     dashboard: Path = typer.Option(None, "--dashboard", help="write a dashboard page per shown feature to "
                                    "DIR/index.html and link each ranked feature to its page"),
     template: str = typer.Option(None, "--template", help=TEMPLATE_HELP + " (JSONL conditions and --eval prompts)"),
-    exact_limit: int = typer.Option(None, "--exact-limit", help="non-zero activations kept for the exact AUROC "
-                                    "(default: one per 512 bytes of the machine's memory, at least 2^24; 0: always "
-                                    "the streamed histogram, whose error bound each row reports)",
+    exact_limit: int = typer.Option(1 << 24, "--exact-limit", help="non-zero activations kept for the exact AUROC "
+                                    "(8 bytes each, about 64 at the final sort; raise it for larger sets that fit in "
+                                    "memory; 0: always the streamed histogram, whose error bound each row reports)",
                                     callback=non_negative),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
@@ -142,7 +142,7 @@ def _find_feature(ctx, model, sae, pos, neg, select, too_long, sort_by, top, lay
         out = run_find_feature_organism(placed, sae=sae, reference=ref if ref is not None else True, layer=layer,
                                         steer_check=steer_check, n=n, alphas=strengths, top=steer_top,
                                         n_random=n_random, max_new_tokens=max_new_tokens, progress=say, where=at,
-                                        behaviour=shows)
+                                        behaviour=shows, exact_limit=exact_limit)
         if "steer_check" in out:
             out.update({"steered_at": str(at), **({"metric": metric} if metric else {})})
         out["ranking"] = out["ranking"][:max(top, 1)]

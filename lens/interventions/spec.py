@@ -256,16 +256,21 @@ class Intervention:
         example b (in input order) and position p_j the row captured at (b, p_j) is used. Run the corrupted
         inputs (one row per captured example, same order) inside `lens.steer(model, iv)`."""
         name_ = Site.parse(site).name
+        if not len(positions):
+            raise LensError("patching needs at least one position, e.g. Intervention.patch(site, acts, [3, 4])")
         wanted = torch.tensor(sorted({int(p) for p in positions}), dtype=torch.long)
         found: dict[tuple[int, int], torch.Tensor] = {}
         n = 0
-        for part in acts if hasattr(acts, "shard") else [acts]:  # a CaptureFolder yields its shards
+        parts = ((acts.shard_site(i, name_) for i in range(len(acts.manifest["shards"])))  # a CaptureFolder: one
+                 if hasattr(acts, "shard_site") else [acts])  # shard at a time, that site and the row metadata only
+        for part in parts:
             if not len(part):
                 continue
             n = max(n, int(part.example.max()) + 1)
             keep = ((part.end == part.start + 1) & torch.isin(part.start, wanted)).nonzero(as_tuple=True)[0]
-            rows = part[name_]
-            for k, e, p in zip(keep.tolist(), part.example[keep].tolist(), part.start[keep].tolist(), strict=True):
+            rows = part[name_].index_select(0, keep)  # a copy: the shard's other rows are freed
+            for k, e, p in zip(range(len(keep)), part.example[keep].tolist(), part.start[keep].tolist(),
+                               strict=True):
                 found[(e, p)] = rows[k]
         missing = [(b, p) for b in range(n) for p in positions if (b, int(p)) not in found]
         if missing:

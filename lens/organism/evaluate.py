@@ -89,8 +89,9 @@ def reasoning_direction(model, tok, layer: int, ref_prompts: list[str], scale: f
 
 def first_step_steering(model, tok, layer: int, vector):
     """A zero-argument factory of the engine's ``steer`` context that adds ``vector`` to
-    ``blocks.{layer}.hook_resid_post`` at the last prompt token on the prompt pass
-    (``Where.first_step()``): the organism's steering convention, for ``generate(..., hook=...)``."""
+    ``blocks.{layer}.hook_resid_post`` at the last prompt token of each prompt pass (``Where.first_step()``; a
+    forward with an empty cache, i.e. the first forward of each ``generate`` call, whose decode steps stay
+    untouched): the organism's steering convention, for ``generate(..., hook=...)``."""
     from lens.interventions import Intervention, Where, steer
     from lens.models import Model
 

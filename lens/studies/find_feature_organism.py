@@ -89,6 +89,7 @@ def run_find_feature_organism(
     where=None,
     behaviour=None,
     progress: Callable[[str], None] | None = None,
+    exact_limit: int = 1 << 24,
 ) -> dict:
     """Rank SAE features for "reasons vs answers directly" on the organism and steer-check the top ones.
 
@@ -99,7 +100,8 @@ def run_find_feature_organism(
     unsteered reference (skipped if missing), a Model uses it, False skips it.
     where: the steered position (`Where.first_step()` = the last prompt token, P-1, by default; or
     `Where.first_generated_token()`, P). behaviour: a detector (completion text -> bool) counted as the
-    rows' `reasoning_rate` instead of the organism's thinking-format detector.
+    rows' `reasoning_rate` instead of the organism's thinking-format detector. exact_limit: as in
+    `saes.search.rank_features`.
     Returns a JSON-ready dict: ranking, steer_check, summary, sae, site, contrast, alphas.
     """
     from lens.models import Model, load_model
@@ -124,7 +126,7 @@ def run_find_feature_organism(
     site = d.site
     say("ranking features: think marker T vs direct marker D, last prompt token")
     pos, neg = O.marker_contrast(n_contrast)
-    ranking = rank_features(d, prompt_rows(base, pos, site), prompt_rows(base, neg, site))
+    ranking = rank_features(d, prompt_rows(base, pos, site), prompt_rows(base, neg, site), exact_limit=exact_limit)
     out: dict = {
         "site": site,
         "contrast": {"pos": "prompts marked T (think)", "neg": "same problems marked D (direct)",
