@@ -175,7 +175,7 @@ def test_organism_eval_steering_equals_a_hand_written_first_step_hook():
 
     plain = generate(model.hf, tok, prompts, max_new_tokens=12)
     a = generate(model.hf, tok, prompts, max_new_tokens=12, hook=reference)
-    b = generate(model.hf, tok, prompts, max_new_tokens=12, hook=first_step_steering(model.hf, tok, 1, vec))
+    b = generate(model.hf, tok, prompts, max_new_tokens=12, hook=first_step_steering(model, 1, vec))
     assert a == b
     assert a != plain  # the vector changes what is generated, so the comparison can fail
     tok.padding_side = "left"
@@ -184,7 +184,7 @@ def test_organism_eval_steering_equals_a_hand_written_first_step_hook():
               return_dict_in_generate=True)
     with torch.no_grad(), reference():
         la = torch.stack(model.hf.generate(**enc, **kw).logits)
-    with torch.no_grad(), first_step_steering(model.hf, tok, 1, vec)():
+    with torch.no_grad(), first_step_steering(model, 1, vec)():
         lb = torch.stack(model.hf.generate(**enc, **kw).logits)
     torch.testing.assert_close(la, lb, atol=1e-4, rtol=1e-4)
 

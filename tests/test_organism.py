@@ -175,13 +175,14 @@ def test_forced_thinking_beats_base_greedy(organism):
 def test_first_step_steering_touches_one_position(organism):
     import torch
 
+    from lens.models import Model
     from lens.organism.evaluate import first_step_steering
 
     model, tok = organism["base"]
     enc = tok(["Q:11+22+33=?\n"], return_tensors="pt")
     with torch.no_grad():
         clean = model(**enc).logits
-        with first_step_steering(model, tok, 1, torch.ones(model.config.hidden_size) * 5)():
+        with first_step_steering(Model.from_hf(model, tok), 1, torch.ones(model.config.hidden_size) * 5)():
             steered = model(**enc).logits
             again = model(**enc).logits  # another prompt pass (no cache) in the context: steered the same way
     assert torch.allclose(clean[:, :-1], steered[:, :-1], atol=1e-5)

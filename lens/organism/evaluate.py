@@ -64,17 +64,15 @@ def direction_prompts(n: int = 256, n_operands: int = 5, seed: int = 777) -> lis
     return out
 
 
-def reasoning_direction(model, tok, layer: int, ref_prompts: list[str], scale: float = 0.5):
+def reasoning_direction(lm, layer: int, ref_prompts: list[str], scale: float = 0.5):
     """T-minus-D difference of means at the last prompt token of ``blocks.{layer}.hook_resid_post``
-    (the output of decoder layer ``layer``), read with :func:`lens.capture`.
+    (the output of decoder layer ``layer``) of the lens `Model` ``lm``, read with :func:`lens.capture`.
 
     Rescaled to ``scale`` times the mean residual norm at that site on ``ref_prompts``.
     Returns (vector, residual_norm).
     """
     from lens import capture, diff_of_means
-    from lens.models import Model
 
-    lm = Model.from_hf(model, tok, spec="organism")
     site = f"blocks.{layer}.hook_resid_post"
 
     def last_token(prompts: list[str]):
@@ -87,15 +85,13 @@ def reasoning_direction(model, tok, layer: int, ref_prompts: list[str], scale: f
     return diff / diff.norm() * scale * norm, norm
 
 
-def first_step_steering(model, tok, layer: int, vector):
+def first_step_steering(lm, layer: int, vector):
     """A zero-argument factory of the engine's ``steer`` context that adds ``vector`` to
     ``blocks.{layer}.hook_resid_post`` at the last prompt token of each prompt pass (``Where.first_step()``; a
     forward with an empty cache, i.e. the first forward of each ``generate`` call, whose decode steps stay
     untouched): the organism's steering convention, for ``generate(..., hook=...)``."""
     from lens.interventions import Intervention, Where, steer
-    from lens.models import Model
 
-    lm = Model.from_hf(model, tok, spec="organism")
     iv = Intervention(f"blocks.{layer}.hook_resid_post", vector, where=Where.first_step())
     return lambda: steer(lm, iv, record=False)
 
@@ -130,6 +126,7 @@ def evaluate(
     """
     import torch
 
+    from lens.models import Model
     from lens.organism.sampling import generate
 
     torch.set_num_threads(1)  # 1 thread: far faster than 2 when the 2 cores are shared
@@ -172,17 +169,18 @@ def evaluate(
     say(f"base samples think {m['sample_think_rate']:.3f}")
 
     ref = prompts[: min(len(prompts), 256)]
-    vec, norm = reasoning_direction(base, tok, layer, ref, scale)
+    lm = Model.from_hf(base, tok, spec="organism:base")  # one lens view of the base for reading and steering
+    vec, norm = reasoning_direction(lm, layer, ref, scale)
     m["direction_layer"] = layer
     m["direction_scale"] = scale
     m["residual_norm"] = norm
-    outs = generate(base, tok, prompts, hook=first_step_steering(base, tok, layer, vec))
+    outs = generate(base, tok, prompts, hook=first_step_steering(lm, layer, vec))
     m["steer_think"] = _think_rate(outs)
     m["steer_acc"] = _accuracy(outs, answers)
     r_think, r_acc = [], []
     for j in range(n_random):
         rv = random_direction(vec, seed=1000 + j)
-        outs = generate(base, tok, prompts, hook=first_step_steering(base, tok, layer, rv))
+        outs = generate(base, tok, prompts, hook=first_step_steering(lm, layer, rv))
         r_think.append(_think_rate(outs))
         r_acc.append(_accuracy(outs, answers))
     m["random_think"] = sum(r_think) / n_random
