@@ -7,11 +7,12 @@ rank's contiguous share of n inputs, cut at multiples of `align` so every rank f
 batches a single process would (rows come out equal, bit for bit).
 
 Jobs other than capture (sampling, CoT-decoding, the steer-check, `lens reproduce`) split their
-units of work with `strided`, inside a `data_parallel()` block or when asked with
-``data_parallel=True``, and share the results with `gather_indexed` (JSON in byte tensors through
-``all_gather``): every rank ends with the whole result, in input order, equal to one process's. The
-hybrid study shares its batches the same way; `lens diff` shares its parameters (`strided`) and its
-captures (`capture_memory.capture_shared`: contiguous blocks of whole batches, rows through `all_gather_rows`).
+units of work with `claimed` (each unit to the first rank free for it), inside a `data_parallel()`
+block or when asked with ``data_parallel=True``, and share the results with `gather_indexed` (JSON in
+byte tensors through ``all_gather``): every rank ends with the whole result, in input order, equal to
+one process's. The hybrid study claims and shares its batches the same way; `lens diff` shares its
+parameters (`strided`) and its captures (`capture_memory.capture_shared`: contiguous blocks of whole
+batches, rows through `all_gather_rows`).
 """
 
 from __future__ import annotations
@@ -165,6 +166,41 @@ def sharing(flag: bool | None = None) -> Ranks | None:
 def strided(n: int, r: Ranks) -> range:
     """Rank r's share of n work units taken in turn (r, r + world, ...): balanced when cost grows along the order."""
     return range(r.rank, n, r.world)
+
+
+def claimed(n: int, r: Ranks | None) -> Iterator[int]:
+    """The work units of range(n) this rank runs, each handed to whichever rank asks for it first.
+
+    Under a launcher the ranks draw units from one counter in the process group's store, so a rank whose
+    units ran short (samples that stopped early) takes the next unit instead of waiting at the gather for a
+    rank with a longer share; the units themselves are those one process would run, so results gathered by
+    index do not change. The ranks meet once at the start (a barrier), so none starts its share late.
+    One process (r None or alone): every unit, in order. Where the group exposes no store, `strided`.
+    Every rank must iterate the generator to its end (the k-th call on each rank shares one counter).
+    """
+    if r is None or not r.parallel:
+        yield from range(n)
+        return
+    store = _store()
+    if store is None:
+        yield from strided(n, r)
+        return
+    session = store.add(f"lens/claims/rank-{r.rank}", 1)  # the same number on every rank for the same call
+    key = f"lens/claims/{session}"
+    barrier()
+    while (i := store.add(key, 1) - 1) < n:
+        yield i
+
+
+def _store() -> Any | None:
+    """The default process group's key-value store, or None (no group, or a torch that hides it)."""
+    try:
+        import torch.distributed as dist
+        from torch.distributed import distributed_c10d
+
+        return distributed_c10d._get_default_store() if dist.is_initialized() else None
+    except Exception:  # noqa: BLE001 - a private accessor: fall back to the fixed split
+        return None
 
 
 def all_gather_json(obj: Any) -> list[Any]:

@@ -179,7 +179,7 @@ def test_two_process_studies_equal_one_process(tmp_path):
     assert [r["kind"] for r in a["steer_check"]] == ["baseline", "reference"] + ["feature"] * 4 + ["random"] * 2
     assert all(r["only_at_where"] for r in a["steer_check"][2:])
     assert a["cot_answer_prompt"]["answered_by_prompt"] > 0
-    assert len(b["forwards"]) == 2 and all(0 < f < 0.75 * a["forwards"][0] for f in b["forwards"])  # work was split
+    assert len(b["forwards"]) == 2 and all(0 < f < 0.9 * a["forwards"][0] for f in b["forwards"])  # work was split
     for key in a.keys() - {"forwards"}:
         assert a[key] == b[key], key
     # seeds are per (seed, problem, sample): another batch size in another process count gives the same samples

@@ -61,7 +61,7 @@ def _run(tmp_path, name: str, args: list[str], procs: int) -> tuple[str, list[di
 
 def test_two_process_hybrid_cli_equals_one_process(tmp_path):
     """`lens hybrid --problems 8 --json` (every ablation, live_only, unsteered_allowed) on 2 ranks: the same JSON,
-    each prompt of every run on one rank only (batches of 3: rank 0 runs batches 0 and 2, rank 1 batch 1)."""
+    each prompt of every run on one rank only (batches of 3, each (run, batch) to the first rank free for it)."""
     _organism()
     args = ["hybrid", "--problems", "8", "--batch-size", "3", "--json"]
     one, (whole,) = _run(tmp_path, "one", args, 1)
@@ -71,7 +71,8 @@ def test_two_process_hybrid_cli_equals_one_process(tmp_path):
     assert res["n"] == 8 and len(res["runs"]) == 9 and res["runs"]["random_category"]["category_use"]
     runs = len(res["runs"])
     assert whole["hybrid_rows"] == list(range(8)) * runs
-    assert r0["hybrid_rows"] == [0, 1, 2, 6, 7] * runs and r1["hybrid_rows"] == [3, 4, 5] * runs
+    assert r0["hybrid_rows"] and r1["hybrid_rows"]  # both ranks worked, and between them ran every row once
+    assert sorted(r0["hybrid_rows"] + r1["hybrid_rows"]) == sorted(whole["hybrid_rows"])
 
 
 def test_two_process_diff_cli_equals_one_process(tmp_path):

@@ -7,18 +7,25 @@ floats), so the gathered results equal a single process's bit for bit.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
-from ..distributed import Ranks, gather_indexed, sharing, strided
+from ..distributed import Ranks, claimed, gather_indexed, sharing
 from .samples import Sample
 
 
-def my_batches(starts: list[int], flag: bool | None) -> tuple[list[int], Ranks | None]:
-    """(the batch starts this rank decodes, its Ranks when the work is split, else None)."""
+def my_batches(starts: list[int], flag: bool | None) -> tuple[Iterator[int], Ranks | None]:
+    """(the batch starts this rank decodes, drawn as it goes (`lens.distributed.claimed`); its Ranks when the
+    work is split, else None). Iterate the starts to the end on every rank.
+
+    Split, the batches go out from the last: callers sort their rows by prompt length, so the costliest
+    batches run first and the last ones, which decide when the slowest rank is done, are short."""
     r = sharing(flag)
-    return (starts, None) if r is None else ([starts[b] for b in strided(len(starts), r)], r)
+    if r is None:
+        return iter(starts), None
+    return (starts[len(starts) - 1 - b] for b in claimed(len(starts), r)), r
 
 
 def tensor_json(t: torch.Tensor | None) -> list | None:

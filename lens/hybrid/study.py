@@ -115,7 +115,7 @@ def run_study(
     `lens.distributed.data_parallel()` block. Random draws follow each prompt's index
     (`lens.hybrid.config.Draws`), never its rank or batch.
     """
-    from ..distributed import gather_indexed, sharing, strided
+    from ..distributed import claimed, gather_indexed, sharing
 
     t_prompts = list(prompts if thinking_prompts is None else thinking_prompts)
     if len(t_prompts) != len(prompts):
@@ -130,7 +130,6 @@ def run_study(
 
     shared = sharing(data_parallel)
     starts = list(range(0, len(prompts), batch_size))
-    mine = starts if shared is None else [starts[b] for b in strided(len(starts), shared)]
     split = shared is not None
     say("greedy base / thinking")
     b_texts = [s.text for s in generate(base, list(prompts), max_new_tokens, batch_size=batch_size,
@@ -147,20 +146,23 @@ def run_study(
     runs += [("unsteered_allowed", "unsteered_allowed", "none", selector)] if unsteered_allowed else []
     local: dict[int, list] = {}  # (run, batch) -> this rank's results, gathered once after every run
     n_batches = len(starts)
-    for r_i, (name, mode, ab, sel) in enumerate(runs):
-        say(f"hybrid ({name})")
-        cfg = HybridConfig(site, categories, bias=bias, coefficients=coefficients, ablation=ab, seed=seed,
-                           selector=sel, mode=mode, read_site=read_site, think_close=think_close,
-                           answer_prompt=answer_prompt, no_guardrail_coefficient=no_guardrail_coefficient,
-                           steer_positions=steer_positions if mode == "paper" else "newest",
-                           candidate_batch=candidate_batch, category_sites=category_sites,
-                           site_biases=site_biases)
-        for i in mine:  # this rank's batches (all of them in one process)
-            chunk = list(prompts[i : i + batch_size])
-            res = hybrid_generate(base, thinking, chunk, cfg, max_new_tokens=max_new_tokens,
-                                  thinking_prompts=t_prompts[i : i + batch_size], rows=range(i, i + len(chunk)))
-            local[r_i * n_batches + i // batch_size] = [res.texts, res.n_tokens(), res.n_steered(), res.n_gated(),
-                                                        res.think_region, list(res.category_use().items())]
+    cfgs = [HybridConfig(site, categories, bias=bias, coefficients=coefficients, ablation=ab, seed=seed,
+                         selector=sel, mode=mode, read_site=read_site, think_close=think_close,
+                         answer_prompt=answer_prompt, no_guardrail_coefficient=no_guardrail_coefficient,
+                         steer_positions=steer_positions if mode == "paper" else "newest",
+                         candidate_batch=candidate_batch, category_sites=category_sites, site_biases=site_biases)
+            for _name, mode, ab, sel in runs]
+    said = -1
+    for unit in claimed(len(runs) * n_batches, shared):  # (run, batch) units: all of them in one process
+        r_i, i = unit // n_batches, (unit % n_batches) * batch_size
+        if r_i != said:
+            said = r_i
+            say(f"hybrid ({runs[r_i][0]})")
+        chunk = list(prompts[i : i + batch_size])
+        res = hybrid_generate(base, thinking, chunk, cfgs[r_i], max_new_tokens=max_new_tokens,
+                              thinking_prompts=t_prompts[i : i + batch_size], rows=range(i, i + len(chunk)))
+        local[unit] = [res.texts, res.n_tokens(), res.n_steered(), res.n_gated(), res.think_region,
+                       list(res.category_use().items())]
     every = gather_indexed(local) if split else local  # one exchange: the ranks wait for each other once
     for r_i, (name, mode, ab, _sel) in enumerate(runs):
         texts, steered, gated, use, region = [], 0, 0, {}, False
