@@ -321,7 +321,7 @@ def cot_decode(
     :func:`lens.evaluation.behaviours.looks_like_reasoning`.
     answer_prompt: appended to a branch without an answer, which then continues greedily for at most
     ``answer_max_new_tokens`` (up to a newline) to give one; None: such a branch stays without answer.
-    data_parallel: under a launcher (`lens.distributed`), each rank decodes every world-th chunk of
+    data_parallel: under a launcher (`lens.distributed`), the ranks share out the chunks of
     prompts (and of the answer-prompt continuations); every rank returns all results, equal to one
     process's.
     """

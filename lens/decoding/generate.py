@@ -335,10 +335,10 @@ def generate(
     eos_token_id: ``"default"`` (tokenizer's and generation config's EOS), an id, a list, or None.
     return_top2: record p(top-1), p(top-2) of the raw distribution at every generated position.
     backend: ``"lens"`` (`decode_loop`, the default) or ``"hf"`` (``model.hf.generate``); same tokens.
-    data_parallel: under a launcher (`lens.distributed`), each rank decodes every world-th batch and
-        all ranks return every sample, equal to one process's (hooks see only their rank's rows). True: split
-        when launched with several processes; False (default): never; None: inside a
-        `lens.distributed.data_parallel()` block.
+    data_parallel: under a launcher (`lens.distributed`), the ranks share out the batches
+        (`lens.distributed.claimed`) and all ranks return every sample, equal to one process's (hooks see only
+        their rank's rows). True: split when launched with several processes; False (default): never; None:
+        inside a `lens.distributed.data_parallel()` block.
     """
     if backend not in ("lens", "hf"):
         raise LensError(f"unknown decoding backend {backend!r}; use 'lens' or 'hf'")

@@ -108,10 +108,10 @@ def run_study(
     categories steered at other sites than `site`, and the bias at each of those (`HybridConfig`).
     selector_variants: {run name: selector}, one more run each in mode paper without ablation, reported
     beside the hybrid (e.g. ``live_only``: the taxonomy's argmax over the latents with a category).
-    data_parallel: under a launcher (`lens.distributed`), each rank runs every world-th batch of prompts
-    (the batches one process forms) of the greedy runs and of every hybrid run; the per-batch results
-    reach every rank in input order and the metrics are formed from them once, so the result equals one
-    process's. True: split when launched with several processes; False: never; None: inside a
+    data_parallel: under a launcher (`lens.distributed`), the ranks share out the batches of prompts (the
+    batches one process forms; `lens.distributed.claimed`) of the greedy runs and of every hybrid run; the
+    per-batch results reach every rank in input order and the metrics are formed from them once, so the
+    result equals one process's. True: split when launched with several processes; False: never; None: inside a
     `lens.distributed.data_parallel()` block. Random draws follow each prompt's index
     (`lens.hybrid.config.Draws`), never its rank or batch.
     """
