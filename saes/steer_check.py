@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from lens.decoding.generate import generate
-from lens.distributed import gather_indexed, sharing, strided
+from lens.distributed import claimed, gather_indexed, sharing
 from lens.errors import LensError
 from lens.evaluation.metrics import accuracy
 from lens.interventions import Intervention, Where, steer
@@ -104,8 +104,8 @@ def steer_check(
     (default `lens.evaluation.behaviours.looks_like_reasoning`).
     where: the one position steered per prompt: `Where.first_step()` (default; = `last_prompt_token()`,
     P-1) or `Where.first_generated_token()` (P).
-    data_parallel: under a launcher, each rank runs every world-th row's generation (baseline,
-    reference, then feature and control runs) and every rank returns all rows, in this order, equal to
+    data_parallel: under a launcher, the ranks share out the rows' generations (baseline, reference, then
+    feature and control runs; `lens.distributed.claimed`) and every rank returns all rows, in this order, equal to
     one process's; None: inside a `lens.distributed.data_parallel()` block.
     """
     from lens.evaluation.behaviours import looks_like_reasoning
@@ -146,8 +146,7 @@ def steer_check(
                 "only_at_where": first_step_log_ok(h.log, len(prompts), plens, where), "fired": len(h.log)}
 
     shared = sharing(data_parallel)
-    mine = range(len(jobs)) if shared is None else strided(len(jobs), shared)
-    done = {u: run(*jobs[u]) for u in mine}
+    done = {u: run(*jobs[u]) for u in claimed(len(jobs), shared)}  # each run to the first rank free for it
     if shared is not None:
         done = gather_indexed(done)
     tested = torch.stack([d.direction(f) for f in features]) if len(features) else None

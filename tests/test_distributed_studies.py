@@ -18,12 +18,16 @@ import json, os, sys
 import lens.capture_memory as CM
 import lens.hybrid.study as S
 
-out, seen = sys.argv[1], {"hybrid_rows": [], "captured": 0}
+out, seen = sys.argv[1], {"hybrid_rows": [], "hybrid_texts": [], "captured": 0}
 gen, cap = S.hybrid_generate, CM.capture
 
 def counted_gen(*a, **kw):
     seen["hybrid_rows"] += list(kw["rows"])
-    return gen(*a, **kw)
+    res = gen(*a, **kw)
+    cfg = a[3]
+    run = [cfg.mode, cfg.ablation, type(cfg.selector).__name__, getattr(cfg.selector, "live_only", None)]
+    seen["hybrid_texts"] += [[*run, row, text] for row, text in zip(kw["rows"], res.texts)]
+    return res
 
 def counted_cap(model, inputs, *a, **kw):
     inputs = list(inputs)
@@ -73,6 +77,9 @@ def test_two_process_hybrid_cli_equals_one_process(tmp_path):
     assert whole["hybrid_rows"] == list(range(8)) * runs
     assert r0["hybrid_rows"] and r1["hybrid_rows"]  # both ranks worked, and between them ran every row once
     assert sorted(r0["hybrid_rows"] + r1["hybrid_rows"]) == sorted(whole["hybrid_rows"])
+    # every generated text of every run, not only the metrics: the ranks' (run, row, text) are the one process's
+    assert sorted(map(str, r0["hybrid_texts"] + r1["hybrid_texts"])) == sorted(map(str, whole["hybrid_texts"]))
+    assert len(whole["hybrid_texts"]) == 8 * runs
 
 
 def test_two_process_diff_cli_equals_one_process(tmp_path):

@@ -28,7 +28,7 @@ def run(
 
     answer_ok(i, answer) checks an extracted answer string of prompt ``i``. answer_prompt: appended to a
     branch without an answer to get one (None: no such fallback); ``answered_by_prompt`` counts those.
-    data_parallel: under a launcher, each rank decodes every world-th chunk of prompts and every rank
+    data_parallel: under a launcher, the ranks share out the chunks of prompts and every rank
     returns the whole result, equal to one process's; None: inside a `lens.distributed.data_parallel()` block.
     """
     from ..distributed import sharing

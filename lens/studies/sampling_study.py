@@ -59,7 +59,7 @@ def run(
     fmt: the thinking format; a model whose prompts open the block (R1's template ends ``<think>\n``)
     counts a sample as thinking-format when it closes the block (``behaviour[name]["prompt_opens_thinking"]``:
     the share of its prompts that open it).
-    data_parallel: under a launcher, each rank samples every world-th batch and every rank returns the
+    data_parallel: under a launcher, the ranks share out the batches and every rank returns the
     whole result, equal to one process's (each sample is seeded by (seed, problem, sample), never by
     rank or batch); None: inside a `lens.distributed.data_parallel()` block.
     """
