@@ -45,6 +45,15 @@ DISTRIBUTED = {
 }
 
 
+def per_second(r: dict) -> str:
+    """What one process of a data-parallel row does per second (texts, samples or problems), to size a run."""
+    if r["job"] == "capture":
+        return f"{r['texts'] / r['one_process_s']:,.0f} texts/s"
+    if r["job"] == "sampling":
+        return f"{r['problems'] * r['samples'] / r['one_process_s']:,.0f} samples/s (at most 100 new tokens each)"
+    return f"{r['problems'] / r['one_process_s']:.2f} problems/s (every ablation's run of each)"
+
+
 # --- formatting ----------------------------------------------------------------------------------------
 
 
@@ -529,12 +538,12 @@ def distributed_section(data: dict[str, dict]) -> str:
                      + f"; every run: one process {', '.join(f'{x:.2f}' for x in r['runs_one'])} s, {r['procs']} "
                      f"processes {', '.join(f'{x:.2f}' for x in r['runs_many'])} s"
                      + ("; same result as one process" if r.get("same_result") else "") + ")",
-                     f">= 1.8x: {met(r['speedup'] >= 1.8)}"])
+                     per_second(r), f">= 1.8x: {met(r['speedup'] >= 1.8)}"])
     return "\n".join([
         "## Distributed: data-parallel jobs", "",
         "### 2 processes vs 1 on this machine, one torch thread each", "",
         recorded(data, *DISTRIBUTED), "",
-        table(["row", "result", "target"], rows), "",
+        table(["row", "result", "one process", "target"], rows), "",
         f"2 processes on a machine with {data['distributed_capture.json']['machine']['cpu_count']} "
         "cores that other jobs share: each process gets a core only when the other jobs leave one free, so a",
         "ratio measures the machine's spare capacity as much as lens (the runs of one row spread by up to 40%);",
