@@ -27,6 +27,7 @@ Everything but the models is imported on first use, so `import lens` stays as fa
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 from .errors import LensError
@@ -73,8 +74,8 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(module), attr)
         globals()[name] = value  # cached: the next lookup finds it directly
         return value
-    if name in _PACKAGES:
-        return importlib.import_module(f"lens.{name}")  # importing it binds lens.<name>
+    if name in _PACKAGES or (not name.startswith("_") and importlib.util.find_spec(f"lens.{name}") is not None):
+        return importlib.import_module(f"lens.{name}")  # any module of lens (lens.directions, ...): binds lens.<name>
     raise AttributeError(f"module 'lens' has no attribute {name!r}")
 
 

@@ -147,3 +147,12 @@ def test_direction_arithmetic_and_apply_equal_the_interventions_they_stand_for(o
     assert got == want and both.sites == [a1, a3] and torch.equal((both * 2)[a3].vector, 2 * d3.vector)
     with pytest.raises(LensError, match="two directions at"):
         lens.Directions([d1, r1])
+
+
+def test_every_module_of_lens_is_reachable_after_one_import():
+    import lens
+
+    assert lens.directions.one_vs_rest is lens.one_vs_rest if hasattr(lens, "one_vs_rest") else True
+    assert callable(lens.decoding.generate) and callable(lens.interventions.steer)
+    with pytest.raises(AttributeError, match="no attribute 'not_a_module'"):
+        lens.not_a_module  # noqa: B018
