@@ -14,7 +14,7 @@ Directions
     diff_of_means(site, pos, neg), Direction (+, -, * a number; d.apply(model, scale, where) steers inside
     a with block), Directions (several sites at once), load_direction
 Interventions and decoding
-    Intervention(site, vector, op, scale, where), Where, steer(model, interventions) (a context manager)
+    Intervention(site, vector, scale, where, op=...), Where, steer(model, interventions) (a context manager)
     generate(model, prompts, max_new_tokens), cot_decode(model, prompts)
     hybrid_generate(base, thinking, prompts, config), HybridConfig; the package lens.hybrid (the paper's
     reference loop, ablations, modes)

@@ -139,7 +139,7 @@ def steer_check(
             return _measure(generate(reference, prompts, max_new_tokens, batch_size=batch_size), is_correct,
                             is_reasoning)
         say(f"{kind} {f} alpha {a:g}")
-        iv = Intervention(d.site, d.direction(f), "add", a, where, source=f"sae:{d.path}#{f}", name=f"f{f}")
+        iv = Intervention(d.site, d.direction(f), a, where, op="add", source=f"sae:{d.path}#{f}", name=f"f{f}")
         with steer(model, iv) as h:
             gen = generate(model, prompts, max_new_tokens, batch_size=batch_size)
         return {**_measure(gen, is_correct, is_reasoning),

@@ -133,7 +133,7 @@ def ws(tmp_path_factory):
     lens("directions", "make", "-o", str(path("direction")), "--json")
     import torch
 
-    save_interventions(path("spec"), [Intervention(SITE, torch.ones(128), "add", 1.0, Where.first_step())])
+    save_interventions(path("spec"), [Intervention(SITE, torch.ones(128), 1.0, Where.first_step())])
 
     # broken artifacts
     def broken_copy(src: str, name: str, edit) -> None:

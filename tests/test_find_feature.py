@@ -172,7 +172,7 @@ def test_steer_check_touches_exactly_the_first_step(tiny):
         assert r["tokens_mean"] > 0 and 0 <= r["reasoning_rate"] <= 1
     assert {r["feature"] for r in rows[2:]}.isdisjoint({3})
     # the log itself: one record per prompt, step 0, position P-1
-    iv = Intervention(d.site, d.direction(3), "add", 50.0, Where.first_step())
+    iv = Intervention(d.site, d.direction(3), 50.0, Where.first_step())
     with steer(m, iv) as h:
         out = generate(m, prompts, 6)
     plens = [len(t) for t in m.tokenizer(prompts)["input_ids"]]

@@ -195,3 +195,10 @@ def test_absolute_mask_few_and_many_positions(positions):
     p = torch.arange(30).reshape(2, 15)
     got = Where.absolute(*positions).mask(p, torch.tensor([5, 5]))
     assert torch.equal(got, torch.isin(p, torch.tensor(positions)))
+
+
+def test_intervention_takes_site_vector_scale_where_and_refuses_the_old_op_position():
+    iv = Intervention("blocks.1.hook_resid_post", torch.ones(64), 2.0, Where.first_step())
+    assert (iv.scale, iv.where.kind, iv.op) == (2.0, Where.first_step().kind, "add")
+    with pytest.raises(LensError, match="the op goes by name.*op='project_out'"):
+        Intervention("blocks.1.hook_resid_post", torch.ones(64), "project_out", 2.0)

@@ -34,7 +34,7 @@ def valid(tiny, tmp_path_factory):
     cap = capture_to_disk(model, [f"text {i} here" for i in range(12)], [SITE], "last:2", out=root / "capture",
                   shard_rows=8, progress=False)
     Direction(SITE, torch.randn(64), model.facts(), "diff_of_means", name="r").save(root / "direction")
-    save_interventions(root / "spec", [Intervention(SITE, torch.ones(64), "add", 2.0, Where.first_step())])
+    save_interventions(root / "spec", [Intervention(SITE, torch.ones(64), 2.0, Where.first_step())])
     train_sae(cap, root / "sae", TrainConfig(architecture="topk", d_sae=32, k=4, total_rows=512, batch_size=64,
                                              buffer_rows=128, checkpoint_every=0), progress=False)
     return root

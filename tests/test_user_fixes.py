@@ -284,7 +284,7 @@ def test_every_help_text_renders_as_written(path):
 def test_random_like_keeps_everything_but_the_direction():
     from lens.interventions import Intervention, Where
 
-    iv = Intervention("blocks.1.hook_resid_post", torch.arange(64.0), "add", 3.0, Where.first_generated_token(),
+    iv = Intervention("blocks.1.hook_resid_post", torch.arange(64.0), 3.0, Where.first_generated_token(),
                       source="dir")
     a, b, c = iv.random_like(0), iv.random_like(0), iv.random_like(1)
     assert torch.equal(a.vector, b.vector) and not torch.equal(a.vector, c.vector)
@@ -292,7 +292,7 @@ def test_random_like_keeps_everything_but_the_direction():
     assert (a.site, a.op, a.scale, a.where) == (iv.site, iv.op, iv.scale, iv.where)
     assert abs(float(torch.nn.functional.cosine_similarity(a.vector, iv.vector, dim=0))) < 0.5
     rows = torch.randn(3, 64, generator=torch.Generator().manual_seed(5)) * torch.tensor([[1.0], [4.0], [9.0]])
-    per = Intervention("blocks.1.hook_resid_post", rows, "add", 1.0, Where.last_prompt_token()).random_like(2)
+    per = Intervention("blocks.1.hook_resid_post", rows, 1.0, Where.last_prompt_token()).random_like(2)
     assert per.vector.shape == rows.shape  # one random direction per example, each of that example's norm
     torch.testing.assert_close(per.vector.norm(dim=-1), rows.norm(dim=-1))
     assert abs(float(torch.nn.functional.cosine_similarity(per.vector[0], per.vector[1], dim=0))) < 0.5

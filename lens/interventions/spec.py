@@ -185,14 +185,18 @@ class Intervention:
 
     site: str
     vector: Float[torch.Tensor, "*batch_positions d_model"]
-    op: str = "add"
     scale: float = 1.0
     where: Where = field(default_factory=Where)
+    op: str = "add"
     source: str = ""
     name: str = ""
 
     def __post_init__(self) -> None:
         self.site = Site.parse(self.site).name
+        if isinstance(self.scale, str):
+            raise LensError(f"Intervention(site, vector, scale, where, op=...): the op goes by name, e.g. "
+                            f"Intervention(site, v, 2.0, Where.first_step(), op={self.scale!r}) (got {self.scale!r} "
+                            "where the scale goes)")
         if self.op not in OPS:
             raise LensError(f"unknown op {self.op!r}; use one of {', '.join(OPS)}")
         if not isinstance(self.where, Where):
@@ -234,7 +238,7 @@ class Intervention:
         r = torch.randn(tuple(self.vector.shape), generator=g, dtype=torch.float64)
         want = self.vector.double().cpu().norm(dim=-1, keepdim=True)
         r = (r * (want / r.norm(dim=-1, keepdim=True))).to(self.vector.dtype)
-        return Intervention(self.site, r.to(self.vector.device), self.op, self.scale, self.where,
+        return Intervention(self.site, r.to(self.vector.device), self.scale, self.where, op=self.op,
                             source=f"random (seed {seed}, norm of {self.source or 'the vector'})",
                             name=f"{self.name or 'random'}~{seed}")
 
@@ -319,8 +323,8 @@ def load_interventions(path: str | Path, model=None) -> list[Intervention]:
             where = Where.from_json(d["where"])
         except LensError as e:
             raise LensError(f"{what}: {e}") from None
-        items.append(Intervention(d["site"], tensors[str(k)], d["op"], d["scale"], where,
-                                  str(d.get("source", "")), str(d.get("name", ""))))
+        items.append(Intervention(d["site"], tensors[str(k)], d["scale"], where, op=d["op"],
+                                  source=str(d.get("source", "")), name=str(d.get("name", ""))))
     if model is not None:
         for i in items:
             i.check(model)
