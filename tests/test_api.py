@@ -99,6 +99,11 @@ def test_capture_to_disk_is_its_own_verb(organism, tmp_path):
     again = lens.open_capture(tmp_path / "c")
     mem = lens.capture(organism, TEXTS, SITES, "all", progress=False)
     assert again.n_rows == len(mem)
+    # a capture folder, or its path, wherever activations go: the same direction as from memory
+    other = lens.capture(organism, ["Q:12+3=?\n", "Q:40+41=?\n"], SITES, "all", progress=False)
+    want = lens.diff_of_means(SITES[0], mem, other).vector
+    for given in (folder, str(tmp_path / "c"), tmp_path / "c"):
+        torch.testing.assert_close(lens.diff_of_means(SITES[0], given, other).vector, want)
 
 
 def test_readme_example_runs_and_steering_opens_thinking(tmp_path):

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from jaxtyping import Float
 
 from ..errors import LensError
 from .artifact import Direction
+
+
+def _opened(acts):
+    """A capture folder given by its path, opened (`lens.open_capture`); anything else as it is."""
+    if isinstance(acts, (str, os.PathLike)):
+        from ..capture_folder import open_capture
+
+        return open_capture(acts)
+    return acts
 
 
 def _rows(acts, site: str) -> Float[torch.Tensor, "rows d"]:
@@ -32,12 +43,14 @@ def _site_first(usage: str, site) -> None:
 
 
 def diff_of_means(site: str, pos, neg, *, normalize: bool = False, center: bool = False, name: str = "") -> Direction:
-    """mean(pos[site]) - mean(neg[site]); `pos`/`neg` are Activations (or [rows, d] tensors).
+    """mean(pos[site]) - mean(neg[site]); `pos`/`neg` are Activations, capture folders (or their paths), or
+    [rows, d] tensors.
 
     center: subtract the pooled mean from each set first (leaves the difference unchanged; kept for
     symmetry with one_vs_rest); normalize: scale to unit norm (the raw norm is kept in info).
     """
     _site_first("diff_of_means(site, pos, neg)", site)
+    pos, neg = _opened(pos), _opened(neg)
     a, b = _rows(pos, site), _rows(neg, site)
     if a.shape[1] != b.shape[1]:
         raise LensError(f"the two token sets have different widths ({a.shape[1]} vs {b.shape[1]})")
@@ -56,6 +69,7 @@ def diff_of_means(site: str, pos, neg, *, normalize: bool = False, center: bool 
 def one_vs_rest(site: str, acts, labels: list[str], *, normalize: bool = False) -> dict[str, Direction]:
     """For each label: mean of its rows minus mean of all other rows (rows labelled "" are ignored)."""
     _site_first("one_vs_rest(site, acts, labels)", site)
+    acts = _opened(acts)
     x = _rows(acts, site)
     if len(labels) != x.shape[0]:
         raise LensError(f"{len(labels)} labels for {x.shape[0]} rows")
@@ -78,6 +92,7 @@ def pca_of_differences(site: str, pos, neg, k: int = 1) -> list[Direction]:
     Each direction's sign is chosen so the mean difference projects positively onto it.
     """
     _site_first("pca_of_differences(site, pos, neg)", site)
+    pos, neg = _opened(pos), _opened(neg)
     a, b = _rows(pos, site), _rows(neg, site)
     if a.shape != b.shape:
         raise LensError(f"PCA of paired differences needs equal row counts ({a.shape[0]} vs {b.shape[0]})")
