@@ -463,6 +463,8 @@ CASES = [
     ("reproduce-feature-pages-negative", ["reproduce", "--out", "{OUT}", "--feature-pages", "-1"],
      "--feature-pages"),
     ("reproduce-layer-past-model", ["reproduce", "--out", "{OUT}", "--layer", "5"], "--layer must be between 0 and 3"),
+    ("reproduce-read-layer-past-model", ["reproduce", "--out", "{OUT}", "--read-layer", "4"],
+     "--read-layer must be between 0 and 3"),
     ("reproduce-steps", ["reproduce", "--out", "{OUT}", "--steps", "sampling,dance"], "dance"),
     ("reproduce-corrupt-base", ["reproduce", "--out", "{OUT}", "--base", "{EMPTY_GGUF}"], "empty.gguf"),
     ("reproduce-truncated-base", ["reproduce", "--out", "{OUT}", "--base", "{TRUNC_MODEL}"], "trunc_model"),

@@ -47,12 +47,14 @@ def test_real_task_sets_run_the_unsupervised_hybrid_and_train_an_sae_without_one
     rows = tmp_path / "t.jsonl"
     rows.write_text("\n".join(json.dumps({"question": f"What is {i} plus {i}?", "answer": str(2 * i)})
                               for i in range(40)))
-    sizes = Sizes(**{**TINY, "hybrid_n": 16, "max_new_tokens": 16, "sae_texts": 12, "sae_rows": 1024})
+    sizes = Sizes(**{**TINY, "hybrid_n": 16, "max_new_tokens": 16, "sae_texts": 12, "sae_rows": 1024,
+                     "read_layer": 0})  # the taxonomy read apart from the steer layer (the middle one)
     monkeypatch.setenv("LENS_CACHE", str(tmp_path / "cache"))
     res = reproduce(tmp_path / "r", base=base, thinking=thinking, tasks=str(rows), sizes=sizes,
                     steps=("hybrid", "feature", "diff"), progress=False)
     hyb = res["hybrid"]
     assert hyb["status"] == "ok", hyb.get("reason")
+    assert hyb["read_site"] == "blocks.0.hook_resid_post" != hyb["site"]
     assert hyb["n"] == 16 and set(hyb["runs"]) == {"none", "bias_only", "random_category", "random_vector",
                                                     "random_guardrail", "no_guardrail", "random_vector_per_step",
                                                     "unsteered_allowed", "live_only"}

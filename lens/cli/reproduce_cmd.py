@@ -46,6 +46,9 @@ def reproduce_cmd(
                                  "--top-p override it"),
     layer: int = typer.Option(None, "--layer", help="layer of the hybrid and the SAE (default: each step's own)",
                               callback=non_negative),
+    read_layer: int = typer.Option(None, "--read-layer", help="where the hybrid reads the thinking model to pick "
+                                   "a category (the taxonomy's layer; default the hybrid's steer layer)",
+                                   callback=non_negative),
     sae: str = typer.Option(None, "--sae", help="SAE folder or sae_lens RELEASE/ID for the feature step (default: "
                                                 "off the organism, a small SAE trained on the base's captures of "
                                                 "the task prompts, cached)"),
@@ -88,7 +91,7 @@ def reproduce_cmd(
                         ("hybrid_force_thinking", hybrid_force_thinking),
                         ("cot_n", cot_n), ("k", k), ("feature_n", feature_n),
                         ("feature_pages", feature_pages), ("max_new_tokens", max_new_tokens),
-                        ("temperature", temperature), ("top_p", top_p), ("layer", layer),
+                        ("temperature", temperature), ("top_p", top_p), ("layer", layer), ("read_layer", read_layer),
                         ("sae_texts", sae_texts)):
         if value is not None:
             setattr(sizes, name, value)
@@ -106,6 +109,7 @@ def reproduce_cmd(
     init()  # under a launcher: join the job first, so `--device cuda` is each rank's own GPU
     pair = load_both(ctx, base, thinking)  # placed as --device/--dtype say; unreadable files fail in one line
     check_layer("--layer", layer, pair[0].n_layers)
+    check_layer("--read-layer", read_layer, pair[1].n_layers)
     res = reproduce(out, base=pair[0], thinking=pair[1], tasks=tasks, n=n, samples=samples, seed=seed,
                     progress=not as_json, sizes=sizes, steps=chosen, sae=sae, template=template,
                     thinking_template=thinking_template,

@@ -58,6 +58,7 @@ class Sizes:
     sampling: str = "default"    # the preset temperature and top_p came from (lens.decoding.SAMPLING_PRESETS)
     alphas: tuple[float, ...] | None = None
     layer: int | None = None
+    read_layer: int | None = None  # the hybrid's read layer (the taxonomy's); default its steer layer (2)
     batch_size: int = 256
     sae_texts: int = 256         # off the organism without --sae: problems whose prompts train the SAE (5)
     sae_expansion: int = 4       # its latents = expansion x width (TopK)
@@ -216,13 +217,14 @@ def run_steps(base, thinking, s: Setup, sizes: Sizes, *, seed: int, steps, sae: 
             from . import hybrid_generic
 
             res = hybrid_generic.run(base, thinking, s.prompts, s.is_correct, s.think_prompts, s.direct_prompts,
-                                     n=sizes.hybrid_n, layer=sizes.layer, max_new_tokens=sizes.max_new_tokens,
-                                     batch_size=min(sizes.batch_size, 64), seed=seed, progress=say,
+                                     n=sizes.hybrid_n, layer=sizes.layer, read_layer=sizes.read_layer,
+                                     max_new_tokens=sizes.max_new_tokens, batch_size=min(sizes.batch_size, 64),
+                                     seed=seed, progress=say,
                                      thinking_prompts=s.thinking_prompts or None, vectors=sizes.hybrid_vectors)
             return {"status": "ok", **res}
         from . import hybrid_organism
 
-        res = hybrid_organism.run(base, thinking, n=sizes.hybrid_n, layer=sizes.layer,
+        res = hybrid_organism.run(base, thinking, n=sizes.hybrid_n, layer=sizes.layer, read_layer=sizes.read_layer,
                                   max_new_tokens=sizes.max_new_tokens, progress=say, vectors=sizes.hybrid_vectors,
                                   force_thinking=sizes.hybrid_force_thinking)
         return {"status": "ok", **res}
