@@ -84,6 +84,12 @@ def test_directions_steer_diff(capsys, monkeypatch, tmp_path, folder):
     # first_step fires exactly once per prompt, at its last prompt position, at step 0
     assert sorted((f["row"], f["step"]) for f in res["fired"]) == [(0, 0), (1, 0)]
     assert [f["position"] for f in sorted(res["fired"], key=lambda f: f["row"])] == [9, 2]
+    code, out, _ = run(capsys, monkeypatch, "steer", "-m", folder, "--direction", tmp_path / "dir", "--scale", 30,
+                       "--where", "first_step", "-p", "12+3", "--template", "Q:{question}=?\n", "--max-new-tokens",
+                       5, "--json")  # the template builds the first prompt: the same run as writing it out
+    assert code == 0
+    got = json.loads(out)
+    assert got["results"][0] == res["results"][0] and got["fired"] == [f for f in res["fired"] if f["row"] == 0]
     code, out, _ = run(capsys, monkeypatch, "diff", folder, folder, "--json")
     assert code == 0
     assert all(r["relative_change"] == 0 for r in json.loads(out)["weights"])

@@ -1,4 +1,5 @@
-"""`--template` on the commands that read prompts: the templated input is what the model reads."""
+"""`--template` on the commands that read prompts (capture, SAE training and evaluation, reproduce): the
+templated input is what the model reads."""
 
 from __future__ import annotations
 
@@ -64,3 +65,25 @@ def test_sae_train_and_eval_template_equal_the_templated_text(monkeypatch, capsy
     code, _, err = run_cli(monkeypatch, capsys, ["sae", "eval", tmp_path / "a", "--texts", raw, "--template",
                                                  "plain"])
     assert code == 2 and "--model" in err and len(err.strip().splitlines()) == 1
+
+
+def test_reproduce_template_equals_writing_the_templated_questions(monkeypatch, capsys, tmp_path):
+    """`lens reproduce --tasks FILE --template T` samples the same completions as a file of the templated questions
+    read as written (`--template identity`), and the report names the template."""
+    raw, full = tmp_path / "raw.jsonl", tmp_path / "full.jsonl"
+    qs = [("47+38", "85"), ("12+9+40", "61"), ("30+25", "55")]
+    raw.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in qs))
+    full.write_text("".join(json.dumps({"question": f"Q:{q}=?\n", "answer": a}) + "\n" for q, a in qs))
+    got = []
+    for path, tmpl in ((raw, TEMPLATE.replace("\\n", "\n")), (full, "identity")):
+        code, out, err = run_cli(monkeypatch, capsys, [
+            "reproduce", "--out", tmp_path / path.stem, "--tasks", path, "--template", tmpl, "--thinking-template",
+            tmpl, "--steps", "sampling", "--n", "3", "--samples", "2", "--max-new-tokens", "8", "--json"])
+        assert code == 0, err
+        got.append(json.loads(out))
+    (a, b) = (g["sampling"] for g in got)
+    assert a["status"] == b["status"] == "ok"
+    assert a["examples"] == b["examples"] and a["pass_at_k"] == b["pass_at_k"] and a["behaviour"] == b["behaviour"]
+    assert a["examples"]["base"][0].startswith(("A:", "<think>"))  # the organism read its own prompt form
+    assert got[0]["meta"]["pair"]["prompt_templates"]["base"] == TEMPLATE.replace("\\n", "\n")
+    assert got[1]["meta"]["pair"]["prompt_templates"]["base"] == "identity"

@@ -241,6 +241,13 @@ def test_cli_sae_train_info_and_find_feature(tiny, tmp_path):
     hist = json.loads(r.stdout)["ranking"]
     assert {x["auroc_method"] for x in hist} == {"histogram"}
     assert {x["auroc_method"] for x in out["ranking"]} == {"exact"}
+    raw_pos, raw_neg = tmp_path / "raw_pos.jsonl", tmp_path / "raw_neg.jsonl"  # --template builds the same texts
+    raw_pos.write_text("\n".join(json.dumps(f"Think step by step: {i}+{i}") for i in range(10, 30)))
+    raw_neg.write_text("\n".join(json.dumps(f"Answer now: {i}+{i}") for i in range(10, 30)))
+    r = run(app, ["find-feature", "-m", str(folder), "--sae", str(tmp_path / "sae"), "--pos", str(raw_pos), "--neg",
+                  str(raw_neg), "--template", "{question}=?\n", "--top", "5", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["ranking"] == out["ranking"]
     ev = tmp_path / "eval.jsonl"
     ev.write_text("\n".join(json.dumps({"prompt": f"Q:{i}+1=?\n", "answer": i + 1}) for i in range(4)))
     r = run(app, ["find-feature", "-m", str(folder), "--sae", str(tmp_path / "sae"), "--pos", str(pos), "--neg",

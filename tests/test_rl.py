@@ -335,6 +335,28 @@ def test_cli_completion_budget_fits_the_verifier_pairs_longer_traces(monkeypatch
     assert seen == [220, 120, 64]
 
 
+def test_cli_template_builds_the_prompts_of_a_task_file(monkeypatch, capsys, tmp_path):
+    """`lens rl train --tasks FILE --template T`: every training and held-out prompt is the question through T."""
+    import lens.rl
+    from tests.helpers import run_cli
+
+    rows = tmp_path / "t.jsonl"
+    rows.write_text("".join(json.dumps({"question": f"{i}+{i}", "answer": str(2 * i),
+                                        "split": "train" if i < 14 else "test"}) + "\n" for i in range(10, 18)))
+    seen: dict = {}
+
+    def stop(model, problems, heldout, reward, cfg, out, **kw):
+        seen.update(train=[p["prompt"] for p in problems], held=[p["prompt"] for p in heldout])
+        raise LensError("stopped before training")
+
+    monkeypatch.setattr(lens.rl, "train_rl", stop)
+    code, _, err = run_cli(monkeypatch, capsys, ["rl", "train", "--tasks", rows, "--regime", "full", "--template",
+                                                 "Q:{question}=?\n", "--out", tmp_path / "r"])
+    assert code == 2 and "stopped before training" in err
+    assert seen == {"train": [f"Q:{i}+{i}=?\n" for i in range(10, 14)],
+                    "held": [f"Q:{i}+{i}=?\n" for i in range(14, 18)]}
+
+
 def test_cli_incorrect_reward_labels_itself_and_one_shot_from_a_run(tmp_path):
     small_run = ["--steps", "2", "--eval-every", "2", "--eval-n", "4", "--eval-samples", "0", "--generations", "2",
                  "--prompts-per-step", "2", "--max-new-tokens", "40", "--json"]
