@@ -117,6 +117,10 @@ def test_lens_hybrid_optimised_vectors_are_kept_and_reused(capsys, monkeypatch, 
     code, _, err = run_cli(monkeypatch, capsys, [*args[:-3], "--vectors-dir", tmp_path / "file", "--json"])
     assert code != 0 and "--vectors-dir" in err and "Traceback" not in err
     assert (tmp_path / "file").read_text() == "mine"
+    code, _, err = run_cli(monkeypatch, capsys, ["reproduce", "--out", tmp_path / "r", "--steps", "hybrid",
+                                                 "--hybrid-vectors-dir", tmp_path / "file"])
+    assert code != 0 and "--hybrid-vectors-dir" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "file").read_text() == "mine" and not (tmp_path / "r").exists()
 
 
 def test_hybrid_steerable_experiment_counts_disagreements(tmp_path, script):

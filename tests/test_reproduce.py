@@ -48,7 +48,8 @@ def test_real_task_sets_run_the_unsupervised_hybrid_and_train_an_sae_without_one
     rows.write_text("\n".join(json.dumps({"question": f"What is {i} plus {i}?", "answer": str(2 * i)})
                               for i in range(40)))
     sizes = Sizes(**{**TINY, "hybrid_n": 16, "max_new_tokens": 16, "sae_texts": 12, "sae_rows": 1024,
-                     "read_layer": 0})  # the taxonomy read apart from the steer layer (the middle one)
+                     "read_layer": 0,  # the taxonomy read apart from the steer layer (the middle one)
+                     "hybrid_vectors_dir": str(tmp_path / "vec")})
     monkeypatch.setenv("LENS_CACHE", str(tmp_path / "cache"))
     res = reproduce(tmp_path / "r", base=base, thinking=thinking, tasks=str(rows), sizes=sizes,
                     steps=("hybrid", "feature", "diff"), progress=False)
@@ -72,6 +73,12 @@ def test_real_task_sets_run_the_unsupervised_hybrid_and_train_an_sae_without_one
     assert src["config"]["k"] == sizes.sae_k and feat["sae"]["d_sae"] == sizes.sae_expansion * base.d_model
     assert feat["sae"]["evals"] and len(feat["ranking"]) > 0 and feat["steer_check"]
     assert res["diff"]["status"] == "ok" and len(res["diff"]["separability"]) == base.n_layers
+    assert vec["vectors_folder"] == "saved" and (tmp_path / "vec" / "vectors.json").is_file()
+    again = reproduce(tmp_path / "r2", base=base, thinking=thinking, tasks=str(rows), sizes=sizes, steps=("hybrid",),
+                      progress=False)["hybrid"]  # the kept vectors are loaded, and the hybrid runs as before
+    assert again["vectors"]["vectors_folder"] == "loaded"
+    same = [json.dumps(x[k], sort_keys=True) for x in (again, hyb) for k in ("hybrid", "runs")]  # NaN gaps as text
+    assert same[:2] == same[2:]
 
 
 def test_sampling_preset_and_both_reflection_detectors_are_reported(tiny_pair, tmp_path):

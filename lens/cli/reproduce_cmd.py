@@ -27,6 +27,10 @@ def reproduce_cmd(
                                        help="the hybrid's vectors: means (difference of means, the default) or "
                                             "optimised (the hybrid paper's first version; the verifier pairs' "
                                             "default)"),
+    hybrid_vectors_dir: str = typer.Option(None, "--hybrid-vectors-dir",
+                                           help="a folder keeping the hybrid's vectors as direction artifacts: "
+                                                "loaded when it holds them for the same base, site, method and "
+                                                "categories, else derived and saved there"),
     hybrid_force_thinking: bool = typer.Option(None, "--hybrid-force-thinking/--no-hybrid-force-thinking",
                                                help="organism pairs: the hybrid's prompts end with the think tag "
                                                     "for both models (the verifier pairs' default)"),
@@ -88,6 +92,7 @@ def reproduce_cmd(
             hybrid_force_thinking = True if hybrid_force_thinking is None else hybrid_force_thinking
     sizes = Sizes().use_sampling(sampling)
     for name, value in (("hybrid_n", hybrid_n), ("hybrid_vectors", hybrid_vectors),
+                        ("hybrid_vectors_dir", hybrid_vectors_dir),
                         ("hybrid_force_thinking", hybrid_force_thinking),
                         ("cot_n", cot_n), ("k", k), ("feature_n", feature_n),
                         ("feature_pages", feature_pages), ("max_new_tokens", max_new_tokens),
@@ -100,6 +105,10 @@ def reproduce_cmd(
                         "thinking model's prompt with --thinking-template")
     if tasks.lower() != "organism" and max_new_tokens is None:
         sizes.max_new_tokens = 512
+    if hybrid_vectors_dir is not None:  # a folder of other files is refused before any model loads
+        from ..outputs import check_output
+
+        check_output(hybrid_vectors_dir, "vectors", resumable=True, flag="--hybrid-vectors-dir")
     chosen = tuple(x.strip() for x in steps.split(",") if x.strip())
     bad = [x for x in chosen if x not in STEPS]
     if bad:

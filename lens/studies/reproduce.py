@@ -45,6 +45,7 @@ class Sizes:
     hybrid_n: int = 64           # problems for the hybrid (2)
     hybrid_vectors: str = "means"  # the hybrid's vectors: means or optimised (lens.hybrid.vectors) (2)
     hybrid_force_thinking: bool = False  # organism pairs: both models' prompts end with the think tag (2)
+    hybrid_vectors_dir: str | None = None  # a folder keeping the hybrid's vectors: loaded when it holds them (2)
     cot_n: int = 64              # problems for CoT-decoding (4)
     k: int = 10                  # CoT-decoding branches (4)
     feature_n: int = 64          # problems for the steer-check (5)
@@ -220,13 +221,14 @@ def run_steps(base, thinking, s: Setup, sizes: Sizes, *, seed: int, steps, sae: 
                                      n=sizes.hybrid_n, layer=sizes.layer, read_layer=sizes.read_layer,
                                      max_new_tokens=sizes.max_new_tokens, batch_size=min(sizes.batch_size, 64),
                                      seed=seed, progress=say,
-                                     thinking_prompts=s.thinking_prompts or None, vectors=sizes.hybrid_vectors)
+                                     thinking_prompts=s.thinking_prompts or None, vectors=sizes.hybrid_vectors,
+                                     vectors_dir=sizes.hybrid_vectors_dir)
             return {"status": "ok", **res}
         from . import hybrid_organism
 
         res = hybrid_organism.run(base, thinking, n=sizes.hybrid_n, layer=sizes.layer, read_layer=sizes.read_layer,
                                   max_new_tokens=sizes.max_new_tokens, progress=say, vectors=sizes.hybrid_vectors,
-                                  force_thinking=sizes.hybrid_force_thinking)
+                                  force_thinking=sizes.hybrid_force_thinking, vectors_dir=sizes.hybrid_vectors_dir)
         return {"status": "ok", **res}
 
     def cot() -> dict:
