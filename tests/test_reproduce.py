@@ -81,6 +81,38 @@ def test_real_task_sets_run_the_unsupervised_hybrid_and_train_an_sae_without_one
     assert same[:2] == same[2:]
 
 
+def test_hybrid_calibration_runs_on_the_problems_after_the_evaluated_and_trace_ones(tiny_pair, tmp_path,
+                                                                                     monkeypatch):
+    """--hybrid-calibrate N: the vectors' scales (and other steer layers) are chosen on the N task-set problems after
+    the evaluated and the trace ones, and the report records every setting tried."""
+    import lens.studies.hybrid_generic as G
+
+    base, thinking = tiny_pair
+    rows = tmp_path / "t.jsonl"
+    rows.write_text("\n".join(json.dumps({"question": f"What is {i} plus {i}?", "answer": str(2 * i)})
+                              for i in range(40)))
+    seen = []
+    real = G.calibrate_vectors
+
+    def spy(base_, thinking_, dev, *a, **kw):
+        seen.append(list(dev))
+        return real(base_, thinking_, dev, *a, **kw)
+
+    monkeypatch.setattr(G, "calibrate_vectors", spy)
+    sizes = Sizes(**{**TINY, "hybrid_n": 16, "max_new_tokens": 16, "hybrid_calibrate": 3,
+                     "hybrid_calibration_grid": (0.0, 1.0), "hybrid_calibration_layers": (1,)})
+    res = reproduce(tmp_path / "r", base=base, thinking=thinking, tasks=str(rows), sizes=sizes, steps=("hybrid",),
+                    progress=False)
+    hyb = res["hybrid"]
+    assert hyb["status"] == "ok", hyb.get("reason")
+    assert seen == [[f"Q: What is {i} plus {i}?\nA:" for i in (32, 33, 34)]]  # 0-15 evaluated, 16-31 traces
+    cal = hyb["vectors"]["calibration"]
+    assert cal["n"] == 3 and cal["grid"] == [0.0, 1.0]
+    tried = {(t["vector"], t["site"], t["scale"]) for t in cal["tried"]}
+    assert ("bias", hyb["site"], 0.0) in tried and ("c0", "blocks.1.hook_resid_post", 1.0) in tried
+    assert res["meta"]["sizes"]["hybrid_calibrate"] == 3
+
+
 def test_sampling_preset_and_both_reflection_detectors_are_reported(tiny_pair, tmp_path):
     base, thinking = tiny_pair
     rows = tmp_path / "t.jsonl"

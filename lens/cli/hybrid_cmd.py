@@ -8,20 +8,20 @@ from .common import console, emit_json, table
 from .validate import check_layer, choice, non_negative, positive, positive_float
 
 
-def parse_grid(text: str) -> tuple[float, ...]:
-    """Scales from "0,0.5,1": non-negative numbers, at least one."""
+def parse_grid(text: str, flag: str = "--calibration-grid") -> tuple[float, ...]:
+    """Scales from "0,0.5,1": non-negative numbers, at least one (`flag` names the option in an error)."""
     from ..errors import LensError
     from ..hybrid.calibrate import check_grid
 
     try:
         return check_grid([float(x) for x in text.split(",") if x.strip()])
     except (ValueError, LensError):
-        raise LensError(f"--calibration-grid {text!r}: give comma-separated non-negative numbers, "
+        raise LensError(f"{flag} {text!r}: give comma-separated non-negative numbers, "
                         "e.g. 0,0.5,1,2,3") from None
 
 
-def parse_layers(text: str | None) -> tuple[int, ...] | None:
-    """Layers from "1,2,3" (None when not given)."""
+def parse_layers(text: str | None, flag: str = "--calibration-layers") -> tuple[int, ...] | None:
+    """Layers from "1,2,3" (None when not given; `flag` names the option in an error)."""
     from ..errors import LensError
 
     if text is None:
@@ -31,7 +31,7 @@ def parse_layers(text: str | None) -> tuple[int, ...] | None:
     except ValueError:
         layers = ()
     if not layers or min(layers) < 0:
-        raise LensError(f"--calibration-layers {text!r}: give comma-separated layer numbers, e.g. 1,2,3")
+        raise LensError(f"{flag} {text!r}: give comma-separated layer numbers, e.g. 1,2,3")
     return layers
 
 

@@ -31,6 +31,16 @@ def reproduce_cmd(
                                            help="a folder keeping the hybrid's vectors as direction artifacts: "
                                                 "loaded when it holds them for the same base, site, method and "
                                                 "categories, else derived and saved there"),
+    hybrid_calibrate: int = typer.Option(None, "--hybrid-calibrate", callback=non_negative,
+                                         help="choose the hybrid's vector scales (and with --hybrid-calibration-"
+                                              "layers each category's layer) on this many problems apart from the "
+                                              "evaluated ones (the organism's training problems; on other pairs the "
+                                              "task set's problems after the evaluated and trace ones); 0: none"),
+    hybrid_calibration_grid: str = typer.Option(None, "--hybrid-calibration-grid",
+                                                help="comma-separated scales tried (default 0,0.5,1,2,3)"),
+    hybrid_calibration_layers: str = typer.Option(None, "--hybrid-calibration-layers",
+                                                  help="other steer layers each category may move to "
+                                                       "(comma separated; with --hybrid-calibrate)"),
     hybrid_force_thinking: bool = typer.Option(None, "--hybrid-force-thinking/--no-hybrid-force-thinking",
                                                help="organism pairs: the hybrid's prompts end with the think tag "
                                                     "for both models (the verifier pairs' default)"),
@@ -90,9 +100,18 @@ def reproduce_cmd(
         if organism in ("verifier", "verifier-rl"):  # the gap is over the base's own reasoning: steer inside it,
             hybrid_vectors = hybrid_vectors or "optimised"  # with the vectors that reach a check (docs/organism.md)
             hybrid_force_thinking = True if hybrid_force_thinking is None else hybrid_force_thinking
+    from .hybrid_cmd import parse_grid, parse_layers
+
+    grid = (parse_grid(hybrid_calibration_grid, "--hybrid-calibration-grid") if hybrid_calibration_grid is not None
+            else None)
+    cal_layers = parse_layers(hybrid_calibration_layers, "--hybrid-calibration-layers")
+    if (grid is not None or cal_layers) and not hybrid_calibrate:
+        raise LensError("--hybrid-calibration-grid and --hybrid-calibration-layers are tried by the calibration; "
+                        "give --hybrid-calibrate N as well")
     sizes = Sizes().use_sampling(sampling)
     for name, value in (("hybrid_n", hybrid_n), ("hybrid_vectors", hybrid_vectors),
-                        ("hybrid_vectors_dir", hybrid_vectors_dir),
+                        ("hybrid_vectors_dir", hybrid_vectors_dir), ("hybrid_calibrate", hybrid_calibrate),
+                        ("hybrid_calibration_grid", grid), ("hybrid_calibration_layers", cal_layers),
                         ("hybrid_force_thinking", hybrid_force_thinking),
                         ("cot_n", cot_n), ("k", k), ("feature_n", feature_n),
                         ("feature_pages", feature_pages), ("max_new_tokens", max_new_tokens),
@@ -119,6 +138,8 @@ def reproduce_cmd(
     pair = load_both(ctx, base, thinking)  # placed as --device/--dtype say; unreadable files fail in one line
     check_layer("--layer", layer, pair[0].n_layers)
     check_layer("--read-layer", read_layer, pair[1].n_layers)
+    for x in cal_layers or ():
+        check_layer("--hybrid-calibration-layers", x, pair[0].n_layers)
     res = reproduce(out, base=pair[0], thinking=pair[1], tasks=tasks, n=n, samples=samples, seed=seed,
                     progress=not as_json, sizes=sizes, steps=chosen, sae=sae, template=template,
                     thinking_template=thinking_template,

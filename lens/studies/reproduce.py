@@ -46,6 +46,9 @@ class Sizes:
     hybrid_vectors: str = "means"  # the hybrid's vectors: means or optimised (lens.hybrid.vectors) (2)
     hybrid_force_thinking: bool = False  # organism pairs: both models' prompts end with the think tag (2)
     hybrid_vectors_dir: str | None = None  # a folder keeping the hybrid's vectors: loaded when it holds them (2)
+    hybrid_calibrate: int = 0    # development problems on which the vectors' scales (and layers) are chosen (2)
+    hybrid_calibration_grid: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 3.0)  # scales tried (2)
+    hybrid_calibration_layers: tuple[int, ...] | None = None  # other steer layers a category may move to (2)
     cot_n: int = 64              # problems for CoT-decoding (4)
     k: int = 10                  # CoT-decoding branches (4)
     feature_n: int = 64          # problems for the steer-check (5)
@@ -222,13 +225,14 @@ def run_steps(base, thinking, s: Setup, sizes: Sizes, *, seed: int, steps, sae: 
                                      max_new_tokens=sizes.max_new_tokens, batch_size=min(sizes.batch_size, 64),
                                      seed=seed, progress=say,
                                      thinking_prompts=s.thinking_prompts or None, vectors=sizes.hybrid_vectors,
-                                     vectors_dir=sizes.hybrid_vectors_dir)
+                                     vectors_dir=sizes.hybrid_vectors_dir, **_calibration(sizes))
             return {"status": "ok", **res}
         from . import hybrid_organism
 
         res = hybrid_organism.run(base, thinking, n=sizes.hybrid_n, layer=sizes.layer, read_layer=sizes.read_layer,
                                   max_new_tokens=sizes.max_new_tokens, progress=say, vectors=sizes.hybrid_vectors,
-                                  force_thinking=sizes.hybrid_force_thinking, vectors_dir=sizes.hybrid_vectors_dir)
+                                  force_thinking=sizes.hybrid_force_thinking, vectors_dir=sizes.hybrid_vectors_dir,
+                                  **_calibration(sizes))
         return {"status": "ok", **res}
 
     def cot() -> dict:
@@ -293,6 +297,14 @@ def run_steps(base, thinking, s: Setup, sizes: Sizes, *, seed: int, steps, sae: 
                      ("diff", diff), ("rl", rl)):
         step(name, fn)
     return results
+
+
+def _calibration(sizes: Sizes) -> dict:
+    """The hybrid study's calibration arguments (`lens.hybrid.calibrate`): the development split's size, the scales
+    and the other steer layers tried."""
+    return {"calibrate": sizes.hybrid_calibrate, "calibration_grid": tuple(sizes.hybrid_calibration_grid),
+            "calibration_layers": (tuple(sizes.hybrid_calibration_layers) if sizes.hybrid_calibration_layers
+                                   else None)}
 
 
 def first_on_rank0(fn: Callable[[], T]) -> T | None:
@@ -696,7 +708,8 @@ def _reproduce(out: Path, base, thinking, tasks: str, sizes: Sizes, seed: int, p
     torch.manual_seed(seed)
     say("== loading models")
     b, t = load_pair(base, thinking, **(load_kwargs or {}))
-    s = setup(tasks, b, sizes, template, thinking=t, thinking_template=thinking_template)
+    s = setup(tasks, b, sizes, template, thinking=t, thinking_template=thinking_template,
+              extra=sizes.hybrid_calibrate if "hybrid" in steps else 0)  # other pairs: the calibration split
     if bar is not None:
         bar.update(1)
     timings: dict = {}
