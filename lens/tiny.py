@@ -159,7 +159,8 @@ def bpe_tokenizer(kind: str, merges: int = 200):
         return AutoTokenizer.from_pretrained(tmp)
 
 
-PAIRS = {"qwen": ("qwen2", "qwen2.5", "r1-distill-qwen"), "llama": ("llama", "llama-3.1", "r1-distill-llama")}
+PAIRS = {"qwen": ("qwen2", "qwen2.5", "r1-distill-qwen"), "llama": ("llama", "llama-3.1", "r1-distill-llama"),
+         "orz": ("qwen2", "qwen2.5", "qwen2.5")}
 
 
 def tiny_pair(style: str = "qwen", n_layers: int = 2, d_model: int = 64, other_bpe: bool = False,
@@ -168,13 +169,16 @@ def tiny_pair(style: str = "qwen", n_layers: int = 2, d_model: int = 64, other_b
 
     style "qwen": Qwen2.5 vs DeepSeek-R1-Distill-Qwen (other specials at the special ids, R1's bos,
     `<think>`/`</think>`, ChatML vs R1's template opening `<think>\\n`); "llama": Llama-3.1 vs
-    R1-Distill-Llama. other_bpe=True gives the thinking model a BPE with other merges (not comparable).
+    R1-Distill-Llama; "orz": Qwen2.5 vs a thinking model on the same tokenizer that writes ``</think>`` as
+    text, in several pieces (as Open-Reasoner-Zero does). other_bpe=True gives the thinking model a BPE with
+    other merges (not comparable).
     """
     from transformers import AutoModelForCausalLM
 
     family, kb, kt = PAIRS[style]
     out = []
-    for kind, seed, merges in ((kb, seeds[0], 200), (kt, seeds[1], 160 if other_bpe else 200)):
+    sides = (("base", kb, seeds[0], 200), ("thinking", kt, seeds[1], 160 if other_bpe else 200))
+    for side, kind, seed, merges in sides:
         tok = bpe_tokenizer(kind, merges=merges)
         torch.manual_seed(seed)
         cfg = tiny_config(family, n_layers=n_layers, d_model=d_model, vocab_size=len(tok))
@@ -183,6 +187,6 @@ def tiny_pair(style: str = "qwen", n_layers: int = 2, d_model: int = 64, other_b
         hf = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
         hf.generation_config.bos_token_id, hf.generation_config.eos_token_id = cfg.bos_token_id, cfg.eos_token_id
         hf.generation_config.pad_token_id = cfg.pad_token_id
-        out.append(Model(hf=hf, tokenizer=tok, spec=f"tiny-{kind}" + ("-other-bpe" if other_bpe and kind == kt
-                                                                       else ""), source="object"))
+        tail = "" if side == "base" else "-other-bpe" if other_bpe else "-thinking" if kb == kt else ""
+        out.append(Model(hf=hf, tokenizer=tok, spec=f"tiny-{kind}{tail}", source="object"))
     return out[0], out[1]

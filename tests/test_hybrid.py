@@ -147,7 +147,44 @@ def test_region_suppresses_eos_then_forces_the_answer_prompt():
     tok, _ = reg.apply(2, torch.tensor([3, 2]), torch.tensor([11, 12]), torch.tensor([5, 5]), done)
     assert tok.tolist() == [3, 2]  # the answer phase: EOS allowed
     off = Region(_cfg(tiny_model("llama", n_layers=2), mode="unsteered_allowed"), _stub({}), _stub({}), 2, 2)
-    assert not off.active and Region(cfg, _stub({"ANS": [1]}), _stub({"</think>": [4, 5]}), 2, 2).active is False
+    assert not off.active and Region(cfg, _stub({"ANS": [1]}), _stub({"</think>": []}), 2, 2).active is False
+
+
+def test_close_marker_of_several_pieces_is_matched_as_hybrid_eval_does():
+    """hybrid_eval.py's BPE-suffix detection, on its own examples (Qwen ids: '</' 522, ' </' 690, '.</' 3918,
+    'think' 26865, '>' 29): any opener, then the other pieces; a fresh opener restarts; anything else drops it."""
+    from lens.hybrid.region import CloseMarker, close_marker
+    from lens.tiny import bpe_tokenizer
+
+    m = CloseMarker(None, frozenset({522, 690, 3918}), (26865, 29))
+
+    def run(ids):
+        state, seen = 0, []
+        for t in ids:
+            state, what = m.step(state, t)
+            seen.append(what)
+        return seen
+
+    for opener in (522, 690, 3918):
+        assert run([opener, 26865, 29]) == ["partial", "partial", "close"]
+    assert run([522, 522, 26865, 29]) == ["partial"] * 3 + ["close"]  # back-to-back openers
+    assert run([522, 26865, 690, 26865, 29]) == ["partial"] * 4 + ["close"]  # a new opener restarts
+    assert run([522, 7, 26865, 29]) == ["partial", "", "", ""]  # dropped: the suffix alone is not the marker
+    assert run([26865, 29, 11]) == ["", "", ""] and CloseMarker(5).step(0, 5) == (0, "close")
+    tok = bpe_tokenizer("qwen2.5")  # a base tokenizer that writes </think> as text
+    pieces = tok.encode("</think>", add_special_tokens=False)
+    got = close_marker(SimpleNamespace(tokenizer=tok, extra={}), "</think>")
+    assert got.single is None and got.suffix == tuple(pieces[1:]) and pieces[0] in got.openers
+    head = tok.decode(pieces[:1])
+    assert all(tok.decode([i]).endswith(head) for i in got.openers)
+    reg = Region(_cfg(tiny_model("llama", n_layers=2), think_close="</think>", answer_prompt="ANS"),
+                 _stub({"ANS": [70, 71]}), SimpleNamespace(tokenizer=tok, extra={}), n=1, eos=2)
+    done, fed = torch.zeros(1, dtype=torch.bool), []
+    for k, piece in enumerate(pieces):  # spelling the marker: steering allowed, the thinking model fed its own
+        assert reg.allowed(torch.tensor([piece])).tolist() == [True]
+        out, feed = reg.apply(k, torch.tensor([2]), torch.tensor([11]), torch.tensor([piece]), done)
+        fed.append(int(feed[0]))
+    assert fed == pieces and reg.closed_at == [len(pieces) - 1] and out.tolist() == [70]
 
 
 def _always_gated(model, **kw):

@@ -1,7 +1,7 @@
 """Real-pair tokenizers: tiny Qwen2.5 / R1-Distill-Qwen and Llama-3.1 / R1-Distill-Llama pairs load,
 their token map is identity on ordinary ids and maps specials by role or text, a different BPE is
-refused in one line, the hybrid runs on a mapped pair (and leaves the reasoning phase at R1's `</think>`),
-and `lens reproduce` runs on the Qwen-style pair."""
+refused in one line, the hybrid runs on a mapped pair (and leaves the reasoning phase at R1's `</think>`,
+or at a `</think>` written in several pieces), and `lens reproduce` runs on the Qwen-style pair."""
 
 import json
 
@@ -206,6 +206,71 @@ def test_think_close_on_mapped_pair_ends_steering_and_forces_the_answer(qwen_pai
     (fast, _), (ref, _) = runs
     assert fast.tokens == ref.tokens and fast.steered.equal(ref.steered) and fast.gated.equal(ref.gated)
     assert fast.category.equal(ref.category) and fast.coefficient.equal(ref.coefficient)
+
+
+def test_think_close_in_several_pieces_is_spelled_then_ends_steering():
+    """A thinking model on the base's own tokenizer writes `</think>` as text, in several pieces (as
+    Open-Reasoner-Zero on Qwen2.5 does): while its greedy tokens spell the marker it is fed its own tokens and
+    steering goes on; at the last piece the base is given "\n\nFinal answer: " and the reasoning phase ends
+    (hybrid_eval.py's BPE-suffix detection). Cached loop == reference, both checked against this."""
+    from lens.batching import token_rows
+    from lens.hybrid import HybridConfig, hybrid_generate, hybrid_generate_reference
+
+    base, thinking = tiny_pair("orz")
+    assert load_pair(base, thinking) == (base, thinking)
+    prompts = ["User: What is 3 plus 4?\nAssistant:", "User: Natalia sold 48 clips\nAssistant:"]
+    lens_ = [len(r) for r in token_rows(base, prompts, offsets=False)[0]]
+    pieces = thinking.tokenizer.encode("</think>", add_special_tokens=False)
+    answer = base.tokenizer.encode("\n\nFinal answer: ", add_special_tokens=False)
+    assert len(pieces) > 2
+    from lens.hybrid.region import close_marker
+
+    openers = close_marker(thinking, "</think>").openers
+    other = next(i for i in range(100, thinking.vocab_size) if i not in openers and i not in pieces)
+    start = {0: 3, 1: 1}  # the step at which each row's thinking model starts spelling </think>
+    g = torch.Generator().manual_seed(0)
+    cats = {f"c{i}": torch.randn(base.d_model, generator=g) * 4 for i in range(3)}
+    runs = []
+    for fn in (hybrid_generate, hybrid_generate_reference):
+        # row 0 is interrupted once (an opener, then another token) before it spells the whole marker
+        spell = {0: [pieces[0], other] + pieces, 1: pieces}
+        forced = {(r, lens_[r] - 1 + start[r] + j): t for r, ids in spell.items() for j, t in enumerate(ids)}
+        t_force = _ForceMany(thinking, forced)
+        try:
+            cfg = HybridConfig("blocks.1.hook_resid_post", cats, coefficients=(0.5, 1.0), gate="kl", kl_threshold=-1.0)
+            res = fn(base, thinking, prompts, cfg, max_new_tokens=20)
+        finally:
+            t_force.remove()
+        runs.append((res, t_force.inputs, spell))
+    for res, fed, spell in runs:
+        assert res.think_region
+        for r, ids in spell.items():
+            end = start[r] + len(ids) - 1  # the step of the marker's last piece
+            assert res.steered[r, :end + 1].all() and not res.steered[r, end + 1:].any()
+            assert res.tokens[r][end : end + len(answer)] == answer  # then the answer prompt
+            tail = [int(fed[start[r] + j + 1][r, -1]) for j in range(len(ids))]
+            assert tail[-len(pieces):] == pieces  # fed its own pieces while spelling the marker
+        assert int(fed[start[0] + 2][0, -1]) == res.tokens[0][start[0] + 1] != other  # dropped: fed the base's
+    (fast, _, _), (ref, _, _) = runs
+    assert fast.tokens == ref.tokens and fast.steered.equal(ref.steered) and fast.gated.equal(ref.gated)
+    assert fast.category.equal(ref.category) and fast.coefficient.equal(ref.coefficient)
+
+
+class _ForceMany(_Force):
+    """`_Force` with several forced (input, position) pairs: {(input, position): id}."""
+
+    def __init__(self, model, at: dict[tuple[int, int], int]):
+        super().__init__(model, {})
+        self.many = at
+
+    def post(self, module, args, out):
+        from lens.interventions.engine import current_batch_rows
+
+        rows = current_batch_rows() or tuple(range(len(self.pos)))
+        for b, r in enumerate(rows):
+            if (r, self.pos[b]) in self.many:
+                out.logits[b, -1, self.many[(r, self.pos[b])]] += 1e4
+        return out
 
 
 def test_special_of_several_thinking_ids_is_fed_whole(qwen_pair):

@@ -76,8 +76,8 @@ class HybridConfig:
         for a pick without a category vector (the paper's argmax over all latents landing on a dead one:
         that step steers with nothing).
     mode: one of MODES (module docstring). ablation: one of ALL_ABLATIONS.
-    think_close: the thinking model's end-of-reasoning marker (mode paper; used when its tokenizer
-        encodes it as one token, else there is no reasoning-phase handling). answer_prompt: the text the
+    think_close: the thinking model's end-of-reasoning marker (mode paper; one token, or several pieces
+        recognised by BPE-suffix detection as the paper's code does: `lens.hybrid.region`). answer_prompt: the text the
         base is given when the thinking model closes its reasoning.
     steer_positions: "newest" (hybrid_eval.py's default: a candidate is the base re-run at its newest
         position with coefficient x vector added there, the cache keeping it unsteered) or "all"

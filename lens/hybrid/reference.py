@@ -7,7 +7,8 @@ under each ablation, the candidate sweep, the guardrail (strict `>` over the coe
 reasoning phase (no steering at or after the thinking model's end-of-reasoning marker, the base's EOS
 replaced by the thinking model's token inside it, the answer prompt forced after it). Shared with the
 cached path: the configuration (`HybridConfig`, including its fixed random vectors), the pair's
-`TokenMap`, tokenisation, and the random draws (`lens.hybrid.config.Draws`: per row, seeded by the
+`TokenMap`, tokenisation, the ids that spell the end-of-reasoning marker (`lens.hybrid.region.close_marker`;
+the matching over them is written here), and the random draws (`lens.hybrid.config.Draws`: per row, seeded by the
 row's prompt index and the step).
 
 Mode paper: each candidate is a full forward with coefficient x vector added at the newest position
@@ -27,6 +28,19 @@ from ..hooks import hooks
 from ..models import Model
 from .common import HybridResult
 from .config import Draws, HybridConfig, draw_rows
+from .region import CloseMarker, close_marker
+
+
+def _spell(marker: CloseMarker, state: int, tok: int) -> tuple[int, str]:
+    """hybrid_eval.py's end-of-reasoning detection, written as its state machine: one id, or an opener (a token
+    ending with the marker's first piece) followed by the other pieces; a fresh opener restarts the match."""
+    if marker.single is not None:
+        return (0, "close") if tok == marker.single else (0, "")
+    if state == 0:
+        return (1, "partial") if tok in marker.openers else (0, "")
+    if tok == marker.suffix[state - 1]:
+        return (0, "close") if state == len(marker.suffix) else (state + 1, "partial")
+    return (1, "partial") if tok in marker.openers else (0, "")
 
 
 def _forward(model: Model, rows: list[list[int]], adds=None, read_site=None) -> tuple:
@@ -158,12 +172,11 @@ def hybrid_generate_reference(
     table, to_thinking = _base_to_thinking(base, thinking)
     eos = eos_token_id if eos_token_id is not None else base.tokenizer.eos_token_id
     coefs = list(cfg.coefficients)
-    # the reasoning phase (mode paper): the thinking model's one-token end-of-reasoning marker
-    close_ids = (thinking.tokenizer.encode(cfg.think_close, add_special_tokens=False)
-                 if cfg.mode == "paper" and cfg.think_close else [])
-    close = int(close_ids[0]) if len(close_ids) == 1 else None
-    answer = base.tokenizer.encode(cfg.answer_prompt, add_special_tokens=False) if close is not None else []
-    inside, queue, closed = [True] * n, [[] for _ in range(n)], [False] * n
+    # the reasoning phase (mode paper): the thinking model's end-of-reasoning marker, one id or several pieces
+    marker = close_marker(thinking, cfg.think_close) if cfg.mode == "paper" else CloseMarker()
+    close = marker.single
+    answer = base.tokenizer.encode(cfg.answer_prompt, add_special_tokens=False) if marker.active else []
+    inside, queue, closed, partial = [True] * n, [[] for _ in range(n)], [False] * n, [0] * n
     gated_log, steered_log, cat_log, coef_log, tokens = [], [], [], [], [[] for _ in range(n)]
     done, lengths = [False] * n, [max_new_tokens] * n
     kept: list[list] = [[] for _ in range(n)]  # mode unsteered_allowed: (site, index, vector) replayed every step
@@ -177,8 +190,8 @@ def hybrid_generate_reference(
             t_top = t_logits.argmax(-1).tolist()
             unsteered = b_logits.argmax(-1).tolist()
             gate = _gate(cfg, b_logits, t_logits)
-            gated = [gate[r] and not done[r] and (close is None or (inside[r] and not queue[r]
-                                                                     and t_top_own[r] != close))
+            gated = [gate[r] and not done[r] and (not marker.active or (inside[r] and not queue[r]
+                                                                          and t_top_own[r] != close))
                      for r in range(n)]
             out = list(unsteered)
             steered, cat_row, coef_row = [False] * n, [-1] * n, [0.0] * n
@@ -207,16 +220,20 @@ def hybrid_generate_reference(
                             kept[r].append((sites[r], last[r], coefs[pick] * vecs[r]))
             feed = [None] * n
             for r in range(n):  # the reasoning phase (hybrid_eval.py's think-region state machine)
-                if close is None or done[r] or not (inside[r] or queue[r]):
+                if not marker.active or done[r] or not (inside[r] or queue[r]):
                     continue
                 if queue[r]:
                     out[r] = queue[r].pop(0)
-                elif t_top_own[r] == close:
-                    feed[r], closed[r] = close, True
-                    if answer:
-                        out[r], queue[r] = answer[0], list(answer[1:])
-                elif out[r] == eos:
-                    out[r] = t_top[r]
+                else:
+                    partial[r], seen = _spell(marker, partial[r], t_top_own[r])
+                    if seen == "close":
+                        feed[r], closed[r] = t_top_own[r], True
+                        if answer:
+                            out[r], queue[r] = answer[0], list(answer[1:])
+                    elif seen == "partial":  # spelling its marker: the thinking model is fed its own token
+                        feed[r] = t_top_own[r]
+                    elif out[r] == eos:
+                        out[r] = t_top[r]
                 if closed[r] and not queue[r]:
                     inside[r] = False
             for r in range(n):
@@ -242,4 +259,4 @@ def hybrid_generate_reference(
 
     return HybridResult(toks, texts, grid(gated_log, torch.bool), grid(steered_log, torch.bool),
                         grid(cat_log, torch.long), grid(coef_log, torch.float32), cfg.names, lengths, cfg.mode,
-                        close is not None, cfg.ablation)
+                        marker.active, cfg.ablation)
