@@ -111,6 +111,18 @@ def test_cli_capture_under_torchrun_reports_once(tmp_path):
     assert r1.returncode == 0, r1.stderr[-3000:]
     _equal(single, out)
     shutil.rmtree(out)
+    if shutil.which("accelerate", path=os.path.dirname(sys.executable)) is None:
+        return
+    # accelerate launch: on CPU its --multi_gpu launcher starts the processes (through torch's elastic runner);
+    # `--cpu` alone runs one process
+    acc = [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch", "--multi_gpu", "--num_processes",
+           "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "lens.cli.main"]
+    r2 = subprocess.run([*acc, "capture", "-i", str(inputs), "-o", str(out), "-s", "blocks.1.hook_resid_post",
+                         "--select", "last_prompt", "--json"], env=ENV, capture_output=True, text=True, cwd=tmp_path)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    assert r2.stdout.count('"rows"') == 1 and json.loads(r2.stdout)["rows"] == 40
+    assert json.loads((out / "manifest.json").read_text())["world"] == 2  # two ranks took part
+    _equal(single, out)
 
 
 # ------------------------------------------------------------------ sampling, CoT-decoding, steer-check
