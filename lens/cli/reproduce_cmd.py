@@ -32,8 +32,8 @@ def reproduce_cmd(
                                                 "loaded when it holds them for the same base, site, method and "
                                                 "categories, else derived and saved there"),
     hybrid_calibrate: int = typer.Option(None, "--hybrid-calibrate", callback=non_negative,
-                                         help="choose the hybrid's vector scales (and with --hybrid-calibration-"
-                                              "layers each category's layer) on this many problems apart from the "
+                                         help="choose the hybrid's vector scales, and each category's layer "
+                                              "among the calibration layers, on this many problems apart from the "
                                               "evaluated ones (the organism's training problems; on other pairs the "
                                               "task set's problems after the evaluated and trace ones); 0: none"),
     hybrid_calibration_grid: str = typer.Option(None, "--hybrid-calibration-grid",
