@@ -131,6 +131,18 @@ def alone() -> Iterator[None]:
         _ALONE.reset(token)
 
 
+#: the variables by which a launcher (torchrun, accelerate launch) tells a process its place in the job
+LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+                    "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT")
+
+
+def single_process_env() -> dict[str, str]:
+    """This process's environment without the launcher's variables (and torchelastic's and accelerate's own):
+    a child process started with it runs alone, as if nothing had launched it."""
+    return {k: v for k, v in os.environ.items()
+            if k not in LAUNCH_VARIABLES and not k.startswith(("TORCHELASTIC_", "ACCELERATE_"))}
+
+
 # ------------------------------------------------------------------------------------------ shared work
 
 _SCOPE: ContextVar[bool] = ContextVar("lens_data_parallel", default=False)

@@ -206,15 +206,15 @@ import sys, torch
 torch.set_num_threads(1)
 from lens.studies.reproduce import Sizes, reproduce
 sizes = Sizes(n=12, samples=4, hybrid_n=12, cot_n=8, k=4, feature_n=8, n_contrast=32, top_features=1, n_random=1,
-              feature_pages=2, batch_size=16)
-reproduce(sys.argv[1], sizes=sizes, progress=False, steps=("sampling", "hybrid", "cot", "feature", "diff"))
+              feature_pages=2, batch_size=16, rl_steps=2, rl_n=4, rl_pass_k=2, rl_experiments=("one_shot",))
+reproduce(sys.argv[1], sizes=sizes, progress=False)
 """
 _TIMING = {"started", "timings_s", "wall_s", "cpu_s", "out_dir", "report_bytes"}
 
 
 @pytest.mark.slow
 def test_two_process_reproduce_report_equals_one_process(tmp_path):
-    """`lens reproduce` (the five steps that run under a launcher: rl is skipped there; organism) under torchrun:
+    """`lens reproduce` (every step; the RL step, short, on rank 0 in a process of its own) under torchrun:
     rank 0's report equals one process's but timings; the hybrid and the diff split their work too."""
     from lens.organism import bundled_path
 
@@ -228,7 +228,10 @@ def test_two_process_reproduce_report_equals_one_process(tmp_path):
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
     for res in (a, b):
-        assert all(res[k]["status"] == "ok" for k in ("sampling", "hybrid", "cot", "feature", "diff"))
+        assert all(res[k]["status"] == "ok" for k in ("sampling", "hybrid", "cot", "feature", "diff", "rl"))
+        for row in res["rl"]["models"].values():
+            for run in row["runs"].values():
+                run.pop("train_seconds", None)  # a timing
     assert {k: v for k, v in a["meta"].items() if k not in _TIMING} == {k: v for k, v in b["meta"].items()
                                                                          if k not in _TIMING}
     for key in a.keys() - {"meta"}:

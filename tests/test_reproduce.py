@@ -56,6 +56,7 @@ def test_real_task_sets_run_the_unsupervised_hybrid_and_train_an_sae_without_one
     hyb = res["hybrid"]
     assert hyb["status"] == "ok", hyb.get("reason")
     assert hyb["read_site"] == "blocks.0.hook_resid_post" != hyb["site"]
+    assert hyb["prompt_templates"]["base"] == "user_assistant" != res["meta"]["pair"]["prompt_templates"]["base"]
     assert hyb["n"] == 16 and set(hyb["runs"]) == {"none", "bias_only", "random_category", "random_vector",
                                                     "random_guardrail", "no_guardrail", "random_vector_per_step",
                                                     "unsteered_allowed", "live_only"}
@@ -105,7 +106,7 @@ def test_hybrid_calibration_runs_on_the_problems_after_the_evaluated_and_trace_o
                     progress=False)
     hyb = res["hybrid"]
     assert hyb["status"] == "ok", hyb.get("reason")
-    assert seen == [[f"Q: What is {i} plus {i}?\nA:" for i in (32, 33, 34)]]  # 0-15 evaluated, 16-31 traces
+    assert seen == [[f"User: What is {i} plus {i}?\nAssistant:" for i in (32, 33, 34)]]  # 0-15 evaluated, 16-31 traces
     cal = hyb["vectors"]["calibration"]
     assert cal["n"] == 3 and cal["grid"] == [0.0, 1.0]
     tried = {(t["vector"], t["site"], t["scale"]) for t in cal["tried"]}

@@ -429,3 +429,29 @@ def test_study_cft_trains_every_model_on_the_first_models_critiques(tmp_path, ti
     assert skipped["models"]["base"]["runs"]["cft"] == {
         "status": "skipped", "reason": "the model produced no wrong solution of 1+1 in 64 samples; pick a harder "
                                        "problem"}
+
+
+def test_study_in_its_own_process_equals_the_study_in_this_one(tmp_path, tiny_run_inputs, monkeypatch):
+    """`run_alone` (what rank 0 of a launched `lens reproduce` runs): the RL study in a fresh process started
+    without the launcher's variables gives the numbers the study gives here (the variables of a 2-rank job are
+    set, so a child that kept them would try to join that job)."""
+    from lens.studies import rl_study
+    from lens.studies.rl_alone import run_alone
+
+    _, held = tiny_run_inputs
+    kw = dict(heldout=held[:4], experiments=("one_shot",), cfg=small(steps=1, eval_every=1, eval_samples=0),
+              pass_k=2, pass_k_n=2, contrast=None)
+    here = rl_study.run_rl_study({"base": "organism:base"}, tmp_path / "here", say=lambda m: None, **kw)
+    for k, v in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                 "MASTER_PORT": "1"}.items():
+        monkeypatch.setenv(k, v)
+    lines = []
+    there = run_alone({"base": "organism:base"}, tmp_path / "there", say=lines.append, **kw)
+
+    def numbers(res):  # every number but where the runs were kept and how long they took
+        row = res["models"]["base"]
+        return {e: {k: v for k, v in r.items() if k not in ("folder", "final", "train_seconds")}
+                for e, r in row["runs"].items()}, row["pass_at_k"], res["targets"]
+
+    assert numbers(here) == numbers(there) and there["config"] == here["config"]
+    assert any("one_shot" in x for x in lines)  # its progress came through

@@ -68,8 +68,9 @@ def reproduce_cmd(
                                                 "the task prompts, cached)"),
     sae_texts: int = typer.Option(None, "--sae-texts", help="without --sae off the organism: problems whose "
                                   "prompts train the SAE (3 prompts each; default 256)", callback=positive),
-    template: str = typer.Option(None, "--template", help="prompt template (default: identity for the organism, "
-                                                          "plain 'Q: ...\\nA:' otherwise)"),
+    template: str = typer.Option(None, "--template", help="prompt template of every step (default: identity for "
+                                                          "the organism; otherwise plain 'Q: ...\\nA:', and "
+                                                          "user_assistant for the hybrid, as the paper)"),
     thinking_template: str = typer.Option(None, "--thinking-template",
                                           help="the thinking model's prompt template (default: its own chat "
                                                "template when its tokenizer has one, else --template)"),
@@ -81,8 +82,9 @@ def reproduce_cmd(
 ) -> None:
     """Re-run the findings (pass@k, hybrid, model diff and RL, CoT-decoding, SAE trigger) and write a report folder.
 
-    Under `torchrun` / `accelerate launch` the sampling, CoT-decoding and steer-check work is split across
-    the processes; rank 0 writes the report (see docs/scale.md).
+    Under `torchrun` / `accelerate launch` the sampling, hybrid, CoT-decoding, steer-check and diff work is
+    split across the processes, rank 0 runs the RL step in a process of its own and writes the report (see
+    docs/scale.md).
     """
     from ..errors import LensError
     from ..studies.reproduce import STEPS, Sizes, reproduce

@@ -105,6 +105,8 @@ class Setup:
     templates: dict = field(default_factory=dict)  # {"base": name, "thinking": name}
     source: str = ""  # the task set's name or path
     template: object = "plain"  # the base's template
+    template_given: bool = False  # the base's template came from the caller (else the default)
+    thinking_template: str | None = None  # the thinking model's template as the caller gave it (None: its own)
 
 
 def setup(tasks_name: str, base, sizes: Sizes, template: str | None = None, thinking=None,
@@ -151,12 +153,12 @@ def setup(tasks_name: str, base, sizes: Sizes, template: str | None = None, thin
 
         think, direct = O.marker_contrast(sizes.n_contrast)
         return Setup(True, tasks, prompts, extractor, is_correct, answer_ok, C.is_thinking, "organism", think, direct,
-                     t_prompts, names, str(tasks_name), tmpl)
+                     t_prompts, names, str(tasks_name), tmpl, template is not None, thinking_template)
     qs = questions[: min(sizes.n_contrast, need)]
     think = apply_template(tmpl, [q + COT_INSTRUCTION for q in qs], base.tokenizer)
     direct = apply_template(tmpl, [q + DIRECT_INSTRUCTION for q in qs], base.tokenizer)
     return Setup(False, tasks, prompts, extractor, is_correct, answer_ok, None, base.family, think, direct,
-                 t_prompts, names, str(tasks_name), tmpl)
+                 t_prompts, names, str(tasks_name), tmpl, template is not None, thinking_template)
 
 
 def _preset_record(sizes: Sizes) -> dict:
@@ -220,13 +222,17 @@ def run_steps(base, thinking, s: Setup, sizes: Sizes, *, seed: int, steps, sae: 
         if not s.organism:
             from . import hybrid_generic
 
-            res = hybrid_generic.run(base, thinking, s.prompts, s.is_correct, s.think_prompts, s.direct_prompts,
+            # the hybrid paper prompts the base "User: ...\nAssistant:" (as `lens hybrid` does) unless told otherwise
+            h = s if s.template_given else setup(s.source, base, sizes, "user_assistant", thinking=thinking,
+                                                 thinking_template=s.thinking_template,
+                                                 extra=sizes.hybrid_calibrate)
+            res = hybrid_generic.run(base, thinking, h.prompts, h.is_correct, h.think_prompts, h.direct_prompts,
                                      n=sizes.hybrid_n, layer=sizes.layer, read_layer=sizes.read_layer,
                                      max_new_tokens=sizes.max_new_tokens, batch_size=min(sizes.batch_size, 64),
                                      seed=seed, progress=say,
-                                     thinking_prompts=s.thinking_prompts or None, vectors=sizes.hybrid_vectors,
+                                     thinking_prompts=h.thinking_prompts or None, vectors=sizes.hybrid_vectors,
                                      vectors_dir=sizes.hybrid_vectors_dir, **_calibration(sizes))
-            return {"status": "ok", **res}
+            return {"status": "ok", **res, "prompt_templates": h.templates}
         from . import hybrid_organism
 
         res = hybrid_organism.run(base, thinking, n=sizes.hybrid_n, layer=sizes.layer, read_layer=sizes.read_layer,
@@ -275,19 +281,26 @@ def run_steps(base, thinking, s: Setup, sizes: Sizes, *, seed: int, steps, sae: 
         if not s.organism:
             return {"status": "skipped", "reason": "the RL experiments need the organism's control model; on other "
                                                    "models run `lens rl train` (docs/rl.md)"}
-        if sharing(None) is not None:
-            return {"status": "skipped", "reason": "not run under a data-parallel launcher (run lens rl train there)"}
         import tempfile
 
         from ..rl.data import from_tasks
 
+        kw = dict(heldout=from_tasks(s.tasks), experiments=sizes.rl_experiments,
+                  cfg=rl_study.quick_config(steps=sizes.rl_steps, eval_every=sizes.rl_steps // 3 or 1,
+                                            eval_n=sizes.rl_n, seed=seed),
+                  pass_k=sizes.rl_pass_k, pass_k_n=40,
+                  contrast=(s.think_prompts, s.direct_prompts) if s.think_prompts else None)
+        launched = sharing(None)
         with tempfile.TemporaryDirectory(prefix="lens-reproduce-rl-") as tmp:
-            res = rl_study.run_rl_study({"base": base, "control": "organism:control"}, tmp,
-                                        heldout=from_tasks(s.tasks), experiments=sizes.rl_experiments,
-                                        cfg=rl_study.quick_config(steps=sizes.rl_steps, eval_every=sizes.rl_steps // 3
-                                                                  or 1, eval_n=sizes.rl_n, seed=seed),
-                                        pass_k=sizes.rl_pass_k, pass_k_n=40, say=say,
-                                        contrast=(s.think_prompts, s.direct_prompts) if s.think_prompts else None)
+            if launched is None:
+                res = rl_study.run_rl_study({"base": base, "control": "organism:control"}, tmp, say=say, **kw)
+            elif not launched.main:  # under a launcher rank 0 runs the RL study for the report; the others go on
+                return {"status": "skipped", "reason": "run by rank 0 (under a launcher)"}
+            else:  # rank 0: in a process of its own, which TRL's trainer can start without joining this job
+                from .rl_alone import run_alone
+
+                res = run_alone({"base": base.spec, "control": "organism:control"}, tmp, device=str(base.device),
+                                say=say, **kw)
         for row in res["models"].values():
             for run in row["runs"].values():
                 run.pop("folder", None)  # a temporary folder, gone with the step
@@ -654,7 +667,8 @@ def reproduce(
     run into the same folder meanwhile is refused.
     Under `torchrun` / `accelerate launch` every rank runs this call: sampling, CoT-decoding, the
     steer-check, the hybrid's runs and the model-pair diff split their work across the ranks
-    (`lens.distributed.data_parallel`), the other parts run whole on every rank, and rank 0 alone writes
+    (`lens.distributed.data_parallel`), the RL step runs on rank 0 alone in a process of its own
+    (`lens.studies.rl_alone`), the other parts run whole on every rank, and rank 0 alone writes
     the report (equal to one process's apart from timings); the other ranks return the steps' results
     without ``meta``.
     """
