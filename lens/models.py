@@ -422,8 +422,13 @@ def load_model(
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # the per-tensor "Loading weights" bar; restored below
     try:
-        hf = AutoModelForCausalLM.from_pretrained(str(where), **kwargs)
-        tok = AutoTokenizer.from_pretrained(str(where), **({"gguf_file": gguf} if gguf else {}))
+        from contextlib import nullcontext
+
+        from .gguf_speed import once
+
+        with once() if gguf is not None else nullcontext():  # a GGUF parsed once for the model and tokenizer
+            hf = AutoModelForCausalLM.from_pretrained(str(where), **kwargs)
+            tok = AutoTokenizer.from_pretrained(str(where), **({"gguf_file": gguf} if gguf else {}))
     except SafetensorError as e:
         raise LensError(f"cannot load {spec!r}: its safetensors weights are damaged or not safetensors "
                         f"({str(e).splitlines()[0][:120]}); download or save them again") from None

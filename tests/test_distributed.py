@@ -31,8 +31,9 @@ if len(sys.argv) > 3:  # slow every forward down, so the job can be killed midwa
 def items():
     for i, t in enumerate(texts):
         yield t
-capture_to_disk(model, items(), ["blocks.1.hook_resid_post", "blocks.3.hook_resid_post"], sys.argv[2],
-        batch_size=4, shard_rows=40, out=sys.argv[1], progress=False)
+for select in sys.argv[2].split(","):  # one folder per selection: OUT/<selection>
+    capture_to_disk(model, items(), ["blocks.1.hook_resid_post", "blocks.3.hook_resid_post"], select,
+            batch_size=4, shard_rows=40, out=f"{sys.argv[1]}/{select}", progress=False)
 print("DONE")
 """
 
@@ -56,45 +57,53 @@ def test_block_covers_every_input_once_in_order():
     assert part_name(Ranks(1, 4)) == "part-001-of-004"
 
 
-@pytest.mark.parametrize("select", ["all", "sentences"])
-def test_two_process_capture_equals_one_process(tmp_path, select):
-    one, two = tmp_path / "one", tmp_path / "two"
-    subprocess.run([sys.executable, "-c", _JOB, str(one), select], env=ENV, check=True, capture_output=True)
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """The job's folders from one process: ONE/all and ONE/sentences."""
+    one = tmp_path_factory.mktemp("one")
+    subprocess.run([sys.executable, "-c", _JOB, str(one), "all,sentences"], env=ENV, check=True, capture_output=True)
+    return one
+
+
+def test_two_process_capture_equals_one_process(tmp_path, one_process):
+    two = tmp_path / "two"
     job = tmp_path / "job.py"
     job.write_text(_JOB)
-    r = subprocess.run([*TORCHRUN, str(job), str(two), select], env=ENV, capture_output=True, text=True)
+    r = subprocess.run([*TORCHRUN, str(job), str(two), "all,sentences"], env=ENV, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
-    _equal(one, two)
-    folder = open_capture(two)
-    assert folder.manifest["parts"] == ["part-000-of-002", "part-001-of-002"]
-    assert folder.summary(verify=True)["examples"] == 150
-    again = subprocess.run([*TORCHRUN, str(job), str(two), select], env=ENV, capture_output=True, text=True)
+    for select in ("all", "sentences"):
+        _equal(one_process / select, two / select)
+        folder = open_capture(two / select)
+        assert folder.manifest["parts"] == ["part-000-of-002", "part-001-of-002"]
+        assert folder.summary(verify=True)["examples"] == 150
+    again = subprocess.run([*TORCHRUN, str(job), str(two), "all,sentences"], env=ENV, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-3000:]  # a complete run is returned as it is
-    _equal(one, two)
+    for select in ("all", "sentences"):
+        _equal(one_process / select, two / select)
 
 
-def test_killed_job_resumes_to_the_same_folder(tmp_path):
-    one, two = tmp_path / "one", tmp_path / "two"
-    subprocess.run([sys.executable, "-c", _JOB, str(one), "all"], env=ENV, check=True, capture_output=True)
+def test_killed_job_resumes_to_the_same_folder(tmp_path, one_process):
+    two = tmp_path / "two"
     job = tmp_path / "job.py"
     job.write_text(_JOB)
     proc = subprocess.Popen([*TORCHRUN, str(job), str(two), "all", "slow"], env=ENV, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and not (two / "part-000-of-002" / "manifest.json").exists():
+    while time.time() < deadline and not (two / "all" / "part-000-of-002" / "manifest.json").exists():
         time.sleep(0.1)
     time.sleep(1.0)
     os.killpg(proc.pid, signal.SIGKILL)  # every rank and the launcher
     proc.wait()
-    assert not (two / "manifest.json").exists() or not json.loads((two / "manifest.json").read_text()).get("complete")
-    parts = [json.loads(m.read_text()) for m in two.glob("part-*/manifest.json")]
+    top = two / "all" / "manifest.json"
+    assert not top.exists() or not json.loads(top.read_text()).get("complete")
+    parts = [json.loads(m.read_text()) for m in (two / "all").glob("part-*/manifest.json")]
     assert parts and not all(p["complete"] for p in parts)  # killed midway
     r = subprocess.run([*TORCHRUN, str(job), str(two), "all"], env=ENV, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
-    _equal(one, two)
+    _equal(one_process / "all", two / "all")
 
 
-def test_cli_capture_under_torchrun_reports_once(tmp_path):
+def test_cli_capture_under_torchrun_reports_once(tmp_path, monkeypatch, capsys):
     inputs = tmp_path / "in.jsonl"
     inputs.write_text("".join(json.dumps({"text": f"line {i} of the inputs"}) + "\n" for i in range(40)))
     out = tmp_path / "cap"
@@ -105,10 +114,11 @@ def test_cli_capture_under_torchrun_reports_once(tmp_path):
     assert r.stdout.count('"rows"') == 1  # one report, from rank 0
     assert json.loads(r.stdout)["rows"] == 40
     single = tmp_path / "single"
-    r1 = subprocess.run([sys.executable, "-m", "lens.cli.main", "capture", "-i", str(inputs), "-o", str(single),
-                         "-s", "blocks.1.hook_resid_post", "--select", "last_prompt", "--json"],
-                        env=ENV, capture_output=True, text=True, cwd=tmp_path)
-    assert r1.returncode == 0, r1.stderr[-3000:]
+    from tests.helpers import run_cli
+
+    code, _, err = run_cli(monkeypatch, capsys, ["capture", "-i", inputs, "-o", single, "-s",
+                                                 "blocks.1.hook_resid_post", "--select", "last_prompt", "--json"])
+    assert code == 0, err
     _equal(single, out)
     shutil.rmtree(out)
     if shutil.which("accelerate", path=os.path.dirname(sys.executable)) is None:

@@ -44,6 +44,32 @@ def test_load_pair_says_what_differs():
     assert load_pair(a, c) == (a, c)
 
 
+def test_gguf_parsed_once_per_load_and_everything_restored(tmp_path):
+    """`lens.gguf_speed.once`: inside, a GGUF path is parsed once and each (arch, n_blocks) name map built once
+    (the same objects come back); outside, gguf's own functions are back."""
+    gguf = pytest.importorskip("gguf")
+    from lens.gguf_speed import once
+
+    path = tmp_path / "t.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_block_count(2)
+    w.add_tensor("token_embd.weight", torch.zeros(4, 8).numpy())
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    reader, names = gguf.GGUFReader, gguf.get_tensor_name_map
+    arch = gguf.MODEL_ARCH.LLAMA
+    with once():
+        a, b = gguf.GGUFReader(path), gguf.GGUFReader(str(path))
+        assert a is b and [t.name for t in a.tensors] == ["token_embd.weight"]
+        m = gguf.get_tensor_name_map(arch, 2)
+        assert m is gguf.get_tensor_name_map(arch, 2) and m.mapping == names(arch, 2).mapping
+        assert m is not gguf.get_tensor_name_map(arch, 3)
+    assert gguf.GGUFReader is reader and gguf.get_tensor_name_map is names
+    assert gguf.GGUFReader(path) is not gguf.GGUFReader(path)
+
+
 @pytest.mark.realweights
 def test_smollm2_gguf_knows_paris(smollm2):
     assert smollm2.family == "llama" and smollm2.n_layers == 30 and smollm2.d_model == 576
