@@ -5,7 +5,7 @@ config, again for the weights and again for the tokenizer (each parse walks ever
 tokenizer's 49k strings for SmolLM2), and calls ``gguf.get_tensor_name_map(arch, n_blocks)`` once per module
 of the model it fills (397 times for SmolLM2-135M, each building the same map). Both are read only by the
 loader, so within `once` each file is parsed once and each map built once; everything is restored after.
-SmolLM2-135M loads in about 9 s instead of 18 s on 2 CPU cores, with the same weights and tokenizer.
+A load then takes about half the time (SmolLM2-135M), with the same weights and tokenizer.
 """
 
 from __future__ import annotations
