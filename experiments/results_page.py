@@ -642,7 +642,8 @@ SECTIONS: tuple[Section, ...] = (
     Section("Finding 2: the hybrid on the verifier pair with the RL-made thinking model, difference of means",
             "docs/results/hybrid_verifier_rl_n150_forced.json",
             ("lens hybrid --base organism:verifier-base --thinking organism:verifier-thinking-rl --n 150 "
-             "--max-new-tokens 220 --force-thinking --json > docs/results/hybrid_verifier_rl_n150_forced.json",), hybrid,
+             "--max-new-tokens 220 --force-thinking --json > docs/results/hybrid_verifier_rl_n150_forced.json",),
+            hybrid,
             "organism.md#the-hybrid-on-the-rl-made-pair"),
     Section("Finding 2: the hybrid on the verifier pair (selection-made thinking model), optimised vectors",
             "docs/results/hybrid_verifier_n150_forced_optimised.json",
