@@ -457,6 +457,17 @@ def load_model(
     return Model(hf=hf, tokenizer=tok, spec=spec, source=source)
 
 
+def smollm2_r1_twin(m: Model) -> Model:
+    """`smollm2-135m-instruct-r1style` made from a loaded `smollm2-135m-instruct`: a copy of its weights (hooks or
+    steering on one never reach the other) and its tokenizer made R1-style (`lens.pairs`)."""
+    import copy
+
+    from .pairs import smollm2_r1style_tokenizer
+
+    return Model(hf=copy.deepcopy(m.hf), tokenizer=smollm2_r1style_tokenizer(m.tokenizer), spec=SMOLLM2_R1,
+                 source="bundled", fingerprint=m.fingerprint)
+
+
 def load_pair(base: str | Model, thinking: str | Model, **kwargs: Any) -> tuple[Model, Model]:
     """Load the two models of a study and check they are comparable.
 
@@ -468,7 +479,11 @@ def load_pair(base: str | Model, thinking: str | Model, **kwargs: Any) -> tuple[
     from .pairs import comparable, token_map
 
     a = base if isinstance(base, Model) else load_model(base, **kwargs)
-    b = thinking if isinstance(thinking, Model) else load_model(thinking, **kwargs)
+    if (isinstance(base, str) and base.lower() == SMOLLM2 and isinstance(thinking, str)
+            and thinking.lower() == SMOLLM2_R1 and kwargs.get("device_map") is None):
+        b = smollm2_r1_twin(a)  # one GGUF load for the offline real-weights pair
+    else:
+        b = thinking if isinstance(thinking, Model) else load_model(thinking, **kwargs)
     comparable(a, b)
     token_map(b, a)
     return a, b

@@ -406,6 +406,23 @@ def test_hybrid_cli_prompts_each_model_through_its_own_template(qwen_pair, tmp_p
     # they were (the first 2n problems), though the task set is read further for its development split
 
 
+@pytest.mark.realweights
+def test_smollm2_pair_loads_the_gguf_once_and_the_twins_share_no_weights(smollm2, monkeypatch):
+    """`load_pair("smollm2-135m-instruct", "smollm2-135m-instruct-r1style")` loads the GGUF once and copies the
+    weights for the R1-style side: equal weights, separate tensors, R1's tokenizer."""
+    import lens.models as M
+
+    loads = []
+    monkeypatch.setattr(M, "load_model", lambda spec, **kw: loads.append(spec) or smollm2)
+    base, thinking = M.load_pair("smollm2-135m-instruct", "smollm2-135m-instruct-r1style")
+    assert loads == ["smollm2-135m-instruct"] and base is smollm2 and thinking.spec == M.SMOLLM2_R1
+    assert thinking.tokenizer.convert_tokens_to_ids(["<think>", "</think>"]) == [6, 5]
+    a, b = base.hf.state_dict(), thinking.hf.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert all(a[k].data_ptr() != b[k].data_ptr() for k in a)  # steering one never reaches the other
+    assert thinking.fingerprint == base.fingerprint
+
+
 def test_r1_style_tokenizer_refuses_ordinary_ids():
     from lens.pairs import r1_style_tokenizer
 
