@@ -300,6 +300,7 @@ def run_steps(base, thinking, s: Setup, sizes: Sizes, *, seed: int, steps, sae: 
                 from .rl_alone import run_alone
 
                 res = run_alone({"base": base.spec, "control": "organism:control"}, tmp, device=str(base.device),
+                                dtype=str(base.dtype).removeprefix("torch."),
                                 say=say, **kw)
         for row in res["models"].values():
             for run in row["runs"].values():

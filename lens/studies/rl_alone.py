@@ -23,13 +23,13 @@ from ..rl import RLConfig
 
 def run_alone(models: Mapping[str, str], out: str | Path, *, heldout: Sequence[dict], experiments: Sequence[str],
               cfg: RLConfig, pass_k: int, pass_k_n: int, contrast: tuple[Sequence[str], Sequence[str]] | None,
-              device: str | None = None, say=None) -> dict:
+              device: str | None = None, dtype: str | None = None, say=None) -> dict:
     """`run_rl_study(models, out, ...)` in a fresh single process; models: name -> model spec (loaded there, the
-    first one on `device`); say: called with each progress line of that process."""
+    first one on `device` in `dtype`, as the caller holds it); say: called with each progress line there."""
     from ..distributed import single_process_env
 
     job = {"models": dict(models), "out": str(out), "heldout": list(heldout), "experiments": list(experiments),
-           "cfg": asdict(cfg), "pass_k": pass_k, "pass_k_n": pass_k_n, "device": device,
+           "cfg": asdict(cfg), "pass_k": pass_k, "pass_k_n": pass_k_n, "device": device, "dtype": dtype,
            "contrast": None if contrast is None else [list(contrast[0]), list(contrast[1])]}
     with tempfile.TemporaryDirectory(prefix="lens-rl-alone-") as tmp:
         spec, result = Path(tmp) / "job.json", Path(tmp) / "result.json"
@@ -51,11 +51,10 @@ def _main(job_path: str, result_path: str) -> None:
     from .rl_study import run_rl_study
 
     job = json.loads(Path(job_path).read_text())
-    names = list(job["models"])
-    models = {name: (load_model(spec, device=job["device"]) if i == 0 and job["device"] else spec)
+    models = {name: (load_model(spec, device=job["device"], dtype=job["dtype"]) if i == 0 else spec)
               for i, (name, spec) in enumerate(job["models"].items())}
     contrast = tuple(job["contrast"]) if job["contrast"] is not None else None
-    res = run_rl_study({n: models[n] for n in names}, job["out"], heldout=job["heldout"],
+    res = run_rl_study(models, job["out"], heldout=job["heldout"],
                        experiments=job["experiments"], cfg=RLConfig(**job["cfg"]), pass_k=job["pass_k"],
                        pass_k_n=job["pass_k_n"], contrast=contrast, say=lambda m: print(m, file=sys.stderr, flush=True))
     Path(result_path).write_text(json.dumps(res))
