@@ -145,9 +145,52 @@ def test_hybrid_on_another_pair_with_a_task_file(capsys, monkeypatch, tmp_path, 
     assert res["hybrid"]["fraction_gated"] == 0.0  # one model as base and thinking never disagrees with itself
     assert res["hybrid"]["accuracy"]["value"] == res["base"]["value"]
     assert res["vectors"]["calibration"]["n"] == 2  # problems 32 and 33: after the evaluated and the traced
+    assert res["settings"]["paper_pair"] is None  # not a pair of the hybrid paper: lens's defaults
+    assert res["settings"]["from"] == {"steer_layer": "default", "read_layer": "steer layer", "categories": "given"}
     code, _, err = run(capsys, monkeypatch, "hybrid", "--base", folder, "--thinking", folder, "--tasks", tasks,
                        "--n", 16, "--calibrate", 9)
     assert code != 0 and "--calibrate 9 needs 9 problems" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_pair_of_the_hybrid_paper_runs_with_the_papers_layers_and_categories(capsys, monkeypatch, tmp_path,
+                                                                               folder):
+    """--paper-pair NAME loads the paper's two hub ids and takes its steer layer, SAE layer and categories
+    (`lens.hybrid.paper_pairs`), unless a flag gives one; a layer the model lacks is refused in one line."""
+    import dataclasses
+
+    import lens.cli.common as common
+    from lens.hybrid import paper_pairs
+
+    real = common.load
+    monkeypatch.setattr(common, "load", lambda ctx, spec: dataclasses.replace(real(ctx, str(folder)), spec=spec))
+    row = paper_pairs.PaperPair("tiny", "Test/Base", "test/thinking", steer_layer=1, sae_layer=0, categories=3)
+    monkeypatch.setattr(paper_pairs, "PAPER_PAIRS", (row, *paper_pairs.PAPER_PAIRS))
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps({"question": f"What is {i} plus {i}?", "answer": str(2 * i)}) + "\n"
+                             for i in range(40)))
+    args = ["hybrid", "--tasks", tasks, "--n", 16, "--max-new-tokens", 12, "--json"]
+    code, out, err = run(capsys, monkeypatch, *args, "--paper-pair", "tiny")
+    assert code == 0, err
+    res = json.loads(out)
+    st = res["settings"]
+    assert (st["steer_layer"], st["read_layer"], st["categories"]) == (1, 0, 3)
+    assert st["from"] == {"steer_layer": "paper", "read_layer": "paper", "categories": "paper"}
+    assert st["paper_pair"]["name"] == "tiny" and "configs.sh" in st["paper_pair"]["source"]
+    assert res["site"] == "blocks.1.hook_resid_post" and res["read_site"] == "blocks.0.hook_resid_post"
+    assert len(res["vectors"]["categories"]) <= 3
+    code, out, err = run(capsys, monkeypatch, *args, "--base", "test/base", "--thinking", "TEST/Thinking",
+                         "--read-layer", 1)  # the ids in any case name the pair; a flag overrides the paper's
+    assert code == 0, err
+    st = json.loads(out)["settings"]
+    assert st["paper_pair"]["name"] == "tiny" and (st["read_layer"], st["from"]["read_layer"]) == (1, "given")
+    assert (st["steer_layer"], st["from"]["steer_layer"]) == (1, "paper")
+    code, _, err = run(capsys, monkeypatch, *args, "--paper-pair", "r1-math1.5b")  # steer layer 10 of 2
+    assert code != 0 and "steer layer 10 (paper) is not a layer of a 2-layer model" in err, err
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, monkeypatch, *args, "--paper-pair", "r1-math-1.5b")
+    assert code != 0 and "no paper pair 'r1-math-1.5b'" in err and "r1-math1.5b" in err, err
+    code, _, err = run(capsys, monkeypatch, *args, "--paper-pair", "tiny", "--base", folder)
+    assert code != 0 and "--paper-pair names both models" in err, err
 
 
 def test_placement_options_reach_every_loaded_model(capsys, monkeypatch, tmp_path, folder):

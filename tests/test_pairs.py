@@ -464,3 +464,21 @@ def test_smollm2_r1style_pair_runs_every_reproduce_step(tmp_path, monkeypatch):
     assert res["meta"]["pair"]["prompt_templates"] == {"base": "plain", "thinking": "chat"}
     assert res["sampling"]["behaviour"]["thinking"]["prompt_opens_thinking"] == 1.0
     assert res["feature"]["sae_source"]["kind"] == "trained"
+
+
+def test_the_hybrid_papers_pairs_are_found_by_their_hub_ids_in_any_case():
+    """The table `lens hybrid` and `lens reproduce` default to: the rows the docs quote (the 1.5B pair steers
+    at layer 10 and reads at 4 with 15 categories; Llama-8B 12 and 6), names unique, ids matched without
+    regard to case and never across sides."""
+    from lens.errors import LensError
+    from lens.hybrid.paper_pairs import PAPER_PAIRS, by_name, paper_pair
+
+    row = paper_pair("qwen/qwen2.5-math-1.5b", "DeepSeek-AI/DeepSeek-R1-Distill-Qwen-1.5B/")
+    assert row is not None and (row.name, row.steer_layer, row.sae_layer, row.categories) == ("r1-math1.5b", 10, 4, 15)
+    llama = by_name("r1-llama8b")
+    assert (llama.steer_layer, llama.sae_layer) == (12, 6)
+    assert paper_pair(llama.thinking, llama.base) is None  # sides swapped: not the paper's pair
+    assert paper_pair("Qwen/Qwen2.5-Math-1.5B", "Qwen/Qwen2.5-Math-1.5B") is None
+    assert len({p.name for p in PAPER_PAIRS}) == len({(p.base.lower(), p.thinking.lower()) for p in PAPER_PAIRS}) == 9
+    with pytest.raises(LensError, match="the hybrid paper's pairs are orz-0.5b"):
+        by_name("r1")

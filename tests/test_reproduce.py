@@ -56,6 +56,7 @@ def test_real_task_sets_run_the_unsupervised_hybrid_and_train_an_sae_without_one
     hyb = res["hybrid"]
     assert hyb["status"] == "ok", hyb.get("reason")
     assert hyb["read_site"] == "blocks.0.hook_resid_post" != hyb["site"]
+    assert hyb["settings"]["from"] == {"steer_layer": "default", "read_layer": "given", "categories": "default"}
     assert hyb["prompt_templates"]["base"] == "user_assistant" != res["meta"]["pair"]["prompt_templates"]["base"]
     assert hyb["n"] == 16 and set(hyb["runs"]) == {"none", "bias_only", "random_category", "random_vector",
                                                     "random_guardrail", "no_guardrail", "random_vector_per_step",

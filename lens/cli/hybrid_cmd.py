@@ -43,10 +43,11 @@ def hybrid_cmd(
                           "(torchrun reads --n as one of its own options)", callback=positive),
     layer: int = typer.Option(None, "--layer", "--steer-layer",
                               help="steering layer (default 1 on the organism, where its reasoning direction acts; "
-                                   "else the middle layer)", callback=non_negative),
+                                   "the paper's on a pair it studied; else the middle layer)", callback=non_negative),
     read_layer: int = typer.Option(None, "--read-layer", callback=non_negative,
                                    help="layer where the thinking model is read for the category (the taxonomy "
-                                        "SAE's layer; default the steering layer)"),
+                                        "SAE's layer; default the paper's SAE layer on a pair it studied, else the "
+                                        "steering layer)"),
     norm_frac: float = typer.Option(0.5, help="vector norm as a fraction of the mean residual norm",
                                     callback=positive_float),
     selector: str = typer.Option("taxonomy", help="taxonomy (SAE argmax latent) or nearest (cosine)",
@@ -91,9 +92,13 @@ def hybrid_cmd(
     force_thinking: bool = typer.Option(False, "--force-thinking",
                                         help="organism pairs: both models' prompts end with the think tag, so the "
                                              "gap is over the base's own reasoning and the hybrid steers inside it"),
-    categories: int = typer.Option(5, "--categories", callback=positive,
-                                   help="other pairs: reasoning categories of the taxonomy (latents of its SAE; the "
-                                        "paper's Table 1 used 15)"),
+    categories: int = typer.Option(None, "--categories", callback=positive,
+                                   help="other pairs: reasoning categories of the taxonomy (latents of its SAE; "
+                                        "default the paper's on a pair it studied, else 5)"),
+    paper_pair: str = typer.Option(None, "--paper-pair",
+                                   help="one of the hybrid paper's pairs by name (r1-math1.5b, r1-llama8b, qwq-32b, "
+                                        "orz-7b, ...; lens.hybrid.paper_pairs): sets --base and --thinking to its "
+                                        "hub ids"),
     batch_size: int = typer.Option(None, "--batch-size", callback=positive,
                                    help="prompts per batch of every run (default 64 on the organism, 16 on other "
                                         "pairs); under torchrun / accelerate launch the ranks share the batches"),
@@ -110,6 +115,13 @@ def hybrid_cmd(
     from .common import load_both
 
     say = None if as_json else (lambda msg: console.print(f"[dim]{msg}[/]"))
+    if paper_pair is not None:
+        from ..hybrid.paper_pairs import by_name
+
+        if (base, thinking) != ("organism:base", "organism:thinking"):
+            raise LensError("--paper-pair names both models; drop --base/--thinking (or --paper-pair)")
+        chosen = by_name(paper_pair)
+        base, thinking = chosen.base, chosen.thinking
     organism = base.startswith("organism:") and thinking.startswith("organism:") and tasks in (None, "organism")
     if not organism and tasks is None:
         raise LensError("for a pair other than the bundled organism give --tasks (gsm8k, math500 or a JSONL of "
@@ -175,6 +187,12 @@ def hybrid_cmd(
               "gap_recovered": v["gap_recovered"], "steered": v["fraction_steered"], "gated": v["fraction_gated"]}
              for k, v in res["runs"].items()]
     console.print(table(f"hybrid on {n} held-out problems, {res['site']}", rows))
+    st = res.get("settings")
+    if st:
+        src = st["from"]
+        pair = f"; the hybrid paper's pair {st['paper_pair']['name']}" if st["paper_pair"] else ""
+        console.print(f"steer layer {st['steer_layer']} ({src['steer_layer']}), read layer {st['read_layer']} "
+                      f"({src['read_layer']}), {st['categories']} categories ({src['categories']}){pair}", markup=False)
     cal = res.get("vectors", {}).get("calibration")
     if cal:
         scales = ", ".join(f"{k} x{v:g}" for k, v in cal["category_scales"].items())

@@ -23,6 +23,13 @@ def reproduce_cmd(
     samples: int = typer.Option(None, "--samples", help="samples per problem for pass@k", callback=positive),
     seed: int = typer.Option(0, "--seed", callback=non_negative),
     hybrid_n: int = typer.Option(None, "--hybrid-n", help="problems for the hybrid", callback=positive),
+    paper_pair: str = typer.Option(None, "--paper-pair",
+                                   help="one of the hybrid paper's pairs by name (r1-math1.5b, r1-llama8b, qwq-32b, "
+                                        "orz-7b, ...; lens.hybrid.paper_pairs): sets --base and --thinking to its "
+                                        "hub ids; give --tasks"),
+    hybrid_categories: int = typer.Option(None, "--hybrid-categories", callback=positive,
+                                          help="other pairs: the hybrid taxonomy's categories (default the paper's "
+                                               "on a pair it studied, else 5)"),
     hybrid_vectors: str = typer.Option(None, "--hybrid-vectors", callback=choice("means", "optimised"),
                                        help="the hybrid's vectors: means (difference of means, the default) or "
                                             "optimised (the hybrid paper's first version; the verifier pairs' "
@@ -58,10 +65,12 @@ def reproduce_cmd(
     sampling: str = typer.Option("default", "--sampling", help="sampling preset: default (temperature 1, top-p 1), "
                                  "yue (0.6, 0.95: the pass@k paper), oat_zero (0.6, 0.9); --temperature and "
                                  "--top-p override it"),
-    layer: int = typer.Option(None, "--layer", help="layer of the hybrid and the SAE (default: each step's own)",
+    layer: int = typer.Option(None, "--layer", help="layer of the hybrid and the SAE (default: each step's own; the "
+                              "hybrid's is the paper's steer layer on a pair it studied)",
                               callback=non_negative),
     read_layer: int = typer.Option(None, "--read-layer", help="where the hybrid reads the thinking model to pick "
-                                   "a category (the taxonomy's layer; default the hybrid's steer layer)",
+                                   "a category (the taxonomy's layer; default the paper's SAE layer on a pair it "
+                                   "studied, else the hybrid's steer layer)",
                                    callback=non_negative),
     sae: str = typer.Option(None, "--sae", help="SAE folder or sae_lens RELEASE/ID for the feature step (default: "
                                                 "off the organism, a small SAE trained on the base's captures of "
@@ -89,6 +98,16 @@ def reproduce_cmd(
     from ..errors import LensError
     from ..studies.reproduce import STEPS, Sizes, reproduce
 
+    if paper_pair is not None:
+        from ..hybrid.paper_pairs import by_name
+
+        if organism is not None or (base, thinking) != ("organism:base", "organism:thinking"):
+            raise LensError("--paper-pair names both models; drop --base/--thinking/--organism (or --paper-pair)")
+        chosen = by_name(paper_pair)
+        base, thinking = chosen.base, chosen.thinking
+        if tasks.lower() == "organism":
+            raise LensError(f"--paper-pair {paper_pair}: give --tasks (gsm8k, math500 or a JSONL of question/answer "
+                            "rows); the organism's problems are for the bundled pairs")
     if organism is not None:
         from ..organism import PAIRS
 
@@ -111,7 +130,8 @@ def reproduce_cmd(
         raise LensError("--hybrid-calibration-grid and --hybrid-calibration-layers are tried by the calibration; "
                         "give --hybrid-calibrate N as well")
     sizes = Sizes().use_sampling(sampling)
-    for name, value in (("hybrid_n", hybrid_n), ("hybrid_vectors", hybrid_vectors),
+    for name, value in (("hybrid_n", hybrid_n), ("hybrid_categories", hybrid_categories),
+                        ("hybrid_vectors", hybrid_vectors),
                         ("hybrid_vectors_dir", hybrid_vectors_dir), ("hybrid_calibrate", hybrid_calibrate),
                         ("hybrid_calibration_grid", grid), ("hybrid_calibration_layers", cal_layers),
                         ("hybrid_force_thinking", hybrid_force_thinking),

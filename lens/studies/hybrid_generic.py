@@ -22,6 +22,7 @@ from ..decoding.generate import generate
 from ..errors import LensError
 from ..hybrid.calibrate import DEFAULT_GRID, calibrate_vectors
 from ..hybrid.config import ALL_ABLATIONS, NO_GUARDRAIL_COEFFICIENT, PAPER_COEFFICIENTS, HybridConfig
+from ..hybrid.paper_pairs import paper_pair
 from ..hybrid.selectors import taxonomy_selector
 from ..hybrid.study import run_study
 from ..hybrid.vectors import hybrid_vectors
@@ -40,6 +41,30 @@ def sentence_traces(prompts: Sequence[str], completions: Sequence[str]) -> list[
     return out
 
 
+def _settings(base: Model, thinking: Model, layer: int | None, read_layer: int | None,
+              n_categories: int | None) -> dict:
+    """Steer layer, read layer and categories: as given, else the paper's for its pair, else lens's
+    defaults (the middle layer, the steer layer, 5); `from` names the source of each."""
+    paper = paper_pair(base.spec, thinking.spec)
+    fallback = {"steer_layer": base.n_layers // 2, "read_layer": None, "categories": 5}
+    given = {"steer_layer": layer, "read_layer": read_layer, "categories": n_categories}
+    out: dict = {"paper_pair": None if paper is None else paper.as_dict(), "from": {}}
+    for key, value in given.items():
+        if value is not None:
+            out[key], out["from"][key] = value, "given"
+        elif paper is not None:
+            out[key], out["from"][key] = getattr(paper, "sae_layer" if key == "read_layer" else key), "paper"
+        else:
+            out[key], out["from"][key] = fallback[key], "default"
+    if out["read_layer"] is None:
+        out["read_layer"], out["from"]["read_layer"] = out["steer_layer"], "steer layer"
+    for key, n_layers in (("steer_layer", base.n_layers), ("read_layer", thinking.n_layers)):
+        if not 0 <= out[key] < n_layers:
+            raise LensError(f"{key.replace('_', ' ')} {out[key]} ({out['from'][key]}) is not a layer of a "
+                            f"{n_layers}-layer model; give one between 0 and {n_layers - 1}")
+    return out
+
+
 def run(
     base: Model,
     thinking: Model,
@@ -52,7 +77,7 @@ def run(
     trace_prompts: Sequence[str] | None = None,
     layer: int | None = None,
     read_layer: int | None = None,
-    n_categories: int = 5,
+    n_categories: int | None = None,
     norm_frac: float = 0.5,
     coefficients: tuple[float, ...] = PAPER_COEFFICIENTS,
     no_guardrail_coefficient: float = NO_GUARDRAIL_COEFFICIENT,
@@ -80,8 +105,11 @@ def run(
     prompts for the same problems as `prompts` (default `prompts`): it answers and is read on those,
     while the base reads its own prompt followed by the thinking model's completion. layer: the steer
     layer (default the middle one); read_layer: the taxonomy's layer, where the category is read (default
-    `layer`). data_parallel: under a launcher the ranks share the thinking model's traces and every run's
-    batches (`run_study`); the taxonomy and the vectors are fitted whole on every rank. vectors: "means" or
+    `layer`); n_categories: the taxonomy's latents (default 5). On a pair the hybrid paper studied
+    (`lens.hybrid.paper_pairs`, matched by the models' specs) the three default to the paper's settings
+    for it; the result's `settings` says which values ran and where each came from. data_parallel: under
+    a launcher the ranks share the thinking model's traces and every run's batches (`run_study`); the
+    taxonomy and the vectors are fitted whole on every rank. vectors: "means" or
     "optimised" (`lens.hybrid.vectors`, `vector_steps` Adam steps each); vectors_dir: a folder keeping them for
     later runs. steer_positions: "newest" or "all" (`HybridConfig`); candidate_batch: sweep candidates per base
     forward (`HybridConfig`). calibrate: when > 0, the bias and each category vector are rescaled (and, with
@@ -116,9 +144,10 @@ def run(
     if not think_prompts or not direct_prompts:
         raise LensError("the hybrid's bias needs prompts that ask for reasoning and prompts that ask for a direct "
                         "answer; none were given")
-    layer = base.n_layers // 2 if layer is None else layer
+    settings = _settings(base, thinking, layer, read_layer, n_categories)
+    layer, read_layer, n_categories = settings["steer_layer"], settings["read_layer"], settings["categories"]
     site = f"blocks.{layer}.hook_resid_post"
-    read_site = site if read_layer is None else f"blocks.{read_layer}.hook_resid_post"
+    read_site = f"blocks.{read_layer}.hook_resid_post"
     say = progress or (lambda _m: None)
     say(f"thinking-model traces on {len(trace_prompts)} prompts")
     gens = generate(thinking, t_trace, max_new_tokens, batch_size=batch_size,
@@ -162,6 +191,7 @@ def run(
                     steer_positions=steer_positions, candidate_batch=candidate_batch,
                     selector_variants={"live_only": pick.variant(live_only=True)},
                     category_sites=category_sites, site_biases=site_biases, data_parallel=data_parallel)
+    out["settings"] = settings
     out["vectors"] = {**info, "norm_frac": norm_frac, "categories": list(cats), "selector": "taxonomy",
                       "n_traces": len(traces), "n_sentences": n_sent, "trace_prompts": where,
                       "calibration": None if calibration is None else calibration.as_dict()}

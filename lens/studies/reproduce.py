@@ -43,6 +43,7 @@ class Sizes:
     n: int = 64                  # problems for sampling (1)
     samples: int = 16            # samples per problem (1)
     hybrid_n: int = 64           # problems for the hybrid (2)
+    hybrid_categories: int | None = None  # other pairs: the taxonomy's categories; None: the paper's or 5 (2)
     hybrid_vectors: str = "means"  # the hybrid's vectors: means or optimised (lens.hybrid.vectors) (2)
     hybrid_force_thinking: bool = False  # organism pairs: both models' prompts end with the think tag (2)
     hybrid_vectors_dir: str | None = None  # a folder keeping the hybrid's vectors: loaded when it holds them (2)
@@ -62,7 +63,7 @@ class Sizes:
     sampling: str = "default"    # the preset temperature and top_p came from (lens.decoding.SAMPLING_PRESETS)
     alphas: tuple[float, ...] | None = None
     layer: int | None = None
-    read_layer: int | None = None  # the hybrid's read layer (the taxonomy's); default its steer layer (2)
+    read_layer: int | None = None  # the hybrid's read layer (the taxonomy's); default the paper's or steer layer (2)
     batch_size: int = 256
     sae_texts: int = 256         # off the organism without --sae: problems whose prompts train the SAE (5)
     sae_expansion: int = 4       # its latents = expansion x width (TopK)
@@ -228,7 +229,8 @@ def run_steps(base, thinking, s: Setup, sizes: Sizes, *, seed: int, steps, sae: 
                                                  extra=sizes.hybrid_calibrate)
             res = hybrid_generic.run(base, thinking, h.prompts, h.is_correct, h.think_prompts, h.direct_prompts,
                                      n=sizes.hybrid_n, layer=sizes.layer, read_layer=sizes.read_layer,
-                                     max_new_tokens=sizes.max_new_tokens, batch_size=min(sizes.batch_size, 64),
+                                     n_categories=sizes.hybrid_categories, max_new_tokens=sizes.max_new_tokens,
+                                     batch_size=min(sizes.batch_size, 64),
                                      seed=seed, progress=say,
                                      thinking_prompts=h.thinking_prompts or None, vectors=sizes.hybrid_vectors,
                                      vectors_dir=sizes.hybrid_vectors_dir, **_calibration(sizes))
