@@ -193,6 +193,46 @@ def test_a_pair_of_the_hybrid_paper_runs_with_the_papers_layers_and_categories(c
     assert code != 0 and "--paper-pair names both models" in err, err
 
 
+def test_diff_reads_the_bases_direction_from_capture_folders(capsys, monkeypatch, tmp_path):
+    """`lens diff --pos DIR --neg DIR --prompts F`: the base's direction from its captured last-prompt rows gives
+    what the same prompts as JSONL give; folders of other weights, another selection or layers are refused."""
+    files = {}
+    for name, mark in (("pos", "T"), ("neg", "D")):
+        files[name] = tmp_path / f"{name}.jsonl"
+        files[name].write_text("".join(json.dumps(f"{mark}:{a}+{a + 7}") + "\n" for a in range(10, 26)))
+    files["at"] = tmp_path / "at.jsonl"
+    files["at"].write_text("".join(json.dumps({"prompt": f"{a}+{a + 3}"}) + "\n" for a in range(30, 42)))
+    fmt = "Q:{question}=?\n"
+    for name in ("pos", "neg"):
+        for model, select, tag in (("organism:base", "last_prompt", ""), ("organism:thinking", "last_prompt", "_t"),
+                                   ("organism:base", "all", "_all")):
+            code, out, _ = run(capsys, monkeypatch, "capture", "-m", model, "-i", files[name], "--template", fmt, "-s",
+                               "blocks.1.hook_resid_post,blocks.2.hook_resid_post", "--select", select,
+                               "-o", tmp_path / f"cap_{name}{tag}", "--json")
+            assert code == 0, out
+    code, out, _ = run(capsys, monkeypatch, "diff", "--layer", "1", "--pos", files["pos"], "--neg", files["neg"],
+                       "--prompts", files["at"], "--template", fmt, "--json")
+    assert code == 0, out
+    want = json.loads(out)["activations"]
+    args = ["diff", "--prompts", files["at"], "--template", fmt, "--json"]
+    code, out, err = run(capsys, monkeypatch, *args, "--pos", tmp_path / "cap_pos", "--neg", tmp_path / "cap_neg")
+    assert code == 0, err
+    got = json.loads(out)["activations"]
+    assert [r["site"] for r in got] == ["blocks.1.hook_resid_post", "blocks.2.hook_resid_post"]  # the layers held
+    assert got[0]["cosine_with_direction"] == pytest.approx(want[0]["cosine_with_direction"], abs=1e-5)
+    assert got[0]["mean_diff_norm"] == pytest.approx(want[0]["mean_diff_norm"], rel=1e-6)
+    for extra, message in (
+        (["--pos", tmp_path / "cap_pos_t", "--neg", tmp_path / "cap_neg_t"], "not from the base organism:base"),
+        (["--pos", tmp_path / "cap_pos_all", "--neg", tmp_path / "cap_neg_all"], "capture with --select last_prompt"),
+        (["--pos", tmp_path / "cap_pos", "--neg", tmp_path / "cap_neg", "--layer", "0"], "resid_post at layers 1, 2"),
+        (["--pos", tmp_path / "cap_pos", "--neg", files["neg"]], "both as capture folders, or both as JSONL"),
+    ):
+        code, _, err = run(capsys, monkeypatch, *args, *extra)
+        assert code != 0 and message in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = run(capsys, monkeypatch, "diff", "--pos", tmp_path / "cap_pos", "--neg", tmp_path / "cap_neg")
+    assert code != 0 and "give --prompts" in err, err
+
+
 def test_placement_options_reach_every_loaded_model(capsys, monkeypatch, tmp_path, folder):
     """`lens --dtype bfloat16 capture ...` loads the model in bfloat16 (recorded in the manifest)."""
     inputs = tmp_path / "in.jsonl"

@@ -23,21 +23,13 @@ def _folders(ctx: typer.Context, pos: Path | None, neg: Path | None, model: str,
              select: str) -> tuple:
     """(pos folder, neg folder, the resid_post sites both hold in layer order, model spec, selection) for
     `make` on two capture folders, refused with one line when they cannot be compared."""
-    from ..capture_folder import open_capture
     from ..selection import parse_select
-    from ..sites import Site
+    from .folders import contrast_folders
 
-    if pos is None or neg is None or not (pos.is_dir() and neg.is_dir()):
-        raise LensError("give --pos and --neg both as capture folders, or both as JSONL files")
-    if template is not None:
+    if template is not None and pos is not None and pos.is_dir():
         raise LensError("--template formats prompts; capture folders hold activations already (drop --template)")
-    a, b = open_capture(pos), open_capture(neg)
-    for f in (a, b):
-        if not f.complete:
-            raise LensError(f"capture folder {f.path} is not complete; re-run the same `lens capture` to finish it")
-    if a.model.get("fingerprint") != b.model.get("fingerprint"):
-        raise LensError(f"--pos was captured from {a.model.get('spec')} and --neg from {b.model.get('spec')} (other "
-                        "weights); capture both from one model")
+    a, b, sites = contrast_folders(pos, neg)
+
     def given(name: str) -> bool:  # typed on the command line (typer's or click's ParameterSource)
         return getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
 
@@ -50,15 +42,9 @@ def _folders(ctx: typer.Context, pos: Path | None, neg: Path | None, model: str,
     if given("model") and not same_model(model):
         raise LensError(f"--model {model}: the capture folders were made from {a.model.get('spec')}; drop --model "
                         "or capture again")
-    if a.manifest["select"] != b.manifest["select"]:
-        raise LensError(f"--pos selected {a.manifest['select']!r} and --neg {b.manifest['select']!r}; capture both "
-                        "with one selection")
     if given("select") and parse_select(select).spec != a.manifest["select"]:
         raise LensError(f"--select {select}: the capture folders hold {a.manifest['select']!r} rows; drop --select")
-    sites = sorted(Site.parse(s) for s in set(a.sites) & set(b.sites) if Site.parse(s).kind == "hook_resid_post")
-    if not sites:
-        raise LensError("the two capture folders share no resid_post site; capture blocks.<L>.hook_resid_post")
-    return a, b, [s.name for s in sites], a.model.get("spec"), a.manifest["select"]
+    return a, b, sites, a.model.get("spec"), a.manifest["select"]
 
 
 @app.command("make")
