@@ -479,6 +479,9 @@ def test_the_hybrid_papers_pairs_are_found_by_their_hub_ids_in_any_case():
     assert (llama.steer_layer, llama.sae_layer) == (12, 6)
     assert paper_pair(llama.thinking, llama.base) is None  # sides swapped: not the paper's pair
     assert paper_pair("Qwen/Qwen2.5-Math-1.5B", "Qwen/Qwen2.5-Math-1.5B") is None
+    cache = "/home/u/.cache/huggingface/hub/models--{}--{}/snapshots/0a1b2c"  # a folder of the hub's cache
+    assert paper_pair(cache.format("meta-llama", "Llama-3.1-8B"),
+                      cache.format("deepseek-ai", "DeepSeek-R1-Distill-Llama-8B")) == llama
     assert len({p.name for p in PAPER_PAIRS}) == len({(p.base.lower(), p.thinking.lower()) for p in PAPER_PAIRS}) == 9
     with pytest.raises(LensError, match="the hybrid paper's pairs are orz-0.5b"):
         by_name("r1")

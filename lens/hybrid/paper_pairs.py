@@ -4,11 +4,13 @@ The nine model pairs of the hybrid paper (Venhoff et al., thinking-llms-interp, 
 every stage of its pipeline reads) with the layer each steers at, the layer its taxonomy SAE reads the
 thinking model at, and the SAE's number of latents (the reasoning categories). `lens hybrid` and
 `lens reproduce` use a pair's row as their defaults when the two model specs name it (hub ids, compared
-without regard to case), so a paper pair runs with the paper's settings unless a flag says otherwise.
+without regard to case, or folders of the hub's cache), so a paper pair runs with the paper's settings
+unless a flag says otherwise.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 from ..errors import LensError
@@ -47,7 +49,11 @@ PAPER_PAIRS: tuple[PaperPair, ...] = (
 
 
 def _key(spec: str) -> str:
-    return spec.strip().rstrip("/").lower()
+    """A hub id in lower case; a folder of the hub's cache (``.../models--Qwen--Qwen2.5-0.5B/snapshots/<hash>``)
+    gives the id it holds."""
+    spec = spec.strip().rstrip("/")
+    cached = re.search(r"models--([^/\\]+?)--([^/\\]+)", spec)
+    return (f"{cached.group(1)}/{cached.group(2)}" if cached else spec).lower()
 
 
 def paper_pair(base: str, thinking: str) -> PaperPair | None:
