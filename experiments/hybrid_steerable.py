@@ -10,8 +10,8 @@ from the thinking model's residual there, plus the bias (what the hybrid steers 
 bias; the bias alone. Positions are grouped by the token the thinking model writes: `<think>` (opening the
 reasoning), a space (the start of a ` check` / ` wait` after a step), a digit (arithmetic), other.
 
-    python experiments/hybrid_steerable.py [--thinking organism:verifier-thinking-rl] [--layer 1] [--n 40]
-                                           [--vectors means,optimised] [--json out.json]
+    python experiments/hybrid_steerable.py [--thinking organism:verifier-thinking-rl] [--layer 1 | --layers 0,1,2,3]
+                                           [--n 40] [--vectors means,optimised] [--json out.json]
 
 Vectors and selector are built as `lens hybrid` builds them on the organism pairs (`lens.studies.hybrid_organism`:
 labelled traces of the thinking model, taxonomy SAE at the layer, `lens.hybrid.vectors.hybrid_vectors`).
@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--base", default="organism:verifier-base")
     ap.add_argument("--thinking", default="organism:verifier-thinking-rl")
     ap.add_argument("--layer", type=int, default=1, help="steer and read layer (the hybrid's default: 1)")
+    ap.add_argument("--layers", default=None,
+                    help="several layers, comma-separated: the check at each (the result lists one per layer)")
     ap.add_argument("--n", type=int, default=40, help="held-out problems whose thinking traces are read")
     ap.add_argument("--vectors", default="means,optimised", help="vector methods, comma-separated")
     ap.add_argument("--scales", default="1,2,3", help="multiples of the hybrid's coefficient sweep")
@@ -59,14 +61,31 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     t0 = time.time()
     base, think = lens.load_model(args.base), lens.load_model(args.thinking)
-    site = f"blocks.{args.layer}.hook_resid_post"
+    traces = O.labelled_traces(think, max_new_tokens=max(110, args.max_new_tokens))  # the same at every layer
+    prompts = [r["prompt"] for r in load_heldout()[: args.n]]
+    texts = [row[0] for row in generate(think, prompts, args.max_new_tokens).texts()]
+    if args.layers is None:
+        result = at_layer(base, think, args.layer, args, traces, prompts, texts)
+    else:
+        layers = [int(x) for x in args.layers.split(",") if x.strip()]
+        result = {"base": args.base, "thinking": args.thinking, "n": args.n,
+                  "layers": [at_layer(base, think, layer, args, traces, prompts, texts) for layer in layers]}
+    result["seconds"] = round(time.time() - t0, 1)
+    if args.json:
+        from lens.artifacts import write_json
+
+        write_json(args.json, result)
+    print(json.dumps(result, indent=1))
+    return result
+
+
+def at_layer(base, think, layer: int, args, traces: list[dict], prompts: list[str], texts: list[str]) -> dict:
+    """The check with vectors, selector and steering at `layer`: `traces` (the thinking model's labelled traces)
+    give the taxonomy and the vectors, `texts` are its greedy completions of the held-out `prompts`."""
+    site = f"blocks.{layer}.hook_resid_post"
     scales = [float(x) for x in args.scales.split(",")]
-    traces = O.labelled_traces(think, max_new_tokens=max(110, args.max_new_tokens))
     names, pick, tinfo = taxonomy_selector(think, traces, site, same=BEHAVIOUR_OF)
     order = list(tinfo["taxonomy"]["categories"])
-    held = load_heldout()[: args.n]
-    prompts = [r["prompt"] for r in held]
-    texts = [row[0] for row in generate(think, prompts, args.max_new_tokens).texts()]
     tok = think.tokenizer
     block, _ = resolve(base, site)  # the module whose output is the site (a LensError names a bad layer)
     result: dict = {"base": args.base, "thinking": args.thinking, "site": site, "n": len(prompts), "scales": scales,
@@ -85,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
             full = torch.tensor(tok(p + t).input_ids)
             with torch.no_grad():
                 base_next = base.hf(full[None]).logits[0].argmax(-1)
-                resid = think.hf(full[None], output_hidden_states=True).hidden_states[args.layer + 1][0]
+                resid = think.hf(full[None], output_hidden_states=True).hidden_states[layer + 1][0]
             for q in range(n_prompt - 1, len(full) - 1):
                 want = int(full[q + 1])
                 if int(base_next[q]) == want:
@@ -111,13 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
                     k[f"any x{s:g}"] += bool(any(hit[i] for i, (c, s2) in enumerate(tags) if c >= 0 and s2 == s))
                     k[f"bias x{s:g}"] += bool(any(hit[i] for i, tg in enumerate(tags) if tg == (-1, s)))
         result["methods"][method] = {k: dict(v) for k, v in kinds.items()}
-        print(f"{method}: " + "; ".join(f"{k} {dict(v)}" for k, v in kinds.items()), file=sys.stderr)
-    result["seconds"] = round(time.time() - t0, 1)
-    if args.json:
-        from lens.artifacts import write_json
-
-        write_json(args.json, result)
-    print(json.dumps(result, indent=1))
+        print(f"{site} {method}: " + "; ".join(f"{k} {dict(v)}" for k, v in kinds.items()), file=sys.stderr)
     return result
 
 

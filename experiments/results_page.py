@@ -161,9 +161,9 @@ def hybrid(d: dict) -> str:
     ])
 
 
-def hybrid_steerable(d: dict) -> str:
-    """Teacher-forced: at the base's disagreements with the thinking model's trace, which vectors make the base
-    write the thinking model's token (experiments/hybrid_steerable.py)."""
+def steerable_rows(d: dict, lead: list[Any] | None = None) -> list[list[Any]]:
+    """One row per (vector method, kind of the thinking model's token): positions, then the shares reached by the
+    selected category + bias, any category + bias and the bias alone, at each scale."""
     scales = [f"{s:g}" for s in d["scales"]]
     rows = []
     for method, kinds in d["methods"].items():
@@ -176,8 +176,16 @@ def hybrid_steerable(d: dict) -> str:
             def share(what: str, k=k, n=n) -> str:
                 return " / ".join(pct(k.get(f"{what} x{s}", 0) / n, 0) for s in scales)
 
-            rows.append([method, f"`{kind}`" if kind == "<think>" else kind, n, share("selected"), share("any"),
-                         share("bias")])
+            rows.append([*(lead or []), method, f"`{kind}`" if kind == "<think>" else kind, n, share("selected"),
+                         share("any"), share("bias")])
+    return rows
+
+
+def hybrid_steerable(d: dict) -> str:
+    """Teacher-forced: at the base's disagreements with the thinking model's trace, which vectors make the base
+    write the thinking model's token (experiments/hybrid_steerable.py)."""
+    scales = [f"{s:g}" for s in d["scales"]]
+    rows = steerable_rows(d)
     return "\n".join([
         f"`{d['thinking']}`'s greedy traces on {d['n']} held-out problems, read by `{d['base']}`; vectors at "
         f"`{d['site']}` as `lens hybrid` makes them, categories {', '.join(d['categories'])}. At each position "
@@ -185,6 +193,49 @@ def hybrid_steerable(d: dict) -> str:
         f"the hybrid's sweep times scale {' / '.join(scales)} makes the base write the trace's token:", "",
         table(["vectors", "thinking model's token", "positions", "selected category + bias",
                "any category + bias", "bias alone"], rows)])
+
+
+def hybrid_steerable_layers(d: dict) -> str:
+    """experiments/hybrid_steerable.py --layers: the same check with vectors, selector and steering at each layer."""
+    first = d["layers"][0]
+    scales = " / ".join(f"{s:g}" for s in first["scales"])
+    rows = []
+    for r in d["layers"]:
+        space = r["methods"].get("optimised", next(iter(r["methods"].values()))).get("space", {})
+        picked = sorted(((v, k.split(":", 1)[1]) for k, v in space.items() if k.startswith("selected:")), reverse=True)
+        rows += steerable_rows(r, lead=[f"`{r['site']}`", picked[0][1] if picked else "-"])
+    return "\n".join([
+        f"`{d['thinking']}`'s greedy traces on {d['n']} held-out problems, read by `{d['base']}`; at each layer the "
+        "taxonomy, the vectors and the steering are at that layer, as `lens hybrid --layer L` makes them. Shares of "
+        "the positions where the base's next token differs from the trace's at which some coefficient of the sweep "
+        f"times scale {scales} makes the base write the trace's token; the second column is the category the "
+        "selector picks most often where the trace starts a ` check` or ` wait` (the `space` rows):", "",
+        table(["layer", "category picked at a check's start", "vectors", "thinking model's token", "positions",
+               "selected category + bias", "any category + bias", "bias alone"], rows)])
+
+
+def hybrid_layers(d: dict) -> str:
+    """experiments/hybrid_layers.py: the hybrid and its ablations with everything at one steer layer, per layer."""
+    rows = []
+    for r in d["layers"].values():
+        runs = r["runs"]
+        tax = r.get("vectors", {}).get("taxonomy", {})
+        b = tax.get("behaviour_purity") or {}
+        rows.append([f"`{r['site']}`", pct(r["base"]["value"]), pct(r["thinking"]["value"]),
+                     pct(runs["none"]["accuracy"]["value"]), pct(runs["none"]["gap_recovered"]),
+                     pct(runs["none"]["fraction_steered"]),
+                     *(pct(runs[k]["gap_recovered"]) if k in runs else "-"
+                       for k in ("bias_only", "random_category", "random_vector", "random_guardrail")),
+                     fixed(tax["purity"], 3) if "purity" in tax else "-",
+                     fixed(b["purity"], 3) if "purity" in b else "-"])
+    return "\n".join([
+        f"`{d['base']}` against `{d['thinking']}` on {d['n']} held-out problems, {d['vectors']} vectors"
+        + (", both prompts ending with the think tag" if d.get("force_thinking") else "")
+        + "; at each layer the taxonomy (read on the thinking model), the vectors and the steering are at that layer "
+        "(`lens hybrid --layer L`). Gap recovered by the hybrid and by each ablation:", "",
+        table(["layer", "base", "thinking", "hybrid", "gap recovered", "tokens steered", "bias only",
+               "random category", "random vector", "random guardrail", "taxonomy purity", "behaviour purity"],
+              rows)])
 
 
 def calibration_layers(cal: dict) -> str:
@@ -655,6 +706,15 @@ SECTIONS: tuple[Section, ...] = (
             "docs/results/hybrid_steerable_verifier_rl.json",
             ("python experiments/hybrid_steerable.py --json docs/results/hybrid_steerable_verifier_rl.json",),
             hybrid_steerable, "organism.md#the-hybrid-on-the-rl-made-pair"),
+    Section("Finding 2: the hybrid on the verifier pair with the RL-made thinking model, by steer layer",
+            "docs/results/hybrid_verifier_rl_layers.json",
+            ("python experiments/hybrid_layers.py --json docs/results/hybrid_verifier_rl_layers.json",),
+            hybrid_layers, "organism.md#ground-truth-of-the-verifier-pair"),
+    Section("Finding 2: which tokens the hybrid's vectors reach, by layer",
+            "docs/results/hybrid_steerable_verifier_rl_layers.json",
+            ("python experiments/hybrid_steerable.py --layers 0,1,2,3 --vectors optimised "
+             "--json docs/results/hybrid_steerable_verifier_rl_layers.json",),
+            hybrid_steerable_layers, "organism.md#ground-truth-of-the-verifier-pair"),
     Section("Finding 3: minimal signal, supervised", "experiments/minimal_signal_results.json",
             ("python experiments/minimal_signal.py --json experiments/minimal_signal_results.json",
              "python experiments/minimal_signal.py --parts a --lr 2e-4 --steps 4,16 --append "

@@ -138,3 +138,6 @@ def test_hybrid_steerable_experiment_counts_disagreements(tmp_path, script):
         assert sum(v for key, v in k.items() if key.startswith("selected:")) == n
         assert all(0 <= k.get(f"{w} x{s}", 0) <= n for w in ("selected", "any", "bias") for s in ("1", "3"))
         assert k.get("selected x1", 0) <= k.get("any x1", 0) + k.get("bias x1", 0)  # selected: a category or none
+    by_layer = exp.main(["--n", "2", "--vectors", "means", "--scales", "1,3", "--layers", "2,1"])
+    assert [r["site"] for r in by_layer["layers"]] == ["blocks.2.hook_resid_post", "blocks.1.hook_resid_post"]
+    assert by_layer["layers"][1] == {k: v for k, v in res.items() if k != "seconds"}  # each layer as --layer gives it

@@ -210,7 +210,7 @@ def hybrid_generate(
            for i, s in enumerate(cfg.sites)]  # one gate per steer site
     b_cache, t_cache = _rollback_cache(), None
     step_ids, t_step, full_ids = ids, t_ids, ids
-    with torch.no_grad(), steer(base, ivs, record=False) as handle, hooks(thinking, {cfg.read_site: keep_last}):
+    with torch.inference_mode(), steer(base, ivs, record=False) as handle, hooks(thinking, {cfg.read_site: keep_last}):
         gates = [handle.gates[f"hybrid:{i}"] for i in range(len(cfg.sites))]
         for k in range(max_new_tokens):
             clear_gates(gates)

@@ -180,7 +180,7 @@ def hybrid_generate_reference(
     gated_log, steered_log, cat_log, coef_log, tokens = [], [], [], [], [[] for _ in range(n)]
     done, lengths = [False] * n, [max_new_tokens] * n
     kept: list[list] = [[] for _ in range(n)]  # mode unsteered_allowed: (site, index, vector) replayed every step
-    with torch.no_grad():
+    with torch.inference_mode():  # as the paper's loop (hybrid_token.py)
         for k in range(max_new_tokens):
             b_logits, _ = _forward(base, b_rows, kept)
             t_logits, resid = _forward(thinking, t_rows, read_site=cfg.read_site)
