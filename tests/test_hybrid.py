@@ -354,8 +354,10 @@ def test_taxonomy_selector_on_the_organism():
     assert int(live.min()) >= 0 and int(live.max()) < len(cats)
     assert ((idx == live) | (idx == -1)).all()  # the paper's argmax over all latents differs only on dead ones
     assert info["taxonomy"]["argmax"] == "all latents" and len(info["taxonomy"]["dead_latents"]) == 5 - len(cats)
-    res = H.run(base, thinking, n=4, ablations=("none",), max_new_tokens=40, selector="taxonomy")
+    res = H.run(base, thinking, n=4, ablations=("none",), max_new_tokens=40, selector="taxonomy", n_categories=7)
     assert res["vectors"]["selector"] == "taxonomy" and set(res["runs"]) == {"none", "live_only", "unsteered_allowed"}
+    tax = res["vectors"]["taxonomy"]
+    assert tax["n_categories"] == 7 and len(tax["categories"]) + len(tax["dead_latents"]) == 7
     assert set(res["runs"]["live_only"]["category_use"]) == set(res["vectors"]["categories"])
     assert set(res["runs"]["none"]["category_use"]) - {"no_vector"} == set(res["vectors"]["categories"])
     assert all(name.split(":")[1] in ("restate", "computation", "error", "backtrack", "verification")

@@ -93,8 +93,8 @@ def hybrid_cmd(
                                         help="organism pairs: both models' prompts end with the think tag, so the "
                                              "gap is over the base's own reasoning and the hybrid steers inside it"),
     categories: int = typer.Option(None, "--categories", callback=positive,
-                                   help="other pairs: reasoning categories of the taxonomy (latents of its SAE; "
-                                        "default the paper's on a pair it studied, else 5)"),
+                                   help="reasoning categories of the taxonomy (latents of its SAE; default the "
+                                        "paper's on a pair it studied, else 5)"),
     paper_pair: str = typer.Option(None, "--paper-pair",
                                    help="one of the hybrid paper's pairs by name (r1-math1.5b, r1-llama8b, qwq-32b, "
                                         "orz-7b, ...; lens.hybrid.paper_pairs): sets --base and --thinking to its "
@@ -126,6 +126,8 @@ def hybrid_cmd(
     if not organism and tasks is None:
         raise LensError("for a pair other than the bundled organism give --tasks (gsm8k, math500 or a JSONL of "
                         "question/answer rows)")
+    if categories is not None and selector != "taxonomy":
+        raise LensError("--categories sets the taxonomy's latents; the nearest selector has none (drop --categories)")
     if not organism and selector != "taxonomy":
         raise LensError("on other pairs the categories come from the taxonomy; drop --selector")
     if not organism and force_thinking:
@@ -159,7 +161,8 @@ def hybrid_cmd(
                                   calibration_grid=grid, calibration_layers=cal_layers, data_parallel=True,
                                   vectors=vectors,
                                   vectors_dir=vectors_dir, vector_steps=vector_steps,
-                                  steer_positions=steer_positions, candidate_batch=candidate_batch, **sized)
+                                  steer_positions=steer_positions, candidate_batch=candidate_batch,
+                                  n_categories=categories, **sized)
     else:
         from ..studies import hybrid_generic
         from ..studies.reproduce import Sizes, setup

@@ -28,8 +28,8 @@ def reproduce_cmd(
                                         "orz-7b, ...; lens.hybrid.paper_pairs): sets --base and --thinking to its "
                                         "hub ids; give --tasks"),
     hybrid_categories: int = typer.Option(None, "--hybrid-categories", callback=positive,
-                                          help="other pairs: the hybrid taxonomy's categories (default the paper's "
-                                               "on a pair it studied, else 5)"),
+                                          help="the hybrid taxonomy's categories (default the paper's on a pair it "
+                                               "studied, else 5)"),
     hybrid_vectors: str = typer.Option(None, "--hybrid-vectors", callback=choice("means", "optimised"),
                                        help="the hybrid's vectors: means (difference of means, the default) or "
                                             "optimised (the hybrid paper's first version; the verifier pairs' "

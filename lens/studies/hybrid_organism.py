@@ -61,6 +61,7 @@ def run(
     batch_size: int = 64,
     data_parallel: bool | None = None,
     force_thinking: bool = False,
+    n_categories: int | None = None,
 ) -> dict:
     """Category vectors from the thinking model's labelled traces, then base/thinking/hybrid on n held-out problems.
 
@@ -79,7 +80,8 @@ def run(
     every run's batches (`run_study`); the taxonomy, vectors and calibration run whole on every rank.
     force_thinking: every prompt of the runs and of the calibration ends with the think-open tag, for both
     models (the base in its thinking format, as the paper's thinking template opens the reasoning): the gap is
-    then the thinking model's over the base's own reasoning, and the hybrid steers inside the reasoning only."""
+    then the thinking model's over the base's own reasoning, and the hybrid steers inside the reasoning only.
+    n_categories: latents of the taxonomy SAE (selector "taxonomy"), the categories it can find (default 5)."""
     if selector not in SELECTORS:
         raise LensError(f"unknown selector {selector!r}; use one of {', '.join(SELECTORS)}")
     layer = 1 if layer is None else layer  # where the organism's T-minus-D direction is causal (lens organism eval)
@@ -92,7 +94,8 @@ def run(
     step_names, pick, tinfo, variants = None, "nearest", {}, None
     if selector == "taxonomy":
         say("taxonomy SAE on the thinking model's steps")
-        step_names, pick, tinfo = taxonomy_selector(thinking, traces, read_site, same=BEHAVIOUR_OF)
+        step_names, pick, tinfo = taxonomy_selector(thinking, traces, read_site, n_categories=n_categories or 5,
+                                                    same=BEHAVIOUR_OF)
         variants = {"live_only": pick.variant(live_only=True)}
     say(f"category vectors ({vectors})")
     order = list(tinfo["taxonomy"]["categories"]) if step_names is not None else None  # the selector's order

@@ -43,7 +43,7 @@ class Sizes:
     n: int = 64                  # problems for sampling (1)
     samples: int = 16            # samples per problem (1)
     hybrid_n: int = 64           # problems for the hybrid (2)
-    hybrid_categories: int | None = None  # other pairs: the taxonomy's categories; None: the paper's or 5 (2)
+    hybrid_categories: int | None = None  # the taxonomy's categories; None: the paper's pair's or 5 (2)
     hybrid_vectors: str = "means"  # the hybrid's vectors: means or optimised (lens.hybrid.vectors) (2)
     hybrid_force_thinking: bool = False  # organism pairs: both models' prompts end with the think tag (2)
     hybrid_vectors_dir: str | None = None  # a folder keeping the hybrid's vectors: loaded when it holds them (2)
@@ -240,7 +240,7 @@ def run_steps(base, thinking, s: Setup, sizes: Sizes, *, seed: int, steps, sae: 
         res = hybrid_organism.run(base, thinking, n=sizes.hybrid_n, layer=sizes.layer, read_layer=sizes.read_layer,
                                   max_new_tokens=sizes.max_new_tokens, progress=say, vectors=sizes.hybrid_vectors,
                                   force_thinking=sizes.hybrid_force_thinking, vectors_dir=sizes.hybrid_vectors_dir,
-                                  **_calibration(sizes))
+                                  n_categories=sizes.hybrid_categories, **_calibration(sizes))
         return {"status": "ok", **res}
 
     def cot() -> dict:
