@@ -690,6 +690,12 @@ SECTIONS: tuple[Section, ...] = (
              "--max-new-tokens 220 --vectors optimised --force-thinking --json "
              "> docs/results/hybrid_verifier_rl_n150_forced_optimised.json",), hybrid,
             "organism.md#the-hybrid-on-the-rl-made-pair"),
+    Section("Finding 2: the hybrid on the verifier pair with the RL-made thinking model, ten categories",
+            "docs/results/hybrid_verifier_rl_n150_forced_optimised_c10.json",
+            ("lens hybrid --base organism:verifier-base --thinking organism:verifier-thinking-rl --n 150 "
+             "--max-new-tokens 220 --vectors optimised --force-thinking --categories 10 --json "
+             "> docs/results/hybrid_verifier_rl_n150_forced_optimised_c10.json",), hybrid,
+            "organism.md#the-hybrid-on-the-rl-made-pair"),
     Section("Finding 2: the hybrid on the verifier pair with the RL-made thinking model, difference of means",
             "docs/results/hybrid_verifier_rl_n150_forced.json",
             ("lens hybrid --base organism:verifier-base --thinking organism:verifier-thinking-rl --n 150 "
