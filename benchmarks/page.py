@@ -310,7 +310,10 @@ def hybrid_section(data: dict[str, dict]) -> str:
         verdict = ("met" if ok_w and ok_c else "met by CPU time, not by the wall clock" if ok_c else
                    "met by the wall clock, not by CPU time" if ok_w else "**not met**")
         if n == "ab_hybrid_reference.json":  # the paper's loop runs one prompt at a time: a batched recompute is
-            verdict += f"; one prompt at a time, as the paper's code: {f(paper_style, 1)}x (table below)"  # stricter
+            # a stricter baseline than the target's, so the target is read against the paper-style loop
+            verdict = (f"{met(paper_style >= target)} against the paper-style loop (one prompt at a time, as the "
+                       f"paper's code): {f(paper_style, 1)}x (table below); against this batched loop, a stricter "
+                       f"baseline: {verdict}")
         rows.append([labels[n], f"{r['prompts']} x {r['new_tokens']}", r["rounds"],
                      f"**{f(speed, 1 if ref else 3)}x** ({ms(w['lens_median_s'])} vs {ms(w['baseline_median_s'])}); "
                      f"CPU time {f(cpu, 1 if ref else 3)}x",
