@@ -101,6 +101,10 @@ def test_hybrid_calibration_runs_on_the_problems_after_the_evaluated_and_trace_o
         return real(base_, thinking_, dev, *a, **kw)
 
     monkeypatch.setattr(G, "calibrate_vectors", spy)
+    import lens.evaluation.tasks as T
+
+    reads, load = [], T.load_tasks
+    monkeypatch.setattr(T, "load_tasks", lambda *a, **kw: reads.append(a) or load(*a, **kw))
     sizes = Sizes(**{**TINY, "hybrid_n": 16, "max_new_tokens": 16, "hybrid_calibrate": 3,
                      "hybrid_calibration_grid": (0.0, 1.0), "hybrid_calibration_layers": (1,)})
     res = reproduce(tmp_path / "r", base=base, thinking=thinking, tasks=str(rows), sizes=sizes, steps=("hybrid",),
@@ -113,6 +117,7 @@ def test_hybrid_calibration_runs_on_the_problems_after_the_evaluated_and_trace_o
     tried = {(t["vector"], t["site"], t["scale"]) for t in cal["tried"]}
     assert ("bias", hyb["site"], 0.0) in tried and ("c0", "blocks.1.hook_resid_post", 1.0) in tried
     assert res["meta"]["sizes"]["hybrid_calibrate"] == 3
+    assert len(reads) == 1  # the hybrid's own prompts ("User: ...") come from the problems read once
 
 
 def test_sampling_preset_and_both_reflection_detectors_are_reported(tiny_pair, tmp_path):

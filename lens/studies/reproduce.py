@@ -111,11 +111,12 @@ class Setup:
 
 
 def setup(tasks_name: str, base, sizes: Sizes, template: str | None = None, thinking=None,
-          thinking_template: str | None = None, extra: int = 0) -> Setup:
+          thinking_template: str | None = None, extra: int = 0, loaded: list | None = None) -> Setup:
     """Load the task set and build prompts, checkers and contrast prompts for it.
 
     extra: problems loaded after the ones the sizes need (e.g. the hybrid's calibration split); the contrast
-    prompts are drawn from the needed ones only, so they do not change with it.
+    prompts are drawn from the needed ones only, so they do not change with it. loaded: the task set's problems
+    as an earlier setup of the same set read them (`Setup.tasks`), so it is not read again.
 
     Each model gets its own prompts: the base `template` (default ``plain``, ``identity`` on the
     organism), the thinking model `thinking_template` (default its own chat template when its
@@ -128,7 +129,7 @@ def setup(tasks_name: str, base, sizes: Sizes, template: str | None = None, thin
     organism = str(tasks_name).lower() == "organism"
     # other pairs: the hybrid's taxonomy is fitted on the thinking model's traces of the next hybrid_n problems
     need = max(sizes.n, sizes.hybrid_n * (1 if organism else 2), sizes.cot_n, sizes.feature_n)
-    tasks = load_tasks(tasks_name, limit=need + extra)
+    tasks = load_tasks(tasks_name, limit=need + extra) if loaded is None else list(loaded[: need + extra])
     if not tasks:
         raise LensError(f"task set {tasks_name!r} is empty")
     questions = [t.question for t in tasks]
@@ -226,7 +227,7 @@ def run_steps(base, thinking, s: Setup, sizes: Sizes, *, seed: int, steps, sae: 
             # the hybrid paper prompts the base "User: ...\nAssistant:" (as `lens hybrid` does) unless told otherwise
             h = s if s.template_given else setup(s.source, base, sizes, "user_assistant", thinking=thinking,
                                                  thinking_template=s.thinking_template,
-                                                 extra=sizes.hybrid_calibrate)
+                                                 extra=sizes.hybrid_calibrate, loaded=s.tasks)
             res = hybrid_generic.run(base, thinking, h.prompts, h.is_correct, h.think_prompts, h.direct_prompts,
                                      n=sizes.hybrid_n, layer=sizes.layer, read_layer=sizes.read_layer,
                                      n_categories=sizes.hybrid_categories, max_new_tokens=sizes.max_new_tokens,
