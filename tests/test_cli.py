@@ -231,6 +231,9 @@ def test_diff_reads_the_bases_direction_from_capture_folders(capsys, monkeypatch
         assert code != 0 and message in err and len(err.strip().splitlines()) == 1, err
     code, _, err = run(capsys, monkeypatch, "diff", "--pos", tmp_path / "cap_pos", "--neg", tmp_path / "cap_neg")
     assert code != 0 and "give --prompts" in err, err
+    code, _, err = run(capsys, monkeypatch, "--dtype", "bfloat16", *args, "--pos", tmp_path / "cap_pos", "--neg",
+                       tmp_path / "cap_neg")
+    assert code != 0 and "in float32 and the base is loaded in bfloat16: load it as captured" in err, err
 
 
 def test_placement_options_reach_every_loaded_model(capsys, monkeypatch, tmp_path, folder):

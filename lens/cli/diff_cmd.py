@@ -67,6 +67,10 @@ def diff_cmd(
     given = {flag: list(templated(items, template, b)) for flag, items in files.items()}
     if held is not None:
         a, c, have = held
+        made, now = str(a.model.get("dtype")), str(b.dtype).replace("torch.", "")
+        if a.model.get("fingerprint") != b.fingerprint and made != now:
+            raise LensError(f"--pos/--neg were captured from {a.model.get('spec')} in {made} and the base is loaded in "
+                            f"{now}: load it as captured (lens --dtype {made} diff ...) or capture again")
         if a.model.get("fingerprint") != b.fingerprint:
             raise LensError(f"--pos/--neg were captured from {a.model.get('spec')}, not from the base {b.spec} (other "
                             "weights); capture them from the base")
