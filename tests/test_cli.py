@@ -193,15 +193,21 @@ def test_a_pair_of_the_hybrid_paper_runs_with_the_papers_layers_and_categories(c
     assert code != 0 and "--paper-pair names both models" in err, err
 
 
-def test_diff_reads_the_bases_direction_from_capture_folders(capsys, monkeypatch, tmp_path):
-    """`lens diff --pos DIR --neg DIR --prompts F`: the base's direction from its captured last-prompt rows gives
-    what the same prompts as JSONL give; folders of other weights, another selection or layers are refused."""
+def _diff_files(tmp_path) -> dict:
+    """JSONL files for `lens diff`: organism-style reasoning (T) and direct (D) prompts, and prompts to measure at."""
     files = {}
     for name, mark in (("pos", "T"), ("neg", "D")):
         files[name] = tmp_path / f"{name}.jsonl"
         files[name].write_text("".join(json.dumps(f"{mark}:{a}+{a + 7}") + "\n" for a in range(10, 26)))
     files["at"] = tmp_path / "at.jsonl"
     files["at"].write_text("".join(json.dumps({"prompt": f"{a}+{a + 3}"}) + "\n" for a in range(30, 42)))
+    return files
+
+
+def test_diff_reads_the_bases_direction_from_capture_folders(capsys, monkeypatch, tmp_path):
+    """`lens diff --pos DIR --neg DIR --prompts F`: the base's direction from its captured last-prompt rows gives
+    what the same prompts as JSONL give; folders of other weights, another selection or layers are refused."""
+    files = _diff_files(tmp_path)
     fmt = "Q:{question}=?\n"
     for name in ("pos", "neg"):
         for model, select, tag in (("organism:base", "last_prompt", ""), ("organism:thinking", "last_prompt", "_t"),
@@ -250,12 +256,7 @@ def test_placement_options_reach_every_loaded_model(capsys, monkeypatch, tmp_pat
 
 
 def test_diff_takes_its_own_contrast_prompts_template_and_one_layer(capsys, monkeypatch, tmp_path):
-    files = {}
-    for name, mark in (("pos", "T"), ("neg", "D")):
-        files[name] = tmp_path / f"{name}.jsonl"
-        files[name].write_text("".join(json.dumps(f"{mark}:{a}+{a + 7}") + "\n" for a in range(10, 26)))
-    files["at"] = tmp_path / "at.jsonl"
-    files["at"].write_text("".join(json.dumps({"prompt": f"{a}+{a + 3}"}) + "\n" for a in range(30, 42)))
+    files = _diff_files(tmp_path)
     args = ["diff", "organism:base", "organism:thinking", "--layer", "1", "--prompts", files["at"],
             "--template", "Q:{question}=?\n", "--json"]
     code, out, _ = run(capsys, monkeypatch, *args, "--pos", files["pos"], "--neg", files["neg"])

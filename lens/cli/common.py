@@ -196,3 +196,18 @@ def load_backend(ctx: typer.Context | None, spec: str, backend: str, remote: boo
         raise LensError(f"--remote needs {spec}'s config and tokenizer here (the weights stay on NDIF) and cannot "
                         f"read them: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from None
     return m, lm
+
+
+PAPER_PAIR_HELP = ("one of the hybrid paper's pairs by name (r1-math1.5b, r1-llama8b, qwq-32b, orz-7b, ...; "
+                   "lens.hybrid.paper_pairs): sets --base and --thinking to its hub ids; give --tasks")
+
+
+def paper_pair_models(name: str, *, models_named: bool, others: str = "--base/--thinking") -> tuple[str, str]:
+    """(base, thinking) hub ids of the paper pair `name`; refused in one line when the models were named too."""
+    from ..errors import LensError
+    from ..hybrid.paper_pairs import by_name
+
+    if models_named:
+        raise LensError(f"--paper-pair names both models; drop {others} (or --paper-pair)")
+    chosen = by_name(name)
+    return chosen.base, chosen.thinking

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from .common import console, emit_json, table
+from .common import PAPER_PAIR_HELP, console, emit_json, paper_pair_models, table
 from .validate import check_layer, choice, non_negative, positive, positive_float
 
 
@@ -95,10 +95,7 @@ def hybrid_cmd(
     categories: int = typer.Option(None, "--categories", callback=positive,
                                    help="reasoning categories of the taxonomy (latents of its SAE; default the "
                                         "paper's on a pair it studied, else 5)"),
-    paper_pair: str = typer.Option(None, "--paper-pair",
-                                   help="one of the hybrid paper's pairs by name (r1-math1.5b, r1-llama8b, qwq-32b, "
-                                        "orz-7b, ...; lens.hybrid.paper_pairs): sets --base and --thinking to its "
-                                        "hub ids"),
+    paper_pair: str = typer.Option(None, "--paper-pair", help=PAPER_PAIR_HELP),
     batch_size: int = typer.Option(None, "--batch-size", callback=positive,
                                    help="prompts per batch of every run (default 64 on the organism, 16 on other "
                                         "pairs); under torchrun / accelerate launch the ranks share the batches"),
@@ -116,12 +113,8 @@ def hybrid_cmd(
 
     say = None if as_json else (lambda msg: console.print(f"[dim]{msg}[/]"))
     if paper_pair is not None:
-        from ..hybrid.paper_pairs import by_name
-
-        if (base, thinking) != ("organism:base", "organism:thinking"):
-            raise LensError("--paper-pair names both models; drop --base/--thinking (or --paper-pair)")
-        chosen = by_name(paper_pair)
-        base, thinking = chosen.base, chosen.thinking
+        named = (base, thinking) != ("organism:base", "organism:thinking")
+        base, thinking = paper_pair_models(paper_pair, models_named=named)
     organism = base.startswith("organism:") and thinking.startswith("organism:") and tasks in (None, "organism")
     if not organism and tasks is None:
         raise LensError("for a pair other than the bundled organism give --tasks (gsm8k, math500 or a JSONL of "

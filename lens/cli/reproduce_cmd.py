@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from .common import console, emit_json, load_both, table
+from .common import PAPER_PAIR_HELP, console, emit_json, load_both, paper_pair_models, table
 from .validate import check_layer, choice, non_negative, number, positive, positive_float
 
 
@@ -23,10 +23,7 @@ def reproduce_cmd(
     samples: int = typer.Option(None, "--samples", help="samples per problem for pass@k", callback=positive),
     seed: int = typer.Option(0, "--seed", callback=non_negative),
     hybrid_n: int = typer.Option(None, "--hybrid-n", help="problems for the hybrid", callback=positive),
-    paper_pair: str = typer.Option(None, "--paper-pair",
-                                   help="one of the hybrid paper's pairs by name (r1-math1.5b, r1-llama8b, qwq-32b, "
-                                        "orz-7b, ...; lens.hybrid.paper_pairs): sets --base and --thinking to its "
-                                        "hub ids; give --tasks"),
+    paper_pair: str = typer.Option(None, "--paper-pair", help=PAPER_PAIR_HELP),
     hybrid_categories: int = typer.Option(None, "--hybrid-categories", callback=positive,
                                           help="the hybrid taxonomy's categories (default the paper's on a pair it "
                                                "studied, else 5)"),
@@ -99,12 +96,8 @@ def reproduce_cmd(
     from ..studies.reproduce import STEPS, Sizes, reproduce
 
     if paper_pair is not None:
-        from ..hybrid.paper_pairs import by_name
-
-        if organism is not None or (base, thinking) != ("organism:base", "organism:thinking"):
-            raise LensError("--paper-pair names both models; drop --base/--thinking/--organism (or --paper-pair)")
-        chosen = by_name(paper_pair)
-        base, thinking = chosen.base, chosen.thinking
+        named = organism is not None or (base, thinking) != ("organism:base", "organism:thinking")
+        base, thinking = paper_pair_models(paper_pair, models_named=named, others="--base/--thinking/--organism")
         if tasks.lower() == "organism":
             raise LensError(f"--paper-pair {paper_pair}: give --tasks (gsm8k, math500 or a JSONL of question/answer "
                             "rows); the organism's problems are for the bundled pairs")
