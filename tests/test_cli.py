@@ -240,6 +240,9 @@ def test_diff_reads_the_bases_direction_from_capture_folders(capsys, monkeypatch
     code, _, err = run(capsys, monkeypatch, "--dtype", "bfloat16", *args, "--pos", tmp_path / "cap_pos", "--neg",
                        tmp_path / "cap_neg")
     assert code != 0 and "in float32 and the base is loaded in bfloat16: load it as captured" in err, err
+    code, _, err = run(capsys, monkeypatch, "--dtype", "bfloat16", *args, "--pos", tmp_path / "cap_pos_t", "--neg",
+                       tmp_path / "cap_neg_t")  # other weights in another dtype: the dtype is not the fix
+    assert code != 0 and "not from the base organism:base" in err and "load it as captured" not in err, err
 
 
 def test_placement_options_reach_every_loaded_model(capsys, monkeypatch, tmp_path, folder):

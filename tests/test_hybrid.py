@@ -364,6 +364,8 @@ def test_taxonomy_selector_on_the_organism():
                for name in res["vectors"]["categories"])
     with pytest.raises(LensError, match="unknown selector"):
         H.run(base, thinking, n=4, selector="magic")
+    with pytest.raises(LensError, match="the nearest selector has none"):
+        H.run(base, thinking, n=4, selector="nearest", n_categories=7)
 
 
 @pytest.mark.parametrize("ablation", ["none", "random_category", "random_guardrail"])

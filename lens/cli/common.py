@@ -202,6 +202,11 @@ PAPER_PAIR_HELP = ("one of the hybrid paper's pairs by name (r1-math1.5b, r1-lla
                    "lens.hybrid.paper_pairs): sets --base and --thinking to its hub ids; give --tasks")
 
 
+def given(ctx, name: str) -> bool:
+    """Whether option `name` was typed on the command line (not its default, not the environment)."""
+    return getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
+
+
 def paper_pair_models(name: str, *, models_named: bool, others: str = "--base/--thinking") -> tuple[str, str]:
     """(base, thinking) hub ids of the paper pair `name`; refused in one line when the models were named too."""
     from ..errors import LensError

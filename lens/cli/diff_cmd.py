@@ -68,7 +68,10 @@ def diff_cmd(
     if held is not None:
         a, c, have = held
         made, now = str(a.model.get("dtype")), str(b.dtype).replace("torch.", "")
-        if a.model.get("fingerprint") != b.fingerprint and made != now:
+        spec = str(a.model.get("spec"))
+        same = spec == b.spec or (Path(spec).exists() and Path(b.spec).exists()
+                                  and Path(spec).resolve() == Path(b.spec).resolve())
+        if a.model.get("fingerprint") != b.fingerprint and made != now and same:
             raise LensError(f"--pos/--neg were captured from {a.model.get('spec')} in {made} and the base is loaded in "
                             f"{now}: load it as captured (lens --dtype {made} diff ...) or capture again")
         if a.model.get("fingerprint") != b.fingerprint:

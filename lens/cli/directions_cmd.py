@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..errors import LensError
-from .common import TEMPLATE_HELP, console, emit_json, table
+from .common import TEMPLATE_HELP, console, emit_json, given, table
 from .validate import check_layer, choice, non_negative
 
 app = typer.Typer(help="Make and inspect reasoning directions.", no_args_is_help=True)
@@ -30,19 +30,16 @@ def _folders(ctx: typer.Context, pos: Path | None, neg: Path | None, model: str,
         raise LensError("--template formats prompts; capture folders hold activations already (drop --template)")
     a, b, sites = contrast_folders(pos, neg)
 
-    def given(name: str) -> bool:  # typed on the command line (typer's or click's ParameterSource)
-        return getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"
-
     def same_model(spec: str) -> bool:  # a folder named two ways (./m, m) is one model
         made = str(a.model.get("spec"))
         if Path(spec).exists() and Path(made).exists():
             return Path(spec).resolve() == Path(made).resolve()
         return spec == made
 
-    if given("model") and not same_model(model):
+    if given(ctx, "model") and not same_model(model):
         raise LensError(f"--model {model}: the capture folders were made from {a.model.get('spec')}; drop --model "
                         "or capture again")
-    if given("select") and parse_select(select).spec != a.manifest["select"]:
+    if given(ctx, "select") and parse_select(select).spec != a.manifest["select"]:
         raise LensError(f"--select {select}: the capture folders hold {a.manifest['select']!r} rows; drop --select")
     return a, b, sites, a.model.get("spec"), a.manifest["select"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from .common import PAPER_PAIR_HELP, console, emit_json, paper_pair_models, table
+from .common import PAPER_PAIR_HELP, console, emit_json, given, paper_pair_models, table
 from .validate import check_layer, choice, non_negative, positive, positive_float
 
 
@@ -113,8 +113,10 @@ def hybrid_cmd(
 
     say = None if as_json else (lambda msg: console.print(f"[dim]{msg}[/]"))
     if paper_pair is not None:
-        named = (base, thinking) != ("organism:base", "organism:thinking")
-        base, thinking = paper_pair_models(paper_pair, models_named=named)
+        base, thinking = paper_pair_models(paper_pair, models_named=given(ctx, "base") or given(ctx, "thinking"))
+        if tasks is None or tasks.lower() == "organism":
+            raise LensError(f"--paper-pair {paper_pair}: give --tasks (gsm8k, math500 or a JSONL of question/answer "
+                            "rows); the organism's problems are for the bundled pairs")
     organism = base.startswith("organism:") and thinking.startswith("organism:") and tasks in (None, "organism")
     if not organism and tasks is None:
         raise LensError("for a pair other than the bundled organism give --tasks (gsm8k, math500 or a JSONL of "

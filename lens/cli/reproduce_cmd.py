@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from .common import PAPER_PAIR_HELP, console, emit_json, load_both, paper_pair_models, table
+from .common import PAPER_PAIR_HELP, console, emit_json, given, load_both, paper_pair_models, table
 from .validate import check_layer, choice, non_negative, number, positive, positive_float
 
 
@@ -96,7 +96,7 @@ def reproduce_cmd(
     from ..studies.reproduce import STEPS, Sizes, reproduce
 
     if paper_pair is not None:
-        named = organism is not None or (base, thinking) != ("organism:base", "organism:thinking")
+        named = organism is not None or given(ctx, "base") or given(ctx, "thinking")
         base, thinking = paper_pair_models(paper_pair, models_named=named, others="--base/--thinking/--organism")
         if tasks.lower() == "organism":
             raise LensError(f"--paper-pair {paper_pair}: give --tasks (gsm8k, math500 or a JSONL of question/answer "
@@ -106,7 +106,7 @@ def reproduce_cmd(
 
         if organism not in PAIRS:
             raise LensError(f"--organism {organism!r}: the bundled pairs are {', '.join(PAIRS)}")
-        if (base, thinking) != ("organism:base", "organism:thinking"):
+        if given(ctx, "base") or given(ctx, "thinking"):
             raise LensError("--organism names both models; drop --base/--thinking (or --organism)")
         base, thinking = (f"organism:{name}" for name in PAIRS[organism][:2])
         if organism in ("verifier", "verifier-rl") and max_new_tokens is None:

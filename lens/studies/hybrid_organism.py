@@ -84,6 +84,8 @@ def run(
     n_categories: latents of the taxonomy SAE (selector "taxonomy"), the categories it can find (default 5)."""
     if selector not in SELECTORS:
         raise LensError(f"unknown selector {selector!r}; use one of {', '.join(SELECTORS)}")
+    if n_categories is not None and selector != "taxonomy":
+        raise LensError(f"n_categories sets the taxonomy's latents; the {selector} selector has none (drop it)")
     layer = 1 if layer is None else layer  # where the organism's T-minus-D direction is causal (lens organism eval)
     site = f"blocks.{layer}.hook_resid_post"
     read_site = site if read_layer is None else f"blocks.{read_layer}.hook_resid_post"
