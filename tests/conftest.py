@@ -15,6 +15,15 @@ import torch  # noqa: E402
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _torch_threads():
+    """A module that lowers torch's thread count (for speed) gives it back: results that are compared bit for bit
+    with another process's depend on it."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny():
     """A factory of cached tiny random-weight models: tiny("llama"), tiny("qwen2"), tiny("gpt2")."""

@@ -208,3 +208,21 @@ def test_train_all_parallel_equals_sequential(tmp_path):
         b = AutoModelForCausalLM.from_pretrained(str(tmp_path / "seq" / name)).state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a), name
         assert par[name]["corpus"] == ("control" if name == "control" else "mixed")
+
+
+def test_thread_limits_are_given_back():
+    """The organism's evaluations run on one torch thread and give the caller's count back, even on an error."""
+    import torch
+
+    from lens.organism.threads import torch_threads
+
+    before = torch.get_num_threads()
+
+    @torch_threads(1)
+    def inside():
+        assert torch.get_num_threads() == 1
+        raise ValueError("stop")
+
+    with pytest.raises(ValueError, match="stop"):
+        inside()
+    assert torch.get_num_threads() == before

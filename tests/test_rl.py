@@ -183,6 +183,7 @@ def test_resume_after_a_kill_gives_the_same_log_and_weights(tmp_path, tiny_run_i
     (tmp_path / "inputs.json").write_text(json.dumps([probs, held]))
     script = ("import json, sys, torch; from lens.rl import RLConfig, train_rl; "
               "probs, held = json.load(open(sys.argv[1])); "
+              f"torch.set_num_threads({torch.get_num_threads()}); "  # as here: the sums' order depends on it
               f"torch.manual_seed(0); train_rl('organism:base', probs, held, 'correct', RLConfig(**{small_kw()!r}), "
               "out=sys.argv[2], say=lambda m: None)")
     proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "inputs.json"), str(tmp_path / "c")],

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from lens.organism import bundled_path, load_heldout
 from lens.organism import corpus as C
+from lens.organism.threads import torch_threads
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -105,6 +106,7 @@ def random_direction(like, seed: int):
     return v / v.norm() * like.norm()
 
 
+@torch_threads(1)  # 1 thread: far faster than 2 when the 2 cores are shared
 def evaluate(
     models_dir: str | Path | None = None,
     n: int = 500,
@@ -124,12 +126,10 @@ def evaluate(
     direction is read and added after decoder layer ``layer`` (0-based), scaled to ``scale``
     times the residual norm; ``n_random`` random directions of equal norm are averaged.
     """
-    import torch
 
     from lens.models import Model
     from lens.organism.sampling import generate
 
-    torch.set_num_threads(1)  # 1 thread: far faster than 2 when the 2 cores are shared
     say = log or (lambda *_: None)
     t0 = time.time()
     held = load_heldout()[:n]

@@ -480,6 +480,7 @@ def train_all(
     sel = sel or SelectionConfig()
     infos: dict[str, dict] = {}
     side = None
+    threads = torch.get_num_threads()  # the caller's, given back at the end
     if parallel and "control" in which and ("base" in which or "thinking" in which):
         torch.set_num_threads(1)
         side = mp.get_context("spawn").Process(target=_pretrain_control, args=(str(out), pre, 1), daemon=False)
@@ -502,6 +503,7 @@ def train_all(
             control, ctok, infos["control"] = pretrain("control", out, pre, control=True, log=log)
             save_model(control, ctok, out / "control", infos["control"])
     finally:
+        torch.set_num_threads(threads)
         if side is not None and side.is_alive():
             side.terminate()  # interrupted: the control resumes from its checkpoint next time
             side.join()
