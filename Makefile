@@ -22,7 +22,7 @@ lint: install
 	$(VENV)/bin/ruff check lens saes tests experiments benchmarks
 
 test: install lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
 reproduce: install
 	$(VENV)/bin/lens reproduce
