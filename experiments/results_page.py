@@ -762,7 +762,7 @@ SECTIONS: tuple[Section, ...] = (
             reproduce_verifier, "organism.md#the-second-pair-organismverifier-base-organismverifier-thinking"),
     Section("Finding 5: first-step trigger on the organism", "docs/results/first_step_trigger_organism.json",
             ("python experiments/first_step_trigger.py --json docs/results/first_step_trigger_organism.json",),
-            first_step_organism, "saes.md#on-the-organism"),
+            first_step_organism, "finding-5-first-step-feature.md#on-the-organism"),
     Section("Finding 5: first-step trigger on the verifier pair with the RL-made thinking model",
             "docs/results/first_step_trigger_verifier_rl.json",
             ("lens reproduce --organism verifier-rl --steps feature --out REPORT --json "
@@ -770,7 +770,7 @@ SECTIONS: tuple[Section, ...] = (
             lambda d: first_step_organism(d["feature"]), "organism.md#the-hybrid-on-the-rl-made-pair"),
     Section("Finding 5: first-step trigger on SmolLM2-135M-Instruct", "docs/results/first_step_trigger_smollm2.json",
             ("python experiments/first_step_trigger_smollm2.py --json docs/results/first_step_trigger_smollm2.json",),
-            first_step_smollm2, "saes.md#on-smollm2-135m-instruct"),
+            first_step_smollm2, "finding-5-first-step-feature.md#on-smollm2-135m-instruct"),
 )
 
 INTRO = """\

@@ -19,7 +19,11 @@ Interventions and decoding
     hybrid_generate(base, thinking, prompts, config), HybridConfig; the package lens.hybrid (the paper's
     reference loop, ablations, modes)
 SAEs (the sibling package `saes`, imported on first use)
-    train_sae(source, out, cfg), load_sae(source, model, site), rank_features(sae, pos, neg)
+    train_sae(source, out, cfg), TrainConfig (the architecture and sizes), load_sae(source, model, site),
+    rank_features(sae, pos, neg)
+
+One argument order: the model and its inputs first (as run_with_cache), then the site, then what (a vector,
+a direction, a selection), then how much (scale), then where (positions, steps).
 
 Everything but the models is imported on first use, so `import lens` stays as fast as importing transformers.
 """
@@ -31,8 +35,8 @@ import importlib.util
 from typing import Any
 
 from .errors import LensError
-from .hooks import add_hook, hooks
 from .models import Model, load_model, load_pair
+from .site_hooks import add_hook, hooks
 from .sites import Site
 
 __version__ = "0.1.0"
@@ -56,6 +60,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "hybrid_generate": ("lens.hybrid", "hybrid_generate"),
     "HybridConfig": ("lens.hybrid", "HybridConfig"),
     "train_sae": ("saes.train", "train_sae"),
+    "TrainConfig": ("saes.config", "TrainConfig"),
     "load_sae": ("saes.io", "load_sae"),
     "rank_features": ("saes.search", "rank_features"),
 }

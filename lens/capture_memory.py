@@ -22,9 +22,9 @@ from .batching import TOO_LONG, Batch, fit_context, flat_ids, pad, token_rows
 from .errors import LensError, check_number
 from .families import family_of
 from .heap import settle_heap
-from .hooks import hooks
 from .models import Model
 from .selection import AllTokens, Example, Group, Selection, parse_select, to_examples
+from .site_hooks import hooks
 from .sites import Site, resolve
 
 META_KEYS = ("example", "start", "end", "token_id")

@@ -26,10 +26,10 @@ import tempfile
 from pathlib import Path
 
 import lens
+from lens import TrainConfig
 from lens.dashboards import Report
 from lens.dashboards import figures as F
 from lens.organism import corpus as C
-from saes.config import TrainConfig
 
 work = Path(tempfile.mkdtemp(prefix="lens-notebook-"))
 model = lens.load_model("organism:thinking")

@@ -6,7 +6,7 @@ Row metrics (streamed, any number of rows):
 - dead fraction = share of latents that never fire on the rows; dense fraction = share that fire
   on more than `dense_threshold` of rows.
 Spliced metrics (`spliced_metrics`, needs the model and texts): the site's residual is replaced
-by the SAE's reconstruction (`lens.hooks.hooks`) at every token, and
+by the SAE's reconstruction (`lens.site_hooks.hooks`) at every token, and
 - CE loss recovered = (CE_zero - CE_sae) / (CE_zero - CE_clean), where CE_zero replaces the site
   by zeros (the usual zero-ablation baseline; 1 = as good as the model, 0 = as bad as no signal);
 - KL = mean over tokens of KL(p_clean || p_sae), and the same for the zero ablation.
@@ -23,7 +23,7 @@ from jaxtyping import Float
 
 from lens.batching import encode
 from lens.errors import LensError
-from lens.hooks import hooks
+from lens.site_hooks import hooks
 
 from .buffer import RowSource
 from .io import Dictionary

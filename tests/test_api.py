@@ -24,9 +24,13 @@ def organism():
 
 
 def test_every_verb_is_reachable_from_one_import_and_listed_in_help():
-    for name in VERBS:
+    import pydoc
+
+    shown = pydoc.render_doc(lens, renderer=pydoc.plaintext)  # what help(lens) prints
+    for name in (*VERBS, "TrainConfig"):
         assert callable(getattr(lens, name)), name
-        assert name in dir(lens) and name in lens.__doc__, name
+        assert name in dir(lens) and name in shown, name
+    assert lens.TrainConfig is __import__("saes.config", fromlist=["TrainConfig"]).TrainConfig
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         lens.nope  # noqa: B018
 

@@ -31,9 +31,9 @@ import torch
 from ..batching import encode, left_pad, pad_id
 from ..decoding.loop import forward_kwargs, returned_cache
 from ..errors import LensError
-from ..hooks import hooks
 from ..interventions import Intervention, Where, steer
 from ..models import Model
+from ..site_hooks import hooks
 from .candidates import clear_gates, plain_layers, set_gates, sweep, write_kept
 from .common import HybridConfig, HybridResult, StepLog, choose, gate_rows, select_vectors
 from .config import Draws, draw_rows

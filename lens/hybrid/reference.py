@@ -24,8 +24,8 @@ from collections.abc import Sequence
 import torch
 
 from ..batching import left_pad, pad_id, token_rows
-from ..hooks import hooks
 from ..models import Model
+from ..site_hooks import hooks
 from .common import HybridResult
 from .config import Draws, HybridConfig, draw_rows
 from .region import CloseMarker, close_marker

@@ -20,8 +20,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 
 from ..errors import LensError
-from ..hooks import add_hook, call_positions
 from ..models import Model
+from ..site_hooks import add_hook, call_positions
 from .ops import apply_op
 from .spec import Intervention
 
