@@ -141,6 +141,7 @@ _STUDIES = """
 import json, random, sys, torch
 torch.set_num_threads(1)
 from lens.distributed import all_gather_json, data_parallel
+from lens.decoding.cot import cot_decode
 from lens.decoding.generate import generate
 from lens.models import load_model
 from lens.organism import corpus as C
@@ -178,12 +179,15 @@ with data_parallel() as r:
                           answer_prompt="\\nA:")
     top2 = [s.top2.tolist() for s in generate(base, prompts[:7], 8, return_top2=True, batch_size=2,
                                               data_parallel=True).samples]
+    branches = [[[b.text, b.answer, b.token_ids] for b in res.branches]
+                for res in cot_decode(base, prompts[:7], k=3, max_new_tokens=12, extractor="organism", batch_size=4,
+                                      answer_prompt=None, data_parallel=True)]
     rows = steer_check(base, d, [1, 2], prompts[:6], is_correct, alphas=(2.0, 8.0), n_random=1, max_new_tokens=20,
                        batch_size=4, reference=thinking)
     forwards = all_gather_json(calls[0])  # the base model's forward calls on each rank
 if r.main:
     print(json.dumps({"sampling": samp, "texts": texts, "cot": cot, "cot_answer_prompt": short, "top2": top2,
-                      "steer_check": rows, "forwards": forwards}))
+                      "cot_branches": branches, "steer_check": rows, "forwards": forwards}))
 """
 
 
@@ -201,6 +205,7 @@ def test_two_process_studies_equal_one_process(tmp_path):
     assert [r["kind"] for r in a["steer_check"]] == ["baseline", "reference"] + ["feature"] * 4 + ["random"] * 2
     assert all(r["only_at_where"] for r in a["steer_check"][2:])
     assert a["cot_answer_prompt"]["answered_by_prompt"] > 0
+    assert [len(r) for r in a["cot_branches"]] == [3] * 7  # every branch's text, answer and ids compared below
     assert len(b["forwards"]) == 2 and all(0 < f < 0.9 * a["forwards"][0] for f in b["forwards"])  # work was split
     for key in a.keys() - {"forwards"}:
         assert a[key] == b[key], key
