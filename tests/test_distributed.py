@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -82,6 +83,18 @@ def test_two_process_capture_equals_one_process(tmp_path, one_process):
         _equal(one_process / select, two / select)
 
 
+def _worker(launcher: int, rank: int) -> int:
+    """The pid of the launcher's worker process with RANK=`rank` (read from /proc)."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            parent = int(proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()[1])
+            if parent == launcher and f"RANK={rank}".encode() in proc.joinpath("environ").read_bytes().split(b"\0"):
+                return int(proc.name)
+        except (OSError, IndexError, ValueError):  # a process that ended meanwhile
+            continue
+    raise AssertionError(f"no worker with RANK={rank} under {launcher}")
+
+
 def test_killed_job_resumes_to_the_same_folder(tmp_path, one_process):
     two = tmp_path / "two"
     job = tmp_path / "job.py"
@@ -92,8 +105,14 @@ def test_killed_job_resumes_to_the_same_folder(tmp_path, one_process):
     while time.time() < deadline and not (two / "all" / "part-000-of-002" / "manifest.json").exists():
         time.sleep(0.1)
     time.sleep(1.0)
-    os.killpg(proc.pid, signal.SIGKILL)  # every rank and the launcher
-    proc.wait()
+    os.kill(_worker(proc.pid, rank=1), signal.SIGKILL)  # one rank dies; the launcher then stops the other
+    try:
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0
     top = two / "all" / "manifest.json"
     assert not top.exists() or not json.loads(top.read_text()).get("complete")
     parts = [json.loads(m.read_text()) for m in (two / "all").glob("part-*/manifest.json")]
