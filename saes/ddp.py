@@ -11,11 +11,11 @@ next step's dead mask and AuxK loss are the global ones.
 
 That is exact for architectures whose loss is a mean over rows of per-row terms and whose training state is
 their parameters: topk, abstopk, standard, gated, jumprelu and matching_pursuit (each trained by two gloo
-processes equals one process to ~1e-7). BatchTopK and the architectures built on it (matryoshka_batchtopk, and
-any registered subclass) choose their latents over the whole batch and keep a running threshold
-(`topk_threshold`, a buffer) from each batch's smallest active value; a rank sees only its share, and DDP
-copies rank 0's buffers to the others, so they are refused (`check_parallel`), as is any SAE with buffers
-(`check_state`: training state that all-reducing gradients does not merge).
+processes equals one process within 1e-5, tests/test_sae_scale.py). BatchTopK and the architectures built on
+it (matryoshka_batchtopk, and any registered subclass) choose their latents over the whole batch and keep a
+running threshold (`topk_threshold`, a buffer) from each batch's smallest active value; a rank sees only its
+share, and DDP copies rank 0's buffers to the others, so they are refused (`check_parallel`), as is any SAE
+with buffers (`check_state`: training state that all-reducing gradients does not merge).
 """
 
 from __future__ import annotations

@@ -76,6 +76,19 @@ def test_two_process_training_equals_one_process(tmp_path, one_process):
         assert a["mse"] == pytest.approx(b["mse"], rel=1e-4) and a["l0"] == pytest.approx(b["l0"])
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+@pytest.mark.parametrize("architecture", ["abstopk", "standard", "gated", "jumprelu", "matching_pursuit"])
+def test_every_data_parallel_architecture_trains_what_one_process_trains(tmp_path, one_process, architecture):
+    """docs/scale.md's list: each architecture allowed under a launcher ends at one process's weights."""
+    job, _ = one_process
+    one, two = tmp_path / "one", tmp_path / "two"
+    subprocess.run([sys.executable, str(job), str(one), architecture], env=ENV, check=True, capture_output=True)
+    r = subprocess.run([*TORCHRUN, str(job), str(two), architecture], env=ENV, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    _close(one, two, 1e-5)
+
+
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 def test_two_process_checkpoint_resumes_in_one_process(tmp_path, one_process):
     job, one = one_process
