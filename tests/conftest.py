@@ -12,8 +12,7 @@ import importlib.util  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(1)  # the tests' matrices are tiny: one thread runs them about twice as fast as two on 2 cores,
-# and the launched processes (tests/helpers.py) use one thread too, so their sums add up in the same order
+torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 @pytest.fixture(autouse=True, scope="module")
