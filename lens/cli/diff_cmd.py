@@ -47,7 +47,7 @@ def diff_cmd(
                         "already in its format")
     held = None  # --pos/--neg as capture folders of the base: (pos folder, neg folder, resid_post sites)
     if pos is not None and (pos.is_dir() or neg.is_dir()):
-        from .folders import contrast_folders
+        from .folders import contrast_folders, same_spec
 
         held = contrast_folders(pos, neg)
         if held[0].manifest["select"] != "last_prompt":
@@ -68,10 +68,7 @@ def diff_cmd(
     if held is not None:
         a, c, have = held
         made, now = str(a.model.get("dtype")), str(b.dtype).replace("torch.", "")
-        spec = str(a.model.get("spec"))
-        same = spec == b.spec or (Path(spec).exists() and Path(b.spec).exists()
-                                  and Path(spec).resolve() == Path(b.spec).resolve())
-        if a.model.get("fingerprint") != b.fingerprint and made != now and same:
+        if a.model.get("fingerprint") != b.fingerprint and made != now and same_spec(b.spec, str(a.model.get("spec"))):
             raise LensError(f"--pos/--neg were captured from {a.model.get('spec')} in {made} and the base is loaded in "
                             f"{now}: load it as captured (lens --dtype {made} diff ...) or capture again")
         if a.model.get("fingerprint") != b.fingerprint:

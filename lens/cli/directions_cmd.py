@@ -24,19 +24,13 @@ def _folders(ctx: typer.Context, pos: Path | None, neg: Path | None, model: str,
     """(pos folder, neg folder, the resid_post sites both hold in layer order, model spec, selection) for
     `make` on two capture folders, refused with one line when they cannot be compared."""
     from ..selection import parse_select
-    from .folders import contrast_folders
+    from .folders import contrast_folders, same_spec
 
     if template is not None and pos is not None and pos.is_dir():
         raise LensError("--template formats prompts; capture folders hold activations already (drop --template)")
     a, b, sites = contrast_folders(pos, neg)
 
-    def same_model(spec: str) -> bool:  # a folder named two ways (./m, m) is one model
-        made = str(a.model.get("spec"))
-        if Path(spec).exists() and Path(made).exists():
-            return Path(spec).resolve() == Path(made).resolve()
-        return spec == made
-
-    if given(ctx, "model") and not same_model(model):
+    if given(ctx, "model") and not same_spec(model, str(a.model.get("spec"))):
         raise LensError(f"--model {model}: the capture folders were made from {a.model.get('spec')}; drop --model "
                         "or capture again")
     if given(ctx, "select") and parse_select(select).spec != a.manifest["select"]:

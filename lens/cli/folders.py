@@ -7,6 +7,13 @@ from pathlib import Path
 from ..errors import LensError
 
 
+def same_spec(spec: str, made: str) -> bool:
+    """Whether two model specs name one model: equal, or two spellings of one folder (./m, m)."""
+    if Path(spec).exists() and Path(made).exists():
+        return Path(spec).resolve() == Path(made).resolve()
+    return spec == made
+
+
 def contrast_folders(pos: Path | None, neg: Path | None) -> tuple:
     """(pos folder, neg folder, the resid_post sites both hold in layer order): both complete, captured from
     one model's weights with one selection; refused with one line when they cannot be compared."""

@@ -126,7 +126,6 @@ def evaluate(
     direction is read and added after decoder layer ``layer`` (0-based), scaled to ``scale``
     times the residual norm; ``n_random`` random directions of equal norm are averaged.
     """
-
     from lens.models import Model
     from lens.organism.sampling import generate
 

@@ -50,7 +50,6 @@ def evaluate_verifier(
     ``thinking`` names the thinking model measured against ``verifier-base``: ``verifier-thinking`` (made by
     selection, the pair's default) or ``verifier-thinking-rl`` (made by RL).
     """
-
     from lens.organism.sampling import generate
 
     say = log or (lambda *_: None)
