@@ -3,6 +3,7 @@
     python benchmarks/distributed.py --job capture [--texts 3000] [--procs 2] [--repeats 3] [--json-out PATH]
     python benchmarks/distributed.py --job sampling [--problems 64] [--samples 8] [--procs 2] [--repeats 3]
     python benchmarks/distributed.py --job hybrid [--problems 32] [--procs 2] [--repeats 3]
+    python benchmarks/distributed.py --job cot|steer-check|diff|reproduce [--problems N] [--procs 2] [--repeats 3]
 
 capture: every resid_post of a tiny random Llama (4 layers, width 128) for `--texts` inputs, to disk.
 sampling: `sampling_study.run` (seeded samples, pass@k, behaviour rates) of the bundled organism's base
@@ -11,10 +12,20 @@ batch), split across the ranks inside `lens.distributed.data_parallel()`.
 hybrid: `hybrid_organism.run` (taxonomy selector, every ablation, live_only and unsteered_allowed) on the
 first `--problems` held-out problems, 8 prompts a batch; the thinking model's traces and the batches of every
 run are split (`hybrid.study.run_study`), the taxonomy SAE and the vectors are built whole on every rank.
+cot: `cot_study.run` (CoT-decoding, k 5 branches of at most 100 new tokens) of the organism's base model on
+`--problems` held-out problems (default 64).
+steer-check: `saes.steer_check.steer_check` on `--problems` held-out problems (default 32): baseline, the
+thinking model as reference, 2 features x 2 scales and 1 random control x 2 scales (8 runs of at most 64 new
+tokens), with a hand-made 32-latent dictionary at layer 2 of the organism's base.
+diff: `diff_study.run` on the organism pair: the weight diff, T/D contrast of `--problems` marker pairs
+(default 512) and the activation diff on as many neutral prompts.
+reproduce: `lens.studies.reproduce.reproduce` on the organism with every step but RL (which runs whole on rank 0
+in a process of its own), `--problems` per step (default 32); one report, written by rank 0.
 
 Each job runs once in one process and once under `torchrun --nproc-per-node N` (gloo); the printed
 time is the job's own wall time (the slowest rank's, between barriers; process start-up, imports and model
-loading left out); the sampling and hybrid jobs also check that both runs give the same result. Median of
+loading left out); every job checks that both runs give the same result (the capture folder's rows and metadata,
+the studies' JSON; reproduce's report apart from timings). Median of
 `--repeats` runs, and the speed-up of the medians and of the fastest runs.
 """
 
@@ -51,7 +62,15 @@ capture_to_disk(model, texts, [f"blocks.{i}.hook_resid_post" for i in range(4)],
         progress=False)
 barrier()
 if r.main:
-    print(json.dumps({"seconds": time.perf_counter() - t0}))
+    seconds = time.perf_counter() - t0
+    import hashlib
+    from lens.capture_folder import open_capture
+    acts, h = open_capture(sys.argv[1]).load(), hashlib.sha256()
+    for site in acts.sites:
+        h.update(acts[site].numpy().tobytes())
+    for t in acts.meta_tensors().values():
+        h.update(t.numpy().tobytes())
+    print(json.dumps({"seconds": seconds, "result": h.hexdigest()[:16], "rows": len(acts)}))
 """
 
 _SAMPLING = """
@@ -96,6 +115,108 @@ if r.main:
                       "hybrid_accuracy": res["hybrid"]["accuracy"]["value"]}))
 """
 
+_COT = """
+import hashlib, json, sys, time, torch
+torch.set_num_threads(1)
+from lens.distributed import barrier, data_parallel
+from lens.models import load_model
+from lens.organism import load_heldout
+from lens.studies import cot_study
+rows = load_heldout()[: int(sys.argv[2])]
+prompts, answers = [r["prompt"] for r in rows], [str(r["answer"]) for r in rows]
+model = load_model("organism:base")
+with data_parallel() as r:
+    barrier()
+    t0 = time.perf_counter()
+    res = cot_study.run(model, prompts, lambda i, a: a is not None and a.strip() == answers[i], k=5,
+                        max_new_tokens=100, extractor="organism", answer_prompt=None, batch_size=40)
+    barrier()
+if r.main:
+    digest = hashlib.sha256(json.dumps(res, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    print(json.dumps({"seconds": time.perf_counter() - t0, "result": digest,
+                      "cot_accuracy": res["cot"]["value"]}))
+"""
+
+_STEER_CHECK = """
+import hashlib, json, sys, time, torch
+torch.set_num_threads(1)
+from lens.distributed import barrier, data_parallel
+from lens.models import load_model
+from lens.organism import corpus as C, load_heldout
+from saes.io import Dictionary
+from saes.steer_check import steer_check
+from sae_lens import StandardSAE, StandardSAEConfig
+rows = load_heldout()[: int(sys.argv[2])]
+prompts, answers = [r["prompt"] for r in rows], [int(r["answer"]) for r in rows]
+base, thinking = load_model("organism:base"), load_model("organism:thinking")
+g = torch.Generator().manual_seed(0)
+dirs = torch.randn(32, base.d_model, generator=g)
+dirs /= dirs.norm(dim=1, keepdim=True)
+sae = StandardSAE(StandardSAEConfig(d_in=base.d_model, d_sae=32, apply_b_dec_to_input=False))
+with torch.no_grad():
+    sae.W_dec.copy_(dirs); sae.W_enc.copy_(dirs.T); sae.b_enc.fill_(-0.5); sae.b_dec.zero_()
+d = Dictionary(sae, "blocks.2.hook_resid_post", {"model": {}}, "handmade")
+with data_parallel() as r:
+    barrier()
+    t0 = time.perf_counter()
+    res = steer_check(base, d, [1, 2], prompts, lambda i, t: C.parse_answer(t) == answers[i], alphas=(2.0, 8.0),
+                      n_random=1, max_new_tokens=64, batch_size=16, reference=thinking)
+    barrier()
+if r.main:
+    digest = hashlib.sha256(json.dumps(res, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    print(json.dumps({"seconds": time.perf_counter() - t0, "result": digest, "runs": len(res)}))
+"""
+
+_DIFF = """
+import hashlib, json, sys, time, torch
+torch.set_num_threads(1)
+from lens.distributed import barrier, data_parallel
+from lens.models import load_model
+from lens.studies import diff_study
+from lens.studies.organism_inputs import marker_contrast, train_problems
+n = int(sys.argv[2])
+think, direct = marker_contrast(n)
+neutral = [p.prompt() for p in train_problems(n, seed=99)]
+base, thinking = load_model("organism:base"), load_model("organism:thinking")
+with data_parallel() as r:
+    barrier()
+    t0 = time.perf_counter()
+    res = diff_study.run(base, thinking, think, direct, neutral)
+    barrier()
+if r.main:
+    digest = hashlib.sha256(json.dumps(res, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    print(json.dumps({"seconds": time.perf_counter() - t0, "result": digest}))
+"""
+
+_REPRODUCE = """
+import hashlib, json, sys, time, torch
+torch.set_num_threads(1)
+from pathlib import Path
+from lens.distributed import barrier, init
+from lens.studies.reproduce import STEPS, Sizes, reproduce
+import sae_lens  # imported before the clock starts (start-up)
+n = int(sys.argv[2])
+sizes = Sizes(n=n, samples=8, hybrid_n=n, cot_n=n, k=5, feature_n=n, n_contrast=64, top_features=1, n_random=1,
+              feature_pages=2, batch_size=64)
+r = init()
+barrier()
+t0 = time.perf_counter()
+reproduce(sys.argv[1], sizes=sizes, steps=tuple(s for s in STEPS if s != "rl"), progress=False)
+barrier()
+if r.main:
+    seconds = time.perf_counter() - t0
+    res = json.loads((Path(sys.argv[1]) / "results.json").read_text())
+    timing = {"started", "timings_s", "wall_s", "cpu_s", "out_dir", "report_bytes"}
+    res["meta"] = {k: v for k, v in res["meta"].items() if k not in timing}
+    digest = hashlib.sha256(json.dumps(res, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    print(json.dumps({"seconds": seconds, "result": digest}))
+"""
+
+JOBS = {"capture": _CAPTURE, "sampling": _SAMPLING, "hybrid": _HYBRID, "cot": _COT, "steer-check": _STEER_CHECK,
+        "diff": _DIFF, "reproduce": _REPRODUCE}
+#: --problems when not given
+PROBLEMS = {"sampling": 64, "hybrid": 32, "cot": 64, "steer-check": 32, "diff": 512, "reproduce": 32}
+
 
 def _run(cmd: list[str], out: Path, args: list[str]) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
@@ -107,20 +228,21 @@ def _run(cmd: list[str], out: Path, args: list[str]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--job", choices=("capture", "sampling", "hybrid"), default="capture")
+    ap.add_argument("--job", choices=tuple(JOBS), default="capture")
     ap.add_argument("--texts", type=int, default=3000, help="capture: inputs")
-    ap.add_argument("--problems", type=int, default=None, help="sampling (default 64) / hybrid (default 32): problems")
+    ap.add_argument("--problems", type=int, default=None,
+                    help="problems (default: " + ", ".join(f"{k} {v}" for k, v in PROBLEMS.items()) + ")")
     ap.add_argument("--samples", type=int, default=8, help="sampling: samples per problem")
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     add_json_out(ap)
     a = ap.parse_args()
-    a.problems = a.problems or (32 if a.job == "hybrid" else 64)
+    a.problems = a.problems or PROBLEMS.get(a.job)
     work = Path(tempfile.mkdtemp(prefix="lens-bench-"))
     job = work / "job.py"
-    job.write_text({"capture": _CAPTURE, "sampling": _SAMPLING, "hybrid": _HYBRID}[a.job])
-    args = {"capture": [str(a.texts)], "sampling": [str(a.problems), str(a.samples)],
-            "hybrid": [str(a.problems)]}[a.job]
+    job.write_text(JOBS[a.job])
+    args = ([str(a.texts)] if a.job == "capture" else
+            [str(a.problems), str(a.samples)] if a.job == "sampling" else [str(a.problems)])
     one, many = [], []
     try:
         for _ in range(a.repeats):
@@ -130,16 +252,16 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     s1, sn = statistics.median(r["seconds"] for r in one), statistics.median(r["seconds"] for r in many)
-    size = {"capture": {"texts": a.texts}, "sampling": {"problems": a.problems, "samples": a.samples},
-            "hybrid": {"problems": a.problems}}[a.job]
+    size = ({"texts": a.texts} if a.job == "capture" else
+            {"problems": a.problems, "samples": a.samples} if a.job == "sampling" else {"problems": a.problems})
     out = {"job": a.job, **size, "procs": a.procs, "one_process_s": round(s1, 2),
            f"{a.procs}_processes_s": round(sn, 2), "speedup": round(s1 / sn, 2),
            "speedup_fastest": round(min(r["seconds"] for r in one) / min(r["seconds"] for r in many), 2),
            "runs_one": [round(r["seconds"], 2) for r in one], "runs_many": [round(r["seconds"], 2) for r in many]}
-    if a.job in ("sampling", "hybrid"):  # the data-parallel result must be the one-process result
-        out["same_result"] = len({r["result"] for r in one + many}) == 1
-        key = "pass_at_1" if a.job == "sampling" else "hybrid_accuracy"
-        out[key] = one[0][key]
+    out["same_result"] = len({r["result"] for r in one + many}) == 1  # data-parallel == one process
+    for key in ("pass_at_1", "hybrid_accuracy", "cot_accuracy", "runs", "rows"):
+        if key in one[0]:
+            out[key] = one[0][key]
     print(json.dumps(out))
     if a.json_out:
         write_json(a.json_out, out)

@@ -9,7 +9,8 @@
      bytes the capture folder holds;
    - streamed: `train_sae(model_source(model, texts, site))`: forwards feed the shuffling buffer, nothing
      written but the SAE.
-   Same rows, same order, same weights (checked: the final weights are compared bit for bit). Also: rows/s
+   Same rows, same order, same weights (checked: the final weights are compared bit for bit). `--repeats`
+   runs: medians of each time, and every run's. Also: rows/s
    of one pass reading the folder (page cache warm) and of one pass of forwards alone (no training).
 2. The same SAE training on the capture folder in one process and under
    `torchrun --nproc-per-node N` (gloo; every rank reads the stream, each trains on its share of every
@@ -68,7 +69,7 @@ def folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def stream_vs_capture(model_spec: str, n_texts: int, work: Path) -> dict:
+def stream_vs_capture(model_spec: str, n_texts: int, work: Path, repeats: int = 1) -> dict:
     import sae_lens.training.sae_trainer  # noqa: F401  imported before any clock starts
 
     import lens
@@ -78,32 +79,40 @@ def stream_vs_capture(model_spec: str, n_texts: int, work: Path) -> dict:
 
     model = lens.load_model(model_spec)
     items = texts(n_texts)
-    t0 = time.perf_counter()
-    folder = capture_to_disk(model, items, [SITE], "all", batch_size=8, out=work / "cap", progress=False)
-    t_capture = time.perf_counter() - t0
-    cfg = cfg_for(folder.n_rows, model.d_model)
-    t0 = time.perf_counter()
-    train_sae(folder, work / "sae-folder", cfg, progress=False)
-    t_train = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    train_sae(model_source(model, items, SITE, batch_size=8), work / "sae-stream", cfg, progress=False)
-    t_stream = time.perf_counter() - t0
-    from safetensors.torch import load_file
+    caps, trains, streams, same = [], [], [], []
+    for _ in range(repeats):  # each repeat: a new folder, both trainings from scratch
+        for f in ("cap", "sae-folder", "sae-stream"):
+            shutil.rmtree(work / f, ignore_errors=True)
+        t0 = time.perf_counter()
+        folder = capture_to_disk(model, items, [SITE], "all", batch_size=8, out=work / "cap", progress=False)
+        caps.append(time.perf_counter() - t0)
+        cfg = cfg_for(folder.n_rows, model.d_model)
+        t0 = time.perf_counter()
+        train_sae(folder, work / "sae-folder", cfg, progress=False)
+        trains.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        train_sae(model_source(model, items, SITE, batch_size=8), work / "sae-stream", cfg, progress=False)
+        streams.append(time.perf_counter() - t0)
+        from safetensors.torch import load_file
 
-    a, b = (load_file(work / f / "sae_weights.safetensors") for f in ("sae-folder", "sae-stream"))
+        a, b = (load_file(work / f / "sae_weights.safetensors") for f in ("sae-folder", "sae-stream"))
+        same.append(all(torch.equal(a[k], b[k]) for k in a))
     t0 = time.perf_counter()
     n_read = sum(c.shape[0] for c in folder.iter_rows(SITE, 8192))
     t_read = time.perf_counter() - t0
     t0 = time.perf_counter()
     n_fwd = sum(c.shape[0] for c in model_source(model, items, SITE, batch_size=8))
     t_fwd = time.perf_counter() - t0
+    t_capture, t_train, t_stream = (statistics.median(x) for x in (caps, trains, streams))
+    both = [c + t for c, t in zip(caps, trains, strict=True)]
     return {"model": model_spec, "texts": n_texts, "rows": folder.n_rows, "train_rows": cfg.total_rows,
-            "d_model": model.d_model, "capture_s": round(t_capture, 2), "train_on_folder_s": round(t_train, 2),
-            "capture_then_train_s": round(t_capture + t_train, 2), "streamed_s": round(t_stream, 2),
-            "stream_speedup": round((t_capture + t_train) / t_stream, 2),
+            "d_model": model.d_model, "repeats": repeats, "capture_s": round(t_capture, 2),
+            "train_on_folder_s": round(t_train, 2), "capture_then_train_s": round(statistics.median(both), 2),
+            "streamed_s": round(t_stream, 2), "stream_speedup": round(statistics.median(both) / t_stream, 2),
+            "runs_capture_then_train": [round(x, 2) for x in both], "runs_streamed": [round(x, 2) for x in streams],
             "disk_saved_bytes": folder_bytes(work / "cap"),
             "folder_read_rows_per_s": round(n_read / t_read), "forward_rows_per_s": round(n_fwd / t_fwd),
-            "same_weights": all(torch.equal(a[k], b[k]) for k in a)}
+            "same_weights": all(same)}
 
 
 _RSS_JOB = """
@@ -198,7 +207,7 @@ def main() -> None:
     ap.add_argument("--model", default="organism:base")
     ap.add_argument("--texts", type=int, default=2000)
     ap.add_argument("--procs", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=1, help="runs of parts 1 and 2 (medians reported)")
     ap.add_argument("--memory-texts", type=int, nargs="+", default=[1000, 8000],
                     help="input counts of the streamed-memory rows (part 3)")
     ap.add_argument("--expansion", type=int, nargs="+", default=[8, 32],
@@ -208,7 +217,7 @@ def main() -> None:
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="lens-sae-stream-"))
     try:
-        row = {"stream_vs_capture": stream_vs_capture(a.model, a.texts, work)}
+        row = {"stream_vs_capture": stream_vs_capture(a.model, a.texts, work, a.repeats)}
         row["stream_memory"] = stream_memory(a.model, a.memory_texts, work)
         row["data_parallel"] = [processes(work / "cap", a.procs, a.repeats, work, e) for e in a.expansion]
     finally:

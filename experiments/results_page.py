@@ -655,14 +655,14 @@ SECTIONS: tuple[Section, ...] = (
     Section("Finding 1: pass@k on the verifier pair with the RL-made thinking model",
             "docs/results/passk_verifier_rl.json",
             ("lens reproduce --organism verifier-rl --steps sampling --samples 256 --n 32 --out REPORT --json "
-             "> docs/results/passk_verifier_rl.json",), pass_at_k, "organism.md#the-hybrid-on-the-rl-made-pair"),
+             "> docs/results/passk_verifier_rl.json",), pass_at_k, "finding-1-sampling.md#the-organism"),
     Section("Finding 4: CoT-decoding on the organism pair", "docs/results/cot_organism.json",
             ("lens reproduce --steps cot --out REPORT --json > docs/results/cot_organism.json",), cot_decoding,
             "decoding.md"),
     Section("Finding 4: CoT-decoding on the verifier base", "docs/results/cot_verifier_rl.json",
             ("lens reproduce --organism verifier-rl --steps cot --out REPORT --json "
              "> docs/results/cot_verifier_rl.json",),
-            cot_decoding, "organism.md#the-hybrid-on-the-rl-made-pair"),
+            cot_decoding, "finding-4-cot-decoding.md#the-organism"),
     Section("Finding 2: the hybrid, taxonomy selector", "docs/results/hybrid_organism_n150.json",
             ("lens hybrid --n 150 --json > docs/results/hybrid_organism_n150.json",), hybrid,
             "hybrid.md"),
@@ -767,7 +767,7 @@ SECTIONS: tuple[Section, ...] = (
             "docs/results/first_step_trigger_verifier_rl.json",
             ("lens reproduce --organism verifier-rl --steps feature --out REPORT --json "
              "> docs/results/first_step_trigger_verifier_rl.json",),
-            lambda d: first_step_organism(d["feature"]), "organism.md#the-hybrid-on-the-rl-made-pair"),
+            lambda d: first_step_organism(d["feature"]), "finding-5-first-step-feature.md#on-the-verifier-pair"),
     Section("Finding 5: first-step trigger on SmolLM2-135M-Instruct", "docs/results/first_step_trigger_smollm2.json",
             ("python experiments/first_step_trigger_smollm2.py --json docs/results/first_step_trigger_smollm2.json",),
             first_step_smollm2, "finding-5-first-step-feature.md#on-smollm2-135m-instruct"),

@@ -18,8 +18,10 @@ import json, os, sys
 import lens.capture_memory as CM
 import lens.hybrid.study as S
 
-out, seen = sys.argv[1], {"hybrid_rows": [], "hybrid_texts": [], "captured": 0}
-gen, cap = S.hybrid_generate, CM.capture
+import saes.steer_check as SC
+
+out, seen = sys.argv[1], {"hybrid_rows": [], "hybrid_texts": [], "captured": 0, "steer_generations": 0}
+gen, cap, sgen = S.hybrid_generate, CM.capture, SC.generate
 
 def counted_gen(*a, **kw):
     seen["hybrid_rows"] += list(kw["rows"])
@@ -34,7 +36,11 @@ def counted_cap(model, inputs, *a, **kw):
     seen["captured"] += len(inputs)
     return cap(model, inputs, *a, **kw)
 
-S.hybrid_generate, CM.capture = counted_gen, counted_cap
+def counted_sgen(*a, **kw):
+    seen["steer_generations"] += 1
+    return sgen(*a, **kw)
+
+S.hybrid_generate, CM.capture, SC.generate = counted_gen, counted_cap, counted_sgen
 sys.argv = ["lens", *sys.argv[2:]]
 from lens.cli.main import main
 try:
@@ -89,6 +95,51 @@ def test_two_process_diff_cli_equals_one_process(tmp_path):
     two, (r0, r1) = _run(tmp_path, "two", ["diff", "--json"], 2)
     assert one == two and two.count('"weights"') == 1
     assert whole["captured"] == 4 * 128 and r0["captured"] == r1["captured"] == 2 * 128
+
+
+def _untimed(x):
+    """`x` without its timings (`seconds`, `*_per_s`), which differ between any two runs."""
+    if isinstance(x, dict):
+        return {k: _untimed(v) for k, v in x.items() if k != "seconds" and not k.endswith("_per_s")}
+    return [_untimed(v) for v in x] if isinstance(x, list) else x
+
+
+def test_two_process_find_feature_steer_check_cli_equals_one_process(tmp_path):
+    """`lens find-feature --steer-check --json` (a saved SAE, JSONL conditions, --eval) on 2 ranks: the same JSON,
+    printed once; the steer-check's runs were split between the ranks."""
+    _organism()
+    import torch
+    from sae_lens import StandardSAE, StandardSAEConfig
+
+    from lens.models import load_model
+    from lens.organism import load_heldout
+    from lens.studies.organism_inputs import marker_contrast
+    from saes.io import save_sae
+
+    base = load_model("organism:base")
+    dirs = torch.randn(32, base.d_model, generator=torch.Generator().manual_seed(0))
+    dirs /= dirs.norm(dim=1, keepdim=True)
+    sae = StandardSAE(StandardSAEConfig(d_in=base.d_model, d_sae=32, apply_b_dec_to_input=False))
+    with torch.no_grad():
+        sae.W_dec.copy_(dirs), sae.W_enc.copy_(dirs.T), sae.b_enc.fill_(-0.5), sae.b_dec.zero_()
+    save_sae(sae, tmp_path / "sae", site="blocks.2.hook_resid_post", model=base.facts())
+    think, direct = marker_contrast(24)
+    for name, texts in (("pos", think), ("neg", direct)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps({"prompt": r["prompt"], "answer": str(r["answer"])}) + "\n"
+                                                 for r in load_heldout()[:6]))
+    args = ["find-feature", "-m", "organism:base", "--sae", str(tmp_path / "sae"), "--pos", str(tmp_path / "pos.jsonl"),
+            "--neg", str(tmp_path / "neg.jsonl"), "--steer-check", "--eval", str(tmp_path / "eval.jsonl"),
+            "--steer-top", "2", "--n-random", "1", "--alphas", "2,8", "--max-new-tokens", "24", "--json"]
+    one, (whole,) = _run(tmp_path, "one", args, 1)
+    two, (r0, r1) = _run(tmp_path, "two", args, 2)
+    a, b = json.loads(one), json.loads(two)  # rank 0 alone prints: the whole output is one JSON object
+    assert _untimed(a) == _untimed(b)
+    rows = a["steer_check"]
+    assert [r["kind"] for r in rows].count("feature") == 4 and len(rows) >= 6
+    assert whole["steer_generations"] == len(rows)  # one generation a run in one process
+    assert r0["steer_generations"] and r1["steer_generations"]  # both ranks ran some
+    assert r0["steer_generations"] + r1["steer_generations"] == whole["steer_generations"]
 
 
 _CAPTURE = """

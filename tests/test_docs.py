@@ -1,13 +1,16 @@
 """The docs build (mkdocs, strict: a broken link or reference fails) and their Python examples run.
 
 Every ```python block of docs/*.md runs, page by page in one namespace and a fresh process, in a scratch
-folder; a block preceded by `<!-- no-run: reason -->` is a fragment and is only compiled. Every `lens` command in
-the shell and untagged blocks of docs/ and README.md is parsed by the CLI (command, options, values), not run.
+folder; a block preceded by `<!-- no-run: reason -->` is a fragment and is only compiled. A ```bash block
+preceded by `<!-- run -->` runs as it is (bash -e, the page's marked blocks in order, in an empty folder, with
+`lens` on the PATH). Every `lens` command in the shell and untagged blocks of docs/ and README.md is parsed by
+the CLI (command, options, values), whether it runs or not.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shutil
 import subprocess
@@ -19,6 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"(<!-- no-run:[^>]*-->\s*\n)?```python\n(.*?)```", re.S)
 PAGES = sorted((ROOT / "docs").rglob("*.md"))
+SHELL_RUN = re.compile(r"<!-- run -->\s*\n```bash\n(.*?)```", re.S)
 
 
 def blocks(page: Path) -> list[tuple[bool, str]]:
@@ -51,6 +55,19 @@ def test_python_examples_run(page, tmp_path):
     script.write_text("\n".join(code))
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if SHELL_RUN.search(p.read_text())],
+                         ids=lambda p: str(p.relative_to(ROOT / "docs")))
+def test_marked_shell_examples_run(page, tmp_path):
+    """The page's `<!-- run -->` shell blocks, as a user would paste them: every command exits 0."""
+    script = "set -euo pipefail\n" + "\n".join(SHELL_RUN.findall(page.read_text()))
+    assert "lens " in script
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
 
 
 def shell_blocks(text: str) -> list[str]:
@@ -88,8 +105,8 @@ def shell_lens_commands() -> list[tuple[str, list[str]]]:
 
 
 def test_every_lens_command_in_the_docs_parses():
-    """Shell blocks are not run (some take the 15-minute budget); each `lens` command in them must name a command
-    that exists with options it takes and values its checks accept, as the CLI parses them."""
+    """Most shell blocks are not run (some take the 15-minute budget); each `lens` command in them must name a
+    command that exists with options it takes and values its checks accept, as the CLI parses them."""
     import typer
 
     from lens.cli.main import app

@@ -3,8 +3,9 @@
 A job runs in a child process that counts its commit points (every `os.replace` and every atomic
 folder exchange: the moments a file or folder of an artifact takes its place) and dies with
 `os._exit` just before or just after the N-th one, N drawn from a seeded generator over the
-points an uninterrupted run has. The same command then runs to the end, and its artifact must equal
-the one an uninterrupted run makes, byte for byte (tensors), with no debris left beside or inside it.
+points an uninterrupted run has (one killed run per job; three with LENS_SLOW=1). The same command then
+runs to the end, and its artifact must equal the one an uninterrupted run makes, byte for byte (tensors),
+with no debris left beside or inside it.
 One more test kills a process group with SIGKILL while it holds a lock.
 """
 
@@ -109,7 +110,11 @@ def _debris(root) -> list[str]:
     return bad
 
 
-def _kill_matrix(code, ref, out, seed: int, kills: int = 3) -> int:
+#: killed runs per job: one in the default suite, three in the slow tier (LENS_SLOW=1)
+KILLS = 3 if os.environ.get("LENS_SLOW") == "1" else 1
+
+
+def _kill_matrix(code, ref, out, seed: int, kills: int = KILLS) -> int:
     """Uninterrupted run into `ref`; into `out`, `kills` runs killed at seeded commit points, then one to the
     end. Returns how many runs were killed."""
     status, total = _run(code, ref)
