@@ -530,6 +530,50 @@ def reproduce_verifier(d: dict) -> str:
         "", table(["model", "spec", "critiques", "first loss", "last loss"], cft)])
 
 
+def reproduce_pair(d: dict) -> str:
+    """`lens reproduce --json` on a pair other than the organism: each step's status and time, and one line of
+    what each step measured."""
+    m, t = d["meta"], d["meta"]["timings_s"]
+    steps = [k for k, v in t.items() if not k.endswith(".cpu") and isinstance(v, (int, float))]
+    rows = [[k, d[k]["status"] if isinstance(d.get(k), dict) and "status" in d[k] else "-", fixed(t[k], 1)]
+            for k in steps]
+    rows.append(["**whole job**", "", f"**{fixed(m['wall_s'], 1)}**"])
+    sm, h, c, f, df = (d[k] for k in ("sampling", "hybrid", "cot", "feature", "diff"))
+    pk = sm["pass_at_k"]
+    ks = sorted(pk["base"], key=int)
+    runs = h["runs"]
+    ev = f["sae"]["evals"]
+    su = f["summary"]
+    sep = [r.get("auroc") for r in df["separability"]] if isinstance(df.get("separability"), list) else []
+    found = [["sampling", f"pass@{ks[0]} / pass@{ks[-1]}: base {pct(pk['base'][ks[0]]['value'])} / "
+                          f"{pct(pk['base'][ks[-1]]['value'])}, thinking {pct(pk['thinking'][ks[0]]['value'])} / "
+                          f"{pct(pk['thinking'][ks[-1]]['value'])} ({sm['n']} problems x {sm['samples']} samples, "
+                          f"{sm['max_new_tokens']} new tokens); thinking format closed in "
+                          f"{pct(sm['behaviour']['base']['thinking_rate'])} / "
+                          f"{pct(sm['behaviour']['thinking']['thinking_rate'])} of samples"],
+             ["hybrid", f"greedy base {pct(h['base']['value'])}, thinking {pct(h['thinking']['value'])}, hybrid "
+                        f"{pct(runs['none']['accuracy']['value'])} ({h['n']} problems); gap recovered "
+                        f"{pct(runs['none']['gap_recovered'])}, {pct(runs['none']['fraction_steered'])} of tokens "
+                        "steered; ablations: " + ", ".join(f"{k} {pct(v['gap_recovered'])}" for k, v in runs.items()
+                                                            if k != "none")],
+             ["cot", f"greedy {pct(c['greedy']['value'])}, CoT-decoding {pct(c['cot']['value'])} ({c['n']} problems, "
+                     f"k {c['k']}); answer confidence {num(c['by_reasoning']['reasoning']['mean_confidence'])} "
+                     f"(reasoning branches) vs {num(c['by_reasoning']['non_reasoning']['mean_confidence'])}"],
+             ["feature", f"SAE {f['sae']['architecture']} {f['sae']['d_sae']} latents at `{f['sae']['site']}` on "
+                         f"{ev['rows']:,} rows: explained variance {num(ev['explained_variance'])}, L0 "
+                         f"{fixed(ev['l0'], 1)}, dead {pct(ev['dead_fraction'])}; steer-check: unsteered "
+                         f"{pct(su['baseline_accuracy'])}, best feature {su['best_feature']} "
+                         f"{pct(su['best_accuracy'])}, largest random-control move {pct(su['max_random_move'])}"],
+             ["diff", f"largest relative weight change {num(max(r['relative_change'] for r in df['weights']))}"
+                      + (f"; the base's T-vs-D direction, held-out AUROC per layer {min(sep):.2f}-{max(sep):.2f}"
+                         if sep and None not in sep else "")]]
+    return "\n".join([
+        f"`{m['base']}` against `{m['thinking']}`, {m['torch_threads']} torch threads:", "",
+        table(["step", "status", "wall s"], rows), "", table(["step", "what it measured"], found), "",
+        "No accuracy target on this pair (a 135M model that rarely reaches an answer in 64 tokens): the run shows "
+        "that every step runs on real weights through the pair's own templates and token map."])
+
+
 def reproduce_rl(st: dict | None) -> list[str]:
     """The RL step of a reproduce run: each run's held-out greedy accuracy before -> after, and the targets."""
     if not isinstance(st, dict) or st.get("status") != "ok":
@@ -760,6 +804,13 @@ SECTIONS: tuple[Section, ...] = (
             "docs/results/reproduce_verifier_rl.json",
             ("lens reproduce --organism verifier-rl --out REPORT --json > docs/results/reproduce_verifier_rl.json",),
             reproduce_verifier, "organism.md#the-second-pair-organismverifier-base-organismverifier-thinking"),
+    Section("lens reproduce on SmolLM2-135M-Instruct and its R1-style twin",
+            "docs/results/reproduce_smollm2_r1style.json",
+            ("lens reproduce --base smollm2-135m-instruct --thinking smollm2-135m-instruct-r1style "
+             "--tasks experiments/data/smollm2_problems.jsonl --n 8 --samples 4 --hybrid-n 8 --cot-n 4 --k 3 "
+             "--feature-n 4 --feature-pages 2 --max-new-tokens 64 --sae-texts 64 --out REPORT --json "
+             "> docs/results/reproduce_smollm2_r1style.json",),
+            reproduce_pair, "reproduce.md#a-real-weights-pair-offline-smollm2-and-its-r1-style-twin"),
     Section("Finding 5: first-step trigger on the organism", "docs/results/first_step_trigger_organism.json",
             ("python experiments/first_step_trigger.py --json docs/results/first_step_trigger_organism.json",),
             first_step_organism, "finding-5-first-step-feature.md#on-the-organism"),
