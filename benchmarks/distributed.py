@@ -143,19 +143,12 @@ torch.set_num_threads(1)
 from lens.distributed import barrier, data_parallel
 from lens.models import load_model
 from lens.organism import corpus as C, load_heldout
-from saes.io import Dictionary
+from saes.handmade import handmade_dictionary
 from saes.steer_check import steer_check
-from sae_lens import StandardSAE, StandardSAEConfig
 rows = load_heldout()[: int(sys.argv[2])]
 prompts, answers = [r["prompt"] for r in rows], [int(r["answer"]) for r in rows]
 base, thinking = load_model("organism:base"), load_model("organism:thinking")
-g = torch.Generator().manual_seed(0)
-dirs = torch.randn(32, base.d_model, generator=g)
-dirs /= dirs.norm(dim=1, keepdim=True)
-sae = StandardSAE(StandardSAEConfig(d_in=base.d_model, d_sae=32, apply_b_dec_to_input=False))
-with torch.no_grad():
-    sae.W_dec.copy_(dirs); sae.W_enc.copy_(dirs.T); sae.b_enc.fill_(-0.5); sae.b_dec.zero_()
-d = Dictionary(sae, "blocks.2.hook_resid_post", {"model": {}}, "handmade")
+d = handmade_dictionary(base.d_model, "blocks.2.hook_resid_post")
 with data_parallel() as r:
     barrier()
     t0 = time.perf_counter()

@@ -165,9 +165,8 @@ from lens.decoding.generate import generate
 from lens.models import load_model
 from lens.organism import corpus as C
 from lens.studies import cot_study, sampling_study
-from saes.io import Dictionary
+from saes.handmade import handmade_dictionary
 from saes.steer_check import steer_check
-from sae_lens import StandardSAE, StandardSAEConfig
 
 rng = random.Random(0)
 problems = [[rng.randint(10, 99) for _ in range(rng.randint(2, 6))] for _ in range(14)]
@@ -176,13 +175,7 @@ answers = [sum(p) for p in problems]
 is_correct = lambda i, t: C.parse_answer(t) == answers[i]
 answer_ok = lambda i, a: a is not None and a.strip() == str(answers[i])
 base, thinking = load_model("organism:base"), load_model("organism:thinking")
-g = torch.Generator().manual_seed(0)
-dirs = torch.randn(32, base.d_model, generator=g)
-dirs /= dirs.norm(dim=1, keepdim=True)
-sae = StandardSAE(StandardSAEConfig(d_in=base.d_model, d_sae=32, apply_b_dec_to_input=False))
-with torch.no_grad():
-    sae.W_dec.copy_(dirs); sae.W_enc.copy_(dirs.T); sae.b_enc.fill_(-0.5); sae.b_dec.zero_()
-d = Dictionary(sae, "blocks.2.hook_resid_post", {"model": {}}, "handmade")
+d = handmade_dictionary(base.d_model, "blocks.2.hook_resid_post")
 bs = int(sys.argv[1])
 calls = [0]
 base.hf.register_forward_pre_hook(lambda *a: calls.__setitem__(0, calls[0] + 1))

@@ -108,21 +108,15 @@ def test_two_process_find_feature_steer_check_cli_equals_one_process(tmp_path):
     """`lens find-feature --steer-check --json` (a saved SAE, JSONL conditions, --eval) on 2 ranks: the same JSON,
     printed once; the steer-check's runs were split between the ranks."""
     _organism()
-    import torch
-    from sae_lens import StandardSAE, StandardSAEConfig
-
     from lens.models import load_model
     from lens.organism import load_heldout
     from lens.studies.organism_inputs import marker_contrast
+    from saes.handmade import handmade_dictionary
     from saes.io import save_sae
 
     base = load_model("organism:base")
-    dirs = torch.randn(32, base.d_model, generator=torch.Generator().manual_seed(0))
-    dirs /= dirs.norm(dim=1, keepdim=True)
-    sae = StandardSAE(StandardSAEConfig(d_in=base.d_model, d_sae=32, apply_b_dec_to_input=False))
-    with torch.no_grad():
-        sae.W_dec.copy_(dirs), sae.W_enc.copy_(dirs.T), sae.b_enc.fill_(-0.5), sae.b_dec.zero_()
-    save_sae(sae, tmp_path / "sae", site="blocks.2.hook_resid_post", model=base.facts())
+    d = handmade_dictionary(base.d_model, "blocks.2.hook_resid_post")
+    save_sae(d.sae, tmp_path / "sae", site=d.site, model=base.facts())
     think, direct = marker_contrast(24)
     for name, texts in (("pos", think), ("neg", direct)):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
