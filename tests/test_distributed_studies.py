@@ -136,6 +136,27 @@ def test_two_process_find_feature_steer_check_cli_equals_one_process(tmp_path):
     assert r0["steer_generations"] + r1["steer_generations"] == whole["steer_generations"]
 
 
+def test_two_process_reproduce_cli_equals_one_process(tmp_path):
+    """`lens reproduce --steps diff,cot --json` on 2 ranks: rank 0 alone prints and writes the report folder, whose
+    results equal one process's apart from timings and the folder's name; the diff's captures were split."""
+    _organism()
+    runs = {}
+    for name, procs in (("one", 1), ("two", 2)):
+        args = ["reproduce", "--steps", "diff,cot", "--cot-n", "8", "--k", "3",
+                "--out", str(tmp_path / f"{name}-report"), "--json"]
+        out, ranks = _run(tmp_path, name, args, procs)
+        runs[name] = (json.loads(out), ranks)  # one JSON object: rank 0 alone printed
+    (a, (whole,)), (b, (r0, r1)) = runs["one"], runs["two"]
+    timing = {"started", "timings_s", "wall_s", "cpu_s", "out_dir", "report_bytes"}
+    for res in (a, b):
+        res["meta"] = {k: v for k, v in res["meta"].items() if k not in timing}
+    assert a == b and a["diff"]["status"] == a["cot"]["status"] == "ok"
+    assert json.loads((tmp_path / "two-report" / "results.json").read_text())["diff"] == b["diff"]
+    names = [sorted(p.name for p in (tmp_path / f"{n}-report").iterdir()) for n in ("one", "two")]
+    assert names[0] == names[1] and {"index.html", "results.json", "results.md"} <= set(names[0])
+    assert r0["captured"] and r1["captured"] and r0["captured"] + r1["captured"] == whole["captured"]
+
+
 _CAPTURE = """
 import json, os, torch
 torch.set_num_threads(1)
