@@ -302,3 +302,24 @@ def test_control_pool_widens_to_neutral_features_when_too_few_are_alive():
     pool, kind = control_pool(alive=[3, 5], neutral=[1, 5, 9], exclude=[5], n=2)  # only feature 5 alive: it is tested
     assert pool == [1, 9] and "too few" in kind  # never a separating feature (3), never a tested one (5)
 
+
+
+def test_reproduce_sae_evals_skip_each_texts_first_token(tmp_path, tiny):
+    """The feature step's SAE evaluation reads every token but each text's first (the attention-sink row the
+    on-demand SAEs are not trained on), so an outlier at position 0 cannot set its explained variance."""
+    import warnings
+
+    from lens.outliers import OutlierWarning
+    from lens.studies.feature_study import sae_evals
+    from saes.handmade import handmade_dictionary
+    from saes.io import save_sae
+
+    model = tiny("llama")
+    d = handmade_dictionary(model.d_model, "blocks.1.hook_resid_post", d_sae=16)
+    save_sae(d.sae, tmp_path / "sae", site=d.site, model=model.facts())
+    texts = ["one two three four", "five six seven", "eight nine ten eleven twelve"]
+    tokens = sum(len(model.tokenizer(t)["input_ids"]) for t in texts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OutlierWarning)
+        out = sae_evals(model, str(tmp_path / "sae"), texts, n_spliced=2)
+    assert out["rows"] == tokens - len(texts)

@@ -79,6 +79,11 @@ def run_generic(base: Model, sae: str, prompts: Sequence[str], is_correct: Calla
                          "select": "last_prompt"}}
 
 
+#: the tokens the dashboards and evaluations read: every one but each text's first, whose residual (an attention
+#: sink, tens of times the others' norm) lens's own SAEs are not trained on and whose activations would top every page
+ROWS = "from:1"
+
+
 def vocab_strings(model: Model) -> list[str]:
     """The text of every token id (special tokens kept)."""
     ids = [[i] for i in range(model.vocab_size)]
@@ -87,7 +92,8 @@ def vocab_strings(model: Model) -> list[str]:
 
 def feature_dashboards(base: Model, sae_path: str, features: Sequence[int], texts: Sequence[str], *,
                        batch_size: int = 32, seed: int = 0) -> list[dict]:
-    """Dashboard data of ``features``: SAE activations over every token of ``texts`` at the SAE's site.
+    """Dashboard data of ``features``: SAE activations over every token but the first of ``texts`` at the SAE's
+    site.
 
     The output-token effect is ``W_dec[f] @ W_U`` (the final norm is ignored, as in SAEDashboard).
     """
@@ -95,7 +101,7 @@ def feature_dashboards(base: Model, sae_path: str, features: Sequence[int], text
 
     d = load_sae(sae_path, base)
     feats = [int(f) for f in features]
-    acts = capture(base, list(texts), [d.site], "all", batch_size=batch_size, progress=False)
+    acts = capture(base, list(texts), [d.site], ROWS, batch_size=batch_size, progress=False)
     z = d.encode(acts[d.site].float())[:, feats]
     n_seq = int(acts.example.max()) + 1
     seq_len = int(acts.start.max()) + 1
@@ -110,13 +116,13 @@ def feature_dashboards(base: Model, sae_path: str, features: Sequence[int], text
 
 
 def sae_evals(base: Model, sae_path: str, texts: Sequence[str], n_spliced: int = 64) -> dict:
-    """Explained variance, L0, dead/dense fractions over every token of ``texts``, and CE/KL recovered
+    """Explained variance, L0, dead/dense fractions over every token but the first of ``texts``, and CE/KL recovered
     with the SAE spliced in on the first ``n_spliced`` texts (for SAEs saved without evaluations)."""
     from saes.evals import evaluate
     from saes.io import load_sae
 
     d = load_sae(sae_path, base)
-    rows = capture(base, list(texts), [d.site], "all", batch_size=32, progress=False)[d.site].float()
+    rows = capture(base, list(texts), [d.site], ROWS, batch_size=32, progress=False)[d.site].float()
     out = evaluate(d, rows, model=base, texts=list(texts)[:n_spliced], save=False)
     out["source"] = f"computed by lens reproduce on {len(texts)} texts ({rows.shape[0]} tokens)"
     return out
