@@ -22,19 +22,11 @@ from saes.search import (  # noqa: E402
 
 
 def handmade_sae(d_in=16, d_sae=32, seed=0, site="blocks.1.hook_resid_post"):
-    """A ReLU SAE whose decoder rows are known directions and whose encoder reads them back."""
-    from sae_lens import StandardSAE, StandardSAEConfig
+    """A ReLU SAE whose decoder rows are known directions and whose encoder reads them back; and those rows."""
+    from saes.handmade import handmade_dictionary
 
-    g = torch.Generator().manual_seed(seed)
-    dirs = torch.randn(d_sae, d_in, generator=g)
-    dirs /= dirs.norm(dim=1, keepdim=True)
-    sae = StandardSAE(StandardSAEConfig(d_in=d_in, d_sae=d_sae, apply_b_dec_to_input=False))
-    with torch.no_grad():
-        sae.W_dec.copy_(dirs)
-        sae.W_enc.copy_(dirs.T)
-        sae.b_enc.fill_(-0.5)
-        sae.b_dec.zero_()
-    return Dictionary(sae, site, {"model": {}}, "handmade"), dirs
+    d = handmade_dictionary(d_in, site, d_sae, seed=seed)
+    return d, d.sae.W_dec.detach().clone()
 
 
 def test_planted_feature_ranks_first():
