@@ -46,13 +46,22 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.record import add_json_out, write_json  # noqa: E402
 
-_CAPTURE = """
-import json, sys, time, torch
+_PRELUDE = """
+import hashlib, json, sys, time, torch
 torch.set_num_threads(1)
-from lens.distributed import barrier, init
+from lens.distributed import barrier, data_parallel, init
+
+
+def report(r, seconds, res, **extra):
+    \"\"\"Rank 0 prints the job's time and a digest of its result (every run's must agree).\"\"\"
+    if r.main:
+        digest = hashlib.sha256(json.dumps(res, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        print(json.dumps({"seconds": seconds, "result": digest, **extra}))
+"""
+
+_CAPTURE = """
 from lens.tiny import tiny_model
-from lens.capture_memory import capture
-from lens.capture_folder import capture_to_disk
+from lens.capture_folder import capture_to_disk, open_capture
 r = init()
 model = tiny_model("llama", d_model=128)
 texts = [f"example {i}: " + "some words to read, " * (2 + i % 7) for i in range(int(sys.argv[2]))]
@@ -61,22 +70,16 @@ t0 = time.perf_counter()
 capture_to_disk(model, texts, [f"blocks.{i}.hook_resid_post" for i in range(4)], "all", batch_size=8, out=sys.argv[1],
         progress=False)
 barrier()
-if r.main:
-    seconds = time.perf_counter() - t0
-    import hashlib
-    from lens.capture_folder import open_capture
-    acts, h = open_capture(sys.argv[1]).load(), hashlib.sha256()
-    for site in acts.sites:
-        h.update(acts[site].numpy().tobytes())
-    for t in acts.meta_tensors().values():
-        h.update(t.numpy().tobytes())
-    print(json.dumps({"seconds": seconds, "result": h.hexdigest()[:16], "rows": len(acts)}))
+seconds = time.perf_counter() - t0
+if r.main:  # the folder's rows and metadata must equal one process's
+    acts = open_capture(sys.argv[1]).load()
+    report(r, seconds, [hashlib.sha256(t.numpy().tobytes()).hexdigest() for t in
+                                              [*(acts[s] for s in acts.sites), *acts.meta_tensors().values()]],
+           rows=len(acts))
 """
 
 _SAMPLING = """
-import hashlib, json, random, sys, time, torch
-torch.set_num_threads(1)
-from lens.distributed import barrier, data_parallel
+import random
 from lens.models import load_model
 from lens.organism import corpus as C
 from lens.studies import sampling_study
@@ -90,16 +93,10 @@ with data_parallel() as r:
     res = sampling_study.run({"base": model}, prompts, lambda i, t: C.parse_answer(t) == sum(problems[i]),
                              samples=int(sys.argv[3]), max_new_tokens=100, batch_size=32, seed=0)
     barrier()
-if r.main:
-    digest = hashlib.sha256(json.dumps(res, sort_keys=True).encode()).hexdigest()[:16]
-    print(json.dumps({"seconds": time.perf_counter() - t0, "result": digest,
-                      "pass_at_1": res["pass_at_k"]["base"]["1"]["value"]}))
+    report(r, time.perf_counter() - t0, res, pass_at_1=res["pass_at_k"]["base"]["1"]["value"])
 """
 
 _HYBRID = """
-import hashlib, json, sys, time, torch
-torch.set_num_threads(1)
-from lens.distributed import barrier, data_parallel
 from lens.models import load_model
 from lens.studies import hybrid_organism
 import sae_lens  # the taxonomy SAE's library: imported before the clock starts, like the models (start-up)
@@ -109,16 +106,10 @@ with data_parallel() as r:
     t0 = time.perf_counter()
     res = hybrid_organism.run(base, thinking, n=int(sys.argv[2]), batch_size=8)
     barrier()
-if r.main:
-    digest = hashlib.sha256(json.dumps(res, sort_keys=True).encode()).hexdigest()[:16]
-    print(json.dumps({"seconds": time.perf_counter() - t0, "result": digest,
-                      "hybrid_accuracy": res["hybrid"]["accuracy"]["value"]}))
+    report(r, time.perf_counter() - t0, res, hybrid_accuracy=res["hybrid"]["accuracy"]["value"])
 """
 
 _COT = """
-import hashlib, json, sys, time, torch
-torch.set_num_threads(1)
-from lens.distributed import barrier, data_parallel
 from lens.models import load_model
 from lens.organism import load_heldout
 from lens.studies import cot_study
@@ -131,16 +122,10 @@ with data_parallel() as r:
     res = cot_study.run(model, prompts, lambda i, a: a is not None and a.strip() == answers[i], k=5,
                         max_new_tokens=100, extractor="organism", answer_prompt=None, batch_size=40)
     barrier()
-if r.main:
-    digest = hashlib.sha256(json.dumps(res, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    print(json.dumps({"seconds": time.perf_counter() - t0, "result": digest,
-                      "cot_accuracy": res["cot"]["value"]}))
+    report(r, time.perf_counter() - t0, res, cot_accuracy=res["cot"]["value"])
 """
 
 _STEER_CHECK = """
-import hashlib, json, sys, time, torch
-torch.set_num_threads(1)
-from lens.distributed import barrier, data_parallel
 from lens.models import load_model
 from lens.organism import corpus as C, load_heldout
 from saes.handmade import handmade_dictionary
@@ -155,15 +140,10 @@ with data_parallel() as r:
     res = steer_check(base, d, [1, 2], prompts, lambda i, t: C.parse_answer(t) == answers[i], alphas=(2.0, 8.0),
                       n_random=1, max_new_tokens=64, batch_size=16, reference=thinking)
     barrier()
-if r.main:
-    digest = hashlib.sha256(json.dumps(res, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    print(json.dumps({"seconds": time.perf_counter() - t0, "result": digest, "runs": len(res)}))
+    report(r, time.perf_counter() - t0, res, runs=len(res))
 """
 
 _DIFF = """
-import hashlib, json, sys, time, torch
-torch.set_num_threads(1)
-from lens.distributed import barrier, data_parallel
 from lens.models import load_model
 from lens.studies import diff_study
 from lens.studies.organism_inputs import marker_contrast, train_problems
@@ -176,17 +156,12 @@ with data_parallel() as r:
     t0 = time.perf_counter()
     res = diff_study.run(base, thinking, think, direct, neutral)
     barrier()
-if r.main:
-    digest = hashlib.sha256(json.dumps(res, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    print(json.dumps({"seconds": time.perf_counter() - t0, "result": digest}))
+    report(r, time.perf_counter() - t0, res)
 """
 
 _REPRODUCE = """
-import hashlib, json, sys, time, torch
-torch.set_num_threads(1)
 from pathlib import Path
-from lens.distributed import barrier, init
-from lens.studies.reproduce import STEPS, Sizes, reproduce
+from lens.studies.reproduce import STEPS, Sizes, reproduce, without_run_facts
 import sae_lens  # imported before the clock starts (start-up)
 n = int(sys.argv[2])
 sizes = Sizes(n=n, samples=8, hybrid_n=n, cot_n=n, k=5, feature_n=n, n_contrast=64, top_features=1, n_random=1,
@@ -196,13 +171,10 @@ barrier()
 t0 = time.perf_counter()
 reproduce(sys.argv[1], sizes=sizes, steps=tuple(s for s in STEPS if s != "rl"), progress=False)
 barrier()
-if r.main:
-    seconds = time.perf_counter() - t0
-    res = json.loads((Path(sys.argv[1]) / "results.json").read_text())
-    timing = {"started", "timings_s", "wall_s", "cpu_s", "out_dir", "report_bytes"}
-    res["meta"] = {k: v for k, v in res["meta"].items() if k not in timing}
-    digest = hashlib.sha256(json.dumps(res, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    print(json.dumps({"seconds": seconds, "result": digest}))
+seconds = time.perf_counter() - t0
+if r.main:  # the report rank 0 wrote, apart from timings and its folder, must equal one process's
+    results = without_run_facts(json.loads((Path(sys.argv[1]) / "results.json").read_text()))
+    report(r, seconds, results)
 """
 
 JOBS = {"capture": _CAPTURE, "sampling": _SAMPLING, "hybrid": _HYBRID, "cot": _COT, "steer-check": _STEER_CHECK,
@@ -233,7 +205,7 @@ def main() -> None:
     a.problems = a.problems or PROBLEMS.get(a.job)
     work = Path(tempfile.mkdtemp(prefix="lens-bench-"))
     job = work / "job.py"
-    job.write_text(JOBS[a.job])
+    job.write_text(_PRELUDE + JOBS[a.job])
     args = ([str(a.texts)] if a.job == "capture" else
             [str(a.problems), str(a.samples)] if a.job == "sampling" else [str(a.problems)])
     one, many = [], []

@@ -32,6 +32,8 @@ STEPS = ("sampling", "hybrid", "cot", "feature", "diff", "rl")
 STEP_TITLES = {"sampling": "1. base models already sample reasoning", "hybrid": "2. hybrid steering",
                "diff": "3. model-pair diff", "rl": "3. RL with verifiable and spurious rewards",
                "cot": "4. CoT-decoding", "feature": "5. SAE feature trigger"}
+#: the report's `meta` fields that differ between two runs of the same job (when, how long, where, page size)
+RUN_FACTS = frozenset({"started", "timings_s", "wall_s", "cpu_s", "out_dir", "report_bytes"})
 COT_INSTRUCTION = " Let's think step by step."
 DIRECT_INSTRUCTION = " Answer with only the final answer, no explanation."
 
@@ -633,6 +635,11 @@ def markdown(results: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------ entry point
+
+
+def without_run_facts(results: dict) -> dict:
+    """`results` with its `meta` stripped of `RUN_FACTS`: what two runs of the same job must agree on."""
+    return {**results, "meta": {k: v for k, v in results.get("meta", {}).items() if k not in RUN_FACTS}}
 
 
 def default_out_dir(root: str | Path = "reports") -> Path:
