@@ -453,9 +453,10 @@ def parallel_capture(model: Model, inputs: Iterable, sites: list[Site], select: 
     with its own lock, checksums and resume; then rank 0 writes `out/manifest.json` listing every
     part's shards in input order. The folder reads exactly like a one-process capture of the same
     inputs (same rows, same example numbers). A killed job resumes when run again with the same
-    number of processes.
+    number of processes. Every rank must see the same `out` (on several machines, a filesystem they
+    share): `lens.distributed.check_shared` refuses it otherwise, before any rank captures.
     """
-    from .distributed import barrier, block, init, part_name
+    from .distributed import Ranks, barrier, block, check_shared, init, part_name
 
     r = init()
     examples = list(to_examples(inputs))
@@ -469,6 +470,7 @@ def parallel_capture(model: Model, inputs: Iterable, sites: list[Site], select: 
             lock.__enter__()
             _prepare_parallel(out, new, h, r.world, overwrite)
         barrier()
+        check_shared(out)  # every rank writes its part into the folder rank 0 holds
         mine = block(len(examples), r, align=batch_size * 8)
         if len(mine):
             stream_capture(model, examples[mine.start:mine.stop], sites, select, out / part_name(r),
@@ -477,7 +479,8 @@ def parallel_capture(model: Model, inputs: Iterable, sites: list[Site], select: 
                            index_offset=mine.start, forward=forward)
         barrier()
         if r.main:
-            _merge_parts(out, new, h, r.world)
+            _merge_parts(out, new, h, [len(block(len(examples), Ranks(k, r.world), align=batch_size * 8))
+                                       for k in range(r.world)])
         barrier()
     finally:
         if lock is not None:
@@ -507,15 +510,20 @@ def _prepare_parallel(out: Path, new: dict, inputs_hash: str, world: int, overwr
             shutil.rmtree(part)
 
 
-def _merge_parts(out: Path, new: dict, inputs_hash: str, world: int) -> None:
-    """Rank 0, after every part is complete: the top manifest listing the parts' shards in input order."""
+def _merge_parts(out: Path, new: dict, inputs_hash: str, shares: list[int]) -> None:
+    """Rank 0, after every part is complete: the top manifest listing the parts' shards in input order
+    (`shares`: how many inputs each rank captured)."""
     from .distributed import Ranks, part_name
 
+    world = len(shares)
     manifest = {**new, "world": world, "parts": [], "inputs_hash": inputs_hash}
     for rank in range(world):
         name = part_name(Ranks(rank, world))
-        if not (out / name / "manifest.json").exists():
+        if not shares[rank]:
             continue  # a rank with no inputs (more processes than groups of batches)
+        if not (out / name / "manifest.json").exists():
+            raise LensError(f"{out / name}, the part of rank {rank}, is missing; every process must write into "
+                            f"the same --out (on several machines, a filesystem they all share)")
         part = CaptureFolder(out / name)
         if not part.complete:
             raise LensError(f"{out / name} is incomplete; run the same command again to resume it")

@@ -20,14 +20,16 @@ from __future__ import annotations
 import atexit
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from .errors import LensError
 
+T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Ranks:
@@ -226,7 +228,7 @@ def all_gather_json(obj: Any) -> list[Any]:
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return [json.loads(json.dumps(obj))]
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    device = _device()
     data = torch.frombuffer(bytearray(json.dumps(obj, allow_nan=True).encode("utf-8")) or bytearray(b" "),
                             dtype=torch.uint8)
     size = torch.tensor([data.numel()], dtype=torch.long, device=device)
@@ -249,7 +251,7 @@ def all_gather_rows(rows: Any) -> Any:
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return rows
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    device = _device()
     n = torch.tensor([rows.shape[0]], dtype=torch.long, device=device)
     sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
     dist.all_gather(sizes, n)
@@ -273,3 +275,122 @@ def gather_indexed(local: dict[int, Any]) -> dict[int, Any]:
                 raise LensError(f"data-parallel results: unit {k} came from two ranks (the work split overlaps)")
             merged[k] = v
     return dict(sorted(merged.items()))
+
+
+def _device():
+    """Where the process group's tensors live: the current CUDA device under nccl, else the CPU."""
+    import torch
+    import torch.distributed as dist
+
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+# ------------------------------------------------------------------------------- folders across machines
+
+
+def check_shared(folder: Path, flag: str = "--out") -> None:
+    """Every rank, once rank 0 holds `folder`'s writer lock (`lens.outputs.writer_lock`): refuse, on every rank
+    alike, when some rank does not see the lock file rank 0 wrote there, i.e. `folder` is not one folder that
+    every process shares (each machine has its own disk there), so what the ranks write would not meet."""
+    from .outputs import LOCK_NAME
+
+    lock = Path(folder) / LOCK_NAME
+    views = all_gather_json(lock.read_text() if lock.is_file() else None)
+    others = [k for k, v in enumerate(views) if v != views[0]]
+    if others:
+        raise LensError(f"{folder} is not the same folder for every process: rank{'s' * (len(others) > 1)} "
+                        f"{', '.join(map(str, others))} cannot see the folder rank 0 writes; on several machines "
+                        f"put {flag} on a filesystem they all share (NFS, Lustre, ...)")
+
+
+def first_on_rank0(fn: Callable[[], T], cached: Callable[[T], Path] | None = None) -> T | None:
+    """Under a launcher: rank 0 runs `fn` while the others wait; `fn`'s result there, None on the other ranks and in
+    a single process.
+
+    cached: for an `fn` that fills a folder of lens's cache (`lens.artifacts.cache_dir`) which the other ranks then
+    read, that folder from `fn`'s result: afterwards every rank's own cache holds it byte for byte, sent from
+    rank 0 (`share_cached`) to the ranks whose cache lacks it or differs (another machine's disk).
+    """
+    r = ranks()
+    if not r.parallel:
+        return None
+    init()
+    got = fn() if r.main else None
+    barrier()
+    if cached is not None:
+        share_cached(cached(got) if r.main else None)
+    return got
+
+
+def share_cached(folder: Path | None, chunk_bytes: int = 64 << 20) -> Path:
+    """Rank 0's folder `folder` (inside lens's cache; None on the other ranks) made present, byte for byte, in every
+    rank's own cache at the same place under `cache_dir()`; returns this rank's copy.
+
+    Ranks whose copy is missing or differs (sha256 of every file) receive every file from rank 0 through
+    `torch.distributed.broadcast`, `chunk_bytes` at a time, into a new folder that then replaces theirs in
+    one rename; ranks that share rank 0's disk send and write nothing.
+    """
+    import torch
+    import torch.distributed as dist
+
+    from .artifacts import cache_dir
+    from .outputs import LOCK_NAME
+
+    listing = None
+    if ranks().main:
+        root, folder = cache_dir().resolve(), Path(folder).resolve()
+        if not folder.is_relative_to(root):
+            raise LensError(f"{folder} is not inside lens's cache {root}; only cached folders are shared")
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != LOCK_NAME)
+        listing = {"folder": str(folder.relative_to(root)),
+                   "files": [[str(p.relative_to(folder)), p.stat().st_size, _sha256(p)] for p in files]}
+    listing = all_gather_json(listing)[0]
+    local = cache_dir() / listing["folder"]
+    missing = not all((local / f).is_file() and _sha256(local / f) == h for f, _, h in listing["files"])
+    wants = all_gather_json(missing)
+    if not any(wants):
+        return local
+    incoming = local.parent / f".{local.name}.incoming-{os.getpid()}"
+    if missing:
+        incoming.mkdir(parents=True)
+    device = _device()
+    for name, size, _ in listing["files"]:
+        src = open(local / name, "rb") if ranks().main else None
+        dst = None
+        if missing:
+            (incoming / name).parent.mkdir(parents=True, exist_ok=True)
+            dst = open(incoming / name, "wb")
+        try:
+            for start in range(0, size, chunk_bytes):
+                n = min(chunk_bytes, size - start)
+                if src is not None:
+                    buf = torch.frombuffer(bytearray(src.read(n)), dtype=torch.uint8).to(device)
+                else:
+                    buf = torch.empty(n, dtype=torch.uint8, device=device)
+                dist.broadcast(buf, src=0)
+                if dst is not None:
+                    dst.write(buf.cpu().numpy().tobytes())
+        finally:
+            for f in (src, dst):
+                if f is not None:
+                    f.close()
+    if missing:
+        import shutil
+
+        old = local.parent / f".{local.name}.old-{os.getpid()}"
+        if local.exists():
+            local.rename(old)  # lens's own cache folder, stale on this machine
+        incoming.rename(local)
+        shutil.rmtree(old, ignore_errors=True)
+    barrier()
+    return local
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block_ in iter(lambda: f.read(1 << 20), b""):
+            h.update(block_)
+    return h.hexdigest()

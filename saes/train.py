@@ -186,6 +186,7 @@ def train_sae(
     if not r.main:  # rank 0 holds the folder; the others train their shares and wait for its writes
         distributed.barrier()
         try:
+            distributed.check_shared(out, "the SAE folder")  # they resume from its checkpoints
             return _train(source, out, cfg, **kw)
         finally:
             distributed.barrier()
@@ -195,6 +196,8 @@ def train_sae(
         if r.parallel:
             distributed.barrier()
         try:
+            if r.parallel:
+                distributed.check_shared(out, "the SAE folder")
             return _train(source, out, cfg, **kw)
         finally:
             if r.parallel:

@@ -14,6 +14,40 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 needs_distributed = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 
 
+def untimed(x):
+    """`x` (JSON) without its timings (`seconds`, `*_per_s`), which differ between any two runs."""
+    if isinstance(x, dict):
+        return {k: untimed(v) for k, v in x.items() if k != "seconds" and not k.endswith("_per_s")}
+    return [untimed(v) for v in x] if isinstance(x, list) else x
+
+
+def two_machines(args: list[str], cwds: list, env: list[dict] | None = None, timeout: float = 300) -> list:
+    """Two torchrun agents started as on two machines (`--nnodes 2`, one process each, a static rendezvous on
+    127.0.0.1), agent i in folder cwds[i] with environment env[i] (default TORCHRUN_ENV), both running `args`
+    (e.g. ["-m", "lens.cli.main", "capture", ...]); their CompletedProcess objects, stdout and stderr as text."""
+    import socket
+    import subprocess
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node",
+                               "1", "--node-rank", str(i), "--master-addr", "127.0.0.1", "--master-port", str(port),
+                               *map(str, args)], cwd=cwds[i], env=(env or [TORCHRUN_ENV] * 2)[i], text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+    out = []
+    try:
+        for p in procs:
+            stdout, stderr = p.communicate(timeout=timeout)
+            out.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    return out
+
+
 def run_cli(monkeypatch, capsys, argv) -> tuple[int, str, str]:
     """(exit status, stdout, stderr) of `lens argv` run in-process."""
     from lens.cli.main import main

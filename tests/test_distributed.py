@@ -14,7 +14,7 @@ import torch
 
 from lens.capture_folder import open_capture
 from lens.distributed import Ranks, block, part_name
-from tests.helpers import TORCHRUN, needs_distributed
+from tests.helpers import TORCHRUN, needs_distributed, two_machines, untimed
 from tests.helpers import TORCHRUN_ENV as ENV
 
 pytestmark = needs_distributed
@@ -152,6 +152,68 @@ def test_cli_capture_under_torchrun_reports_once(tmp_path, monkeypatch, capsys):
     assert r2.stdout.count('"rows"') == 1 and json.loads(r2.stdout)["rows"] == 40
     assert json.loads((out / "manifest.json").read_text())["world"] == 2  # two ranks took part
     _equal(single, out)
+
+
+def test_capture_on_two_machines(tmp_path, monkeypatch, capsys):
+    """Two torchrun agents as on two machines: into one shared folder the capture equals one process's; into a
+    path each machine resolves to its own folder it is refused on both before any rank captures (rank 0 would
+    otherwise write a complete manifest that misses the other machine's rows)."""
+    from tests.helpers import run_cli
+
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text("".join(json.dumps({"text": f"line {i} of the inputs. " * (1 + i % 3)}) + "\n"
+                              for i in range(100)))
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    cmd = ["-m", "lens.cli.main", "capture", "-i", inputs, "-s", "blocks.1.hook_resid_post", "--json"]
+    shared = tmp_path / "shared"
+    runs = two_machines([*cmd, "-o", shared], [a, b])
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:] + runs[1].stderr[-2000:]
+    assert json.loads(runs[0].stdout)["rows"] > 0 and runs[1].stdout.count('"rows"') == 0  # one report, rank 0
+    assert json.loads((shared / "manifest.json").read_text())["parts"] == ["part-000-of-002", "part-001-of-002"]
+    code, _, err = run_cli(monkeypatch, capsys, ["capture", "-i", inputs, "-o", tmp_path / "single", "-s",
+                                                 "blocks.1.hook_resid_post"])
+    assert code == 0, err
+    _equal(tmp_path / "single", shared)
+    runs = two_machines([*cmd, "-o", "cap"], [a, b])  # "cap" is a/cap on one machine, b/cap on the other
+    for r in runs:
+        assert r.returncode != 0
+        assert "is not the same folder for every process" in r.stderr and "rank 1 cannot see" in r.stderr
+    assert not (a / "cap").exists() and not (b / "cap").exists()  # nothing captured, nothing left
+    runs = two_machines(["-m", "lens.cli.main", "sae", "train", "-c", shared, "-o", "sae", "--expansion", "2", "--k",
+                         "4", "--batch-size", "64", "--total-rows", "256"], [a, b])  # DDP: ranks resume from one folder
+    for r in runs:
+        assert r.returncode != 0 and "is not the same folder for every process" in r.stderr, r.stderr[-2000:]
+
+
+def test_cached_sae_reaches_another_machine(tmp_path):
+    """`lens find-feature --steer-check` on two machines whose caches differ (machine B's is empty): the organism
+    SAE that rank 0 finds or trains in its cache reaches B's cache byte for byte (before, B trained its own with
+    collective calls rank 0 never made, and the job hung), and the JSON equals one process's."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    args = ["find-feature", "--steer-check", "--problems", "6", "--n-random", "1", "--max-new-tokens", "30", "--json"]
+    one = subprocess.run([sys.executable, "-m", "lens.cli.main", *args], env=ENV, cwd=a, capture_output=True,
+                         text=True)
+    assert one.returncode == 0, one.stderr[-3000:]
+    env_b = {**ENV, "LENS_CACHE": str(tmp_path / "cache-b")}
+    runs = two_machines(["-m", "lens.cli.main", *args], [a, b], env=[ENV, env_b])
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:] + runs[1].stderr[-2000:]
+    assert untimed(json.loads(runs[0].stdout)) == untimed(json.loads(one.stdout)) and not runs[1].stdout.strip()
+    from lens.artifacts import cache_dir
+
+    (got,) = (tmp_path / "cache-b" / "saes").iterdir()
+    mine = cache_dir() / "saes" / got.name  # this machine's (machine A's) cache
+    files = sorted(p.relative_to(got) for p in got.rglob("*") if p.is_file())
+    assert Path("sae/sae_weights.safetensors") in files
+    assert all((got / f).read_bytes() == (mine / f).read_bytes() for f in files)
+    weights = got / "sae" / "sae_weights.safetensors"  # a stale copy on B: replaced by rank 0's
+    weights.write_bytes(weights.read_bytes()[:-8] + bytes(8))
+    runs = two_machines(["-m", "lens.cli.main", *args], [a, b], env=[ENV, env_b])
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:] + runs[1].stderr[-2000:]
+    assert untimed(json.loads(runs[0].stdout)) == untimed(json.loads(one.stdout))
+    assert all((got / f).read_bytes() == (mine / f).read_bytes() for f in files)
+    assert [p.name for p in got.parent.iterdir()] == [got.name]  # no temporary folder left beside it
 
 
 # ------------------------------------------------------------------ sampling, CoT-decoding, steer-check

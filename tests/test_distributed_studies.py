@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.helpers import TORCHRUN, needs_distributed
+from tests.helpers import TORCHRUN, needs_distributed, untimed
 from tests.helpers import TORCHRUN_ENV as ENV
 
 pytestmark = needs_distributed
@@ -97,13 +97,6 @@ def test_two_process_diff_cli_equals_one_process(tmp_path):
     assert whole["captured"] == 4 * 128 and r0["captured"] == r1["captured"] == 2 * 128
 
 
-def _untimed(x):
-    """`x` without its timings (`seconds`, `*_per_s`), which differ between any two runs."""
-    if isinstance(x, dict):
-        return {k: _untimed(v) for k, v in x.items() if k != "seconds" and not k.endswith("_per_s")}
-    return [_untimed(v) for v in x] if isinstance(x, list) else x
-
-
 def test_two_process_find_feature_steer_check_cli_equals_one_process(tmp_path):
     """`lens find-feature --steer-check --json` (a saved SAE, JSONL conditions, --eval) on 2 ranks: the same JSON,
     printed once; the steer-check's runs were split between the ranks."""
@@ -128,7 +121,7 @@ def test_two_process_find_feature_steer_check_cli_equals_one_process(tmp_path):
     one, (whole,) = _run(tmp_path, "one", args, 1)
     two, (r0, r1) = _run(tmp_path, "two", args, 2)
     a, b = json.loads(one), json.loads(two)  # rank 0 alone prints: the whole output is one JSON object
-    assert _untimed(a) == _untimed(b)
+    assert untimed(a) == untimed(b)
     rows = a["steer_check"]
     assert [r["kind"] for r in rows].count("feature") == 4 and len(rows) >= 6
     assert whole["steer_generations"] == len(rows)  # one generation a run in one process

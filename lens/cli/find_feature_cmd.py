@@ -115,7 +115,7 @@ def find_feature_cmd(
 def _find_feature(ctx, model, sae, pos, neg, select, too_long, sort_by, top, layer, steer_check, steer_at, steer_top,
                   eval_set, alphas, n, n_random, max_new_tokens, metric, dashboard, as_json, main,
                   template=None, exact_limit=None) -> None:
-    from ..distributed import barrier
+    from ..distributed import first_on_rank0
     from ..errors import LensError
     from ..interventions import Where
 
@@ -132,13 +132,14 @@ def _find_feature(ctx, model, sae, pos, neg, select, too_long, sort_by, top, lay
         if layer is not None:
             placed = placed or load(ctx, "organism:base")
             check_layer("--layer", layer, placed.n_layers)
-        if sae is None and _parallel():  # the cached SAE is trained once, by rank 0, before the others read it
-            if main:
-                from lens.studies.find_feature_organism import organism_sae
+        if sae is None:  # under a launcher: the cached SAE is trained once, by rank 0, and sent to every rank's cache
+            from lens.studies.find_feature_organism import organism_sae
 
+            def train():
                 base = placed or load(ctx, "organism:base")
-                organism_sae(base, base.n_layers // 2 if layer is None else layer, progress=say is not None)
-            barrier()
+                return organism_sae(base, base.n_layers // 2 if layer is None else layer, progress=say is not None)
+
+            first_on_rank0(train, cached=lambda d: d.path)
         out = run_find_feature_organism(placed, sae=sae, reference=ref if ref is not None else True, layer=layer,
                                         steer_check=steer_check, n=n, alphas=strengths, top=steer_top,
                                         n_random=n_random, max_new_tokens=max_new_tokens, progress=say, where=at,
@@ -203,13 +204,6 @@ def _find_feature(ctx, model, sae, pos, neg, select, too_long, sort_by, top, lay
         texts = [Example.of(x).text for p in (pos, neg) for x in read_inputs(p)]
         _link(out, m, texts, dashboard, say, ctx)
     _print(out, as_json)
-
-
-def _parallel() -> bool:
-    """True under a launcher with several processes."""
-    from ..distributed import ranks
-
-    return ranks().parallel
 
 
 def _link(out: dict, model, texts: list[str], folder: Path, say, ctx: typer.Context | None = None) -> None:

@@ -22,12 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TypeVar
 
+from ..distributed import first_on_rank0
 from ..errors import LensError
 from ..outputs import atomic_folder, check_output, file_mode, writer_lock
 
-T = TypeVar("T")
 STEPS = ("sampling", "hybrid", "cot", "feature", "diff", "rl")
 STEP_TITLES = {"sampling": "1. base models already sample reasoning", "hybrid": "2. hybrid steering",
                "diff": "3. model-pair diff", "rl": "3. RL with verifiable and spurious rewards",
@@ -258,12 +257,13 @@ def run_steps(base, thinking, s: Setup, sizes: Sizes, *, seed: int, steps, sae: 
         from . import feature_study as FS
 
         if s.organism and sae is None:
-            first_on_rank0(lambda: _organism_sae(base, sizes))
+            first_on_rank0(lambda: _organism_sae(base, sizes), cached=lambda d: d.path)  # every rank's cache holds it
             return FS.run_organism(base, layer=sizes.layer, n=sizes.feature_n, n_contrast=sizes.n_contrast,
                                    top=sizes.top_features, n_random=sizes.n_random, alphas=sizes.alphas,
                                    max_new_tokens=sizes.max_new_tokens, reference=thinking, say=say)
         if sae is None:  # no SAE given: a small one trained on the base's captures of the task prompts (cached)
-            path, source = first_on_rank0(lambda: trained_sae(base, s, sizes, say)) or trained_sae(base, s, sizes, say)
+            path, source = (first_on_rank0(lambda: trained_sae(base, s, sizes, say), cached=lambda got: Path(got[0]))
+                            or trained_sae(base, s, sizes, say))  # other ranks: found in their cache
         else:
             path, source = sae, {"kind": "given", "spec": str(sae)}
         prompts, ok = _sub(s, sizes.feature_n)
@@ -326,23 +326,10 @@ def _calibration(sizes: Sizes) -> dict:
                                    else None)}
 
 
-def first_on_rank0(fn: Callable[[], T]) -> T | None:
-    """Under a launcher: rank 0 runs `fn` (it fills a cache the others then read) while the rest wait;
-    returns rank 0's result there, None on the other ranks and in a single process."""
-    from ..distributed import barrier, ranks
-
-    r = ranks()
-    if not r.parallel:
-        return None
-    got = fn() if r.main else None
-    barrier()
-    return got
-
-
-def _organism_sae(base, sizes: Sizes) -> None:
+def _organism_sae(base, sizes: Sizes):
     from lens.studies.find_feature_organism import organism_sae
 
-    organism_sae(base, base.n_layers // 2 if sizes.layer is None else sizes.layer, progress=False)
+    return organism_sae(base, base.n_layers // 2 if sizes.layer is None else sizes.layer, progress=False)
 
 
 def sae_texts(s: Setup, base, sizes: Sizes) -> tuple[list[str], dict]:
