@@ -326,38 +326,41 @@ def share_cached(folder: Path | None, chunk_bytes: int = 64 << 20) -> Path:
     """Rank 0's folder `folder` (inside lens's cache; None on the other ranks) made present, byte for byte, in every
     rank's own cache at the same place under `cache_dir()`; returns this rank's copy.
 
-    Ranks whose copy is missing or differs (sha256 of every file) receive every file from rank 0 through
-    `torch.distributed.broadcast`, `chunk_bytes` at a time, into a new folder that then replaces theirs in
-    one rename; ranks that share rank 0's disk send and write nothing.
+    A rank's copy is missing or differs when its files (names, sha256) are not rank 0's. One rank per machine
+    and cache path among those (the lowest) receives every file from rank 0 through
+    `torch.distributed.broadcast`, `chunk_bytes` at a time, into a new folder that then replaces its copy in one
+    rename; ranks that share rank 0's disk send and write nothing. Every rank returns once every copy is in place.
     """
+    import socket
+
     import torch
     import torch.distributed as dist
 
     from .artifacts import cache_dir
-    from .outputs import LOCK_NAME
 
     listing = None
     if ranks().main:
         root, folder = cache_dir().resolve(), Path(folder).resolve()
         if not folder.is_relative_to(root):
             raise LensError(f"{folder} is not inside lens's cache {root}; only cached folders are shared")
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != LOCK_NAME)
         listing = {"folder": str(folder.relative_to(root)),
-                   "files": [[str(p.relative_to(folder)), p.stat().st_size, _sha256(p)] for p in files]}
+                   "files": [[name, (folder / name).stat().st_size, _sha256(folder / name)] for name in _files(folder)]}
     listing = all_gather_json(listing)[0]
     local = cache_dir() / listing["folder"]
-    missing = not all((local / f).is_file() and _sha256(local / f) == h for f, _, h in listing["files"])
-    wants = all_gather_json(missing)
-    if not any(wants):
+    missing = not _holds(local, listing["files"])
+    views = all_gather_json([missing, socket.gethostname(), os.path.realpath(local)])
+    if not any(v[0] for v in views):
         return local
+    me = ranks().rank
+    writes = missing and next(k for k, v in enumerate(views) if v[0] and v[1:] == views[me][1:]) == me
     incoming = local.parent / f".{local.name}.incoming-{os.getpid()}"
-    if missing:
+    if writes:
         incoming.mkdir(parents=True)
     device = _device()
     for name, size, _ in listing["files"]:
         src = open(local / name, "rb") if ranks().main else None
         dst = None
-        if missing:
+        if writes:
             (incoming / name).parent.mkdir(parents=True, exist_ok=True)
             dst = open(incoming / name, "wb")
         try:
@@ -374,16 +377,47 @@ def share_cached(folder: Path | None, chunk_bytes: int = 64 << 20) -> Path:
             for f in (src, dst):
                 if f is not None:
                     f.close()
-    if missing:
-        import shutil
-
-        old = local.parent / f".{local.name}.old-{os.getpid()}"
-        if local.exists():
-            local.rename(old)  # lens's own cache folder, stale on this machine
-        incoming.rename(local)
-        shutil.rmtree(old, ignore_errors=True)
+    if writes:
+        _install(incoming, local, listing["files"])
     barrier()
     return local
+
+
+def _files(folder: Path) -> list[str]:
+    """The files under `folder` (relative names, sorted), but writer locks."""
+    from .outputs import LOCK_NAME
+
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != LOCK_NAME)
+
+
+def _holds(folder: Path, files: list) -> bool:
+    """Whether `folder` holds exactly `files` ([name, size, sha256] each): no file more, none less, none other."""
+    return (folder.is_dir() and _files(folder) == [f[0] for f in files]
+            and all(_sha256(folder / name) == h for name, _, h in files))
+
+
+def _install(incoming: Path, local: Path, files: list) -> None:
+    """Put the received folder `incoming` at `local` (lens's own cache folder, stale or missing here) in one rename;
+    where a rank sharing this disk under another host name put a good copy there first, keep that one."""
+    import shutil
+
+    for _ in range(3):
+        if _holds(local, files):
+            shutil.rmtree(incoming)
+            return
+        old = local.parent / f".{local.name}.old-{os.getpid()}"
+        try:
+            local.rename(old)
+        except FileNotFoundError:
+            pass
+        try:
+            incoming.rename(local)
+            return
+        except OSError:  # another copy arrived at `local` meanwhile: check it again
+            continue
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
+    raise LensError(f"could not put rank 0's copy of {local} in place (other processes keep replacing it)")
 
 
 def _sha256(path: Path) -> str:

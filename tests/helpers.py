@@ -21,8 +21,9 @@ def untimed(x):
     return [untimed(v) for v in x] if isinstance(x, list) else x
 
 
-def two_machines(args: list[str], cwds: list, env: list[dict] | None = None, timeout: float = 300) -> list:
-    """Two torchrun agents started as on two machines (`--nnodes 2`, one process each, a static rendezvous on
+def two_machines(args: list[str], cwds: list, env: list[dict] | None = None, timeout: float = 300,
+                 procs: int = 1) -> list:
+    """Two torchrun agents started as on two machines (`--nnodes 2`, `procs` processes each, a static rendezvous on
     127.0.0.1), agent i in folder cwds[i] with environment env[i] (default TORCHRUN_ENV), both running `args`
     (e.g. ["-m", "lens.cli.main", "capture", ...]); their CompletedProcess objects, stdout and stderr as text."""
     import socket
@@ -31,17 +32,18 @@ def two_machines(args: list[str], cwds: list, env: list[dict] | None = None, tim
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node",
-                               "1", "--node-rank", str(i), "--master-addr", "127.0.0.1", "--master-port", str(port),
-                               *map(str, args)], cwd=cwds[i], env=(env or [TORCHRUN_ENV] * 2)[i], text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", str(procs),
+              "--master-addr", "127.0.0.1", "--master-port", str(port)]
+    agents = [subprocess.Popen([*launch, "--node-rank", str(i), *map(str, args)], cwd=cwds[i],
+                               env=(env or [TORCHRUN_ENV] * 2)[i], text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE) for i in range(2)]
     out = []
     try:
-        for p in procs:
+        for p in agents:
             stdout, stderr = p.communicate(timeout=timeout)
             out.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
     finally:
-        for p in procs:
+        for p in agents:
             if p.poll() is None:
                 p.kill()
                 p.communicate()

@@ -187,9 +187,9 @@ def test_capture_on_two_machines(tmp_path, monkeypatch, capsys):
 
 
 def test_cached_sae_reaches_another_machine(tmp_path):
-    """`lens find-feature --steer-check` on two machines whose caches differ (machine B's is empty): the organism
-    SAE that rank 0 finds or trains in its cache reaches B's cache byte for byte (before, B trained its own with
-    collective calls rank 0 never made, and the job hung), and the JSON equals one process's."""
+    """`lens find-feature --steer-check` on two machines whose caches differ (machine B's empty, then stale): the
+    organism SAE that rank 0 finds or trains in its cache reaches B's cache byte for byte (before, B trained its own
+    with collective calls rank 0 never made, and the job hung), and the JSON equals one process's."""
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
     args = ["find-feature", "--steer-check", "--problems", "6", "--n-random", "1", "--max-new-tokens", "30", "--json"]
@@ -207,9 +207,12 @@ def test_cached_sae_reaches_another_machine(tmp_path):
     files = sorted(p.relative_to(got) for p in got.rglob("*") if p.is_file())
     assert Path("sae/sae_weights.safetensors") in files
     assert all((got / f).read_bytes() == (mine / f).read_bytes() for f in files)
-    weights = got / "sae" / "sae_weights.safetensors"  # a stale copy on B: replaced by rank 0's
+    weights = got / "sae" / "sae_weights.safetensors"  # a stale copy on B, with a file too many: replaced
     weights.write_bytes(weights.read_bytes()[:-8] + bytes(8))
-    runs = two_machines(["-m", "lens.cli.main", *args], [a, b], env=[ENV, env_b])
+    (got / "sae" / "checkpoints").mkdir()
+    (got / "sae" / "checkpoints" / "latest.json").write_text("{}")
+    # two processes a machine: B's two ranks share B's cache, and one of them writes it
+    runs = two_machines(["-m", "lens.cli.main", *args], [a, b], env=[ENV, env_b], procs=2)
     assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:] + runs[1].stderr[-2000:]
     assert untimed(json.loads(runs[0].stdout)) == untimed(json.loads(one.stdout))
     assert all((got / f).read_bytes() == (mine / f).read_bytes() for f in files)
