@@ -304,8 +304,8 @@ def check_shared(folder: Path, flag: str = "--out") -> None:
 
 
 def first_on_rank0(fn: Callable[[], T], cached: Callable[[T], Path] | None = None) -> T | None:
-    """Under a launcher: rank 0 runs `fn` while the others wait; `fn`'s result there, None on the other ranks and in
-    a single process.
+    """Under a launcher: rank 0 runs `fn` as a single process would (inside `alone()`: a capture or SAE training in it
+    runs whole there) while the others wait; `fn`'s result there, None on the other ranks and in a single process.
 
     cached: for an `fn` that fills a folder of lens's cache (`lens.artifacts.cache_dir`) which the other ranks then
     read, that folder from `fn`'s result: afterwards every rank's own cache holds it byte for byte, sent from
@@ -315,7 +315,10 @@ def first_on_rank0(fn: Callable[[], T], cached: Callable[[T], Path] | None = Non
     if not r.parallel:
         return None
     init()
-    got = fn() if r.main else None
+    got = None
+    if r.main:
+        with alone():
+            got = fn()
     barrier()
     if cached is not None:
         share_cached(cached(got) if r.main else None)

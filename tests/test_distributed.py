@@ -186,37 +186,78 @@ def test_capture_on_two_machines(tmp_path, monkeypatch, capsys):
         assert r.returncode != 0 and "is not the same folder for every process" in r.stderr, r.stderr[-2000:]
 
 
-def test_cached_sae_reaches_another_machine(tmp_path):
-    """`lens find-feature --steer-check` on two machines whose caches differ (machine B's empty, then stale): the
-    organism SAE that rank 0 finds or trains in its cache reaches B's cache byte for byte (before, B trained its own
-    with collective calls rank 0 never made, and the job hung), and the JSON equals one process's."""
+_FIND = ["-m", "lens.cli.main", "find-feature", "--steer-check", "--problems", "6", "--n-random", "1",
+         "--max-new-tokens", "30", "--json"]
+
+
+def _found(stdout: str) -> dict:
+    """find-feature's JSON without timings and without the SAE's path (each run its own cache)."""
+    out = untimed(json.loads(stdout))
+    out["sae"].pop("path")
+    return out
+
+
+def _cached_sae(cache: Path) -> Path:
+    (got,) = (cache / "saes").iterdir()
+    return got
+
+
+def _same_files(a: Path, b: Path) -> None:
+    """Folders a and b hold the same files (writer locks aside), byte for byte."""
+    a_files, b_files = ([p.relative_to(x) for x in [x] for p in sorted(x.rglob("*")) if p.is_file()
+                         and p.name != ".lens.lock"] for x in (a, b))
+    assert Path("sae_weights.safetensors") in a_files and a_files == b_files
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in a_files)
+
+
+@pytest.fixture(scope="module")
+def find_feature_one(tmp_path_factory):
+    """(stdout, cache) of `lens find-feature --steer-check --json` in one process with an empty cache: it trains the
+    organism SAE there."""
+    root = tmp_path_factory.mktemp("one-find")
+    r = subprocess.run([sys.executable, *_FIND], env={**ENV, "LENS_CACHE": str(root / "cache")}, cwd=root,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout, root / "cache"
+
+
+def test_cached_sae_reaches_another_machine(tmp_path, find_feature_one):
+    """`lens find-feature --steer-check` on two machines, each with its own empty cache: rank 0 trains the organism
+    SAE as one process does (the same weights, byte for byte; before, its capture ran data-parallel while the other
+    ranks waited elsewhere) and it reaches machine B's cache byte for byte (before, B trained its own with collective
+    calls rank 0 never made, and the job hung); the JSON equals one process's."""
+    one, one_cache = find_feature_one
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
-    args = ["find-feature", "--steer-check", "--problems", "6", "--n-random", "1", "--max-new-tokens", "30", "--json"]
-    one = subprocess.run([sys.executable, "-m", "lens.cli.main", *args], env=ENV, cwd=a, capture_output=True,
-                         text=True)
-    assert one.returncode == 0, one.stderr[-3000:]
-    env_b = {**ENV, "LENS_CACHE": str(tmp_path / "cache-b")}
-    runs = two_machines(["-m", "lens.cli.main", *args], [a, b], env=[ENV, env_b])
+    envs = [{**ENV, "LENS_CACHE": str(tmp_path / f"cache-{m}")} for m in "ab"]
+    runs = two_machines(_FIND, [a, b], env=envs)
     assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:] + runs[1].stderr[-2000:]
-    assert untimed(json.loads(runs[0].stdout)) == untimed(json.loads(one.stdout)) and not runs[1].stdout.strip()
-    from lens.artifacts import cache_dir
+    assert _found(runs[0].stdout) == _found(one) and not runs[1].stdout.strip()
+    sae_a, sae_b = _cached_sae(tmp_path / "cache-a") / "sae", _cached_sae(tmp_path / "cache-b")
+    same = "sae_weights.safetensors"
+    assert (sae_a / same).read_bytes() == (_cached_sae(one_cache) / "sae" / same).read_bytes()
+    _same_files(sae_b / "sae", sae_a)
 
-    (got,) = (tmp_path / "cache-b" / "saes").iterdir()
-    mine = cache_dir() / "saes" / got.name  # this machine's (machine A's) cache
-    files = sorted(p.relative_to(got) for p in got.rglob("*") if p.is_file())
-    assert Path("sae/sae_weights.safetensors") in files
-    assert all((got / f).read_bytes() == (mine / f).read_bytes() for f in files)
-    weights = got / "sae" / "sae_weights.safetensors"  # a stale copy on B, with a file too many: replaced
+
+@pytest.mark.slow
+def test_stale_cached_sae_on_another_machine(tmp_path, find_feature_one):
+    """Machine B's cache holds a stale copy of the SAE (other weights, a file too many) and B runs two processes
+    sharing that cache: one of them receives rank 0's copy, which replaces the stale one whole."""
+    one, one_cache = find_feature_one
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    got = tmp_path / "cache-b" / "saes" / _cached_sae(one_cache).name
+    shutil.copytree(_cached_sae(one_cache), got)
+    weights = got / "sae" / "sae_weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:-8] + bytes(8))
     (got / "sae" / "checkpoints").mkdir()
     (got / "sae" / "checkpoints" / "latest.json").write_text("{}")
-    # two processes a machine: B's two ranks share B's cache, and one of them writes it
-    runs = two_machines(["-m", "lens.cli.main", *args], [a, b], env=[ENV, env_b], procs=2)
+    envs = [{**ENV, "LENS_CACHE": str(one_cache)}, {**ENV, "LENS_CACHE": str(tmp_path / "cache-b")}]
+    runs = two_machines(_FIND, [a, b], env=envs, procs=2)
     assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:] + runs[1].stderr[-2000:]
-    assert untimed(json.loads(runs[0].stdout)) == untimed(json.loads(one.stdout))
-    assert all((got / f).read_bytes() == (mine / f).read_bytes() for f in files)
-    assert [p.name for p in got.parent.iterdir()] == [got.name]  # no temporary folder left beside it
+    assert _found(runs[0].stdout) == _found(one)
+    _same_files(got / "sae", _cached_sae(one_cache) / "sae")
+    assert sorted(p.name for p in got.iterdir()) == ["capture", "sae"]  # no temporary folder left beside it
 
 
 # ------------------------------------------------------------------ sampling, CoT-decoding, steer-check
