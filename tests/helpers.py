@@ -14,6 +14,19 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 needs_distributed = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 
 
+def capture_equal(a, b) -> None:
+    """Capture folders a and b hold the same rows, bit for bit, with the same example numbers, positions, tokens."""
+    from lens.capture_folder import open_capture
+
+    A, B = open_capture(a).load(), open_capture(b).load()
+    assert A.acts.keys() == B.acts.keys()
+    for s in A.acts:
+        assert torch.equal(A[s], B[s]), s
+    for key in ("example", "start", "end", "token_id"):
+        assert torch.equal(getattr(A, key), getattr(B, key)), key
+    assert A.labels == B.labels
+
+
 def untimed(x):
     """`x` (JSON) without its timings (`seconds`, `*_per_s`), which differ between any two runs."""
     if isinstance(x, dict):

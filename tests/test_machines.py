@@ -1,0 +1,121 @@
+"""Data-parallel jobs on two machines, run as two torchrun agents on this one (`--nnodes 2`, a static rendezvous
+on 127.0.0.1, each agent in its own working folder and, where it matters, its own lens cache)."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import TORCHRUN_ENV as ENV
+from tests.helpers import capture_equal, needs_distributed, two_machines, untimed
+
+pytestmark = needs_distributed
+
+
+def test_capture_on_two_machines(tmp_path, monkeypatch, capsys):
+    """Two torchrun agents as on two machines: into one shared folder the capture equals one process's; into a
+    path each machine resolves to its own folder it is refused on both before any rank captures (rank 0 would
+    otherwise write a complete manifest that misses the other machine's rows)."""
+    from tests.helpers import run_cli
+
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text("".join(json.dumps({"text": f"line {i} of the inputs. " * (1 + i % 3)}) + "\n"
+                              for i in range(100)))
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    cmd = ["-m", "lens.cli.main", "capture", "-i", inputs, "-s", "blocks.1.hook_resid_post", "--json"]
+    shared = tmp_path / "shared"
+    runs = two_machines([*cmd, "-o", shared], [a, b])
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:] + runs[1].stderr[-2000:]
+    assert json.loads(runs[0].stdout)["rows"] > 0 and runs[1].stdout.count('"rows"') == 0  # one report, rank 0
+    assert json.loads((shared / "manifest.json").read_text())["parts"] == ["part-000-of-002", "part-001-of-002"]
+    code, _, err = run_cli(monkeypatch, capsys, ["capture", "-i", inputs, "-o", tmp_path / "single", "-s",
+                                                 "blocks.1.hook_resid_post"])
+    assert code == 0, err
+    capture_equal(tmp_path / "single", shared)
+    runs = two_machines([*cmd, "-o", "cap"], [a, b])  # "cap" is a/cap on one machine, b/cap on the other
+    for r in runs:
+        assert r.returncode != 0
+        assert "is not the same folder for every process" in r.stderr and "rank 1 cannot see" in r.stderr
+    assert not (a / "cap").exists() and not (b / "cap").exists()  # nothing captured, nothing left
+    runs = two_machines(["-m", "lens.cli.main", "sae", "train", "-c", shared, "-o", "sae", "--expansion", "2", "--k",
+                         "4", "--batch-size", "64", "--total-rows", "256"], [a, b])  # DDP: ranks resume from one folder
+    for r in runs:
+        assert r.returncode != 0 and "is not the same folder for every process" in r.stderr, r.stderr[-2000:]
+
+
+_FIND = ["-m", "lens.cli.main", "find-feature", "--steer-check", "--problems", "6", "--n-random", "1",
+         "--max-new-tokens", "30", "--json"]
+
+
+def _found(stdout: str) -> dict:
+    """find-feature's JSON without timings and without the SAE's path (each run its own cache)."""
+    out = untimed(json.loads(stdout))
+    out["sae"].pop("path")
+    return out
+
+
+def _cached_sae(cache: Path) -> Path:
+    (got,) = (cache / "saes").iterdir()
+    return got
+
+
+def _same_files(a: Path, b: Path) -> None:
+    """Folders a and b hold the same files (writer locks aside), byte for byte."""
+    a_files, b_files = ([p.relative_to(x) for x in [x] for p in sorted(x.rglob("*")) if p.is_file()
+                         and p.name != ".lens.lock"] for x in (a, b))
+    assert Path("sae_weights.safetensors") in a_files and a_files == b_files
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in a_files)
+
+
+@pytest.fixture(scope="module")
+def find_feature_one(tmp_path_factory):
+    """(stdout, cache) of `lens find-feature --steer-check --json` in one process with an empty cache: it trains the
+    organism SAE there."""
+    root = tmp_path_factory.mktemp("one-find")
+    r = subprocess.run([sys.executable, *_FIND], env={**ENV, "LENS_CACHE": str(root / "cache")}, cwd=root,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout, root / "cache"
+
+
+def test_cached_sae_reaches_another_machine(tmp_path, find_feature_one):
+    """`lens find-feature --steer-check` on two machines, each with its own empty cache: rank 0 trains the organism
+    SAE as one process does (the same weights, byte for byte; before, its capture ran data-parallel while the other
+    ranks waited elsewhere) and it reaches machine B's cache byte for byte (before, B trained its own with collective
+    calls rank 0 never made, and the job hung); the JSON equals one process's."""
+    one, one_cache = find_feature_one
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    envs = [{**ENV, "LENS_CACHE": str(tmp_path / f"cache-{m}")} for m in "ab"]
+    runs = two_machines(_FIND, [a, b], env=envs)
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:] + runs[1].stderr[-2000:]
+    assert _found(runs[0].stdout) == _found(one) and not runs[1].stdout.strip()
+    sae_a, sae_b = _cached_sae(tmp_path / "cache-a") / "sae", _cached_sae(tmp_path / "cache-b")
+    same = "sae_weights.safetensors"
+    assert (sae_a / same).read_bytes() == (_cached_sae(one_cache) / "sae" / same).read_bytes()
+    _same_files(sae_b / "sae", sae_a)
+
+
+@pytest.mark.slow
+def test_stale_cached_sae_on_another_machine(tmp_path, find_feature_one):
+    """Machine B's cache holds a stale copy of the SAE (other weights, a file too many) and B runs two processes
+    sharing that cache: one of them receives rank 0's copy, which replaces the stale one whole."""
+    one, one_cache = find_feature_one
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    got = tmp_path / "cache-b" / "saes" / _cached_sae(one_cache).name
+    shutil.copytree(_cached_sae(one_cache), got)
+    weights = got / "sae" / "sae_weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + bytes(8))
+    (got / "sae" / "checkpoints").mkdir()
+    (got / "sae" / "checkpoints" / "latest.json").write_text("{}")
+    envs = [{**ENV, "LENS_CACHE": str(one_cache)}, {**ENV, "LENS_CACHE": str(tmp_path / "cache-b")}]
+    runs = two_machines(_FIND, [a, b], env=envs, procs=2)
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:] + runs[1].stderr[-2000:]
+    assert _found(runs[0].stdout) == _found(one)
+    _same_files(got / "sae", _cached_sae(one_cache) / "sae")
+    assert sorted(p.name for p in got.iterdir()) == ["capture", "sae"]  # no temporary folder left beside it
