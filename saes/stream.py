@@ -6,7 +6,7 @@ of each batch as one chunk: the same rows, in the same order, as `lens.capture_t
 model, inputs, site, selection, batch size and dtype writes to a folder. `shuffled_batches` mixes them
 through its bounded buffer exactly as it mixes a folder's rows (its output depends on the row order
 only, not on chunk sizes), so training on the stream equals training on that folder: same batches,
-same weights. Memory: one batch of rows plus the shuffling buffer, however many inputs there are.
+same weights. Memory: one group of 8 batches' rows plus the shuffling buffer, however many inputs there are.
 
 Each epoch of training runs the forwards again (the inputs are re-read), so the inputs must be
 re-openable: a JSONL path, a list, or a function returning a fresh iterable. A resumed run replays the
@@ -25,6 +25,10 @@ from jaxtyping import Float
 from lens.errors import LensError, check_number
 
 from .buffer import RowSource
+
+
+#: batches per chunk of a stream (as `lens.capture_to_disk` groups them)
+GROUP = 8
 
 
 def _reopener(inputs) -> tuple[Callable[[], Iterable], str]:
@@ -71,10 +75,11 @@ def model_source(model, inputs, site: str, select="all", *, batch_size: int = 8,
         raise LensError(f"{what}: no inputs to stream; the input list or file is empty")
 
     def chunks() -> Iterator[Float[torch.Tensor, "rows d_in"]]:
-        # the capture loop of lens.capture, one group of `batch_size` inputs at a time (bounded memory)
+        # the capture loop of lens.capture_to_disk, one group of GROUP batches at a time (bounded memory; a group
+        # is tokenised at once and read with one set of hooks, which a group per batch paid for every batch)
         for part, _ in capture_parts(model, to_examples(reopen()), [parsed], sel, batch_size=batch_size, dtype=dtype,
                                      side="right", bar=ProgressBar(False, None), too_long=too_long,
-                                     every_group=batch_size, pin=False):
+                                     every_group=batch_size * GROUP, pin=False):
             rows = part[parsed.name]
             if rows.shape[0]:
                 yield rows
