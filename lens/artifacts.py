@@ -185,3 +185,14 @@ def load_tensors(path: str | Path, what: str = "artifact", keys: list[str] | Non
         if v.is_floating_point() and not torch.isfinite(v.sum()) and not torch.isfinite(v).all():
             raise LensError(f"{what} file {path}: tensor {k!r} contains NaN or inf; re-create it")
     return tensors, meta
+
+
+def file_digest(path: Path) -> dict:
+    """Size and SHA-256 of a file, read in 8 MiB blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 23), b""):
+            h.update(block)
+    return {"bytes": path.stat().st_size, "sha256": h.hexdigest()}

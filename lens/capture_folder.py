@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from jaxtyping import Float
 
-from .artifacts import base_metadata, load_tensors, read_json, save_tensors, write_json
+from .artifacts import base_metadata, file_digest, load_tensors, read_json, save_tensors, write_json
 from .capture_memory import META_KEYS, Activations, Forward, ProgressBar, capture_parts, examples_hash
 from .errors import LensError, check_number
 from .models import Model
@@ -63,17 +63,6 @@ def check_manifest(m: object, path: Path) -> None:
         raise LensError(f"capture manifest {path / 'manifest.json'}: the row counts do not add up; {fix}")
     if not m["sites"] or not all(isinstance(x, str) for x in m["sites"]):
         raise LensError(f"capture manifest {path / 'manifest.json'}: 'sites' must be a non-empty list of names; {fix}")
-
-
-def file_digest(path: Path) -> dict:
-    """Size and SHA-256 of a file, read in 8 MiB blocks."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 23), b""):
-            h.update(block)
-    return {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
 
 
 class CaptureFolder:

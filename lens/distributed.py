@@ -339,7 +339,7 @@ def share_cached(folder: Path | None, chunk_bytes: int = 64 << 20) -> Path:
     import torch
     import torch.distributed as dist
 
-    from .artifacts import cache_dir
+    from .artifacts import cache_dir, file_digest
 
     listing = None
     if ranks().main:
@@ -347,7 +347,8 @@ def share_cached(folder: Path | None, chunk_bytes: int = 64 << 20) -> Path:
         if not folder.is_relative_to(root):
             raise LensError(f"{folder} is not inside lens's cache {root}; only cached folders are shared")
         listing = {"folder": str(folder.relative_to(root)),
-                   "files": [[name, (folder / name).stat().st_size, _sha256(folder / name)] for name in _files(folder)]}
+                   "files": [[name, d["bytes"], d["sha256"]] for name in _files(folder)
+                             for d in [file_digest(folder / name)]]}
     listing = all_gather_json(listing)[0]
     local = cache_dir() / listing["folder"]
     missing = not _holds(local, listing["files"])
@@ -395,8 +396,10 @@ def _files(folder: Path) -> list[str]:
 
 def _holds(folder: Path, files: list) -> bool:
     """Whether `folder` holds exactly `files` ([name, size, sha256] each): no file more, none less, none other."""
+    from .artifacts import file_digest
+
     return (folder.is_dir() and _files(folder) == [f[0] for f in files]
-            and all(_sha256(folder / name) == h for name, _, h in files))
+            and all(file_digest(folder / name)["sha256"] == h for name, _, h in files))
 
 
 def _install(incoming: Path, local: Path, files: list) -> None:
@@ -421,13 +424,3 @@ def _install(incoming: Path, local: Path, files: list) -> None:
         finally:
             shutil.rmtree(old, ignore_errors=True)
     raise LensError(f"could not put rank 0's copy of {local} in place (other processes keep replacing it)")
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block_ in iter(lambda: f.read(1 << 20), b""):
-            h.update(block_)
-    return h.hexdigest()

@@ -26,7 +26,6 @@ from lens.errors import LensError, check_number
 
 from .buffer import RowSource
 
-
 #: batches per chunk of a stream (as `lens.capture_to_disk` groups them)
 GROUP = 8
 
