@@ -15,36 +15,56 @@ from tests.helpers import capture_equal, needs_distributed, two_machines, untime
 pytestmark = needs_distributed
 
 
-def test_capture_on_two_machines(tmp_path, monkeypatch, capsys):
-    """Two torchrun agents as on two machines: into one shared folder the capture equals one process's; into a
-    path each machine resolves to its own folder it is refused on both before any rank captures (rank 0 would
-    otherwise write a complete manifest that misses the other machine's rows)."""
-    from tests.helpers import run_cli
+_JOB = """
+import json, sys
+import torch
+torch.set_num_threads(1)
+from lens.capture_folder import capture_to_disk
+from lens.errors import LensError
+from lens.tiny import tiny_model
+from saes.config import TrainConfig
+from saes.train import train_sae
 
-    inputs = tmp_path / "in.jsonl"
-    inputs.write_text("".join(json.dumps({"text": f"line {i} of the inputs. " * (1 + i % 3)}) + "\n"
-                              for i in range(100)))
+texts = [f"line {i} of the inputs. " * (1 + i % 3) for i in range(100)]
+model, site, shared = tiny_model("llama"), "blocks.1.hook_resid_post", sys.argv[1]
+capture_to_disk(model, texts, [site], out=shared, progress=False)
+refused = {}
+try:  # a relative path: another folder on each machine
+    capture_to_disk(model, texts, [site], out="cap", progress=False)
+except LensError as e:
+    refused["capture"] = str(e)
+try:
+    train_sae(shared, "sae", TrainConfig(architecture="topk", expansion=2, k=4, batch_size=64, total_rows=256,
+                                         buffer_rows=128, checkpoint_every=0), progress=False)
+except LensError as e:
+    refused["sae"] = str(e)
+print(json.dumps(refused))
+"""
+
+
+def test_capture_on_two_machines(tmp_path):
+    """Two torchrun agents as on two machines: into one shared folder the capture equals one process's; into a
+    path each machine resolves to its own folder a capture, and a data-parallel SAE training, are refused on both
+    before any rank works (rank 0 would otherwise write a complete manifest missing the other machine's rows)."""
+    from lens.capture_folder import capture_to_disk
+    from lens.tiny import tiny_model
+
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
-    cmd = ["-m", "lens.cli.main", "capture", "-i", inputs, "-s", "blocks.1.hook_resid_post", "--json"]
-    shared = tmp_path / "shared"
-    runs = two_machines([*cmd, "-o", shared], [a, b])
+    job, shared = tmp_path / "job.py", tmp_path / "shared"
+    job.write_text(_JOB)
+    runs = two_machines([job, shared], [a, b])
     assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:] + runs[1].stderr[-2000:]
-    assert json.loads(runs[0].stdout)["rows"] > 0 and runs[1].stdout.count('"rows"') == 0  # one report, rank 0
     assert json.loads((shared / "manifest.json").read_text())["parts"] == ["part-000-of-002", "part-001-of-002"]
-    code, _, err = run_cli(monkeypatch, capsys, ["capture", "-i", inputs, "-o", tmp_path / "single", "-s",
-                                                 "blocks.1.hook_resid_post"])
-    assert code == 0, err
+    texts = [f"line {i} of the inputs. " * (1 + i % 3) for i in range(100)]
+    capture_to_disk(tiny_model("llama"), texts, ["blocks.1.hook_resid_post"], out=tmp_path / "single", progress=False)
     capture_equal(tmp_path / "single", shared)
-    runs = two_machines([*cmd, "-o", "cap"], [a, b])  # "cap" is a/cap on one machine, b/cap on the other
     for r in runs:
-        assert r.returncode != 0
-        assert "is not the same folder for every process" in r.stderr and "rank 1 cannot see" in r.stderr
+        refused = json.loads(r.stdout)
+        assert refused.keys() == {"capture", "sae"}
+        assert all("is not the same folder for every process: rank 1 cannot see" in m for m in refused.values())
     assert not (a / "cap").exists() and not (b / "cap").exists()  # nothing captured, nothing left
-    runs = two_machines(["-m", "lens.cli.main", "sae", "train", "-c", shared, "-o", "sae", "--expansion", "2", "--k",
-                         "4", "--batch-size", "64", "--total-rows", "256"], [a, b])  # DDP: ranks resume from one folder
-    for r in runs:
-        assert r.returncode != 0 and "is not the same folder for every process" in r.stderr, r.stderr[-2000:]
+    assert not (a / "sae").exists() and not (b / "sae").exists()
 
 
 _FIND = ["-m", "lens.cli.main", "find-feature", "--steer-check", "--problems", "6", "--n-random", "1",
