@@ -445,7 +445,9 @@ def parallel_capture(model: Model, inputs: Iterable, sites: list[Site], select: 
     number of processes. Every rank must see the same `out` (on several machines, a filesystem they
     share): `lens.distributed.check_shared` refuses it otherwise, before any rank captures.
     """
-    from .distributed import Ranks, barrier, block, check_shared, init, part_name
+    from contextlib import ExitStack
+
+    from .distributed import Ranks, agree, block, check_shared, first_on_rank0, init, part_name
 
     r = init()
     examples = list(to_examples(inputs))
@@ -453,27 +455,28 @@ def parallel_capture(model: Model, inputs: Iterable, sites: list[Site], select: 
         raise LensError("no inputs to capture; the input list or file is empty")
     new = _new_manifest(model, sites, select, dtype)
     h = examples_hash(examples).hexdigest()
-    lock = writer_lock(out, "capture") if r.main else None
-    try:
-        if r.main:
-            lock.__enter__()
-            _prepare_parallel(out, new, h, r.world, overwrite)
-        barrier()
+    held = ExitStack()  # rank 0: the folder's lock, for the whole job
+
+    def prepare() -> None:
+        held.enter_context(writer_lock(out, "capture"))
+        _prepare_parallel(out, new, h, r.world, overwrite)
+
+    with held:
+        first_on_rank0(prepare)  # an error there (a capture of other inputs, another writer) stops every rank
         check_shared(out)  # every rank writes its part into the folder rank 0 holds
         mine = block(len(examples), r, align=batch_size * 8)
-        if len(mine):
-            stream_capture(model, examples[mine.start:mine.stop], sites, select, out / part_name(r),
-                           batch_size=batch_size, dtype=dtype, padding_side=padding_side, shard_rows=shard_rows,
-                           progress=progress and r.main, total=len(mine), overwrite=overwrite, too_long=too_long,
-                           index_offset=mine.start, forward=forward)
-        barrier()
-        if r.main:
-            _merge_parts(out, new, h, [len(block(len(examples), Ranks(k, r.world), align=batch_size * 8))
-                                       for k in range(r.world)])
-        barrier()
-    finally:
-        if lock is not None:
-            lock.__exit__(None, None, None)
+        error = None
+        try:
+            if len(mine):
+                stream_capture(model, examples[mine.start:mine.stop], sites, select, out / part_name(r),
+                               batch_size=batch_size, dtype=dtype, padding_side=padding_side, shard_rows=shard_rows,
+                               progress=progress and r.main, total=len(mine), overwrite=overwrite, too_long=too_long,
+                               index_offset=mine.start, forward=forward)
+        except Exception as e:  # noqa: BLE001 - raised on every rank by agree
+            error = e
+        agree(error)
+        first_on_rank0(lambda: _merge_parts(out, new, h, [len(block(len(examples), Ranks(k, r.world),
+                                                                    align=batch_size * 8)) for k in range(r.world)]))
     return CaptureFolder(out)
 
 

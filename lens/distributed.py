@@ -100,10 +100,10 @@ def _leave() -> None:
 
 
 def barrier() -> None:
-    """Wait for every rank (no-op in a single process)."""
+    """Wait for every rank (no-op in a single process and inside `alone()`)."""
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
+    if dist.is_available() and dist.is_initialized() and not _ALONE.get():
         dist.barrier()
 
 
@@ -226,7 +226,7 @@ def all_gather_json(obj: Any) -> list[Any]:
     import torch
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1 or _ALONE.get():
         return [json.loads(json.dumps(obj))]
     device = _device()
     data = torch.frombuffer(bytearray(json.dumps(obj, allow_nan=True).encode("utf-8")) or bytearray(b" "),
@@ -249,7 +249,7 @@ def all_gather_rows(rows: Any) -> Any:
     import torch
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1 or _ALONE.get():
         return rows
     device = _device()
     n = torch.tensor([rows.shape[0]], dtype=torch.long, device=device)
@@ -289,23 +289,70 @@ def _device():
 
 
 def check_shared(folder: Path, flag: str = "--out") -> None:
-    """Every rank, once rank 0 holds `folder`'s writer lock (`lens.outputs.writer_lock`): refuse, on every rank
-    alike, when some rank does not see the lock file rank 0 wrote there, i.e. `folder` is not one folder that
-    every process shares (each machine has its own disk there), so what the ranks write would not meet."""
+    """Every rank, once rank 0 holds `folder`'s writer lock (`lens.outputs.writer_lock`, written and synced to disk):
+    refuse, on every rank alike, when some rank does not see the lock file rank 0 wrote there, i.e. `folder` is not
+    one folder that every process shares (each machine has its own disk there), so what the ranks write would not
+    meet."""
     from .outputs import LOCK_NAME
 
-    lock = Path(folder) / LOCK_NAME
-    views = all_gather_json(lock.read_text() if lock.is_file() else None)
-    others = [k for k, v in enumerate(views) if v != views[0]]
+    try:
+        seen = (Path(folder) / LOCK_NAME).read_text()
+    except (OSError, UnicodeError):
+        seen = None
+    views = all_gather_json(seen)
+    others = [k for k, v in enumerate(views) if v != views[0] or v is None]
     if others:
         raise LensError(f"{folder} is not the same folder for every process: rank{'s' * (len(others) > 1)} "
                         f"{', '.join(map(str, others))} cannot see the folder rank 0 writes; on several machines "
                         f"put {flag} on a filesystem they all share (NFS, Lustre, ...)")
 
 
+def _describe(error: BaseException) -> str:
+    return str(error) if isinstance(error, LensError) else f"{type(error).__name__}: {error}"
+
+
+def agree(error: BaseException | None) -> None:
+    """Every rank, after a step each ran on its own: raise on every rank when some rank failed (its own error there,
+    a LensError naming the first failed rank and its message on the others), so that no rank goes on to a
+    collective call that a failed rank never makes. Nothing in a single process (its error is its own)."""
+    if not ranks().parallel:
+        if error is not None:
+            raise error
+        return
+    msgs = all_gather_json(None if error is None else _describe(error))
+    if error is not None:
+        raise error
+    failed = [(k, m) for k, m in enumerate(msgs) if m is not None]
+    if failed:
+        raise LensError(f"rank {failed[0][0]} failed, so every rank stops: {failed[0][1]}")
+
+
+def _rank0_outcome(error: BaseException | None) -> None:
+    """After rank 0's step: its error, raised on every rank (on rank 0 itself as it was). The other ranks wait through
+    the process group's store, with no time limit of the collectives' (nccl's watchdog would end a long wait)."""
+    import datetime
+
+    r, store = ranks(), _store()
+    msg = None if error is None else _describe(error)
+    if store is None:
+        msg = all_gather_json(msg)[0]
+    else:
+        key = f"lens/rank0/{store.add(f'lens/rank0/rank-{r.rank}', 1)}"  # the same on every rank for the same call
+        if r.main:
+            store.set(key, json.dumps(msg))
+        else:
+            store.wait([key], datetime.timedelta(days=7))
+            msg = json.loads(store.get(key))
+    if error is not None:
+        raise error
+    if msg is not None:
+        raise LensError(f"rank 0 failed, so every rank stops: {msg}")
+
+
 def first_on_rank0(fn: Callable[[], T], cached: Callable[[T], Path] | None = None) -> T | None:
     """Under a launcher: rank 0 runs `fn` as a single process would (inside `alone()`: a capture or SAE training in it
     runs whole there) while the others wait; `fn`'s result there, None on the other ranks and in a single process.
+    When `fn` fails on rank 0, every rank raises.
 
     cached: for an `fn` that fills a folder of lens's cache (`lens.artifacts.cache_dir`) which the other ranks then
     read, that folder from `fn`'s result: afterwards every rank's own cache holds it byte for byte, sent from
@@ -315,13 +362,17 @@ def first_on_rank0(fn: Callable[[], T], cached: Callable[[T], Path] | None = Non
     if not r.parallel:
         return None
     init()
-    got = None
+    got, folder, error = None, None, None
     if r.main:
-        with alone():
-            got = fn()
-    barrier()
+        try:
+            with alone():
+                got = fn()
+                folder = cached(got) if cached is not None else None
+        except BaseException as e:  # noqa: BLE001 - raised again below, on every rank
+            error = e
+    _rank0_outcome(error)
     if cached is not None:
-        share_cached(cached(got) if r.main else None)
+        share_cached(folder)
     return got
 
 
@@ -329,89 +380,137 @@ def share_cached(folder: Path | None, chunk_bytes: int = 64 << 20) -> Path:
     """Rank 0's folder `folder` (inside lens's cache; None on the other ranks) made present, byte for byte, in every
     rank's own cache at the same place under `cache_dir()`; returns this rank's copy.
 
-    A rank's copy is missing or differs when its files (names, sha256) are not rank 0's. One rank per machine
-    and cache path among those (the lowest) receives every file from rank 0 through
-    `torch.distributed.broadcast`, `chunk_bytes` at a time, into a new folder that then replaces its copy in one
-    rename; ranks that share rank 0's disk send and write nothing. Every rank returns once every copy is in place.
+    A rank's copy is missing or differs when its folders and files (names, sha256) are not rank 0's. In each round
+    one rank per host name and cache path among those (the lowest) receives every file from rank 0 through
+    `torch.distributed.broadcast`, `chunk_bytes` at a time, into a new folder that is checked against rank 0's
+    digests and then replaces its copy in one rename; ranks that share rank 0's disk send and write nothing.
+    Rounds go on while some rank lacks a copy (machines that share a host name), at most one per rank. A rank
+    that fails to write stops every rank with its error.
     """
     import socket
+
+    from .artifacts import cache_dir
+
+    listing = error = None
+    if ranks().main:
+        try:
+            root, folder = cache_dir().resolve(), Path(folder).resolve()
+            if folder == root or not folder.is_relative_to(root):
+                raise LensError(f"{folder} is not a folder inside lens's cache {root}; only those are shared")
+            listing = _listing(folder)
+            listing["folder"] = str(folder.relative_to(root))
+        except Exception as e:  # noqa: BLE001 - raised again below, on every rank
+            error = e
+    listing = all_gather_json(listing if error is None else {"error": _describe(error)})[0]
+    if error is not None:
+        raise error
+    if "error" in listing:
+        raise LensError(f"rank 0 failed, so every rank stops: {listing['error']}")
+    local = cache_dir() / listing["folder"]
+    for _ in range(ranks().world):
+        views = all_gather_json([not _holds(local, listing), socket.gethostname(), os.path.realpath(local)])
+        if not any(v[0] for v in views):
+            return local
+        me = ranks().rank
+        writes = views[me][0] and next(k for k, v in enumerate(views) if v[0] and v[1:] == views[me][1:]) == me
+        agree(_receive(local, listing, writes, chunk_bytes))
+    raise LensError(f"some ranks still lack rank 0's copy of {listing['folder']} in their lens cache after it was "
+                    "sent to each; give every machine its own LENS_CACHE, or one they all share")
+
+
+def _listing(folder: Path) -> dict:
+    """A folder's sub-folders and files ([name, bytes, sha256]; writer locks aside), relative names, sorted."""
+    from .artifacts import file_digest
+    from .outputs import LOCK_NAME
+
+    paths = sorted(folder.rglob("*"))
+    files = [p for p in paths if p.is_file() and p.name != LOCK_NAME]
+    return {"dirs": [str(p.relative_to(folder)) for p in paths if p.is_dir()],
+            "files": [[str(p.relative_to(folder)), d["bytes"], d["sha256"]] for p in files for d in [file_digest(p)]]}
+
+
+def _holds(folder: Path, listing: dict) -> bool:
+    """Whether `folder` holds exactly the listing's folders and files: none more, none less, none other."""
+    if not folder.is_dir():
+        return False
+    mine = _listing(folder)
+    return mine["dirs"] == listing["dirs"] and mine["files"] == listing["files"]
+
+
+def _receive(local: Path, listing: dict, writes: bool, chunk_bytes: int) -> BaseException | None:
+    """One round of `share_cached`: rank 0 sends every file; a writing rank keeps them in a new folder beside `local`
+    and puts it in place. Every rank takes part in every broadcast, whatever failed; returns this rank's error."""
+    import shutil
+    import tempfile
 
     import torch
     import torch.distributed as dist
 
-    from .artifacts import cache_dir, file_digest
-
-    listing = None
-    if ranks().main:
-        root, folder = cache_dir().resolve(), Path(folder).resolve()
-        if not folder.is_relative_to(root):
-            raise LensError(f"{folder} is not inside lens's cache {root}; only cached folders are shared")
-        listing = {"folder": str(folder.relative_to(root)),
-                   "files": [[name, d["bytes"], d["sha256"]] for name in _files(folder)
-                             for d in [file_digest(folder / name)]]}
-    listing = all_gather_json(listing)[0]
-    local = cache_dir() / listing["folder"]
-    missing = not _holds(local, listing["files"])
-    views = all_gather_json([missing, socket.gethostname(), os.path.realpath(local)])
-    if not any(v[0] for v in views):
-        return local
-    me = ranks().rank
-    writes = missing and next(k for k, v in enumerate(views) if v[0] and v[1:] == views[me][1:]) == me
-    incoming = local.parent / f".{local.name}.incoming-{os.getpid()}"
+    failure: BaseException | None = None
+    incoming = None
     if writes:
-        incoming.mkdir(parents=True)
+        try:
+            local.parent.mkdir(parents=True, exist_ok=True)
+            incoming = Path(tempfile.mkdtemp(prefix=f".{local.name}.incoming-", dir=local.parent))
+            for d in listing["dirs"]:
+                (incoming / d).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            failure = e
     device = _device()
     for name, size, _ in listing["files"]:
-        src = open(local / name, "rb") if ranks().main else None
-        dst = None
-        if writes:
-            (incoming / name).parent.mkdir(parents=True, exist_ok=True)
-            dst = open(incoming / name, "wb")
+        src = dst = None
+        try:
+            if ranks().main:
+                src = open(local / name, "rb")
+            if incoming is not None and failure is None:
+                dst = open(incoming / name, "wb")
+        except OSError as e:
+            failure = failure or e
         try:
             for start in range(0, size, chunk_bytes):
                 n = min(chunk_bytes, size - start)
+                buf = torch.zeros(n, dtype=torch.uint8, device=device)
                 if src is not None:
-                    buf = torch.frombuffer(bytearray(src.read(n)), dtype=torch.uint8).to(device)
-                else:
-                    buf = torch.empty(n, dtype=torch.uint8, device=device)
+                    data = src.read(n)
+                    if len(data) == n:
+                        buf = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(device)
+                    else:
+                        failure = failure or OSError(f"{local / name} changed while it was being sent")
                 dist.broadcast(buf, src=0)
                 if dst is not None:
-                    dst.write(buf.cpu().numpy().tobytes())
+                    try:
+                        dst.write(buf.cpu().numpy().tobytes())
+                    except OSError as e:
+                        failure = failure or e
+                        dst.close()
+                        dst = None
         finally:
             for f in (src, dst):
                 if f is not None:
                     f.close()
-    if writes:
-        _install(incoming, local, listing["files"])
-    barrier()
-    return local
+    try:
+        if incoming is not None and failure is None:
+            if not _holds(incoming, listing):
+                raise LensError(f"the copy of {local} received from rank 0 differs from rank 0's (sha256)")
+            _install(incoming, local, listing)
+    except Exception as e:  # noqa: BLE001 - returned, then raised on every rank
+        failure = e
+    finally:
+        if incoming is not None and incoming.exists():
+            shutil.rmtree(incoming, ignore_errors=True)
+    return failure
 
 
-def _files(folder: Path) -> list[str]:
-    """The files under `folder` (relative names, sorted), but writer locks."""
-    from .outputs import LOCK_NAME
-
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != LOCK_NAME)
-
-
-def _holds(folder: Path, files: list) -> bool:
-    """Whether `folder` holds exactly `files` ([name, size, sha256] each): no file more, none less, none other."""
-    from .artifacts import file_digest
-
-    return (folder.is_dir() and _files(folder) == [f[0] for f in files]
-            and all(file_digest(folder / name)["sha256"] == h for name, _, h in files))
-
-
-def _install(incoming: Path, local: Path, files: list) -> None:
+def _install(incoming: Path, local: Path, listing: dict) -> None:
     """Put the received folder `incoming` at `local` (lens's own cache folder, stale or missing here) in one rename;
-    where a rank sharing this disk under another host name put a good copy there first, keep that one."""
+    where another rank on this disk put a good copy there first, keep that one."""
     import shutil
+    import uuid
 
     for _ in range(3):
-        if _holds(local, files):
-            shutil.rmtree(incoming)
+        if _holds(local, listing):
             return
-        old = local.parent / f".{local.name}.old-{os.getpid()}"
+        old = local.parent / f".{local.name}.old-{uuid.uuid4().hex}"
         try:
             local.rename(old)
         except FileNotFoundError:

@@ -228,6 +228,7 @@ def writer_lock(folder: str | Path, what: str = "folder") -> Iterator[None]:
                              "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                              "command": " ".join(sys.argv)[:300]}))
         fh.flush()
+        os.fsync(fh.fileno())  # on a shared filesystem (NFS) other machines read it now (`distributed.check_shared`)
         try:
             os.chmod(path, file_mode())
         except OSError:

@@ -2,7 +2,7 @@
 
 `model_source(model, inputs, site, select)` runs the model over `inputs` in batches of `batch_size`
 (one read-only hook on `site`, the forward stopped after it, no gradient) and yields the selected rows
-of each batch as one chunk: the same rows, in the same order, as `lens.capture_to_disk` with the same
+of each group of `GROUP` batches as one chunk: the same rows, in the same order, as `lens.capture_to_disk` with the same
 model, inputs, site, selection, batch size and dtype writes to a folder. `shuffled_batches` mixes them
 through its bounded buffer exactly as it mixes a folder's rows (its output depends on the row order
 only, not on chunk sizes), so training on the stream equals training on that folder: same batches,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -183,25 +184,26 @@ def train_sae(
         r = distributed.init()
     kw = dict(site=site, model=model, resume=resume, progress=progress and r.main, stop_after=stop_after,
               log_every=log_every, init_decoder=init_decoder, overwrite=overwrite, r=r)
-    if not r.main:  # rank 0 holds the folder; the others train their shares and wait for its writes
-        distributed.barrier()
-        try:
-            distributed.check_shared(out, "the SAE folder")  # they resume from its checkpoints
-            return _train(source, out, cfg, **kw)
-        finally:
-            distributed.barrier()
-    check_output(out, "sae", overwrite=overwrite, inputs=[src_path] if src_path is not None else [], resumable=True)
-    with writer_lock(out, "SAE"):
+    held = ExitStack()  # rank 0: the folder's lock, for the whole training
+
+    def prepare() -> None:
+        check_output(out, "sae", overwrite=overwrite, inputs=[src_path] if src_path is not None else [],
+                     resumable=True)
+        held.enter_context(writer_lock(out, "SAE"))
         remove_stale_temps(out)
-        if r.parallel:
-            distributed.barrier()
+
+    with held:
+        if not r.parallel:
+            prepare()
+            return _train(source, out, cfg, **kw)
+        # rank 0 holds the folder (an error there stops every rank); the others train their shares and wait for
+        # its writes, resuming from its checkpoints
+        distributed.first_on_rank0(prepare)
         try:
-            if r.parallel:
-                distributed.check_shared(out, "the SAE folder")
+            distributed.check_shared(out, "the SAE folder")
             return _train(source, out, cfg, **kw)
         finally:
-            if r.parallel:
-                distributed.barrier()
+            distributed.barrier()
 
 
 def _warn_outliers(source, site: str | None) -> None:

@@ -45,21 +45,28 @@ def two_machines(args: list[str], cwds: list, env: list[dict] | None = None, tim
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    import signal
+    import tempfile
+
     launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", str(procs),
               "--master-addr", "127.0.0.1", "--master-port", str(port)]
+    logs = [(tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")) for _ in range(2)]  # no pipe to fill up
     agents = [subprocess.Popen([*launch, "--node-rank", str(i), *map(str, args)], cwd=cwds[i],
-                               env=(env or [TORCHRUN_ENV] * 2)[i], text=True, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE) for i in range(2)]
+                               env=(env or [TORCHRUN_ENV] * 2)[i], text=True, stdout=logs[i][0], stderr=logs[i][1],
+                               start_new_session=True) for i in range(2)]
     out = []
     try:
-        for p in agents:
-            stdout, stderr = p.communicate(timeout=timeout)
-            out.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
+        for p, (o, e) in zip(agents, logs, strict=True):
+            p.wait(timeout=timeout)
+            o.seek(0), e.seek(0)
+            out.append(subprocess.CompletedProcess(p.args, p.returncode, o.read(), e.read()))
     finally:
         for p in agents:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
+            if p.poll() is None:  # the agent and the workers it started
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        for o, e in logs:
+            o.close(), e.close()
     return out
 
 

@@ -38,6 +38,10 @@ try:
                                          buffer_rows=128, checkpoint_every=0), progress=False)
 except LensError as e:
     refused["sae"] = str(e)
+try:  # other inputs into the shared folder, without overwrite: refused on rank 0, which stops rank 1 too
+    capture_to_disk(model, texts[:50], [site], out=shared, progress=False)
+except LensError as e:
+    refused["other_inputs"] = str(e)
 print(json.dumps(refused))
 """
 
@@ -61,8 +65,11 @@ def test_capture_on_two_machines(tmp_path):
     capture_equal(tmp_path / "single", shared)
     for r in runs:
         refused = json.loads(r.stdout)
-        assert refused.keys() == {"capture", "sae"}
-        assert all("is not the same folder for every process: rank 1 cannot see" in m for m in refused.values())
+        assert refused.keys() == {"capture", "sae", "other_inputs"}
+        assert all("is not the same folder for every process: rank 1 cannot see" in refused[k] for k in ("capture",
+                                                                                                       "sae"))
+        assert "holds a capture of other inputs" in refused["other_inputs"]
+    assert json.loads(runs[1].stdout)["other_inputs"].startswith("rank 0 failed, so every rank stops: ")
     assert not (a / "cap").exists() and not (b / "cap").exists()  # nothing captured, nothing left
     assert not (a / "sae").exists() and not (b / "sae").exists()
 
@@ -139,3 +146,59 @@ def test_stale_cached_sae_on_another_machine(tmp_path, find_feature_one):
     assert _found(runs[0].stdout) == _found(one)
     _same_files(got / "sae", _cached_sae(one_cache) / "sae")
     assert sorted(p.name for p in got.iterdir()) == ["capture", "sae"]  # no temporary folder left beside it
+
+
+_SHARE = """
+import json, os, sys
+from pathlib import Path
+from lens.artifacts import cache_dir
+from lens.distributed import first_on_rank0, init, ranks
+from lens.errors import LensError
+
+r = init()
+got = {}
+
+def boom():
+    raise ValueError("boom")
+
+def fill(name):
+    d = cache_dir() / "things" / name
+    (d / "sub").mkdir(parents=True)
+    (d / "empty").mkdir()
+    (d / "a.bin").write_bytes(bytes(range(256)) * 999)
+    (d / "sub" / "b.txt").write_text("hi")
+    return d
+
+for phase, fn in (("boom", boom), ("share", lambda: fill("x")), ("unwritable", lambda: fill("y"))):
+    if phase == "unwritable" and r.rank == 1:
+        os.environ["LENS_CACHE"] = sys.argv[1]  # a file: no cache can be made there
+    try:
+        first_on_rank0(fn, cached=lambda d: d)
+        d = cache_dir() / "things" / "x"
+        got[phase] = sorted(str(p.relative_to(d)) for p in d.rglob("*")) + [(d / "a.bin").read_bytes().hex()[:8]]
+    except (LensError, OSError, ValueError) as e:
+        got[phase] = type(e).__name__ + ": " + str(e)
+print(json.dumps(got))
+"""
+
+
+def test_failures_stop_every_rank(tmp_path):
+    """On two machines with caches of their own: rank 0's failure in `first_on_rank0` is raised on every rank (rank 1
+    waited for it), a cached folder with an empty sub-folder reaches machine B whole, and a rank that cannot write
+    its copy stops every rank with its error (before, each was a hang of the other ranks)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    (tmp_path / "not-a-folder").write_text("")
+    job = tmp_path / "job.py"
+    job.write_text(_SHARE)
+    envs = [{**ENV, "LENS_CACHE": str(tmp_path / f"cache-{m}")} for m in "ab"]
+    runs = two_machines([job, tmp_path / "not-a-folder"], [a, b], env=envs, timeout=120)
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:] + runs[1].stderr[-2000:]
+    r0, r1 = (json.loads(r.stdout) for r in runs)
+    assert r0["boom"] == "ValueError: boom" and r1["boom"] == "LensError: rank 0 failed, so every rank stops: " \
+                                                                "ValueError: boom"
+    assert r0["share"] == r1["share"] == ["a.bin", "empty", "sub", "sub/b.txt", "00010203"]
+    assert r1["unwritable"].startswith(("NotADirectoryError", "FileExistsError"))
+    assert r0["unwritable"].startswith("LensError: rank 1 failed, so every rank stops: ")
+    assert sorted(p.name for p in (tmp_path / "cache-b" / "things").iterdir()) == ["x"]  # no temporary folder left
+
