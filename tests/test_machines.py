@@ -111,9 +111,9 @@ def find_feature_one(tmp_path_factory):
 
 def test_cached_sae_reaches_another_machine(tmp_path, find_feature_one):
     """`lens find-feature --steer-check` on two machines, each with its own empty cache: rank 0 trains the organism
-    SAE as one process does (the same weights, byte for byte; before, its capture ran data-parallel while the other
-    ranks waited elsewhere) and it reaches machine B's cache byte for byte (before, B trained its own with collective
-    calls rank 0 never made, and the job hung); the JSON equals one process's."""
+    SAE as one process does (the same weights, byte for byte: its capture and training run whole on rank 0) and it
+    reaches machine B's cache byte for byte (so B does not train one of its own, whose collective calls rank 0
+    would never make); the JSON equals one process's."""
     one, one_cache = find_feature_one
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
@@ -185,7 +185,7 @@ print(json.dumps(got))
 def test_failures_stop_every_rank(tmp_path):
     """On two machines with caches of their own: rank 0's failure in `first_on_rank0` is raised on every rank (rank 1
     waited for it), a cached folder with an empty sub-folder reaches machine B whole, and a rank that cannot write
-    its copy stops every rank with its error (before, each was a hang of the other ranks)."""
+    its copy stops every rank with its error (rather than leaving the others waiting at a collective call)."""
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
     (tmp_path / "not-a-folder").write_text("")
