@@ -24,7 +24,7 @@ import torch
 from jaxtyping import Float
 
 from .artifacts import base_metadata, file_digest, load_tensors, read_json, save_tensors, write_json
-from .capture_memory import META_KEYS, Activations, Forward, ProgressBar, capture_parts, examples_hash
+from .capture_memory import GROUP_BATCHES, META_KEYS, Activations, Forward, ProgressBar, capture_parts, examples_hash
 from .errors import LensError, check_number
 from .models import Model
 from .outliers import NormOutliers
@@ -411,7 +411,7 @@ def _stream(model: Model, inputs: Iterable, sites: list[Site], select: Selection
         # page-locked memory
         for part, chunk in capture_parts(model, examples, sites, select, batch_size=batch_size, dtype=dtype,
                                          side=padding_side, bar=bar, first_index=start, too_long=too_long,
-                                         forward=forward, every_group=batch_size * 8, pin=False):
+                                         forward=forward, every_group=batch_size * GROUP_BATCHES, pin=False):
             pending.append(part)
             ex_pending.extend(chunk)
             pending_rows += len(part)
@@ -464,7 +464,8 @@ def parallel_capture(model: Model, inputs: Iterable, sites: list[Site], select: 
     with held:
         first_on_rank0(prepare)  # an error there (a capture of other inputs, another writer) stops every rank
         check_shared(out)  # every rank writes its part into the folder rank 0 holds
-        mine = block(len(examples), r, align=batch_size * 8)
+        plan = [block(len(examples), Ranks(k, r.world), align=batch_size * GROUP_BATCHES) for k in range(r.world)]
+        mine = plan[r.rank]
         error = None
         try:
             if len(mine):
@@ -475,8 +476,7 @@ def parallel_capture(model: Model, inputs: Iterable, sites: list[Site], select: 
         except Exception as e:  # noqa: BLE001 - raised on every rank by agree
             error = e
         agree(error)
-        first_on_rank0(lambda: _merge_parts(out, new, h, [len(block(len(examples), Ranks(k, r.world),
-                                                                    align=batch_size * 8)) for k in range(r.world)]))
+        first_on_rank0(lambda: _merge_parts(out, new, h, [len(p) for p in plan]))
     return CaptureFolder(out)
 
 

@@ -29,6 +29,9 @@ from .sites import Site, resolve
 
 META_KEYS = ("example", "start", "end", "token_id")
 KIND_ORDER = {"hook_resid_pre": 0, "hook_attn_out": 1, "hook_mlp_out": 2, "hook_resid_post": 3}
+#: batches a streamed capture reads at once (`capture_parts(every_group=batch_size * GROUP_BATCHES)`): tokenised
+#: together, read with one set of hooks; also the unit a data-parallel capture splits its inputs by
+GROUP_BATCHES = 8
 
 
 #: a batch's forward: (state, model, batch) -> logits [batch, seq, vocab] or None; it calls state["read"](site, hidden)

@@ -408,7 +408,8 @@ def share_cached(folder: Path | None, chunk_bytes: int = 64 << 20) -> Path:
         raise LensError(f"rank 0 failed, so every rank stops: {listing['error']}")
     local = cache_dir() / listing["folder"]
     for _ in range(ranks().world):
-        views = all_gather_json([not _holds(local, listing), socket.gethostname(), os.path.realpath(local)])
+        missing = not ranks().main and not _holds(local, listing)  # rank 0 holds what it listed
+        views = all_gather_json([missing, socket.gethostname(), os.path.realpath(local)])
         if not any(v[0] for v in views):
             return local
         me = ranks().rank

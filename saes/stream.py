@@ -2,11 +2,12 @@
 
 `model_source(model, inputs, site, select)` runs the model over `inputs` in batches of `batch_size`
 (one read-only hook on `site`, the forward stopped after it, no gradient) and yields the selected rows
-of each group of `GROUP` batches as one chunk: the same rows, in the same order, as `lens.capture_to_disk` with the same
-model, inputs, site, selection, batch size and dtype writes to a folder. `shuffled_batches` mixes them
-through its bounded buffer exactly as it mixes a folder's rows (its output depends on the row order
-only, not on chunk sizes), so training on the stream equals training on that folder: same batches,
-same weights. Memory: one group of 8 batches' rows plus the shuffling buffer, however many inputs there are.
+of each group of `lens.capture_memory.GROUP_BATCHES` batches as one chunk: the same rows, in the same
+order, as `lens.capture_to_disk` with the same model, inputs, site, selection, batch size and dtype
+writes to a folder. `shuffled_batches` mixes them through its bounded buffer exactly as it mixes a
+folder's rows (its output depends on the row order only, not on chunk sizes), so training on the
+stream equals training on that folder: same batches, same weights. Memory: one group of batches' rows
+plus the shuffling buffer, however many inputs there are.
 
 Each epoch of training runs the forwards again (the inputs are re-read), so the inputs must be
 re-openable: a JSONL path, a list, or a function returning a fresh iterable. A resumed run replays the
@@ -25,9 +26,6 @@ from jaxtyping import Float
 from lens.errors import LensError, check_number
 
 from .buffer import RowSource
-
-#: batches per chunk of a stream (as `lens.capture_to_disk` groups them)
-GROUP = 8
 
 
 def _reopener(inputs) -> tuple[Callable[[], Iterable], str]:
@@ -62,7 +60,7 @@ def model_source(model, inputs, site: str, select="all", *, batch_size: int = 8,
     batch_size: inputs per forward pass. The description names the model's fingerprint, the selection,
     dtype and the inputs' hash: equal descriptions mean equal rows.
     """
-    from lens.capture_memory import ProgressBar, capture_parts, check_sites
+    from lens.capture_memory import GROUP_BATCHES, ProgressBar, capture_parts, check_sites
     from lens.selection import parse_select, to_examples
 
     check_number("batch_size", batch_size, 1, integer=True)
@@ -74,11 +72,10 @@ def model_source(model, inputs, site: str, select="all", *, batch_size: int = 8,
         raise LensError(f"{what}: no inputs to stream; the input list or file is empty")
 
     def chunks() -> Iterator[Float[torch.Tensor, "rows d_in"]]:
-        # the capture loop of lens.capture_to_disk, one group of GROUP batches at a time (bounded memory; a group
-        # is tokenised at once and read with one set of hooks, which a group per batch paid for every batch)
+        # the capture loop of lens.capture_to_disk, one group of batches at a time (bounded memory)
         for part, _ in capture_parts(model, to_examples(reopen()), [parsed], sel, batch_size=batch_size, dtype=dtype,
                                      side="right", bar=ProgressBar(False, None), too_long=too_long,
-                                     every_group=batch_size * GROUP, pin=False):
+                                     every_group=batch_size * GROUP_BATCHES, pin=False):
             rows = part[parsed.name]
             if rows.shape[0]:
                 yield rows
